@@ -1,0 +1,29 @@
+"""promptctl: versioned prompts, scored evals, stored runs and a CI gate for LLM prompts.
+
+The public API is loaded lazily so that importing the package (and `promptctl --help`)
+does not pay for numpy, openai or git.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["load_evalset", "load_prompt", "open_store", "run_eval"]
+
+_LAZY = {
+    "load_prompt": ("promptctl.prompts", "load_prompt"),
+    "load_evalset": ("promptctl.evalsets", "load_evalset"),
+    "run_eval": ("promptctl.runner", "run_eval"),
+    "open_store": ("promptctl.store", "open_store"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'promptctl' has no attribute {name!r}")

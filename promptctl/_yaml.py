@@ -1,0 +1,108 @@
+"""Safe YAML loading that remembers the line of every key and list item.
+
+Errors about a prompt or config file must name the line, and PyYAML's plain
+`safe_load` forgets positions; composing the node tree first keeps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from promptctl.errors import InputError
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass
+class LineMap:
+    """1-based line numbers of the nodes of a YAML document, by key path."""
+
+    lines: dict[PathKey, int] = field(default_factory=dict)
+
+    def line(self, *path: str | int) -> int | None:
+        """Line of the deepest known node along `path`."""
+        key: PathKey = tuple(path)
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return self.lines.get((), None)
+
+
+def _walk(node: yaml.Node, path: PathKey, out: dict[PathKey, int]) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                sub = (*path, str(key_node.value))
+                out[sub] = key_node.start_mark.line + 1
+                _walk(value_node, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, (*path, i), out)
+
+
+def read_text(path: Path) -> str:
+    """Read a UTF-8 text file, turning the usual failures into input errors."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(
+            "file not found", file=path, fix="check the path (relative paths are from the current directory)"
+        ) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file", file=path, fix="name a file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror}", file=path, fix="check its permissions") from None
+    return decode_utf8(data, path)
+
+
+def decode_utf8(data: bytes, path: Path | str) -> str:
+    """Decode bytes as UTF-8 (a BOM is tolerated), naming the line of the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            file=path,
+            line=line,
+            fix="save the file as UTF-8",
+        ) from None
+
+
+def load_yaml_text(text: str, path: Path | str) -> tuple[Any, LineMap]:
+    """Parse YAML safely, returning the data and the line of every node."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return None, LineMap()
+        loader = yaml.SafeLoader(text)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise InputError(
+            f"malformed YAML: {problem}",
+            file=path,
+            line=line,
+            fix="fix the YAML syntax at that line (check indentation, quotes and colons)",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"malformed YAML: {exc}", file=path, fix="fix the YAML syntax") from None
+    lines: dict[PathKey, int] = {}
+    _walk(node, (), lines)
+    return data, LineMap(lines)
+
+
+def load_yaml_file(path: Path) -> tuple[Any, LineMap]:
+    """Read and parse a YAML file."""
+    return load_yaml_text(read_text(path), path)

@@ -1,0 +1,46 @@
+"""The `promptctl` command. Heavy modules load inside commands so `--help` stays instant."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from promptctl import __version__
+from promptctl.cli import eval_cmd, runs_cmd, validate_cmd
+
+app = typer.Typer(
+    name="promptctl",
+    help="Versioned prompts, scored evals, stored runs and a CI gate for LLM prompts.\n\n"
+    "Prompts are YAML files in git; `promptctl eval` runs one against an eval set at "
+    "temperature 0, scores it and stores the run keyed by git commit and prompt version.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"promptctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """promptctl: prompt evaluation with engineering rigour."""
+
+
+app.command("validate")(validate_cmd.validate)
+app.command("eval")(eval_cmd.eval_)
+app.command("runs")(runs_cmd.runs)
+app.command("show")(runs_cmd.show)
+app.command("init")(validate_cmd.init)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,48 @@
+"""`promptctl runs` and `promptctl show`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from promptctl.cli.common import handle_errors, open_project_store, project
+
+
+@handle_errors
+def runs(
+    prompt: Annotated[str | None, typer.Argument(help="Only runs of this prompt (its name).")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 50,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """List stored runs: id, time, commit, dirty, prompt version, model, metrics."""
+    from promptctl.render.jsonout import dumps, run_json
+    from promptctl.render.terminal import console, runs_table
+
+    store = open_project_store(project())
+    found = store.list_runs(prompt, limit=limit)
+    if json_out:
+        typer.echo(dumps({"runs": [run_json(r) for r in found]}))
+        return
+    if not found:
+        typer.echo("no runs stored yet: run `promptctl eval prompts/NAME.yaml`")
+        return
+    runs_table(console(), found)
+
+
+@handle_errors
+def show(
+    run: Annotated[str, typer.Argument(help="Run id or a unique prefix of it.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """One run, row by row: input, completion, answer, expected, scores, tokens, latency."""
+    from promptctl.render.jsonout import dumps, run_json
+    from promptctl.render.terminal import console, show_rows
+
+    store = open_project_store(project())
+    record = store.get_run(run)
+    rows = list(store.iter_rows(record["id"]))
+    if json_out:
+        typer.echo(dumps({"run": run_json(record), "rows": rows}))
+        return
+    show_rows(console(), record, rows)

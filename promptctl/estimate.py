@@ -1,0 +1,71 @@
+"""`--dry-run`: how many requests, how many tokens, what it would cost; nothing is sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from promptctl.config import Config
+from promptctl.evalsets import EvalSet
+from promptctl.prompts import Prompt
+from promptctl.providers import ResolvedModel
+from promptctl.runner import EvalOptions, cache_key, plan
+from promptctl.store.sqlite import Store
+
+# Chat formatting adds a few tokens per message around the content (OpenAI's
+# published accounting for its chat models).
+_TOKENS_PER_MESSAGE = 3
+_TOKENS_PER_REPLY = 3
+
+
+def _counter(resolved: ResolvedModel) -> tuple[Any, str]:
+    """A token counter: tiktoken for OpenAI models, else a characters/4 estimate."""
+    if resolved.endpoint is None:
+        try:
+            import tiktoken
+        except ImportError:
+            pass
+        else:
+            try:
+                enc = tiktoken.encoding_for_model(resolved.model)
+            except KeyError:
+                enc = tiktoken.get_encoding("o200k_base")
+            except Exception:  # noqa: BLE001 - tiktoken may need to download its tables
+                enc = None
+            if enc is not None:
+                return (lambda text: len(enc.encode(text))), f"tiktoken {enc.name}"
+    return (lambda text: max(1, (len(text) + 3) // 4)), "estimate: characters / 4"
+
+
+def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, config: Config,
+             store: Store, options: EvalOptions) -> dict[str, Any]:
+    """The plan of one run with token and cost estimates."""
+    items = plan(prompt, evalset, limit=options.limit, repeat=options.repeat)
+    count, method = _counter(resolved)
+    params = prompt.request_params
+    prompt_tokens = 0
+    cached = 0
+    for item in items:
+        if options.use_cache and store.cache_get(
+                cache_key(resolved.cache_url, resolved.model, item.messages, params, item.sample)):
+            cached += 1
+            continue
+        prompt_tokens += _TOKENS_PER_REPLY + sum(
+            _TOKENS_PER_MESSAGE + count(m["content"]) for m in item.messages)
+    to_send = len(items) - cached
+    max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+    completion_tokens = to_send * int(max_tokens) if max_tokens else None
+    price = config.price(resolved.model, resolved.endpoint)
+    cost = None
+    if price is not None:
+        cost = (prompt_tokens * price.input + (completion_tokens or 0) * price.output) / 1e6
+    return {
+        "prompt": prompt.name, "model": resolved.spec, "endpoint": resolved.endpoint_name,
+        "requests": len(items), "cached": cached, "to_send": to_send,
+        "eval_rows": sum(1 for i in items if i.kind == "eval"),
+        "fewshot_rows": sum(1 for i in items if i.kind == "fewshot"),
+        "prompt_tokens": prompt_tokens, "token_count_method": method,
+        "completion_tokens_max": completion_tokens,
+        "estimated_cost_usd_max": None if cost is None else round(cost, 6),
+        "cost_note": None if max_tokens else "no max_tokens in params: completion cost unknown",
+        "first_request": items[0].messages if items else [],
+    }

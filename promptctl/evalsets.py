@@ -1,0 +1,236 @@
+"""Eval sets: JSON Lines, YAML or CSV rows, each error naming its file and line."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptctl._yaml import decode_utf8, load_yaml_text
+from promptctl.errors import InputError
+
+ROW_KEYS = ("id", "input", "expected", "pattern", "metadata")
+SUFFIXES = (".jsonl", ".yaml", ".yml", ".csv")
+
+
+class _Missing:
+    """Marks a row with no `expected` (None is a legitimate expected value)."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One eval case (or few-shot example): input variables and the expected answer."""
+
+    id: str
+    input: dict[str, Any]
+    expected: Any = MISSING
+    line: int | None = None
+    pattern: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_expected(self) -> bool:
+        return self.expected is not MISSING
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data as in an eval set file."""
+        out: dict[str, Any] = {"id": self.id, "input": self.input}
+        if self.has_expected:
+            out["expected"] = self.expected
+        if self.pattern is not None:
+            out["pattern"] = self.pattern
+        if self.metadata:
+            out["metadata"] = self.metadata
+        return out
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A validated eval set and the sha256 of its bytes (its version)."""
+
+    path: Path
+    version: str
+    rows: tuple[Row, ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows)
+
+
+def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: str = "row") -> Row:
+    """Validate one raw row mapping; `number` is its 1-based position (the default id)."""
+    if not isinstance(raw, dict):
+        raise InputError(f"{what} {number} must be a mapping with input (and expected), "
+                         f"not {type(raw).__name__}", file=path, line=line,
+                         fix='write it as {"id": "r1", "input": {...}, "expected": ...}')
+    for key in raw:
+        if key not in ROW_KEYS:
+            raise InputError(f"unknown key {key!r} in {what} {number}", file=path, line=line,
+                             fix=f"use only {', '.join(ROW_KEYS)}; input variables go under input")
+    if "input" not in raw:
+        raise InputError(f"{what} {number} has no input", file=path, line=line,
+                         fix="add input: a mapping of template variables")
+    inputs = raw["input"]
+    if not isinstance(inputs, dict):
+        raise InputError(f"input of {what} {number} must be a mapping of variable names to values",
+                         file=path, line=line, fix='e.g. "input": {"text": "..."}')
+    for name in inputs:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise InputError(f"input variable {name!r} of {what} {number} is not a valid name",
+                             file=path, line=line, fix="use letters, digits and underscores")
+        if name == "examples":
+            raise InputError(f"input variable 'examples' of {what} {number} clashes with the "
+                             "few-shot examples", file=path, line=line, fix="rename the variable")
+    row_id = raw.get("id", number)
+    if isinstance(row_id, bool) or not isinstance(row_id, str | int) or str(row_id) == "":
+        raise InputError(f"id of {what} {number} must be a non-empty string or integer",
+                         file=path, line=line, fix="give each row a unique id such as r1")
+    pattern = raw.get("pattern")
+    if pattern is not None and not isinstance(pattern, str):
+        raise InputError(f"pattern of {what} {number} must be a string", file=path, line=line,
+                         fix="quote the regular expression")
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InputError(f"metadata of {what} {number} must be a mapping", file=path, line=line,
+                         fix="write metadata as key: value pairs")
+    return Row(id=str(row_id), input=dict(inputs), expected=raw.get("expected", MISSING),
+               line=line, pattern=pattern, metadata=metadata)
+
+
+def _jsonl_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line), lineno
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path,
+                             line=lineno, fix="each line must be one complete JSON object") from None
+
+
+def _yaml_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
+    data, lines = load_yaml_text(text, path)
+    if data is None:
+        return
+    if not isinstance(data, list):
+        raise InputError("a YAML eval set must be a list of rows", file=path, line=lines.line(),
+                         fix="start each row with '- id: ...' at the top level")
+    for i, raw in enumerate(data):
+        yield raw, lines.line(i) or 1
+
+
+def _csv_value(value: str) -> Any:
+    """CSV cells are text; `expected` that reads as a number is compared as one."""
+    stripped = value.strip()
+    try:
+        return int(stripped)
+    except ValueError:
+        pass
+    try:
+        return float(stripped)
+    except ValueError:
+        return value
+
+
+def _csv_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InputError(f"malformed CSV header: {exc}", file=path, line=1, fix="fix the header") from None
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        raise InputError("duplicate column names in the header", file=path, line=1,
+                         fix="give every column a distinct name")
+    for name in header:
+        if not name:
+            raise InputError("empty column name in the header", file=path, line=1,
+                             fix="name every column")
+    start = reader.line_num + 1
+    try:
+        for cells in reader:
+            line = start
+            start = reader.line_num + 1
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                raise InputError(f"{len(cells)} fields where the header has {len(header)}",
+                                 file=path, line=line,
+                                 fix="quote fields that contain commas; every row needs every column")
+            raw: dict[str, Any] = {"input": {}}
+            for name, cell in zip(header, cells, strict=True):
+                if name == "id":
+                    raw["id"] = cell
+                elif name == "expected":
+                    raw["expected"] = _csv_value(cell)
+                elif name == "pattern":
+                    raw["pattern"] = cell
+                else:
+                    raw["input"][name] = cell
+            yield raw, line
+    except csv.Error as exc:
+        raise InputError(f"malformed CSV: {exc}", file=path, line=reader.line_num,
+                         fix="check the quoting on that line") from None
+
+
+def load_evalset_bytes(data: bytes, path: Path) -> EvalSet:
+    """Parse an eval set from bytes (a file, or a file as it was at a git ref)."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InputError(f"unknown eval set format {suffix or '(no extension)'!r}", file=path,
+                         fix="use .jsonl, .yaml, .yml or .csv")
+    text = decode_utf8(data, path)
+    reader = {".jsonl": _jsonl_rows, ".csv": _csv_rows}.get(suffix, _yaml_rows)
+    rows: list[Row] = []
+    seen: dict[str, int | None] = {}
+    for number, (raw, line) in enumerate(reader(text, path), start=1):
+        row = make_row(raw, number, path, line)
+        if row.id in seen:
+            first = seen[row.id]
+            raise InputError(f"duplicate row id {row.id!r} (first at line {first})", file=path,
+                             line=line, fix="give every row a unique id")
+        seen[row.id] = line
+        rows.append(row)
+    if not rows:
+        raise InputError("the eval set is empty", file=path, fix="add at least one row")
+    return EvalSet(path=path, version=hashlib.sha256(data).hexdigest(), rows=tuple(rows))
+
+
+def load_evalset(path: str | Path) -> EvalSet:
+    """Load and validate an eval set; nothing is usable until every row is valid."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError("eval set not found", file=p,
+                         fix="check the path, or pass --evalset FILE") from None
+    except IsADirectoryError:
+        raise InputError("eval set path is a directory", file=p, fix="name a .jsonl, .yaml or .csv file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read eval set: {exc.strerror}", file=p, fix="check its permissions") from None
+    return load_evalset_bytes(data, p)

@@ -1,0 +1,97 @@
+"""Git facts for a run: commit, dirty flag, branch; files as they were at a ref.
+
+GitPython is imported only when a repository is actually used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from promptctl.errors import InputError
+
+
+@dataclass(frozen=True)
+class GitState:
+    """Where the work tree stood when a run started (all None outside git)."""
+
+    root: Path | None = None
+    commit: str | None = None
+    dirty: bool | None = None
+    branch: str | None = None
+
+
+def _repo(path: Path) -> Any:
+    import git
+
+    try:
+        return git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+
+
+def git_state(path: Path, files: Sequence[Path] = ()) -> GitState:
+    """State of the repository containing `path`.
+
+    Dirty means tracked changes anywhere, or any of `files` (the prompt and
+    its eval set) not yet tracked: either way HEAD alone does not reproduce the run.
+    """
+    start = path if path.is_dir() else path.parent
+    repo = _repo(start)
+    if repo is None:
+        return GitState()
+    root = Path(repo.working_tree_dir).resolve()
+    try:
+        commit = repo.head.commit.hexsha
+    except ValueError:
+        commit = None  # a repository with no commit yet
+    try:
+        branch = None if repo.head.is_detached else repo.active_branch.name
+    except TypeError:
+        branch = None
+    dirty = bool(repo.is_dirty(untracked_files=False))
+    if not dirty and files:
+        rels = []
+        for f in files:
+            try:
+                rels.append(str(f.resolve().relative_to(root)))
+            except ValueError:
+                continue
+        if rels:
+            untracked = repo.git.ls_files("--others", "--exclude-standard", "--", *rels)
+            dirty = bool(untracked.strip())
+    if commit is None:
+        dirty = True
+    return GitState(root=root, commit=commit, dirty=dirty, branch=branch)
+
+
+def read_at_ref(path: Path, ref: str) -> tuple[bytes, str]:
+    """The bytes of `path` as committed at `ref`, and that ref's commit sha.
+
+    Reads from the object store: neither the work tree nor the index is touched.
+    """
+    import git
+
+    repo = _repo(path.parent if not path.is_dir() else path)
+    if repo is None:
+        raise InputError("not inside a git repository", file=path,
+                         fix="--ref needs the prompt to live in a git work tree")
+    root = Path(repo.working_tree_dir).resolve()
+    try:
+        rel = path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise InputError("file is outside the git work tree", file=path, fix="use a path inside the repository") from None
+    try:
+        commit = repo.commit(ref)
+    except (git.BadName, ValueError, git.GitCommandError):
+        raise InputError(f"unknown git ref {ref!r}", file=path,
+                         fix="name a branch, tag or commit (see `git log --oneline`)") from None
+    try:
+        blob = commit.tree / rel
+    except KeyError:
+        raise InputError(f"file did not exist at {ref} ({commit.hexsha[:12]})", file=path,
+                         fix="choose a ref where the file exists") from None
+    data: bytes = blob.data_stream.read()
+    return data, str(commit.hexsha)

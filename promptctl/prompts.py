@@ -1,0 +1,335 @@
+"""Prompt files: validation, version hash and sandboxed Jinja2 rendering to chat messages."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
+from promptctl.errors import InputError
+from promptctl.evalsets import Row, make_row
+
+if TYPE_CHECKING:
+    import jinja2
+
+PROMPT_KEYS = ("name", "description", "model", "params", "messages", "examples", "output",
+               "metrics", "evalset", "thresholds")
+OUTPUT_KEYS = ("pattern", "type", "labels", "json_schema")
+OUTPUT_TYPES = ("number", "integer", "string", "label", "json")
+ROLES = ("system", "user", "assistant", "developer")
+METRICS = ("format_validity", "exact_match", "rmse", "mae", "pearson", "spearman", "accuracy",
+           "f1_macro", "contains", "regex")
+NUMERIC_METRICS = ("rmse", "mae", "pearson", "spearman")
+LOWER_IS_BETTER = ("rmse", "mae")
+GATE_KEYS = ("min", "max")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """How the answer is read out of a completion."""
+
+    pattern: str | None = None
+    type: str = "string"
+    labels: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = None
+
+    @cached_property
+    def regex(self) -> re.Pattern[str] | None:
+        return re.compile(self.pattern) if self.pattern is not None else None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message template and where it stands in the file."""
+
+    role: str
+    content: str
+    line: int | None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A validated prompt file. `version` is the sha256 of the file's bytes."""
+
+    path: Path
+    name: str
+    version: str
+    source: str
+    messages: tuple[Message, ...]
+    description: str = ""
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    examples: tuple[Row, ...] = ()
+    output: OutputSpec = field(default_factory=OutputSpec)
+    metrics: tuple[str, ...] = ("format_validity",)
+    evalset: Path | None = None
+    thresholds: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def _templates(self) -> list[jinja2.Template]:
+        return [_compile(m, i, self.path) for i, m in enumerate(self.messages)]
+
+    def render(self, variables: dict[str, Any], row_id: str | None = None) -> list[dict[str, str]]:
+        """Render the messages for one row; a missing variable names file, template and row."""
+        import jinja2
+        from jinja2.sandbox import SecurityError
+
+        context = {**variables, "examples": [e.to_dict() for e in self.examples]}
+        out: list[dict[str, str]] = []
+        for i, (message, template) in enumerate(zip(self.messages, self._templates, strict=True)):
+            where = f"template messages[{i}] ({message.role})"
+            who = f"row {row_id!r}" if row_id is not None else "the row"
+            try:
+                content = template.render(context)
+            except SecurityError as exc:
+                raise InputError(f"{where} tried something the sandbox forbids: {exc}",
+                                 file=self.path, line=message.line,
+                                 fix="templates may use variables, loops and filters only") from None
+            except jinja2.UndefinedError as exc:
+                raise InputError(f"{where} uses a variable that {who} lacks: {exc.message}",
+                                 file=self.path, line=message.line,
+                                 fix=f"add it to the input of {who}, or fix the template") from None
+            except jinja2.TemplateError as exc:
+                raise InputError(f"{where} failed to render for {who}: {exc}", file=self.path,
+                                 line=message.line, fix="fix the template") from None
+            except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError) as exc:
+                raise InputError(f"{where} failed to render for {who}: {exc}", file=self.path,
+                                 line=message.line, fix="fix the template or the row's values") from None
+            out.append({"role": message.role, "content": content})
+        return out
+
+    @property
+    def request_params(self) -> dict[str, Any]:
+        """Parameters sent with every request; temperature is always explicit."""
+        return {"temperature": 0, **self.params}
+
+
+_ENV: Any = None
+
+
+def _environment() -> Any:
+    global _ENV
+    if _ENV is None:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        # Immutable sandbox: templates can neither reach Python internals nor
+        # mutate the lists and dicts they are given.
+        _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined,
+                                             keep_trailing_newline=True, autoescape=False)
+    return _ENV
+
+
+def _compile(message: Message, index: int, path: Path) -> jinja2.Template:
+    import jinja2
+
+    try:
+        template: jinja2.Template = _environment().from_string(message.content)
+        return template
+    except jinja2.TemplateSyntaxError as exc:
+        line = message.line + exc.lineno if message.line is not None and exc.lineno else message.line
+        raise InputError(f"template messages[{index}] ({message.role}) has a syntax error: "
+                         f"{exc.message}", file=path, line=line,
+                         fix="fix the Jinja2 syntax ({{ var }}, {% for %}...{% endfor %})") from None
+
+
+def _fail(msg: str, path: Path, lines: LineMap, *keys: str | int, fix: str) -> InputError:
+    return InputError(msg, file=path, line=lines.line(*keys), fix=fix)
+
+
+def _check_thresholds(raw: Any, path: Path, lines: LineMap) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail("thresholds must be a mapping", path, lines, "thresholds",
+                    fix="e.g. thresholds: {rmse: {max: 1.5}, max_regression: {exact_match: 0.02}}")
+    for metric, gate in raw.items():
+        if metric == "max_regression":
+            if not isinstance(gate, dict):
+                raise _fail("max_regression must map metric names to the largest allowed drop",
+                            path, lines, "thresholds", metric, fix="e.g. max_regression: {exact_match: 0.02}")
+            for m, v in gate.items():
+                if m not in METRICS:
+                    raise _fail(f"unknown metric {m!r} in max_regression", path, lines,
+                                "thresholds", metric, m, fix=f"use one of: {', '.join(METRICS)}")
+                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                    raise _fail(f"max_regression for {m} must be a non-negative number", path,
+                                lines, "thresholds", metric, m, fix="e.g. 0.02")
+            continue
+        if metric not in METRICS:
+            raise _fail(f"unknown metric {metric!r} in thresholds", path, lines, "thresholds",
+                        metric, fix=f"use one of: {', '.join(METRICS)}, or max_regression")
+        if not isinstance(gate, dict) or not gate or any(k not in GATE_KEYS for k in gate):
+            raise _fail(f"threshold for {metric} must be {{min: N}} and/or {{max: N}}", path, lines,
+                        "thresholds", metric, fix=f"e.g. {metric}: {{min: 0.9}}")
+        for k, v in gate.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise _fail(f"threshold {metric}.{k} must be a number", path, lines,
+                            "thresholds", metric, k, fix="write a number")
+    return dict(raw)
+
+
+def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
+    if raw is None:
+        return OutputSpec()
+    if not isinstance(raw, dict):
+        raise _fail("output must be a mapping", path, lines, "output",
+                    fix="give output: {pattern: ..., type: number}")
+    for key in raw:
+        if key not in OUTPUT_KEYS:
+            raise _fail(f"unknown key {key!r} in output", path, lines, "output", key,
+                        fix=f"use one of: {', '.join(OUTPUT_KEYS)}")
+    pattern = raw.get("pattern")
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise _fail("output.pattern must be a string", path, lines, "output", "pattern",
+                        fix="quote the regular expression with single quotes")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise _fail(f"output.pattern does not compile: {exc}", path, lines, "output",
+                        "pattern", fix="fix the regular expression (in YAML, single quotes keep "
+                        "backslashes as they are)") from None
+    otype = raw.get("type", "string")
+    if otype not in OUTPUT_TYPES:
+        raise _fail(f"unknown output.type {otype!r}", path, lines, "output", "type",
+                    fix=f"use one of: {', '.join(OUTPUT_TYPES)}")
+    labels = raw.get("labels") or []
+    if not isinstance(labels, list) or not all(isinstance(x, str | int) for x in labels):
+        raise _fail("output.labels must be a list of strings", path, lines, "output", "labels",
+                    fix="e.g. labels: [billing, technical]")
+    if otype == "label" and not labels:
+        raise _fail("output.type label needs output.labels", path, lines, "output", "type",
+                    fix="list the allowed labels: labels: [a, b, c]")
+    schema = raw.get("json_schema") or None
+    if schema is not None:
+        if not isinstance(schema, dict):
+            raise _fail("output.json_schema must be a mapping (a JSON Schema)", path, lines,
+                        "output", "json_schema", fix="write the schema as YAML")
+        if otype != "json":
+            raise _fail("output.json_schema is only used with type: json", path, lines, "output",
+                        "json_schema", fix="set type: json or remove json_schema")
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise _fail(f"output.json_schema is not a valid JSON Schema: {exc.message}", path,
+                        lines, "output", "json_schema", fix="fix the schema") from None
+    return OutputSpec(pattern=pattern, type=otype, labels=tuple(str(x) for x in labels),
+                      json_schema=schema)
+
+
+def _check_messages(raw: Any, path: Path, lines: LineMap) -> tuple[Message, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise _fail("messages must be a non-empty list of {role, content}", path, lines,
+                    "messages", fix="add messages: - role: user / content: '{{ text }}'")
+    out = []
+    for i, m in enumerate(raw):
+        line = lines.line("messages", i)
+        if not isinstance(m, dict) or set(m) != {"role", "content"}:
+            raise InputError(f"messages[{i}] must have exactly the keys role and content",
+                             file=path, line=line, fix="write - role: user / content: ...")
+        if m["role"] not in ROLES:
+            raise InputError(f"messages[{i}] has unknown role {m['role']!r}", file=path,
+                             line=lines.line("messages", i, "role"), fix=f"use one of: {', '.join(ROLES)}")
+        if not isinstance(m["content"], str):
+            raise InputError(f"messages[{i}].content must be a string", file=path,
+                             line=lines.line("messages", i, "content"), fix="quote the content")
+        out.append(Message(role=m["role"], content=m["content"],
+                           line=lines.line("messages", i, "content")))
+    return tuple(out)
+
+
+def parse_prompt(data: bytes, path: Path) -> Prompt:
+    """Validate prompt file bytes; `path` locates it and resolves its relative evalset."""
+    text = decode_utf8(data, path)
+    raw, lines = load_yaml_text(text, path)
+    if not isinstance(raw, dict):
+        raise InputError("a prompt file must be a YAML mapping", file=path, line=lines.line(),
+                         fix="see the prompt format in the README (messages, output, metrics...)")
+    for key in raw:
+        if key not in PROMPT_KEYS:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), PROMPT_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _fail(f"unknown key {key!r}", path, lines, key,
+                        fix=f"{hint}allowed keys: {', '.join(PROMPT_KEYS)}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise _fail("name must be a non-empty string", path, lines, "name", fix="quote it")
+    for key in ("description", "model"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise _fail(f"{key} must be a string", path, lines, key, fix="quote it")
+    params = raw.get("params") or {}
+    if not isinstance(params, dict):
+        raise _fail("params must be a mapping", path, lines, "params",
+                    fix="e.g. params: {temperature: 0, max_tokens: 64}")
+    for key in ("model", "messages", "stream"):
+        if key in params:
+            raise _fail(f"params.{key} is set by promptctl", path, lines, "params", key,
+                        fix=f"remove params.{key}" + (" and use model: or --model" if key == "model" else ""))
+    examples_raw = raw.get("examples") or []
+    if not isinstance(examples_raw, list):
+        raise _fail("examples must be a list of rows", path, lines, "examples",
+                    fix="- input: {text: ...} / expected: ...")
+    examples = tuple(make_row({"id": f"ex{i + 1}", **e} if isinstance(e, dict) and "id" not in e else e,
+                              i + 1, path, lines.line("examples", i), what="example")
+                     for i, e in enumerate(examples_raw))
+    metrics = raw.get("metrics", ["format_validity"])
+    if not isinstance(metrics, list) or not metrics:
+        raise _fail("metrics must be a non-empty list", path, lines, "metrics",
+                    fix="e.g. metrics: [exact_match, format_validity]")
+    for i, m in enumerate(metrics):
+        if m not in METRICS:
+            raise _fail(f"unknown metric {m!r}", path, lines, "metrics", i,
+                        fix=f"use one of: {', '.join(METRICS)}")
+    output = _check_output(raw.get("output"), path, lines)
+    for i, m in enumerate(metrics):
+        if m in ("accuracy", "f1_macro") and output.type != "label":
+            raise _fail(f"metric {m} needs output.type label", path, lines, "metrics", i,
+                        fix="set output.type: label with output.labels, or use exact_match")
+        if m in NUMERIC_METRICS and output.type not in ("number", "integer"):
+            raise _fail(f"metric {m} needs a numeric output.type", path, lines, "metrics", i,
+                        fix="set output.type: number (or integer)")
+    evalset = raw.get("evalset")
+    if evalset is not None and not isinstance(evalset, str):
+        raise _fail("evalset must be a path string", path, lines, "evalset",
+                    fix="e.g. evalset: ../evalsets/NAME.jsonl")
+    prompt = Prompt(
+        path=path,
+        name=name,
+        version=hashlib.sha256(data).hexdigest(),
+        source=text,
+        messages=_check_messages(raw.get("messages"), path, lines),
+        description=raw.get("description") or "",
+        model=raw.get("model"),
+        params=dict(params),
+        examples=examples,
+        output=output,
+        metrics=tuple(metrics),
+        evalset=(path.parent / evalset) if evalset else None,
+        thresholds=_check_thresholds(raw.get("thresholds"), path, lines),
+    )
+    _ = prompt._templates  # compile now so syntax errors surface at load time
+    return prompt
+
+
+def load_prompt(path: str | Path) -> Prompt:
+    """Load and validate a prompt file."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError("prompt file not found", file=p, fix="check the path") from None
+    except IsADirectoryError:
+        raise InputError("prompt path is a directory", file=p, fix="name a .yaml prompt file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read prompt file: {exc.strerror}", file=p,
+                         fix="check its permissions") from None
+    return parse_prompt(data, p)

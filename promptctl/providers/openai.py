@@ -1,0 +1,132 @@
+"""OpenAI-compatible chat completions through the official `openai` SDK.
+
+Retries are the SDK's own (429, 5xx, timeouts and dropped connections, with
+exponential backoff and jitter, honouring Retry-After and retry-after-ms);
+promptctl only counts them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import re
+import time
+from typing import Any
+
+from promptctl.errors import InputError, ProviderError
+from promptctl.providers.base import ChatRequest, ChatResponse, Provider, RequestFailed
+
+DEFAULT_MAX_RETRIES = 4
+DEFAULT_TIMEOUT = 120.0
+
+# Per request: [attempts, monotonic start of the latest attempt]. A context
+# variable reaches the HTTP client's hooks from the task that made the call.
+_attempt: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
+    "promptctl_attempt", default=None)
+
+
+async def _on_request(request: Any) -> None:
+    state = _attempt.get()
+    if state is not None:
+        state[0] += 1
+        state[1] = time.monotonic()
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(inner, str):
+            return inner
+    return str(getattr(exc, "message", None) or exc)
+
+
+class OpenAIProvider(Provider):
+    """Any server that speaks the OpenAI chat completions API."""
+
+    def __init__(self, name: str, base_url: str | None, api_key: str, *, concurrency: int = 8,
+                 max_retries: int = DEFAULT_MAX_RETRIES, timeout: float = DEFAULT_TIMEOUT) -> None:
+        import httpx2
+        import openai
+
+        self.name = name
+        self._openai = openai
+        limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        http_client = openai.DefaultAsyncHttpxClient(limits=limits,
+                                                     event_hooks={"request": [_on_request]})
+        self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries,
+                                         timeout=timeout, http_client=http_client)
+        self.base_url = str(self.client.base_url).rstrip("/")
+        create = self.client.chat.completions.create
+        self._known_params = set(inspect.signature(create).parameters)
+
+    def _split_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        # Parameters the SDK does not know (top_k, min_p, repetition_penalty for
+        # vLLM or llama.cpp) still reach the server, in the request body.
+        known = {k: v for k, v in params.items() if k in self._known_params}
+        extra = {k: v for k, v in params.items() if k not in self._known_params}
+        if extra:
+            known["extra_body"] = {**known.get("extra_body", {}), **extra}
+        return known
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        openai = self._openai
+        state: list[float] = [0, time.monotonic()]
+        token = _attempt.set(state)
+        try:
+            response = await self.client.chat.completions.create(
+                model=request.model, messages=request.messages,  # type: ignore[arg-type]
+                **self._split_params(request.params))
+        except openai.APIStatusError as exc:
+            self._raise_fatal(exc, request)
+            raise RequestFailed(f"HTTP {exc.status_code}: {_error_message(exc)}",
+                                status=exc.status_code, attempts=int(state[0])) from None
+        except openai.APITimeoutError:
+            raise RequestFailed("request timed out", attempts=int(state[0])) from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise RequestFailed(f"connection failed: {cause}", attempts=int(state[0])) from None
+        except openai.APIError as exc:
+            raise RequestFailed(f"bad response: {_error_message(exc)}", attempts=int(state[0])) from None
+        finally:
+            _attempt.reset(token)
+        latency_ms = (time.monotonic() - state[1]) * 1000.0
+        if not response.choices:
+            raise RequestFailed("the response has no choices", attempts=int(state[0]))
+        text = response.choices[0].message.content or ""
+        usage = response.usage
+        return ChatResponse(
+            text=text,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            model=response.model,
+            system_fingerprint=response.system_fingerprint,
+            latency_ms=latency_ms,
+            attempts=max(1, int(state[0])),
+        )
+
+    def _raise_fatal(self, exc: Any, request: ChatRequest) -> None:
+        """Failures that every row would meet stop the run at once."""
+        status = exc.status_code
+        message = _error_message(exc)
+        where = f"endpoint {self.name} ({self.base_url})"
+        if status in (401, 403):
+            raise ProviderError(f"{where} refused the credentials: HTTP {status}: {message}",
+                                fix="check the API key (OPENAI_API_KEY, or the endpoint's "
+                                "api_key_env in promptctl.yaml)")
+        if status == 404:
+            raise InputError(f"{where} does not know model {request.model!r}: {message}",
+                             fix="check the model name (--model or model: in the prompt file)")
+        if status in (400, 422):
+            lowered = message.lower()
+            for name in request.params:
+                if re.search(rf"\b{re.escape(name.lower())}\b", lowered):
+                    raise InputError(f"{where} rejected the parameter {name}="
+                                     f"{request.params[name]!r}: {message}",
+                                     fix=f"remove or change params.{name} in the prompt file "
+                                     "for this endpoint")
+
+    async def aclose(self) -> None:
+        await self.client.close()

@@ -1,0 +1,1 @@
+"""Presentation of library results: terminal, JSON (and later Markdown, JUnit, HTML)."""

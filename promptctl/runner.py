@@ -1,0 +1,326 @@
+"""Evaluation: plan every request, run them concurrently, persist rows as they arrive.
+
+Everything that can be wrong with the input is found while planning, before
+any request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptctl.config import Config, Price
+from promptctl.errors import InputError, PromptctlError
+from promptctl.evalsets import EvalSet, Row, load_evalset
+from promptctl.metrics import aggregate, percentiles
+from promptctl.prompts import Prompt
+from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
+from promptctl.scoring import extract, score_row
+from promptctl.store.sqlite import Store, utcnow
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+FLUSH_ROWS = 64
+FLUSH_SECONDS = 0.5
+
+ProgressFn = Callable[["Progress"], None]
+
+
+def new_run_id() -> str:
+    """Short, sortable, unique: 10 base32 digits of milliseconds, then 4 random ones."""
+    ms = time.time_ns() // 1_000_000
+    head = "".join(_CROCKFORD[(ms >> (5 * i)) & 31] for i in reversed(range(10)))
+    tail = "".join(secrets.choice(_CROCKFORD) for _ in range(4))
+    return head + tail
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One request to make: a row (or few-shot example), its sample index and its messages."""
+
+    kind: str
+    position: int
+    row: Row
+    sample: int
+    messages: list[dict[str, str]]
+
+
+@dataclass
+class Progress:
+    """Counters reported to the progress callback after every row."""
+
+    total: int
+    done: int = 0
+    errors: int = 0
+    retries: int = 0
+    cached: int = 0
+    cost_usd: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+def plan(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
+         repeat: int = 1) -> list[WorkItem]:
+    """Render every message of every row and few-shot example; raise before anything is sent."""
+    rows = evalset.rows[:limit] if limit is not None else evalset.rows
+    if "regex" in prompt.metrics:
+        for row in rows:
+            if row.pattern is None:
+                raise InputError(f"metric regex needs a pattern in every row; row {row.id!r} has none",
+                                 file=evalset.path, line=row.line,
+                                 fix='add "pattern": "..." to the row, or drop regex from metrics')
+    items: list[WorkItem] = []
+    for kind, group in (("fewshot", prompt.examples), ("eval", rows)):
+        for position, row in enumerate(group):
+            try:
+                messages = prompt.render(row.input, row_id=row.id)
+            except InputError as exc:
+                if kind == "eval" and exc.fix:
+                    exc.fix += f" (row at {evalset.path}:{row.line})"
+                    exc.args = (str(exc),)
+                raise
+            for sample in range(repeat):
+                items.append(WorkItem(kind, position, row, sample, messages))
+    return items
+
+
+def cache_key(cache_url: str, model: str, messages: list[dict[str, str]], params: dict[str, Any],
+              sample: int) -> str:
+    """sha256 of everything that determines the answer."""
+    blob = json.dumps({"url": cache_url, "model": model, "messages": messages, "params": params,
+                       "sample": sample}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _cost(price: Price | None, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    if price is None:
+        return None
+    return ((prompt_tokens or 0) * price.input + (completion_tokens or 0) * price.output) / 1e6
+
+
+@dataclass
+class EvalOptions:
+    """How to run: concurrency and cache behaviour."""
+
+    concurrency: int | None = None
+    limit: int | None = None
+    repeat: int = 1
+    use_cache: bool = True
+    cache_only: bool = False
+
+
+async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, model: str,
+                  cache_url: str, provider: Provider | None, store: Store, concurrency: int,
+                  use_cache: bool, cache_only: bool, price: Price | None,
+                  progress: ProgressFn | None = None) -> Progress:
+    """Send every item through the provider (or the cache), writing rows in batches."""
+    params = prompt.request_params
+    state = Progress(total=len(items))
+    buffer: list[dict[str, Any]] = []
+    cache_buffer: list[tuple[str, dict[str, Any]]] = []
+    last_flush = time.monotonic()
+    fatal: list[BaseException] = []
+
+    def flush() -> None:
+        nonlocal last_flush
+        if cache_buffer:
+            store.cache_put(cache_buffer)
+            cache_buffer.clear()
+        if buffer:
+            store.write_rows(buffer)
+            buffer.clear()
+        last_flush = time.monotonic()
+
+    async def one(item: WorkItem) -> None:
+        key = cache_key(cache_url, model, item.messages, params, item.sample)
+        hit = store.cache_get(key) if use_cache else None
+        record: dict[str, Any] = {
+            "run_id": run_id, "kind": item.kind, "position": item.position, "row_id": item.row.id,
+            "sample": item.sample, "input": item.row.input, "messages": item.messages,
+            "created_at": utcnow(), "cached": hit is not None, "attempts": 0,
+        }
+        if item.row.has_expected:
+            record["expected"] = item.row.expected
+        response: dict[str, Any] | None = hit
+        if hit is None and cache_only:
+            record["error"] = "not in the cache (--cache-only sends nothing)"
+        elif hit is None:
+            assert provider is not None
+            try:
+                res = await provider.complete(ChatRequest(model, item.messages, params))
+            except RequestFailed as exc:
+                record["error"] = str(exc)
+                record["attempts"] = exc.attempts
+                state.retries += max(0, exc.attempts - 1)
+            else:
+                response = {"text": res.text, "prompt_tokens": res.prompt_tokens,
+                            "completion_tokens": res.completion_tokens, "model": res.model,
+                            "system_fingerprint": res.system_fingerprint,
+                            "latency_ms": res.latency_ms}
+                record["attempts"] = res.attempts
+                state.retries += res.attempts - 1
+                if use_cache:
+                    cache_buffer.append((key, response))
+                cost = _cost(price, res.prompt_tokens, res.completion_tokens)
+                state.cost_usd += cost or 0.0
+        if response is not None:
+            extraction = extract(response["text"], prompt.output)
+            record.update(
+                completion=response["text"], answer=extraction.answer, valid=extraction.valid,
+                extract_error=extraction.error,
+                scores=score_row(extraction, item.row, prompt.metrics),
+                prompt_tokens=response.get("prompt_tokens"),
+                completion_tokens=response.get("completion_tokens"),
+                latency_ms=response.get("latency_ms"), response_model=response.get("model"),
+                system_fingerprint=response.get("system_fingerprint"))
+        state.done += 1
+        state.errors += "error" in record
+        state.cached += hit is not None
+        buffer.append(record)
+        if len(buffer) >= FLUSH_ROWS or time.monotonic() - last_flush > FLUSH_SECONDS:
+            flush()
+        if progress is not None:
+            progress(state)
+
+    iterator: Iterator[WorkItem] = iter(items)
+
+    async def worker() -> None:
+        for item in iterator:
+            if fatal:
+                return
+            try:
+                await one(item)
+            except PromptctlError as exc:
+                fatal.append(exc)
+                return
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    finally:
+        flush()
+    if fatal:
+        raise fatal[0]
+    return state
+
+
+def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None) -> dict[str, Any]:
+    """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency."""
+    scores: dict[str, list[dict[str, Any]]] = {"eval": [], "fewshot": []}
+    latencies: list[float] = []
+    tokens = {"prompt": 0, "completion": 0}
+    counts = {"n": 0, "errors": 0, "cached": 0, "retries": 0, "fewshot_n": 0, "fewshot_errors": 0}
+    fingerprints: set[str] = set()
+    models: set[str] = set()
+    for row in store.iter_rows(run_id):
+        kind = row["kind"]
+        prefix = "" if kind == "eval" else "fewshot_"
+        counts[prefix + "n"] += 1
+        counts["retries"] += max(0, row["attempts"] - 1)
+        if row["error"] is not None:
+            counts[prefix + "errors"] += 1
+            continue
+        scores[kind].append(row["scores"] or {})
+        counts["cached"] += row["cached"]
+        tokens["prompt"] += row["prompt_tokens"] or 0
+        tokens["completion"] += row["completion_tokens"] or 0
+        if row["latency_ms"] is not None:
+            latencies.append(row["latency_ms"])
+        if row["system_fingerprint"]:
+            fingerprints.add(row["system_fingerprint"])
+        if row["response_model"]:
+            models.add(row["response_model"])
+    cost = _cost(price, tokens["prompt"], tokens["completion"])
+    return {
+        "metrics": aggregate(prompt.metrics, scores["eval"]),
+        "fewshot_metrics": aggregate(prompt.metrics, scores["fewshot"]),
+        "summary": {
+            **counts, "tokens": tokens,
+            "cost_usd": None if cost is None else round(cost, 8),
+            "latency_ms": percentiles(latencies),
+            "system_fingerprints": sorted(fingerprints),
+            "response_models": sorted(models),
+        },
+    }
+
+
+def _rel(path: Path | None, root: Path) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: Config,
+             evalset: EvalSet | None = None, options: EvalOptions | None = None,
+             progress: ProgressFn | None = None, on_start: Callable[[str], None] | None = None,
+             git: Any = None) -> dict[str, Any]:
+    """Evaluate one prompt with one model; returns the stored run record."""
+    from promptctl.gitinfo import git_state
+    from promptctl.providers import check_credentials, open_provider
+
+    options = options or EvalOptions()
+    if evalset is None:
+        if prompt.evalset is None:
+            raise InputError("no eval set: the prompt names none", file=prompt.path,
+                             fix="add evalset: ../evalsets/NAME.jsonl to the prompt, or pass --evalset")
+        evalset = load_evalset(prompt.evalset)
+    items = plan(prompt, evalset, limit=options.limit, repeat=options.repeat)
+    if not options.cache_only:
+        check_credentials(resolved)
+    git = git or git_state(prompt.path, [prompt.path, evalset.path])
+    price = config.price(resolved.model, resolved.endpoint)
+    concurrency = options.concurrency or (config.concurrency if resolved.endpoint is None else None) \
+        or resolved.default_concurrency
+    provider = None if options.cache_only else open_provider(resolved, concurrency,
+                                                             prompt.request_params)
+    run_id = new_run_id()
+    status = "interrupted"
+    try:
+        store.create_run({
+            "id": run_id, "created_at": utcnow(), "status": "running", "prompt_name": prompt.name,
+            "prompt_path": _rel(prompt.path, config.root), "prompt_version": prompt.version,
+            "prompt_source": prompt.source, "git_commit": git.commit, "git_dirty": git.dirty,
+            "git_branch": git.branch, "model": resolved.spec, "endpoint": resolved.endpoint_name,
+            "base_url": resolved.cache_url, "params": prompt.request_params,
+            "evalset_path": _rel(evalset.path, config.root), "evalset_version": evalset.version,
+            "n_planned": sum(1 for i in items if i.kind == "eval"),
+            "options": {"limit": options.limit, "repeat": options.repeat,
+                        "concurrency": concurrency, "use_cache": options.use_cache,
+                        "cache_only": options.cache_only},
+        })
+        if on_start is not None:
+            on_start(run_id)
+        owned, provider = provider, None  # the loop closes it from here on
+        asyncio.run(_execute_and_close(
+            items, owned, run_id=run_id, prompt=prompt, model=resolved.model,
+            cache_url=resolved.cache_url, store=store, concurrency=concurrency,
+            use_cache=options.use_cache, cache_only=options.cache_only, price=price,
+            progress=progress))
+        status = "complete"
+    except PromptctlError:
+        status = "failed"
+        raise
+    finally:
+        if provider is not None:
+            # Not handed to the event loop (the run could not be created): close it here.
+            asyncio.run(provider.aclose())
+        if store.has_run(run_id):
+            result = summarize(store, run_id, prompt, price)
+            store.update_run(run_id, status=status, finished_at=utcnow(), **result)
+    return store.get_run(run_id)
+
+
+async def _execute_and_close(items: Sequence[WorkItem], provider: Provider | None,
+                             **kwargs: Any) -> Progress:
+    try:
+        return await execute(items, provider=provider, **kwargs)
+    finally:
+        if provider is not None:
+            await provider.aclose()

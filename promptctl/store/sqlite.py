@@ -1,0 +1,237 @@
+"""SQLite results store (WAL, so several processes can write the same file)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from promptctl.errors import InputError
+from promptctl.store.migrations import MIGRATIONS
+
+RUN_JSON = ("params", "metrics", "fewshot_metrics", "summary", "options")
+ROW_JSON = ("input", "expected", "messages", "answer", "scores")
+ROW_COLUMNS = ("run_id", "kind", "position", "row_id", "sample", "input", "expected", "messages",
+               "completion", "answer", "valid", "extract_error", "scores", "prompt_tokens",
+               "completion_tokens", "latency_ms", "response_model", "system_fingerprint", "error",
+               "cached", "attempts", "created_at")
+
+
+def utcnow() -> str:
+    """UTC ISO-8601 timestamp with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Store:
+    """Interface shared by the store back-ends."""
+
+    def migrate(self) -> list[str]:
+        raise NotImplementedError
+
+    def create_run(self, run: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        raise NotImplementedError
+
+    def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def get_run(self, ref: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def has_run(self, run_id: str) -> bool:
+        raise NotImplementedError
+
+    def list_runs(self, prompt: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def cache_put(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SQLiteStore(Store):
+    """Runs, rows and cache in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            p = Path(self.path)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"cannot create the store directory: {exc.strerror}",
+                                 file=p.parent, fix="check permissions or set PROMPTCTL_STORE") from None
+            ignore = p.parent / ".gitignore"
+            if p.parent.name == ".promptctl" and not ignore.exists():
+                # Keep the store out of git without touching the user's own .gitignore.
+                ignore.write_text("*\n", encoding="utf-8")
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA busy_timeout=60000")
+            self.migrate()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"cannot open the results store: {exc}", file=self.path,
+                             fix="point PROMPTCTL_STORE (or store: in promptctl.yaml) at a "
+                             "promptctl SQLite file, or move this one away") from None
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names applied now."""
+        conn = self.conn
+        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+        applied = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+        done = []
+        for name, sql in MIGRATIONS:
+            if name in applied:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Another process may have migrated while we waited for the lock.
+                if conn.execute("SELECT 1 FROM _migrations WHERE name=?", (name,)).fetchone():
+                    conn.execute("COMMIT")
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, utcnow()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            done.append(name)
+        return done
+
+    def create_run(self, run: dict[str, Any]) -> None:
+        record = {k: (_dumps(v) if k in RUN_JSON and v is not None else v) for k, v in run.items()}
+        if isinstance(record.get("git_dirty"), bool):
+            record["git_dirty"] = int(record["git_dirty"])
+        cols = ", ".join(record)
+        marks = ", ".join("?" for _ in record)
+        self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(record.values()))
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        record = {k: (_dumps(v) if k in RUN_JSON and v is not None else v) for k, v in fields.items()}
+        sets = ", ".join(f"{k}=?" for k in record)
+        self.conn.execute(f"UPDATE runs SET {sets} WHERE id=?", (*record.values(), run_id))
+
+    def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert (or replace, on resume) a batch of rows in one transaction."""
+        if not rows:
+            return
+        values = []
+        for row in rows:
+            values.append(tuple(
+                _dumps(row[c]) if c in ROW_JSON and c in row
+                else (int(row[c]) if c in ("valid", "cached") and row.get(c) is not None
+                      else row.get(c))
+                for c in ROW_COLUMNS))
+        marks = ", ".join("?" for _ in ROW_COLUMNS)
+        with self._transaction():
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO rows ({', '.join(ROW_COLUMNS)}) VALUES ({marks})", values)
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self.conn)
+
+    def _run_from_row(self, r: sqlite3.Row) -> dict[str, Any]:
+        run = dict(r)
+        for k in RUN_JSON:
+            if run.get(k) is not None:
+                run[k] = json.loads(run[k])
+        if run.get("git_dirty") is not None:
+            run["git_dirty"] = bool(run["git_dirty"])
+        return run
+
+    def has_run(self, run_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
+
+    def get_run(self, ref: str) -> dict[str, Any]:
+        """A run by id or unique id prefix."""
+        found = self.conn.execute("SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                                  (ref, ref + "\uffff")).fetchall()
+        if not found:
+            raise InputError(f"no run {ref!r} in the store", file=self.path,
+                             fix="list stored runs with `promptctl runs`")
+        if len(found) > 1 and found[0]["id"] != ref:
+            raise InputError(f"run id prefix {ref!r} is ambiguous ({found[0]['id']}, "
+                             f"{found[1]['id']}, ...)", fix="give more characters of the run id")
+        return self._run_from_row(found[0])
+
+    def list_runs(self, prompt: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM runs"
+        args: list[Any] = []
+        if prompt is not None:
+            sql += " WHERE prompt_name = ?"
+            args.append(prompt)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [self._run_from_row(r) for r in self.conn.execute(sql, args)]
+
+    def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[dict[str, Any]]:
+        sql = "SELECT * FROM rows WHERE run_id = ?"
+        args: list[Any] = [run_id]
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        sql += " ORDER BY kind DESC, position, sample"
+        for r in self.conn.execute(sql, args):
+            row = dict(r)
+            for k in ROW_JSON:
+                if row.get(k) is not None:
+                    row[k] = json.loads(row[k])
+            # NULL is "no expected value"; JSON null is an expected value of None.
+            row["has_expected"] = r["expected"] is not None
+            row["valid"] = None if row["valid"] is None else bool(row["valid"])
+            row["cached"] = bool(row["cached"])
+            yield row
+
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        r = self.conn.execute("SELECT response FROM cache WHERE key = ?", (key,)).fetchone()
+        return None if r is None else dict(json.loads(r[0]))
+
+    def cache_put(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        now = utcnow()
+        values = [(k, now, _dumps(v)) for k, v in items]
+        if not values:
+            return
+        with self._transaction():
+            self.conn.executemany("INSERT OR REPLACE INTO cache (key, created_at, response) "
+                                  "VALUES (?, ?, ?)", values)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C included)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
