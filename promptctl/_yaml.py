@@ -57,7 +57,8 @@ def read_text(path: Path) -> str:
     except IsADirectoryError:
         raise InputError("is a directory, not a file", file=path, fix="name a file") from None
     except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror}", file=path, fix="check its permissions") from None
+        raise InputError(f"cannot read file: {exc.strerror}", file=path,
+                         fix="check its permissions") from None
     return decode_utf8(data, path)
 
 

@@ -200,7 +200,8 @@ def load_config(root: Path | None = None) -> Config:
     raw_pricing = data.get("pricing") or {}
     if not isinstance(raw_pricing, dict):
         raise InputError("pricing must be a mapping of model to {input, output}", file=path,
-                         line=lines.line("pricing"), fix="e.g. pricing: {local/llama3.2: {input: 0, output: 0}}")
+                         line=lines.line("pricing"),
+                         fix="e.g. pricing: {local/llama3.2: {input: 0, output: 0}}")
     for model, spec in raw_pricing.items():
         line = lines.line("pricing", model)
         if not isinstance(spec, dict) or set(spec) != {"input", "output"}:

@@ -230,7 +230,9 @@ def load_evalset(path: str | Path) -> EvalSet:
         raise InputError("eval set not found", file=p,
                          fix="check the path, or pass --evalset FILE") from None
     except IsADirectoryError:
-        raise InputError("eval set path is a directory", file=p, fix="name a .jsonl, .yaml or .csv file") from None
+        raise InputError("eval set path is a directory", file=p,
+                         fix="name a .jsonl, .yaml or .csv file") from None
     except OSError as exc:
-        raise InputError(f"cannot read eval set: {exc.strerror}", file=p, fix="check its permissions") from None
+        raise InputError(f"cannot read eval set: {exc.strerror}", file=p,
+                         fix="check its permissions") from None
     return load_evalset_bytes(data, p)

@@ -82,7 +82,8 @@ def read_at_ref(path: Path, ref: str) -> tuple[bytes, str]:
     try:
         rel = path.resolve().relative_to(root).as_posix()
     except ValueError:
-        raise InputError("file is outside the git work tree", file=path, fix="use a path inside the repository") from None
+        raise InputError("file is outside the git work tree", file=path,
+                         fix="use a path inside the repository") from None
     try:
         commit = repo.commit(ref)
     except (git.BadName, ValueError, git.GitCommandError):

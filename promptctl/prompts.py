@@ -76,7 +76,7 @@ class Prompt:
     def render(self, variables: dict[str, Any], row_id: str | None = None) -> list[dict[str, str]]:
         """Render the messages for one row; a missing variable names file, template and row."""
         import jinja2
-        from jinja2.sandbox import SecurityError
+        from jinja2.exceptions import SecurityError
 
         context = {**variables, "examples": [e.to_dict() for e in self.examples]}
         out: list[dict[str, str]] = []

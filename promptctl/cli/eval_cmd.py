@@ -18,8 +18,7 @@ class _Bar:
     """A rich progress bar on stderr: done/total, rate, errors, retries, cache hits, cost."""
 
     def __init__(self, label: str) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from promptctl.render.terminal import console
 
@@ -85,7 +84,7 @@ def eval_(
     config = project(prompts[0])
     loaded = [load_prompt(p) for p in prompts]
     forced_set = load_evalset(evalset) if evalset is not None else None
-    jobs = []
+    jobs: list[tuple[Any, Any, Any]] = []
     for prompt in loaded:
         models = model or ([prompt.model] if prompt.model else [])
         if not models:

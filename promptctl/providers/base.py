@@ -52,5 +52,5 @@ class Provider(ABC):
         failure that would hit every row (bad key, unknown model, rejected parameter).
         """
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - most providers hold nothing to release
         """Release connections and any server this provider started."""

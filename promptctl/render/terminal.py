@@ -118,7 +118,8 @@ def show_rows(con: Console, run: dict[str, Any], rows: list[dict[str, Any]]) -> 
             table.add_row(escape(tag), escape(_compact(row["input"])),
                           f"[red]error:[/] {escape(row['error'])}", "", "", "", "", "")
             continue
-        answer = _compact(row["answer"]) if row["valid"] else f"[red]invalid[/] {escape(str(row.get('extract_error')))}"
+        answer = (escape(_compact(row["answer"])) if row["valid"]
+                  else f"[red]invalid[/] {escape(str(row.get('extract_error')))}")
         scores = row.get("scores") or {}
         shown = " ".join(f"{k}={v:g}" for k, v in scores.items()
                          if isinstance(v, float) and k in ("exact_match", "format_validity",
@@ -127,7 +128,7 @@ def show_rows(con: Console, run: dict[str, Any], rows: list[dict[str, Any]]) -> 
         expected = _compact(row["expected"]) if row.get("has_expected") else "-"
         table.add_row(escape(tag), escape(_compact(row["input"])),
                       escape(_compact(row["completion"] or "")),
-                      answer if not row["valid"] else escape(answer), escape(expected), shown,
+                      answer, escape(expected), shown,
                       tokens + (" cached" if row["cached"] else ""),
                       fmt_value(row["latency_ms"], 0))
     con.print(table)
