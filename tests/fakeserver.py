@@ -1,0 +1,762 @@
+"""A local OpenAI-compatible HTTP server for the test suite and the benchmarks.
+
+The real ``openai`` SDK talks to it over real HTTP on 127.0.0.1, so the SDK's
+own request building, retries, backoff and response parsing run exactly as
+they do against the real API; nothing is patched.
+
+In-process use::
+
+    with FakeOpenAI(latency=0.1) as server:
+        client = openai.OpenAI(api_key="test", base_url=server.base_url)
+        server.rules.append(("capital of France", "Paris"))
+        server.fail_next(1, status=429, retry_after=0.3)
+
+Out-of-process use (benchmarks, subprocess tests)::
+
+    python tests/fakeserver.py --port 0 --latency 0.1 --rate-429 0.1 --rate-500 0.05
+
+prints ``READY http://127.0.0.1:PORT/v1`` as its first stdout line, then serves
+until SIGTERM or SIGINT.
+
+Faults apply to the endpoints named in ``fault_endpoints`` (chat completions
+only by default), so that a test arming ``fail_next`` is not surprised by an
+embeddings or health request consuming the fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import itertools
+import json
+import math
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+Body = dict[str, Any]
+RuleReply = str | Callable[[Body, int], str]
+Responder = Callable[[Body], str]
+
+EMBEDDING_DIMENSIONS = 16
+DEFAULT_FINGERPRINT = "fp_fake"
+DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
+
+# (type, code, message) in the shape the real API uses, so that the SDK fills
+# err.type / err.code the way production code will see them.
+_ERROR_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Bad request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist."),
+    408: ("timeout", None, "Request timed out."),
+    409: ("invalid_request_error", "conflict", "Conflict."),
+    422: ("invalid_request_error", None, "Unprocessable entity."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests (fake server)."),
+    500: ("server_error", None, "The server had an error while processing your request."),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", "overloaded", "The engine is currently overloaded."),
+}
+
+_MALFORMED_BODY = b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [{'
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server saw it; ``status`` is 0 for a dropped connection."""
+
+    timestamp: float
+    method: str
+    path: str
+    body: Body
+    headers: dict[str, str]
+    status: int
+
+    def __getitem__(self, key: str) -> Any:
+        # Lets tests write record["body"] as well as record.body.
+        return getattr(self, key)
+
+
+@dataclass
+class _Fault:
+    status: int
+    retry_after: float | None = None
+    retry_after_ms: int | None = None
+    body: Body | str | None = None
+
+
+@dataclass
+class _MatchFault:
+    substring: str
+    status: int
+    remaining: int | None
+
+
+@dataclass
+class _Rejection:
+    message: str
+    when: Callable[[Any], bool] | None
+
+
+@dataclass
+class _Rates:
+    rate_429: float
+    retry_after: float | None
+    rate_500: float
+    rng: random.Random
+
+
+@dataclass
+class _Outcome:
+    status: int
+    payload: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    drop: bool = False
+
+
+def error_body(
+    status: int,
+    message: str | None = None,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+) -> Body:
+    """An OpenAI-style error document for ``status``."""
+    err_type, default_code, default_message = _ERROR_DEFAULTS.get(
+        status, ("api_error", None, f"HTTP {status} from the fake server.")
+    )
+    return {
+        "error": {
+            "message": message if message is not None else default_message,
+            "type": err_type,
+            "param": param,
+            "code": code if code is not None else default_code,
+        }
+    }
+
+
+def content_text(content: object) -> str:
+    """The text of a message ``content``, which may be a string or a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def last_user_message(body: Body) -> str:
+    """The text of the last message with role ``user``, or "" when there is none."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def embedding_vector(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A unit vector derived only from ``text``: equal texts give cosine 1 in any process."""
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+    rng = random.Random(seed)
+    raw = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+def _format_seconds(value: float) -> str:
+    # "1" rather than "1.0": some clients only parse integer Retry-After values.
+    return f"{value:g}"
+
+
+def _embedding_inputs(raw: object) -> list[str]:
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list):
+        if raw and all(isinstance(x, int) for x in raw):
+            # A single pre-tokenised input: its token list stands in for its text.
+            return [json.dumps(raw)]
+        return [x if isinstance(x, str) else json.dumps(x) for x in raw]
+    return [json.dumps(raw)]
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible server on 127.0.0.1 with latency and fault injection."""
+
+    def __init__(self, latency: float = 0.0, *, port: int = 0) -> None:
+        self.latency = latency
+        self.responder: Responder | None = None
+        self.rules: list[tuple[str, RuleReply]] = []
+        self.model_override: str | None = None
+        self.fingerprint: str | None = DEFAULT_FINGERPRINT
+        self.models: list[str] = list(DEFAULT_MODELS)
+        self.fault_endpoints: set[str] = {"chat"}
+        self.errors: list[BaseException] = []
+
+        self._port = port
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._ids = itertools.count(1)
+        self._rule_calls: dict[tuple[int, str], int] = {}
+        self._fail_queue: deque[list[Any]] = deque()
+        self._matching: list[_MatchFault] = []
+        self._rejections: dict[str, _Rejection] = {}
+        self._drops = 0
+        self._malformed = 0
+        self._rates: _Rates | None = None
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> FakeOpenAI:
+        """Bind to 127.0.0.1 (port 0 lets the OS choose) and serve in a background thread."""
+        if self._server is not None:
+            return self
+        server = _Server(self, ("127.0.0.1", self._port))
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fakeopenai-{server.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        # Idle keep-alive connections would otherwise keep handler threads
+        # blocked on a read for as long as the client holds its pool open.
+        server.close_all_connections()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeOpenAI is not started; call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The server root, e.g. http://127.0.0.1:PORT."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The value to pass as ``base_url`` to the OpenAI client."""
+        return f"{self.url}/v1"
+
+    # -- recording -----------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if _endpoint(r.path) == "chat"]
+
+    @property
+    def max_in_flight(self) -> int:
+        """The largest number of API requests that were being handled at once."""
+        with self._lock:
+            return self._max_in_flight
+
+    def reset(self) -> None:
+        """Forget recorded requests, rules, the responder and every armed fault."""
+        with self._lock:
+            self._requests.clear()
+            self._rule_calls.clear()
+            self._fail_queue.clear()
+            self._matching.clear()
+            self._rejections.clear()
+            self._drops = 0
+            self._malformed = 0
+            self._rates = None
+            self._max_in_flight = self._in_flight
+        self.rules.clear()
+        self.responder = None
+        self.errors.clear()
+
+    # -- answers -------------------------------------------------------------
+
+    def add_rule(self, substring: str, reply: RuleReply) -> None:
+        """Answer ``reply`` when the last user message contains ``substring``."""
+        self.rules.append((substring, reply))
+
+    # -- faults --------------------------------------------------------------
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 429,
+        retry_after: float | None = None,
+        retry_after_ms: int | None = None,
+        body: Body | str | None = None,
+    ) -> None:
+        """Answer the next ``n`` requests with ``status`` and an OpenAI-style error."""
+        if n > 0:
+            with self._lock:
+                self._fail_queue.append([n, _Fault(status, retry_after, retry_after_ms, body)])
+
+    def fail_matching(self, substring: str, status: int = 500, times: int | None = None) -> None:
+        """Fail requests whose last user message contains ``substring``.
+
+        Forever when ``times`` is None, else only the first ``times`` such requests.
+        """
+        with self._lock:
+            self._matching.append(_MatchFault(substring, status, times))
+
+    def drop_next(self, n: int = 1) -> None:
+        """Close the connection without any response for the next ``n`` requests."""
+        with self._lock:
+            self._drops += n
+
+    def malformed_next(self, n: int = 1) -> None:
+        """Answer the next ``n`` requests with status 200 and a body that is not JSON."""
+        with self._lock:
+            self._malformed += n
+
+    def fault_rates(
+        self,
+        rate_429: float = 0.0,
+        retry_after: float | None = 1.0,
+        rate_500: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        """Fail each request at random, from a seeded generator so a run can be replayed."""
+        if rate_429 < 0 or rate_500 < 0 or rate_429 + rate_500 > 1:
+            raise ValueError("fault rates must be >= 0 and sum to at most 1")
+        with self._lock:
+            self._rates = _Rates(rate_429, retry_after, rate_500, random.Random(seed))
+
+    def reject_param(
+        self,
+        name: str,
+        message: str | None = None,
+        when: Callable[[Any], bool] | None = None,
+    ) -> None:
+        """Answer 400 naming ``name`` when the request body has that key.
+
+        ``when`` narrows the rejection to some values, e.g. ``lambda n: n != 1``,
+        the way llama.cpp's server rejects only ``n`` greater than 1.
+        """
+        text = message if message is not None else f"Unsupported parameter: '{name}'."
+        with self._lock:
+            self._rejections[name] = _Rejection(text, when)
+
+    # -- request handling (called from handler threads) ----------------------
+
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> _Outcome:
+        arrived = time.monotonic()
+        path = urlsplit(raw_path).path
+        endpoint = _endpoint(path)
+        body: Body = {}
+        outcome: _Outcome | None = None
+
+        if method == "POST" and raw_body:
+            try:
+                parsed = json.loads(raw_body)
+            except ValueError:
+                outcome = _json_outcome(400, error_body(400, "The request body is not valid JSON."))
+            else:
+                if isinstance(parsed, dict):
+                    body = parsed
+                else:
+                    outcome = _json_outcome(400, error_body(400, "The body must be a JSON object."))
+
+        is_api = method == "POST" and endpoint in ("chat", "embeddings")
+        latency = self.latency if is_api else 0.0
+        with self._lock:
+            if outcome is None and endpoint in self.fault_endpoints and method == "POST":
+                outcome = self._take_fault(endpoint, body)
+            if is_api:
+                self._in_flight += 1
+                self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            if latency > 0:
+                time.sleep(latency)
+            if outcome is None:
+                outcome = self._answer(method, endpoint, path, body)
+        except Exception as exc:
+            self.errors.append(exc)
+            outcome = _json_outcome(500, error_body(500, f"fake server error: {type(exc).__name__}: {exc}"))
+        finally:
+            if is_api:
+                with self._lock:
+                    self._in_flight -= 1
+
+        record = RecordedRequest(
+            timestamp=arrived,
+            method=method,
+            path=path,
+            body=body,
+            headers=headers,
+            status=0 if outcome.drop else outcome.status,
+        )
+        # Recorded before the response is written, so a client that has its
+        # answer can rely on the record being there.
+        with self._lock:
+            self._requests.append(record)
+        return outcome
+
+    def _take_fault(self, endpoint: str, body: Body) -> _Outcome | None:
+        """The armed fault for this request, consuming it; caller holds the lock."""
+        if self._drops > 0:
+            self._drops -= 1
+            return _Outcome(status=0, drop=True)
+
+        if self._fail_queue:
+            entry = self._fail_queue[0]
+            fault: _Fault = entry[1]
+            entry[0] -= 1
+            if entry[0] <= 0:
+                self._fail_queue.popleft()
+            return _fault_outcome(fault)
+
+        text = _match_text(endpoint, body)
+        for match in self._matching:
+            if match.substring in text and (match.remaining is None or match.remaining > 0):
+                if match.remaining is not None:
+                    match.remaining -= 1
+                return _fault_outcome(_Fault(match.status))
+
+        if self._rates is not None:
+            draw = self._rates.rng.random()
+            if draw < self._rates.rate_429:
+                return _fault_outcome(_Fault(429, retry_after=self._rates.retry_after))
+            if draw < self._rates.rate_429 + self._rates.rate_500:
+                return _fault_outcome(_Fault(500))
+
+        for name, rejection in self._rejections.items():
+            if name in body and (rejection.when is None or rejection.when(body[name])):
+                return _json_outcome(
+                    400,
+                    error_body(400, rejection.message, param=name, code="unsupported_parameter"),
+                )
+
+        if self._malformed > 0:
+            self._malformed -= 1
+            return _Outcome(
+                status=200,
+                payload=_MALFORMED_BODY,
+                headers=(("Content-Type", "application/json"),),
+            )
+        return None
+
+    def _answer(self, method: str, endpoint: str | None, path: str, body: Body) -> _Outcome:
+        if method == "GET" and path == "/health":
+            return _json_outcome(200, {"status": "ok"})
+        if method == "GET" and endpoint == "models":
+            return _json_outcome(200, self._models_document())
+        if method == "POST" and endpoint == "chat":
+            return self._chat(body)
+        if method == "POST" and endpoint == "embeddings":
+            return self._embeddings(body)
+        return _json_outcome(404, error_body(404, f"Unknown endpoint {method} {path}.", code="unknown_url"))
+
+    def _models_document(self) -> Body:
+        ids = list(self.models)
+        if self.model_override is not None and self.model_override not in ids:
+            ids.append(self.model_override)
+        return {
+            "object": "list",
+            "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in ids],
+        }
+
+    def _reply_for(self, body: Body) -> str:
+        if self.responder is not None:
+            return self.responder(body)
+        text = last_user_message(body)
+        for index, (substring, reply) in enumerate(list(self.rules)):
+            if substring in text:
+                if isinstance(reply, str):
+                    return reply
+                key = (index, substring)
+                with self._lock:
+                    call = self._rule_calls.get(key, 0)
+                    self._rule_calls[key] = call + 1
+                return reply(body, call)
+        return "echo: " + text
+
+    def _chat(self, body: Body) -> _Outcome:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _json_outcome(
+                400, error_body(400, "'messages' must be a non-empty array.", param="messages")
+            )
+        if body.get("stream"):
+            return _json_outcome(400, error_body(400, "The fake server does not stream.", param="stream"))
+        n = body.get("n", 1)
+        if n is None:
+            n = 1
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            return _json_outcome(400, error_body(400, "'n' must be an integer >= 1.", param="n"))
+
+        reply = self._reply_for(body)
+        prompt_tokens = max(
+            1,
+            sum(word_count(content_text(m.get("content"))) for m in messages if isinstance(m, dict)),
+        )
+        completion_tokens = max(1, word_count(reply)) * n
+        with self._lock:
+            number = next(self._ids)
+        document: Body = {
+            "id": f"chatcmpl-fake{number:06d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_override or str(body.get("model", "")),
+            "system_fingerprint": self.fingerprint,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": reply, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+                for i in range(n)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return _json_outcome(200, document)
+
+    def _embeddings(self, body: Body) -> _Outcome:
+        if "input" not in body:
+            return _json_outcome(400, error_body(400, "'input' is required.", param="input"))
+        texts = _embedding_inputs(body["input"])
+        dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        if not isinstance(dimensions, int) or dimensions < 1:
+            return _json_outcome(
+                400, error_body(400, "'dimensions' must be a positive integer.", param="dimensions")
+            )
+        as_base64 = body.get("encoding_format") == "base64"
+        data: list[Body] = []
+        for index, text in enumerate(texts):
+            vector = embedding_vector(text, dimensions)
+            embedding: str | list[float]
+            if as_base64:
+                # The SDK asks for base64 by default and decodes little-endian float32.
+                packed = struct.pack(f"<{dimensions}f", *vector)
+                embedding = base64.b64encode(packed).decode("ascii")
+            else:
+                embedding = vector
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = max(1, sum(word_count(t) for t in texts))
+        document: Body = {
+            "object": "list",
+            "data": data,
+            "model": self.model_override or str(body.get("model", "")),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return _json_outcome(200, document)
+
+
+def _endpoint(path: str) -> str | None:
+    trimmed = path.rstrip("/")
+    if trimmed.startswith("/v1/"):
+        trimmed = trimmed[3:]
+    return {
+        "/chat/completions": "chat",
+        "/embeddings": "embeddings",
+        "/models": "models",
+    }.get(trimmed)
+
+
+def _match_text(endpoint: str, body: Body) -> str:
+    if endpoint == "embeddings":
+        return "\n".join(_embedding_inputs(body.get("input", "")))
+    return last_user_message(body)
+
+
+def _json_outcome(status: int, document: Body, headers: tuple[tuple[str, str], ...] = ()) -> _Outcome:
+    payload = json.dumps(document).encode("utf-8")
+    return _Outcome(status, payload, (("Content-Type", "application/json"), *headers))
+
+
+def _fault_outcome(fault: _Fault) -> _Outcome:
+    headers: list[tuple[str, str]] = []
+    if fault.retry_after is not None:
+        headers.append(("retry-after", _format_seconds(fault.retry_after)))
+    if fault.retry_after_ms is not None:
+        headers.append(("retry-after-ms", str(fault.retry_after_ms)))
+    if isinstance(fault.body, str):
+        return _Outcome(
+            fault.status,
+            fault.body.encode("utf-8"),
+            (("Content-Type", "application/json"), *headers),
+        )
+    document = fault.body if fault.body is not None else error_body(fault.status)
+    return _json_outcome(fault.status, document, tuple(headers))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeOpenAI/1.0"
+    sys_version = ""
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's
+    # algorithm meets the client's delayed ACK and adds ~40 ms per response.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Per-request logging to stderr would dominate the cost of a benchmark run.
+        return
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw_body = self.rfile.read(length) if length > 0 else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        outcome = self.server.app.handle(method, self.path, headers, raw_body)
+        if outcome.drop:
+            self.close_connection = True
+            return
+        self.send_response(outcome.status)
+        for name, value in outcome.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(outcome.payload)))
+        self.send_header("x-request-id", f"req_fake_{time.monotonic_ns()}")
+        self.end_headers()
+        self.wfile.write(outcome.payload)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    # Benchmarks open dozens of connections at once; the default backlog of 5
+    # makes the extra ones wait for SYN retransmits.
+    request_queue_size = 1024
+
+    def __init__(self, app: FakeOpenAI, address: tuple[str, int]) -> None:
+        self.app = app
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
+    ) -> None:
+        if isinstance(request, socket.socket):
+            with self._connections_lock:
+                self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
+        if isinstance(request, socket.socket):
+            with self._connections_lock:
+                self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_all_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any) -> None:
+        # Clients that give up mid-request (timeouts, cancelled tasks) and
+        # stop() closing idle connections are normal here, not errors.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A started FakeOpenAI, stopped after the test."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve a fake OpenAI-compatible API.")
+    parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per API request")
+    parser.add_argument("--rate-429", type=float, default=0.0, help="share of requests given 429")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429")
+    parser.add_argument("--rate-500", type=float, default=0.0, help="share of requests given 500")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault generator")
+    args = parser.parse_args(argv)
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    server = FakeOpenAI(latency=args.latency, port=args.port)
+    if args.rate_429 or args.rate_500:
+        server.fault_rates(
+            rate_429=args.rate_429,
+            retry_after=args.retry_after,
+            rate_500=args.rate_500,
+            seed=args.seed,
+        )
+    with server:
+        print(f"READY {server.base_url}", flush=True)
+        # A timed wait keeps the main thread returning to the interpreter, where
+        # the signal handler runs.
+        while not stopping.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
