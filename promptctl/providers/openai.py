@@ -90,6 +90,10 @@ class OpenAIProvider(Provider):
             raise RequestFailed(f"connection failed: {cause}", attempts=int(state[0])) from None
         except openai.APIError as exc:
             raise RequestFailed(f"bad response: {_error_message(exc)}", attempts=int(state[0])) from None
+        except ValueError as exc:
+            # The SDK lets a 200 with a body that is not JSON escape as a plain decode error.
+            raise RequestFailed(f"the server sent a malformed response: {exc}",
+                                attempts=int(state[0])) from None
         finally:
             _attempt.reset(token)
         latency_ms = (time.monotonic() - state[1]) * 1000.0
