@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from promptctl import __version__
-from promptctl.cli import eval_cmd, runs_cmd, validate_cmd
+from promptctl.cli import compare_cmd, eval_cmd, runs_cmd, validate_cmd
 
 app = typer.Typer(
     name="promptctl",
@@ -38,6 +38,8 @@ app.command("validate")(validate_cmd.validate)
 app.command("eval")(eval_cmd.eval_)
 app.command("runs")(runs_cmd.runs)
 app.command("show")(runs_cmd.show)
+app.command("diff")(compare_cmd.diff)
+app.command("history")(compare_cmd.history)
 app.command("init")(validate_cmd.init)
 
 

@@ -13,8 +13,15 @@ from promptctl.prompts import LOWER_IS_BETTER
 
 
 def console(stderr: bool = False) -> Console:
-    """A console that honours NO_COLOR and never wraps JSON or IDs mid-token."""
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    """A console that honours NO_COLOR; off a terminal, wide enough that tables stay readable."""
+    import os
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None
+    if not (hasattr(stream, "isatty") and stream.isatty()) and not os.environ.get("COLUMNS"):
+        width = 160  # logs and pipes have no width; 80 squeezes every table into ellipses
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def fmt_value(value: float | None, digits: int = 3) -> str:
