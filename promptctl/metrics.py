@@ -92,16 +92,22 @@ def mae(answers: Sequence[float], expected: Sequence[float]) -> Result:
 
 
 def _pearson_rows(a: FloatArray, b: FloatArray) -> FloatArray:
+    # A constant row has no correlation (NaN, as scipy): test equality exactly, since the
+    # centred values of e.g. [0.1, 0.1, 0.1] are rounding noise, not zeros.
+    constant = (a == a[..., :1]).all(axis=-1) | (b == b[..., :1]).all(axis=-1)
     a = a - a.mean(axis=-1, keepdims=True)
     b = b - b.mean(axis=-1, keepdims=True)
     denom = np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray((a * b).sum(axis=-1) / denom, dtype=np.float64)
+        r = np.clip((a * b).sum(axis=-1) / denom, -1.0, 1.0)
+    return np.asarray(np.where(constant, np.nan, r), dtype=np.float64)
 
 
 def rankdata(x: FloatArray) -> FloatArray:
     """Ranks along the last axis, ties given their average rank (as scipy's 'average')."""
     x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return x.copy()
     flat = x.reshape(-1, x.shape[-1])
     out = np.empty_like(flat)
     for i, row in enumerate(flat):

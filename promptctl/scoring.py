@@ -8,13 +8,22 @@ from __future__ import annotations
 import json
 import math
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 
+from promptctl.errors import InputError
 from promptctl.evalsets import Row
 from promptctl.prompts import OutputSpec
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
+# A decimal number; commas only as thousands separators (1,234,567.5), never as a decimal point.
+# ASCII digits only: int()/float() would also take "nan", "1_000" and other scripts' digits.
+_NUMBER = re.compile(
+    r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?|[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+    r"(?:[eE][+-]?[0-9]+)?")
+_MINUS_SIGNS = str.maketrans({"\u2212": "-"})  # the typographic minus sign
+_LABEL_EDGES = string.whitespace + string.punctuation
 
 
 @dataclass(frozen=True)
@@ -24,17 +33,55 @@ class Extraction:
     answer: Any
     valid: bool
     error: str | None = None
+    # The answer text as found in the completion, before conversion to `output.type`.
+    text: str | None = None
+
+
+def _parse_number(text: str) -> int | float | None:
+    """A finite number written in `text`, or None. Integers stay exact ints."""
+    cleaned = text.strip().translate(_MINUS_SIGNS)
+    if _NUMBER.fullmatch(cleaned) is None:
+        return None
+    cleaned = cleaned.replace(",", "")
+    if not any(c in cleaned for c in ".eE"):
+        return int(cleaned)
+    value = float(cleaned)
+    return value if math.isfinite(value) else None
 
 
 def _to_number(text: str, integer: bool) -> Any:
-    value = float(text.strip().replace(",", "")) if isinstance(text, str) else float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a finite number")
+    value = _parse_number(text)
+    if value is None:
+        raise ValueError(f"{text[:40]!r} is not a finite number")
     if integer:
-        if not value.is_integer():
-            raise ValueError(f"{text!r} is not an integer")
-        return int(value)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"{text[:40]!r} is not an integer")
+            return int(value)
+        return value
+    return float(value)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON: {name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"invalid JSON: {text[:40]} is out of range")
     return value
+
+
+def _error_order(error: Any) -> list[tuple[bool, Any]]:
+    """Sort schema errors by instance path; indices before keys so paths always compare."""
+    return [(isinstance(p, str), p) for p in error.path]
+
+
+def _label_around(label: str, folded: str) -> bool:
+    """Whether `folded` is the label with only whitespace and punctuation around it."""
+    edges = f"[{re.escape(_LABEL_EDGES)}]*"
+    return re.fullmatch(edges + re.escape(label.casefold()) + edges, folded) is not None
 
 
 def extract(completion: str, spec: OutputSpec) -> Extraction:
@@ -56,72 +103,102 @@ def extract(completion: str, spec: OutputSpec) -> Extraction:
     kind = spec.type
     try:
         if kind in ("number", "integer"):
-            return Extraction(_to_number(text, kind == "integer"), True)
+            return Extraction(_to_number(text, kind == "integer"), True, text=text)
         if kind == "label":
-            folded = text.casefold().strip(" .'\"`*")
+            folded = text.casefold()
             for label in spec.labels:
                 if label.casefold() == folded:
-                    return Extraction(label, True)
-            return Extraction(text, False, f"{text[:40]!r} is not one of the labels")
+                    return Extraction(label, True, text=text)
+            # Tolerate surrounding punctuation and markdown such as **Billing** or "Billing.";
+            # when several labels fit (C and C++ in "**C++**"), the longest is meant.
+            fits = [label for label in spec.labels if label and _label_around(label, folded)]
+            if fits:
+                return Extraction(max(fits, key=len), True, text=text)
+            return Extraction(text, False, f"{text[:40]!r} is not one of the labels", text=text)
         if kind == "json":
             fenced = _FENCE.match(text)
             if fenced:
-                text = fenced.group(1)
-            value = json.loads(text)
+                text = fenced.group(1).strip()
+            value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
             if spec.json_schema:
                 import jsonschema
 
                 errors = sorted(jsonschema.validators.validator_for(spec.json_schema)(
-                    spec.json_schema).iter_errors(value), key=lambda e: list(e.path))
+                    spec.json_schema).iter_errors(value), key=_error_order)
                 if errors:
                     where = "/".join(str(p) for p in errors[0].path) or "(root)"
-                    return Extraction(value, False, f"schema: {where}: {errors[0].message}")
-            return Extraction(value, True)
+                    return Extraction(value, False, f"schema: {where}: {errors[0].message}",
+                                      text=text)
+            return Extraction(value, True, text=text)
     except json.JSONDecodeError as exc:
-        return Extraction(None, False, f"invalid JSON: {exc.msg}")
+        return Extraction(None, False, f"invalid JSON: {exc.msg}", text=text)
     except ValueError as exc:
-        return Extraction(None, False, str(exc) or f"cannot convert {text[:40]!r} to {kind}")
-    return Extraction(text, True)
+        return Extraction(None, False, str(exc) or f"cannot convert {text[:40]!r} to {kind}",
+                          text=text)
+    return Extraction(text, True, text=text)
+
+
+class _Bool:
+    """A JSON boolean, kept apart from the numbers 0 and 1 (Python has True == 1)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Bool) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash((_Bool, self.value))
 
 
 def _norm(value: Any) -> Any:
     if isinstance(value, bool):
-        return value
+        return _Bool(value)
     if isinstance(value, int | float):
-        return float(value)
+        return value
     if isinstance(value, str):
-        stripped = value.strip()
-        try:
-            number = float(stripped)
-        except ValueError:
-            return stripped.casefold()
-        return number if math.isfinite(number) else stripped.casefold()
+        number = _parse_number(value)
+        return value.strip().casefold() if number is None else number
     if isinstance(value, dict):
         return {k: _norm(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_norm(v) for v in value]
     return value
 
 
 def equals(answer: Any, expected: Any) -> bool:
-    """Numbers compare as numbers, strings stripped and case-folded, JSON structurally."""
-    a, e = _norm(answer), _norm(expected)
-    if isinstance(a, float) and isinstance(e, float):
-        return math.isclose(a, e, rel_tol=1e-9, abs_tol=1e-9)
-    return bool(a == e)
+    """Numbers compare as numbers, strings stripped and case-folded, JSON structurally.
+
+    Numbers compare exactly (7 == 7.0, "7" == 7), so two different integers are
+    never equal however large they are.
+    """
+    return bool(_norm(answer) == _norm(expected))
 
 
 def _numeric(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
+        number: float | int | None = value
+    elif isinstance(value, str):
+        number = _parse_number(value)
+    else:
+        return None
+    if number is None or not math.isfinite(number):
+        return None
+    return float(number)
+
+
+def _class_name(value: Any) -> str:
+    """The class a label answer or expected value stands for, compared as `equals` does."""
+    norm = _norm(value)
+    if isinstance(norm, float) and norm.is_integer():
+        return str(int(norm))
+    if isinstance(norm, int | float | str):
+        return str(norm)
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def score_row(extraction: Extraction, row: Row, metrics: tuple[str, ...]) -> dict[str, Any]:
@@ -145,13 +222,24 @@ def score_row(extraction: Extraction, row: Row, metrics: tuple[str, ...]) -> dic
             scores["expected_num"] = e
             scores["squared_error"] = (a - e) ** 2
     if has_expected and "f1_macro" in metrics:
-        scores["label_expected"] = str(row.expected).strip()
-        scores["label_answer"] = str(extraction.answer) if extraction.valid else None
+        scores["label_expected"] = _class_name(row.expected)
+        scores["label_answer"] = _class_name(extraction.answer) if extraction.valid else None
     if has_expected and "contains" in metrics:
-        hit = extraction.valid and str(row.expected).strip().casefold() in str(
-            extraction.answer).casefold()
+        hit = extraction.valid and str(row.expected).strip().casefold() in _answer_text(
+            extraction).casefold()
         scores["contains"] = 1.0 if hit else 0.0
     if "regex" in metrics and row.pattern is not None:
-        hit = extraction.valid and re.search(row.pattern, str(extraction.answer)) is not None
-        scores["regex"] = 1.0 if hit else 0.0
+        try:
+            found = re.search(row.pattern, _answer_text(extraction)) is not None
+        except re.error as exc:
+            raise InputError(f"pattern of row {row.id} is not a valid regular expression: {exc}",
+                             line=row.line, fix="fix or quote the row's pattern") from None
+        scores["regex"] = 1.0 if extraction.valid and found else 0.0
     return scores
+
+
+def _answer_text(extraction: Extraction) -> str:
+    """The answer as the model wrote it (so `^7$` matches a number answer of 7)."""
+    if extraction.text is not None:
+        return extraction.text
+    return str(extraction.answer)
