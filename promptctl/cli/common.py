@@ -50,10 +50,17 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def project(start: Path | None = None) -> Config:
-    """Config of the project containing `start` (default: the current directory)."""
+    """Config of the project containing `start` (default: the current directory).
+
+    The root is the git work tree containing `start`, else the current directory
+    (SPEC section 1), never the directory of the prompt file itself.
+    """
     from promptctl.config import find_root, load_config
 
-    return load_config(find_root(start or Path.cwd()))
+    root = find_root(start or Path.cwd())
+    if not (root / ".git").exists():
+        root = Path.cwd().resolve()
+    return load_config(root)
 
 
 def open_project_store(config: Config) -> Store:
