@@ -53,6 +53,8 @@ class OpenAIProvider(Provider):
 
         self.name = name
         self._openai = openai
+        # Some servers and gateways echo the key they were given in error messages.
+        self._secret = api_key if len(api_key) >= 8 else None
         limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         http_client = openai.DefaultAsyncHttpxClient(limits=limits,
                                                      event_hooks={"request": [_on_request]})
@@ -81,15 +83,17 @@ class OpenAIProvider(Provider):
                 **self._split_params(request.params))
         except openai.APIStatusError as exc:
             self._raise_fatal(exc, request)
-            raise RequestFailed(f"HTTP {exc.status_code}: {_error_message(exc)}",
+            raise RequestFailed(f"HTTP {exc.status_code}: {self._clean(_error_message(exc))}",
                                 status=exc.status_code, attempts=int(state[0])) from None
         except openai.APITimeoutError:
             raise RequestFailed("request timed out", attempts=int(state[0])) from None
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
-            raise RequestFailed(f"connection failed: {cause}", attempts=int(state[0])) from None
+            raise RequestFailed(self._clean(f"connection failed: {cause}"),
+                                attempts=int(state[0])) from None
         except openai.APIError as exc:
-            raise RequestFailed(f"bad response: {_error_message(exc)}", attempts=int(state[0])) from None
+            raise RequestFailed(f"bad response: {self._clean(_error_message(exc))}",
+                                attempts=int(state[0])) from None
         except ValueError as exc:
             # The SDK lets a 200 with a body that is not JSON escape as a plain decode error.
             raise RequestFailed(f"the server sent a malformed response: {exc}",
@@ -114,7 +118,7 @@ class OpenAIProvider(Provider):
     def _raise_fatal(self, exc: Any, request: ChatRequest) -> None:
         """Failures that every row would meet stop the run at once."""
         status = exc.status_code
-        message = _error_message(exc)
+        message = self._clean(_error_message(exc))
         where = f"endpoint {self.name} ({self.base_url})"
         if status in (401, 403):
             raise ProviderError(f"{where} refused the credentials: HTTP {status}: {message}",
@@ -131,6 +135,10 @@ class OpenAIProvider(Provider):
                                      f"{request.params[name]!r}: {message}",
                                      fix=f"remove or change params.{name} in the prompt file "
                                      "for this endpoint")
+
+    def _clean(self, text: str) -> str:
+        """`text` with the API key masked: it must never reach a row, a log or a message."""
+        return text.replace(self._secret, "***") if self._secret else text
 
     async def aclose(self) -> None:
         await self.client.close()
