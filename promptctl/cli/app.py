@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from promptctl import __version__
-from promptctl.cli import compare_cmd, eval_cmd, runs_cmd, validate_cmd
+from promptctl.cli import check_cmd, compare_cmd, eval_cmd, runs_cmd, validate_cmd
 
 app = typer.Typer(
     name="promptctl",
@@ -40,6 +40,7 @@ app.command("runs")(runs_cmd.runs)
 app.command("show")(runs_cmd.show)
 app.command("diff")(compare_cmd.diff)
 app.command("history")(compare_cmd.history)
+app.command("check")(check_cmd.check)
 app.command("init")(validate_cmd.init)
 
 

@@ -1,0 +1,96 @@
+"""`promptctl check`: the CI gate for pull requests that change prompts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promptctl.cli.common import handle_errors, open_project_store, project
+from promptctl.errors import InputError
+
+GITHUB_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+
+
+def _write(path: Path, text: str, *, append: bool = False) -> None:
+    try:
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a" if append else "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise InputError(f"cannot write the report: {exc.strerror}", file=path,
+                         fix="choose a writable path") from None
+
+
+@handle_errors
+def check(
+    base: Annotated[str | None, typer.Option(
+        metavar="REF", help="Git ref to compare with (default: the merge base of HEAD with origin/main, "
+        "or main).")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(
+        "--prompt", "-p", metavar="PROMPT",
+        help="Only this prompt (file or name); repeat for several.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", metavar="MODEL",
+        help="Model for both sides (default: each version's model:).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Fail a drop beyond max_regression even when it is not significant.")] = False,
+    significance: Annotated[float, typer.Option(
+        metavar="P", help="Level of the paired test a regression must pass to fail the gate.")] = 0.05,
+    concurrency: Annotated[int | None, typer.Option(min=1, metavar="N", help="Requests in flight.")] = None,
+    junit: Annotated[Path | None, typer.Option(metavar="FILE", help="Write JUnit XML to FILE.")] = None,
+    markdown: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Write the Markdown report to FILE (for a PR comment).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Evaluate each prompt changed since the base and apply its thresholds.
+
+    A prompt is checked when its file or its eval set changed. Its current
+    version is evaluated and compared, row by row, with its baseline at the
+    base commit (a stored run, or the base version evaluated from git). The
+    prompt's `thresholds` are its gates: `{metric: {min, max}}` on the current
+    value, and `max_regression: {metric: limit}` on the drop versus the
+    baseline, which fails only when also significant (p < --significance)
+    unless --strict. The Markdown report goes to $GITHUB_STEP_SUMMARY when set.
+
+    Exit 0 all gates pass, 1 a gate failed, 2 input or usage error, 3 the
+    provider failed (then the verdict is unknown: 3 wins over 1).
+    """
+    from promptctl.gate import CheckOptions, run_check
+    from promptctl.render.jsonout import dumps
+    from promptctl.render.markdown import check_markdown
+    from promptctl.render.terminal import console
+
+    config = project()
+    store = open_project_store(config)
+    err = console(stderr=True)
+    options = CheckOptions(base=base, prompts=list(prompt or []), model=model,
+                           significance=significance, strict=strict, concurrency=concurrency)
+
+    def say(message: str) -> None:
+        from rich.markup import escape
+
+        err.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
+
+    result = run_check(config, store, options, on_event=say)
+    text = check_markdown(result)
+    summary_file = os.environ.get(GITHUB_SUMMARY_ENV)
+    if summary_file:
+        _write(Path(summary_file), text + "\n", append=True)
+    if markdown is not None:
+        _write(markdown, text)
+    if junit is not None:
+        from promptctl.render.junit import check_junit
+
+        _write(junit, check_junit(result))
+    if json_out:
+        typer.echo(dumps(result))
+    else:
+        from promptctl.render.check import check_terminal
+
+        check_terminal(console(), result)
+    if result["exit_code"]:
+        raise typer.Exit(result["exit_code"])

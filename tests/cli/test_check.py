@@ -1,0 +1,155 @@
+"""`promptctl check` end to end: the real CLI, real git repositories and the fake server."""
+
+from __future__ import annotations
+
+import json
+import traceback
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from promptctl.cli.app import app
+from tests.checkrepo import Repo, evalset_text, prompt_text, repo
+from tests.fakeserver import FakeOpenAI
+
+__all__ = ["repo"]  # the fixture, imported for this module's tests
+
+
+def invoke(*args: str, code: int = 0) -> Result:
+    result = CliRunner().invoke(app, ["check", *args])
+    detail = ""
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        detail = "".join(traceback.format_exception(result.exception))
+    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{detail}"
+    return result
+
+
+def check_json(*args: str, code: int = 0) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(invoke("--json", *args, code=code).stdout)
+    return document
+
+
+def test_harmless_change_exit_0(repo: Repo) -> None:
+    repo.write("prompts/score.yaml", prompt_text(description="Reworded."))
+    repo.commit("reword")
+    result = invoke()
+    assert "score" in result.stdout and "check passed" in result.stdout
+    assert "format_validity ≥ 0.9" in result.stdout
+
+
+def test_regression_exit_1_names_the_failing_gate(repo: Repo) -> None:
+    repo.write("prompts/score.yaml", prompt_text(style="BREAK 15"))
+    repo.commit("worse")
+    result = invoke(code=1)
+    assert "FAIL" in result.stdout
+    assert "exact_match drop ≤ 0.02" in result.stdout
+    assert "check failed" in result.stdout
+
+
+def test_insignificant_drop_warns_then_strict_fails(repo: Repo) -> None:
+    repo.write("prompts/score.yaml", prompt_text(style="BREAK 2"))
+    repo.commit("slightly worse")
+    result = invoke()
+    assert "warn" in result.stdout and "p=0.5" in result.stdout
+    strict = invoke("--strict", code=1)
+    assert "--strict" in strict.stdout
+
+
+def test_evalset_only_change_is_checked(repo: Repo) -> None:
+    repo.write("evalsets/score.jsonl", evalset_text(22))
+    repo.commit("two more rows")
+    document = check_json()
+    [entry] = document["prompts"]
+    assert entry["reasons"] == ["eval set evalsets/score.jsonl changed"]
+    assert document["exit_code"] == 0
+
+
+def test_provider_outage_exit_3(repo: Repo, fake_openai: FakeOpenAI) -> None:
+    repo.write("prompts/score.yaml", prompt_text(style="Shorter."))
+    repo.commit("change")
+    fake_openai.fail_next(10_000, status=503, retry_after_ms=1)
+    result = invoke(code=3)
+    assert "provider failure" in result.stdout
+
+
+def test_bad_key_is_exit_3(repo: Repo, fake_openai: FakeOpenAI) -> None:
+    repo.write("prompts/score.yaml", prompt_text(style="Shorter."))
+    repo.commit("change")
+    fake_openai.fail_next(10_000, status=401)
+    document = check_json(code=3)
+    assert document["prompts"][0]["error"]["kind"] == "provider"
+
+
+def test_usage_errors_exit_2(repo: Repo) -> None:
+    assert "unknown git ref" in invoke("--base", "nope", code=2).stderr
+    assert "no prompt 'ghost'" in invoke("--prompt", "ghost", code=2).stderr
+    invoke("--significance", "1.5", code=2)
+
+
+def test_broken_prompt_exit_2(repo: Repo) -> None:
+    repo.write("prompts/score.yaml", prompt_text().replace("metrics:", "metricz:"))
+    repo.commit("typo")
+    document = check_json(code=2)
+    assert "metricz" in document["prompts"][0]["error"]["message"]
+
+
+def test_junit_and_markdown_reports(repo: Repo, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("earlier step\n", encoding="utf-8")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    repo.write("prompts/score.yaml", prompt_text(style="BREAK 15"))
+    (repo.root / "prompts" / "gone.yaml").write_text(prompt_text().replace("score", "gone"),
+                                                       encoding="utf-8")
+    repo.commit("worse")  # gone.yaml is new here; delete it after the base instead:
+    (repo.root / "prompts" / "gone.yaml").unlink()
+    repo.commit("drop it again")
+    junit, md = tmp_path / "out" / "junit.xml", tmp_path / "report.md"
+    invoke("--junit", str(junit), "--markdown", str(md), code=1)
+
+    tree = ET.parse(junit)
+    root = tree.getroot()
+    assert root.tag == "testsuites"
+    cases = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
+    names = {name for _, name in cases}
+    assert {"evaluate", "format_validity.min (format_validity ≥ 0.9)",
+            "exact_match.max_regression (exact_match drop ≤ 0.02)"} <= names
+    failing = cases[("promptctl.score", "exact_match.max_regression (exact_match drop ≤ 0.02)")]
+    assert failing.find("failure") is not None
+    assert cases[("promptctl.score", "format_validity.min (format_validity ≥ 0.9)")].find(
+        "failure") is None
+    assert root.get("tests") == "3" and root.get("failures") == "1"
+
+    report = md.read_text(encoding="utf-8")
+    assert "## promptctl check: ❌ failed" in report
+    assert "exact_match drop ≤ 0.02" in report and "<details>" in report
+    assert "pass → fail" in report and "<code>101</code>" in report
+    assert "| p |" in report and "<0.001" in report
+    step = summary.read_text(encoding="utf-8")
+    assert step.startswith("earlier step\n") and report in step
+
+
+def test_markdown_escapes_model_output(repo: Repo, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    def evil(body: dict[str, Any]) -> str:
+        return "Answer: 7 | <img src=x onerror=alert(1)> ![p](http://t.invalid/p.png)"
+
+    repo.write("prompts/score.yaml", prompt_text(style="Whatever.").replace(
+        "(?P<answer>-?\\d+)", "(?P<answer>.+)").replace("type: integer", "type: string"))
+    repo.commit("loose pattern")
+    invoke("--markdown", str(tmp_path / "r.md"))  # the baseline first: normal answers
+    fake_openai.responder = evil
+    repo.write("prompts/score.yaml", prompt_text(style="Other.").replace(
+        "(?P<answer>-?\\d+)", "(?P<answer>.+)").replace("type: integer", "type: string"))
+    repo.commit("evil answers")
+    invoke("--base", "HEAD~1", "--markdown", str(tmp_path / "r.md"), code=1)
+    report = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "<img" not in report and "&lt;img" in report
+    assert "7 &#124; &lt;img" in report
+
+
+def test_check_is_listed_in_help() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert "check" in result.stdout
