@@ -1,0 +1,127 @@
+"""Engine benchmarks against the local test server (tests/fakeserver.py).
+
+Prints each figure with its target. Whole-process wall times include
+interpreter start-up. Run: python bench/engine.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTCTL = [sys.executable, "-m", "promptctl.cli"]
+
+PROMPT = """\
+name: bench
+model: bench-model
+params: {max_tokens: 8}
+messages:
+  - role: user
+    content: "Score: {{ text }}"
+output: {pattern: 'echo: Score: (?P<answer>\\\\d+)', type: number}
+metrics: [exact_match, rmse, format_validity]
+evalset: ../evalsets/bench.jsonl
+"""
+
+
+def start_server(latency: float, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fakeserver.py"), "--port", "0",
+                             "--latency", str(latency), *extra],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    return proc, line[1]
+
+
+def make_project(base: Path, n: int) -> Path:
+    (base / "prompts").mkdir(parents=True)
+    (base / "evalsets").mkdir()
+    (base / "prompts" / "bench.yaml").write_text(PROMPT, encoding="utf-8")
+    with (base / "evalsets" / "bench.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"id": f"r{i}", "input": {"text": str(i % 10)}, "expected": i % 10}))
+            fh.write("\n")
+    return base / "prompts" / "bench.yaml"
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Wall seconds and peak RSS (MiB) of one whole process."""
+    wrapper = ("import resource, subprocess, sys, time, json;"
+               "t=time.perf_counter(); p=subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+               "w=time.perf_counter()-t;"
+               "r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024;"
+               "print(json.dumps({'wall': w, 'rss': r, 'rc': p.returncode, 'out': p.stdout[-2000:], 'err': p.stderr[-2000:]}))")
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
+                         env=env, cwd=cwd, check=True)
+    data = json.loads(out.stdout)
+    proc = subprocess.CompletedProcess(cmd, data["rc"], data["out"], data["err"])
+    return data["wall"], data["rss"], proc
+
+
+def run_case(n: int, concurrency: int, latency: float, *server_args: str,
+             cached_rerun: bool = False) -> dict[str, float]:
+    server, url = start_server(latency, *server_args)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp)
+            prompt = make_project(base, n)
+            env = {**os.environ, "OPENAI_BASE_URL": url, "OPENAI_API_KEY": "bench",
+                   "PROMPTCTL_STORE": f"sqlite:///{base / 'results.db'}"}
+            cmd = [*PROMPTCTL, "eval", str(prompt), "--concurrency", str(concurrency), "--json"]
+            wall, rss, proc = timed(cmd, env, base)
+            if proc.returncode not in (0, 3):
+                raise SystemExit(f"eval failed: {proc.stderr}")
+            run = json.loads(proc.stdout)["runs"][0] if proc.returncode == 0 else None
+            result = {"wall": wall, "rss": rss, "errors": run["errors"] if run else -1,
+                      "retries": run.get("retries", 0) if run else -1}
+            if cached_rerun:
+                wall2, rss2, proc2 = timed(cmd, env, base)
+                run2 = json.loads(proc2.stdout)["runs"][0]
+                result.update(cached_wall=wall2, cached=run2["cached"])
+            return result
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="skip the N=5000 and N=50,000 cases")
+    args = ap.parse_args()
+    latency = 0.1
+
+    wall, _, _ = timed([*PROMPTCTL, "--help"], dict(os.environ), ROOT)
+    print(f"promptctl --help: {wall:.3f} s (target < 0.3 s)")
+
+    r = run_case(500, 50, latency, cached_rerun=True)
+    floor = 500 * latency / 50
+    print(f"N=500 c=50 latency 100 ms: {r['wall']:.2f} s, floor {floor:.2f} s, "
+          f"ratio {r['wall'] / floor:.2f}x (target <= 1.5x); errors {r['errors']}")
+    print(f"cached re-run of 500 rows: {r['cached_wall']:.2f} s, {r['cached']} cached (target < 1.0 s)")
+    print(f"peak RSS N=500: {r['rss']:.0f} MiB (target < 200 MiB)")
+
+    f = run_case(100, 10, latency, "--rate-429", "0.1", "--retry-after", "1", "--rate-500", "0.05",
+                 "--seed", "1")
+    print(f"faults (10% 429 Retry-After 1 s, 5% 500) N=100 c=10: {f['wall']:.2f} s, "
+          f"errors {f['errors']} (target 0), retries {f['retries']}")
+
+    if not args.quick:
+        r = run_case(5000, 50, latency)
+        floor = 5000 * latency / 50
+        print(f"N=5000 c=50: {r['wall']:.2f} s, floor {floor:.2f} s, ratio {r['wall'] / floor:.2f}x "
+              "(target <= 1.15x)")
+        r = run_case(50_000, 200, 0.0)
+        print(f"peak RSS N=50,000 (no latency, c=200): {r['rss']:.0f} MiB (target < 200 MiB), "
+              f"{r['wall']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m promptctl.cli` runs the command line."""
+
+from promptctl.cli.app import main
+
+main()
