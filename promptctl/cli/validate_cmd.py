@@ -103,9 +103,22 @@ def validate(
 @handle_errors
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
+    github: Annotated[bool, typer.Option(
+        "--github", help="Also write .github/workflows/promptctl.yml, which runs `promptctl "
+        "check` on pull requests; in an existing project, write only that.")] = False,
 ) -> None:
     """Scaffold promptctl.yaml, prompts/ and evalsets/ with one working example."""
     from promptctl.scaffold import scaffold
 
-    for path in scaffold(directory):
+    created = []
+    if github:
+        from promptctl.ci_templates import check_workflow_free, is_project, write_workflow
+
+        check_workflow_free(directory)
+        if not is_project(directory):
+            created += scaffold(directory)
+        created.append(write_workflow(directory))
+    else:
+        created += scaffold(directory)
+    for path in created:
         typer.echo(f"created {path}")

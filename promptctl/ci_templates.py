@@ -1,0 +1,105 @@
+"""The GitHub Actions workflow that `promptctl init --github` writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from promptctl.errors import InputError
+
+WORKFLOW_PATH = Path(".github") / "workflows" / "promptctl.yml"
+
+# Values from the event reach the shell through env:, never pasted into the
+# script, so a branch name cannot inject commands.
+WORKFLOW = """\
+# promptctl: evaluate every prompt a pull request changes and gate it on the
+# thresholds in its prompt file. Needs the repository secret OPENAI_API_KEY
+# (or the keys your promptctl.yaml endpoints name, passed the same way).
+name: promptctl
+
+on:
+  pull_request:
+    paths:
+      - "prompts/**"
+      - "evalsets/**"
+      - "promptctl.yaml"
+      - ".github/workflows/promptctl.yml"
+
+permissions:
+  contents: read
+  pull-requests: write    # to post the report as a comment
+
+concurrency:
+  group: promptctl-${{ github.event.pull_request.number }}
+  cancel-in-progress: true
+
+jobs:
+  check:
+    runs-on: ubuntu-latest
+    timeout-minutes: 30
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          fetch-depth: 0    # the base commit must be in the clone
+
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.12"
+
+      - name: Install promptctl
+        run: pip install promptctl
+
+      # The store holds earlier runs (baselines) and every completion, so a
+      # re-run of an unchanged prompt sends nothing.
+      - name: Restore the results store
+        uses: actions/cache/restore@v4
+        with:
+          path: .promptctl
+          key: promptctl-store-${{ github.run_id }}-${{ github.run_attempt }}
+          restore-keys: promptctl-store-
+
+      # Exit 1: a gate failed. Exit 3: the provider failed (no verdict). Exit 2: bad input.
+      - name: promptctl check
+        env:
+          OPENAI_API_KEY: ${{ secrets.OPENAI_API_KEY }}
+          BASE_REF: ${{ github.base_ref }}
+        run: >-
+          promptctl check --base "origin/$BASE_REF"
+          --markdown promptctl-report.md --junit promptctl-junit.xml
+
+      - name: Save the results store
+        if: always()
+        uses: actions/cache/save@v4
+        with:
+          path: .promptctl
+          key: promptctl-store-${{ github.run_id }}-${{ github.run_attempt }}
+
+      - name: Comment on the pull request
+        if: always() && hashFiles('promptctl-report.md') != ''
+        continue-on-error: true    # pull requests from forks get a read-only token
+        env:
+          GH_TOKEN: ${{ github.token }}
+          PR: ${{ github.event.pull_request.number }}
+        run: gh pr comment "$PR" --edit-last --create-if-none --body-file promptctl-report.md
+"""
+
+
+def is_project(directory: Path) -> bool:
+    """A promptctl project is already there (a config file or a prompts/ folder)."""
+    return (directory / "promptctl.yaml").exists() or (directory / "prompts").is_dir()
+
+
+def check_workflow_free(directory: Path) -> Path:
+    """Where the workflow goes; an error if a file is already there."""
+    target = directory / WORKFLOW_PATH
+    if target.exists():
+        raise InputError("already exists: init does not overwrite files", file=target,
+                         fix="delete or rename it, then run init --github again")
+    return target
+
+
+def write_workflow(directory: Path) -> Path:
+    """Write .github/workflows/promptctl.yml under `directory`."""
+    target = check_workflow_free(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(WORKFLOW, encoding="utf-8")
+    return target
