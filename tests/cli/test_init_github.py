@@ -71,3 +71,10 @@ def test_pre_commit_hook_runs_validate() -> None:
     pattern = re.compile(hook["files"])
     assert pattern.search("prompts/a.yaml") and pattern.search("evalsets/a.jsonl")
     assert not pattern.search("src/app.py")
+
+
+def test_readme_shows_the_workflow_init_writes() -> None:
+    from promptctl.ci_templates import WORKFLOW
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert WORKFLOW.rstrip() in readme
