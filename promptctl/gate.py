@@ -407,6 +407,37 @@ def exit_code(prompts: list[dict[str, Any]]) -> int:
 # --- the check -------------------------------------------------------------------------------
 
 
+def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: Base,
+              config: Config, store: Store, options: CheckOptions, eval_options: EvalOptions,
+              say: EventFn) -> dict[str, Any]:
+    """The run of the prompt at the base commit: from the store, else evaluated from git."""
+    from promptctl.providers import resolve_model
+    from promptctl.runner import run_eval
+    from promptctl.versions import prompt_at_ref
+
+    at = prompt_at_ref(path, base.commit)
+    if at.evalset is None:
+        raise InputError("the base version names no eval set")
+    # Without --model each side runs the model its own file names, so a change
+    # of `model:` in the pull request is measured too.
+    resolved = resolve_model(options.model or at.prompt.model or spec, config)
+    entry["baseline_model"] = resolved.spec
+    if resolved.spec != spec:
+        entry["warnings"].append(f"the change switches the model from {resolved.spec} to {spec}")
+    run = stored_baseline(store, at.prompt, at.evalset.version, resolved.spec, base.commit)
+    if run is not None:
+        entry["baseline_source"] = "stored"
+        say(f"{name}: baseline run {run['id']} from the store")
+    else:
+        say(f"{name}: evaluating the base version ({base.commit[:12]}) with {resolved.spec}")
+        run = run_eval(at.prompt, resolved, store=store, config=config, evalset=at.evalset,
+                       options=eval_options, git=at.git)
+        entry["baseline_source"] = "evaluated"
+    entry["baseline_run"] = run["id"]
+    entry["row_errors"]["baseline"] = _errors(run)
+    return run
+
+
 def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store: Store,
                options: CheckOptions, eval_options: EvalOptions, say: EventFn) -> dict[str, Any]:
     from promptctl.compare import compare_runs
@@ -414,7 +445,6 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
     from promptctl.prompts import load_prompt
     from promptctl.providers import resolve_model
     from promptctl.runner import run_eval
-    from promptctl.versions import prompt_at_ref
 
     entry: dict[str, Any] = {
         "prompt": Path(cand.rel).stem, "path": cand.rel, "new": cand.new,
@@ -438,43 +468,18 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
         entry["model"] = resolved.spec
 
         # The baseline first: it is what the base commit shipped.
-        comparison = None
-        why_none = "a new prompt has no baseline; only its absolute thresholds apply"
-        baseline = None
+        baseline, why_none = None, "a new prompt has no baseline; only its absolute thresholds apply"
         if cand.base_rel is not None:
-            at = None
             try:
-                at = prompt_at_ref(root / cand.base_rel, base.commit)
+                baseline = _baseline(root / cand.base_rel, prompt.name, resolved.spec, entry,
+                                     base=base, config=config, store=store, options=options,
+                                     eval_options=eval_options, say=say)
             except InputError as exc:
-                why_none = f"the base version cannot be evaluated ({exc.message})"
+                # The base version may be unusable now (invalid, no eval set, a model or
+                # endpoint that is gone): the change must still be checkable.
+                why_none = f"no baseline: {exc.message}"
                 entry["warnings"].append(f"no baseline: the prompt at {base.commit[:12]} cannot "
                                          f"be evaluated: {exc.message}")
-            if at is not None and at.evalset is None:
-                why_none = "the base version names no eval set"
-                entry["warnings"].append(f"no baseline: the prompt at {base.commit[:12]} names "
-                                         "no eval set")
-            elif at is not None and at.evalset is not None:
-                # Without --model each side runs the model its own file names, so a
-                # change of `model:` in the pull request is measured too.
-                base_spec = options.model or at.prompt.model or spec
-                base_resolved = resolve_model(base_spec, config)
-                entry["baseline_model"] = base_resolved.spec
-                if base_resolved.spec != resolved.spec:
-                    entry["warnings"].append(f"the change switches the model from "
-                                             f"{base_resolved.spec} to {resolved.spec}")
-                baseline = stored_baseline(store, at.prompt, at.evalset.version,
-                                           base_resolved.spec, base.commit)
-                if baseline is not None:
-                    entry["baseline_source"] = "stored"
-                    say(f"{prompt.name}: baseline run {baseline['id']} from the store")
-                else:
-                    say(f"{prompt.name}: evaluating the base version ({base.commit[:12]}) "
-                        f"with {base_resolved.spec}")
-                    baseline = run_eval(at.prompt, base_resolved, store=store, config=config,
-                                        evalset=at.evalset, options=eval_options, git=at.git)
-                    entry["baseline_source"] = "evaluated"
-                entry["baseline_run"] = baseline["id"]
-                entry["row_errors"]["baseline"] = _errors(baseline)
 
         say(f"{prompt.name}: evaluating the current version with {resolved.spec}")
         current = run_eval(prompt, resolved, store=store, config=config, evalset=evalset,
@@ -482,6 +487,7 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
         entry["current_run"] = current["id"]
         entry["metrics"] = current.get("metrics") or {}
         entry["row_errors"]["current"] = _errors(current)
+        comparison = None
         if baseline is not None:
             comparison = compare_runs(store, baseline["id"], current["id"])
             entry["comparison"] = _trim_comparison(comparison)

@@ -128,6 +128,21 @@ def test_new_prompt_gets_absolute_thresholds_only(repo: Repo) -> None:
     assert result["exit_code"] == 1
 
 
+def test_unusable_base_version_skips_the_regression_gate(repo: Repo) -> None:
+    git(repo.root, "checkout", "-q", "main")
+    repo.write("prompts/score.yaml", prompt_text().replace("evalset: ../evalsets/score.jsonl\n", ""))
+    repo.commit("no eval set yet")
+    git(repo.root, "checkout", "-q", "-b", "with-evalset")
+    repo.write("prompts/score.yaml", prompt_text(style="BREAK 15"))
+    repo.commit("name the eval set")
+    result = check(repo.root)
+    entry = only(result)
+    assert entry["baseline_run"] is None
+    assert any("names no eval set" in w for w in entry["warnings"])
+    assert gate(entry, "exact_match.max_regression")["status"] == "skip"
+    assert entry["status"] == "pass" and result["exit_code"] == 0
+
+
 def test_deleted_prompt_is_listed(repo: Repo) -> None:
     (repo.root / "prompts" / "score.yaml").unlink()
     repo.commit("remove the prompt")
