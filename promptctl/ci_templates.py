@@ -21,7 +21,6 @@ on:
     paths:
       - "prompts/**"
       - "evalsets/**"
-      - "promptctl.yaml"
       - ".github/workflows/promptctl.yml"
 
 permissions:
