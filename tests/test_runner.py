@@ -1,0 +1,215 @@
+"""The runner as a library: planning, cache keys, persistence, progress and interruption."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptctl.config import Config
+from promptctl.errors import InputError
+from promptctl.evalsets import load_evalset
+from promptctl.prompts import load_prompt
+from promptctl.providers import resolve_model
+from promptctl.runner import EvalOptions, Progress, cache_key, new_run_id, plan, run_eval
+from promptctl.store import SQLiteStore
+from tests.fakeserver import FakeOpenAI
+
+KEY = "sk-test-runner-77aa88bb99cc"
+PROMPT = """\
+name: echo
+model: gpt-4o-mini
+params:
+  max_tokens: 8
+messages:
+  - role: system
+    content: "Answer with the word.{% for ex in examples %} {{ ex.input.q }}{% endfor %}"
+  - role: user
+    content: "Question {{ q }}"
+examples:
+  - input: {q: zero}
+    expected: zero
+output:
+  pattern: 'echo: Question (?P<answer>\\w+)'
+  type: string
+metrics: [exact_match, format_validity]
+evalset: echo.jsonl
+"""
+WORDS = ["one", "two", "three", "four", "five", "six"]
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "echo.yaml").write_text(PROMPT, encoding="utf-8")
+    (root / "echo.jsonl").write_text(
+        "".join(json.dumps({"id": f"r{i + 1}", "input": {"q": w}, "expected": w}) + "\n"
+                for i, w in enumerate(WORDS)), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def api(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    return fake_openai
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "runner.db")
+    yield s
+    s.close()
+
+
+def evaluate(files: Path, store: SQLiteStore, **kwargs: Any) -> dict[str, Any]:
+    config = Config(root=files)
+    prompt = load_prompt(files / "echo.yaml")
+    return run_eval(prompt, resolve_model("gpt-4o-mini", config), store=store, config=config,
+                    **kwargs)
+
+
+# -- cache keys ------------------------------------------------------------------
+
+
+def test_cache_key_is_stable_for_the_same_inputs() -> None:
+    a = cache_key("http://x/v1", "m", [{"role": "user", "content": "hi"}], {"temperature": 0, "seed": 1}, 0)
+    b = cache_key("http://x/v1", "m", [{"role": "user", "content": "hi"}], {"seed": 1, "temperature": 0}, 0)
+    assert a == b
+    assert re.fullmatch(r"[0-9a-f]{64}", a)
+
+
+@pytest.mark.parametrize("change", [
+    {"url": "http://y/v1"},
+    {"model": "m2"},
+    {"messages": [{"role": "user", "content": "hi!"}]},
+    {"messages": [{"role": "system", "content": "hi"}]},
+    {"messages": [*MESSAGES, {"role": "user", "content": "more"}]},
+    {"params": {"temperature": 0, "seed": 2}},
+    {"params": {"temperature": 0.5, "seed": 1}},
+    {"params": {"temperature": 0, "seed": 1, "max_tokens": 5}},
+    {"sample": 1},
+])
+def test_cache_key_changes_with_anything_that_changes_the_answer(change: dict[str, Any]) -> None:
+    base: dict[str, Any] = {"url": "http://x/v1", "model": "m", "messages": MESSAGES,
+                            "params": {"temperature": 0, "seed": 1}, "sample": 0}
+    args = {**base, **change}
+    assert cache_key(args["url"], args["model"], args["messages"], args["params"], args["sample"]) != \
+        cache_key(base["url"], base["model"], base["messages"], base["params"], base["sample"])
+
+
+# -- planning --------------------------------------------------------------------
+
+
+def test_plan_renders_few_shot_then_rows_with_repeats(files: Path) -> None:
+    prompt = load_prompt(files / "echo.yaml")
+    items = plan(prompt, load_evalset(files / "echo.jsonl"), limit=2, repeat=2)
+    assert [(i.kind, i.row.id, i.sample) for i in items] == [
+        ("fewshot", "ex1", 0), ("fewshot", "ex1", 1),
+        ("eval", "r1", 0), ("eval", "r1", 1), ("eval", "r2", 0), ("eval", "r2", 1)]
+    assert items[2].messages == [{"role": "system", "content": "Answer with the word. zero"},
+                                 {"role": "user", "content": "Question one"}]
+
+
+def test_a_row_missing_a_variable_fails_before_anything_is_sent(
+        files: Path, api: FakeOpenAI, store: SQLiteStore) -> None:
+    with (files / "echo.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"id": "bad", "input": {"question": "oops"}, "expected": "x"}\n')
+    with pytest.raises(InputError) as info:
+        evaluate(files, store)
+    message = str(info.value)
+    assert "echo.yaml" in message
+    assert "'bad'" in message
+    assert "q" in message
+    assert api.count == 0
+    assert store.list_runs() == []
+
+
+def test_run_ids_sort_by_time_and_are_unique() -> None:
+    ids = [new_run_id() for _ in range(200)]
+    assert len(set(ids)) == 200
+    assert all(re.fullmatch(r"[0-9a-z]{14}", i) for i in ids)
+    assert [i[:10] for i in ids] == sorted(i[:10] for i in ids)
+
+
+# -- running ---------------------------------------------------------------------
+
+
+def test_run_eval_returns_the_stored_run(files: Path, api: FakeOpenAI, store: SQLiteStore) -> None:
+    seen: list[Progress] = []
+    started: list[str] = []
+    run = evaluate(files, store, options=EvalOptions(concurrency=2),
+                   progress=lambda p: seen.append(Progress(**vars(p))), on_start=started.append)
+    assert started == [run["id"]]
+    assert run == store.get_run(run["id"])
+    assert run["status"] == "complete"
+    assert run["n_planned"] == 6
+    assert run["metrics"]["exact_match"] == {**run["metrics"]["exact_match"], "value": 1.0, "n": 6}
+    assert run["fewshot_metrics"]["exact_match"]["value"] == 1.0
+    assert run["params"] == {"temperature": 0, "max_tokens": 8}
+    assert run["options"]["concurrency"] == 2
+    assert run["summary"]["n"] == 6 and run["summary"]["fewshot_n"] == 1
+    assert [p.done for p in seen] == list(range(1, 8))
+    assert all(p.total == 7 for p in seen)
+    assert seen[-1].errors == 0 and seen[-1].cached == 0
+    assert api.count == 7
+    assert api.max_in_flight <= 2
+
+
+def test_rows_are_written_while_the_run_goes_on(
+        files: Path, api: FakeOpenAI, store: SQLiteStore, tmp_path: Path) -> None:
+    api.latency = 0.2
+    reader = SQLiteStore(tmp_path / "runner.db")
+    stored_at: list[int] = []
+    try:
+        run = evaluate(files, store, options=EvalOptions(concurrency=1),
+                       progress=lambda p: stored_at.append(
+                           sum(len(list(reader.iter_rows(r["id"]))) for r in reader.list_runs())))
+    finally:
+        reader.close()
+    assert len(stored_at) == 7
+    # Rows reach the file in batches at most half a second apart, not only at the end.
+    assert stored_at[4] > 0
+    assert len(list(store.iter_rows(run["id"]))) == 7
+
+
+def test_an_interrupted_run_keeps_its_rows(files: Path, api: FakeOpenAI, store: SQLiteStore) -> None:
+    def progress(state: Progress) -> None:
+        if state.done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(files, store, options=EvalOptions(concurrency=1), progress=progress)
+    (run,) = store.list_runs()
+    assert run["status"] == "interrupted"
+    assert [(r["kind"], r["row_id"]) for r in store.iter_rows(run["id"])] == [
+        ("fewshot", "ex1"), ("eval", "r1"), ("eval", "r2")]
+    assert run["summary"]["n"] == 2
+    assert run["finished_at"] is not None
+    assert api.count == 3
+
+
+def test_cache_is_keyed_per_endpoint(files: Path, api: FakeOpenAI, store: SQLiteStore,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluate(files, store)
+    assert api.count == 7
+    with FakeOpenAI() as other:
+        monkeypatch.setenv("OPENAI_BASE_URL", other.base_url)
+        evaluate(files, store)
+        assert other.count == 7  # another server: the first one's answers are not reused
+    assert api.count == 7
+
+
+def test_cached_rows_do_not_count_cost(files: Path, api: FakeOpenAI, store: SQLiteStore) -> None:
+    seen: list[float] = []
+    first = evaluate(files, store)
+    again = evaluate(files, store, progress=lambda p: seen.append(p.cost_usd))
+    assert first["summary"]["cost_usd"] > 0
+    assert seen[-1] == 0.0  # nothing was paid for this time
+    assert again["summary"]["cached"] == 7
