@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,13 +50,15 @@ def make_project(base: Path, n: int) -> Path:
     return base / "prompts" / "bench.yaml"
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+def timed(cmd: list[str], env: dict[str, str],
+          cwd: Path) -> tuple[float, float, subprocess.CompletedProcess[str]]:
     """Wall seconds and peak RSS (MiB) of one whole process."""
     wrapper = ("import resource, subprocess, sys, time, json;"
                "t=time.perf_counter(); p=subprocess.run(sys.argv[1:], capture_output=True, text=True);"
                "w=time.perf_counter()-t;"
                "r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024;"
-               "print(json.dumps({'wall': w, 'rss': r, 'rc': p.returncode, 'out': p.stdout[-2000:], 'err': p.stderr[-2000:]}))")
+               "print(json.dumps({'wall': w, 'rss': r, 'rc': p.returncode, "
+               "'out': p.stdout[-2000:], 'err': p.stderr[-2000:]}))")
     out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
                          env=env, cwd=cwd, check=True)
     data = json.loads(out.stdout)
