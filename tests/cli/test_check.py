@@ -102,11 +102,7 @@ def test_junit_and_markdown_reports(repo: Repo, tmp_path: Path,
     summary.write_text("earlier step\n", encoding="utf-8")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     repo.write("prompts/score.yaml", prompt_text(style="BREAK 15"))
-    (repo.root / "prompts" / "gone.yaml").write_text(prompt_text().replace("score", "gone"),
-                                                       encoding="utf-8")
-    repo.commit("worse")  # gone.yaml is new here; delete it after the base instead:
-    (repo.root / "prompts" / "gone.yaml").unlink()
-    repo.commit("drop it again")
+    repo.commit("worse")
     junit, md = tmp_path / "out" / "junit.xml", tmp_path / "report.md"
     invoke("--junit", str(junit), "--markdown", str(md), code=1)
 
