@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,10 +110,18 @@ def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: st
         raise InputError(f"id of {what} {number} must be a non-empty string or integer",
                          file=path, line=line, fix="give each row a unique id such as r1")
     pattern = raw.get("pattern")
-    if pattern is not None and not isinstance(pattern, str):
-        raise InputError(f"pattern of {what} {number} must be a string", file=path, line=line,
-                         fix="quote the regular expression")
-    metadata = raw.get("metadata") or {}
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise InputError(f"pattern of {what} {number} must be a string", file=path, line=line,
+                             fix="quote the regular expression")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InputError(f"pattern of {what} {number} is not a valid regular expression: {exc}",
+                             file=path, line=line, fix="fix the regular expression") from None
+    metadata = raw.get("metadata")
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict):
         raise InputError(f"metadata of {what} {number} must be a mapping", file=path, line=line,
                          fix="write metadata as key: value pairs")
@@ -121,7 +130,10 @@ def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: st
 
 
 def _jsonl_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also breaks on U+2028, U+0085 and
+    # other characters that JSON strings may hold unescaped, which would cut a
+    # valid row in two and shift every later line number.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -142,21 +154,27 @@ def _yaml_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
         yield raw, lines.line(i) or 1
 
 
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _csv_value(value: str) -> Any:
-    """CSV cells are text; `expected` that reads as a number is compared as one."""
+    """CSV cells are text; an `expected` that reads as a number is compared as one.
+
+    Only plain decimal notation counts: Python's int()/float() would also take
+    "nan", "inf", "1_000" and non-ASCII digits, which are labels more often
+    than numbers.
+    """
     stripped = value.strip()
-    try:
-        return int(stripped)
-    except ValueError:
-        pass
-    try:
-        return float(stripped)
-    except ValueError:
+    if not _NUMBER.fullmatch(stripped):
         return value
+    if stripped.lstrip("+-").isdigit():
+        return int(stripped)
+    return float(stripped)
 
 
 def _csv_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: an unclosed quote is an error, not a field that runs to the end of the file.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -164,38 +182,49 @@ def _csv_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
     except csv.Error as exc:
         raise InputError(f"malformed CSV header: {exc}", file=path, line=1, fix="fix the header") from None
     header = [h.strip() for h in header]
-    if len(set(header)) != len(header):
-        raise InputError("duplicate column names in the header", file=path, line=1,
-                         fix="give every column a distinct name")
     for name in header:
         if not name:
             raise InputError("empty column name in the header", file=path, line=1,
                              fix="name every column")
+    for i, name in enumerate(header):
+        if name in header[:i]:
+            raise InputError(f"duplicate column {name!r} in the header", file=path, line=1,
+                             fix="give every column a distinct name")
+    # A quoted field may span lines, so a row starts on the line after the
+    # last line of the previous row, not at its index.
     start = reader.line_num + 1
-    try:
-        for cells in reader:
-            line = start
-            start = reader.line_num + 1
-            if not any(c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                raise InputError(f"{len(cells)} fields where the header has {len(header)}",
-                                 file=path, line=line,
-                                 fix="quote fields that contain commas; every row needs every column")
-            raw: dict[str, Any] = {"input": {}}
-            for name, cell in zip(header, cells, strict=True):
-                if name == "id":
-                    raw["id"] = cell
-                elif name == "expected":
-                    raw["expected"] = _csv_value(cell)
-                elif name == "pattern":
-                    raw["pattern"] = cell
-                else:
-                    raw["input"][name] = cell
-            yield raw, line
-    except csv.Error as exc:
-        raise InputError(f"malformed CSV: {exc}", file=path, line=reader.line_num,
-                         fix="check the quoting on that line") from None
+    while True:
+        line = start
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise InputError("a quoted field is never closed", file=path, line=line,
+                                 fix='close the quote ("), and write a quote inside a quoted field '
+                                 'as two ("")') from None
+            raise InputError(f"malformed CSV: {exc}", file=path, line=reader.line_num,
+                             fix='check the quoting on that line: a quote inside a field is '
+                             'written as two ("") in a quoted field') from None
+        start = reader.line_num + 1
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            raise InputError(f"{len(cells)} fields where the header has {len(header)}",
+                             file=path, line=line,
+                             fix="quote fields that contain commas; every row needs every column")
+        raw: dict[str, Any] = {"input": {}}
+        for name, cell in zip(header, cells, strict=True):
+            if name in ("id", "expected", "pattern"):
+                # An empty cell is how CSV leaves a value out: no id (the row
+                # number is used), no expected answer, no pattern.
+                if cell.strip() == "":
+                    continue
+                raw[name] = _csv_value(cell) if name == "expected" else cell
+            else:
+                raw["input"][name] = cell
+        yield raw, line
 
 
 def load_evalset_bytes(data: bytes, path: Path) -> EvalSet:
