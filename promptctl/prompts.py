@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +28,11 @@ METRICS = ("format_validity", "exact_match", "rmse", "mae", "pearson", "spearman
 NUMERIC_METRICS = ("rmse", "mae", "pearson", "spearman")
 LOWER_IS_BETTER = ("rmse", "mae")
 GATE_KEYS = ("min", "max")
+# Types of the well-known request parameters: a typo such as `temperature: O`
+# fails here, not as an API error on every row.
+_PARAM_TYPES = {"temperature": "number", "top_p": "number", "frequency_penalty": "number",
+                "presence_penalty": "number", "max_tokens": "integer",
+                "max_completion_tokens": "integer", "seed": "integer", "n": "integer"}
 
 
 @dataclass(frozen=True)
@@ -44,11 +51,27 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class Message:
-    """One chat message template and where it stands in the file."""
+    """One chat message template and where it stands in the file.
+
+    `line` is the line of its `content:` key; `text_line` the line of the
+    template's first line, and `literal` says whether template lines map one
+    to one onto file lines (a `|` block scalar) so errors can name the exact line.
+    """
 
     role: str
     content: str
     line: int | None
+    text_line: int | None = None
+    literal: bool = False
+
+    def file_line(self, template_line: int | None) -> int | None:
+        """The file line of a template line (1-based), as near as the YAML style allows."""
+        first = self.text_line if self.text_line is not None else self.line
+        if first is None:
+            return None
+        if self.literal and template_line:
+            return first + template_line - 1
+        return first
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,7 @@ class Prompt:
     metrics: tuple[str, ...] = ("format_validity",)
     evalset: Path | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
+    evalset_line: int | None = None
 
     @cached_property
     def _templates(self) -> list[jinja2.Template]:
@@ -86,42 +110,182 @@ class Prompt:
             try:
                 content = template.render(context)
             except SecurityError as exc:
-                raise InputError(f"{where} tried something the sandbox forbids: {exc}",
-                                 file=self.path, line=message.line,
-                                 fix="templates may use variables, loops and filters only") from None
+                raise InputError(f"{where} tried something the sandbox forbids, for {who}: {exc}",
+                                 file=self.path, line=message.file_line(_template_line(exc)),
+                                 fix="templates may use variables, loops, filters and the methods of "
+                                 "strings, lists and mappings only") from None
             except jinja2.UndefinedError as exc:
                 raise InputError(f"{where} uses a variable that {who} lacks: {exc.message}",
-                                 file=self.path, line=message.line,
+                                 file=self.path, line=message.file_line(_template_line(exc)),
                                  fix=f"add it to the input of {who}, or fix the template") from None
             except jinja2.TemplateError as exc:
                 raise InputError(f"{where} failed to render for {who}: {exc}", file=self.path,
-                                 line=message.line, fix="fix the template") from None
-            except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError) as exc:
+                                 line=message.file_line(_template_line(exc)),
+                                 fix="fix the template") from None
+            except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError, LookupError,
+                    RecursionError) as exc:
                 raise InputError(f"{where} failed to render for {who}: {exc}", file=self.path,
-                                 line=message.line, fix="fix the template or the row's values") from None
+                                 line=message.file_line(_template_line(exc)),
+                                 fix="fix the template or the row's values") from None
             out.append({"role": message.role, "content": content})
         return out
 
     @property
     def request_params(self) -> dict[str, Any]:
         """Parameters sent with every request; temperature is always explicit."""
-        return {"temperature": 0, **self.params}
+        params = {"temperature": 0, **self.params}
+        if params["temperature"] is None:  # `temperature:` left empty is still temperature 0
+            params["temperature"] = 0
+        return params
 
 
 _ENV: Any = None
 
 
+def _template_line(exc: BaseException) -> int | None:
+    """Line of the template being rendered when `exc` was raised (Jinja keeps it in the traceback)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 def _environment() -> Any:
+    """The one Jinja2 environment prompts render in (built on first use: jinja2 loads lazily)."""
     global _ENV
     if _ENV is None:
-        import jinja2
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        # Immutable sandbox: templates can neither reach Python internals nor
-        # mutate the lists and dicts they are given.
-        _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined,
-                                             keep_trailing_newline=True, autoescape=False)
+        _ENV = _make_environment()
     return _ENV
+
+
+def _make_environment() -> Any:
+    import datetime
+    import functools
+    from collections.abc import ItemsView, KeysView, ValuesView
+
+    import jinja2
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.utils import Namespace
+
+    # What a template may write into a prompt or keep in a variable as it is:
+    # the data rows and examples hold, and what their methods return.
+    plain = (str, int, float, complex, bool, type(None), list, tuple, dict, set, frozenset,
+             bytes, datetime.date, datetime.time, datetime.timedelta, Namespace)
+
+    class Opaque:
+        """A function, class, iterator or other Python object that a template reached.
+
+        It can be called, iterated and have its (safe) attributes read, but not
+        turned into text: its repr would put Python internals such as type
+        names and memory addresses into the prompt.
+        """
+
+        __slots__ = ("obj",)
+
+        def __init__(self, obj: Any) -> None:
+            self.obj = obj
+
+        def _refuse(self) -> str:
+            if isinstance(self.obj, Iterator):
+                what = "a lazy sequence (from a filter such as map or select) cannot be written " \
+                       "into a prompt: add |list or |join(', ')"
+            elif callable(self.obj):
+                what = "a function or method cannot be written into a prompt: call it, or use a filter"
+            else:
+                what = "a Python object cannot be written into a prompt"
+            raise SecurityError(what)
+
+        def __str__(self) -> str:
+            return self._refuse()
+
+        def __repr__(self) -> str:
+            return self._refuse()
+
+        def __format__(self, spec: str) -> str:
+            return self._refuse()
+
+        def __iter__(self) -> Iterator[Any]:
+            return iter(self.obj)
+
+    def guard(value: Any) -> Any:
+        if isinstance(value, (*plain, Opaque, jinja2.Undefined)):
+            return value
+        if isinstance(value, KeysView | ValuesView | ItemsView | range):
+            return list(value)
+        return Opaque(value)
+
+    def unwrap(value: Any) -> Any:
+        return value.obj if isinstance(value, Opaque) else value
+
+    def check_plain(value: Any, seen: set[int]) -> None:
+        if isinstance(value, jinja2.Undefined):
+            str(value)  # StrictUndefined raises its "is undefined" error here
+        elif isinstance(value, Opaque):
+            value._refuse()
+        elif isinstance(value, list | tuple | set | frozenset | dict):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            for item in (value.items() if isinstance(value, dict) else value):
+                check_plain(item, seen)
+        elif not isinstance(value, plain) or isinstance(value, Namespace):
+            raise SecurityError(f"a {type(value).__name__} cannot be written into a prompt: "
+                                "only text, numbers, lists and mappings can")
+
+    def finalize(value: Any) -> Any:
+        check_plain(value, set())
+        return value
+
+    class PromptSandbox(ImmutableSandboxedEnvironment):
+        """Immutable sandbox that also keeps Python objects out of the rendered text.
+
+        Jinja's sandbox refuses private attributes and the mutating methods of
+        lists and dicts, but still lets a template reach a class's methods
+        (`dict.update(row, ...)`) and print a function's repr (`{{ ''.format }}`).
+        """
+
+        def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+            # The methods of a class take the instance as an argument, which
+            # would bypass the immutability checks made on instances.
+            if isinstance(obj, type):
+                return False
+            return bool(super().is_safe_attribute(obj, attr, value))
+
+        def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+            # Refuse at once rather than return an undefined that a filter
+            # such as map(attribute=...) would quietly print as "Undefined".
+            raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} "
+                                "object is unsafe")
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            return guard(super().getattr(unwrap(obj), attribute))
+
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            return guard(super().getitem(unwrap(obj), argument))
+
+        def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return guard(super().call(context, unwrap(obj), *args, **kwargs))
+
+    env = PromptSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                        autoescape=False, finalize=finalize)
+    for name, value in list(env.globals.items()):
+        if callable(value):
+            env.globals[name] = Opaque(value)
+
+    def guarded_filter(fn: Any) -> Any:
+        @functools.wraps(fn)  # keeps jinja_pass_arg, so context/environment are still passed
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return guard(fn(*args, **kwargs))
+
+        return wrapper
+
+    for name, fn in list(env.filters.items()):
+        env.filters[name] = guarded_filter(fn)
+    return env
 
 
 def _compile(message: Message, index: int, path: Path) -> jinja2.Template:
@@ -131,9 +295,8 @@ def _compile(message: Message, index: int, path: Path) -> jinja2.Template:
         template: jinja2.Template = _environment().from_string(message.content)
         return template
     except jinja2.TemplateSyntaxError as exc:
-        line = message.line + exc.lineno if message.line is not None and exc.lineno else message.line
         raise InputError(f"template messages[{index}] ({message.role}) has a syntax error: "
-                         f"{exc.message}", file=path, line=line,
+                         f"{exc.message}", file=path, line=message.file_line(exc.lineno),
                          fix="fix the Jinja2 syntax ({{ var }}, {% for %}...{% endfor %})") from None
 
 
@@ -141,7 +304,7 @@ def _fail(msg: str, path: Path, lines: LineMap, *keys: str | int, fix: str) -> I
     return InputError(msg, file=path, line=lines.line(*keys), fix=fix)
 
 
-def _check_thresholds(raw: Any, path: Path, lines: LineMap) -> dict[str, Any]:
+def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, ...]) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -156,13 +319,24 @@ def _check_thresholds(raw: Any, path: Path, lines: LineMap) -> dict[str, Any]:
                 if m not in METRICS:
                     raise _fail(f"unknown metric {m!r} in max_regression", path, lines,
                                 "thresholds", metric, m, fix=f"use one of: {', '.join(METRICS)}")
+                if m not in metrics:
+                    raise _fail(f"max_regression names {m}, which is not in metrics", path, lines,
+                                "thresholds", metric, m,
+                                fix=f"add {m} to metrics (only listed metrics are computed)")
                 if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
                     raise _fail(f"max_regression for {m} must be a non-negative number", path,
                                 lines, "thresholds", metric, m, fix="e.g. 0.02")
             continue
         if metric not in METRICS:
+            close = difflib.get_close_matches(str(metric), (*METRICS, "max_regression"), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise _fail(f"unknown metric {metric!r} in thresholds", path, lines, "thresholds",
-                        metric, fix=f"use one of: {', '.join(METRICS)}, or max_regression")
+                        metric, fix=f"{hint}use one of: {', '.join(METRICS)}, or max_regression")
+        if metric not in metrics:
+            raise _fail(f"threshold for {metric}, which is not in metrics", path, lines,
+                        "thresholds", metric,
+                        fix=f"add {metric} to metrics (only listed metrics are computed), "
+                        "or remove the threshold")
         if not isinstance(gate, dict) or not gate or any(k not in GATE_KEYS for k in gate):
             raise _fail(f"threshold for {metric} must be {{min: N}} and/or {{max: N}}", path, lines,
                         "thresholds", metric, fix=f"e.g. {metric}: {{min: 0.9}}")
@@ -198,18 +372,26 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
     if otype not in OUTPUT_TYPES:
         raise _fail(f"unknown output.type {otype!r}", path, lines, "output", "type",
                     fix=f"use one of: {', '.join(OUTPUT_TYPES)}")
-    labels = raw.get("labels") or []
-    if not isinstance(labels, list) or not all(isinstance(x, str | int) for x in labels):
+    labels = raw.get("labels")
+    if labels is None:
+        labels = []
+    if not isinstance(labels, list) or not all(
+            isinstance(x, str | int) and not isinstance(x, bool) for x in labels):
         raise _fail("output.labels must be a list of strings", path, lines, "output", "labels",
                     fix="e.g. labels: [billing, technical]")
     if otype == "label" and not labels:
         raise _fail("output.type label needs output.labels", path, lines, "output", "type",
                     fix="list the allowed labels: labels: [a, b, c]")
-    schema = raw.get("json_schema") or None
+    if otype != "label" and labels:
+        raise _fail("output.labels is only used with type: label", path, lines, "output", "labels",
+                    fix="set type: label or remove labels")
+    schema = raw.get("json_schema")
     if schema is not None:
         if not isinstance(schema, dict):
             raise _fail("output.json_schema must be a mapping (a JSON Schema)", path, lines,
                         "output", "json_schema", fix="write the schema as YAML")
+        schema = schema or None  # {} is "no schema", as in the documented template
+    if schema is not None:
         if otype != "json":
             raise _fail("output.json_schema is only used with type: json", path, lines, "output",
                         "json_schema", fix="set type: json or remove json_schema")
@@ -234,14 +416,16 @@ def _check_messages(raw: Any, path: Path, lines: LineMap) -> tuple[Message, ...]
         if not isinstance(m, dict) or set(m) != {"role", "content"}:
             raise InputError(f"messages[{i}] must have exactly the keys role and content",
                              file=path, line=line, fix="write - role: user / content: ...")
-        if m["role"] not in ROLES:
+        if not isinstance(m["role"], str) or m["role"] not in ROLES:
             raise InputError(f"messages[{i}] has unknown role {m['role']!r}", file=path,
                              line=lines.line("messages", i, "role"), fix=f"use one of: {', '.join(ROLES)}")
         if not isinstance(m["content"], str):
             raise InputError(f"messages[{i}].content must be a string", file=path,
                              line=lines.line("messages", i, "content"), fix="quote the content")
         out.append(Message(role=m["role"], content=m["content"],
-                           line=lines.line("messages", i, "content")))
+                           line=lines.line("messages", i, "content"),
+                           text_line=lines.text_line("messages", i, "content"),
+                           literal=lines.style("messages", i, "content") == "|"))
     return tuple(out)
 
 
@@ -254,8 +438,6 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
                          fix="see the prompt format in the README (messages, output, metrics...)")
     for key in raw:
         if key not in PROMPT_KEYS:
-            import difflib
-
             close = difflib.get_close_matches(str(key), PROMPT_KEYS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise _fail(f"unknown key {key!r}", path, lines, key,
@@ -266,29 +448,54 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
     for key in ("description", "model"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise _fail(f"{key} must be a string", path, lines, key, fix="quote it")
-    params = raw.get("params") or {}
+    params = raw.get("params")
+    if params is None:
+        params = {}
     if not isinstance(params, dict):
         raise _fail("params must be a mapping", path, lines, "params",
                     fix="e.g. params: {temperature: 0, max_tokens: 64}")
+    for key, value in params.items():
+        kind = _PARAM_TYPES.get(key)
+        if kind is None or value is None:
+            continue
+        ok = not isinstance(value, bool) and (
+            isinstance(value, int | float) if kind == "number" else isinstance(value, int))
+        if not ok:
+            raise _fail(f"params.{key} must be {'a number' if kind == 'number' else 'an integer'}, "
+                        f"not {value!r}", path, lines, "params", key,
+                        fix=f"e.g. {key}: {'0' if kind == 'number' else '64'}")
     for key in ("model", "messages", "stream"):
         if key in params:
             raise _fail(f"params.{key} is set by promptctl", path, lines, "params", key,
                         fix=f"remove params.{key}" + (" and use model: or --model" if key == "model" else ""))
-    examples_raw = raw.get("examples") or []
+    examples_raw = raw.get("examples")
+    if examples_raw is None:
+        examples_raw = []
     if not isinstance(examples_raw, list):
         raise _fail("examples must be a list of rows", path, lines, "examples",
                     fix="- input: {text: ...} / expected: ...")
     examples = tuple(make_row({"id": f"ex{i + 1}", **e} if isinstance(e, dict) and "id" not in e else e,
                               i + 1, path, lines.line("examples", i), what="example")
                      for i, e in enumerate(examples_raw))
+    example_lines: dict[str, int | None] = {}
+    for ex in examples:
+        if ex.id in example_lines:
+            raise InputError(f"duplicate example id {ex.id!r} (first at line {example_lines[ex.id]})",
+                             file=path, line=ex.line, fix="give every example a unique id")
+        example_lines[ex.id] = ex.line
     metrics = raw.get("metrics", ["format_validity"])
     if not isinstance(metrics, list) or not metrics:
         raise _fail("metrics must be a non-empty list", path, lines, "metrics",
                     fix="e.g. metrics: [exact_match, format_validity]")
     for i, m in enumerate(metrics):
-        if m not in METRICS:
+        if not isinstance(m, str) or m not in METRICS:
+            close = difflib.get_close_matches(str(m), METRICS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise _fail(f"unknown metric {m!r}", path, lines, "metrics", i,
-                        fix=f"use one of: {', '.join(METRICS)}")
+                        fix=f"{hint}use one of: {', '.join(METRICS)}")
+        if m in metrics[:i]:
+            raise _fail(f"metric {m!r} is listed twice", path, lines, "metrics", i,
+                        fix="list each metric once")
     output = _check_output(raw.get("output"), path, lines)
     for i, m in enumerate(metrics):
         if m in ("accuracy", "f1_macro") and output.type != "label":
@@ -298,7 +505,7 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
             raise _fail(f"metric {m} needs a numeric output.type", path, lines, "metrics", i,
                         fix="set output.type: number (or integer)")
     evalset = raw.get("evalset")
-    if evalset is not None and not isinstance(evalset, str):
+    if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):
         raise _fail("evalset must be a path string", path, lines, "evalset",
                     fix="e.g. evalset: ../evalsets/NAME.jsonl")
     prompt = Prompt(
@@ -314,7 +521,8 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
         output=output,
         metrics=tuple(metrics),
         evalset=(path.parent / evalset) if evalset else None,
-        thresholds=_check_thresholds(raw.get("thresholds"), path, lines),
+        thresholds=_check_thresholds(raw.get("thresholds"), path, lines, tuple(metrics)),
+        evalset_line=lines.line("evalset") if evalset else None,
     )
     _ = prompt._templates  # compile now so syntax errors surface at load time
     return prompt
