@@ -6,6 +6,7 @@ Precedence is flag > environment > promptctl.yaml > built-in default.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ class Price:
 
 
 # USD per million tokens for OpenAI chat models (list prices, standard tier).
-# A dated snapshot such as gpt-4o-mini-2024-07-18 takes its family's price by
-# longest prefix; promptctl.yaml `pricing:` overrides any of these.
+# A dated snapshot such as gpt-4o-mini-2024-07-18 takes its family's price;
+# promptctl.yaml `pricing:` overrides any of these.
 BUILTIN_PRICES: dict[str, Price] = {
     "gpt-5": Price(1.25, 10.00),
     "gpt-5-mini": Price(0.25, 2.00),
@@ -53,6 +54,10 @@ BUILTIN_PRICES: dict[str, Price] = {
     "o3-mini": Price(1.10, 4.40),
     "o4-mini": Price(1.10, 4.40),
 }
+
+
+# gpt-4o-mini-2024-07-18, gpt-4-0613: a family name and a release date.
+_SNAPSHOT = re.compile(r"(.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})")
 
 
 @dataclass(frozen=True)
@@ -96,17 +101,29 @@ class Config:
         return url
 
     def price(self, model: str, endpoint: Endpoint | None = None) -> Price | None:
-        """Price of a model (per million tokens), or None when unknown."""
-        key = f"{endpoint.name}/{model}" if endpoint is not None else model
-        if key in self.pricing:
-            return self.pricing[key]
+        """Price of a model (per million tokens), or None when unknown.
+
+        promptctl.yaml `pricing:` first (as ENDPOINT/MODEL for an endpoint),
+        then: a managed endpoint is free, another endpoint unknown, an OpenAI
+        model its built-in price. A dated snapshot (gpt-4o-mini-2024-07-18)
+        takes its family's price when it has none of its own.
+        """
+        names = [model]
+        snapshot = _SNAPSHOT.fullmatch(model)
+        if snapshot is not None:
+            names.append(snapshot.group(1))
+        prefix = f"{endpoint.name}/" if endpoint is not None else ""
+        for name in names:
+            if prefix + name in self.pricing:
+                return self.pricing[prefix + name]
         if endpoint is not None:
             return Price(0.0, 0.0) if endpoint.managed else None
-        if model in BUILTIN_PRICES:
-            return BUILTIN_PRICES[model]
-        family = max((name for name in BUILTIN_PRICES if model.startswith(name + "-")),
-                     key=len, default=None)
-        return BUILTIN_PRICES[family] if family else None
+        # Only a dated snapshot takes its family's price: a longest-prefix match
+        # would price o1-pro as o1 or gpt-5-pro as gpt-5, ten times too low.
+        for name in names:
+            if name in BUILTIN_PRICES:
+                return BUILTIN_PRICES[name]
+        return None
 
 
 def find_root(start: Path) -> Path:
@@ -121,9 +138,10 @@ def find_root(start: Path) -> Path:
 
 
 def _number(value: Any, where: str, path: Path, line: int | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InputError(f"{where} must be a number, not {value!r}", file=path, line=line,
-                         fix="write a number of USD per million tokens, e.g. 0.15")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 \
+            or value == float("inf"):
+        raise InputError(f"{where} must be a number of 0 or more, not {value!r}", file=path,
+                         line=line, fix="write a number of USD per million tokens, e.g. 0.15")
     return float(value)
 
 
