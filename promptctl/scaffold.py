@@ -70,7 +70,7 @@ def scaffold(directory: Path) -> list[Path]:
     }
     existing = [p for p in files if p.exists()]
     if existing:
-        raise InputError(f"{existing[0]} already exists", file=existing[0],
+        raise InputError("already exists: init does not overwrite files", file=existing[0],
                          fix="run init in an empty directory, or move the file away")
     created = []
     for path, text in files.items():

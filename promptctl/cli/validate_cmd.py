@@ -10,47 +10,94 @@ import typer
 from promptctl.cli.common import handle_errors, project
 from promptctl.errors import PromptctlError
 
+PROMPT_SUFFIXES = (".yaml", ".yml")
+EVALSET_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
+
+
+def _shown(path: Path) -> Path:
+    """`path` relative to the current directory when it is below it, as a user would type it."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _files_in(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.suffix.lower() in EVALSET_SUFFIXES)
+
 
 def _discover(root: Path) -> list[Path]:
-    found = sorted((root / "prompts").glob("*.y*ml")) if (root / "prompts").is_dir() else []
+    found = sorted(p for p in (root / "prompts").iterdir()
+                   if p.is_file() and p.suffix.lower() in PROMPT_SUFFIXES) \
+        if (root / "prompts").is_dir() else []
     if (root / "evalsets").is_dir():
-        found += sorted(p for p in (root / "evalsets").iterdir()
-                        if p.suffix.lower() in (".jsonl", ".csv", ".yaml", ".yml"))
-    return found
+        found += _files_in(root / "evalsets")
+    return [_shown(p) for p in found]
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Named files as given; a named directory stands for the prompt and eval set files in it."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = _files_in(path)
+            out.extend(inside if inside else [path])
+        else:
+            out.append(path)
+    return out
 
 
 def _kind(path: Path) -> str:
-    """A .yaml file is a prompt if its top level is a mapping, an eval set if a list."""
-    if path.suffix.lower() in (".jsonl", ".csv"):
+    """Whether a file is a prompt or an eval set: by extension, then folder, then content.
+
+    A .yaml file in a folder named prompts/ or evalsets/ is what the folder
+    says; elsewhere it is an eval set if its top level is a list.
+    """
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".csv"):
         return "evalset"
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            head = path.read_bytes()[:65536].decode("utf-8", "replace")
-        except OSError:
-            return "prompt"
-        for line in head.splitlines():
-            stripped = line.strip()
-            if stripped and not stripped.startswith(("#", "---")):
-                return "evalset" if stripped.startswith("- ") or stripped == "-" else "prompt"
+    if path.parent.name == "evalsets":
+        return "evalset"
+    if path.parent.name == "prompts":
+        return "prompt"
+    try:
+        head = path.read_bytes()[:65536].decode("utf-8", "replace")
+    except OSError:
+        return "prompt"
+    for line in head.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "---", "%")):
+            return "evalset" if stripped.startswith(("- ", "[")) or stripped == "-" else "prompt"
     return "prompt"
 
 
 def check_file(path: Path) -> str:
     """Validate one prompt (with its eval set, every row rendered) or eval set; nothing is sent."""
-    from promptctl.evalsets import load_evalset
+    from promptctl.errors import InputError
+    from promptctl.evalsets import EvalSet, load_evalset
     from promptctl.prompts import load_prompt
     from promptctl.runner import plan
 
+    if path.is_dir():
+        raise InputError("no prompt or eval set files in this directory", file=path,
+                         fix="name .yaml prompt files or .jsonl, .yaml, .csv eval set files")
+    if path.exists() and path.suffix.lower() not in EVALSET_SUFFIXES:
+        raise InputError(f"not a prompt or eval set file (extension {path.suffix or '(none)'!r})",
+                         file=path, fix="prompts are .yaml/.yml files; eval sets are .jsonl, "
+                         ".yaml/.yml or .csv files")
     if _kind(path) == "evalset":
         evalset = load_evalset(path)
         return f"eval set, {len(evalset)} rows"
     prompt = load_prompt(path)
     if prompt.evalset is None:
-        plan_rows = len(prompt.examples)
-        from promptctl.evalsets import EvalSet
-
         plan(prompt, EvalSet(path=path, version="", rows=()))
-        return f"prompt, {plan_rows} few-shot examples, no eval set named"
+        return f"prompt, {len(prompt.examples)} few-shot examples, no eval set named"
+    if not prompt.evalset.is_file():
+        what = "is a directory" if prompt.evalset.is_dir() else "does not exist"
+        raise InputError(f"the eval set named by evalset: {what}: {prompt.evalset}", file=path,
+                         line=prompt.evalset_line,
+                         fix="fix the evalset: path (it is relative to the prompt file's folder)")
     evalset = load_evalset(prompt.evalset)
     plan(prompt, evalset)
     return (f"prompt, {len(prompt.examples)} few-shot examples, every row of "
@@ -73,7 +120,7 @@ def validate(
     from promptctl.render.terminal import console
 
     config = project()
-    files = list(paths) if paths else _discover(config.root)
+    files = _expand(list(paths)) if paths else _discover(config.root)
     if not files:
         raise PromptctlError("nothing to validate: no prompts/ or evalsets/ here",
                              fix="pass files: promptctl validate prompts/NAME.yaml")
@@ -82,8 +129,11 @@ def validate(
         try:
             results.append({"file": str(path), "ok": True, "detail": check_file(path)})
         except PromptctlError as exc:
+            # `file` is the file named on the command line; the error's own file
+            # may differ (the eval set a prompt names).
             results.append({"file": str(path), "ok": False, "error": str(exc),
-                            "line": exc.line})
+                            "message": exc.message, "error_file": exc.file, "line": exc.line,
+                            "fix": exc.fix})
     bad = [r for r in results if not r["ok"]]
     if json_out:
         typer.echo(dumps({"ok": not bad, "files": results}))

@@ -1,0 +1,343 @@
+"""`promptctl validate` and `promptctl init` through the real Typer app."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from promptctl.cli.app import app
+
+REPO = Path(__file__).resolve().parents[2]
+
+PROMPT = """\
+name: greet
+messages:
+  - role: system
+    content: |
+      Reply with the greeting.
+      {% for ex in examples %}{{ ex.input.name }} -> {{ ex.expected }}
+      {% endfor %}
+  - role: user
+    content: "Greet {{ name }}"
+examples:
+  - input: {name: Ann}
+    expected: Hello Ann
+evalset: ../evalsets/greet.jsonl
+metrics: [exact_match, format_validity]
+"""
+
+EVALSET = '{"id": "g1", "input": {"name": "Bo"}, "expected": "Hello Bo"}\n' \
+          '{"id": "g2", "input": {"name": "Cy"}, "expected": "Hello Cy"}\n'
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small valid project, and the current directory inside it."""
+    root = tmp_path / "proj"
+    (root / "prompts").mkdir(parents=True)
+    (root / "evalsets").mkdir()
+    (root / "prompts" / "greet.yaml").write_text(PROMPT, encoding="utf-8")
+    (root / "evalsets" / "greet.jsonl").write_text(EVALSET, encoding="utf-8")
+    monkeypatch.chdir(root)
+    return root
+
+
+def assert_one_clear_error(result: Result, file: str, line: int | None) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    where = file if line is None else f"{file}:{line}"
+    assert where in result.output, result.output
+    assert "fix:" in result.output, result.output
+    assert error_lines(result) == 1, result.output
+
+
+def error_lines(result: Result) -> int:
+    return sum(1 for line in result.output.splitlines() if line.startswith("error"))
+
+
+# --- valid files -----------------------------------------------------------------------
+
+def test_valid_project_exits_0(project: Path) -> None:
+    result = invoke("validate")
+    assert result.exit_code == 0, result.output
+    assert "prompts/greet.yaml" in result.stdout
+    assert "evalsets/greet.jsonl" in result.stdout
+    assert "2 rows" in result.stdout
+    assert error_lines(result) == 0
+
+
+def test_named_files_exit_0(project: Path) -> None:
+    result = invoke("validate", "prompts/greet.yaml")
+    assert result.exit_code == 0, result.output
+    assert "prompts/greet.yaml" in result.stdout
+    assert "evalsets/greet.jsonl" not in result.stdout
+
+
+def test_shipped_project_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(REPO / "prompts", tmp_path / "prompts")
+    shutil.copytree(REPO / "evalsets", tmp_path / "evalsets")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("validate")
+    assert result.exit_code == 0, result.output
+    for name in ("controversy.yaml", "ticket_routing.yaml", "extract_contact.yaml",
+                 "controversy.jsonl", "tickets.csv", "contacts.yaml"):
+        assert name in result.stdout
+
+
+def test_directory_argument_means_the_files_in_it(project: Path) -> None:
+    (project / "evalsets" / "more.csv").write_text("name,expected\nDi,Hello Di\n", encoding="utf-8")
+    result = invoke("validate", "evalsets")
+    assert result.exit_code == 0, result.output
+    assert "evalsets/greet.jsonl" in result.stdout
+    assert "evalsets/more.csv" in result.stdout
+
+
+def test_yaml_eval_set_outside_evalsets_is_recognised(project: Path) -> None:
+    (project / "data.yaml").write_text("# rows\n- input: {name: Ed}\n", encoding="utf-8")
+    result = invoke("validate", "data.yaml")
+    assert result.exit_code == 0, result.output
+    assert "eval set, 1 rows" in result.stdout
+
+
+def test_nothing_to_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("validate")
+    assert result.exit_code == 2, result.output
+    assert "nothing to validate" in result.output
+    assert "fix:" in result.output
+
+
+# --- each bad input: exit 2, one message with file, line and fix -------------------------
+
+BAD_EVALSETS = [
+    # (id, file name, content, line)
+    ("malformed json", "bad.jsonl", '{"input": {"name": "a"}}\n\n{"input": {"name": "b"},}\n', 3),
+    ("csv column count after multi-line field", "bad.csv",
+     'id,name\nr1,"two\nlines"\nr2,x,extra\n', 4),
+    ("csv unclosed quote", "bad.csv", 'id,name\nr1,a\nr2,"open\n', 3),
+    ("yaml item", "bad.yaml", "- input: {name: a}\n- input: {name: b}\n  extra: 1\n", 2),
+    ("yaml not a list", "bad.yml", "- input: {name: a}\nname: b\n", 2),
+    ("empty", "bad.jsonl", "", None),
+    ("duplicate ids", "bad.jsonl", '{"id": 1, "input": {}}\n{"id": 2, "input": {}}\n{"id": 1, "input": {}}\n',
+     3),
+    ("non utf-8", "bad.jsonl", b'{"input": {"name": "a"}}\n{"input": {"name": "\xe9"}}\n', 2),
+    ("unknown row key", "bad.jsonl", '{"input": {"name": "a"}, "expect": 1}\n', 1),
+    ("input not a mapping", "bad.jsonl", '{"input": "a"}\n', 1),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "line"), [c[1:] for c in BAD_EVALSETS],
+                         ids=[c[0] for c in BAD_EVALSETS])
+def test_bad_eval_set(project: Path, name: str, content: str | bytes, line: int | None) -> None:
+    path = project / "evalsets" / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    result = invoke("validate", f"evalsets/{name}")
+    assert_one_clear_error(result, f"evalsets/{name}", line)
+
+
+BAD_PROMPTS = [
+    ("misspelled key", PROMPT + "metircs: [exact_match]\n", 15, "did you mean 'metrics'"),
+    ("params not a mapping", PROMPT.replace("name: greet\n", "name: greet\nparams: [1]\n"), 2,
+     "params"),
+    ("bad role", PROMPT.replace("role: user", "role: human"), 8, "'human'"),
+    ("unknown metric", PROMPT.replace("exact_match,", "exact_macth,"), 14, "'exact_macth'"),
+    ("unknown output type", PROMPT + "output: {type: float}\n", 15, "'float'"),
+    ("label without labels", PROMPT + "output:\n  type: label\n", 16, "labels"),
+    ("invalid json schema", PROMPT + "output:\n  type: json\n  json_schema: {type: 5}\n", 17,
+     "JSON Schema"),
+    ("threshold unknown metric", PROMPT + "thresholds:\n  acuracy: {min: 1}\n", 16, "'acuracy'"),
+    ("threshold not a number", PROMPT + "thresholds:\n  exact_match: {min: high}\n", 16, "number"),
+    ("regex does not compile", PROMPT + "output:\n  pattern: 'Hello (\\w+'\n", 16, "pattern"),
+    ("jinja syntax", PROMPT.replace("Greet {{ name }}", "Greet {{ name"), 9, "syntax"),
+    ("bad indentation", PROMPT.replace("  - role: user\n", "  - role: user\n   x: 1\n"), 9, "YAML"),
+    ("list file", "- role: user\n  content: hi\n", 1, "mapping"),
+    ("python tag", PROMPT.replace("name: greet", "name: !!python/object/apply:os.getcwd []"), 1,
+     "tag"),
+    ("sandbox", PROMPT.replace("Greet {{ name }}", "Greet {{ name.__class__ }}"), 9, "sandbox"),
+    ("unsafe method", PROMPT.replace("Greet {{ name }}", "Greet {{ ''.format }}"), 9, "sandbox"),
+    ("example lacks a variable", PROMPT.replace("input: {name: Ann}", "input: {nom: Ann}"), 6,
+     "'ex1'"),
+]
+
+
+@pytest.mark.parametrize(("content", "line", "needle"), [c[1:] for c in BAD_PROMPTS],
+                         ids=[c[0] for c in BAD_PROMPTS])
+def test_bad_prompt(project: Path, content: str, line: int, needle: str) -> None:
+    (project / "prompts" / "greet.yaml").write_text(content, encoding="utf-8")
+    result = invoke("validate", "prompts/greet.yaml")
+    assert_one_clear_error(result, "prompts/greet.yaml", line)
+    assert needle in result.output
+
+
+def test_eval_set_row_lacking_a_variable(project: Path) -> None:
+    (project / "evalsets" / "greet.jsonl").write_text(
+        EVALSET + '{"id": "g3", "input": {"nom": "Di"}}\n', encoding="utf-8")
+    result = invoke("validate", "prompts/greet.yaml")
+    assert_one_clear_error(result, "prompts/greet.yaml", 9)
+    assert "'g3'" in result.output
+    assert "messages[1]" in result.output
+    assert "greet.jsonl:3" in result.output  # where the row is
+
+
+def test_prompt_naming_a_missing_eval_set(project: Path) -> None:
+    (project / "evalsets" / "greet.jsonl").unlink()
+    result = invoke("validate", "prompts/greet.yaml")
+    assert_one_clear_error(result, "prompts/greet.yaml", 13)
+    assert "greet.jsonl" in result.output
+
+
+def test_prompt_naming_a_directory_as_eval_set(project: Path) -> None:
+    (project / "evalsets" / "greet.jsonl").unlink()
+    (project / "evalsets" / "greet.jsonl").mkdir()
+    result = invoke("validate", "prompts/greet.yaml")
+    assert_one_clear_error(result, "prompts/greet.yaml", 13)
+    assert "directory" in result.output
+
+
+def test_prompt_whose_eval_set_is_bad_names_the_eval_set_line(project: Path) -> None:
+    (project / "evalsets" / "greet.jsonl").write_text(EVALSET + "{oops\n", encoding="utf-8")
+    result = invoke("validate", "prompts/greet.yaml")
+    assert_one_clear_error(result, "evalsets/greet.jsonl", 3)
+
+
+def test_unknown_extension(project: Path) -> None:
+    (project / "notes.txt").write_text("hello\n", encoding="utf-8")
+    result = invoke("validate", "notes.txt")
+    assert_one_clear_error(result, "notes.txt", None)
+    assert ".jsonl" in result.output
+
+
+def test_missing_file(project: Path) -> None:
+    result = invoke("validate", "evalsets/absent.jsonl")
+    assert_one_clear_error(result, "evalsets/absent.jsonl", None)
+    assert "not found" in result.output
+
+
+def test_missing_prompt_file(project: Path) -> None:
+    result = invoke("validate", "prompts/absent.yaml")
+    assert_one_clear_error(result, "prompts/absent.yaml", None)
+    assert "not found" in result.output
+
+
+def test_empty_directory_argument(project: Path) -> None:
+    (project / "empty").mkdir()
+    result = invoke("validate", "empty")
+    assert_one_clear_error(result, "empty", None)
+
+
+def test_bad_config_is_reported_with_its_line(project: Path) -> None:
+    (project / "promptctl.yaml").write_text("store: x\nendpoints:\n  a: {base_url: x, gguf: y}\n",
+                                            encoding="utf-8")
+    result = invoke("validate")
+    assert_one_clear_error(result, "promptctl.yaml", 3)
+
+
+def test_one_bad_file_among_good_ones(project: Path) -> None:
+    (project / "evalsets" / "bad.jsonl").write_text('{"input": {}}\n{nope}\n', encoding="utf-8")
+    (project / "evalsets" / "good.csv").write_text("name\nEd\n", encoding="utf-8")
+    result = invoke("validate")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "evalsets/bad.jsonl:2" in result.stderr
+    for good in ("prompts/greet.yaml", "evalsets/greet.jsonl", "evalsets/good.csv"):
+        assert f"ok     {good}" in result.stdout
+    assert error_lines(result) == 1
+
+
+# --- --json ------------------------------------------------------------------------------
+
+def test_json_output_when_all_is_well(project: Path) -> None:
+    result = invoke("validate", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    document = json.loads(result.stdout)
+    assert document["ok"] is True
+    assert [f["file"] for f in document["files"]] == ["prompts/greet.yaml", "evalsets/greet.jsonl"]
+    assert all(f["ok"] for f in document["files"])
+
+
+def test_json_output_with_an_error(project: Path) -> None:
+    (project / "evalsets" / "bad.jsonl").write_text('{"input": {}}\n{nope}\n', encoding="utf-8")
+    result = invoke("validate", "--json")
+    assert result.exit_code == 2, result.output
+    document = json.loads(result.stdout)  # stdout holds the JSON document and nothing else
+    assert document["ok"] is False
+    by_file = {f["file"]: f for f in document["files"]}
+    assert by_file["prompts/greet.yaml"]["ok"] is True
+    bad = by_file["evalsets/bad.jsonl"]
+    assert bad["ok"] is False
+    assert bad["line"] == 2
+    assert bad["error_file"] == "evalsets/bad.jsonl"
+    assert "JSON" in bad["message"]
+    assert bad["fix"]
+    assert "evalsets/bad.jsonl:2" in bad["error"]
+
+
+def test_json_output_for_a_prompt_error(project: Path) -> None:
+    (project / "prompts" / "greet.yaml").write_text(PROMPT + "metircs: []\n", encoding="utf-8")
+    result = invoke("validate", "--json", "prompts/greet.yaml")
+    assert result.exit_code == 2, result.output
+    entry = json.loads(result.stdout)["files"][0]
+    assert (entry["ok"], entry["line"]) == (False, 15)
+    assert "did you mean 'metrics'" in entry["fix"]
+
+
+# --- init -------------------------------------------------------------------------------
+
+def test_init_creates_a_project_that_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("init")
+    assert result.exit_code == 0, result.output
+    for name in ("promptctl.yaml", "prompts/sentiment.yaml", "evalsets/sentiment.jsonl", ".gitignore"):
+        assert (tmp_path / name).is_file(), name
+        assert name in result.stdout
+    assert ".promptctl/" in (tmp_path / ".gitignore").read_text(encoding="utf-8").splitlines()
+    result = invoke("validate")
+    assert result.exit_code == 0, result.output
+    assert "prompts/sentiment.yaml" in result.stdout
+    assert "evalsets/sentiment.jsonl: eval set, 6 rows" in result.stdout
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert invoke("init").exit_code == 0
+    prompt = tmp_path / "prompts" / "sentiment.yaml"
+    prompt.write_text("# my own edits\n", encoding="utf-8")
+    result = invoke("init")
+    assert result.exit_code == 2, result.output
+    assert "already exists" in result.output
+    assert "fix:" in result.output
+    assert "Traceback" not in result.output
+    assert prompt.read_text(encoding="utf-8") == "# my own edits\n"
+
+
+def test_init_refuses_when_any_file_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evalsets").mkdir()
+    (tmp_path / "evalsets" / "sentiment.jsonl").write_text("mine\n", encoding="utf-8")
+    result = invoke("init")
+    assert result.exit_code == 2, result.output
+    assert "sentiment.jsonl" in result.output
+    assert not (tmp_path / "promptctl.yaml").exists()
+
+
+def test_init_into_a_directory_keeps_an_existing_gitignore(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "new"
+    target.mkdir()
+    (target / ".gitignore").write_text("*.pyc", encoding="utf-8")
+    result = invoke("init", "new")
+    assert result.exit_code == 0, result.output
+    assert (target / ".gitignore").read_text(encoding="utf-8") == "*.pyc\n.promptctl/\n"
+    monkeypatch.chdir(target)
+    assert invoke("validate").exit_code == 0
