@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from promptctl.config import Config, Price
+from promptctl.consistency import analyze
 from promptctl.errors import InputError, PromptctlError
 from promptctl.evalsets import EvalSet, Row, load_evalset
+from promptctl.gitinfo import GitState
 from promptctl.metrics import aggregate, percentiles
 from promptctl.prompts import Prompt
 from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
@@ -27,7 +29,7 @@ from promptctl.store.sqlite import Store, utcnow
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 FLUSH_ROWS = 64
-FLUSH_SECONDS = 0.5
+FLUSH_SECONDS = 0.1
 
 ProgressFn = Callable[["Progress"], None]
 
@@ -60,7 +62,7 @@ class Progress:
     errors: int = 0
     retries: int = 0
     cached: int = 0
-    cost_usd: float = 0.0
+    spent_usd: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -114,8 +116,28 @@ class EvalOptions:
     cache_only: bool = False
 
 
+class LazyProvider:
+    """Opens the provider on the first cache miss, so a fully cached run never imports the SDK
+    (about 0.8 s) nor starts a local model server."""
+
+    def __init__(self, opener: Callable[[], Provider]) -> None:
+        self._opener = opener
+        self._provider: Provider | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Provider:
+        async with self._lock:
+            if self._provider is None:
+                self._provider = self._opener()
+            return self._provider
+
+    async def aclose(self) -> None:
+        if self._provider is not None:
+            await self._provider.aclose()
+
+
 async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, model: str,
-                  cache_url: str, provider: Provider | None, store: Store, concurrency: int,
+                  cache_url: str, provider: LazyProvider | None, store: Store, concurrency: int,
                   use_cache: bool, cache_only: bool, price: Price | None,
                   progress: ProgressFn | None = None) -> Progress:
     """Send every item through the provider (or the cache), writing rows in batches."""
@@ -152,7 +174,8 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
         elif hit is None:
             assert provider is not None
             try:
-                res = await provider.complete(ChatRequest(model, item.messages, params))
+                client = await provider.get()
+                res = await client.complete(ChatRequest(model, item.messages, params))
             except RequestFailed as exc:
                 record["error"] = str(exc)
                 record["attempts"] = exc.attempts
@@ -166,8 +189,6 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
                 state.retries += res.attempts - 1
                 if use_cache:
                     cache_buffer.append((key, response))
-                cost = _cost(price, res.prompt_tokens, res.completion_tokens)
-                state.cost_usd += cost or 0.0
         if response is not None:
             extraction = extract(response["text"], prompt.output)
             record.update(
@@ -181,6 +202,9 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
         state.done += 1
         state.errors += "error" in record
         state.cached += hit is not None
+        if hit is None and response is not None:
+            state.spent_usd += _cost(price, response.get("prompt_tokens"),
+                                     response.get("completion_tokens")) or 0.0
         buffer.append(record)
         if len(buffer) >= FLUSH_ROWS or time.monotonic() - last_flush > FLUSH_SECONDS:
             flush()
@@ -208,12 +232,15 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
     return state
 
 
-def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None) -> dict[str, Any]:
+def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
+              repeat: int = 1) -> dict[str, Any]:
     """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency."""
     scores: dict[str, list[dict[str, Any]]] = {"eval": [], "fewshot": []}
     latencies: list[float] = []
     tokens = {"prompt": 0, "completion": 0}
-    counts = {"n": 0, "errors": 0, "cached": 0, "retries": 0, "fewshot_n": 0, "fewshot_errors": 0}
+    counts = {"n": 0, "errors": 0, "cached": 0, "retries": 0, "fewshot_n": 0, "fewshot_errors": 0,
+              "fewshot_cached": 0}
+    spent = {"prompt": 0, "completion": 0}
     fingerprints: set[str] = set()
     models: set[str] = set()
     for row in store.iter_rows(run_id):
@@ -225,9 +252,12 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None) ->
             counts[prefix + "errors"] += 1
             continue
         scores[kind].append(row["scores"] or {})
-        counts["cached"] += row["cached"]
+        counts[prefix + "cached"] += row["cached"]
         tokens["prompt"] += row["prompt_tokens"] or 0
         tokens["completion"] += row["completion_tokens"] or 0
+        if not row["cached"]:
+            spent["prompt"] += row["prompt_tokens"] or 0
+            spent["completion"] += row["completion_tokens"] or 0
         if row["latency_ms"] is not None:
             latencies.append(row["latency_ms"])
         if row["system_fingerprint"]:
@@ -235,12 +265,18 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None) ->
         if row["response_model"]:
             models.add(row["response_model"])
     cost = _cost(price, tokens["prompt"], tokens["completion"])
+    spent_cost = _cost(price, spent["prompt"], spent["completion"])
+    consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
     return {
         "metrics": aggregate(prompt.metrics, scores["eval"]),
         "fewshot_metrics": aggregate(prompt.metrics, scores["fewshot"]),
         "summary": {
             **counts, "tokens": tokens,
+            # cost_usd is what the run's answers cost (cached or not), the price of the
+            # prompt on this eval set; spent_usd is what this run paid.
             "cost_usd": None if cost is None else round(cost, 8),
+            "spent_usd": None if spent_cost is None else round(spent_cost, 8),
+            "consistency": consistency,
             "latency_ms": percentiles(latencies),
             "system_fingerprints": sorted(fingerprints),
             "response_models": sorted(models),
@@ -257,13 +293,29 @@ def _rel(path: Path | None, root: Path) -> str | None:
         return str(path.resolve())
 
 
+def _require_cached(store: Store, items: Sequence[WorkItem], resolved: ResolvedModel,
+                    params: dict[str, Any]) -> None:
+    missing = [i for i in items if store.cache_get(
+        cache_key(resolved.cache_url, resolved.model, i.messages, params, i.sample)) is None]
+    if missing:
+        first = missing[0]
+        raise InputError(f"--cache-only: {len(missing)} of {len(items)} requests are not in the cache "
+                         f"(first: {first.kind} row {first.row.id!r}, sample {first.sample})",
+                         fix="run once without --cache-only to send them, or check --model and "
+                         "params match the cached run")
+
+
 def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: Config,
              evalset: EvalSet | None = None, options: EvalOptions | None = None,
              progress: ProgressFn | None = None, on_start: Callable[[str], None] | None = None,
-             git: Any = None) -> dict[str, Any]:
-    """Evaluate one prompt with one model; returns the stored run record."""
+             git: GitState | None = None) -> dict[str, Any]:
+    """Evaluate one prompt with one model; returns the stored run record.
+
+    Rows are written as they arrive; on any interruption the run keeps them and
+    `resume_eval` completes it.
+    """
     from promptctl.gitinfo import git_state
-    from promptctl.providers import check_credentials, open_provider
+    from promptctl.providers import check_credentials
 
     options = options or EvalOptions()
     if evalset is None:
@@ -272,34 +324,51 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
                              fix="add evalset: ../evalsets/NAME.jsonl to the prompt, or pass --evalset")
         evalset = load_evalset(prompt.evalset)
     items = plan(prompt, evalset, limit=options.limit, repeat=options.repeat)
-    if not options.cache_only:
+    if options.cache_only:
+        _require_cached(store, items, resolved, prompt.request_params)
+    else:
         check_credentials(resolved)
     git = git or git_state(prompt.path, [prompt.path, evalset.path])
-    price = config.price(resolved.model, resolved.endpoint)
-    concurrency = options.concurrency or (config.concurrency if resolved.endpoint is None else None) \
-        or resolved.default_concurrency
-    provider = None if options.cache_only else open_provider(resolved, concurrency,
-                                                             prompt.request_params)
+    concurrency = _concurrency(options, resolved, config)
     run_id = new_run_id()
+    store.create_run({
+        "id": run_id, "created_at": utcnow(), "status": "running", "prompt_name": prompt.name,
+        "prompt_path": _rel(prompt.path, config.root), "prompt_version": prompt.version,
+        "prompt_source": prompt.source, "git_commit": git.commit, "git_dirty": git.dirty,
+        "git_branch": git.branch, "model": resolved.spec, "endpoint": resolved.endpoint_name,
+        "base_url": resolved.cache_url, "params": prompt.request_params,
+        "evalset_path": _rel(evalset.path, config.root), "evalset_version": evalset.version,
+        "n_planned": sum(1 for i in items if i.kind == "eval"),
+        "options": {"limit": options.limit, "repeat": options.repeat,
+                    "concurrency": concurrency, "use_cache": options.use_cache,
+                    "cache_only": options.cache_only},
+    })
+    if on_start is not None:
+        on_start(run_id)
+    return _complete(run_id, items, prompt, resolved, store=store, config=config, options=options,
+                     concurrency=concurrency, progress=progress)
+
+
+def _concurrency(options: EvalOptions, resolved: ResolvedModel, config: Config) -> int:
+    if options.concurrency:
+        return options.concurrency
+    if resolved.endpoint is None and config.concurrency:
+        return config.concurrency
+    return resolved.default_concurrency
+
+
+def _complete(run_id: str, items: Sequence[WorkItem], prompt: Prompt, resolved: ResolvedModel, *,
+              store: Store, config: Config, options: EvalOptions, concurrency: int,
+              progress: ProgressFn | None) -> dict[str, Any]:
+    from promptctl.providers import open_provider
+
+    price = config.price(resolved.model, resolved.endpoint)
+    lazy = None if options.cache_only else LazyProvider(
+        lambda: open_provider(resolved, concurrency, prompt.request_params))
     status = "interrupted"
     try:
-        store.create_run({
-            "id": run_id, "created_at": utcnow(), "status": "running", "prompt_name": prompt.name,
-            "prompt_path": _rel(prompt.path, config.root), "prompt_version": prompt.version,
-            "prompt_source": prompt.source, "git_commit": git.commit, "git_dirty": git.dirty,
-            "git_branch": git.branch, "model": resolved.spec, "endpoint": resolved.endpoint_name,
-            "base_url": resolved.cache_url, "params": prompt.request_params,
-            "evalset_path": _rel(evalset.path, config.root), "evalset_version": evalset.version,
-            "n_planned": sum(1 for i in items if i.kind == "eval"),
-            "options": {"limit": options.limit, "repeat": options.repeat,
-                        "concurrency": concurrency, "use_cache": options.use_cache,
-                        "cache_only": options.cache_only},
-        })
-        if on_start is not None:
-            on_start(run_id)
-        owned, provider = provider, None  # the loop closes it from here on
         asyncio.run(_execute_and_close(
-            items, owned, run_id=run_id, prompt=prompt, model=resolved.model,
+            items, lazy, run_id=run_id, prompt=prompt, model=resolved.model,
             cache_url=resolved.cache_url, store=store, concurrency=concurrency,
             use_cache=options.use_cache, cache_only=options.cache_only, price=price,
             progress=progress))
@@ -308,16 +377,75 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
         status = "failed"
         raise
     finally:
-        if provider is not None:
-            # Not handed to the event loop (the run could not be created): close it here.
-            asyncio.run(provider.aclose())
-        if store.has_run(run_id):
-            result = summarize(store, run_id, prompt, price)
-            store.update_run(run_id, status=status, finished_at=utcnow(), **result)
+        result = summarize(store, run_id, prompt, price, repeat=options.repeat)
+        store.update_run(run_id, status=status, finished_at=utcnow(), **result)
     return store.get_run(run_id)
 
 
-async def _execute_and_close(items: Sequence[WorkItem], provider: Provider | None,
+def _stored_evalset(run: dict[str, Any], config: Config) -> EvalSet:
+    """The eval set a run used: the file if unchanged, else the file at the run's commit."""
+    from promptctl.evalsets import load_evalset_bytes
+    from promptctl.gitinfo import read_at_ref
+
+    path = config.root / run["evalset_path"]
+    current: EvalSet | None = None
+    try:
+        current = load_evalset(path)
+    except InputError:
+        current = None
+    if current is not None and current.version == run["evalset_version"]:
+        return current
+    if run["git_commit"]:
+        try:
+            data, _ = read_at_ref(path, run["git_commit"])
+        except InputError:
+            data = b""
+        if data:
+            old = load_evalset_bytes(data, path)
+            if old.version == run["evalset_version"]:
+                return old
+    raise InputError(f"the eval set of run {run['id']} has changed since it started and its "
+                     "version cannot be found in git", file=path,
+                     fix="start a new run: promptctl eval " + run["prompt_path"])
+
+
+def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOptions | None = None,
+                progress: ProgressFn | None = None,
+                on_start: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Finish a run: send only the rows it has no answer for (error rows are tried again).
+
+    The prompt is rebuilt from the source stored with the run, so editing the
+    file meanwhile does not mix two versions in one run.
+    """
+    from promptctl.prompts import parse_prompt
+    from promptctl.providers import check_credentials, resolve_model
+
+    run = store.get_run(run_ref)
+    stored = run.get("options") or {}
+    prompt = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])
+    evalset = _stored_evalset(run, config)
+    given = options or EvalOptions()
+    options = EvalOptions(concurrency=given.concurrency or stored.get("concurrency"),
+                          limit=stored.get("limit"), repeat=stored.get("repeat") or 1,
+                          use_cache=given.use_cache and stored.get("use_cache", True),
+                          cache_only=given.cache_only)
+    items = plan(prompt, evalset, limit=options.limit, repeat=options.repeat)
+    done = store.answered_keys(run["id"])
+    todo = [i for i in items if (i.kind, i.row.id, i.sample) not in done]
+    resolved = resolve_model(run["model"], config)
+    if options.cache_only:
+        _require_cached(store, todo, resolved, prompt.request_params)
+    elif todo:
+        check_credentials(resolved)
+    if on_start is not None:
+        on_start(run["id"])
+    store.update_run(run["id"], status="running")
+    return _complete(run["id"], todo, prompt, resolved, store=store, config=config, options=options,
+                     concurrency=options.concurrency or resolved.default_concurrency,
+                     progress=progress)
+
+
+async def _execute_and_close(items: Sequence[WorkItem], provider: LazyProvider | None,
                              **kwargs: Any) -> Progress:
     try:
         return await execute(items, provider=provider, **kwargs)

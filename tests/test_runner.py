@@ -209,7 +209,11 @@ def test_cache_is_keyed_per_endpoint(files: Path, api: FakeOpenAI, store: SQLite
 def test_cached_rows_do_not_count_cost(files: Path, api: FakeOpenAI, store: SQLiteStore) -> None:
     seen: list[float] = []
     first = evaluate(files, store)
-    again = evaluate(files, store, progress=lambda p: seen.append(p.cost_usd))
+    again = evaluate(files, store, progress=lambda p: seen.append(p.spent_usd))
     assert first["summary"]["cost_usd"] > 0
     assert seen[-1] == 0.0  # nothing was paid for this time
-    assert again["summary"]["cached"] == 7
+    assert again["summary"]["cached"] + again["summary"]["fewshot_cached"] == 7
+    assert again["summary"]["spent_usd"] == 0.0
+    assert first["summary"]["spent_usd"] == first["summary"]["cost_usd"]
+    # What the answers cost stays a property of the prompt, cached or not.
+    assert again["summary"]["cost_usd"] == first["summary"]["cost_usd"]

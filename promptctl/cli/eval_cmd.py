@@ -42,13 +42,13 @@ class _Bar:
             self.task = self.progress.add_task(self.label, total=state.total, stats="")
         elapsed = max(time.monotonic() - state.started, 1e-9)
         stats = (f"{state.done / elapsed:.1f}/s  errors {state.errors}  retries {state.retries}  "
-                 f"cached {state.cached}  ${state.cost_usd:.4f}")
+                 f"cached {state.cached}  spent ${state.spent_usd:.4f}")
         self.progress.update(self.task, completed=state.done, stats=stats)
 
 
 @handle_errors
 def eval_(
-    prompts: Annotated[list[Path], typer.Argument(help="Prompt files to evaluate.")],
+    prompts: Annotated[list[Path] | None, typer.Argument(help="Prompt files to evaluate.")] = None,
     evalset: Annotated[Path | None, typer.Option(
         "--evalset", help="Eval set file (default: the prompt's evalset:).")] = None,
     model: Annotated[list[str] | None, typer.Option(
@@ -61,6 +61,11 @@ def eval_(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
     cache_only: Annotated[bool, typer.Option(
         "--cache-only", help="Replay from the cache; send nothing (a miss is an error row).")] = False,
+    ref: Annotated[str | None, typer.Option(
+        "--ref", help="Evaluate the prompt (and its eval set) as committed at this git ref, read "
+        "from git without touching the work tree.")] = None,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", help="Finish an interrupted run: send only the rows it has no answer for.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show requests, tokens and estimated cost; send nothing.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
@@ -77,26 +82,41 @@ def eval_(
     from promptctl.providers import resolve_model
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import console, run_summary
-    from promptctl.runner import EvalOptions, run_eval
+    from promptctl.runner import EvalOptions, resume_eval, run_eval
 
     if no_cache and cache_only:
         raise InputError("--no-cache and --cache-only contradict each other", fix="choose one")
-    config = project(prompts[0])
-    loaded = [load_prompt(p) for p in prompts]
+    if resume is not None:
+        if prompts or model or ref or evalset or limit or repeat != 1 or dry_run:
+            raise InputError("--resume takes only the run id (and --concurrency, --no-cache, "
+                             "--cache-only, --json)",
+                             fix=f"promptctl eval --resume {resume}")
+    elif not prompts:
+        raise InputError("no prompt given", fix="promptctl eval prompts/NAME.yaml (or --resume RUN)")
+    config = project(prompts[0] if prompts else None)
     forced_set = load_evalset(evalset) if evalset is not None else None
-    jobs: list[tuple[Any, Any, Any]] = []
-    for prompt in loaded:
+    jobs: list[tuple[Any, Any, Any, Any]] = []
+    for path in prompts or []:
+        git = None
+        if ref is not None:
+            from promptctl.versions import prompt_at_ref
+
+            at = prompt_at_ref(path, ref, with_evalset=forced_set is None)
+            prompt, the_set, git = at.prompt, at.evalset, at.git
+        else:
+            prompt = load_prompt(path)
+            the_set = None
         models = model or ([prompt.model] if prompt.model else [])
         if not models:
             raise InputError("no model: the prompt names none", file=prompt.path,
                              fix="add model: to the prompt file or pass --model")
-        the_set = forced_set
+        the_set = forced_set or the_set
         if the_set is None:
             if prompt.evalset is None:
                 raise InputError("no eval set: the prompt names none", file=prompt.path,
                                  fix="add evalset: to the prompt file or pass --evalset FILE")
             the_set = load_evalset(prompt.evalset)
-        jobs.extend((prompt, the_set, resolve_model(m, config)) for m in models)
+        jobs.extend((prompt, the_set, resolve_model(m, config), git) for m in models)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only)
     store = open_project_store(config)
@@ -104,7 +124,7 @@ def eval_(
         from promptctl.estimate import estimate
         from promptctl.render.terminal import dry_run_table
 
-        plans = [estimate(p, s, r, config=config, store=store, options=options) for p, s, r in jobs]
+        plans = [estimate(p, s, r, config=config, store=store, options=options) for p, s, r, _ in jobs]
         if json_out:
             typer.echo(dumps({"dry_run": plans}))
         else:
@@ -114,30 +134,41 @@ def eval_(
     done: list[dict[str, Any]] = []
     current: list[str] = []
     show_bar = not json_out and is_terminal(__import__("sys").stderr)
+
+    def one(label: str, call: Any) -> None:
+        if show_bar:
+            with _Bar(label) as bar:
+                run = call(bar)
+        else:
+            run = call(None)
+        done.append(run)
+        if not json_out:
+            run_summary(out, run)
+            out.print()
+
     try:
-        for prompt, the_set, resolved in jobs:
-            label = f"{prompt.name} · {resolved.spec}"
-            if show_bar:
-                with _Bar(label) as bar:
-                    run = run_eval(prompt, resolved, store=store, config=config, evalset=the_set,
-                                   options=options, progress=bar, on_start=current.append)
-            else:
-                run = run_eval(prompt, resolved, store=store, config=config, evalset=the_set,
-                               options=options, on_start=current.append)
-            done.append(run)
-            if not json_out:
-                run_summary(out, run)
-                out.print()
+        if resume is not None:
+            one(f"resume {resume}", lambda bar: resume_eval(
+                resume, store=store, config=config, options=options, progress=bar,
+                on_start=current.append))
+        for prompt, the_set, resolved, git in jobs:
+            one(f"{prompt.name} · {resolved.spec}", lambda bar, p=prompt, s=the_set, r=resolved, g=git:
+                run_eval(p, r, store=store, config=config, evalset=s, options=options, progress=bar,
+                         on_start=current.append, git=g))
     except KeyboardInterrupt:
         run_id = current[-1] if current else None
         if json_out and done:
             typer.echo(dumps({"runs": [run_json(r) for r in done]}))
-        raise fail("interrupted" + (f": the rows answered so far are stored in run {run_id}"
-                                    if run_id else ""), 130) from None
+        if run_id is None:
+            raise fail("interrupted before any run started", 130) from None
+        raise fail(f"interrupted: the rows answered so far are stored in run {run_id}; finish it "
+                   f"with: promptctl eval --resume {run_id}", 130) from None
     if json_out:
         typer.echo(dumps({"runs": [run_json(r) for r in done]}))
-    errors = sum((r.get("summary") or {}).get("errors", 0)
-                 + (r.get("summary") or {}).get("fewshot_errors", 0) for r in done)
-    if errors:
-        raise fail(f"{errors} request(s) failed after every retry; they are stored as errors "
-                   "and not scored (see `promptctl show RUN`)", 3)
+    failed = [r for r in done if (r.get("summary") or {}).get("errors", 0)
+              + (r.get("summary") or {}).get("fewshot_errors", 0)]
+    if failed:
+        errors = sum(r["summary"]["errors"] + r["summary"]["fewshot_errors"] for r in failed)
+        again = "; ".join(f"promptctl eval --resume {r['id']}" for r in failed)
+        raise fail(f"{errors} request(s) failed after every retry; they are stored as errors and "
+                   f"not scored (see `promptctl show RUN`). Try them again with: {again}", 3)

@@ -56,6 +56,9 @@ class Store:
     def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[dict[str, Any]]:
         raise NotImplementedError
 
+    def answered_keys(self, run_id: str) -> set[tuple[str, str, int]]:
+        raise NotImplementedError
+
     def cache_get(self, key: str) -> dict[str, Any] | None:
         raise NotImplementedError
 
@@ -206,6 +209,11 @@ class SQLiteStore(Store):
             row["valid"] = None if row["valid"] is None else bool(row["valid"])
             row["cached"] = bool(row["cached"])
             yield row
+
+    def answered_keys(self, run_id: str) -> set[tuple[str, str, int]]:
+        """(kind, row_id, sample) of the rows of a run that have an answer (not an error)."""
+        return {(r[0], r[1], r[2]) for r in self.conn.execute(
+            "SELECT kind, row_id, sample FROM rows WHERE run_id = ? AND error IS NULL", (run_id,))}
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         r = self.conn.execute("SELECT response FROM cache WHERE key = ?", (key,)).fetchone()

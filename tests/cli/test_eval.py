@@ -420,7 +420,7 @@ def test_rerun_is_served_from_the_cache(scripted: FakeOpenAI) -> None:
     (second,) = eval_json("prompts/controversy.yaml", "--limit", "5")
     assert scripted.count == sent
     assert second["id"] != first["id"]
-    assert second["cached"] == 9
+    assert second["cached"] == 5  # eval rows only; the 4 few-shot rows are counted apart
     assert second["metrics"] == first["metrics"]  # same answers, same seeded intervals
     assert second["fewshot_metrics"] == first["fewshot_metrics"]
     assert second["tokens"] == first["tokens"]
@@ -438,17 +438,24 @@ def test_no_cache_sends_again(scripted: FakeOpenAI) -> None:
     assert run["cached"] == 0
 
 
-def test_cache_only_with_an_empty_cache_sends_nothing_and_gives_error_rows(
+def test_cache_only_with_an_empty_cache_sends_nothing_and_stores_nothing(
         scripted: FakeOpenAI) -> None:
     result = invoke("eval", "prompts/controversy.yaml", "--limit", "2", "--cache-only", "--json",
-                    code=3)
-    (run,) = json.loads(result.stdout)["runs"]
+                    code=2)
+    assert result.stdout == ""
+    assert "6 of 6 requests are not in the cache" in result.stderr
+    assert "without --cache-only" in result.stderr
     assert scripted.count == 0
-    assert run["errors"] == 2
-    assert run["metrics"]["rmse"]["n"] == 0
-    rows = show_rows(run["id"])
-    assert len(rows) == 6
-    assert all("cache" in r["error"] for r in rows)
+    assert json.loads(invoke("runs", "--json").stdout)["runs"] == []
+
+
+def test_cache_only_with_a_partial_cache_names_the_first_miss(scripted: FakeOpenAI) -> None:
+    eval_json("prompts/controversy.yaml", "--limit", "1")
+    sent = scripted.count
+    result = invoke("eval", "prompts/controversy.yaml", "--limit", "2", "--cache-only", code=2)
+    assert "1 of 6 requests are not in the cache" in result.stderr
+    assert "'c02'" in result.stderr
+    assert scripted.count == sent
 
 
 def test_cache_only_replays_a_previous_run(scripted: FakeOpenAI) -> None:
@@ -482,7 +489,7 @@ def test_changing_the_prompt_changes_the_cache_key(scripted: FakeOpenAI, project
         "description: Controversy", "description: The controversy"), encoding="utf-8")
     (run,) = eval_json("prompts/controversy.yaml", "--limit", "2")
     assert scripted.count == 18  # what is sent is unchanged: cached, though the version moved
-    assert run["cached"] == 6
+    assert run["cached"] == 2
 
 
 def test_error_responses_are_not_cached(api: FakeOpenAI) -> None:
@@ -598,10 +605,10 @@ def test_repeat_gives_samples_with_distinct_cache_keys(scripted: FakeOpenAI) -> 
     assert run["metrics"]["format_validity"]["n"] == 4
     (again,) = eval_json("prompts/controversy.yaml", "--limit", "2", "--repeat", "2")
     assert scripted.count == 12  # each sample has its own cached answer
-    assert again["cached"] == 12
+    assert again["cached"] == 4
     (more,) = eval_json("prompts/controversy.yaml", "--limit", "2", "--repeat", "3")
     assert scripted.count == 12 + 6  # only the third sample of each is new
-    assert more["cached"] == 12
+    assert more["cached"] == 4
 
 
 # -- concurrency ---------------------------------------------------------------
