@@ -21,7 +21,7 @@ DEFAULT_STORE = "sqlite:///.promptctl/results.db"
 DEFAULT_CONCURRENCY = 8
 LOCAL_CONCURRENCY = 1
 
-_ENDPOINT_KEYS = {"base_url", "api_key_env", "gguf", "ctx", "concurrency", "threads"}
+_ENDPOINT_KEYS = {"base_url", "api_key_env", "gguf", "ctx", "concurrency", "threads", "rpm", "tpm"}
 _CONFIG_KEYS = {"endpoints", "pricing", "store", "concurrency"}
 
 
@@ -71,6 +71,8 @@ class Endpoint:
     ctx: int = 4096
     threads: int | None = None
     concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
 
     @property
     def managed(self) -> bool:
@@ -213,6 +215,10 @@ def load_config(root: Path | None = None) -> Config:
                 spec["threads"], "threads", path, lines.line("endpoints", name, "threads")),
             concurrency=None if spec.get("concurrency") is None else _positive_int(
                 spec["concurrency"], "concurrency", path, lines.line("endpoints", name, "concurrency")),
+            rpm=None if spec.get("rpm") is None else _positive_int(
+                spec["rpm"], "rpm", path, lines.line("endpoints", name, "rpm")),
+            tpm=None if spec.get("tpm") is None else _positive_int(
+                spec["tpm"], "tpm", path, lines.line("endpoints", name, "tpm")),
         )
     pricing: dict[str, Price] = {}
     raw_pricing = data.get("pricing") or {}

@@ -24,6 +24,7 @@ from promptctl.gitinfo import GitState
 from promptctl.metrics import aggregate, percentiles
 from promptctl.prompts import Prompt
 from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
+from promptctl.ratelimit import RateLimiter
 from promptctl.scoring import extract, score_row
 from promptctl.store.sqlite import Store, utcnow
 
@@ -114,6 +115,8 @@ class EvalOptions:
     repeat: int = 1
     use_cache: bool = True
     cache_only: bool = False
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 class LazyProvider:
@@ -139,9 +142,10 @@ class LazyProvider:
 async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, model: str,
                   cache_url: str, provider: LazyProvider | None, store: Store, concurrency: int,
                   use_cache: bool, cache_only: bool, price: Price | None,
-                  progress: ProgressFn | None = None) -> Progress:
+                  progress: ProgressFn | None = None, limiter: RateLimiter | None = None) -> Progress:
     """Send every item through the provider (or the cache), writing rows in batches."""
     params = prompt.request_params
+    max_tokens = int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
     state = Progress(total=len(items))
     buffer: list[dict[str, Any]] = []
     cache_buffer: list[tuple[str, dict[str, Any]]] = []
@@ -175,6 +179,10 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
             assert provider is not None
             try:
                 client = await provider.get()
+                if limiter is not None:
+                    # chars/4 is the usual estimate; the limit only needs to be conservative.
+                    await limiter.acquire(sum(len(m["content"]) for m in item.messages) // 4
+                                          + max_tokens)
                 res = await client.complete(ChatRequest(model, item.messages, params))
             except RequestFailed as exc:
                 record["error"] = str(exc)
@@ -365,13 +373,15 @@ def _complete(run_id: str, items: Sequence[WorkItem], prompt: Prompt, resolved: 
     price = config.price(resolved.model, resolved.endpoint)
     lazy = None if options.cache_only else LazyProvider(
         lambda: open_provider(resolved, concurrency, prompt.request_params))
+    ep = resolved.endpoint
+    limiter = RateLimiter(options.rpm or (ep.rpm if ep else None), options.tpm or (ep.tpm if ep else None))
     status = "interrupted"
     try:
         asyncio.run(_execute_and_close(
             items, lazy, run_id=run_id, prompt=prompt, model=resolved.model,
             cache_url=resolved.cache_url, store=store, concurrency=concurrency,
             use_cache=options.use_cache, cache_only=options.cache_only, price=price,
-            progress=progress))
+            progress=progress, limiter=limiter if limiter.active else None))
         status = "complete"
     except PromptctlError:
         status = "failed"
@@ -428,7 +438,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     options = EvalOptions(concurrency=given.concurrency or stored.get("concurrency"),
                           limit=stored.get("limit"), repeat=stored.get("repeat") or 1,
                           use_cache=given.use_cache and stored.get("use_cache", True),
-                          cache_only=given.cache_only)
+                          cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm)
     items = plan(prompt, evalset, limit=options.limit, repeat=options.repeat)
     done = store.answered_keys(run["id"])
     todo = [i for i in items if (i.kind, i.row.id, i.sample) not in done]

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from promptctl import __version__
-from promptctl.cli import check_cmd, compare_cmd, eval_cmd, runs_cmd, validate_cmd
+from promptctl.cli import cache_cmd, check_cmd, compare_cmd, eval_cmd, runs_cmd, validate_cmd
 
 app = typer.Typer(
     name="promptctl",
@@ -43,6 +43,7 @@ app.command("diff")(compare_cmd.diff)
 app.command("history")(compare_cmd.history)
 app.command("check")(check_cmd.check)
 app.command("init")(validate_cmd.init)
+app.add_typer(cache_cmd.app, name="cache")
 
 
 def main() -> None:

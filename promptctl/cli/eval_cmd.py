@@ -58,6 +58,10 @@ def eval_(
     concurrency: Annotated[int | None, typer.Option(
         min=1, help="Requests in flight (default 8; 1 for local GGUF endpoints).")] = None,
     repeat: Annotated[int, typer.Option(min=1, help="Sample every row K times.")] = 1,
+    rpm: Annotated[int | None, typer.Option(
+        min=1, help="Requests per minute at most (default: the endpoint's rpm: or none).")] = None,
+    tpm: Annotated[int | None, typer.Option(
+        min=1, help="Tokens per minute at most, estimated before sending.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
     cache_only: Annotated[bool, typer.Option(
         "--cache-only", help="Replay from the cache; send nothing (a miss is an error row).")] = False,
@@ -118,7 +122,7 @@ def eval_(
             the_set = load_evalset(prompt.evalset)
         jobs.extend((prompt, the_set, resolve_model(m, config), git) for m in models)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
-                          use_cache=not no_cache, cache_only=cache_only)
+                          use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm)
     store = open_project_store(config)
     if dry_run:
         from promptctl.estimate import estimate

@@ -65,6 +65,12 @@ class Store:
     def cache_put(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         raise NotImplementedError
 
+    def cache_stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def cache_clear(self, before: str | None = None) -> int:
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -227,6 +233,23 @@ class SQLiteStore(Store):
         with self._transaction():
             self.conn.executemany("INSERT OR REPLACE INTO cache (key, created_at, response) "
                                   "VALUES (?, ?, ?)", values)
+
+    def cache_stats(self) -> dict[str, Any]:
+        """Entries, bytes of stored responses, oldest and newest entry."""
+        r = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(response)), 0), MIN(created_at), "
+                              "MAX(created_at) FROM cache").fetchone()
+        size = Path(self.path).stat().st_size if self.path != ":memory:" else 0
+        return {"entries": r[0], "response_bytes": r[1], "oldest": r[2], "newest": r[3],
+                "store": self.path, "store_bytes": size}
+
+    def cache_clear(self, before: str | None = None) -> int:
+        """Delete cached completions (only those created before `before`, an ISO time, if given)."""
+        with self._transaction():
+            if before is None:
+                cur = self.conn.execute("DELETE FROM cache")
+            else:
+                cur = self.conn.execute("DELETE FROM cache WHERE created_at < ?", (before,))
+        return int(cur.rowcount)
 
     def close(self) -> None:
         self.conn.close()
