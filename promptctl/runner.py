@@ -328,7 +328,7 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
     `resume_eval` completes it.
     """
     from promptctl.gitinfo import git_state
-    from promptctl.providers import check_credentials
+    from promptctl.providers import preflight
 
     options = options or EvalOptions()
     if evalset is None:
@@ -340,7 +340,7 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
     if options.cache_only:
         _require_cached(store, items, resolved, prompt.request_params)
     else:
-        check_credentials(resolved)
+        preflight(resolved, prompt.request_params)
     git = git or git_state(prompt.path, [prompt.path, evalset.path])
     concurrency = _concurrency(options, resolved, config)
     run_id = new_run_id()
@@ -436,7 +436,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     file meanwhile does not mix two versions in one run.
     """
     from promptctl.prompts import parse_prompt
-    from promptctl.providers import check_credentials, resolve_model
+    from promptctl.providers import preflight, resolve_model
 
     run = store.get_run(run_ref)
     stored = run.get("options") or {}
@@ -454,7 +454,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     if options.cache_only:
         _require_cached(store, todo, resolved, prompt.request_params)
     elif todo:
-        check_credentials(resolved)
+        preflight(resolved, prompt.request_params)
     if on_start is not None:
         on_start(run["id"])
     store.update_run(run["id"], status="running")

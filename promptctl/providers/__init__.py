@@ -115,6 +115,25 @@ def check_credentials(resolved: ResolvedModel) -> None:
     _api_key(resolved)
 
 
+def _model_file(ep: Endpoint, params: dict[str, Any]) -> Path:
+    """Check a managed endpoint can serve: extra installed, file valid, params accepted."""
+    from promptctl.providers import llamacpp
+
+    llamacpp.require_xllamacpp()
+    llamacpp.check_params(params, ep.name)
+    path = llamacpp.smollm2_path() if ep.gguf == "builtin:smollm2" else Path(str(ep.gguf))
+    llamacpp.check_gguf(path)
+    return path
+
+
+def preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
+    """Everything that can be known wrong before a run is created: the key, and for a
+    managed endpoint the xllamacpp extra, the model file and the request parameters."""
+    check_credentials(resolved)
+    if resolved.endpoint is not None and resolved.endpoint.managed:
+        _model_file(resolved.endpoint, params)
+
+
 class _ManagedProvider(Provider):
     """An OpenAI provider in front of a llama.cpp server that lives as long as it does."""
 
@@ -152,9 +171,7 @@ def open_provider(resolved: ResolvedModel, concurrency: int, params: dict[str, A
 
         from promptctl.providers import llamacpp
 
-        llamacpp.check_params(params, ep.name)
-        path = llamacpp.smollm2_path() if ep.gguf == "builtin:smollm2" else Path(str(ep.gguf))
-        llamacpp.check_gguf(path)
+        path = _model_file(ep, params)
         server = llamacpp.LlamaServer(path, ctx=ep.ctx, threads=ep.threads)
         started = time.monotonic()
         base_url = server.start()
