@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from promptctl.errors import InputError
-from promptctl.metrics import FloatArray, _pearson_rows, rankdata
+from promptctl.metrics import _pearson_rows, rankdata
 from promptctl.prompts import LOWER_IS_BETTER
 from promptctl.stats import paired_binary, paired_continuous
+
+if TYPE_CHECKING:
+    from promptctl.metrics import FloatArray
 from promptctl.store.sqlite import Store
 
 BINARY = {"format_validity": "format_validity", "exact_match": "exact_match",

@@ -6,17 +6,20 @@ Pure functions over lists; numpy does the arithmetic.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20230411
 # Resamples drawn per chunk so memory stays bounded for very large runs.
 _CHUNK_CELLS = 2_000_000
 
-FloatArray = npt.NDArray[np.float64]
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    # numpy.typing costs ~0.1 s to import; annotations alone need it.
+    FloatArray = npt.NDArray[np.float64]
 Result = dict[str, Any]
 
 SHARE_METRICS = ("format_validity", "exact_match", "accuracy", "contains", "regex")

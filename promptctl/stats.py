@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from promptctl.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap
 
 PERMUTATIONS = 2000
-FloatArray = npt.NDArray[np.float64]
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    # numpy.typing costs ~0.1 s to import; annotations alone need it.
+    FloatArray = npt.NDArray[np.float64]
 
 
 def mcnemar_exact(n01: int, n10: int) -> float:
