@@ -176,6 +176,10 @@ class SQLiteStore(Store):
 
     def get_run(self, ref: str) -> dict[str, Any]:
         """A run by id or unique id prefix."""
+        if not ref.strip():
+            # An empty prefix matches every run: with a single run stored it would pick that one.
+            raise InputError("empty run id", fix="give a run id or a unique prefix of one "
+                             "(see `promptctl runs`)")
         found = self.conn.execute("SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
                                   (ref, ref + "\uffff")).fetchall()
         if not found:
