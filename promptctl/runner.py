@@ -168,7 +168,9 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
 
     async def one(item: WorkItem) -> None:
         key = cache_key(cache_url, model, item.messages, params, item.sample)
-        hit = store.cache_get(key) if use_cache else None
+        # --cache-only reads the cache even for a run started with --no-cache (a resume):
+        # the check before the run found every answer there.
+        hit = store.cache_get(key) if use_cache or cache_only else None
         record: dict[str, Any] = {
             "run_id": run_id, "kind": item.kind, "position": item.position, "row_id": item.row.id,
             "sample": item.sample, "input": item.row.input, "messages": item.messages,
