@@ -221,7 +221,9 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
             state.spent_usd += _cost(price, response.get("prompt_tokens"),
                                      response.get("completion_tokens")) or 0.0
         buffer.append(record)
-        if len(buffer) >= FLUSH_ROWS or time.monotonic() - last_flush > FLUSH_SECONDS:
+        # A sent request is written at once (a kill loses only what is in flight); rows
+        # replayed from the cache cost nothing to redo, so they are batched for speed.
+        if hit is None or len(buffer) >= FLUSH_ROWS or time.monotonic() - last_flush > FLUSH_SECONDS:
             flush()
         if progress is not None:
             progress(state)
