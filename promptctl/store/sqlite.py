@@ -62,8 +62,8 @@ class Store:
     def score_columns(self, run_id: str, kind: str = "eval") -> dict[str, list[Any]]:
         raise NotImplementedError
 
-    def rows_by_id(self, run_id: str, row_ids: Collection[str],
-                   kind: str = "eval") -> list[dict[str, Any]]:
+    def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
+                   columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
@@ -227,8 +227,10 @@ class SQLiteStore(Store):
                 row[k] = json.loads(row[k])
         # NULL is "no expected value"; JSON null is an expected value of None.
         row["has_expected"] = r["expected"] is not None
-        row["valid"] = None if row["valid"] is None else bool(row["valid"])
-        row["cached"] = bool(row["cached"])
+        if "valid" in row:
+            row["valid"] = None if row["valid"] is None else bool(row["valid"])
+        if "cached" in row:
+            row["cached"] = bool(row["cached"])
         return row
 
     def answered_keys(self, run_id: str) -> set[tuple[str, str, int]]:
@@ -263,16 +265,25 @@ class SQLiteStore(Store):
             cols["scores"].append(None if r[3] is None else json.loads(r[3]))
         return cols
 
-    def rows_by_id(self, run_id: str, row_ids: Collection[str],
-                   kind: str = "eval") -> list[dict[str, Any]]:
-        """The full rows (every sample) of some row ids, decoded as `iter_rows` does."""
+    def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
+                   columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The rows (every sample) of some row ids, decoded as `iter_rows` does; only
+        `columns` (and row_id, sample, expected) when given."""
+        if columns is None:
+            select = "*"
+        else:
+            unknown = set(columns) - set(ROW_COLUMNS)
+            if unknown:
+                raise ValueError(f"unknown row columns: {sorted(unknown)}")
+            select = ", ".join(dict.fromkeys(["row_id", "sample", "expected", *columns]))
         wanted = list(dict.fromkeys(row_ids))
         out: list[dict[str, Any]] = []
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
             marks = ", ".join("?" for _ in part)
-            cur = self.conn.execute(f"SELECT * FROM rows WHERE run_id = ? AND kind = ? AND row_id IN "
-                                    f"({marks}) ORDER BY position, sample", (run_id, kind, *part))
+            cur = self.conn.execute(f"SELECT {select} FROM rows WHERE run_id = ? AND kind = ? AND "
+                                    f"row_id IN ({marks}) ORDER BY position, sample",
+                                    (run_id, kind, *part))
             out.extend(self._row(r) for r in cur)
         return out
 
