@@ -34,6 +34,7 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
         "cached": summary.get("cached", 0),
         "retries": summary.get("retries", 0),
         "system_fingerprints": summary.get("system_fingerprints", []),
+        "consistency": summary.get("consistency"),
     }
 
 

@@ -80,11 +80,30 @@ def run_summary(con: Console, run: dict[str, Any]) -> None:
               f"retries {summary.get('retries', 0)}  tokens {tokens.get('prompt', 0)} in / "
               f"{tokens.get('completion', 0)} out  cost {fmt_cost(summary.get('cost_usd'))}")
     con.print(f"latency ms  {lat}")
+    consistency = summary.get("consistency")
+    if consistency:
+        repeat_summary(con, consistency)
     fps = summary.get("system_fingerprints") or []
     models = summary.get("response_models") or []
     if len(fps) > 1 or len(models) > 1:
         con.print(f"[yellow]warning:[/] the server answered as several models/fingerprints "
                   f"({escape(', '.join(models + fps))}): results may mix model versions")
+
+
+def repeat_summary(con: Console, c: dict[str, Any]) -> None:
+    """`eval --repeat K`: how stable the answers were across the K samples of each row."""
+    con.print(f"repeat {c['k']} samples per row over {c['rows']} rows: mean agreement "
+              f"{fmt_metric(c['mean_agreement'])}  unstable rows {fmt_metric(c['unstable_share'])}")
+    con.print(f"pass@{c['k']} {fmt_metric(c['pass_at_k'])}  pass^{c['k']} "
+              f"{fmt_metric(c['pass_hat_k'])}  majority-vote exact_match "
+              f"{fmt_metric(c['majority_exact_match'])}")
+    flaky = c.get("flaky_rows") or []
+    if flaky:
+        shown = ", ".join(f"{escape(str(r['row_id']))} ({r['agreement']:.0%})" for r in flaky[:10])
+        more = f" and {len(flaky) - 10} more" if len(flaky) > 10 else ""
+        con.print(f"[yellow]flaky rows ({len(flaky)}):[/] {shown}{more}", soft_wrap=True)
+    else:
+        con.print("flaky rows: none (every sample of every row gave the same answer)")
 
 
 def runs_table(con: Console, runs: list[dict[str, Any]]) -> None:
