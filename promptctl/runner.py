@@ -358,12 +358,38 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
         "n_planned": sum(1 for i in items if i.kind == "eval"),
         "options": {"limit": options.limit, "repeat": options.repeat,
                     "concurrency": concurrency, "use_cache": options.use_cache,
-                    "cache_only": options.cache_only},
+                    "cache_only": options.cache_only, **_owner()},
     })
     if on_start is not None:
         on_start(run_id)
     return _complete(run_id, items, prompt, resolved, store=store, config=config, options=options,
                      concurrency=concurrency, progress=progress)
+
+
+def _owner() -> dict[str, Any]:
+    """Which process is running a run, so a second resume of it can be refused."""
+    import os
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def _still_running(run: dict[str, Any]) -> bool:
+    import os
+    import socket
+
+    owner = run.get("options") or {}
+    if run["status"] != "running" or owner.get("host") != socket.gethostname() or not owner.get("pid"):
+        return False
+    if owner["pid"] == os.getpid():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _concurrency(options: EvalOptions, resolved: ResolvedModel, config: Config) -> int:
@@ -443,6 +469,9 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     from promptctl.providers import preflight, resolve_model
 
     run = store.get_run(run_ref)
+    if _still_running(run):
+        raise InputError(f"run {run['id']} is still being run by process {run['options']['pid']}",
+                         fix="wait for it to finish (or stop it), then resume")
     stored = run.get("options") or {}
     prompt = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])
     evalset = _stored_evalset(run, config)
@@ -461,7 +490,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
         preflight(resolved, prompt.request_params)
     if on_start is not None:
         on_start(run["id"])
-    store.update_run(run["id"], status="running")
+    store.update_run(run["id"], status="running", options={**stored, **_owner()})
     return _complete(run["id"], todo, prompt, resolved, store=store, config=config, options=options,
                      concurrency=options.concurrency or resolved.default_concurrency,
                      progress=progress)

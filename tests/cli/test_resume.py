@@ -351,3 +351,26 @@ def test_resume_finishes_a_run_stopped_by_a_fatal_error(api: FakeOpenAI, tmp_pat
     assert sent(api) == ["Question three", "Question four", "Question five"]
     assert run["status"] == "complete" and run["n"] == 5 and run["errors"] == 0
     assert [r[1] for r in store_rows(tmp_path, first["id"])] == ["r1", "r2", "r3", "r4", "r5"]
+
+
+def test_resume_is_refused_while_another_live_process_runs_the_run(api: FakeOpenAI, tmp_path: Path) -> None:
+    run = run_with_failures(api, "two")
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        db = tmp_path / "store" / "results.db"
+        with sqlite3.connect(db) as conn:
+            options = json.loads(conn.execute("SELECT options FROM runs WHERE id = ?",
+                                              (run["id"],)).fetchone()[0])
+            options["pid"] = other.pid
+            conn.execute("UPDATE runs SET status = 'running', options = ? WHERE id = ?",
+                         (json.dumps(options), run["id"]))
+        conn.close()
+        result = invoke("eval", "--resume", run["id"], code=2)
+        assert f"still being run by process {other.pid}" in result.stderr
+        assert api.count == 0
+    finally:
+        other.kill()
+        other.wait()
+    # Once that process is gone the run can be finished.
+    invoke("eval", "--resume", run["id"])
+    assert api.count == 1
