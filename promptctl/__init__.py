@@ -10,13 +10,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["load_evalset", "load_prompt", "open_store", "run_eval"]
+__all__ = ["compare_runs", "history", "load_evalset", "load_prompt", "open_store", "run_eval"]
 
 _LAZY = {
     "load_prompt": ("promptctl.prompts", "load_prompt"),
     "load_evalset": ("promptctl.evalsets", "load_evalset"),
     "run_eval": ("promptctl.runner", "run_eval"),
     "open_store": ("promptctl.store", "open_store"),
+    "compare_runs": ("promptctl.compare", "compare_runs"),
+    "history": ("promptctl.compare", "history"),
 }
 
 
