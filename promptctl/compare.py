@@ -1,146 +1,377 @@
-"""Comparing runs: a paired diff of two runs, the history of a prompt, choosing runs by ref or model."""
+"""Comparing runs: a paired diff of two runs, the history of a prompt, choosing runs by ref or model.
+
+Rows are paired by row id. With `--repeat K` a row's samples stay together: a
+resample or a permutation moves whole rows, so K samples of one row are not
+counted as K independent observations.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from promptctl.errors import InputError
-from promptctl.metrics import _pearson_rows, rankdata
-from promptctl.prompts import LOWER_IS_BETTER
-from promptctl.stats import paired_binary, paired_continuous
 
 if TYPE_CHECKING:
-    from promptctl.metrics import FloatArray
-from promptctl.store.sqlite import Store
+    import numpy.typing as npt
+
+    from promptctl.stats import Statistic
+    from promptctl.store.sqlite import Store
+
+    FloatArray = npt.NDArray[Any]
 
 BINARY = {"format_validity": "format_validity", "exact_match": "exact_match",
           "accuracy": "exact_match", "contains": "contains", "regex": "regex"}
+CORRELATIONS = ("pearson", "spearman")
 FLIPPED_LIMIT = 20
 
 
-def _rmse(m: FloatArray) -> FloatArray:
-    return np.asarray(np.sqrt(m.mean(axis=-1)), dtype=np.float64)
+# --- loading both runs ----------------------------------------------------------------------
 
 
-def _mean(m: FloatArray) -> FloatArray:
-    return np.asarray(m.mean(axis=-1), dtype=np.float64)
+@dataclass
+class _Side:
+    """One run's eval rows: per sample its row (an index into `ids`), success and scores."""
+
+    run: dict[str, Any]
+    ids: list[str]
+    index: dict[str, int]
+    row: Any
+    ok: Any
+    scores: list[dict[str, Any] | None]
+    _columns: dict[str, FloatArray] = field(default_factory=dict)
+
+    @property
+    def max_samples(self) -> int:
+        import numpy as np
+
+        return int(np.bincount(self.row).max(initial=0)) if self.row.size else 0
+
+    def column(self, key: str) -> FloatArray:
+        """Per sample the score `key` as a float; NaN where missing or the request failed."""
+        import numpy as np
+
+        if key not in self._columns:
+            # numpy reads None as NaN in a float array.
+            out = np.array([None if s is None else s.get(key) for s in self.scores],
+                           dtype=np.float64)
+            out[~self.ok] = math.nan
+            self._columns[key] = out
+        return self._columns[key]
+
+    def per_row(self, values: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Sum and count per row of the finite per-sample values."""
+        import numpy as np
+
+        keep = np.isfinite(values)
+        size = len(self.ids)
+        return (np.bincount(self.row[keep], weights=values[keep], minlength=size),
+                np.bincount(self.row[keep], minlength=size).astype(np.float64))
 
 
-def _pearson(m: FloatArray) -> FloatArray:
-    return _pearson_rows(m[..., 0], m[..., 1])
+def _side(store: Store, run: dict[str, Any]) -> _Side:
+    import numpy as np
+
+    cols = store.score_columns(run["id"], kind="eval")
+    ids = cols["row_id"]
+    index = dict(zip(ids, range(len(ids)), strict=True))
+    if len(index) == len(ids):  # one sample per row
+        row = np.arange(len(ids))
+    else:
+        index = {}
+        row = np.fromiter((index.setdefault(r, len(index)) for r in ids), dtype=np.int64,
+                          count=len(ids))
+    return _Side(run, list(index), index, row, np.array(cols["ok"], dtype=bool), cols["scores"])
 
 
-def _spearman(m: FloatArray) -> FloatArray:
-    return _pearson_rows(rankdata(m[..., 0]), rankdata(m[..., 1]))
+@dataclass
+class _Pairs:
+    """Row ids in both runs: A's and B's row index of each, and which have an answer on both."""
+
+    a: Any
+    b: Any
+    answered: Any
 
 
-# metric -> (per-row value from the scores dict, statistic over a (k, n[, 2]) matrix)
-CONTINUOUS: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[FloatArray], FloatArray]]] = {
-    "rmse": (lambda s: s["squared_error"], _rmse),
-    "mae": (lambda s: abs(s["answer_num"] - s["expected_num"]), _mean),
-    "pearson": (lambda s: (s["answer_num"], s["expected_num"]), _pearson),
-    "spearman": (lambda s: (s["answer_num"], s["expected_num"]), _spearman),
-}
+def _pairs(sa: _Side, sb: _Side) -> _Pairs:
+    import numpy as np
+
+    common = [(i, sb.index[r]) for i, r in enumerate(sa.ids) if r in sb.index]
+    ia = np.array([c[0] for c in common], dtype=np.int64)
+    ib = np.array([c[1] for c in common], dtype=np.int64)
+    ok_a = np.bincount(sa.row[sa.ok], minlength=len(sa.ids)) > 0
+    ok_b = np.bincount(sb.row[sb.ok], minlength=len(sb.ids)) > 0
+    return _Pairs(ia, ib, ok_a[ia] & ok_b[ib])
 
 
-def _run_brief(run: dict[str, Any]) -> dict[str, Any]:
-    keep = ("id", "created_at", "status", "prompt_name", "prompt_path", "prompt_version",
-            "git_commit", "git_dirty", "git_branch", "model", "endpoint", "evalset_path",
-            "evalset_version", "metrics", "summary")
-    return {k: run.get(k) for k in keep}
+# --- one metric -----------------------------------------------------------------------------
 
 
-def _rows(store: Store, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:
-    return {(r["row_id"], r["sample"]): r for r in store.iter_rows(run_id, kind="eval")}
+@dataclass
+class _Plan:
+    """How one metric is tested: on which pairs (a mask over common rows), with what."""
+
+    name: str
+    mask: Any
+    statistic: Statistic | None = None
+    binary: tuple[FloatArray, FloatArray] | None = None
+    fallback: tuple[FloatArray, FloatArray, str] | None = None
 
 
-def _flip(key: tuple[str, int], ra: dict[str, Any], rb: dict[str, Any]) -> dict[str, Any]:
-    return {"row_id": key[0], "sample": key[1], "input": ra["input"],
-            "expected": ra.get("expected"), "answer_a": ra.get("answer"),
-            "answer_b": rb.get("answer"), "completion_a": ra.get("completion"),
-            "completion_b": rb.get("completion")}
+def _sums_plan(name: str, pairs: _Pairs, a: tuple[FloatArray, FloatArray],
+               b: tuple[FloatArray, FloatArray], finish: Any, binary: bool = False) -> _Plan:
+    """A statistic of (sum, count) totals per row; McNemar when every count is one 0/1 score."""
+    import numpy as np
+
+    from promptctl.stats import Sums
+
+    sum_a, n_a = a[0][pairs.a], a[1][pairs.a]
+    sum_b, n_b = b[0][pairs.b], b[1][pairs.b]
+    mask = pairs.answered & (n_a > 0) & (n_b > 0)
+    if binary and np.all(n_a[mask] == 1) and np.all(n_b[mask] == 1):
+        return _Plan(name, mask, binary=(sum_a[mask], sum_b[mask]))
+    return _Plan(name, mask, statistic=Sums(np.vstack([sum_a[mask], n_a[mask]]),
+                                            np.vstack([sum_b[mask], n_b[mask]]), finish))
 
 
-def compare_runs(store: Store, a_ref: str, b_ref: str) -> dict[str, Any]:
-    """Paired comparison of run B against run A (B - A), by row id.
+def _codes(values: Sequence[FloatArray]) -> tuple[FloatArray, list[Any]]:
+    """Sorted distinct values of several arrays, and each array coded against them."""
+    import numpy as np
 
-    Per metric: both values, the delta, a 95% paired bootstrap interval of the
-    delta and a p-value (exact McNemar for 0/1 scores, paired permutation for
-    continuous ones); then the rows that flipped and the warnings that make a
-    comparison suspect.
+    uniq = np.unique(np.concatenate(values)) if values else np.array([])
+    return uniq, [np.searchsorted(uniq, v) for v in values]
+
+
+def _entries(side: _Side, where: Any, keep: Any, cell: Any) -> tuple[Any, Any, Any]:
+    import numpy as np
+
+    rows = where[side.row[keep]]
+    inside = rows >= 0
+    return rows[inside], cell[inside], np.ones(int(inside.sum()))
+
+
+def _correlation_plan(name: str, pairs: _Pairs, sa: _Side, sb: _Side) -> _Plan:
+    """Pearson or Spearman of answer against expected over every numeric sample of the pairs.
+
+    As a table of joint counts when the values are few (scores on a scale), else
+    on the rows' mean answer and expected value.
     """
-    run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
-    rows_a, rows_b = _rows(store, run_a["id"]), _rows(store, run_b["id"])
-    common = [k for k in rows_a if k in rows_b]
-    ok = [k for k in common if rows_a[k]["error"] is None and rows_b[k]["error"] is None]
-    names = [m for m in (run_b.get("metrics") or {}) if m in (run_a.get("metrics") or {})]
-    metrics: dict[str, Any] = {}
-    for name in names:
-        entry: dict[str, Any] = {
-            "a": (run_a["metrics"][name] or {}).get("value"),
-            "b": (run_b["metrics"][name] or {}).get("value"),
-            "higher_is_better": name not in LOWER_IS_BETTER,
-        }
-        if name in BINARY:
-            key = BINARY[name]
-            pairs = [(rows_a[k]["scores"][key], rows_b[k]["scores"][key]) for k in ok
-                     if key in (rows_a[k]["scores"] or {}) and key in (rows_b[k]["scores"] or {})]
-            arr = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
-            entry.update(paired_binary(arr[:, 0], arr[:, 1]))
-        elif name in CONTINUOUS:
-            value, statistic = CONTINUOUS[name]
-            pairs_c = [(value(rows_a[k]["scores"]), value(rows_b[k]["scores"])) for k in ok
-                       if "answer_num" in (rows_a[k]["scores"] or {})
-                       and "answer_num" in (rows_b[k]["scores"] or {})]
-            a = np.asarray([p[0] for p in pairs_c], dtype=np.float64)
-            b = np.asarray([p[1] for p in pairs_c], dtype=np.float64)
-            if len(pairs_c) < 3 and name in ("pearson", "spearman"):
-                entry.update({"delta": None, "ci95": None, "p_value": None,
-                              "test": "paired_permutation", "n": len(pairs_c)})
+    import numpy as np
+
+    from promptctl.stats import MAX_TABLE_CELLS, Table, pearson_table, spearman_table
+
+    xa, ya, xb, yb = sa.column("answer_num"), sa.column("expected_num"), \
+        sb.column("answer_num"), sb.column("expected_num")
+    ka, kb = np.isfinite(xa) & np.isfinite(ya), np.isfinite(xb) & np.isfinite(yb)
+    count_a = np.bincount(sa.row[ka], minlength=len(sa.ids))[pairs.a]
+    count_b = np.bincount(sb.row[kb], minlength=len(sb.ids))[pairs.b]
+    mask = pairs.answered & (count_a > 0) & (count_b > 0)
+    n = int(mask.sum())
+    ux, (cxa, cxb) = _codes([xa[ka], xb[kb]])
+    uy, (cya, cyb) = _codes([ya[ka], yb[kb]])
+    if ux.size * uy.size <= MAX_TABLE_CELLS:
+        where_a = np.full(len(sa.ids), -1)
+        where_a[pairs.a[mask]] = np.arange(n)
+        where_b = np.full(len(sb.ids), -1)
+        where_b[pairs.b[mask]] = np.arange(n)
+        finish = pearson_table(ux, uy) if name == "pearson" else spearman_table
+        return _Plan(name, mask, statistic=Table(
+            _entries(sa, where_a, ka, cxa * uy.size + cya),
+            _entries(sb, where_b, kb, cxb * uy.size + cyb), (ux.size, uy.size), finish))
+
+    def means(side: _Side, keep: Any, x: FloatArray, y: FloatArray, rows: Any) -> FloatArray:
+        sx, c = side.per_row(np.where(keep, x, np.nan))
+        sy, _ = side.per_row(np.where(keep, y, np.nan))
+        return np.stack([sx[rows] / c[rows], sy[rows] / c[rows]], axis=1)
+
+    return _Plan(name, mask, fallback=(means(sa, ka, xa, ya, pairs.a[mask]),
+                                       means(sb, kb, xb, yb, pairs.b[mask]), name))
+
+
+def _f1_plan(pairs: _Pairs, sa: _Side, sb: _Side) -> _Plan | None:
+    """Macro F1 from the confusion table of (answer label or none, expected label)."""
+    import numpy as np
+
+    from promptctl.stats import MAX_TABLE_CELLS, Table, f1_macro_table
+
+    def labels(side: _Side) -> tuple[list[Any], list[Any], Any]:
+        answers, expected, keep = [], [], np.zeros(len(side.scores), dtype=bool)
+        for i, s in enumerate(side.scores):
+            if side.ok[i] and s is not None and "label_expected" in s:
+                keep[i] = True
+                answers.append(s.get("label_answer"))
+                expected.append(s["label_expected"])
+        return answers, expected, keep
+
+    ans_a, exp_a, ka = labels(sa)
+    ans_b, exp_b, kb = labels(sb)
+    names = sorted({*exp_a, *exp_b, *(x for x in ans_a + ans_b if x is not None)})
+    size = len(names)
+    if (size + 1) * size > MAX_TABLE_CELLS or size == 0:
+        return None
+    code = {label: i for i, label in enumerate(names)}
+    count_a = np.bincount(sa.row[ka], minlength=len(sa.ids))[pairs.a]
+    count_b = np.bincount(sb.row[kb], minlength=len(sb.ids))[pairs.b]
+    mask = pairs.answered & (count_a > 0) & (count_b > 0)
+    n = int(mask.sum())
+
+    def entries(side: _Side, rows: Any, keep: Any, answers: list[Any],
+                expected: list[Any]) -> tuple[Any, Any, Any]:
+        where = np.full(len(side.ids), -1)
+        where[rows] = np.arange(n)
+        cell = np.array([(size if x is None else code[x]) * size + code[e]
+                         for x, e in zip(answers, expected, strict=True)], dtype=np.int64)
+        return _entries(side, where, keep, cell)
+
+    return _Plan("f1_macro", mask, statistic=Table(
+        entries(sa, pairs.a[mask], ka, ans_a, exp_a), entries(sb, pairs.b[mask], kb, ans_b, exp_b),
+        (size + 1, size), f1_macro_table))
+
+
+def _plans(names: Sequence[str], pairs: _Pairs, sa: _Side, sb: _Side) -> list[_Plan]:
+    from promptctl.stats import ratio, ratio_sqrt
+
+    plans: list[_Plan] = []
+    cache: dict[str, tuple[tuple[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]] = {}
+
+    def totals(key: str) -> tuple[tuple[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]:
+        if key not in cache:
+            if key == "abs_error":
+                va = abs(sa.column("answer_num") - sa.column("expected_num"))
+                vb = abs(sb.column("answer_num") - sb.column("expected_num"))
             else:
-                entry.update(paired_continuous(a, b, statistic))
+                va, vb = sa.column(key), sb.column(key)
+            cache[key] = (sa.per_row(va), sb.per_row(vb))
+        return cache[key]
+
+    for name in names:
+        if name in BINARY:
+            plans.append(_sums_plan(name, pairs, *totals(BINARY[name]), ratio, binary=True))
+        elif name == "rmse":
+            plans.append(_sums_plan(name, pairs, *totals("squared_error"), ratio_sqrt))
+        elif name == "mae":
+            plans.append(_sums_plan(name, pairs, *totals("abs_error"), ratio))
+        elif name in CORRELATIONS:
+            plans.append(_correlation_plan(name, pairs, sa, sb))
+        elif name == "f1_macro":
+            plan = _f1_plan(pairs, sa, sb)
+            if plan is not None:
+                plans.append(plan)
+    return plans
+
+
+def _run_plans(plans: list[_Plan]) -> dict[str, dict[str, Any]]:
+    """Test every plan; plans over the same pairs share one stream of random draws."""
+    import numpy as np
+
+    from promptctl.metrics import _pearson_rows
+    from promptctl.stats import paired_binary, paired_continuous, paired_resampling, rank_rows
+
+    out: dict[str, dict[str, Any]] = {}
+    groups: dict[bytes, list[_Plan]] = {}
+    for plan in plans:
+        n = int(plan.mask.sum())
+        if plan.binary is not None:
+            out[plan.name] = paired_binary(*plan.binary)
+        elif plan.fallback is not None:
+            a, b, kind = plan.fallback
+
+            def stat(m: FloatArray, kind: str = kind) -> FloatArray:
+                if kind == "spearman":
+                    return _pearson_rows(rank_rows(m[..., 0]), rank_rows(m[..., 1]))
+                return _pearson_rows(m[..., 0], m[..., 1])
+
+            out[plan.name] = paired_continuous(a if n >= 3 else a[:0], b if n >= 3 else b[:0],
+                                               stat) | {"n": n}
         else:
+            groups.setdefault(np.packbits(plan.mask).tobytes() + bytes([n % 256]), []).append(plan)
+    for group in groups.values():
+        n = int(group[0].mask.sum())
+        stats = {p.name: p.statistic for p in group if p.statistic is not None}
+        small = [p.name for p in group if p.name in CORRELATIONS and n < 3]
+        results = paired_resampling(n, {k: v for k, v in stats.items() if k not in small})
+        for name in small:
+            results[name] = {"a": None, "b": None, "delta": None, "ci95": None, "p_value": None,
+                             "test": "paired_permutation", "n": n}
+        out.update(results)
+    return out
+
+
+# --- flipped rows and warnings ----------------------------------------------------------------
+
+
+def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> dict[str, list[dict[str, Any]]]:
+    import numpy as np
+
+    regressed: list[tuple[int, str, float, float]] = []
+    improved: list[tuple[int, str, float, float]] = []
+    for key in ("exact_match", "format_validity"):
+        (hit_a, n_a), (hit_b, n_b) = sa.per_row(sa.column(key)), sb.per_row(sb.column(key))
+        n_a, n_b = n_a[pairs.a], n_b[pairs.b]
+        if not (np.any(n_a > 0) and np.any(n_b > 0)):
             continue
-        if entry["delta"] is not None:
-            worse = entry["delta"] > 0 if name in LOWER_IS_BETTER else entry["delta"] < 0
-            entry["direction"] = "same" if entry["delta"] == 0 else ("worse" if worse else "better")
-        metrics[name] = entry
-    return {
-        "a": _run_brief(run_a), "b": _run_brief(run_b), "metrics": metrics,
-        "paired_rows": len(ok), "only_in_a": len(rows_a) - len(common),
-        "only_in_b": len(rows_b) - len(common),
-        "errors_excluded": len(common) - len(ok),
-        "flipped": _flipped(rows_a, rows_b, ok),
-        "warnings": _warnings(run_a, run_b, rows_a, rows_b, common),
-    }
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share_a, share_b = hit_a[pairs.a] / n_a, hit_b[pairs.b] / n_b
+        scored = pairs.answered & (n_a > 0) & (n_b > 0)
+        for i in np.flatnonzero(scored & (share_a > share_b)):
+            regressed.append((int(i), key, float(share_a[i]), float(share_b[i])))
+        for i in np.flatnonzero(scored & (share_a < share_b)):
+            improved.append((int(i), key, float(share_a[i]), float(share_b[i])))
+        break
+    error_up: list[tuple[int, str, float, float]] = []
+    err_a = sa.per_row(abs(sa.column("answer_num") - sa.column("expected_num")))
+    err_b = sb.per_row(abs(sb.column("answer_num") - sb.column("expected_num")))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_a = err_a[0][pairs.a] / err_a[1][pairs.a]
+        mean_b = err_b[0][pairs.b] / err_b[1][pairs.b]
+    rising = np.flatnonzero(pairs.answered & np.isfinite(mean_a) & np.isfinite(mean_b)
+                            & (mean_b > mean_a))
+    order = rising[np.argsort(-(mean_b[rising] - mean_a[rising]), kind="stable")][:FLIPPED_LIMIT]
+    error_up = [(int(i), "mae", float(mean_a[i]), float(mean_b[i])) for i in order]
+
+    wanted = {sa.ids[pairs.a[i]] for i, *_ in regressed + improved + error_up}
+    columns = ("input", "answer", "completion", "error")
+    details_a = _details(store.rows_by_id(sa.run["id"], wanted, columns=columns)) if wanted else {}
+    details_b = _details(store.rows_by_id(sb.run["id"], wanted, columns=columns)) if wanted else {}
+    repeated = max(sa.max_samples, sb.max_samples) > 1
+
+    def entry(item: tuple[int, str, float, float], *, error: bool = False) -> dict[str, Any]:
+        i, key, va, vb = item
+        row_id = sa.ids[pairs.a[i]]
+        ra, rb = details_a.get(row_id, {}), details_b.get(row_id, {})
+        out = {"row_id": row_id, "input": ra.get("input"), "expected": ra.get("expected"),
+               "answer_a": ra.get("answer"), "answer_b": rb.get("answer"),
+               "completion_a": ra.get("completion"), "completion_b": rb.get("completion")}
+        if error:
+            out.update(error_a=va, error_b=vb)
+        else:
+            out["metric"] = key
+            if repeated:
+                out.update(pass_a=va, pass_b=vb)
+        return out
+
+    return {"pass_to_fail": [entry(r) for r in regressed],
+            "fail_to_pass": [entry(r) for r in improved],
+            "biggest_error_increases": [entry(r, error=True) for r in error_up]}
 
 
-def _flipped(rows_a: dict[tuple[str, int], dict[str, Any]], rows_b: dict[tuple[str, int], dict[str, Any]],
-             ok: list[tuple[str, int]]) -> dict[str, list[dict[str, Any]]]:
-    regressed, improved, error_up = [], [], []
-    for k in ok:
-        sa, sb = rows_a[k]["scores"] or {}, rows_b[k]["scores"] or {}
-        key = "exact_match" if "exact_match" in sa and "exact_match" in sb else "format_validity"
-        if key in sa and key in sb:
-            if sa[key] > sb[key]:
-                regressed.append(_flip(k, rows_a[k], rows_b[k]) | {"metric": key})
-            elif sa[key] < sb[key]:
-                improved.append(_flip(k, rows_a[k], rows_b[k]) | {"metric": key})
-        if "squared_error" in sa and "squared_error" in sb and sb["squared_error"] > sa["squared_error"]:
-            error_up.append(_flip(k, rows_a[k], rows_b[k])
-                            | {"error_a": abs(sa["answer_num"] - sa["expected_num"]),
-                               "error_b": abs(sb["answer_num"] - sb["expected_num"])})
-    error_up.sort(key=lambda r: r["error_b"] - r["error_a"], reverse=True)
-    return {"pass_to_fail": regressed, "fail_to_pass": improved,
-            "biggest_error_increases": error_up[:FLIPPED_LIMIT]}
+def _details(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The first answered sample of each row id (else its first sample)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["row_id"] not in out or (out[r["row_id"]].get("error") is not None
+                                      and r.get("error") is None):
+            out[r["row_id"]] = r
+    return out
 
 
-def _warnings(run_a: dict[str, Any], run_b: dict[str, Any], rows_a: dict[Any, Any],
-              rows_b: dict[Any, Any], common: list[Any]) -> list[str]:
+def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
+    run_a, run_b = sa.run, sb.run
     out = []
     if run_a["evalset_version"] != run_b["evalset_version"]:
         out.append("A and B used different eval set versions: only rows with the same id are "
@@ -158,22 +389,108 @@ def _warnings(run_a: dict[str, Any], run_b: dict[str, Any], rows_a: dict[Any, An
     if run_a["model"] == run_b["model"] and fa and fb and fa != fb:
         out.append(f"the server reported different system fingerprints ({', '.join(sorted(fa))} "
                    f"vs {', '.join(sorted(fb))}): the model behind the name may have changed")
-    if len(common) < max(len(rows_a), len(rows_b)):
-        out.append(f"{len(rows_a) - len(common)} row(s) only in A and {len(rows_b) - len(common)} "
-                   "only in B are not compared")
+    only_a, only_b = len(sa.ids) - pairs.a.size, len(sb.ids) - pairs.b.size
+    if only_a or only_b:
+        out.append(f"{only_a} row(s) only in A and {only_b} only in B are not compared")
+    excluded = int(pairs.a.size - pairs.answered.sum())
+    if excluded:
+        out.append(f"{excluded} row(s) with a failed request on either side are not compared "
+                   "(errors are not wrong answers)")
+    ka, kb = sa.max_samples, sb.max_samples
+    if ka != kb:
+        out.append(f"A has {ka} sample(s) per row and B {kb}: each row's samples are pooled")
     return out
 
 
+def _run_brief(run: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "created_at", "status", "prompt_name", "prompt_path", "prompt_version",
+            "git_commit", "git_dirty", "git_branch", "model", "endpoint", "evalset_path",
+            "evalset_version", "metrics", "summary")
+    return {k: run.get(k) for k in keep}
+
+
+def compare_runs(store: Store, a_ref: str, b_ref: str) -> dict[str, Any]:
+    """Paired comparison of run B against run A (B - A), by row id.
+
+    Per metric: A and B on the paired rows, the delta, a 95% paired bootstrap
+    interval of the delta and a p-value (exact McNemar for 0/1 scores, paired
+    permutation otherwise); the run-level values as `a_run` and `b_run`. Then
+    the rows that flipped and the warnings that make a comparison suspect.
+    """
+    from promptctl.prompts import LOWER_IS_BETTER
+
+    run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
+    sa, sb = _side(store, run_a), _side(store, run_b)
+    pairs = _pairs(sa, sb)
+    metrics_a, metrics_b = run_a.get("metrics") or {}, run_b.get("metrics") or {}
+    names = [m for m in metrics_b if m in metrics_a]
+    tested = _run_plans(_plans(names, pairs, sa, sb))
+    metrics: dict[str, Any] = {}
+    for name in names:
+        if name not in tested:
+            continue
+        entry: dict[str, Any] = dict(tested[name])
+        entry.update(a_run=(metrics_a[name] or {}).get("value"),
+                     b_run=(metrics_b[name] or {}).get("value"),
+                     higher_is_better=name not in LOWER_IS_BETTER)
+        if entry["delta"] is not None:
+            worse = entry["delta"] > 0 if name in LOWER_IS_BETTER else entry["delta"] < 0
+            entry["direction"] = "same" if entry["delta"] == 0 else ("worse" if worse else "better")
+        metrics[name] = entry
+    answered = int(pairs.answered.sum())
+    return {
+        "a": _run_brief(run_a), "b": _run_brief(run_b), "metrics": metrics,
+        "paired_rows": answered, "only_in_a": len(sa.ids) - int(pairs.a.size),
+        "only_in_b": len(sb.ids) - int(pairs.b.size),
+        "errors_excluded": int(pairs.a.size) - answered,
+        "samples": {"a": sa.max_samples, "b": sb.max_samples},
+        "flipped": _flipped(store, sa, sb, pairs),
+        "warnings": _warnings(sa, sb, pairs),
+    }
+
+
+# --- choosing runs --------------------------------------------------------------------------
+
+
+def _newest(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Clean work trees first, then the newest."""
+    return max(runs, key=lambda r: (not r["git_dirty"], r["id"]), default=None)
+
+
 def find_run(store: Store, prompt: str, *, commit: str | None = None, model: str | None = None,
-             prompt_version: str | None = None) -> dict[str, Any] | None:
-    """The newest complete run of a prompt matching commit / model / version, clean trees first."""
-    candidates = [r for r in store.list_runs(prompt)
-                  if r["status"] == "complete"
-                  and (commit is None or r["git_commit"] == commit)
-                  and (model is None or r["model"] == model)
-                  and (prompt_version is None or r["prompt_version"] == prompt_version)]
-    candidates.sort(key=lambda r: (not r["git_dirty"], r["id"]), reverse=True)
-    return candidates[0] if candidates else None
+             prompt_version: str | None = None,
+             evalset_version: str | None = None) -> dict[str, Any] | None:
+    """The newest complete run of a prompt matching commit / model / versions, clean trees first."""
+    return _newest([r for r in store.list_runs(prompt)
+                    if r["status"] == "complete"
+                    and (commit is None or r["git_commit"] == commit)
+                    and (model is None or r["model"] == model)
+                    and (prompt_version is None or r["prompt_version"] == prompt_version)
+                    and (evalset_version is None or r["evalset_version"] == evalset_version)])
+
+
+def run_at_commit(store: Store, prompt: str, commit: str, *, model: str | None = None,
+                  prompt_version: str | None = None,
+                  evalset_version: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """The run that stands for `prompt` at `commit`, and a note when it ran elsewhere.
+
+    A run at that commit (with the prompt as committed, when its version is
+    known) comes first; else a run at another commit of the very same prompt
+    and eval set versions, which evaluates the same thing.
+    """
+    runs = [r for r in store.list_runs(prompt) if r["status"] == "complete"
+            and (model is None or r["model"] == model)]
+    here = _newest([r for r in runs if r["git_commit"] == commit
+                    and (prompt_version is None or r["prompt_version"] == prompt_version)])
+    if here is not None or prompt_version is None:
+        return here, None
+    same = _newest([r for r in runs if r["prompt_version"] == prompt_version
+                    and (evalset_version is None or r["evalset_version"] == evalset_version)])
+    if same is None:
+        return None, None
+    where = (same["git_commit"] or "no commit")[:12]
+    return same, (f"no run at {commit[:12]} itself: run {same['id']} (at {where}) evaluated the "
+                  "same prompt and eval set versions")
 
 
 def resolve_ref(root: Path, ref: str) -> str:
@@ -191,46 +508,144 @@ def resolve_ref(root: Path, ref: str) -> str:
                          fix="list runs with `promptctl runs`, or name a branch, tag or commit") from None
 
 
+# --- history ----------------------------------------------------------------------------------
+
+
 def history(store: Store, prompt: str, *, model: str | None = None,
             root: Path | None = None) -> dict[str, Any]:
-    """One entry per (prompt version, model), newest first, with its metrics and commit facts."""
-    seen: set[tuple[str, str]] = set()
-    entries = []
+    """One entry per (prompt version, model) with its newest complete run, newest version first.
+
+    Versions are ordered by when they came to be: the commit date of a clean
+    run (parents before children when dates tie), the run's own time for a run
+    on a dirty work tree or outside git. With `root`, each entry gets the
+    commit's date, author and subject from git.
+    """
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
     for run in store.list_runs(prompt):
         if run["status"] != "complete" or (model is not None and run["model"] != model):
             continue
         key = (run["prompt_version"], run["model"])
-        if key in seen:
-            continue
-        seen.add(key)
-        entries.append({"run": run["id"], "created_at": run["created_at"],
-                        "prompt_version": run["prompt_version"], "model": run["model"],
-                        "git_commit": run["git_commit"], "git_dirty": run["git_dirty"],
-                        "metrics": {k: (v or {}).get("value") for k, v in (run["metrics"] or {}).items()},
-                        "n": (run["summary"] or {}).get("n"),
-                        "errors": (run["summary"] or {}).get("errors")})
-    if root is not None:
-        _add_commit_facts(root, entries)
-    return {"prompt": prompt, "model": model, "versions": entries}
+        best = chosen.get(key)
+        if best is None or (best["git_dirty"] and not run["git_dirty"]):
+            chosen[key] = run
+    facts = _commit_facts(root, {r["git_commit"] for r in chosen.values()
+                                 if r["git_commit"]}) if root is not None else {}
+    depths = _depths(facts)
+    entries = []
+    for run in chosen.values():
+        fact = facts.get(run["git_commit"] or "", {})
+        summary = run.get("summary") or {}
+        entries.append({
+            "run": run["id"], "created_at": run["created_at"],
+            "prompt_version": run["prompt_version"], "model": run["model"],
+            "git_commit": run["git_commit"], "git_dirty": run["git_dirty"],
+            "date": fact.get("date"), "author": fact.get("author"), "subject": fact.get("subject"),
+            "evalset_version": run["evalset_version"],
+            "metrics": {k: (v or {}).get("value") for k, v in (run["metrics"] or {}).items()},
+            "n": summary.get("n"), "errors": summary.get("errors"),
+            "_order": _order_key(run, fact, depths),
+        })
+    entries.sort(key=lambda e: e.pop("_order"), reverse=True)
+    warnings = []
+    for m in sorted({e["model"] for e in entries}):
+        sets = {e["evalset_version"] for e in entries if e["model"] == m}
+        if len(sets) > 1:
+            warnings.append(f"{m}: the versions were evaluated on {len(sets)} different eval set "
+                            "versions, so their metrics are not strictly comparable")
+    return {"prompt": prompt, "model": model, "versions": entries, "warnings": warnings}
 
 
-def _add_commit_facts(root: Path, entries: list[dict[str, Any]]) -> None:
-    shas = {e["git_commit"] for e in entries if e["git_commit"]}
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _order_key(run: dict[str, Any], fact: dict[str, Any],
+               depths: dict[str, int]) -> tuple[float, int, str]:
+    if run["git_dirty"] or "time" not in fact:
+        return (_epoch(run["created_at"]), 0, run["id"])
+    return (float(fact["time"]), depths.get(run["git_commit"], 0), run["id"])
+
+
+def _depths(facts: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Per commit, the longest chain of parents among these commits: it orders commits
+    made within the same second (a rebase, a script) parents first."""
+    depth: dict[str, int] = {}
+    for start in facts:
+        stack = [start]
+        while stack:
+            sha = stack[-1]
+            if sha in depth:
+                stack.pop()
+                continue
+            parents = [p for p in facts[sha].get("parents", ()) if p in facts]
+            todo = [p for p in parents if p not in depth]
+            if todo:
+                stack.extend(todo)
+                continue
+            depth[sha] = 1 + max((depth[p] for p in parents), default=-1)
+            stack.pop()
+    return depth
+
+
+def _commit_facts(root: Path, shas: set[str]) -> dict[str, dict[str, Any]]:
+    """Date, author, subject and parents of each commit, read with one `git cat-file --batch`.
+
+    Commits the repository does not have (another clone, a rewritten history) are left out.
+    """
     if not shas:
-        return
-    import git
-
+        return {}
     try:
-        repo = git.Repo(root, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        return
-    facts: dict[str, dict[str, Any]] = {}
-    for sha in shas:
-        try:
-            c = repo.commit(sha)
-        except (ValueError, git.BadName):
+        done = subprocess.run(["git", "cat-file", "--batch"], cwd=root, capture_output=True,
+                              input="".join(f"{s}\n" for s in sorted(shas)).encode("ascii"),
+                              timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if done.returncode != 0:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    data, pos = done.stdout, 0
+    while pos < len(data):
+        end = data.index(b"\n", pos)
+        header = data[pos:end].split()
+        pos = end + 1
+        if len(header) != 3:  # "<sha> missing"
             continue
-        facts[sha] = {"date": c.committed_datetime.isoformat(), "author": c.author.name,
-                      "subject": c.summary}
-    for e in entries:
-        e.update(facts.get(e["git_commit"] or "", {"date": None, "author": None, "subject": None}))
+        sha, kind, size = header[0].decode(), header[1], int(header[2])
+        body = data[pos:pos + size]
+        pos += size + 1
+        if kind == b"commit":
+            out[sha] = _parse_commit(body)
+    return out
+
+
+def _parse_commit(body: bytes) -> dict[str, Any]:
+    head, _, message = body.partition(b"\n\n")
+    encoding = "utf-8"
+    parents: list[str] = []
+    author = committer = b""
+    for line in head.split(b"\n"):
+        field, _, value = line.partition(b" ")
+        if field == b"parent":
+            parents.append(value.decode("ascii"))
+        elif field == b"author":
+            author = value
+        elif field == b"committer":
+            committer = value
+        elif field == b"encoding":
+            encoding = value.decode("ascii", "replace")
+    try:
+        text = message.decode(encoding, "replace")
+    except LookupError:
+        text = message.decode("utf-8", "replace")
+    # git's %s: the first paragraph, lines joined by spaces.
+    subject = " ".join(text.strip().split("\n\n")[0].split())
+    name = author.rsplit(b" <", 1)[0].decode("utf-8", "replace") if author else None
+    when = committer.rsplit(b"> ", 1)[-1].split()
+    fact: dict[str, Any] = {"author": name, "subject": subject, "parents": parents}
+    if len(when) == 2:
+        seconds, tz = int(when[0]), when[1].decode("ascii")
+        sign = -1 if tz.startswith("-") else 1
+        offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5])) * sign
+        fact["time"] = seconds
+        fact["date"] = datetime.fromtimestamp(seconds, UTC).astimezone(timezone(offset)).isoformat()
+    return fact

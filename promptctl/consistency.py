@@ -6,7 +6,6 @@ measure how far it does not.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -14,19 +13,41 @@ from typing import Any
 from promptctl.metrics import share
 from promptctl.scoring import equals
 
-INVALID = "<invalid>"
+
+def _groups(samples: list[dict[str, Any]]) -> list[int]:
+    """Per sample the index of its answer among the row's distinct answers, answers being the
+    same when `equals` says so (7 and 7.0, "Paris" and "paris"); unreadable answers are one
+    answer of their own."""
+    heads: list[dict[str, Any] | None] = []
+    out = []
+    for r in samples:
+        for i, head in enumerate(heads):
+            if (head is None and not r.get("valid")) or (
+                    head is not None and r.get("valid") and equals(r.get("answer"),
+                                                                   head.get("answer"))):
+                out.append(i)
+                break
+        else:
+            heads.append(r if r.get("valid") else None)
+            out.append(len(heads) - 1)
+    return out
 
 
-def _key(row: dict[str, Any]) -> str:
-    if not row.get("valid"):
-        return INVALID
-    return json.dumps(row.get("answer"), sort_keys=True, ensure_ascii=False)
+def _hit(row: dict[str, Any]) -> bool:
+    """The sample's exact match: its score when exact_match was scored, else the same test."""
+    scores = row.get("scores") or {}
+    if "exact_match" in scores:
+        return bool(scores["exact_match"])
+    return bool(row.get("valid")) and equals(row.get("answer"), row.get("expected"))
 
 
 def analyze(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     """Stability figures over the eval rows of a run with several samples per row.
 
-    Returns None when no row has more than one sample. Error rows are left out.
+    Returns None when no row has more than one sample. Error rows are left out;
+    a row left with a single answer tells nothing about stability and is not
+    counted in the agreement figures, and pass@k and pass^k count only rows
+    with all k samples (fewer would understate pass@k and overstate pass^k).
     """
     by_row: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -34,32 +55,37 @@ def analyze(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
             by_row.setdefault(row["row_id"], []).append(row)
     if not any(len(samples) > 1 for samples in by_row.values()):
         return None
+    k = max(len(s) for s in by_row.values())
     agreement, stable, any_hit, all_hit, majority_hit = [], [], [], [], []
     flaky = []
     for row_id, samples in by_row.items():
         samples.sort(key=lambda r: r["sample"])
-        keys = [_key(r) for r in samples]
+        keys = _groups(samples)
         counts = Counter(keys)
         top = max(counts.values())
         # Ties go to the answer seen first, so the vote is deterministic.
-        winner = next(k for k in keys if counts[k] == top)
-        agreement.append(top / len(keys))
-        stable.append(1.0 if len(counts) == 1 else 0.0)
+        winner = next(key for key in keys if counts[key] == top)
+        vote = samples[keys.index(winner)]
+        readable = bool(vote.get("valid"))
+        if len(samples) > 1:
+            agreement.append(top / len(keys))
+            stable.append(1.0 if len(counts) == 1 else 0.0)
         if len(counts) > 1:
             flaky.append({"row_id": row_id, "answers": [r.get("answer") if r.get("valid") else None
                                                         for r in samples],
-                          "agreement": top / len(keys)})
+                          "agreement": top / len(keys),
+                          "majority": vote.get("answer") if readable else None,
+                          "expected": samples[0].get("expected")})
         if samples[0].get("has_expected"):
-            hits = [bool((r.get("scores") or {}).get("exact_match")) for r in samples]
-            any_hit.append(1.0 if any(hits) else 0.0)
-            all_hit.append(1.0 if all(hits) else 0.0)
-            vote = samples[keys.index(winner)]
-            majority_hit.append(1.0 if winner != INVALID and equals(vote.get("answer"),
-                                                                    vote.get("expected")) else 0.0)
-    k = max(len(s) for s in by_row.values())
+            if len(samples) == k:
+                hits = [_hit(r) for r in samples]
+                any_hit.append(1.0 if any(hits) else 0.0)
+                all_hit.append(1.0 if all(hits) else 0.0)
+            majority_hit.append(1.0 if readable and equals(vote.get("answer"),
+                                                           vote.get("expected")) else 0.0)
     return {
         "k": k,
-        "rows": len(by_row),
+        "rows": len(agreement),
         "mean_agreement": share(agreement),
         "unstable_share": share([1.0 - s for s in stable]),
         "pass_at_k": share(any_hit),

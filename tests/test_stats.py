@@ -1,0 +1,337 @@
+"""Paired statistics against independent computations on hand-made data."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import stats as sp
+
+import promptctl.stats as S
+from promptctl.metrics import BOOTSTRAP_SEED, _pearson_rows, f1_macro, rankdata
+from promptctl.stats import (
+    Sums,
+    Table,
+    f1_macro_table,
+    mcnemar_exact,
+    paired_binary,
+    paired_continuous,
+    paired_resampling,
+    pearson_table,
+    rank_rows,
+    ratio,
+    ratio_sqrt,
+    spearman_table,
+)
+
+
+def binomial_two_sided(n01: int, n10: int) -> float:
+    """The exact McNemar p-value written out: 2 * P(X <= min) for X ~ Binomial(n01 + n10, 1/2)."""
+    m = n01 + n10
+    if m == 0:
+        return 1.0
+    tail = sum(math.comb(m, i) for i in range(min(n01, n10) + 1)) / 2 ** m
+    return min(1.0, 2 * tail)
+
+
+# --- McNemar -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n01", "n10"), [
+    (0, 0), (1, 0), (0, 1), (3, 0), (5, 5), (7, 2), (2, 7), (10, 1), (1, 25), (30, 45),
+    (120, 80), (400, 455), (0, 60),
+])
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_pairs(n01: int, n10: int) -> None:
+    expected = binomial_two_sided(n01, n10)
+    assert mcnemar_exact(n01, n10) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    if n01 + n10:
+        assert mcnemar_exact(n01, n10) == pytest.approx(
+            sp.binomtest(n01, n01 + n10, 0.5).pvalue, rel=1e-9, abs=1e-300)
+
+
+def test_mcnemar_with_huge_counts_stays_finite() -> None:
+    # The log-space sum must not overflow where comb(m, i) / 2**m would.
+    p = mcnemar_exact(50_000, 50_400)
+    assert 0 < p < 1
+    assert p == pytest.approx(sp.binomtest(50_000, 100_400, 0.5).pvalue, rel=1e-6)
+
+
+def test_paired_binary_counts_delta_and_p_value() -> None:
+    # 10 rows: 6 agree, 3 pass->fail (A=1, B=0), 1 fail->pass.
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 0, 1, 0], dtype=float)
+    b = np.array([1, 0, 0, 1, 1, 0, 0, 1, 1, 0], dtype=float)
+    r = paired_binary(a, b)
+    assert (r["n"], r["n01"], r["n10"]) == (10, 1, 3)
+    assert r["a"] == pytest.approx(0.7) and r["b"] == pytest.approx(0.5)
+    assert r["delta"] == pytest.approx(-0.2)
+    assert r["p_value"] == pytest.approx(binomial_two_sided(1, 3))  # 0.625
+    assert r["test"] == "mcnemar_exact"
+
+
+def test_paired_binary_bootstrap_is_the_multinomial_of_the_paired_table() -> None:
+    rng = np.random.default_rng(7)
+    a = (rng.random(300) < 0.6).astype(float)
+    b = np.where(rng.random(300) < 0.15, 1 - a, a)
+    r = paired_binary(a, b)
+    # Independent computation: resampling rows = multinomial draws of the cell counts.
+    n01 = int(((a == 0) & (b == 1)).sum())
+    n10 = int(((a == 1) & (b == 0)).sum())
+    counts = np.random.default_rng(BOOTSTRAP_SEED).multinomial(
+        300, np.array([n01, n10, 300 - n01 - n10]) / 300, size=1000)
+    lo, hi = np.percentile((counts[:, 0] - counts[:, 1]) / 300, [2.5, 97.5])
+    assert r["ci95"] == [pytest.approx(lo), pytest.approx(hi)]
+    assert r["ci95"][0] <= r["delta"] <= r["ci95"][1]
+    # A fixed seed gives a fixed interval; another seed another one.
+    assert paired_binary(a, b)["ci95"] == r["ci95"]
+    assert paired_binary(a, b, seed=1)["ci95"] != r["ci95"]
+
+
+def test_paired_binary_identical_sides_give_zero_and_p_one() -> None:
+    a = np.array([1, 0, 1, 1, 0, 1], dtype=float)
+    r = paired_binary(a, a.copy())
+    assert r["delta"] == 0 and r["p_value"] == 1.0 and r["ci95"] == [0.0, 0.0]
+
+
+def test_paired_binary_with_no_rows_has_no_delta() -> None:
+    r = paired_binary(np.array([]), np.array([]))
+    assert r["delta"] is None and r["p_value"] is None and r["n"] == 0
+
+
+# --- the row-resampling reference ---------------------------------------------------------
+
+
+def reference(a: np.ndarray, b: np.ndarray, statistic: Any, resamples: int = 1000,
+              permutations: int = 2000, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """Paired bootstrap and permutation test spelled out row by row, one resample at a time."""
+    n = a.shape[0]
+    observed = float(statistic(b[None])[0] - statistic(a[None])[0])
+    rng = np.random.default_rng(seed)
+    draws = []
+    chunk = max(1, 2_000_000 // n)  # metrics.bootstrap draws its indices in chunks this size
+    while len(draws) < resamples:
+        idx = rng.integers(0, n, size=(min(chunk, resamples - len(draws)), n))
+        for row in idx:
+            draws.append(float(statistic(b[row][None])[0] - statistic(a[row][None])[0]))
+    draws_arr = np.array(draws)
+    lo, hi = np.percentile(draws_arr[np.isfinite(draws_arr)], [2.5, 97.5])
+    rng = np.random.default_rng(seed + 1)
+    extreme = 0
+    for _ in range(permutations):
+        swap = rng.random(n) < 0.5
+        if a.ndim == 2:
+            swap = swap[:, None]
+        pa, pb = np.where(swap, b, a), np.where(swap, a, b)
+        diff = float(statistic(pb[None])[0] - statistic(pa[None])[0])
+        extreme += abs(diff) >= abs(observed) - 1e-12 * max(1.0, abs(observed))
+    return {"delta": observed, "ci95": [float(lo), float(hi)],
+            "p_value": (extreme + 1) / (permutations + 1)}
+
+
+def rmse_rows(m: np.ndarray) -> np.ndarray:
+    return np.asarray(np.sqrt(m.mean(axis=-1)))
+
+
+def pearson_rows(m: np.ndarray) -> np.ndarray:
+    return _pearson_rows(m[..., 0], m[..., 1])
+
+
+def spearman_rows(m: np.ndarray) -> np.ndarray:
+    return _pearson_rows(rankdata(m[..., 0]), rankdata(m[..., 1]))
+
+
+def scores_data(n: int, changed: float, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer scores 0..10: expected, A's answers, B's answers (B changes some of A's)."""
+    rng = np.random.default_rng(seed)
+    expected = rng.integers(0, 11, n).astype(float)
+    xa = np.clip(expected + rng.integers(-2, 3, n), 0, 10)
+    xb = xa.copy()
+    move = rng.random(n) < changed
+    xb[move] = np.clip(expected[move] + rng.integers(-2, 3, int(move.sum())), 0, 10)
+    return expected, xa, xb
+
+
+def test_paired_continuous_matches_the_row_by_row_reference() -> None:
+    e, xa, xb = scores_data(60, 0.3)
+    sa, sb = (xa - e) ** 2, (xb - e) ** 2
+    got = paired_continuous(sa, sb, rmse_rows)
+    ref = reference(sa, sb, rmse_rows)
+    assert got["delta"] == pytest.approx(ref["delta"], abs=1e-12)
+    assert got["ci95"] == pytest.approx(ref["ci95"], abs=1e-12)
+    assert got["p_value"] == ref["p_value"]
+    assert 0.01 < got["p_value"] < 1  # a p-value that the test can get wrong
+    assert got["a"] == pytest.approx(math.sqrt(sa.mean()))
+    assert got["b"] == pytest.approx(math.sqrt(sb.mean()))
+
+
+def test_paired_continuous_is_seeded() -> None:
+    e, xa, xb = scores_data(80, 0.4)
+    sa, sb = (xa - e) ** 2, (xb - e) ** 2
+    first = paired_continuous(sa, sb, rmse_rows)
+    assert paired_continuous(sa, sb, rmse_rows) == first
+    other = paired_continuous(sa, sb, rmse_rows, seed=5)
+    assert other["delta"] == first["delta"] and other["ci95"] != first["ci95"]
+
+
+def test_paired_continuous_identical_sides_give_zero_and_p_one() -> None:
+    e, xa, _ = scores_data(50, 0)
+    sa = (xa - e) ** 2
+    r = paired_continuous(sa, sa.copy(), rmse_rows)
+    assert r["delta"] == 0 and r["p_value"] == 1.0 and r["ci95"] == [0.0, 0.0]
+
+
+def test_permutation_p_value_is_close_to_the_exact_one_on_few_rows() -> None:
+    # With 12 rows every one of the 2**12 swap patterns can be enumerated.
+    a = np.array([4.0, 1, 0, 9, 1, 0, 4, 0, 1, 1, 0, 16])
+    b = np.array([1.0, 0, 0, 1, 1, 0, 0, 0, 4, 0, 0, 4])
+    observed = math.sqrt(b.mean()) - math.sqrt(a.mean())
+    hits = 0
+    for pattern in itertools.product((False, True), repeat=a.size):
+        swap = np.array(pattern)
+        pa, pb = np.where(swap, b, a), np.where(swap, a, b)
+        hits += abs(math.sqrt(pb.mean()) - math.sqrt(pa.mean())) >= abs(observed) - 1e-12
+    exact = hits / 2 ** a.size
+    got = paired_continuous(a, b, rmse_rows)["p_value"]
+    # 2000 random permutations: within four standard errors of the exact p-value.
+    assert abs(got - exact) < 4 * math.sqrt(exact * (1 - exact) / 2000) + 1e-3
+    assert 0.01 < exact < 0.5
+
+
+def test_a_constant_side_has_no_correlation_and_no_delta() -> None:
+    e = np.arange(10, dtype=float)
+    a = np.stack([np.full(10, 5.0), e], axis=1)
+    b = np.stack([e, e], axis=1)
+    r = paired_continuous(a, b, pearson_rows)
+    assert r["delta"] is None and r["p_value"] is None and r["a"] is None and r["b"] == 1.0
+
+
+# --- totals and tables give the same numbers as row resampling ---------------------------
+
+
+def sums_of(values_a: np.ndarray, values_b: np.ndarray, finish: Any) -> Sums:
+    ones = np.ones(values_a.size)
+    return Sums(np.vstack([values_a, ones]), np.vstack([values_b, ones]), finish)
+
+
+def joint_table(e: np.ndarray, xa: np.ndarray, xb: np.ndarray,
+                finish: Any) -> tuple[Table, np.ndarray, np.ndarray]:
+    ux = np.unique(np.concatenate([xa, xb]))
+    uy = np.unique(e)
+    rows = np.arange(e.size)
+    cells = [np.searchsorted(ux, x) * uy.size + np.searchsorted(uy, e) for x in (xa, xb)]
+    ones = np.ones(e.size)
+    fin = finish(ux, uy) if finish is pearson_table else finish
+    return Table((rows, cells[0], ones), (rows, cells[1], ones), (ux.size, uy.size), fin), ux, uy
+
+
+@pytest.mark.parametrize("n", [40, 700])
+def test_totals_and_tables_match_row_resampling(n: int) -> None:
+    e, xa, xb = scores_data(n, 0.25, seed=n)
+    stats_ = {
+        "rmse": sums_of((xa - e) ** 2, (xb - e) ** 2, ratio_sqrt),
+        "mae": sums_of(abs(xa - e), abs(xb - e), ratio),
+        "pearson": joint_table(e, xa, xb, pearson_table)[0],
+        "spearman": joint_table(e, xa, xb, spearman_table)[0],
+    }
+    got = paired_resampling(n, stats_)
+    pairs_a, pairs_b = np.stack([xa, e], axis=1), np.stack([xb, e], axis=1)
+    want = {
+        "rmse": paired_continuous((xa - e) ** 2, (xb - e) ** 2, rmse_rows),
+        "mae": paired_continuous(abs(xa - e), abs(xb - e), lambda m: m.mean(axis=-1)),
+        "pearson": paired_continuous(pairs_a, pairs_b, pearson_rows),
+        "spearman": paired_continuous(pairs_a, pairs_b, spearman_rows),
+    }
+    for name in stats_:
+        g, w = got[name], want[name]
+        assert g["delta"] == pytest.approx(w["delta"], abs=1e-12), name
+        assert g["a"] == pytest.approx(w["a"], abs=1e-12), name
+        assert g["ci95"] == pytest.approx(w["ci95"], abs=1e-12), name
+        assert g["p_value"] == w["p_value"], name
+        assert g["n"] == n
+    assert any(0.01 < got[k]["p_value"] < 0.9 for k in got)  # not all at the floor
+
+
+def test_two_threads_give_the_numbers_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    e, xa, xb = scores_data(500, 0.3)
+    stat = {"rmse": sums_of((xa - e) ** 2, (xb - e) ** 2, ratio_sqrt)}
+    monkeypatch.setattr(S, "_PARALLEL_CELLS", 0)
+    parallel = paired_resampling(500, stat)
+    monkeypatch.setattr(S, "_PARALLEL_CELLS", 10 ** 18)
+    assert paired_resampling(500, stat) == parallel
+
+
+def test_rows_with_several_samples_move_together() -> None:
+    # Each row is a cluster: (sum of squared errors, number of samples).
+    rng = np.random.default_rng(11)
+    n = 50
+    count_a = rng.integers(1, 4, n).astype(float)
+    count_b = rng.integers(1, 4, n).astype(float)
+    sq_a = rng.integers(0, 5, n) * count_a
+    sq_b = rng.integers(0, 3, n) * count_b
+    r = paired_resampling(n, {"rmse": Sums(np.vstack([sq_a, count_a]), np.vstack([sq_b, count_b]),
+                                           ratio_sqrt)})["rmse"]
+    assert r["a"] == pytest.approx(math.sqrt(sq_a.sum() / count_a.sum()))
+    assert r["b"] == pytest.approx(math.sqrt(sq_b.sum() / count_b.sum()))
+    # Independent cluster bootstrap with the same indices.
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    idx = rng.integers(0, n, size=(1000, n))
+    draws = (np.sqrt(sq_b[idx].sum(1) / count_b[idx].sum(1))
+             - np.sqrt(sq_a[idx].sum(1) / count_a[idx].sum(1)))
+    assert r["ci95"] == pytest.approx(list(np.percentile(draws, [2.5, 97.5])), abs=1e-12)
+    # Independent cluster permutation with the same swaps.
+    rng = np.random.default_rng(BOOTSTRAP_SEED + 1)
+    swap = rng.random((2000, n)) < 0.5
+    tb = np.where(swap, sq_a, sq_b).sum(1) / np.where(swap, count_a, count_b).sum(1)
+    ta = np.where(swap, sq_b, sq_a).sum(1) / np.where(swap, count_b, count_a).sum(1)
+    extreme = np.sum(np.abs(np.sqrt(tb) - np.sqrt(ta)) >= abs(r["delta"]) - 1e-12)
+    assert r["p_value"] == (extreme + 1) / 2001
+
+
+def test_identical_sides_through_totals_give_zero_and_p_one() -> None:
+    e, xa, _ = scores_data(200, 0)
+    r = paired_resampling(200, {"rmse": sums_of((xa - e) ** 2, (xa - e) ** 2, ratio_sqrt),
+                                "spearman": joint_table(e, xa, xa, spearman_table)[0]})
+    for name in r:
+        assert r[name]["delta"] == 0 and r[name]["p_value"] == 1.0, name
+        assert r[name]["ci95"] == [0.0, 0.0], name
+
+
+def test_no_rows() -> None:
+    r = paired_resampling(0, {"rmse": sums_of(np.array([]), np.array([]), ratio_sqrt)})
+    assert r["rmse"]["delta"] is None and r["rmse"]["n"] == 0
+
+
+# --- finishing functions against scipy and metrics ---------------------------------------
+
+
+def test_table_correlations_match_scipy() -> None:
+    e, xa, _ = scores_data(300, 0)
+    for finish, reference_fn in ((pearson_table, sp.pearsonr), (spearman_table, sp.spearmanr)):
+        table, ux, uy = joint_table(e, xa, xa, finish)
+        counts = np.zeros(table.cells)
+        np.add.at(counts, table.a[1], 1)
+        got = table.finish(counts.reshape(1, *table.shape))[0]
+        assert got == pytest.approx(reference_fn(xa, e).statistic, abs=1e-12)
+
+
+def test_average_ranks_match_scipy() -> None:
+    m = np.array([[3.0, 1, 2, 2, 5, 1], [0.5, 0.5, 0.5, 0.1, 9, 9]])
+    assert rank_rows(m) == pytest.approx(sp.rankdata(m, axis=1))
+    assert rank_rows(m[0]) == pytest.approx(sp.rankdata(m[0]))
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 30, (7, 200)).astype(float)
+    assert rank_rows(big) == pytest.approx(sp.rankdata(big, axis=1))
+
+
+def test_f1_macro_table_matches_metrics() -> None:
+    labels = ["neg", "neu", "pos"]
+    rng = np.random.default_rng(2)
+    expected = [labels[i] for i in rng.integers(0, 3, 90)]
+    answers: list[str | None] = [labels[i] if i < 3 else None for i in rng.integers(0, 4, 90)]
+    size = len(labels)
+    table = np.zeros((size + 1, size))
+    for x, y in zip(answers, expected, strict=True):
+        table[size if x is None else labels.index(x), labels.index(y)] += 1
+    assert f1_macro_table(table[None])[0] == pytest.approx(f1_macro(answers, expected)["value"])
