@@ -44,18 +44,22 @@ def _hit(row: dict[str, Any]) -> bool:
 def analyze(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     """Stability figures over the eval rows of a run with several samples per row.
 
-    Returns None when no row has more than one sample. Error rows are left out;
+    Returns None when every row was sampled once. Error rows are left out;
     a row left with a single answer tells nothing about stability and is not
     counted in the agreement figures, and pass@k and pass^k count only rows
     with all k samples (fewer would understate pass@k and overstate pass^k).
     """
     by_row: dict[str, list[dict[str, Any]]] = {}
+    sent: Counter[str] = Counter()
     for row in rows:
-        if row["kind"] == "eval" and row.get("error") is None:
-            by_row.setdefault(row["row_id"], []).append(row)
-    if not any(len(samples) > 1 for samples in by_row.values()):
+        if row["kind"] == "eval":
+            sent[row["row_id"]] += 1
+            if row.get("error") is None:
+                by_row.setdefault(row["row_id"], []).append(row)
+    # k is the samples asked for per row, failed requests included.
+    k = max(sent.values(), default=0)
+    if k < 2 or not by_row:
         return None
-    k = max(len(s) for s in by_row.values())
     agreement, stable, any_hit, all_hit, majority_hit = [], [], [], [], []
     flaky = []
     for row_id, samples in by_row.items():
