@@ -62,6 +62,11 @@ class Store:
     def score_columns(self, run_id: str, kind: str = "eval") -> dict[str, list[Any]]:
         raise NotImplementedError
 
+    def score_columns_of(self, run_ids: Sequence[str],
+                         kind: str = "eval") -> list[dict[str, list[Any]]]:
+        """`score_columns` of several runs."""
+        return [self.score_columns(r, kind) for r in run_ids]
+
     def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
                    columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -244,26 +249,27 @@ class SQLiteStore(Store):
         One aggregate query: comparing runs of 100,000 rows must not build 100,000 row dicts.
         `ok` is False for a row whose request failed; its scores are None.
         """
-        sql = ("SELECT json_group_array(row_id), json_group_array(sample), "
-               "json_group_array(error IS NULL), "
-               "'[' || group_concat(coalesce(scores, 'null'), ',') || ']' "
-               "FROM rows WHERE run_id = ? AND kind = ?")
-        try:
-            found = self.conn.execute(sql, (run_id, kind)).fetchone()
-        except sqlite3.OperationalError:  # an SQLite built without JSON functions
-            found = None
-        if found is not None and found[3] is not None:
-            # All four aggregates see the rows in one scan, in the same order.
-            ids, samples, ok, scores = (json.loads(v) for v in found)
-            return {"row_id": ids, "sample": samples, "ok": [bool(v) for v in ok], "scores": scores}
-        cols: dict[str, list[Any]] = {"row_id": [], "sample": [], "ok": [], "scores": []}
-        for r in self.conn.execute("SELECT row_id, sample, error IS NULL, scores FROM rows "
-                                   "WHERE run_id = ? AND kind = ?", (run_id, kind)):
-            cols["row_id"].append(r[0])
-            cols["sample"].append(r[1])
-            cols["ok"].append(bool(r[2]))
-            cols["scores"].append(None if r[3] is None else json.loads(r[3]))
-        return cols
+        return _score_columns(self.conn, run_id, kind)
+
+    def score_columns_of(self, run_ids: Sequence[str],
+                         kind: str = "eval") -> list[dict[str, list[Any]]]:
+        """`score_columns` of several runs, each but the first read on a connection of its own
+        in a thread: SQLite's scan of one overlaps the JSON decoding of another."""
+        if self.path == ":memory:" or len(run_ids) < 2:
+            return super().score_columns_of(run_ids, kind)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def read(run_id: str) -> dict[str, list[Any]]:
+            conn = sqlite3.connect(self.path, timeout=60.0)
+            try:
+                return _score_columns(conn, run_id, kind)
+            finally:
+                conn.close()
+
+        with ThreadPoolExecutor(max_workers=len(run_ids) - 1) as pool:
+            others = [pool.submit(read, r) for r in run_ids[1:]]
+            first = self.score_columns(run_ids[0], kind)
+            return [first, *(f.result() for f in others)]
 
     def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
                    columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -332,3 +338,26 @@ class _Tx:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str) -> dict[str, list[Any]]:
+    sql = ("SELECT json_group_array(row_id), json_group_array(sample), "
+           "json_group_array(error IS NULL), "
+           "'[' || group_concat(coalesce(scores, 'null'), ',') || ']' "
+           "FROM rows WHERE run_id = ? AND kind = ?")
+    try:
+        found = conn.execute(sql, (run_id, kind)).fetchone()
+    except sqlite3.OperationalError:  # an SQLite built without JSON functions
+        found = None
+    if found is not None and found[3] is not None:
+        # All four aggregates see the rows in one scan, in the same order.
+        ids, samples, ok, scores = (json.loads(v) for v in found)
+        return {"row_id": ids, "sample": samples, "ok": [bool(v) for v in ok], "scores": scores}
+    cols: dict[str, list[Any]] = {"row_id": [], "sample": [], "ok": [], "scores": []}
+    for r in conn.execute("SELECT row_id, sample, error IS NULL, scores FROM rows "
+                          "WHERE run_id = ? AND kind = ?", (run_id, kind)):
+        cols["row_id"].append(r[0])
+        cols["sample"].append(r[1])
+        cols["ok"].append(bool(r[2]))
+        cols["scores"].append(None if r[3] is None else json.loads(r[3]))
+    return cols
