@@ -74,10 +74,9 @@ class _Side:
                 np.bincount(self.row[keep], minlength=size).astype(np.float64))
 
 
-def _side(store: Store, run: dict[str, Any]) -> _Side:
+def _side(run: dict[str, Any], cols: dict[str, list[Any]]) -> _Side:
     import numpy as np
 
-    cols = store.score_columns(run["id"], kind="eval")
     ids = cols["row_id"]
     index = dict(zip(ids, range(len(ids)), strict=True))
     if len(index) == len(ids):  # one sample per row
@@ -420,7 +419,8 @@ def compare_runs(store: Store, a_ref: str, b_ref: str) -> dict[str, Any]:
     from promptctl.prompts import LOWER_IS_BETTER
 
     run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
-    sa, sb = _side(store, run_a), _side(store, run_b)
+    cols_a, cols_b = store.score_columns_of([run_a["id"], run_b["id"]], kind="eval")
+    sa, sb = _side(run_a, cols_a), _side(run_b, cols_b)
     pairs = _pairs(sa, sb)
     metrics_a, metrics_b = run_a.get("metrics") or {}, run_b.get("metrics") or {}
     names = [m for m in metrics_b if m in metrics_a]
