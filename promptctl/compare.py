@@ -100,9 +100,12 @@ class _Pairs:
 def _pairs(sa: _Side, sb: _Side) -> _Pairs:
     import numpy as np
 
-    common = [(i, sb.index[r]) for i, r in enumerate(sa.ids) if r in sb.index]
-    ia = np.array([c[0] for c in common], dtype=np.int64)
-    ib = np.array([c[1] for c in common], dtype=np.int64)
+    if sa.ids == sb.ids:  # the same eval set in the same order: the usual case
+        ia = ib = np.arange(len(sa.ids))
+    else:
+        common = [(i, sb.index[r]) for i, r in enumerate(sa.ids) if r in sb.index]
+        ia = np.array([c[0] for c in common], dtype=np.int64)
+        ib = np.array([c[1] for c in common], dtype=np.int64)
     ok_a = np.bincount(sa.row[sa.ok], minlength=len(sa.ids)) > 0
     ok_b = np.bincount(sb.row[sb.ok], minlength=len(sb.ids)) > 0
     return _Pairs(ia, ib, ok_a[ia] & ok_b[ib])
