@@ -5,12 +5,12 @@ test; continuous ones (squared error, absolute error, correlations) get a
 paired permutation test. Deltas get a paired bootstrap interval. Every random
 draw uses a fixed seed, so the same pair of runs always gives the same numbers.
 
-Runs of 100,000 rows are compared in about a second: a statistic is computed
-from totals (`Sums`) or from a contingency table (`Table`), so a resample or a
-permutation costs a matrix product instead of a pass over copied rows, and a
-permutation only touches the rows where A and B differ. The random draws are
-the same as resampling row by row would make (`paired_continuous`), so both
-give the same numbers.
+For runs of 100,000 rows a statistic is computed from totals (`Sums`) or from
+a contingency table (`Table`): a resample costs a gather and a sum instead of
+copies of every row, and a permutation touches only the rows where A and B
+differ, so the time goes mostly to drawing the random numbers. The draws are
+those that resampling row by row makes (`paired_continuous`), so both give the
+same numbers.
 """
 
 from __future__ import annotations
@@ -195,19 +195,24 @@ class Table:
 Statistic = Sums | Table
 
 
-def _table_of(weights: FloatArray, entries: tuple[IntArray, IntArray, FloatArray],
-              cells: int) -> FloatArray:
-    """(k, cells) tables from (k, n) row weights (resample counts or swap indicators)."""
-    rows, cell, w = entries
-    k = weights.shape[0]
-    out = np.zeros((k, cells))
-    if rows.size == 0:
+class _Entries:
+    """Table entries sorted by cell, so that a table is one gather and one reduceat."""
+
+    def __init__(self, entries: tuple[IntArray, IntArray, FloatArray]) -> None:
+        rows, cell, w = entries
+        order = np.argsort(cell, kind="stable")
+        self.rows, cell, self.w = rows[order], cell[order], w[order]
+        self.starts = np.flatnonzero(np.concatenate(([True], cell[1:] != cell[:-1]))) \
+            if cell.size else np.zeros(0, dtype=np.int64)
+        self.cells = cell[self.starts]
+
+    def tables(self, weights: FloatArray, cells: int) -> FloatArray:
+        """(k, cells) tables from (k, n) row weights (resample counts or swap indicators)."""
+        out = np.zeros((weights.shape[0], cells))
+        if self.rows.size:
+            out[:, self.cells] = np.add.reduceat(weights[:, self.rows] * self.w, self.starts,
+                                                 axis=1)
         return out
-    order = np.argsort(cell, kind="stable")
-    rows, cell, w = rows[order], cell[order], w[order]
-    starts = np.flatnonzero(np.concatenate(([True], cell[1:] != cell[:-1])))
-    out[:, cell[starts]] = np.add.reduceat(weights[:, rows] * w, starts, axis=1)
-    return out
 
 
 class _Draw:
@@ -242,11 +247,12 @@ class _Prepared:
             self.delta = np.ascontiguousarray(diff[:, self.moved].T)
         else:
             ones = np.ones((1, n))
-            self.total_a = _table_of(ones, stat.a, stat.cells)[0]
-            self.total_b = _table_of(ones, stat.b, stat.cells)[0]
+            self.entries = (_Entries(stat.a), _Entries(stat.b))
+            self.total_a = self.entries[0].tables(ones, stat.cells)[0]
+            self.total_b = self.entries[1].tables(ones, stat.cells)[0]
             rows, cell, w = _net_entries(stat.a, stat.b, stat.cells)
             self.moved, position = np.unique(rows, return_inverse=True)
-            self.delta_entries = (position.ravel(), cell, w)
+            self.delta_entries = _Entries((position.ravel(), cell, w))
             self.codes = (_one_cell_per_row(stat.a, n), _one_cell_per_row(stat.b, n))
 
     def finish(self, totals: FloatArray) -> FloatArray:
@@ -269,7 +275,7 @@ class _Prepared:
         step = max(1, 2_000_000 // cells)
         for start in range(0, draw.idx.shape[0], step):
             tables = []
-            for side, codes in zip((self.stat.a, self.stat.b), self.codes, strict=True):
+            for side, codes in zip(self.entries, self.codes, strict=True):
                 if codes is not None:
                     # One cell per row: the table is a count of the resampled rows' cells.
                     picked = codes[draw.idx[start:start + step]]
@@ -278,7 +284,7 @@ class _Prepared:
                     tables.append(np.bincount(flat, minlength=k * cells).reshape(k, cells)
                                   .astype(np.float64))
                 else:
-                    tables.append(_table_of(draw.counts[start:start + step], side, cells))
+                    tables.append(side.tables(draw.counts[start:start + step], cells))
             out.append(self.finish(tables[1]) - self.finish(tables[0]))
         return np.concatenate(out)
 
@@ -299,7 +305,7 @@ class _Prepared:
         if isinstance(self.stat, Sums):
             shift = swap @ self.delta
         else:
-            shift = _table_of(swap, self.delta_entries, self.stat.cells)
+            shift = self.delta_entries.tables(swap, self.stat.cells)
         return self.finish(self.total_b + shift) - self.finish(self.total_a - shift)
 
 

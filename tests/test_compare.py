@@ -230,6 +230,14 @@ def test_repeated_samples_of_a_row_stay_together(store: SQLiteStore) -> None:
     rmse = r["metrics"]["rmse"]
     assert rmse["a"] == pytest.approx(math.sqrt((1 + 1 + 16) / 12))
     assert rmse["b"] == pytest.approx(math.sqrt((1 + 9 + 9 + 16) / 12))
+    # Correlations pool every sample; resampling still moves whole rows.
+    expected = [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    spearman = r["metrics"]["spearman"]
+    assert spearman["a"] == pytest.approx(sp.spearmanr([1, 0, 0, 2, 2, 2, 3, 3, 3, 4, 4, 0],
+                                                       expected).statistic)
+    assert spearman["b"] == pytest.approx(sp.spearmanr([1, 1, 0, 2, 2, 2, 3, 0, 0, 4, 4, 0],
+                                                       expected).statistic)
+    assert spearman["n"] == 4 and spearman["ci95"] is not None
 
 
 def test_different_sample_counts_are_pooled_with_a_warning(store: SQLiteStore) -> None:

@@ -335,3 +335,40 @@ def test_f1_macro_table_matches_metrics() -> None:
     for x, y in zip(answers, expected, strict=True):
         table[size if x is None else labels.index(x), labels.index(y)] += 1
     assert f1_macro_table(table[None])[0] == pytest.approx(f1_macro(answers, expected)["value"])
+
+
+def test_tables_of_rows_with_several_samples_match_pooled_resampling() -> None:
+    """Spearman over every sample, rows resampled and swapped whole, against a plain loop."""
+    rng = np.random.default_rng(4)
+    n = 25
+    samples_a = [[(int(rng.integers(0, 5)), y) for _ in range(int(rng.integers(1, 4)))]
+                 for y in rng.integers(0, 5, n)]
+    samples_b = [[(min(4, x + int(rng.random() < 0.3)), y) for x, y in row] for row in samples_a]
+
+    def entries(samples: list[list[tuple[int, int]]]) -> tuple[Any, Any, Any]:
+        rows = [i for i, row in enumerate(samples) for _ in row]
+        cells = [x * 5 + y for row in samples for x, y in row]
+        return np.array(rows), np.array(cells), np.ones(len(rows))
+
+    table = Table(entries(samples_a), entries(samples_b), (5, 5), spearman_table)
+    got = paired_resampling(n, {"s": table})["s"]
+
+    def spearman(rows: list[list[tuple[int, int]]]) -> float:
+        pts = np.array([p for row in rows for p in row], dtype=float)
+        return float(_pearson_rows(rankdata(pts[:, 0]), rankdata(pts[:, 1])))
+
+    assert got["a"] == pytest.approx(spearman(samples_a))
+    assert got["b"] == pytest.approx(spearman(samples_b))
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    draws = [spearman([samples_b[i] for i in idx]) - spearman([samples_a[i] for i in idx])
+             for idx in rng.integers(0, n, size=(1000, n))]
+    finite = np.array(draws)[np.isfinite(draws)]
+    assert got["ci95"] == pytest.approx(list(np.percentile(finite, [2.5, 97.5])), abs=1e-12)
+    rng = np.random.default_rng(BOOTSTRAP_SEED + 1)
+    observed = spearman(samples_b) - spearman(samples_a)
+    extreme = 0
+    for swap in rng.random((2000, n)) < 0.5:
+        pb = [samples_a[i] if s else samples_b[i] for i, s in enumerate(swap)]
+        pa = [samples_b[i] if s else samples_a[i] for i, s in enumerate(swap)]
+        extreme += abs(spearman(pb) - spearman(pa)) >= abs(observed) - 1e-12
+    assert got["p_value"] == (extreme + 1) / 2001
