@@ -146,6 +146,29 @@ class _Sides:
         self.say(f"{missing}: evaluating it now ({command})")
         return self._evaluate(prompt, None, model, None, "now")
 
+    def are_models(self, refs: list[str]) -> bool:
+        """True when every one of `refs` is neither a run id nor a git ref, but a model that
+        has stored runs of the prompt (`diff gpt-4o-mini gpt-4o --prompt NAME`)."""
+        from promptctl.compare import resolve_ref
+
+        if self.name is None:
+            return False
+        models = {r["model"] for r in self.store.list_runs(self.name)}
+        for ref in refs:
+            if ref not in models:
+                return False
+            try:
+                self.store.get_run(ref)
+                return False
+            except InputError:
+                pass
+            try:
+                resolve_ref(self.config.root, ref)
+                return False
+            except InputError:
+                pass
+        return True
+
     def common_version(self, models: list[str]) -> None:
         """Without the prompt file: the newest prompt version every model has a run of."""
         if self.path is not None:
@@ -183,9 +206,10 @@ class _Sides:
 @handle_errors
 def diff(
     a: Annotated[str | None, typer.Argument(
-        help="Run id (or prefix), or a git ref (main, HEAD~1, a sha) with --prompt.")] = None,
+        help="Run id (or prefix); with --prompt also a git ref (main, HEAD~1, a sha) or a "
+        "model.")] = None,
     b: Annotated[str | None, typer.Argument(
-        help="Run id (or prefix), or a git ref with --prompt.")] = None,
+        help="Run id (or prefix); with --prompt also a git ref or a model.")] = None,
     prompt: Annotated[str | None, typer.Option(
         help="Prompt file or name: needed for git refs and models.")] = None,
     model: Annotated[list[str] | None, typer.Option(
@@ -228,6 +252,9 @@ def diff(
                              fix=f"promptctl diff --prompt NAME -m {models[0]} -m {models[1]}")
         sides.common_version(models)
         a_id, b_id = sides.by_model(models[0]), sides.by_model(models[1])
+    elif a is not None and b is not None and not models and sides.are_models([a, b]):
+        sides.common_version([a, b])
+        a_id, b_id = sides.by_model(a), sides.by_model(b)
     elif a is not None and b is not None and len(models) <= 1:
         one = models[0] if models else None
         a_id, b_id = sides.by_ref(a, one), sides.by_ref(b, one)

@@ -300,6 +300,9 @@ def test_two_models_at_the_current_prompt_version(repo: Repo) -> None:
     # By name: the newest version both models ran.
     by_name = diff_json("--prompt", "score", "-m", "gpt-4o-mini", "-m", "gpt-4o")
     assert by_name["metrics"] == result["metrics"]
+    # Models as A and B.
+    positional = diff_json("gpt-4o-mini", "gpt-4o", "--prompt", "score")
+    assert (positional["a"]["id"], positional["b"]["id"]) == (result["a"]["id"], result["b"]["id"])
 
 
 def test_a_model_without_a_run_is_named_or_run(repo: Repo) -> None:
