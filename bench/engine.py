@@ -45,7 +45,8 @@ def make_project(base: Path, n: int) -> Path:
     (base / "prompts" / "bench.yaml").write_text(PROMPT, encoding="utf-8")
     with (base / "evalsets" / "bench.jsonl").open("w", encoding="utf-8") as fh:
         for i in range(n):
-            fh.write(json.dumps({"id": f"r{i}", "input": {"text": str(i % 10)}, "expected": i % 10}))
+            # Every row distinct: equal requests would be answered from the cache mid-run.
+            fh.write(json.dumps({"id": f"r{i}", "input": {"text": str(i)}, "expected": i}))
             fh.write("\n")
     return base / "prompts" / "bench.yaml"
 
