@@ -84,20 +84,25 @@ def _walk(node: yaml.Node, path: PathKey, lines: LineMap, source: Path | str,
             _walk(item, (*path, i), lines, source, seen_nodes)
 
 
+def read_bytes(path: Path, what: str = "file", *, missing_fix: str | None = None,
+               directory_fix: str = "name a file") -> bytes:
+    """Read a file, turning the usual failures into input errors that name it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", file=path,
+                         fix=missing_fix or "check the path (relative paths are from the current "
+                         "directory)") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} path is a directory", file=path, fix=directory_fix) from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what}: {exc.strerror}", file=path,
+                         fix="check its permissions") from None
+
+
 def read_text(path: Path) -> str:
     """Read a UTF-8 text file, turning the usual failures into input errors."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(
-            "file not found", file=path, fix="check the path (relative paths are from the current directory)"
-        ) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, not a file", file=path, fix="name a file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror}", file=path,
-                         fix="check its permissions") from None
-    return decode_utf8(data, path)
+    return decode_utf8(read_bytes(path), path)
 
 
 def decode_utf8(data: bytes, path: Path | str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptctl._yaml import decode_utf8, load_yaml_text
+from promptctl._yaml import decode_utf8, load_yaml_text, read_bytes
 from promptctl.errors import InputError
 
 ROW_KEYS = ("id", "input", "expected", "pattern", "metadata")
@@ -253,15 +253,6 @@ def load_evalset_bytes(data: bytes, path: Path) -> EvalSet:
 def load_evalset(path: str | Path) -> EvalSet:
     """Load and validate an eval set; nothing is usable until every row is valid."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError("eval set not found", file=p,
-                         fix="check the path, or pass --evalset FILE") from None
-    except IsADirectoryError:
-        raise InputError("eval set path is a directory", file=p,
-                         fix="name a .jsonl, .yaml or .csv file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read eval set: {exc.strerror}", file=p,
-                         fix="check its permissions") from None
+    data = read_bytes(p, "eval set", missing_fix="check the path, or pass --evalset FILE",
+                      directory_fix="name a .jsonl, .yaml or .csv file")
     return load_evalset_bytes(data, p)

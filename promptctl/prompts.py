@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
+from promptctl._yaml import LineMap, decode_utf8, load_yaml_text, read_bytes
 from promptctl.errors import InputError
 from promptctl.evalsets import Row, make_row
 
@@ -531,13 +531,6 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
 def load_prompt(path: str | Path) -> Prompt:
     """Load and validate a prompt file."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError("prompt file not found", file=p, fix="check the path") from None
-    except IsADirectoryError:
-        raise InputError("prompt path is a directory", file=p, fix="name a .yaml prompt file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read prompt file: {exc.strerror}", file=p,
-                         fix="check its permissions") from None
+    data = read_bytes(p, "prompt file", missing_fix="check the path",
+                      directory_fix="name a .yaml prompt file")
     return parse_prompt(data, p)
