@@ -24,7 +24,7 @@ params: {max_tokens: 8}
 messages:
   - role: user
     content: "Score: {{ text }}"
-output: {pattern: 'echo: Score: (?P<answer>\\\\d+)', type: number}
+output: {pattern: 'echo: Score: (?P<answer>\\d+)', type: number}
 metrics: [exact_match, rmse, format_validity]
 evalset: ../evalsets/bench.jsonl
 """
@@ -82,6 +82,7 @@ def run_case(n: int, concurrency: int, latency: float, *server_args: str,
                 raise SystemExit(f"eval failed: {proc.stderr}")
             run = json.loads(proc.stdout)["runs"][0] if proc.returncode == 0 else None
             result = {"wall": wall, "rss": rss, "errors": run["errors"] if run else -1,
+                      "exact_match": run["metrics"]["exact_match"]["value"] if run else -1,
                       "retries": run.get("retries", 0) if run else -1}
             if cached_rerun:
                 wall2, rss2, proc2 = timed(cmd, env, base)
@@ -105,7 +106,8 @@ def main() -> None:
     r = run_case(500, 50, latency, cached_rerun=True)
     floor = 500 * latency / 50
     print(f"N=500 c=50 latency 100 ms: {r['wall']:.2f} s, floor {floor:.2f} s, "
-          f"ratio {r['wall'] / floor:.2f}x (target <= 1.5x); errors {r['errors']}")
+          f"ratio {r['wall'] / floor:.2f}x (target <= 1.5x); errors {r['errors']}, "
+          f"exact_match {r['exact_match']} (1.0 when every answer was read back)")
     print(f"cached re-run of 500 rows: {r['cached_wall']:.2f} s, {r['cached']} cached (target < 1.0 s)")
     print(f"peak RSS N=500: {r['rss']:.0f} MiB (target < 200 MiB)")
 
