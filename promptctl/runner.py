@@ -147,7 +147,7 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
                   cache_url: str, provider: LazyProvider | None, store: Store, concurrency: int,
                   use_cache: bool, cache_only: bool, price: Price | None,
                   progress: ProgressFn | None = None, limiter: RateLimiter | None = None) -> Progress:
-    """Send every item through the provider (or the cache), writing rows in batches."""
+    """Send every item through the provider (or the cache); each answer is stored as it arrives."""
     params = prompt.request_params
     max_tokens = int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
     state = Progress(total=len(items))
