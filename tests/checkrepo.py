@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakeserver import FakeOpenAI, last_user_message
+from tests.helpers import GitRepo, git, git_identity, git_init, use_fake_openai
 
 ROWS = 20
 
@@ -57,52 +57,21 @@ def reply(body: dict[str, Any]) -> str:
     return f"Answer: {item}"
 
 
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-c", "commit.gpgsign=false", *args], cwd=root, check=True,
-                          capture_output=True, text=True)
-    return done.stdout
-
-
-class Repo:
-    """The repository and a few ways to change it."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def write(self, rel: str, text: str) -> Path:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    def commit(self, message: str) -> str:
-        git(self.root, "add", "-A")
-        git(self.root, "commit", "-q", "-m", message)
-        return git(self.root, "rev-parse", "HEAD").strip()
-
-    def status(self) -> str:
-        return git(self.root, "status", "--porcelain")
+Repo = GitRepo  # the repository and a few ways to change it
 
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_openai: FakeOpenAI) -> Repo:
     """A repository on branch main with prompts/score.yaml and its eval set committed, and
     a feature branch checked out; the fake server answers for it."""
-    for var, value in (("GIT_AUTHOR_NAME", "Test"), ("GIT_AUTHOR_EMAIL", "test@example.invalid"),
-                       ("GIT_COMMITTER_NAME", "Test"),
-                       ("GIT_COMMITTER_EMAIL", "test@example.invalid"),
-                       ("GIT_CONFIG_NOSYSTEM", "1")):
-        monkeypatch.setenv(var, value)
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
+    git_identity(monkeypatch)
+    root = git_init(tmp_path / "repo")
     r = Repo(root)
     r.write("prompts/score.yaml", prompt_text())
     r.write("evalsets/score.jsonl", evalset_text())
     r.commit("base")
     git(root, "checkout", "-q", "-b", "feature")
     fake_openai.responder = reply
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-check")
+    use_fake_openai(monkeypatch, fake_openai, "sk-test-check")
     monkeypatch.chdir(root)
     return r

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import fakeserver
 from tests.fakeserver import fake_openai  # noqa: F401  (re-exported fixture)
+from tests.helpers import use_fake_openai, write_echo_project
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +22,29 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
     yield tmp_path
+
+
+@pytest.fixture
+def server() -> Iterator[fakeserver.FakeOpenAI]:
+    """A fake server of its own, for tests that talk to it directly rather than through the CLI."""
+    with fakeserver.FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def api(fake_openai: fakeserver.FakeOpenAI,  # noqa: F811  (the re-exported fixture)
+        monkeypatch: pytest.MonkeyPatch) -> fakeserver.FakeOpenAI:
+    """The fake server as the OpenAI endpoint: OPENAI_BASE_URL points at it, with a dummy key.
+
+    A module whose tests need more (a project to run in, a responder) overrides this with a
+    fixture of the same name that asks for it; one that looks for its own key in the output
+    sets the endpoint up with `use_fake_openai`."""
+    return use_fake_openai(monkeypatch, fake_openai, "sk-test-api-9d8c7b6a5f4e")
+
+
+@pytest.fixture
+def echo_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path/proj with the echo prompt and its five-row eval set, and the current directory."""
+    root = write_echo_project(tmp_path / "proj")
+    monkeypatch.chdir(root)
+    return root

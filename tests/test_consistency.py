@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from promptctl.cli.app import app
 from promptctl.consistency import analyze
 from tests.fakeserver import FakeOpenAI, last_user_message
+from tests.helpers import eval_run, invoke, show_rows, use_fake_openai, write_echo_project
 
 
 def sample(row_id: str, k: int, answer: Any, expected: Any = None, *, valid: bool = True,
@@ -140,27 +138,10 @@ WORDS = ["one", "two", "three", "four", "five", "six"]
 FLAKY = "four"
 
 
-def invoke(*args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    detail = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        detail = "".join(traceback.format_exception(result.exception))
-    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{detail}"
-    return result
-
-
 @pytest.fixture
 def echo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_openai: FakeOpenAI) -> FakeOpenAI:
-    root = tmp_path / "proj"
-    (root / "prompts").mkdir(parents=True)
-    (root / "evalsets").mkdir()
-    (root / "prompts" / "echo.yaml").write_text(PROMPT, encoding="utf-8")
-    (root / "evalsets" / "echo.jsonl").write_text(
-        "".join(json.dumps({"id": f"r{i + 1}", "input": {"q": w}, "expected": w}) + "\n"
-                for i, w in enumerate(WORDS)), encoding="utf-8")
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-repeat")
+    monkeypatch.chdir(write_echo_project(tmp_path / "proj", PROMPT, WORDS))
+    use_fake_openai(monkeypatch, fake_openai, "sk-test-repeat")
 
     # One row is answered differently on alternate calls; the others never change.
     def reply(body: dict[str, Any], call: int) -> str:
@@ -178,8 +159,7 @@ def echo_reply(body: dict[str, Any]) -> str:
 def test_repeat_5_lists_the_row_that_alternates_and_only_it(echo: FakeOpenAI) -> None:
     # Every other question is echoed; the rule above wins for the flaky one.
     echo.rules.append(("Question", lambda body, call: echo_reply(body)))
-    result = invoke("eval", "prompts/echo.yaml", "--repeat", "5", "--json")
-    (run,) = json.loads(result.stdout)["runs"]
+    run = eval_run("prompts/echo.yaml", "--repeat", "5")
     c = run["consistency"]
     assert c["k"] == 5 and c["rows"] == len(WORDS)
     assert [f["row_id"] for f in c["flaky_rows"]] == ["r4"]
@@ -195,7 +175,7 @@ def test_repeat_5_lists_the_row_that_alternates_and_only_it(echo: FakeOpenAI) ->
     # Every sample was sent (its own cache key) and stored.
     texts = Counter(last_user_message(r.body) for r in echo.chat_requests)
     assert texts == Counter({f"Question {w}": 5 for w in WORDS})
-    shown = json.loads(invoke("show", run["id"], "--json").stdout)["rows"]
+    shown = show_rows(run["id"])
     assert sorted((r["row_id"], r["sample"]) for r in shown if r["kind"] == "eval") == sorted(
         (f"r{i + 1}", k) for i in range(len(WORDS)) for k in range(5))
     # Exact match over all 30 samples: 28 right.
@@ -224,6 +204,6 @@ def test_a_rerun_replays_every_sample_from_the_cache(echo: FakeOpenAI) -> None:
 
 def test_without_repeat_there_are_no_stability_figures(echo: FakeOpenAI) -> None:
     echo.rules.append(("Question", lambda body, call: echo_reply(body)))
-    (run,) = json.loads(invoke("eval", "prompts/echo.yaml", "--json").stdout)["runs"]
+    run = eval_run("prompts/echo.yaml")
     assert run["consistency"] is None
     assert "flaky" not in invoke("eval", "prompts/echo.yaml").stdout

@@ -16,20 +16,18 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from promptctl.cli.app import app
 from promptctl.errors import ProviderError
 from promptctl.providers import ChatRequest, ChatResponse, Provider, RequestFailed
 from promptctl.providers.openai import OpenAIProvider
 from promptctl.runner import LazyProvider
 from tests.fakeserver import FakeOpenAI, error_body, last_user_message
+from tests.helpers import eval_json, invoke, runs_json, show, show_rows, store_db, use_fake_openai
 
 KEY = "sk-test-engine-0f1e2d3c4b5a"
 ECHO_PROMPT = """\
@@ -62,25 +60,8 @@ finally:
 """
 
 
-def invoke(*args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    detail = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        detail = "".join(traceback.format_exception(result.exception))
-    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{detail}"
-    return result
-
-
-def eval_json(*args: str, code: int = 0) -> tuple[dict[str, Any], Result]:
-    result = invoke("eval", *args, "--json", code=code)
-    (run,) = json.loads(result.stdout)["runs"]
-    assert isinstance(run, dict)
-    return run, result
-
-
-def show_rows(run_id: str) -> dict[str, dict[str, Any]]:
-    rows = json.loads(invoke("show", run_id, "--json").stdout)["rows"]
-    return {r["row_id"]: r for r in rows}
+def rows_by_id(run_id: str) -> dict[str, dict[str, Any]]:
+    return {r["row_id"]: r for r in show_rows(run_id)}
 
 
 def add_prompt(root: Path, name: str, rows: int, word: str = "Question") -> None:
@@ -107,9 +88,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def api(fake_openai: FakeOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    return fake_openai
+    """The fake server as the endpoint, with KEY, and the current directory in the project."""
+    return use_fake_openai(monkeypatch, fake_openai, KEY)
 
 
 def gaps(api: FakeOpenAI) -> list[float]:
@@ -129,7 +109,7 @@ def test_retry_after_seconds_is_honoured(api: FakeOpenAI) -> None:
     assert run["errors"] == 0
     assert run["retries"] == 1
     assert run["metrics"]["exact_match"] == {**run["metrics"]["exact_match"], "value": 1.0, "n": 5}
-    assert show_rows(run["id"])["r1"]["attempts"] == 2
+    assert rows_by_id(run["id"])["r1"]["attempts"] == 2
 
 
 def test_retry_after_ms_is_honoured_and_preferred(api: FakeOpenAI) -> None:
@@ -148,7 +128,7 @@ def test_retries_are_counted_per_run(api: FakeOpenAI) -> None:
     api.drop_next(1)
     second, _ = eval_json("prompts/echo.yaml", "--concurrency", "1", "--no-cache")
     assert second["retries"] == 1  # not 3: the count belongs to the run
-    assert json.loads(invoke("show", first["id"], "--json").stdout)["run"]["retries"] == 2
+    assert show(first["id"])["run"]["retries"] == 2
 
 
 def test_exhausted_retries_are_error_rows_with_the_last_status_and_message(
@@ -170,7 +150,7 @@ def test_exhausted_retries_are_error_rows_with_the_last_status_and_message(
         assert run["metrics"][name]["n"] == 3
         assert run["metrics"][name]["value"] == 1.0
 
-    rows = show_rows(run["id"])
+    rows = rows_by_id(run["id"])
     assert rows["r1"]["error"] == "HTTP 503: still overloaded"
     assert rows["r2"]["error"] == "HTTP 429: slow down"
     for rid in ("r1", "r2"):
@@ -324,7 +304,7 @@ def test_a_provider_that_cannot_be_opened_stops_the_run_after_one_try(
     assert "the model server did not start" in result.stderr
     assert calls == [1]
     assert api.count == 0
-    (run,) = json.loads(invoke("runs", "--json").stdout)["runs"]
+    (run,) = runs_json()
     assert run["status"] == "failed"
 
 
@@ -386,10 +366,6 @@ def child(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
-
-
-def store_db(tmp_path: Path) -> Path:
-    return tmp_path / "store" / "results.db"  # where the autouse fixture puts the store
 
 
 def query(tmp_path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -483,9 +459,9 @@ def test_sigkill_loses_at_most_the_rows_in_flight_and_resume_finishes(
     # Lost: only the requests in flight (concurrency 4); every answer that arrived was committed.
     assert 0 <= sent - stored <= 4
     # A run that never finished still lists and shows.
-    (listed,) = json.loads(invoke("runs", "--json").stdout)["runs"]
+    (listed,) = runs_json()
     assert listed["id"] == run_id and listed["status"] == "running"
-    assert len(show_rows(run_id)) == stored
+    assert len(rows_by_id(run_id)) == stored
     assert run_id in invoke("runs").stdout
     ((some_row,),) = query(tmp_path, "SELECT row_id FROM rows WHERE run_id = ? LIMIT 1", run_id)
     assert some_row in invoke("show", run_id).stdout
@@ -560,6 +536,6 @@ def test_a_provider_error_stops_every_worker(api: FakeOpenAI) -> None:
     result = invoke("eval", "prompts/wide.yaml", "--concurrency", "2", code=3)
     assert "refused the credentials" in result.stderr
     assert api.count < 12
-    (run,) = json.loads(invoke("runs", "--json").stdout)["runs"]
+    (run,) = runs_json()
     assert run["status"] == "failed"
     assert 0 < run["n"] < 12

@@ -10,8 +10,7 @@ import pytest
 
 from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, load_evalset, load_evalset_bytes
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,6 @@ from tests.fakeserver import FakeOpenAI, embedding_vector
 from tests.fakeserver import fake_openai as fake_openai  # re-exported as a fixture
 
 MODEL = "gpt-4o-mini"
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 def client(server: FakeOpenAI, max_retries: int = 0) -> openai.OpenAI:

@@ -12,8 +12,9 @@ from promptctl.errors import InputError
 from promptctl.gate import CheckOptions, exit_code, regression_gates, run_check
 from promptctl.prompts import parse_prompt
 from promptctl.store import open_store
-from tests.checkrepo import ROWS, Repo, evalset_text, git, prompt_text, repo
+from tests.checkrepo import ROWS, Repo, evalset_text, prompt_text, repo
 from tests.fakeserver import FakeOpenAI
+from tests.helpers import git
 
 __all__ = ["repo"]  # the fixture, imported for this module's tests
 

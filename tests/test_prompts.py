@@ -11,8 +11,8 @@ import pytest
 from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, load_evalset
 from promptctl.prompts import Prompt, load_prompt, parse_prompt
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "prompts").glob("*.yaml"))
 
 MINIMAL = """\

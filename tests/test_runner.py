@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,8 @@ from promptctl.providers import resolve_model
 from promptctl.runner import EvalOptions, Progress, cache_key, new_run_id, plan, run_eval
 from promptctl.store import SQLiteStore
 from tests.fakeserver import FakeOpenAI
+from tests.helpers import echo_evalset
 
-KEY = "sk-test-runner-77aa88bb99cc"
 PROMPT = """\
 name: echo
 model: gpt-4o-mini
@@ -48,17 +47,8 @@ def files(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
     root.mkdir()
     (root / "echo.yaml").write_text(PROMPT, encoding="utf-8")
-    (root / "echo.jsonl").write_text(
-        "".join(json.dumps({"id": f"r{i + 1}", "input": {"q": w}, "expected": w}) + "\n"
-                for i, w in enumerate(WORDS)), encoding="utf-8")
+    (root / "echo.jsonl").write_text(echo_evalset(WORDS), encoding="utf-8")
     return root
-
-
-@pytest.fixture
-def api(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    return fake_openai
 
 
 @pytest.fixture

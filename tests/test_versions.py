@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from promptctl.errors import InputError
 from promptctl.versions import prompt_at_ref
+from tests.helpers import commit_all, git, git_identity, git_init
 
 PROMPT = """\
 name: greet
@@ -23,33 +23,23 @@ evalset: ../evalsets/greet.jsonl
 """
 
 
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "commit.gpgsign=false", *args], cwd=root, check=True,
-                          capture_output=True, text=True).stdout
-
-
 def rows(*names: str) -> str:
     return "".join(json.dumps({"id": n, "input": {"who": n}}) + "\n" for n in names)
 
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var, value in (("GIT_AUTHOR_NAME", "Test"), ("GIT_AUTHOR_EMAIL", "t@example.invalid"),
-                       ("GIT_COMMITTER_NAME", "Test"), ("GIT_COMMITTER_EMAIL", "t@example.invalid"),
-                       ("GIT_CONFIG_NOSYSTEM", "1")):
-        monkeypatch.setenv(var, value)
+    git_identity(monkeypatch, email="t@example.invalid")
     root = tmp_path / "repo"
     (root / "prompts").mkdir(parents=True)
     (root / "evalsets").mkdir()
-    git(root, "init", "-q", "-b", "main")
+    git_init(root)
     (root / "prompts" / "greet.yaml").write_text(PROMPT.replace("STYLE", "Hello"), encoding="utf-8")
     (root / "evalsets" / "greet.jsonl").write_text(rows("ann", "bob"), encoding="utf-8")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "first")
+    commit_all(root, "first")
     (root / "prompts" / "greet.yaml").write_text(PROMPT.replace("STYLE", "Hi"), encoding="utf-8")
     (root / "evalsets" / "greet.jsonl").write_text(rows("ann", "bob", "cyd"), encoding="utf-8")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "second")
+    commit_all(root, "second")
     return root
 
 

@@ -4,48 +4,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from promptctl.cli.app import app
 from tests.fakeserver import FakeOpenAI
-
-KEY = "sk-test-cache-5e6f7a8b9c0d"
-ECHO_PROMPT = """\
-name: echo
-model: gpt-4o-mini
-params:
-  max_tokens: 16
-messages:
-  - role: user
-    content: "Question {{ q }}"
-output:
-  pattern: 'echo: Question (?P<answer>\\w+)'
-  type: string
-metrics: [exact_match, format_validity]
-evalset: ../evalsets/echo.jsonl
-"""
-WORDS = ["one", "two", "three", "four", "five"]
+from tests.helpers import eval_run, invoke, run_cli, show, store_db
 
 
-def invoke(*args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    detail = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        detail = "".join(traceback.format_exception(result.exception))
-    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{detail}"
-    return result
-
-
-def eval_run(*args: str, code: int = 0) -> dict[str, Any]:
-    (run,) = json.loads(invoke("eval", "prompts/echo.yaml", *args, "--json", code=code).stdout)["runs"]
-    assert isinstance(run, dict)
-    return run
+def eval_echo(*args: str, code: int = 0) -> dict[str, Any]:
+    return eval_run("prompts/echo.yaml", *args, code=code)
 
 
 def stats() -> dict[str, Any]:
@@ -59,22 +29,9 @@ def clear(*args: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def api(fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    root = tmp_path / "proj"
-    (root / "prompts").mkdir(parents=True)
-    (root / "evalsets").mkdir()
-    (root / "prompts" / "echo.yaml").write_text(ECHO_PROMPT, encoding="utf-8")
-    (root / "evalsets" / "echo.jsonl").write_text(
-        "".join(json.dumps({"id": f"r{i + 1}", "input": {"q": w}, "expected": w}) + "\n"
-                for i, w in enumerate(WORDS)), encoding="utf-8")
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    return fake_openai
-
-
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "store" / "results.db"  # where the autouse fixture puts the store
+def api(api: FakeOpenAI, echo_project: Path) -> FakeOpenAI:
+    """The fake server, with the current directory in the echo project."""
+    return api
 
 
 def test_stats_on_an_empty_store(api: FakeOpenAI) -> None:
@@ -88,19 +45,19 @@ def test_stats_on_an_empty_store(api: FakeOpenAI) -> None:
 
 def test_stats_counts_the_entries_a_run_wrote(api: FakeOpenAI, tmp_path: Path) -> None:
     before = datetime.now(UTC) - timedelta(seconds=1)
-    eval_run()
+    eval_echo()
     assert api.count == 5
     info = stats()
     assert info["entries"] == 5
     assert info["response_bytes"] > 0
-    assert info["store"] == str(store_path(tmp_path))
+    assert info["store"] == str(store_db(tmp_path))
     assert info["store_bytes"] > 0
     for stamp in (info["oldest"], info["newest"]):
         assert datetime.fromisoformat(stamp.replace("Z", "+00:00")) >= before
     # A cached re-run adds nothing.
-    eval_run()
+    eval_echo()
     assert stats()["entries"] == 5
-    eval_run("--evalset", "evalsets/echo.jsonl")  # same requests, same keys
+    eval_echo("--evalset", "evalsets/echo.jsonl")  # same requests, same keys
     assert stats()["entries"] == 5
     assert api.count == 5
     human = invoke("cache", "stats").stdout
@@ -108,20 +65,20 @@ def test_stats_counts_the_entries_a_run_wrote(api: FakeOpenAI, tmp_path: Path) -
 
 
 def test_no_cache_writes_nothing(api: FakeOpenAI) -> None:
-    run = eval_run("--no-cache")
+    run = eval_echo("--no-cache")
     assert run["cached"] == 0
     assert stats()["entries"] == 0
 
 
 def test_error_responses_are_not_cached(api: FakeOpenAI) -> None:
     api.fail_next(5, status=503, retry_after_ms=1)  # r1's five attempts (one worker)
-    run = eval_run("--concurrency", "1", code=3)
+    run = eval_echo("--concurrency", "1", code=3)
     assert run["errors"] == 1
     assert stats()["entries"] == 4
 
 
 def test_clear_older_than_keeps_fresh_entries(api: FakeOpenAI) -> None:
-    eval_run()
+    eval_echo()
     for age in ("1d", "12h", "30m", "45s", "2w", " 1d "):
         assert clear("--older-than", age)["deleted"] == 0, age
     assert stats()["entries"] == 5
@@ -130,9 +87,9 @@ def test_clear_older_than_keeps_fresh_entries(api: FakeOpenAI) -> None:
 
 
 def test_clear_older_than_deletes_only_old_entries(api: FakeOpenAI, tmp_path: Path) -> None:
-    eval_run()
+    eval_echo()
     old = (datetime.now(UTC) - timedelta(days=2)).isoformat(timespec="milliseconds")
-    with sqlite3.connect(store_path(tmp_path)) as conn:
+    with sqlite3.connect(store_db(tmp_path)) as conn:
         keys = [k for (k,) in conn.execute("SELECT key FROM cache ORDER BY key LIMIT 2")]
         conn.executemany("UPDATE cache SET created_at = ? WHERE key = ?",
                          [(old.replace("+00:00", "Z"), k) for k in keys])
@@ -145,25 +102,25 @@ def test_clear_older_than_deletes_only_old_entries(api: FakeOpenAI, tmp_path: Pa
 
 
 def test_clear_deletes_everything_and_a_rerun_sends_again(api: FakeOpenAI) -> None:
-    first = eval_run()
+    first = eval_echo()
     assert api.count == 5
-    eval_run()
+    eval_echo()
     assert api.count == 5  # served from the cache
     assert clear() == {"deleted": 5, "before": None}
     assert stats()["entries"] == 0
-    again = eval_run()
+    again = eval_echo()
     assert api.count == 10
     assert again["cached"] == 0
     assert again["metrics"] == first["metrics"]
     # Stored runs keep their rows: clearing the cache loses only re-use.
-    shown = json.loads(invoke("show", first["id"], "--json").stdout)
+    shown = show(first["id"])
     assert len(shown["rows"]) == 5
     assert invoke("cache", "clear").stdout.strip() == "deleted 5 cached completion(s)"
 
 
 @pytest.mark.parametrize("age", ["10 days", "1y", "-1d", "1.5h", ""])
 def test_a_bad_duration_is_a_usage_error(api: FakeOpenAI, age: str) -> None:
-    eval_run()
+    eval_echo()
     result = invoke("cache", "clear", "--older-than", age, code=2)
     assert "is not a duration" in result.stderr
     assert "30d" in result.stderr  # the fix shows the accepted form
@@ -171,5 +128,5 @@ def test_a_bad_duration_is_a_usage_error(api: FakeOpenAI, age: str) -> None:
 
 
 def test_cache_without_a_subcommand_shows_help(api: FakeOpenAI) -> None:
-    result = CliRunner().invoke(app, ["cache"])
+    result = run_cli("cache")
     assert "stats" in result.output and "clear" in result.output

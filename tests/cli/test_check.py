@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from promptctl.cli.app import app
+from tests import helpers
 from tests.checkrepo import Repo, evalset_text, prompt_text, repo
 from tests.fakeserver import FakeOpenAI
 
@@ -19,12 +18,8 @@ __all__ = ["repo"]  # the fixture, imported for this module's tests
 
 
 def invoke(*args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(app, ["check", *args])
-    detail = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        detail = "".join(traceback.format_exception(result.exception))
-    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{detail}"
-    return result
+    """`promptctl check ARGS`, which must exit with `code`."""
+    return helpers.invoke("check", *args, code=code)
 
 
 def check_json(*args: str, code: int = 0) -> dict[str, Any]:
@@ -147,5 +142,5 @@ def test_markdown_escapes_model_output(repo: Repo, fake_openai: FakeOpenAI, tmp_
 
 
 def test_check_is_listed_in_help() -> None:
-    result = CliRunner().invoke(app, ["--help"])
+    result = helpers.run_cli("--help")
     assert "check" in result.stdout

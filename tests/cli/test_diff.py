@@ -7,17 +7,13 @@ import hashlib
 import json
 import math
 import re
-import subprocess
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from promptctl.cli.app import app
 from tests.fakeserver import FakeOpenAI, last_user_message
+from tests.helpers import GitRepo, eval_run, git, git_identity, git_init, invoke, use_fake_openai
 from tests.test_stats import binomial_two_sided
 
 ROWS = 12
@@ -63,68 +59,32 @@ def reply(body: dict[str, Any]) -> str:
     return f"Answer: {item + 3 if item in WRONG.get(version, set()) else item}"
 
 
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "commit.gpgsign=false", *args], cwd=root, check=True,
-                          capture_output=True, text=True).stdout
+class Repo(GitRepo):
+    """The repository, and the fake server that answers for it."""
 
-
-@dataclass
-class Repo:
-    root: Path
-    server: FakeOpenAI
-
-    def sha(self, ref: str) -> str:
-        return git(self.root, "rev-parse", ref).strip()
-
-    def status(self) -> str:
-        return git(self.root, "status", "--porcelain")
-
-    def commit(self, message: str) -> str:
-        git(self.root, "add", "-A")
-        git(self.root, "commit", "-q", "-m", message)
-        return self.sha("HEAD")
-
-    def write(self, rel: str, text: str) -> None:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    def __init__(self, root: Path, server: FakeOpenAI) -> None:
+        super().__init__(root)
+        self.server = server
 
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_openai: FakeOpenAI) -> Repo:
     """A repository on main with three commits of prompts/score.yaml: V1, V2, V3 (HEAD)."""
-    for var, value in (("GIT_AUTHOR_NAME", "Test Author"), ("GIT_AUTHOR_EMAIL", "t@example.invalid"),
-                       ("GIT_COMMITTER_NAME", "Test"), ("GIT_COMMITTER_EMAIL", "t@example.invalid"),
-                       ("GIT_CONFIG_NOSYSTEM", "1")):
-        monkeypatch.setenv(var, value)
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
+    git_identity(monkeypatch, author="Test Author", email="t@example.invalid")
+    root = git_init(tmp_path / "repo")
     r = Repo(root, fake_openai)
     r.write("evalsets/score.jsonl", evalset_text())
     for version in ("V1", "V2", "V3"):
         r.write("prompts/score.yaml", prompt_text(version))
         r.commit(f"prompt {version}")
     fake_openai.responder = reply
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-diff")
+    use_fake_openai(monkeypatch, fake_openai, "sk-test-diff")
     monkeypatch.chdir(root)
     return r
 
 
-def invoke(*args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    detail = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        detail = "".join(traceback.format_exception(result.exception))
-    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{detail}"
-    return result
-
-
 def eval_ref(ref: str, *extra: str) -> dict[str, Any]:
-    (run,) = json.loads(invoke("eval", "prompts/score.yaml", "--ref", ref, *extra,
-                               "--json").stdout)["runs"]
-    return dict(run)
+    return eval_run("prompts/score.yaml", "--ref", ref, *extra)
 
 
 def diff_json(*args: str) -> dict[str, Any]:
@@ -328,7 +288,7 @@ def test_an_edited_eval_set_and_a_dirty_run_are_warned_about(repo: Repo) -> None
     assert any("different eval set versions" in w for w in result["warnings"])
     assert result["only_in_b"] == 1 and result["paired_rows"] == ROWS
     repo.write("prompts/score.yaml", prompt_text("V1"))
-    (dirty,) = json.loads(invoke("eval", "prompts/score.yaml", "--json").stdout)["runs"]
+    dirty = eval_run("prompts/score.yaml")
     assert dirty["git_dirty"] is True
     w = diff_json(grown["id"], dirty["id"])["warnings"]
     assert any("ran on a dirty work tree" in x for x in w)

@@ -5,20 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
-import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
 from scipy import stats
-from typer.testing import CliRunner, Result
 
-from promptctl.cli.app import app
 from promptctl.config import BUILTIN_PRICES
 from tests.fakeserver import FakeOpenAI, content_text, error_body, last_user_message, word_count
+from tests.helpers import (
+    ECHO_WORDS,
+    REPO,
+    copy_examples,
+    eval_runs,
+    invoke,
+    runs_json,
+    show_rows,
+    use_fake_openai,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-cli-3f9a1c7e5b2d4f60"
 MODEL = "gpt-4o-mini"
 USER_PREFIX = "Here is the text.\n"
@@ -41,22 +46,6 @@ INVALID_REPLY = "I would rather not rate this text."
 SPEC_RUN_KEYS = {"id", "prompt", "prompt_version", "git_commit", "git_dirty", "model", "evalset",
                  "n", "errors", "metrics", "fewshot_metrics", "tokens", "cost_usd", "latency_ms",
                  "cached"}
-
-ECHO_PROMPT = """\
-name: echo
-model: gpt-4o-mini
-params:
-  max_tokens: 16
-messages:
-  - role: user
-    content: "Question {{ q }}"
-output:
-  pattern: 'echo: Question (?P<answer>\\w+)'
-  type: string
-metrics: [exact_match, format_validity]
-evalset: ../evalsets/echo.jsonl
-"""
-ECHO_WORDS = ["one", "two", "three", "four", "five"]
 
 
 def evalset_rows() -> list[dict[str, Any]]:
@@ -84,45 +73,16 @@ def usage_of(body: dict[str, Any]) -> tuple[int, int]:
     return prompt, max(1, word_count(scripted_reply(body)))
 
 
-def invoke(*args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    detail = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        detail = "".join(traceback.format_exception(result.exception))
-    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{detail}"
-    return result
-
-
-def eval_json(*args: str, code: int = 0) -> list[dict[str, Any]]:
-    result = invoke("eval", *args, "--json", code=code)
-    runs: list[dict[str, Any]] = json.loads(result.stdout)["runs"]
-    return runs
-
-
-def show_rows(run_id: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(invoke("show", run_id, "--json").stdout)["rows"]
-    return rows
-
-
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    shutil.copytree(REPO / "prompts", root / "prompts")
-    shutil.copytree(REPO / "evalsets", root / "evalsets")
-    (root / "prompts" / "echo.yaml").write_text(ECHO_PROMPT, encoding="utf-8")
-    (root / "evalsets" / "echo.jsonl").write_text(
-        "".join(json.dumps({"id": f"r{i + 1}", "input": {"q": w}, "expected": w}) + "\n"
-                for i, w in enumerate(ECHO_WORDS)), encoding="utf-8")
-    monkeypatch.chdir(root)
-    return root
+def project(echo_project: Path) -> Path:
+    """The echo project with a copy of this repository's prompts and eval sets beside it."""
+    return copy_examples(echo_project)
 
 
 @pytest.fixture
 def api(fake_openai: FakeOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    return fake_openai
+    """The fake server as the endpoint, with KEY, and the current directory in the project."""
+    return use_fake_openai(monkeypatch, fake_openai, KEY)
 
 
 @pytest.fixture
@@ -202,7 +162,7 @@ def test_eval_json_has_the_spec_shape_and_exact_values(scripted: FakeOpenAI) -> 
 
 
 def test_stored_rows_hold_the_answers_and_scores(scripted: FakeOpenAI) -> None:
-    (run,) = eval_json("prompts/controversy.yaml")
+    (run,) = eval_runs("prompts/controversy.yaml")
     rows = show_rows(run["id"])
     evals = {r["row_id"]: r for r in rows if r["kind"] == "eval"}
     fewshot = [r for r in rows if r["kind"] == "fewshot"]
@@ -242,7 +202,7 @@ def test_no_ansi_without_no_color_either_when_not_a_terminal(
 
 
 def test_request_has_rendered_messages_and_explicit_params(scripted: FakeOpenAI) -> None:
-    eval_json("prompts/controversy.yaml", "--limit", "1")
+    eval_runs("prompts/controversy.yaml", "--limit", "1")
     bodies = [r.body for r in scripted.chat_requests]
     assert len(bodies) == 5
     system = (
@@ -273,7 +233,7 @@ def test_temperature_zero_is_sent_when_omitted_and_unknown_params_reach_the_body
     (project / "prompts" / "echo.yaml").write_text(
         text.replace("  max_tokens: 16\n", "  max_tokens: 16\n  top_k: 5\n  min_p: 0.1\n"),
         encoding="utf-8")
-    (run,) = eval_json("prompts/echo.yaml")
+    (run,) = eval_runs("prompts/echo.yaml")
     assert run["metrics"]["exact_match"]["value"] == 1.0
     bodies = [r.body for r in api.chat_requests]
     assert len(bodies) == 5
@@ -314,13 +274,13 @@ def test_rows_failing_after_every_retry_are_errors_and_not_scored(api: FakeOpenA
     for rid in ("r3", "r4", "r5"):
         assert rows[rid]["error"] is None
         assert rows[rid]["scores"]["exact_match"] == 1.0
-    listed = json.loads(invoke("runs", "--json").stdout)["runs"]
+    listed = runs_json()
     assert [r["id"] for r in listed] == [run["id"]]
 
 
 def test_429_with_retry_after_then_success_is_no_error_and_counts_retries(api: FakeOpenAI) -> None:
     api.fail_next(2, status=429, retry_after=0.05)
-    (run,) = eval_json("prompts/echo.yaml", "--concurrency", "1")
+    (run,) = eval_runs("prompts/echo.yaml", "--concurrency", "1")
     assert run["errors"] == 0
     assert run["retries"] == 2
     assert run["metrics"]["exact_match"]["value"] == 1.0
@@ -333,7 +293,7 @@ def test_429_with_retry_after_then_success_is_no_error_and_counts_retries(api: F
 
 def test_dropped_connection_is_retried(api: FakeOpenAI) -> None:
     api.drop_next(1)
-    (run,) = eval_json("prompts/echo.yaml", "--concurrency", "1")
+    (run,) = eval_runs("prompts/echo.yaml", "--concurrency", "1")
     assert run["errors"] == 0
     assert run["retries"] == 1
     assert run["metrics"]["exact_match"]["n"] == 5
@@ -403,7 +363,7 @@ def test_endpoint_without_its_key_sends_nothing(
     assert "FAKE_ENDPOINT_KEY" in result.stderr
     assert fake_openai.count == 0
     monkeypatch.setenv("FAKE_ENDPOINT_KEY", KEY)
-    (run,) = eval_json("prompts/echo.yaml", "--model", "fake/gpt-4o-mini")
+    (run,) = eval_runs("prompts/echo.yaml", "--model", "fake/gpt-4o-mini")
     assert run["model"] == "fake/gpt-4o-mini"
     assert run["metrics"]["exact_match"]["value"] == 1.0
     assert {r.body["model"] for r in fake_openai.chat_requests} == {"gpt-4o-mini"}
@@ -414,10 +374,10 @@ def test_endpoint_without_its_key_sends_nothing(
 
 
 def test_rerun_is_served_from_the_cache(scripted: FakeOpenAI) -> None:
-    (first,) = eval_json("prompts/controversy.yaml", "--limit", "5")
+    (first,) = eval_runs("prompts/controversy.yaml", "--limit", "5")
     sent = scripted.count
     assert sent == 9
-    (second,) = eval_json("prompts/controversy.yaml", "--limit", "5")
+    (second,) = eval_runs("prompts/controversy.yaml", "--limit", "5")
     assert scripted.count == sent
     assert second["id"] != first["id"]
     assert second["cached"] == 5  # eval rows only; the 4 few-shot rows are counted apart
@@ -431,9 +391,9 @@ def test_rerun_is_served_from_the_cache(scripted: FakeOpenAI) -> None:
 
 
 def test_no_cache_sends_again(scripted: FakeOpenAI) -> None:
-    eval_json("prompts/controversy.yaml", "--limit", "2")
+    eval_runs("prompts/controversy.yaml", "--limit", "2")
     assert scripted.count == 6
-    (run,) = eval_json("prompts/controversy.yaml", "--limit", "2", "--no-cache")
+    (run,) = eval_runs("prompts/controversy.yaml", "--limit", "2", "--no-cache")
     assert scripted.count == 12
     assert run["cached"] == 0
 
@@ -446,11 +406,11 @@ def test_cache_only_with_an_empty_cache_sends_nothing_and_stores_nothing(
     assert "6 of 6 requests are not in the cache" in result.stderr
     assert "without --cache-only" in result.stderr
     assert scripted.count == 0
-    assert json.loads(invoke("runs", "--json").stdout)["runs"] == []
+    assert runs_json() == []
 
 
 def test_cache_only_with_a_partial_cache_names_the_first_miss(scripted: FakeOpenAI) -> None:
-    eval_json("prompts/controversy.yaml", "--limit", "1")
+    eval_runs("prompts/controversy.yaml", "--limit", "1")
     sent = scripted.count
     result = invoke("eval", "prompts/controversy.yaml", "--limit", "2", "--cache-only", code=2)
     assert "1 of 6 requests are not in the cache" in result.stderr
@@ -459,9 +419,9 @@ def test_cache_only_with_a_partial_cache_names_the_first_miss(scripted: FakeOpen
 
 
 def test_cache_only_replays_a_previous_run(scripted: FakeOpenAI) -> None:
-    (first,) = eval_json("prompts/controversy.yaml", "--limit", "2")
+    (first,) = eval_runs("prompts/controversy.yaml", "--limit", "2")
     scripted.reset()
-    (replay,) = eval_json("prompts/controversy.yaml", "--limit", "2", "--cache-only")
+    (replay,) = eval_runs("prompts/controversy.yaml", "--limit", "2", "--cache-only")
     assert scripted.count == 0
     assert replay["errors"] == 0
     assert replay["metrics"] == first["metrics"]
@@ -474,29 +434,29 @@ def test_no_cache_and_cache_only_together_is_a_usage_error(scripted: FakeOpenAI)
 
 
 def test_changing_the_prompt_changes_the_cache_key(scripted: FakeOpenAI, project: Path) -> None:
-    eval_json("prompts/controversy.yaml", "--limit", "2")
+    eval_runs("prompts/controversy.yaml", "--limit", "2")
     assert scripted.count == 6
     path = project / "prompts" / "controversy.yaml"
     path.write_text(path.read_text(encoding="utf-8").replace("max_tokens: 64", "max_tokens: 65"),
                     encoding="utf-8")
-    eval_json("prompts/controversy.yaml", "--limit", "2")
+    eval_runs("prompts/controversy.yaml", "--limit", "2")
     assert scripted.count == 12  # a param changed: nothing reused
     path.write_text(path.read_text(encoding="utf-8").replace(
         "Given a text, give it", "Given a text, assign it"), encoding="utf-8")
-    eval_json("prompts/controversy.yaml", "--limit", "2")
+    eval_runs("prompts/controversy.yaml", "--limit", "2")
     assert scripted.count == 18  # a message changed: nothing reused
     path.write_text(path.read_text(encoding="utf-8").replace(
         "description: Controversy", "description: The controversy"), encoding="utf-8")
-    (run,) = eval_json("prompts/controversy.yaml", "--limit", "2")
+    (run,) = eval_runs("prompts/controversy.yaml", "--limit", "2")
     assert scripted.count == 18  # what is sent is unchanged: cached, though the version moved
     assert run["cached"] == 2
 
 
 def test_error_responses_are_not_cached(api: FakeOpenAI) -> None:
     api.fail_next(5, status=500, retry_after_ms=1)
-    eval_json("prompts/echo.yaml", "--concurrency", "1", code=3)
+    eval_runs("prompts/echo.yaml", "--concurrency", "1", code=3)
     assert api.count == 5 + 4
-    (run,) = eval_json("prompts/echo.yaml", "--concurrency", "1")
+    (run,) = eval_runs("prompts/echo.yaml", "--concurrency", "1")
     assert api.count == 5 + 4 + 1  # only the failed row is sent again
     assert run["errors"] == 0
     assert run["cached"] == 4
@@ -517,7 +477,7 @@ def test_rows_answered_before_a_fatal_error_are_stored(api: FakeOpenAI) -> None:
 
     api.responder = responder
     invoke("eval", "prompts/echo.yaml", "--concurrency", "1", code=3)
-    (run,) = json.loads(invoke("runs", "--json").stdout)["runs"]
+    (run,) = runs_json()
     assert run["status"] == "failed"
     rows = show_rows(run["id"])
     assert [r["row_id"] for r in rows] == ["r1", "r2", "r3"]
@@ -529,7 +489,7 @@ def test_rows_answered_before_a_fatal_error_are_stored(api: FakeOpenAI) -> None:
 
 
 def test_two_models_give_two_runs(scripted: FakeOpenAI) -> None:
-    runs = eval_json("prompts/controversy.yaml", "--model", "gpt-4o-mini", "--model", "gpt-4o",
+    runs = eval_runs("prompts/controversy.yaml", "--model", "gpt-4o-mini", "--model", "gpt-4o",
                      "--limit", "2")
     assert [r["model"] for r in runs] == ["gpt-4o-mini", "gpt-4o"]
     assert runs[0]["id"] != runs[1]["id"]
@@ -540,12 +500,12 @@ def test_two_models_give_two_runs(scripted: FakeOpenAI) -> None:
     price = BUILTIN_PRICES["gpt-4o"]
     assert runs[1]["cost_usd"] == pytest.approx(
         (t["prompt"] * price.input + t["completion"] * price.output) / 1e6, abs=1e-8)
-    listed = json.loads(invoke("runs", "--json").stdout)["runs"]
+    listed = runs_json()
     assert {r["id"] for r in listed} == {r["id"] for r in runs}
 
 
 def test_limit_takes_the_first_rows(scripted: FakeOpenAI) -> None:
-    (run,) = eval_json("prompts/controversy.yaml", "--limit", "3")
+    (run,) = eval_runs("prompts/controversy.yaml", "--limit", "3")
     assert run["n"] == 3
     assert run["metrics"]["format_validity"]["n"] == 3
     assert scripted.count == 3 + 4
@@ -586,7 +546,7 @@ def test_dry_run_sends_nothing_and_estimates(scripted: FakeOpenAI) -> None:
 
 
 def test_dry_run_counts_cached_requests(scripted: FakeOpenAI) -> None:
-    eval_json("prompts/controversy.yaml", "--limit", "2")
+    eval_runs("prompts/controversy.yaml", "--limit", "2")
     (plan,) = json.loads(invoke("eval", "prompts/controversy.yaml", "--dry-run", "--limit", "3",
                                 "--json").stdout)["dry_run"]
     assert plan["requests"] == 7
@@ -595,7 +555,7 @@ def test_dry_run_counts_cached_requests(scripted: FakeOpenAI) -> None:
 
 
 def test_repeat_gives_samples_with_distinct_cache_keys(scripted: FakeOpenAI) -> None:
-    (run,) = eval_json("prompts/controversy.yaml", "--limit", "2", "--repeat", "2")
+    (run,) = eval_runs("prompts/controversy.yaml", "--limit", "2", "--repeat", "2")
     assert scripted.count == (2 + 4) * 2
     rows = show_rows(run["id"])
     samples = sorted((r["kind"], r["row_id"], r["sample"]) for r in rows)
@@ -603,10 +563,10 @@ def test_repeat_gives_samples_with_distinct_cache_keys(scripted: FakeOpenAI) -> 
                              (("eval", ["c01", "c02"]), ("fewshot", ["ex1", "ex2", "ex3", "ex4"]))
                              for rid in ids for s in (0, 1))
     assert run["metrics"]["format_validity"]["n"] == 4
-    (again,) = eval_json("prompts/controversy.yaml", "--limit", "2", "--repeat", "2")
+    (again,) = eval_runs("prompts/controversy.yaml", "--limit", "2", "--repeat", "2")
     assert scripted.count == 12  # each sample has its own cached answer
     assert again["cached"] == 4
-    (more,) = eval_json("prompts/controversy.yaml", "--limit", "2", "--repeat", "3")
+    (more,) = eval_runs("prompts/controversy.yaml", "--limit", "2", "--repeat", "3")
     assert scripted.count == 12 + 6  # only the third sample of each is new
     assert more["cached"] == 4
 
@@ -616,13 +576,13 @@ def test_repeat_gives_samples_with_distinct_cache_keys(scripted: FakeOpenAI) -> 
 
 def test_requests_overlap_up_to_the_concurrency(scripted: FakeOpenAI) -> None:
     scripted.latency = 0.2
-    eval_json("prompts/controversy.yaml", "--limit", "16", "--concurrency", "8")
+    eval_runs("prompts/controversy.yaml", "--limit", "16", "--concurrency", "8")
     assert scripted.count == 20
     assert 1 < scripted.max_in_flight <= 8
 
 
 def test_concurrency_one_is_serial(api: FakeOpenAI) -> None:
     api.latency = 0.05
-    eval_json("prompts/echo.yaml", "--concurrency", "1")
+    eval_runs("prompts/echo.yaml", "--concurrency", "1")
     assert api.count == 5
     assert api.max_in_flight == 1

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from promptctl.render.compare import sparkline
-from tests.cli.test_diff import ROWS, Repo, eval_ref, exact_match, git, invoke, repo
+from tests.cli.test_diff import ROWS, Repo, eval_ref, exact_match, repo
+from tests.helpers import git, invoke, use_fake_openai
 
 __all__ = ["repo"]  # the fixture, imported for this module's tests
 
@@ -95,8 +96,7 @@ def test_history_outside_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     (root / "prompts" / "score.yaml").write_text(prompt_text("V2"), encoding="utf-8")
     (root / "evalsets" / "score.jsonl").write_text(evalset_text(), encoding="utf-8")
     monkeypatch.chdir(root)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-history")
+    use_fake_openai(monkeypatch, fake_openai, "sk-test-history")
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     fake_openai.responder = reply
     invoke("eval", "prompts/score.yaml", "--json")

@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from typer.testing import CliRunner
 
-from promptctl.cli.app import app
+from tests.helpers import REPO, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = Path(".github") / "workflows" / "promptctl.yml"
 
 
@@ -21,7 +19,7 @@ def steps(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_init_github_scaffolds_a_project_and_a_valid_workflow(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["init", str(tmp_path), "--github"])
+    result = run_cli("init", str(tmp_path), "--github")
     assert result.exit_code == 0, result.output
     for rel in ("promptctl.yaml", "prompts/sentiment.yaml", "evalsets/sentiment.jsonl", WORKFLOW):
         assert (tmp_path / rel).is_file(), rel
@@ -48,16 +46,16 @@ def test_init_github_scaffolds_a_project_and_a_valid_workflow(tmp_path: Path) ->
 def test_init_github_in_an_existing_project_adds_only_the_workflow(tmp_path: Path) -> None:
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "mine.yaml").write_text("messages: []\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["init", str(tmp_path), "--github"])
+    result = run_cli("init", str(tmp_path), "--github")
     assert result.exit_code == 0, result.output
     assert (tmp_path / WORKFLOW).is_file()
     assert not (tmp_path / "promptctl.yaml").exists()
-    again = CliRunner().invoke(app, ["init", str(tmp_path), "--github"])
+    again = run_cli("init", str(tmp_path), "--github")
     assert again.exit_code == 2 and "already exists" in again.stderr
 
 
 def test_init_without_github_writes_no_workflow(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["init", str(tmp_path)])
+    result = run_cli("init", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert not (tmp_path / ".github").exists()
 

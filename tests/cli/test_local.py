@@ -2,43 +2,30 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from promptctl.cli.app import app
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import copy_examples, run_cli, runs_json
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
-    shutil.copytree(ROOT / "evalsets", tmp_path / "evalsets")
+    copy_examples(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def _runs() -> list[object]:
-    result = CliRunner().invoke(app, ["runs", "--json"])
-    assert result.exit_code == 0, result.output
-    runs: list[object] = json.loads(result.stdout)["runs"]
-    return runs
 
 
 def test_a_parameter_llama_cpp_rejects_is_named_before_anything_starts(project: Path) -> None:
     path = project / "prompts" / "controversy.yaml"
     path.write_text(path.read_text(encoding="utf-8").replace("seed: 0", "seed: 0\n  n: 2"),
                     encoding="utf-8")
-    result = CliRunner().invoke(app, ["eval", str(path), "--model", "local/smollm2"])
+    result = run_cli("eval", str(path), "--model", "local/smollm2")
     assert result.exit_code == 2, result.output
     assert "n=2" in result.stderr and "'local'" in result.stderr
     assert "--repeat" in result.stderr  # the fix: how to get several answers per row
     assert "Traceback" not in result.output
-    assert _runs() == []
+    assert runs_json() == []
 
 
 def test_a_gguf_endpoint_naming_a_file_that_is_not_gguf(project: Path) -> None:
@@ -46,22 +33,22 @@ def test_a_gguf_endpoint_naming_a_file_that_is_not_gguf(project: Path) -> None:
     bogus.write_text("version https://git-lfs.github.com/spec/v1\n", encoding="utf-8")
     (project / "promptctl.yaml").write_text(f"endpoints:\n  mine: {{gguf: {bogus}}}\n",
                                             encoding="utf-8")
-    result = CliRunner().invoke(app, ["eval", "prompts/controversy.yaml", "--model", "mine/x"])
+    result = run_cli("eval", "prompts/controversy.yaml", "--model", "mine/x")
     assert result.exit_code == 2, result.output
     assert str(bogus) in result.stderr
-    assert _runs() == []
+    assert runs_json() == []
 
 
 def test_a_gguf_endpoint_naming_a_missing_file(project: Path) -> None:
     (project / "promptctl.yaml").write_text("endpoints:\n  mine: {gguf: nowhere/model.gguf}\n",
                                             encoding="utf-8")
-    result = CliRunner().invoke(app, ["eval", "prompts/controversy.yaml", "--model", "mine/x"])
+    result = run_cli("eval", "prompts/controversy.yaml", "--model", "mine/x")
     assert result.exit_code == 2, result.output
     assert "model.gguf" in result.stderr
-    assert _runs() == []
+    assert runs_json() == []
 
 
 def test_the_builtin_local_endpoint_serves_only_smollm2(project: Path) -> None:
-    result = CliRunner().invoke(app, ["eval", "prompts/controversy.yaml", "--model", "local/llama3"])
+    result = run_cli("eval", "prompts/controversy.yaml", "--model", "local/llama3")
     assert result.exit_code == 2, result.output
     assert "local/smollm2" in result.stderr

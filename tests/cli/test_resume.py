@@ -5,58 +5,26 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from promptctl.cli.app import app
 from tests.fakeserver import FakeOpenAI, last_user_message
-
-KEY = "sk-test-resume-1a2b3c4d5e6f"
-ECHO_PROMPT = """\
-name: echo
-model: gpt-4o-mini
-params:
-  max_tokens: 16
-messages:
-  - role: user
-    content: "Question {{ q }}"
-output:
-  pattern: 'echo: Question (?P<answer>\\w+)'
-  type: string
-metrics: [exact_match, format_validity]
-evalset: ../evalsets/echo.jsonl
-"""
-WORDS = ["one", "two", "three", "four", "five"]
-
-
-def evalset_text(words: list[str]) -> str:
-    return "".join(json.dumps({"id": f"r{i + 1}", "input": {"q": w}, "expected": w}) + "\n"
-                   for i, w in enumerate(words))
-
-
-def invoke(*args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    detail = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        detail = "".join(traceback.format_exception(result.exception))
-    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{detail}"
-    return result
-
-
-def eval_json(*args: str, code: int = 0) -> tuple[dict[str, Any], Result]:
-    result = invoke("eval", *args, "--json", code=code)
-    (run,) = json.loads(result.stdout)["runs"]
-    assert isinstance(run, dict)
-    return run, result
-
-
-def show(run_id: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(invoke("show", run_id, "--json").stdout)
-    return document
+from tests.helpers import (
+    ECHO_PROMPT,
+    ECHO_WORDS,
+    commit_all,
+    echo_evalset,
+    eval_json,
+    git,
+    git_identity,
+    git_init,
+    invoke,
+    runs_json,
+    show,
+    store_db,
+)
 
 
 def sent(api: FakeOpenAI) -> list[str]:
@@ -65,48 +33,26 @@ def sent(api: FakeOpenAI) -> list[str]:
 
 def store_rows(tmp_path: Path, run_id: str) -> list[tuple[str, str, int, int]]:
     """(kind, row_id, sample, copies) of every stored row of the run, straight from SQLite."""
-    with sqlite3.connect(tmp_path / "store" / "results.db") as conn:
+    with sqlite3.connect(store_db(tmp_path)) as conn:
         found = conn.execute("SELECT kind, row_id, sample, COUNT(*) FROM rows WHERE run_id = ? "
                              "GROUP BY kind, row_id, sample ORDER BY row_id, sample", (run_id,)).fetchall()
     conn.close()
     return [tuple(r) for r in found]
 
 
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-c", "commit.gpgsign=false", *args], cwd=root, check=True,
-                          capture_output=True, text=True)
-    return done.stdout
+@pytest.fixture
+def api(api: FakeOpenAI, echo_project: Path) -> FakeOpenAI:
+    """The fake server, with the current directory in the echo project."""
+    return api
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "proj"
-    (root / "prompts").mkdir(parents=True)
-    (root / "evalsets").mkdir()
-    (root / "prompts" / "echo.yaml").write_text(ECHO_PROMPT, encoding="utf-8")
-    (root / "evalsets" / "echo.jsonl").write_text(evalset_text(WORDS), encoding="utf-8")
-    monkeypatch.chdir(root)
-    return root
-
-
-@pytest.fixture
-def api(fake_openai: FakeOpenAI, project: Path, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    return fake_openai
-
-
-@pytest.fixture
-def repo(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The project as a git repository with everything committed."""
-    for var, value in (("GIT_AUTHOR_NAME", "Test"), ("GIT_AUTHOR_EMAIL", "test@example.invalid"),
-                       ("GIT_COMMITTER_NAME", "Test"), ("GIT_COMMITTER_EMAIL", "test@example.invalid"),
-                       ("GIT_CONFIG_NOSYSTEM", "1")):
-        monkeypatch.setenv(var, value)
-    git(project, "init", "-q", "-b", "main")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "base")
-    return project
+def repo(echo_project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The echo project as a git repository with everything committed."""
+    git_identity(monkeypatch)
+    git_init(echo_project)
+    commit_all(echo_project, "base")
+    return echo_project
 
 
 def run_with_failures(api: FakeOpenAI, *words: str, args: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -149,13 +95,13 @@ def test_resume_sends_only_the_missing_rows_until_the_run_is_complete(
 
     assert store_rows(tmp_path, first["id"]) == [("eval", f"r{i}", 0, 1) for i in range(1, 6)]
     rows = {r["row_id"]: r for r in show(first["id"])["rows"]}
-    assert all(r["error"] is None and r["answer"] == WORDS[i] for i, r in enumerate(rows.values()))
+    assert all(r["error"] is None and r["answer"] == ECHO_WORDS[i] for i, r in enumerate(rows.values()))
     # The rows answered the first time are kept as they were, not replayed from the cache.
     assert run["cached"] == 0
     for rid in ("r1", "r3", "r5"):
         assert rows[rid] == before[rid]
     # Resuming adds to the run: no second run appears.
-    assert [r["id"] for r in json.loads(invoke("runs", "--json").stdout)["runs"]] == [first["id"]]
+    assert [r["id"] for r in runs_json()] == [first["id"]]
 
     # A complete run has nothing left to send.
     api.reset()
@@ -180,9 +126,9 @@ def test_resume_keeps_the_runs_limit(api: FakeOpenAI, tmp_path: Path) -> None:
     assert [r[1] for r in store_rows(tmp_path, first["id"])] == ["r1", "r2", "r3"]
 
 
-def test_resume_uses_the_prompt_as_it_was_when_the_run_started(api: FakeOpenAI, project: Path) -> None:
+def test_resume_uses_the_prompt_as_it_was_when_the_run_started(api: FakeOpenAI, echo_project: Path) -> None:
     first = run_with_failures(api, "two")
-    path = project / "prompts" / "echo.yaml"
+    path = echo_project / "prompts" / "echo.yaml"
     path.write_text(ECHO_PROMPT.replace("Question {{ q }}", "Query {{ q }}")
                     .replace("echo: Question", "echo: Query"), encoding="utf-8")
     run, _ = eval_json("--resume", first["id"])
@@ -199,7 +145,7 @@ def test_resume_reads_a_changed_eval_set_from_git(api: FakeOpenAI, repo: Path, t
     assert first["git_commit"] == git(repo, "rev-parse", "HEAD").strip()
     assert first["git_dirty"] is False
     (repo / "evalsets" / "echo.jsonl").write_text(
-        evalset_text(["one", "deux", "three", "four", "five", "six"]), encoding="utf-8")
+        echo_evalset(["one", "deux", "three", "four", "five", "six"]), encoding="utf-8")
     git(repo, "commit", "-q", "-am", "edit the eval set")
     run, _ = eval_json("--resume", first["id"])
     assert sent(api) == ["Question two"]  # the old row r2, and no r6
@@ -210,22 +156,22 @@ def test_resume_reads_a_changed_eval_set_from_git(api: FakeOpenAI, repo: Path, t
 
 def test_resume_reads_an_uncommitted_edit_away_from_git(api: FakeOpenAI, repo: Path) -> None:
     first = run_with_failures(api, "two")
-    (repo / "evalsets" / "echo.jsonl").write_text(evalset_text(["one", "deux"]), encoding="utf-8")
+    (repo / "evalsets" / "echo.jsonl").write_text(echo_evalset(["one", "deux"]), encoding="utf-8")
     run, _ = eval_json("--resume", first["id"])
     assert sent(api) == ["Question two"]
     assert run["n"] == 5 and run["errors"] == 0 and run["cached"] == 0
 
 
-def test_resume_when_the_old_eval_set_cannot_be_found_exits_2(api: FakeOpenAI, project: Path) -> None:
+def test_resume_when_the_old_eval_set_cannot_be_found_exits_2(api: FakeOpenAI, echo_project: Path) -> None:
     first = run_with_failures(api, "two")  # not a git repository
-    (project / "evalsets" / "echo.jsonl").write_text(evalset_text(["one", "deux"]), encoding="utf-8")
+    (echo_project / "evalsets" / "echo.jsonl").write_text(echo_evalset(["one", "deux"]), encoding="utf-8")
     result = invoke("eval", "--resume", first["id"], code=2)
     assert "has changed since it started" in result.stderr
     assert "cannot be found in git" in result.stderr
     assert "evalsets/echo.jsonl" in result.stderr
     assert "promptctl eval prompts/echo.yaml" in result.stderr  # the fix: start a new run
     assert api.count == 0
-    (project / "evalsets" / "echo.jsonl").unlink()
+    (echo_project / "evalsets" / "echo.jsonl").unlink()
     result = invoke("eval", "--resume", first["id"], code=2)
     assert "has changed since it started" in result.stderr
     assert api.count == 0
@@ -235,10 +181,10 @@ def test_resume_when_the_old_eval_set_cannot_be_found_exits_2(api: FakeOpenAI, p
 def test_resume_of_a_dirty_run_whose_eval_set_changed_again_exits_2(
         api: FakeOpenAI, repo: Path) -> None:
     evalset = repo / "evalsets" / "echo.jsonl"
-    evalset.write_text(evalset_text([*WORDS, "six"]), encoding="utf-8")  # not committed
+    evalset.write_text(echo_evalset([*ECHO_WORDS, "six"]), encoding="utf-8")  # not committed
     first = run_with_failures(api, "two")
     assert first["git_dirty"] is True
-    evalset.write_text(evalset_text(WORDS), encoding="utf-8")  # back to the committed version
+    evalset.write_text(echo_evalset(ECHO_WORDS), encoding="utf-8")  # back to the committed version
     result = invoke("eval", "--resume", first["id"], code=2)
     assert "cannot be found in git" in result.stderr
     assert api.count == 0
@@ -279,7 +225,7 @@ def test_resume_cache_only_with_a_missing_row_sends_nothing(api: FakeOpenAI) -> 
 
 
 def test_resume_of_a_ref_run_reads_that_commit(api: FakeOpenAI, repo: Path, tmp_path: Path) -> None:
-    (repo / "evalsets" / "echo.jsonl").write_text(evalset_text(["one", "deux"]), encoding="utf-8")
+    (repo / "evalsets" / "echo.jsonl").write_text(echo_evalset(["one", "deux"]), encoding="utf-8")
     (repo / "prompts" / "echo.yaml").write_text(ECHO_PROMPT.replace("Question", "Query"),
                                                 encoding="utf-8")
     git(repo, "commit", "-q", "-am", "new prompt and eval set")
@@ -295,8 +241,8 @@ REPEAT_PROMPT = ECHO_PROMPT.replace("metrics:", "examples:\n  - input: {q: zero}
 
 
 def test_resume_completes_missing_samples_and_few_shot_rows(
-        api: FakeOpenAI, project: Path, tmp_path: Path) -> None:
-    (project / "prompts" / "echo.yaml").write_text(REPEAT_PROMPT, encoding="utf-8")
+        api: FakeOpenAI, echo_project: Path, tmp_path: Path) -> None:
+    (echo_project / "prompts" / "echo.yaml").write_text(REPEAT_PROMPT, encoding="utf-8")
     first = run_with_failures(api, "two", "zero", args=("--repeat", "2", "--limit", "3"))
     assert first["errors"] == 2  # both samples of r2; the few-shot errors are counted apart
     run, _ = eval_json("--resume", first["id"])
@@ -344,7 +290,7 @@ def test_resume_finishes_a_run_stopped_by_a_fatal_error(api: FakeOpenAI, tmp_pat
 
     api.responder = responder
     invoke("eval", "prompts/echo.yaml", "--concurrency", "1", code=3)
-    (first,) = json.loads(invoke("runs", "--json").stdout)["runs"]
+    (first,) = runs_json()
     assert first["status"] == "failed" and first["n"] == 2
     api.reset()
     run, _ = eval_json("--resume", first["id"])

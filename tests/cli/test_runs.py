@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import traceback
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from promptctl.cli.app import app
 from tests.fakeserver import FakeOpenAI
-
-REPO = Path(__file__).resolve().parents[2]
-KEY = "sk-test-runs-8c1d2e3f4a5b6c7d"
+from tests.helpers import copy_examples, eval_run, invoke, runs_json, show
 
 ECHO_PROMPT = """\
 name: echo
@@ -35,42 +28,24 @@ evalset: ../evalsets/echo.jsonl
 """
 
 
-def invoke(*args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    detail = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        detail = "".join(traceback.format_exception(result.exception))
-    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{detail}"
-    return result
-
-
-def eval_run(*args: str) -> dict[str, Any]:
-    (run,) = json.loads(invoke("eval", *args, "--json").stdout)["runs"]
-    assert isinstance(run, dict)
-    return run
-
-
 @pytest.fixture
-def api(fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    root = tmp_path / "proj"
-    root.mkdir()
-    shutil.copytree(REPO / "prompts", root / "prompts")
-    shutil.copytree(REPO / "evalsets", root / "evalsets")
+def api(api: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    """The fake server, and the current directory in a copy of this repository's prompts and eval
+    sets with an echo prompt beside them (its eval set: a right answer, a wrong one, one unscored)."""
+    root = copy_examples(tmp_path / "proj")
     (root / "prompts" / "echo.yaml").write_text(ECHO_PROMPT, encoding="utf-8")
     (root / "evalsets" / "echo.jsonl").write_text(
         '{"id": "a", "input": {"q": "alpha"}, "expected": "alpha"}\n'
         '{"id": "b", "input": {"q": "beta"}, "expected": "gamma"}\n'
         '{"id": "c", "input": {"q": "delta"}}\n', encoding="utf-8")
     monkeypatch.chdir(root)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    return fake_openai
+    return api
 
 
 def test_runs_json_lists_runs_newest_first(api: FakeOpenAI) -> None:
     first = eval_run("prompts/echo.yaml")
     second = eval_run("prompts/echo.yaml", "--model", "gpt-4o")
-    listed = json.loads(invoke("runs", "--json").stdout)["runs"]
+    listed = runs_json()
     assert [r["id"] for r in listed] == [second["id"], first["id"]]
     assert listed[1] == first  # the stored record reads back as eval printed it
     assert [r["model"] for r in listed] == ["gpt-4o", "gpt-4o-mini"]
@@ -80,9 +55,9 @@ def test_runs_filters_by_prompt_and_limits(api: FakeOpenAI) -> None:
     echo = eval_run("prompts/echo.yaml")
     api.responder = lambda body: "Controversy score: 1"
     contro = eval_run("prompts/controversy.yaml", "--limit", "1")
-    only = json.loads(invoke("runs", "echo", "--json").stdout)["runs"]
+    only = runs_json("echo")
     assert [r["id"] for r in only] == [echo["id"]]
-    newest = json.loads(invoke("runs", "--limit", "1", "--json").stdout)["runs"]
+    newest = runs_json("--limit", "1")
     assert [r["id"] for r in newest] == [contro["id"]]
     assert json.loads(invoke("runs", "nosuchprompt", "--json").stdout) == {"runs": []}
 
@@ -100,7 +75,7 @@ def test_runs_human_table_and_empty_store(api: FakeOpenAI) -> None:
 
 def test_show_json_has_every_row(api: FakeOpenAI) -> None:
     run = eval_run("prompts/echo.yaml")
-    document = json.loads(invoke("show", run["id"], "--json").stdout)
+    document = show(run["id"])
     assert document["run"] == run
     rows = {(r["kind"], r["row_id"]): r for r in document["rows"]}
     assert set(rows) == {("eval", "a"), ("eval", "b"), ("eval", "c"), ("fewshot", "ex1")}
@@ -141,9 +116,9 @@ def test_show_accepts_a_unique_prefix(api: FakeOpenAI) -> None:
     assert common  # sortable ids made a moment apart share their leading digits
     for run in (first, second):
         prefix = run["id"][: len(common) + 1]
-        shown = json.loads(invoke("show", prefix, "--json").stdout)
+        shown = show(prefix)
         assert shown["run"]["id"] == run["id"]
-    full = json.loads(invoke("show", first["id"], "--json").stdout)
+    full = show(first["id"])
     assert full["run"]["id"] == first["id"]
 
 

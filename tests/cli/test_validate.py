@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from promptctl.cli.app import app
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import copy_examples, run_cli
 
 PROMPT = """\
 name: greet
@@ -32,10 +29,6 @@ metrics: [exact_match, format_validity]
 
 EVALSET = '{"id": "g1", "input": {"name": "Bo"}, "expected": "Hello Bo"}\n' \
           '{"id": "g2", "input": {"name": "Cy"}, "expected": "Hello Cy"}\n'
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture
@@ -67,7 +60,7 @@ def error_lines(result: Result) -> int:
 # --- valid files -----------------------------------------------------------------------
 
 def test_valid_project_exits_0(project: Path) -> None:
-    result = invoke("validate")
+    result = run_cli("validate")
     assert result.exit_code == 0, result.output
     assert "prompts/greet.yaml" in result.stdout
     assert "evalsets/greet.jsonl" in result.stdout
@@ -76,17 +69,16 @@ def test_valid_project_exits_0(project: Path) -> None:
 
 
 def test_named_files_exit_0(project: Path) -> None:
-    result = invoke("validate", "prompts/greet.yaml")
+    result = run_cli("validate", "prompts/greet.yaml")
     assert result.exit_code == 0, result.output
     assert "prompts/greet.yaml" in result.stdout
     assert "evalsets/greet.jsonl" not in result.stdout
 
 
 def test_shipped_project_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    shutil.copytree(REPO / "prompts", tmp_path / "prompts")
-    shutil.copytree(REPO / "evalsets", tmp_path / "evalsets")
+    copy_examples(tmp_path)
     monkeypatch.chdir(tmp_path)
-    result = invoke("validate")
+    result = run_cli("validate")
     assert result.exit_code == 0, result.output
     for name in ("controversy.yaml", "ticket_routing.yaml", "extract_contact.yaml",
                  "controversy.jsonl", "tickets.csv", "contacts.yaml"):
@@ -95,7 +87,7 @@ def test_shipped_project_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_directory_argument_means_the_files_in_it(project: Path) -> None:
     (project / "evalsets" / "more.csv").write_text("name,expected\nDi,Hello Di\n", encoding="utf-8")
-    result = invoke("validate", "evalsets")
+    result = run_cli("validate", "evalsets")
     assert result.exit_code == 0, result.output
     assert "evalsets/greet.jsonl" in result.stdout
     assert "evalsets/more.csv" in result.stdout
@@ -103,14 +95,14 @@ def test_directory_argument_means_the_files_in_it(project: Path) -> None:
 
 def test_yaml_eval_set_outside_evalsets_is_recognised(project: Path) -> None:
     (project / "data.yaml").write_text("# rows\n- input: {name: Ed}\n", encoding="utf-8")
-    result = invoke("validate", "data.yaml")
+    result = run_cli("validate", "data.yaml")
     assert result.exit_code == 0, result.output
     assert "eval set, 1 rows" in result.stdout
 
 
 def test_nothing_to_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = invoke("validate")
+    result = run_cli("validate")
     assert result.exit_code == 2, result.output
     assert "nothing to validate" in result.output
     assert "fix:" in result.output
@@ -140,7 +132,7 @@ BAD_EVALSETS = [
 def test_bad_eval_set(project: Path, name: str, content: str | bytes, line: int | None) -> None:
     path = project / "evalsets" / name
     path.write_bytes(content.encode() if isinstance(content, str) else content)
-    result = invoke("validate", f"evalsets/{name}")
+    result = run_cli("validate", f"evalsets/{name}")
     assert_one_clear_error(result, f"evalsets/{name}", line)
 
 
@@ -173,7 +165,7 @@ BAD_PROMPTS = [
                          ids=[c[0] for c in BAD_PROMPTS])
 def test_bad_prompt(project: Path, content: str, line: int, needle: str) -> None:
     (project / "prompts" / "greet.yaml").write_text(content, encoding="utf-8")
-    result = invoke("validate", "prompts/greet.yaml")
+    result = run_cli("validate", "prompts/greet.yaml")
     assert_one_clear_error(result, "prompts/greet.yaml", line)
     assert needle in result.output
 
@@ -181,7 +173,7 @@ def test_bad_prompt(project: Path, content: str, line: int, needle: str) -> None
 def test_eval_set_row_lacking_a_variable(project: Path) -> None:
     (project / "evalsets" / "greet.jsonl").write_text(
         EVALSET + '{"id": "g3", "input": {"nom": "Di"}}\n', encoding="utf-8")
-    result = invoke("validate", "prompts/greet.yaml")
+    result = run_cli("validate", "prompts/greet.yaml")
     assert_one_clear_error(result, "prompts/greet.yaml", 9)
     assert "'g3'" in result.output
     assert "messages[1]" in result.output
@@ -190,7 +182,7 @@ def test_eval_set_row_lacking_a_variable(project: Path) -> None:
 
 def test_prompt_naming_a_missing_eval_set(project: Path) -> None:
     (project / "evalsets" / "greet.jsonl").unlink()
-    result = invoke("validate", "prompts/greet.yaml")
+    result = run_cli("validate", "prompts/greet.yaml")
     assert_one_clear_error(result, "prompts/greet.yaml", 13)
     assert "greet.jsonl" in result.output
 
@@ -198,53 +190,53 @@ def test_prompt_naming_a_missing_eval_set(project: Path) -> None:
 def test_prompt_naming_a_directory_as_eval_set(project: Path) -> None:
     (project / "evalsets" / "greet.jsonl").unlink()
     (project / "evalsets" / "greet.jsonl").mkdir()
-    result = invoke("validate", "prompts/greet.yaml")
+    result = run_cli("validate", "prompts/greet.yaml")
     assert_one_clear_error(result, "prompts/greet.yaml", 13)
     assert "directory" in result.output
 
 
 def test_prompt_whose_eval_set_is_bad_names_the_eval_set_line(project: Path) -> None:
     (project / "evalsets" / "greet.jsonl").write_text(EVALSET + "{oops\n", encoding="utf-8")
-    result = invoke("validate", "prompts/greet.yaml")
+    result = run_cli("validate", "prompts/greet.yaml")
     assert_one_clear_error(result, "evalsets/greet.jsonl", 3)
 
 
 def test_unknown_extension(project: Path) -> None:
     (project / "notes.txt").write_text("hello\n", encoding="utf-8")
-    result = invoke("validate", "notes.txt")
+    result = run_cli("validate", "notes.txt")
     assert_one_clear_error(result, "notes.txt", None)
     assert ".jsonl" in result.output
 
 
 def test_missing_file(project: Path) -> None:
-    result = invoke("validate", "evalsets/absent.jsonl")
+    result = run_cli("validate", "evalsets/absent.jsonl")
     assert_one_clear_error(result, "evalsets/absent.jsonl", None)
     assert "not found" in result.output
 
 
 def test_missing_prompt_file(project: Path) -> None:
-    result = invoke("validate", "prompts/absent.yaml")
+    result = run_cli("validate", "prompts/absent.yaml")
     assert_one_clear_error(result, "prompts/absent.yaml", None)
     assert "not found" in result.output
 
 
 def test_empty_directory_argument(project: Path) -> None:
     (project / "empty").mkdir()
-    result = invoke("validate", "empty")
+    result = run_cli("validate", "empty")
     assert_one_clear_error(result, "empty", None)
 
 
 def test_bad_config_is_reported_with_its_line(project: Path) -> None:
     (project / "promptctl.yaml").write_text("store: x\nendpoints:\n  a: {base_url: x, gguf: y}\n",
                                             encoding="utf-8")
-    result = invoke("validate")
+    result = run_cli("validate")
     assert_one_clear_error(result, "promptctl.yaml", 3)
 
 
 def test_one_bad_file_among_good_ones(project: Path) -> None:
     (project / "evalsets" / "bad.jsonl").write_text('{"input": {}}\n{nope}\n', encoding="utf-8")
     (project / "evalsets" / "good.csv").write_text("name\nEd\n", encoding="utf-8")
-    result = invoke("validate")
+    result = run_cli("validate")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "evalsets/bad.jsonl:2" in result.stderr
@@ -256,7 +248,7 @@ def test_one_bad_file_among_good_ones(project: Path) -> None:
 # --- --json ------------------------------------------------------------------------------
 
 def test_json_output_when_all_is_well(project: Path) -> None:
-    result = invoke("validate", "--json")
+    result = run_cli("validate", "--json")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     document = json.loads(result.stdout)
@@ -267,7 +259,7 @@ def test_json_output_when_all_is_well(project: Path) -> None:
 
 def test_json_output_with_an_error(project: Path) -> None:
     (project / "evalsets" / "bad.jsonl").write_text('{"input": {}}\n{nope}\n', encoding="utf-8")
-    result = invoke("validate", "--json")
+    result = run_cli("validate", "--json")
     assert result.exit_code == 2, result.output
     document = json.loads(result.stdout)  # stdout holds the JSON document and nothing else
     assert document["ok"] is False
@@ -284,7 +276,7 @@ def test_json_output_with_an_error(project: Path) -> None:
 
 def test_json_output_for_a_prompt_error(project: Path) -> None:
     (project / "prompts" / "greet.yaml").write_text(PROMPT + "metircs: []\n", encoding="utf-8")
-    result = invoke("validate", "--json", "prompts/greet.yaml")
+    result = run_cli("validate", "--json", "prompts/greet.yaml")
     assert result.exit_code == 2, result.output
     entry = json.loads(result.stdout)["files"][0]
     assert (entry["ok"], entry["line"]) == (False, 15)
@@ -295,13 +287,13 @@ def test_json_output_for_a_prompt_error(project: Path) -> None:
 
 def test_init_creates_a_project_that_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = invoke("init")
+    result = run_cli("init")
     assert result.exit_code == 0, result.output
     for name in ("promptctl.yaml", "prompts/sentiment.yaml", "evalsets/sentiment.jsonl", ".gitignore"):
         assert (tmp_path / name).is_file(), name
         assert name in result.stdout
     assert ".promptctl/" in (tmp_path / ".gitignore").read_text(encoding="utf-8").splitlines()
-    result = invoke("validate")
+    result = run_cli("validate")
     assert result.exit_code == 0, result.output
     assert "prompts/sentiment.yaml" in result.stdout
     assert "evalsets/sentiment.jsonl: eval set, 6 rows" in result.stdout
@@ -309,10 +301,10 @@ def test_init_creates_a_project_that_validates(tmp_path: Path, monkeypatch: pyte
 
 def test_init_refuses_to_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert invoke("init").exit_code == 0
+    assert run_cli("init").exit_code == 0
     prompt = tmp_path / "prompts" / "sentiment.yaml"
     prompt.write_text("# my own edits\n", encoding="utf-8")
-    result = invoke("init")
+    result = run_cli("init")
     assert result.exit_code == 2, result.output
     assert "already exists" in result.output
     assert "fix:" in result.output
@@ -324,7 +316,7 @@ def test_init_refuses_when_any_file_exists(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evalsets").mkdir()
     (tmp_path / "evalsets" / "sentiment.jsonl").write_text("mine\n", encoding="utf-8")
-    result = invoke("init")
+    result = run_cli("init")
     assert result.exit_code == 2, result.output
     assert "sentiment.jsonl" in result.output
     assert not (tmp_path / "promptctl.yaml").exists()
@@ -336,8 +328,8 @@ def test_init_into_a_directory_keeps_an_existing_gitignore(tmp_path: Path,
     target = tmp_path / "new"
     target.mkdir()
     (target / ".gitignore").write_text("*.pyc", encoding="utf-8")
-    result = invoke("init", "new")
+    result = run_cli("init", "new")
     assert result.exit_code == 0, result.output
     assert (target / ".gitignore").read_text(encoding="utf-8") == "*.pyc\n.promptctl/\n"
     monkeypatch.chdir(target)
-    assert invoke("validate").exit_code == 0
+    assert run_cli("validate").exit_code == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,12 +16,6 @@ from tests.fakeserver import FakeOpenAI, error_body
 KEY = "sk-test-provider-5e6f7a8b9c0d"
 MESSAGES = [{"role": "system", "content": "Be brief."},
             {"role": "user", "content": "What is two plus two"}]
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 def complete(server: FakeOpenAI, params: dict[str, Any] | None = None, *, model: str = "gpt-4o-mini",

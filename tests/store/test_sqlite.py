@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from promptctl.cli.app import app
 from promptctl.errors import InputError
 from promptctl.store import SQLiteStore
 from promptctl.store.sqlite import utcnow
 from tests.fakeserver import FakeOpenAI, error_body
+from tests.helpers import copy_examples, eval_run, run_cli, use_fake_openai
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-store-0a1b2c3d4e5f6a7b"
 
 
@@ -168,23 +164,15 @@ def test_a_store_elsewhere_does_not_touch_that_directory(tmp_path: Path) -> None
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_openai: FakeOpenAI) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    shutil.copytree(REPO / "prompts", root / "prompts")
-    shutil.copytree(REPO / "evalsets", root / "evalsets")
+    root = copy_examples(tmp_path / "proj")
     monkeypatch.chdir(root)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    use_fake_openai(monkeypatch, fake_openai, KEY)
     fake_openai.responder = lambda body: "Controversy score: 4\nReason: fine."
     return root
 
 
 def eval_cli(*args: str, code: int = 0) -> dict[str, Any]:
-    result = CliRunner().invoke(app, ["eval", "prompts/controversy.yaml", "--json", *args])
-    assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
-    (run,) = json.loads(result.stdout)["runs"]
-    assert isinstance(run, dict)
-    return run
+    return eval_run("prompts/controversy.yaml", *args, code=code)
 
 
 def test_default_store_is_git_ignored(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +196,7 @@ def test_api_key_never_reaches_the_store(project: Path, fake_openai: FakeOpenAI,
     failed = eval_cli("--limit", "4", "--no-cache", "--concurrency", "1", code=3)
     assert failed["errors"] == 0 and failed["fewshot_metrics"]["format_validity"]["n"] == 3
     fake_openai.fail_next(1, status=401, body=error_body(401, f"Incorrect API key provided: {KEY}"))
-    result = CliRunner().invoke(app, ["eval", "prompts/controversy.yaml", "--no-cache", "--limit", "1"])
+    result = run_cli("eval", "prompts/controversy.yaml", "--no-cache", "--limit", "1")
     assert result.exit_code == 3
     store_dir = tmp_path / "store"
     files = [p for p in store_dir.iterdir() if p.is_file()]
