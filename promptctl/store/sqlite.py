@@ -247,7 +247,8 @@ class SQLiteStore(Store):
         """A run's rows as columns (row_id, sample, ok, scores), without messages or completions.
 
         One aggregate query: comparing runs of 100,000 rows must not build 100,000 row dicts.
-        `ok` is False for a row whose request failed; its scores are None.
+        `ok` is False for a row whose request failed; its scores are None. Rows with the
+        same scores share one dict: treat them as read-only.
         """
         return _score_columns(self.conn, run_id, kind)
 
@@ -341,9 +342,9 @@ class _Tx:
 
 
 def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str) -> dict[str, list[Any]]:
+    # char(30) cannot occur in stored JSON (json.dumps escapes control characters).
     sql = ("SELECT json_group_array(row_id), json_group_array(sample), "
-           "json_group_array(error IS NULL), "
-           "'[' || group_concat(coalesce(scores, 'null'), ',') || ']' "
+           "json_group_array(error IS NULL), group_concat(coalesce(scores, 'null'), char(30)) "
            "FROM rows WHERE run_id = ? AND kind = ?")
     try:
         found = conn.execute(sql, (run_id, kind)).fetchone()
@@ -351,8 +352,9 @@ def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str) -> dict[str
         found = None
     if found is not None and found[3] is not None:
         # All four aggregates see the rows in one scan, in the same order.
-        ids, samples, ok, scores = (json.loads(v) for v in found)
-        return {"row_id": ids, "sample": samples, "ok": [bool(v) for v in ok], "scores": scores}
+        ids, samples, ok = (json.loads(v) for v in found[:3])
+        return {"row_id": ids, "sample": samples, "ok": [bool(v) for v in ok],
+                "scores": _decode_shared(found[3].split("\x1e"))}
     cols: dict[str, list[Any]] = {"row_id": [], "sample": [], "ok": [], "scores": []}
     for r in conn.execute("SELECT row_id, sample, error IS NULL, scores FROM rows "
                           "WHERE run_id = ? AND kind = ?", (run_id, kind)):
@@ -361,3 +363,12 @@ def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str) -> dict[str
         cols["ok"].append(bool(r[2]))
         cols["scores"].append(None if r[3] is None else json.loads(r[3]))
     return cols
+
+
+def _decode_shared(texts: list[str]) -> list[Any]:
+    """The JSON values of `texts`, each distinct text decoded once (scores repeat a lot:
+    rows with the same scores share one dict)."""
+    codes: dict[str, int] = {}
+    index = [codes.setdefault(t, len(codes)) for t in texts]
+    decoded = json.loads("[" + ",".join(codes) + "]")
+    return [decoded[i] for i in index]
