@@ -6,11 +6,12 @@ paired permutation test. Deltas get a paired bootstrap interval. Every random
 draw uses a fixed seed, so the same pair of runs always gives the same numbers.
 
 For runs of 100,000 rows a statistic is computed from totals (`Sums`) or from
-a contingency table (`Table`): a resample costs a gather and a sum instead of
-copies of every row, and a permutation touches only the rows where A and B
-differ, so the time goes mostly to drawing the random numbers. The draws are
-those that resampling row by row makes (`paired_continuous`), so both give the
-same numbers.
+a contingency table (`Table`), and rows that contribute the same are drawn
+together: a bootstrap resample is a count of each kind of row (a multinomial),
+a permutation a count of swapped rows of each type (binomials). Scores on a
+scale give a few hundred kinds, so the draws no longer grow with the number of
+rows; their distribution is exactly that of resampling and swapping row by row
+(`paired_continuous`, which correlations of many distinct values still use).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from promptctl.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, _resample_indices, bootstrap
+from promptctl.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap
 
 PERMUTATIONS = 2000
 # Values per chunk of random draws: large enough that numpy's per-call cost vanishes,
@@ -30,7 +31,13 @@ PERMUTATIONS = 2000
 _PERMUTATION_CELLS = 1_000_000
 # random() < 0.5 exactly when the top bit of the 64-bit draw behind it is clear.
 _HALF = np.uint64(1 << 63)
-# Above this many random draws the bootstrap and the permutations run in two threads.
+# Values per chunk of resample or swap counts.
+_CHUNK_CELLS = 1_000_000
+# Kinds of at least this many rows are resampled by a binomial draw of their count (about
+# 20 times the cost of drawing one row), smaller ones by drawing their rows.
+_MULTINOMIAL_ROWS = 16
+# Above this cost (in draws of one row) a statistic's bootstrap and permutations run in
+# two threads.
 _PARALLEL_CELLS = 50_000_000
 # Largest contingency table handled as a table; beyond it correlations resample rows.
 MAX_TABLE_CELLS = 1 << 14
@@ -136,8 +143,9 @@ def paired_continuous(a: FloatArray, b: FloatArray,
 
     `statistic` maps a (k, n) matrix to k values (e.g. RMSE of each row); with
     (n, 2) inputs (answer, expected pairs for correlations) it gets (k, n, 2).
-    This resamples whole rows; `paired_resampling` gives the same numbers faster
-    for statistics of totals or of a contingency table.
+    This resamples and swaps row by row; `paired_resampling` draws from the same
+    distributions by kind of row, much faster, for statistics of totals or of a
+    contingency table.
     """
     n = int(a.shape[0])
     if n == 0:
@@ -157,7 +165,7 @@ def paired_continuous(a: FloatArray, b: FloatArray,
     return _result(values, ci, extreme, permutations, n)
 
 
-# --- statistics of totals and of tables, all resampled with one stream of draws -----------
+# --- statistics of totals and of tables, resampled by kind of row -------------------------
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,53 @@ class Table:
 Statistic = Sums | Table
 
 
+def _group(sig: Any) -> tuple[IntArray, IntArray]:
+    """Columns of `sig` (c, n) that are equal in every entry form one kind: the kind of
+    each column and the first column of each kind, kinds in lexicographic order."""
+    n = sig.shape[1]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.lexsort(sig[::-1]) if sig.shape[0] else np.arange(n)
+    ordered = sig[:, order]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.any(ordered[:, 1:] != ordered[:, :-1], axis=0, out=new[1:])
+    kind = np.empty(n, dtype=np.int64)
+    kind[order] = np.cumsum(new) - 1
+    return kind, order[new]
+
+
+class _RowEntries:
+    """Sparse per-row vectors: entries merged by (row, column), zeros left out, sorted by
+    row then column, so that each row's entries are one slice."""
+
+    def __init__(self, n: int, rows: IntArray, cols: IntArray, w: FloatArray, width: int) -> None:
+        uniq, inverse = np.unique(rows.astype(np.int64) * width + cols, return_inverse=True)
+        total = np.bincount(inverse.ravel(), weights=w, minlength=uniq.size)
+        keep = total != 0
+        self.rows, self.cols = np.divmod(uniq[keep], width)
+        self.w = total[keep]
+        self.length = np.bincount(self.rows, minlength=n)
+        self.start = np.cumsum(self.length) - self.length
+
+    def group(self) -> tuple[IntArray, tuple[IntArray, IntArray, FloatArray]]:
+        """Rows with the same entries as one kind: each row's kind and each kind's entries
+        (kind, column, weight)."""
+        n = self.length.size
+        most = int(self.length.max(initial=0))
+        # Row i is column i: its columns, then its weights' bits; -1 pads shorter rows.
+        sig = np.full((2 * most, n), -1, dtype=np.int64)
+        pos = np.arange(self.rows.size) - self.start[self.rows]
+        sig[pos, self.rows] = self.cols
+        sig[most + pos, self.rows] = self.w.view(np.int64)
+        kind, first = _group(sig)
+        lengths = self.length[first]
+        kinds = np.repeat(np.arange(first.size), lengths)
+        within = np.arange(kinds.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        picked = self.start[first][kinds] + within
+        return kind, (kinds, self.cols[picked], self.w[picked])
+
+
 class _Entries:
     """Table entries sorted by cell, so that a table is one gather and one reduceat."""
 
@@ -207,7 +262,7 @@ class _Entries:
         self.cells = cell[self.starts]
 
     def tables(self, weights: FloatArray, cells: int) -> FloatArray:
-        """(k, cells) tables from (k, n) row weights (resample counts or swap indicators)."""
+        """(k, cells) tables from (k, rows) weights (how often each kind of row is drawn)."""
         out = np.zeros((weights.shape[0], cells))
         if self.rows.size:
             out[:, self.cells] = np.add.reduceat(weights[:, self.rows] * self.w, self.starts,
@@ -215,45 +270,166 @@ class _Entries:
         return out
 
 
-class _Draw:
-    """One chunk of bootstrap indices (k, n), and the resample counts per row when needed."""
+class _Resamples:
+    """A chunk of k bootstrap resamples of n rows: `counts` (k, big kinds) of the kinds
+    drawn by a multinomial, and `picks`, the rows drawn one at a time from the pool of
+    the other kinds' rows (positions in the pool), `pooled[r]` of them for resample r."""
 
-    def __init__(self, idx: Any, n: int) -> None:
-        self.idx = idx
-        self.n = n
-        self._counts: FloatArray | None = None
+    def __init__(self, counts: FloatArray, picks: IntArray, pooled: IntArray) -> None:
+        self.k = pooled.size
+        self.counts = counts
+        self.picks = picks
+        self.pooled = pooled
+        # With no kind drawn by the multinomial, every resample picks its n rows.
+        self.square = counts.shape[1] == 0
+        self._segment: IntArray | None = None
 
     @property
-    def counts(self) -> FloatArray:
-        if self._counts is None:
-            k = self.idx.shape[0]
-            flat = (self.idx + (np.arange(k) * self.n)[:, None]).ravel()
-            self._counts = np.bincount(flat, minlength=k * self.n).reshape(k, self.n).astype(
-                np.float64)
-        return self._counts
+    def segment(self) -> IntArray:
+        """The resample of each pick."""
+        if self._segment is None:
+            self._segment = np.repeat(np.arange(self.k), self.pooled)
+        return self._segment
+
+    def pool_sums(self, values: FloatArray) -> FloatArray:
+        """(k,) totals of a value of each pool row over each resample's picks."""
+        taken = np.take(values, self.picks)
+        if self.square:
+            return np.asarray(taken.reshape(self.k, -1).sum(axis=1), dtype=np.float64)
+        return np.asarray(np.bincount(self.segment, weights=taken, minlength=self.k),
+                          dtype=np.float64)
+
+    def pool_counts(self, codes: IntArray, size: int) -> FloatArray:
+        """(k, size) counts of the picks' codes (a code in [0, size) per pool row)."""
+        flat = np.take(codes, self.picks) + self.segment * size
+        return np.bincount(flat, minlength=self.k * size).reshape(self.k, size).astype(np.float64)
+
+
+class _Draws:
+    """Bootstrap resamples of rows grouped into kinds (`kind` of each row).
+
+    Kinds of at least _MULTINOMIAL_ROWS rows get their counts from a multinomial
+    over the kinds (one binomial each); the draws that fall on the rows of smaller
+    kinds (the pool) pick one of those rows each, uniformly. Together this is exactly
+    drawing n rows with replacement.
+    """
+
+    def __init__(self, kind: IntArray) -> None:
+        self.n = kind.size
+        self.sizes = np.bincount(kind)
+        self.big = np.flatnonzero(self.sizes >= _MULTINOMIAL_ROWS)
+        # The pool's rows in the order of their kinds, so that the draws do not depend on
+        # the order of the rows.
+        by_kind = np.argsort(kind, kind="stable")
+        self.pool = by_kind[self.sizes[kind[by_kind]] < _MULTINOMIAL_ROWS]
+
+    def chunks(self, rng: np.random.Generator, resamples: int) -> Iterator[_Resamples]:
+        n, big, pool = self.n, self.big, self.pool
+        shares = np.append(self.sizes[big], pool.size) / n
+        chunk = max(1, _CHUNK_CELLS // max(big.size + pool.size, 1))
+        done = 0
+        while done < resamples:
+            k = min(chunk, resamples - done)
+            if big.size:
+                drawn = rng.multinomial(n, shares if pool.size else shares[:-1], size=k)
+                counts = drawn[:, :big.size].astype(np.float64)
+                pooled = drawn[:, big.size] if pool.size else np.zeros(k, dtype=np.int64)
+            else:
+                counts = np.zeros((k, 0))
+                pooled = np.full(k, n, dtype=np.int64)
+            picks = rng.integers(0, pool.size, size=int(pooled.sum())) if pool.size \
+                else np.zeros(0, dtype=np.int64)
+            yield _Resamples(counts, picks, pooled)
+            done += k
+
+    def cost(self) -> int:
+        """Roughly the cost of one resample, in draws of one row."""
+        return self.pool.size + 20 * self.big.size
+
+
+_ALL_BITS = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+
+
+def _swap_counts(rng: np.random.Generator, types: IntArray, permutations: int) -> Iterator[FloatArray]:
+    """How many of the types[j] rows of each type swap sides, as (k, types) chunks of
+    `permutations` permutations: Binomial(types[j], 1/2), drawn as the set bits among
+    types[j] random bits (one bit for a single row, one 64-bit word up to 64 rows),
+    above that by a binomial draw. `types` must be in ascending order."""
+    single = int(np.searchsorted(types, 1, side="right"))
+    word = int(np.searchsorted(types, 64, side="right"))
+    masks = _ALL_BITS >> (np.uint64(64) - types[single:word].astype(np.uint64))
+    chunk = max(1, _CHUNK_CELLS // max(types.size, 1))
+    done = 0
+    while done < permutations:
+        k = min(chunk, permutations - done)
+        out = np.empty((k, types.size))
+        if single:
+            raw = rng.bit_generator.random_raw((k, -(-single // 64)))
+            out[:, :single] = np.unpackbits(raw.view(np.uint8), axis=1, count=single)
+        if word > single:
+            out[:, single:word] = np.bitwise_count(
+                rng.bit_generator.random_raw((k, word - single)) & masks)
+        if types.size > word:
+            out[:, word:] = rng.binomial(types[word:], 0.5, size=(k, types.size - word))
+        yield out
+        done += k
 
 
 class _Prepared:
-    """Per statistic: the observed totals or tables, and what a permutation changes."""
+    """One statistic with its rows grouped into kinds.
+
+    For the bootstrap, rows contributing the same to A and to B are one kind: a
+    resample is a count per kind. For the permutations, rows whose swap moves the
+    same amount from one side to the other are one type: a permutation is the
+    number of swapped rows of each type.
+    """
 
     def __init__(self, stat: Statistic, n: int) -> None:
         self.stat = stat
-        self.n = n
         if isinstance(stat, Sums):
             self.total_a = stat.a.sum(axis=1)
             self.total_b = stat.b.sum(axis=1)
+            self.kind, first = _group(np.vstack([stat.a, stat.b]))
+            self.draws = _Draws(self.kind)
+            big = first[self.draws.big]
+            self.big = (np.ascontiguousarray(stat.a[:, big].T),
+                        np.ascontiguousarray(stat.b[:, big].T))
+            pool = self.draws.pool
+            self.pool = (stat.a[:, pool], stat.b[:, pool])
+            # A feature equal on every pool row (a count of one sample per row) needs no
+            # gathering: its total is the number of picks times the value.
+            self.constant = tuple([bool(f.size) and bool(np.all(f == f[0])) for f in side]
+                                  for side in self.pool)
             diff = stat.a - stat.b
-            self.moved = np.flatnonzero(np.any(diff != 0, axis=0))
-            self.delta = np.ascontiguousarray(diff[:, self.moved].T)
+            moved = diff[:, np.any(diff != 0, axis=0)]
+            swap_type, first = _group(moved)
+            types = np.bincount(swap_type)
+            order = np.argsort(types, kind="stable")
+            self.types = types[order]
+            self.shifts = np.ascontiguousarray(moved[:, first[order]].T)
         else:
+            cells = stat.cells
             ones = np.ones((1, n))
-            self.entries = (_Entries(stat.a), _Entries(stat.b))
-            self.total_a = self.entries[0].tables(ones, stat.cells)[0]
-            self.total_b = self.entries[1].tables(ones, stat.cells)[0]
-            rows, cell, w = _net_entries(stat.a, stat.b, stat.cells)
-            self.moved, position = np.unique(rows, return_inverse=True)
-            self.delta_entries = _Entries((position.ravel(), cell, w))
-            self.codes = (_one_cell_per_row(stat.a, n), _one_cell_per_row(stat.b, n))
+            self.total_a = _Entries(stat.a).tables(ones, cells)[0]
+            self.total_b = _Entries(stat.b).tables(ones, cells)[0]
+            both = _RowEntries(n, np.concatenate([stat.a[0], stat.b[0]]),
+                               np.concatenate([stat.a[1], stat.b[1] + cells]),
+                               np.concatenate([stat.a[2], stat.b[2]]), 2 * cells)
+            self.kind, (kinds, col, w) = both.group()
+            self.draws = _Draws(self.kind)
+            on_a = col < cells
+            self.entries = (_Entries((kinds[on_a], col[on_a], w[on_a])),
+                            _Entries((kinds[~on_a], col[~on_a] - cells, w[~on_a])))
+            rows, col, w = _net_entries(stat.a, stat.b, cells)
+            moved, position = np.unique(rows, return_inverse=True)
+            swap_type, (typ, col, w) = _RowEntries(moved.size, position.ravel(), col, w,
+                                                   cells).group()
+            types = np.bincount(swap_type)
+            order = np.argsort(types, kind="stable")
+            self.types = types[order]
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            self.shift_entries = _Entries((rank[typ], col, w))
 
     def finish(self, totals: FloatArray) -> FloatArray:
         if isinstance(self.stat, Table):
@@ -265,58 +441,44 @@ class _Prepared:
         return (float(self.finish(self.total_a[None, :])[0]),
                 float(self.finish(self.total_b[None, :])[0]))
 
-    def resampled(self, draw: _Draw) -> FloatArray:
+    def resampled(self, res: _Resamples) -> FloatArray:
         """statistic(B) - statistic(A) for each resample of the chunk."""
         if isinstance(self.stat, Sums):
-            return self.finish(self._sums(self.stat.b, draw)) - self.finish(self._sums(self.stat.a,
-                                                                                     draw))
+            sides = []
+            for big, pool, constant in zip(self.big, self.pool, self.constant, strict=True):
+                totals = res.counts @ big
+                if pool.shape[1]:
+                    for j, feature in enumerate(pool):
+                        totals[:, j] += res.pooled * feature[0] if constant[j] \
+                            else res.pool_sums(feature)
+                sides.append(totals)
+            return self.finish(sides[1]) - self.finish(sides[0])
+        kinds = self.draws.sizes.size
+        counts = np.zeros((res.k, kinds))
+        counts[:, self.draws.big] = res.counts
+        if self.draws.pool.size:
+            counts += res.pool_counts(self.kind[self.draws.pool], kinds)
+        cells = self.stat.cells
+        side_a, side_b = self.entries
+        return np.concatenate([self.finish(side_b.tables(block, cells))
+                               - self.finish(side_a.tables(block, cells))
+                               for block in _blocks(counts, cells)])
+
+    def permuted(self, swapped: FloatArray) -> FloatArray:
+        """statistic(B') - statistic(A') for (k, types) counts of swapped rows."""
+        if isinstance(self.stat, Sums):
+            shift = swapped @ self.shifts
+            return self.finish(self.total_b + shift) - self.finish(self.total_a - shift)
         cells = self.stat.cells
         out = []
-        step = max(1, 2_000_000 // cells)
-        for start in range(0, draw.idx.shape[0], step):
-            tables = []
-            for side, codes in zip(self.entries, self.codes, strict=True):
-                if codes is not None:
-                    # One cell per row: the table is a count of the resampled rows' cells.
-                    picked = codes[draw.idx[start:start + step]]
-                    k = picked.shape[0]
-                    flat = (picked + (np.arange(k) * cells)[:, None]).ravel()
-                    tables.append(np.bincount(flat, minlength=k * cells).reshape(k, cells)
-                                  .astype(np.float64))
-                else:
-                    tables.append(side.tables(draw.counts[start:start + step], cells))
-            out.append(self.finish(tables[1]) - self.finish(tables[0]))
+        for block in _blocks(swapped, cells):
+            shift = self.shift_entries.tables(block, cells)
+            out.append(self.finish(self.total_b + shift) - self.finish(self.total_a - shift))
         return np.concatenate(out)
 
-    def _sums(self, features: FloatArray, draw: _Draw) -> FloatArray:
-        """(k, f) totals of resampled rows; a feature equal on every row (a count of one
-        sample per row) needs no gathering."""
-        k = draw.idx.shape[0]
-        out = np.empty((k, features.shape[0]))
-        for j, feature in enumerate(features):
-            if feature.size and np.all(feature == feature[0]):
-                out[:, j] = feature[0] * self.n
-            else:
-                out[:, j] = np.take(feature, draw.idx).sum(axis=1)
-        return out
-
-    def permuted(self, swap: FloatArray) -> FloatArray:
-        """statistic(B') - statistic(A') for (k, moved) swap indicators."""
-        if isinstance(self.stat, Sums):
-            shift = swap @ self.delta
-        else:
-            shift = self.delta_entries.tables(swap, self.stat.cells)
-        return self.finish(self.total_b + shift) - self.finish(self.total_a - shift)
-
-
-def _one_cell_per_row(entries: tuple[IntArray, IntArray, FloatArray], n: int) -> IntArray | None:
-    """Each row's cell when every row has exactly one entry of weight one, else None."""
-    rows, cell, w = entries
-    if rows.size != n or not np.all(w == 1):
-        return None
-    out = np.full(n, -1, dtype=np.int64)
-    out[rows] = cell
-    return out if np.all(out >= 0) else None
+    def cost(self, resamples: int, permutations: int) -> int:
+        """Roughly what the bootstrap and the permutations cost, in draws of one row."""
+        return resamples * self.draws.cost() + permutations * self.types.size
 
 
 def _net_entries(a: tuple[IntArray, IntArray, FloatArray], b: tuple[IntArray, IntArray, FloatArray],
@@ -344,9 +506,12 @@ def paired_resampling(n: int, stats: Mapping[str, Statistic],
     """Delta (B - A), 95% paired bootstrap interval and paired permutation p-value of each
     statistic over the same n paired rows.
 
-    The draws are those of `paired_continuous` (bootstrap indices from `seed`,
-    swaps from `seed + 1`), shared by every statistic, so each result equals
-    what `paired_continuous` gives for that statistic alone.
+    Rows are resampled, and A and B swapped within random rows, as in
+    `paired_continuous`, but drawn per kind of row rather than per row: a resample
+    draws how many rows of each kind it holds, a permutation how many rows of each
+    type it swaps, so the cost follows the number of distinct rows, not n. Each statistic draws from
+    `seed` (bootstrap) and `seed + 1` (permutations) on its own, so its numbers do
+    not depend on the others.
     """
     if n == 0:
         return {name: _empty() for name in stats}
@@ -355,37 +520,32 @@ def paired_resampling(n: int, stats: Mapping[str, Statistic],
     observed = {name: b - a for name, (a, b) in both.items()}
     live = {name: p for name, p in prepared.items() if math.isfinite(observed[name])}
 
-    def bootstrap_values() -> dict[str, FloatArray]:
-        values: dict[str, list[FloatArray]] = {name: [] for name in stats}
-        for idx in _resample_indices(n, np.random.default_rng(seed), resamples):
-            draw = _Draw(idx, n)
-            for name, p in prepared.items():
-                values[name].append(p.resampled(draw))
-        return {name: np.concatenate(v) for name, v in values.items()}
+    def bootstrap_values(p: _Prepared) -> FloatArray:
+        rng = np.random.default_rng(seed)
+        return np.concatenate([p.resampled(chunk) for chunk in p.draws.chunks(rng, resamples)])
 
-    def permutation_counts() -> dict[str, int]:
-        extreme = dict.fromkeys(stats, 0)
-        if live:
-            for raw in _swaps(np.random.default_rng(seed + 1), n, permutations):
-                for name, p in live.items():
-                    swap = (raw[:, p.moved] < _HALF).astype(np.float64)
-                    cells = p.stat.cells if isinstance(p.stat, Table) else 1
-                    for block in _blocks(swap, cells):
-                        extreme[name] += _extreme(p.permuted(block), observed[name])
-        return extreme
+    def permutation_count(p: _Prepared, observed: float) -> int:
+        rng = np.random.default_rng(seed + 1)
+        return sum(_extreme(p.permuted(swapped), observed)
+                   for swapped in _swap_counts(rng, p.types, permutations))
 
-    # The two use separate generators, so running them side by side (numpy releases the
-    # GIL while drawing) changes nothing in the numbers.
-    if n * (resamples + permutations) >= _PARALLEL_CELLS:
-        from concurrent.futures import ThreadPoolExecutor
+    values: dict[str, FloatArray] = {}
+    extreme = dict.fromkeys(stats, 0)
+    for name, p in live.items():
+        # The two use separate generators, so running them side by side (numpy releases
+        # the GIL while drawing) changes nothing in the numbers.
+        if p.cost(resamples, permutations) >= _PARALLEL_CELLS:
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(permutation_counts)
-            values = bootstrap_values()
-            extreme = pending.result()
-    else:
-        values, extreme = bootstrap_values(), permutation_counts()
-    return {name: _result(both[name], _interval(values[name]), extreme[name], permutations, n)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(permutation_count, p, observed[name])
+                values[name] = bootstrap_values(p)
+                extreme[name] = pending.result()
+        else:
+            values[name] = bootstrap_values(p)
+            extreme[name] = permutation_count(p, observed[name])
+    return {name: _result(both[name], _interval(values[name]) if name in values else None,
+                          extreme[name], permutations, n)
             for name in stats}
 
 

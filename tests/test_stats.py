@@ -182,7 +182,12 @@ def test_paired_continuous_identical_sides_give_zero_and_p_one() -> None:
     assert r["delta"] == 0 and r["p_value"] == 1.0 and r["ci95"] == [0.0, 0.0]
 
 
-def test_permutation_p_value_is_close_to_the_exact_one_on_few_rows() -> None:
+def rmse_sums(a: np.ndarray, b: np.ndarray) -> Sums:
+    return Sums(np.vstack([a, np.ones(a.size)]), np.vstack([b, np.ones(b.size)]), ratio_sqrt)
+
+
+@pytest.mark.parametrize("method", ["rows", "kinds"])
+def test_permutation_p_value_is_close_to_the_exact_one_on_few_rows(method: str) -> None:
     # With 12 rows every one of the 2**12 swap patterns can be enumerated.
     a = np.array([4.0, 1, 0, 9, 1, 0, 4, 0, 1, 1, 0, 16])
     b = np.array([1.0, 0, 0, 1, 1, 0, 0, 0, 4, 0, 0, 4])
@@ -193,10 +198,80 @@ def test_permutation_p_value_is_close_to_the_exact_one_on_few_rows() -> None:
         pa, pb = np.where(swap, b, a), np.where(swap, a, b)
         hits += abs(math.sqrt(pb.mean()) - math.sqrt(pa.mean())) >= abs(observed) - 1e-12
     exact = hits / 2 ** a.size
-    got = paired_continuous(a, b, rmse_rows)["p_value"]
+    if method == "rows":
+        got = paired_continuous(a, b, rmse_rows)["p_value"]
+    else:
+        got = paired_resampling(a.size, {"rmse": rmse_sums(a, b)})["rmse"]["p_value"]
     # 2000 random permutations: within four standard errors of the exact p-value.
     assert abs(got - exact) < 4 * math.sqrt(exact * (1 - exact) / 2000) + 1e-3
     assert 0.01 < exact < 0.5
+
+
+def test_permutation_p_value_with_many_rows_of_a_type_is_close_to_the_exact_one() -> None:
+    # Three types of changed rows (150, 100 and 80 rows, each more than 64, so each count
+    # of swapped rows is a binomial draw) and unchanged rows: the permutation distribution
+    # is that of three independent binomial counts, enumerated here.
+    sizes, a_sq, b_sq = [150, 100, 80, 70], [1.0, 4.0, 0.0, 1.0], [0.0, 0.0, 9.0, 1.0]
+    a = np.repeat(a_sq, sizes)
+    b = np.repeat(b_sq, sizes)
+    n = a.size
+    shifts = [x - y for x, y in zip(a_sq[:3], b_sq[:3], strict=True)]
+    grids = np.meshgrid(*[np.arange(m + 1) for m in sizes[:3]], indexing="ij")
+    probability = np.ones(grids[0].shape)
+    shift = np.zeros(grids[0].shape)
+    for s, m, d in zip(grids, sizes[:3], shifts, strict=True):
+        probability *= sp.binom.pmf(s, m, 0.5)
+        shift += s * d
+    observed = math.sqrt(b.sum() / n) - math.sqrt(a.sum() / n)
+    permuted = np.sqrt((b.sum() + shift) / n) - np.sqrt((a.sum() - shift) / n)
+    exact = float(probability[np.abs(permuted) >= abs(observed) - 1e-12].sum())
+    got = paired_resampling(n, {"rmse": rmse_sums(a, b)})["rmse"]["p_value"]
+    assert abs(got - exact) < 4 * math.sqrt(exact * (1 - exact) / 2000) + 1e-3
+    assert 0.01 < exact < 0.5
+
+
+def test_swapped_counts_are_binomial() -> None:
+    types = np.array([1, 1, 2, 5, 64, 65, 300])
+    draws = np.concatenate(list(S._swap_counts(np.random.default_rng(3), types, 40_000)))
+    assert draws.shape == (40_000, types.size)
+    assert np.all(draws == np.round(draws)) and np.all(draws >= 0) and np.all(draws <= types)
+    for j, m in enumerate(types):
+        column = draws[:, j]
+        assert abs(column.mean() - m / 2) < 4 * math.sqrt(m / 4 / 40_000), m
+        assert column.var() == pytest.approx(m / 4, rel=0.05), m
+    # The whole distribution of a small count, and no dependence between types.
+    pmf = np.bincount(draws[:, 3].astype(int), minlength=6) / 40_000
+    assert pmf == pytest.approx(sp.binom.pmf(np.arange(6), 5, 0.5), abs=0.01)
+    corr = np.corrcoef(draws.T)
+    assert np.all(np.abs(corr[np.triu_indices(types.size, 1)]) < 4 / math.sqrt(40_000))
+
+
+@pytest.mark.parametrize("multinomial_rows", [1, 3, 10 ** 9])
+def test_bootstrap_by_kind_is_close_to_the_exact_bootstrap(
+        multinomial_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Six rows of four kinds: every resample (a composition of 6 among the kinds) is
+    # enumerated with its multinomial probability. Kinds of at least `multinomial_rows`
+    # rows are drawn by the multinomial, the others row by row: all of one, the other, or both.
+    monkeypatch.setattr(S, "_MULTINOMIAL_ROWS", multinomial_rows)
+    sq_a, sq_b, sizes = [0.0, 4.0, 1.0, 9.0], [1.0, 0.0, 1.0, 4.0], [3, 1, 1, 1]
+    a, b = np.repeat(sq_a, sizes), np.repeat(sq_b, sizes)
+    n = a.size
+    values, weights = [], []
+    for c in itertools.product(range(n + 1), repeat=4):
+        if sum(c) != n:
+            continue
+        values.append(math.sqrt(np.dot(c, sq_b) / n) - math.sqrt(np.dot(c, sq_a) / n))
+        weights.append(math.factorial(n) / math.prod(math.factorial(x) for x in c)
+                       * math.prod((s / n) ** x for s, x in zip(sizes, c, strict=True)))
+    values_arr, weights_arr = np.array(values), np.array(weights)
+    assert weights_arr.sum() == pytest.approx(1.0)
+    lo, hi = paired_resampling(n, {"rmse": rmse_sums(a, b)})["rmse"]["ci95"]
+    # Each end of the interval sits at its quantile of the exact distribution, within
+    # four standard errors of a quantile estimated from 1000 resamples.
+    tol = 4 * math.sqrt(0.025 * 0.975 / 1000)
+    for end, q in ((lo, 0.025), (hi, 0.975)):
+        assert weights_arr[values_arr < end - 1e-12].sum() <= q + tol
+        assert weights_arr[values_arr <= end + 1e-12].sum() >= q - tol
 
 
 def test_a_constant_side_has_no_correlation_and_no_delta() -> None:
@@ -207,7 +282,7 @@ def test_a_constant_side_has_no_correlation_and_no_delta() -> None:
     assert r["delta"] is None and r["p_value"] is None and r["a"] is None and r["b"] == 1.0
 
 
-# --- totals and tables give the same numbers as row resampling ---------------------------
+# --- totals and tables, drawn by kind of row, against row resampling ---------------------
 
 
 def sums_of(values_a: np.ndarray, values_b: np.ndarray, finish: Any) -> Sums:
@@ -226,16 +301,19 @@ def joint_table(e: np.ndarray, xa: np.ndarray, xb: np.ndarray,
     return Table((rows, cells[0], ones), (rows, cells[1], ones), (ux.size, uy.size), fin), ux, uy
 
 
-@pytest.mark.parametrize("n", [40, 700])
-def test_totals_and_tables_match_row_resampling(n: int) -> None:
-    e, xa, xb = scores_data(n, 0.25, seed=n)
-    stats_ = {
+def four_statistics(e: np.ndarray, xa: np.ndarray, xb: np.ndarray) -> dict[str, Any]:
+    return {
         "rmse": sums_of((xa - e) ** 2, (xb - e) ** 2, ratio_sqrt),
         "mae": sums_of(abs(xa - e), abs(xb - e), ratio),
         "pearson": joint_table(e, xa, xb, pearson_table)[0],
         "spearman": joint_table(e, xa, xb, spearman_table)[0],
     }
-    got = paired_resampling(n, stats_)
+
+
+@pytest.mark.parametrize("n", [40, 700])
+def test_totals_and_tables_agree_with_row_resampling(n: int) -> None:
+    e, xa, xb = scores_data(n, 0.25, seed=n)
+    got = paired_resampling(n, four_statistics(e, xa, xb))
     pairs_a, pairs_b = np.stack([xa, e], axis=1), np.stack([xb, e], axis=1)
     want = {
         "rmse": paired_continuous((xa - e) ** 2, (xb - e) ** 2, rmse_rows),
@@ -243,14 +321,33 @@ def test_totals_and_tables_match_row_resampling(n: int) -> None:
         "pearson": paired_continuous(pairs_a, pairs_b, pearson_rows),
         "spearman": paired_continuous(pairs_a, pairs_b, spearman_rows),
     }
-    for name in stats_:
-        g, w = got[name], want[name]
+    for name, w in want.items():
+        g = got[name]
         assert g["delta"] == pytest.approx(w["delta"], abs=1e-12), name
         assert g["a"] == pytest.approx(w["a"], abs=1e-12), name
-        assert g["ci95"] == pytest.approx(w["ci95"], abs=1e-12), name
-        assert g["p_value"] == w["p_value"], name
+        assert g["b"] == pytest.approx(w["b"], abs=1e-12), name
         assert g["n"] == n
+        # Other draws of the same distributions: the ends of the two intervals are within
+        # a few standard errors of each other (a 2.5% quantile of 1000 draws has one of
+        # about 0.09 standard deviations, the interval spans about four).
+        width = w["ci95"][1] - w["ci95"][0]
+        assert g["ci95"] == pytest.approx(w["ci95"], abs=0.15 * width), name
+        p = w["p_value"]
+        assert abs(g["p_value"] - p) < 4 * math.sqrt(2 * p * (1 - p) / 2000) + 2 / 2001, name
     assert any(0.01 < got[k]["p_value"] < 0.9 for k in got)  # not all at the floor
+
+
+def test_resampling_by_kind_is_seeded_and_ignores_the_order_of_rows() -> None:
+    e, xa, xb = scores_data(700, 0.25, seed=7)
+    first = paired_resampling(700, four_statistics(e, xa, xb))
+    assert paired_resampling(700, four_statistics(e, xa, xb)) == first
+    other = paired_resampling(700, four_statistics(e, xa, xb), seed=5)
+    assert all(other[k]["delta"] == first[k]["delta"] for k in first)
+    assert all(other[k]["ci95"] != first[k]["ci95"] for k in first)
+    # Rows of the same kind are drawn as one: shuffled rows give the very same numbers
+    # (integer scores, so every total is exact in any order).
+    order = np.random.default_rng(1).permutation(700)
+    assert paired_resampling(700, four_statistics(e[order], xa[order], xb[order])) == first
 
 
 def test_two_threads_give_the_numbers_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -262,7 +359,7 @@ def test_two_threads_give_the_numbers_of_one(monkeypatch: pytest.MonkeyPatch) ->
     assert paired_resampling(500, stat) == parallel
 
 
-def test_rows_with_several_samples_move_together() -> None:
+def test_rows_with_several_samples_move_together(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each row is a cluster: (sum of squared errors, number of samples).
     rng = np.random.default_rng(11)
     n = 50
@@ -270,23 +367,48 @@ def test_rows_with_several_samples_move_together() -> None:
     count_b = rng.integers(1, 4, n).astype(float)
     sq_a = rng.integers(0, 5, n) * count_a
     sq_b = rng.integers(0, 3, n) * count_b
-    r = paired_resampling(n, {"rmse": Sums(np.vstack([sq_a, count_a]), np.vstack([sq_b, count_b]),
-                                           ratio_sqrt)})["rmse"]
+    stat = {"rmse": Sums(np.vstack([sq_a, count_a]), np.vstack([sq_b, count_b]), ratio_sqrt)}
+    r = paired_resampling(n, stat)["rmse"]
     assert r["a"] == pytest.approx(math.sqrt(sq_a.sum() / count_a.sum()))
     assert r["b"] == pytest.approx(math.sqrt(sq_b.sum() / count_b.sum()))
-    # Independent cluster bootstrap with the same indices.
+
+    def interval(idx: np.ndarray) -> list[float]:
+        draws = (np.sqrt(sq_b[idx].sum(1) / count_b[idx].sum(1))
+                 - np.sqrt(sq_a[idx].sum(1) / count_a[idx].sum(1)))
+        return list(np.percentile(draws, [2.5, 97.5]))
+
+    # Every kind drawn row by row: the independent cluster bootstrap with the same draws
+    # (positions in the pool of rows, which lists the rows kind by kind).
+    monkeypatch.setattr(S, "_MULTINOMIAL_ROWS", 10 ** 9)
+    by_rows = paired_resampling(n, stat)["rmse"]
+    pool = S._Prepared(stat["rmse"], n).draws.pool
+    assert sorted(pool) == list(range(n))
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    idx = rng.integers(0, n, size=(1000, n))
-    draws = (np.sqrt(sq_b[idx].sum(1) / count_b[idx].sum(1))
-             - np.sqrt(sq_a[idx].sum(1) / count_a[idx].sum(1)))
-    assert r["ci95"] == pytest.approx(list(np.percentile(draws, [2.5, 97.5])), abs=1e-12)
-    # Independent cluster permutation with the same swaps.
+    assert by_rows["ci95"] == pytest.approx(interval(pool[rng.integers(0, n, size=(1000, n))]),
+                                            abs=1e-12)
+    # Every kind drawn by the multinomial: the distinct clusters in order, with the same
+    # multinomial counts.
+    monkeypatch.setattr(S, "_MULTINOMIAL_ROWS", 1)
+    kinds = sorted(set(zip(sq_a, count_a, sq_b, count_b, strict=True)))
+    sizes = np.array([sum(1 for k in zip(sq_a, count_a, sq_b, count_b, strict=True) if k == kind)
+                      for kind in kinds])
+    counts = np.random.default_rng(BOOTSTRAP_SEED).multinomial(n, sizes / n, size=1000)
+    totals = counts @ np.array(kinds)
+    draws = np.sqrt(totals[:, 2] / totals[:, 3]) - np.sqrt(totals[:, 0] / totals[:, 1])
+    by_kinds = paired_resampling(n, stat)["rmse"]
+    assert by_kinds["ci95"] == pytest.approx(list(np.percentile(draws, [2.5, 97.5])), abs=1e-12)
+    # Independent cluster permutation, swapping row by row: the same p-value up to
+    # Monte Carlo error.
     rng = np.random.default_rng(BOOTSTRAP_SEED + 1)
     swap = rng.random((2000, n)) < 0.5
     tb = np.where(swap, sq_a, sq_b).sum(1) / np.where(swap, count_a, count_b).sum(1)
     ta = np.where(swap, sq_b, sq_a).sum(1) / np.where(swap, count_b, count_a).sum(1)
     extreme = np.sum(np.abs(np.sqrt(tb) - np.sqrt(ta)) >= abs(r["delta"]) - 1e-12)
-    assert r["p_value"] == (extreme + 1) / 2001
+    p = (extreme + 1) / 2001
+    for result in (r, by_rows, by_kinds):
+        assert result["p_value"] == r["p_value"]  # the permutations do not change
+        assert abs(result["p_value"] - p) < 4 * math.sqrt(2 * p * (1 - p) / 2000) + 2 / 2001
+    assert 0.01 < p < 0.9
 
 
 def test_identical_sides_through_totals_give_zero_and_p_one() -> None:
@@ -337,7 +459,8 @@ def test_f1_macro_table_matches_metrics() -> None:
     assert f1_macro_table(table[None])[0] == pytest.approx(f1_macro(answers, expected)["value"])
 
 
-def test_tables_of_rows_with_several_samples_match_pooled_resampling() -> None:
+def test_tables_of_rows_with_several_samples_match_pooled_resampling(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Spearman over every sample, rows resampled and swapped whole, against a plain loop."""
     rng = np.random.default_rng(4)
     n = 25
@@ -359,11 +482,20 @@ def test_tables_of_rows_with_several_samples_match_pooled_resampling() -> None:
 
     assert got["a"] == pytest.approx(spearman(samples_a))
     assert got["b"] == pytest.approx(spearman(samples_b))
+    # Every kind of row drawn row by row: the loop's resamples with the same draws
+    # (positions in the pool of rows, which lists the rows kind by kind).
+    monkeypatch.setattr(S, "_MULTINOMIAL_ROWS", 10 ** 9)
+    by_rows = paired_resampling(n, {"s": table})["s"]
+    pool = S._Prepared(table, n).draws.pool
+    assert sorted(pool) == list(range(n))
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     draws = [spearman([samples_b[i] for i in idx]) - spearman([samples_a[i] for i in idx])
-             for idx in rng.integers(0, n, size=(1000, n))]
+             for idx in pool[rng.integers(0, n, size=(1000, n))]]
     finite = np.array(draws)[np.isfinite(draws)]
-    assert got["ci95"] == pytest.approx(list(np.percentile(finite, [2.5, 97.5])), abs=1e-12)
+    want = list(np.percentile(finite, [2.5, 97.5]))
+    assert by_rows["ci95"] == pytest.approx(want, abs=1e-12)
+    assert got["ci95"] == pytest.approx(want, abs=0.15 * (want[1] - want[0]))
+    # Swapping row by row in the loop: the same p-value up to Monte Carlo error.
     rng = np.random.default_rng(BOOTSTRAP_SEED + 1)
     observed = spearman(samples_b) - spearman(samples_a)
     extreme = 0
@@ -371,4 +503,6 @@ def test_tables_of_rows_with_several_samples_match_pooled_resampling() -> None:
         pb = [samples_a[i] if s else samples_b[i] for i, s in enumerate(swap)]
         pa = [samples_b[i] if s else samples_a[i] for i, s in enumerate(swap)]
         extreme += abs(spearman(pb) - spearman(pa)) >= abs(observed) - 1e-12
-    assert got["p_value"] == (extreme + 1) / 2001
+    p = (extreme + 1) / 2001
+    assert abs(got["p_value"] - p) < 4 * math.sqrt(2 * p * (1 - p) / 2000) + 2 / 2001
+    assert 0.01 < p < 0.99
