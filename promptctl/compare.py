@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cached_property
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +38,23 @@ FLIPPED_LIMIT = 20
 
 @dataclass
 class _Side:
-    """One run's eval rows: per sample its row (an index into `ids`), success and scores."""
+    """One run's eval rows: per sample its row (an index into `ids`), success and scores.
+
+    Samples with the same scores (from the store, one shared dict) are read once:
+    `distinct` holds each distinct score dict, `code` each sample's index into it.
+    """
 
     run: dict[str, Any]
     ids: list[str]
-    index: dict[str, int]
     row: Any
     ok: Any
-    scores: list[dict[str, Any] | None]
+    distinct: list[dict[str, Any]]
+    code: Any
     _columns: dict[str, FloatArray] = field(default_factory=dict)
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return dict(zip(self.ids, range(len(self.ids)), strict=True))
 
     @property
     def max_samples(self) -> int:
@@ -57,12 +67,19 @@ class _Side:
         import numpy as np
 
         if key not in self._columns:
-            # numpy reads None as NaN in a float array.
-            out = np.array([None if s is None else s.get(key) for s in self.scores],
-                           dtype=np.float64)
+            values = map(dict.get, self.distinct, repeat(key), repeat(math.nan))
+            try:
+                known = np.fromiter(values, dtype=np.float64, count=len(self.distinct))
+            except (TypeError, ValueError):  # a null score: numpy reads None as NaN
+                known = np.array([s.get(key) for s in self.distinct], dtype=np.float64)
+            out = known[self.code]
             out[~self.ok] = math.nan
             self._columns[key] = out
         return self._columns[key]
+
+    def scores(self) -> Iterator[dict[str, Any]]:
+        """Each sample's score dict ({} where the request failed)."""
+        return map(self.distinct.__getitem__, self.code.tolist())
 
     def per_row(self, values: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Sum and count per row of the finite per-sample values."""
@@ -77,15 +94,18 @@ class _Side:
 def _side(run: dict[str, Any], cols: dict[str, list[Any]]) -> _Side:
     import numpy as np
 
-    ids = cols["row_id"]
-    index = dict(zip(ids, range(len(ids)), strict=True))
-    if len(index) == len(ids):  # one sample per row
-        row = np.arange(len(ids))
-    else:
-        index = {}
-        row = np.fromiter((index.setdefault(r, len(index)) for r in ids), dtype=np.int64,
-                          count=len(ids))
-    return _Side(run, list(index), index, row, np.array(cols["ok"], dtype=bool), cols["scores"])
+    ids, scores = cols["row_id"], cols["scores"]
+    # The same object (dict or None) is the same scores.
+    _, first, code = np.unique(np.fromiter(map(id, scores), dtype=np.uint64, count=len(scores)),
+                               return_index=True, return_inverse=True)
+    distinct = [scores[i] if scores[i] is not None else {} for i in first.tolist()]
+    ok = np.array(cols["ok"], dtype=bool)
+    if not any(cols["sample"]):  # one sample per row: (row id, sample) is the store's key
+        return _Side(run, ids, np.arange(len(ids)), ok, distinct, code)
+    index: dict[str, int] = {}
+    row = np.fromiter((index.setdefault(r, len(index)) for r in ids), dtype=np.int64,
+                      count=len(ids))
+    return _Side(run, list(index), row, ok, distinct, code)
 
 
 @dataclass
@@ -202,9 +222,9 @@ def _f1_plan(pairs: _Pairs, sa: _Side, sb: _Side) -> _Plan | None:
     from promptctl.stats import MAX_TABLE_CELLS, Table, f1_macro_table
 
     def labels(side: _Side) -> tuple[list[Any], list[Any], Any]:
-        answers, expected, keep = [], [], np.zeros(len(side.scores), dtype=bool)
-        for i, s in enumerate(side.scores):
-            if side.ok[i] and s is not None and "label_expected" in s:
+        answers, expected, keep = [], [], np.zeros(side.code.size, dtype=bool)
+        for i, s in enumerate(side.scores()):
+            if side.ok[i] and "label_expected" in s:
                 keep[i] = True
                 answers.append(s.get("label_answer"))
                 expected.append(s["label_expected"])

@@ -180,6 +180,37 @@ def test_constant_answers_give_no_correlation_and_valid_json(store: SQLiteStore)
     json.dumps(r, allow_nan=False)
 
 
+def test_a_null_score_counts_as_missing(store: SQLiteStore) -> None:
+    put_run(store, "A", answers_for(6, {2: 4}))
+    put_run(store, "B", answers_for(6, {2: 5, 4: 1}))
+    nulled = json.dumps({"format_validity": 1.0, "exact_match": 0.0, "answer_num": 1.0,
+                         "expected_num": 4.0, "squared_error": None})
+    store.conn.execute("UPDATE rows SET scores = ? WHERE run_id = 'B' AND row_id = 'r4'", (nulled,))
+    r = compare_runs(store, "A", "B")["metrics"]
+    assert r["exact_match"]["n"] == 6
+    assert r["rmse"]["n"] == 5  # r4 has no squared error in B
+    assert r["rmse"]["a"] == pytest.approx(math.sqrt(4 / 5))
+    assert r["rmse"]["b"] == pytest.approx(math.sqrt(9 / 5))
+
+
+def test_score_columns_read_back_what_was_written(store: SQLiteStore) -> None:
+    # Repeated scores, several samples, a failed request and a label holding a control
+    # character (JSON escapes it, so it cannot split the stored scores apart).
+    answers = {"r1": "a\x1eb", "r2": ["neg", "neg", None], "r3": ERR, "r4": "neg", "r5": "pos"}
+    expected = {"r1": "a\x1eb", "r2": "neg", "r3": "pos", "r4": "neg", "r5": "neg"}
+    put_run(store, "A", answers, expected=expected, metrics=("f1_macro",))
+    cols = store.score_columns("A")
+    got = {(r, k): (ok, s) for r, k, ok, s in zip(cols["row_id"], cols["sample"], cols["ok"],
+                                                  cols["scores"], strict=True)}
+    want = {(r["row_id"], r["sample"]): (r["error"] is None, r["scores"])
+            for r in store.iter_rows("A", kind="eval")}
+    assert got == want and len(cols["row_id"]) == 7
+    assert got[("r1", 0)][1]["label_answer"] == "a\x1eb"
+    assert got[("r3", 0)] == (False, None)
+    ((_, r2), (_, r4)) = got[("r2", 0)], got[("r4", 0)]
+    assert r2 == r4 == {"format_validity": 1.0, "label_expected": "neg", "label_answer": "neg"}
+
+
 def test_f1_macro(store: SQLiteStore) -> None:
     labels = ["neg", "neu", "pos"]
     rng = np.random.default_rng(9)
