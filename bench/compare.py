@@ -7,7 +7,11 @@ real git repository, then times whole processes:
     promptctl diff A B --json        (target < 2 s)
     promptctl history NAME --json    (target < 0.5 s)
 
-Run: python bench/compare.py [--rows N] [--runs N] [--repeat K] [--keep DIR]
+Run: python bench/compare.py [--rows N] [--runs N] [--repeat K] [--keep DIR] [--metrics M,...]
+
+--metrics picks the diff runs' metrics (by default rmse, exact_match and format_validity;
+mae, pearson and spearman time the other paired tests on the same integer scores). A kept
+store keeps the metrics it was built with.
 """
 
 from __future__ import annotations
@@ -103,7 +107,8 @@ def _summary(n: int) -> dict[str, Any]:
             "system_fingerprints": ["fp_bench"], "response_models": ["gpt-4o-mini-2024-07-18"]}
 
 
-def build_diff_runs(store: SQLiteStore, rows: int, seed: int = 1) -> tuple[str, str]:
+def build_diff_runs(store: SQLiteStore, rows: int, seed: int = 1,
+                    metrics: tuple[str, ...] = METRICS) -> tuple[str, str]:
     """Two runs of the same eval set: B changes about 8% of A's answers."""
     rng = random.Random(seed)
     texts = [_text(rng) for _ in range(rows)]
@@ -123,9 +128,9 @@ def build_diff_runs(store: SQLiteStore, rows: int, seed: int = 1) -> tuple[str, 
         records = [_row(run_id, i, texts[i], expected[i], answers[i]) for i in range(rows)]
         for start in range(0, rows, 5000):
             store.write_rows(records[start:start + 5000])
-        metrics = aggregate(METRICS, [r["scores"] for r in records])
         store.update_run(run_id, status="complete", finished_at="2026-01-01T00:10:00.000Z",
-                         metrics=metrics, fewshot_metrics={}, summary=_summary(rows))
+                         metrics=aggregate(metrics, [r["scores"] for r in records]),
+                         fewshot_metrics={}, summary=_summary(rows))
         ids.append(run_id)
     return ids[0], ids[1]
 
@@ -192,6 +197,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1000, help="stored runs for history")
     ap.add_argument("--repeat", type=int, default=5, help="timed processes per command")
     ap.add_argument("--keep", type=Path, help="build in this directory and keep it")
+    ap.add_argument("--metrics", default=",".join(METRICS),
+                    help="metrics of the two diff runs, comma-separated")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
@@ -204,7 +211,7 @@ def main() -> None:
         store = SQLiteStore(db)
         if not project.exists():
             project.mkdir()
-            a, b = build_diff_runs(store, args.rows)
+            a, b = build_diff_runs(store, args.rows, metrics=tuple(args.metrics.split(",")))
             build_history(store, project, args.runs)
         else:
             a, b = "01benchdiffa001", "01benchdiffb001"
