@@ -348,6 +348,8 @@ class _Draws:
 
 
 _ALL_BITS = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+# Set bits of each byte value (np.bitwise_count needs numpy 2).
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
 
 
 def _swap_counts(rng: np.random.Generator, types: IntArray, permutations: int) -> Iterator[FloatArray]:
@@ -367,8 +369,8 @@ def _swap_counts(rng: np.random.Generator, types: IntArray, permutations: int) -
             raw = rng.bit_generator.random_raw((k, -(-single // 64)))
             out[:, :single] = np.unpackbits(raw.view(np.uint8), axis=1, count=single)
         if word > single:
-            out[:, single:word] = np.bitwise_count(
-                rng.bit_generator.random_raw((k, word - single)) & masks)
+            kept = rng.bit_generator.random_raw((k, word - single)) & masks
+            out[:, single:word] = _BYTE_BITS[kept.view(np.uint8)].reshape(k, -1, 8).sum(axis=2)
         if types.size > word:
             out[:, word:] = rng.binomial(types[word:], 0.5, size=(k, types.size - word))
         yield out
