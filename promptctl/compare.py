@@ -544,7 +544,9 @@ def history(store: Store, prompt: str, *, model: str | None = None,
     commit's date, author and subject from git.
     """
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
-    for run in store.list_runs(prompt):
+    wanted = ("id", "created_at", "status", "prompt_version", "model", "git_commit", "git_dirty",
+              "evalset_version", "metrics", "summary")
+    for run in store.list_runs(prompt, columns=wanted):
         if run["status"] != "complete" or (model is not None and run["model"] != model):
             continue
         key = (run["prompt_version"], run["model"])

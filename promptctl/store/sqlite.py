@@ -12,6 +12,10 @@ from typing import Any
 from promptctl.errors import InputError
 from promptctl.store.migrations import MIGRATIONS
 
+RUN_COLUMNS = ("id", "created_at", "finished_at", "status", "prompt_name", "prompt_path",
+               "prompt_version", "prompt_source", "git_commit", "git_dirty", "git_branch", "model",
+               "endpoint", "base_url", "params", "evalset_path", "evalset_version", "n_planned",
+               "metrics", "fewshot_metrics", "summary", "options")
 RUN_JSON = ("params", "metrics", "fewshot_metrics", "summary", "options")
 ROW_JSON = ("input", "expected", "messages", "answer", "scores")
 ROW_COLUMNS = ("run_id", "kind", "position", "row_id", "sample", "input", "expected", "messages",
@@ -50,7 +54,8 @@ class Store:
     def has_run(self, run_id: str) -> bool:
         raise NotImplementedError
 
-    def list_runs(self, prompt: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def list_runs(self, prompt: str | None = None, limit: int | None = None,
+                  columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[dict[str, Any]]:
@@ -202,8 +207,12 @@ class SQLiteStore(Store):
                              f"{found[1]['id']}, ...)", fix="give more characters of the run id")
         return self._run_from_row(found[0])
 
-    def list_runs(self, prompt: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM runs"
+    def list_runs(self, prompt: str | None = None, limit: int | None = None,
+                  columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first; `columns` limits what is read (and decoded) to those named."""
+        if columns is not None and not set(columns) <= set(RUN_COLUMNS):
+            raise ValueError(f"unknown run columns: {sorted(set(columns) - set(RUN_COLUMNS))}")
+        sql = f"SELECT {', '.join(columns) if columns else '*'} FROM runs"
         args: list[Any] = []
         if prompt is not None:
             sql += " WHERE prompt_name = ?"

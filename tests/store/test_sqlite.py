@@ -120,6 +120,15 @@ def test_list_runs_newest_first_with_filter_and_limit(store: SQLiteStore) -> Non
     assert [r["id"] for r in store.list_runs(limit=1)] == ["01c"]
 
 
+def test_list_runs_reads_only_the_columns_asked_for(store: SQLiteStore) -> None:
+    store.create_run(run_record("01a", git_dirty=True))
+    store.update_run("01a", metrics={"rmse": {"value": 1.0, "n": 1, "ci95": None}})
+    (run,) = store.list_runs("p", columns=("id", "git_dirty", "metrics"))
+    assert run == {"id": "01a", "git_dirty": True, "metrics": {"rmse": {"value": 1.0, "n": 1, "ci95": None}}}
+    with pytest.raises(ValueError, match="prompt_sauce"):
+        store.list_runs(columns=("id", "prompt_sauce"))
+
+
 def test_cache_round_trip(store: SQLiteStore) -> None:
     assert store.cache_get("k1") is None
     store.cache_put([("k1", {"text": "héllo", "prompt_tokens": 3}), ("k2", {"text": "b"})])
