@@ -8,7 +8,7 @@ from promptctl.config import Config
 from promptctl.evalsets import EvalSet
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
-from promptctl.runner import EvalOptions, cache_key, plan
+from promptctl.runner import EvalOptions, is_cached, plan
 from promptctl.store.sqlite import Store
 
 # Chat formatting adds a few tokens per message around the content (OpenAI's
@@ -45,8 +45,7 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
     prompt_tokens = 0
     cached = 0
     for item in items:
-        if options.use_cache and store.cache_get(
-                cache_key(resolved.cache_url, resolved.model, item.messages, params, item.sample)):
+        if options.use_cache and is_cached(store, item, resolved, params):
             cached += 1
             continue
         prompt_tokens += _TOKENS_PER_REPLY + sum(

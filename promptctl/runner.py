@@ -310,10 +310,15 @@ def _rel(path: Path | None, root: Path) -> str | None:
         return str(path.resolve())
 
 
+def is_cached(store: Store, item: WorkItem, resolved: ResolvedModel, params: dict[str, Any]) -> bool:
+    """Whether the answer to this request is already in the cache."""
+    key = cache_key(resolved.cache_url, resolved.model, item.messages, params, item.sample)
+    return store.cache_get(key) is not None
+
+
 def _require_cached(store: Store, items: Sequence[WorkItem], resolved: ResolvedModel,
                     params: dict[str, Any]) -> None:
-    missing = [i for i in items if store.cache_get(
-        cache_key(resolved.cache_url, resolved.model, i.messages, params, i.sample)) is None]
+    missing = [i for i in items if not is_cached(store, i, resolved, params)]
     if missing:
         first = missing[0]
         raise InputError(f"--cache-only: {len(missing)} of {len(items)} requests are not in the cache "
