@@ -17,7 +17,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private store and no inherited OpenAI settings, so tests never touch a real account."""
     monkeypatch.setenv("PROMPTCTL_STORE", f"sqlite:///{tmp_path / 'store' / 'results.db'}")
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPTCTL_CONFIG", "OPENAI_ORG_ID",
-                "OPENAI_PROJECT_ID"):
+                "OPENAI_PROJECT_ID", "PROMPTCTL_PROCESSES"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")

@@ -166,10 +166,11 @@ def test_exhausted_retries_are_error_rows_with_the_last_status_and_message(
     assert f"promptctl eval --resume {run['id']}" in result.stderr
 
 
-def provider_call(api: FakeOpenAI, *, timeout: float, max_retries: int) -> ChatResponse:
+def provider_call(api: FakeOpenAI, *, timeout: float, max_retries: int,
+                  aiohttp: bool = False) -> ChatResponse:
     async def main() -> ChatResponse:
         provider = OpenAIProvider("fake", api.base_url, KEY, concurrency=2, max_retries=max_retries,
-                                  timeout=timeout)
+                                  timeout=timeout, aiohttp=aiohttp)
         try:
             return await provider.complete(
                 ChatRequest("gpt-4o-mini", [{"role": "user", "content": "Question w1"}], {}))
@@ -179,7 +180,12 @@ def provider_call(api: FakeOpenAI, *, timeout: float, max_retries: int) -> ChatR
     return asyncio.run(main())
 
 
-def test_a_timeout_is_retried(api: FakeOpenAI) -> None:
+# Both of the SDK's transports: httpx2 in-process, aiohttp in the sender processes.
+transports = pytest.mark.parametrize("aiohttp", [False, True], ids=["httpx2", "aiohttp"])
+
+
+@transports
+def test_a_timeout_is_retried(api: FakeOpenAI, aiohttp: bool) -> None:
     calls: list[float] = []
 
     def slow_first(body: dict[str, Any]) -> str:
@@ -189,24 +195,27 @@ def test_a_timeout_is_retried(api: FakeOpenAI) -> None:
         return "echo: " + last_user_message(body)
 
     api.responder = slow_first
-    response = provider_call(api, timeout=0.4, max_retries=2)
+    response = provider_call(api, timeout=0.4, max_retries=2, aiohttp=aiohttp)
     assert response.text == "echo: Question w1"
     assert response.attempts == 2
     assert len(calls) == 2
 
 
-def test_dropped_connections_until_retries_run_out_fail_the_request(api: FakeOpenAI) -> None:
+@transports
+def test_dropped_connections_until_retries_run_out_fail_the_request(api: FakeOpenAI,
+                                                                     aiohttp: bool) -> None:
     api.drop_next(2)
     with pytest.raises(RequestFailed, match="connection failed") as info:
-        provider_call(api, timeout=5, max_retries=1)
+        provider_call(api, timeout=5, max_retries=1, aiohttp=aiohttp)
     assert info.value.attempts == 2
     assert [r.status for r in api.requests] == [0, 0]
 
 
-def test_timeouts_until_retries_run_out_fail_the_request(api: FakeOpenAI) -> None:
+@transports
+def test_timeouts_until_retries_run_out_fail_the_request(api: FakeOpenAI, aiohttp: bool) -> None:
     api.latency = 1.0
     with pytest.raises(RequestFailed, match="timed out") as info:
-        provider_call(api, timeout=0.3, max_retries=1)
+        provider_call(api, timeout=0.3, max_retries=1, aiohttp=aiohttp)
     assert info.value.attempts == 2
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from promptctl.cli.common import fail, handle_errors, is_terminal, open_project_store, project
-from promptctl.errors import InputError
+from promptctl.errors import InputError, ProviderError
 
 if TYPE_CHECKING:
     from promptctl.runner import Progress
@@ -159,6 +159,12 @@ def eval_(
             one(f"{prompt.name} · {resolved.spec}", lambda bar, p=prompt, s=the_set, r=resolved, g=git:
                 run_eval(p, r, store=store, config=config, evalset=s, options=options, progress=bar,
                          on_start=current.append, git=g))
+    except ProviderError as exc:
+        # The endpoint or a sender process failed mid-run: the run keeps what was answered.
+        if current and (not done or done[-1]["id"] != current[-1]):
+            exc.message += (f"\n  the rows answered so far are stored in run {current[-1]}; finish "
+                            f"it with: promptctl eval --resume {current[-1]}")
+        raise
     except KeyboardInterrupt:
         run_id = current[-1] if current else None
         if json_out and done:

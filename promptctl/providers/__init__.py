@@ -129,9 +129,13 @@ def _model_file(ep: Endpoint, params: dict[str, Any]) -> Path:
 def preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
     """Everything that can be known wrong before a run is created: the key, and for a
     managed endpoint the xllamacpp extra, the model file and the request parameters."""
+    from promptctl.providers.pool import sender_processes
+
     check_credentials(resolved)
     if resolved.endpoint is not None and resolved.endpoint.managed:
         _model_file(resolved.endpoint, params)
+    else:
+        sender_processes(DEFAULT_CONCURRENCY)  # a bad PROMPTCTL_PROCESSES fails here, not mid-run
 
 
 class _ManagedProvider(Provider):
@@ -147,8 +151,8 @@ class _ManagedProvider(Provider):
         self.pid = server.pid  # kept: the server forgets it once stopped
 
     def describe(self) -> dict[str, Any]:
-        return {"managed": "llama.cpp", "pid": self.pid, "gguf": str(self.model_path),
-                "startup_s": round(self.startup_s, 3)}
+        return {"server": {"managed": "llama.cpp", "pid": self.pid, "gguf": str(self.model_path),
+                           "startup_s": round(self.startup_s, 3)}}
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         return await self.inner.complete(request)
@@ -161,8 +165,10 @@ class _ManagedProvider(Provider):
 
 
 def open_provider(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> Provider:
-    """Open a provider; for a GGUF endpoint this starts its llama.cpp server (stop with aclose)."""
-    from promptctl.providers.openai import OpenAIProvider
+    """Open a provider; for a GGUF endpoint this starts its llama.cpp server (stop with aclose).
+
+    At high concurrency requests are sent from child processes (see `pool`)."""
+    from promptctl.providers.pool import sender_processes
 
     key = _api_key(resolved)
     ep = resolved.endpoint
@@ -176,10 +182,20 @@ def open_provider(resolved: ResolvedModel, concurrency: int, params: dict[str, A
         started = time.monotonic()
         base_url = server.start()
         startup_s = time.monotonic() - started
+        from promptctl.providers.openai import OpenAIProvider
+
         try:
             inner = OpenAIProvider(ep.name, base_url, key, concurrency=concurrency)
         except BaseException:
             server.stop()
             raise
         return _ManagedProvider(server, inner, path, startup_s)
+    processes = sender_processes(concurrency)
+    if processes > 1:
+        from promptctl.providers.pool import SenderPool
+
+        return SenderPool(resolved.endpoint_name, resolved.cache_url, key, concurrency=concurrency,
+                          processes=processes)
+    from promptctl.providers.openai import OpenAIProvider
+
     return OpenAIProvider(resolved.endpoint_name, resolved.base_url, key, concurrency=concurrency)

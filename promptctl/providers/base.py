@@ -53,8 +53,13 @@ class Provider(ABC):
         """
 
     def describe(self) -> dict[str, Any]:
-        """Facts about the server worth keeping with the run (a managed server's pid, start-up)."""
+        """Facts worth keeping in the run's summary, by key: a managed server's pid and
+        start-up under "server", the sender processes under "senders"."""
         return {}
+
+    async def start(self) -> None:  # noqa: B027 - most providers are ready once built
+        """Get ready to send: called once, before the first request (and before rate limits
+        start counting)."""
 
     async def aclose(self) -> None:  # noqa: B027 - most providers hold nothing to release
         """Release connections and any server this provider started."""

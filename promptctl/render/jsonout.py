@@ -35,6 +35,8 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
         "retries": summary.get("retries", 0),
         "system_fingerprints": summary.get("system_fingerprints", []),
         "consistency": summary.get("consistency"),
+        # How the requests were served or sent, when not plainly in-process.
+        **{k: summary[k] for k in ("server", "senders") if summary.get(k)},
     }
 
 
