@@ -13,7 +13,8 @@ import numpy as np
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20230411
 # Resamples drawn per chunk so memory stays bounded for very large runs.
-_CHUNK_CELLS = 2_000_000
+# 500,000 cells is 4 MB per matrix; a statistic such as spearman holds several at once.
+_CHUNK_CELLS = 500_000
 
 if TYPE_CHECKING:
     import numpy.typing as npt

@@ -43,7 +43,7 @@ def new_run_id() -> str:
     return head + tail
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkItem:
     """One request to make: a row (or few-shot example), its sample index and its messages."""
 
@@ -78,10 +78,17 @@ def plan(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
                                  file=evalset.path, line=row.line,
                                  fix='add "pattern": "..." to the row, or drop regex from metrics')
     items: list[WorkItem] = []
+    # A system prompt or few-shot turn rendered for every row is the same text each time:
+    # a message equal to the previous row's at the same place shares its object, so memory
+    # grows with the rows' own text only.
+    previous: list[dict[str, str]] = []
     for kind, group in (("fewshot", prompt.examples), ("eval", rows)):
         for position, row in enumerate(group):
             try:
                 messages = prompt.render(row.input, row_id=row.id)
+                messages = [previous[i] if i < len(previous) and previous[i] == m else m
+                            for i, m in enumerate(messages)]
+                previous = messages
             except InputError as exc:
                 if kind == "eval" and exc.fix:
                     exc.fix += f" (row at {evalset.path}:{row.line})"
@@ -131,7 +138,13 @@ class LazyProvider:
     async def get(self) -> Provider:
         async with self._lock:
             if self._provider is None:
-                self._provider = self._opener()
+                provider = self._opener()
+                try:
+                    await provider.start()
+                except BaseException:
+                    await provider.aclose()
+                    raise
+                self._provider = provider
             return self._provider
 
     @property
@@ -158,12 +171,11 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
 
     def flush() -> None:
         nonlocal last_flush
-        if cache_buffer:
-            store.cache_put(cache_buffer)
-            cache_buffer.clear()
-        if buffer:
-            store.write_rows(buffer)
+        if buffer or cache_buffer:
+            # One transaction: a commit per answer is most of the store's cost.
+            store.write_rows(buffer, cache=cache_buffer)
             buffer.clear()
+            cache_buffer.clear()
         last_flush = time.monotonic()
 
     async def one(item: WorkItem) -> None:
@@ -252,35 +264,23 @@ async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, mod
 def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
               repeat: int = 1) -> dict[str, Any]:
     """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency."""
-    scores: dict[str, list[dict[str, Any]]] = {"eval": [], "fewshot": []}
-    latencies: list[float] = []
-    tokens = {"prompt": 0, "completion": 0}
-    counts = {"n": 0, "errors": 0, "cached": 0, "retries": 0, "fewshot_n": 0, "fewshot_errors": 0,
-              "fewshot_cached": 0}
-    spent = {"prompt": 0, "completion": 0}
-    fingerprints: set[str] = set()
-    models: set[str] = set()
-    for row in store.iter_rows(run_id):
-        kind = row["kind"]
-        prefix = "" if kind == "eval" else "fewshot_"
-        counts[prefix + "n"] += 1
-        counts["retries"] += max(0, row["attempts"] - 1)
-        if row["error"] is not None:
-            counts[prefix + "errors"] += 1
-            continue
-        scores[kind].append(row["scores"] or {})
-        counts[prefix + "cached"] += row["cached"]
-        tokens["prompt"] += row["prompt_tokens"] or 0
-        tokens["completion"] += row["completion_tokens"] or 0
-        if not row["cached"]:
-            spent["prompt"] += row["prompt_tokens"] or 0
-            spent["completion"] += row["completion_tokens"] or 0
-        if row["latency_ms"] is not None:
-            latencies.append(row["latency_ms"])
-        if row["system_fingerprint"]:
-            fingerprints.add(row["system_fingerprint"])
-        if row["response_model"]:
-            models.add(row["response_model"])
+    # Aggregated by the store and from score columns: no run-sized list of row dicts, so
+    # memory stays flat as eval sets grow.
+    totals = store.run_totals(run_id)
+    zero = dict.fromkeys(("n", "errors", "cached", "retries", "prompt_tokens", "completion_tokens",
+                          "spent_prompt_tokens", "spent_completion_tokens"), 0)
+    ev, fs = totals.get("eval", zero), totals.get("fewshot", zero)
+    counts = {"n": ev["n"], "errors": ev["errors"], "cached": ev["cached"],
+              "retries": ev["retries"] + fs["retries"], "fewshot_n": fs["n"],
+              "fewshot_errors": fs["errors"], "fewshot_cached": fs["cached"]}
+    tokens = {"prompt": ev["prompt_tokens"] + fs["prompt_tokens"],
+              "completion": ev["completion_tokens"] + fs["completion_tokens"]}
+    spent = {"prompt": ev["spent_prompt_tokens"] + fs["spent_prompt_tokens"],
+             "completion": ev["spent_completion_tokens"] + fs["spent_completion_tokens"]}
+    scores = {kind: store.answered_scores(run_id, kind) for kind in ("eval", "fewshot")}
+    latencies = store.answered_column(run_id, "latency_ms")
+    fingerprints = set(store.answered_column(run_id, "system_fingerprint"))
+    models = set(store.answered_column(run_id, "response_model"))
     cost = _cost(price, tokens["prompt"], tokens["completion"])
     spent_cost = _cost(price, spent["prompt"], spent["completion"])
     consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
@@ -429,8 +429,8 @@ def _complete(run_id: str, items: Sequence[WorkItem], prompt: Prompt, resolved: 
     finally:
         result = summarize(store, run_id, prompt, price, repeat=options.repeat)
         opened = lazy.opened if lazy is not None else None
-        if opened is not None and opened.describe():
-            result["summary"]["server"] = opened.describe()
+        if opened is not None:
+            result["summary"].update(opened.describe())
         store.update_run(run_id, status=status, finished_at=utcnow(), **result)
     return store.get_run(run_id)
 

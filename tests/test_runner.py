@@ -107,6 +107,15 @@ def test_plan_renders_few_shot_then_rows_with_repeats(files: Path) -> None:
                                  {"role": "user", "content": "Question one"}]
 
 
+def test_plan_keeps_one_copy_of_a_message_every_row_shares(files: Path) -> None:
+    prompt = load_prompt(files / "echo.yaml")
+    items = [i for i in plan(prompt, load_evalset(files / "echo.jsonl")) if i.kind == "eval"]
+    systems = {id(i.messages[0]) for i in items}
+    assert len(systems) == 1  # the system message is the same text for every row
+    assert len({id(i.messages[1]) for i in items}) == len(WORDS)
+    assert [i.messages[1]["content"] for i in items] == [f"Question {w}" for w in WORDS]
+
+
 def test_a_row_missing_a_variable_fails_before_anything_is_sent(
         files: Path, api: FakeOpenAI, store: SQLiteStore) -> None:
     with (files / "echo.jsonl").open("a", encoding="utf-8") as f:

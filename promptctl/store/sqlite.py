@@ -45,7 +45,8 @@ class Store:
     def update_run(self, run_id: str, **fields: Any) -> None:
         raise NotImplementedError
 
-    def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+    def write_rows(self, rows: Sequence[dict[str, Any]],
+                   cache: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
         raise NotImplementedError
 
     def get_run(self, ref: str) -> dict[str, Any]:
@@ -62,6 +63,15 @@ class Store:
         raise NotImplementedError
 
     def answered_keys(self, run_id: str) -> set[tuple[str, str, int]]:
+        raise NotImplementedError
+
+    def run_totals(self, run_id: str) -> dict[str, dict[str, int]]:
+        raise NotImplementedError
+
+    def answered_scores(self, run_id: str, kind: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def answered_column(self, run_id: str, column: str) -> list[Any]:
         raise NotImplementedError
 
     def score_columns(self, run_id: str, kind: str = "eval") -> dict[str, list[Any]]:
@@ -160,9 +170,11 @@ class SQLiteStore(Store):
         sets = ", ".join(f"{k}=?" for k in record)
         self.conn.execute(f"UPDATE runs SET {sets} WHERE id=?", (*record.values(), run_id))
 
-    def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert (or replace, on resume) a batch of rows in one transaction."""
-        if not rows:
+    def write_rows(self, rows: Sequence[dict[str, Any]],
+                   cache: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
+        """Insert (or replace, on resume) a batch of rows, and the cache entries of their
+        answers, in one transaction."""
+        if not rows and not cache:
             return
         values = []
         for row in rows:
@@ -175,6 +187,8 @@ class SQLiteStore(Store):
         with self._transaction():
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO rows ({', '.join(ROW_COLUMNS)}) VALUES ({marks})", values)
+            if cache:
+                self._cache_insert(cache)
 
     def _transaction(self) -> _Tx:
         return _Tx(self.conn)
@@ -247,6 +261,47 @@ class SQLiteStore(Store):
             row["cached"] = bool(row["cached"])
         return row
 
+    def run_totals(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Per kind: rows, errors, cached answers, retries, and the tokens of the answers
+        (all, and those not from the cache), summed by SQLite rather than over row dicts."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.conn.execute(
+                "SELECT kind, COUNT(*), SUM(error IS NOT NULL), SUM(error IS NULL AND cached), "
+                "SUM(MAX(attempts - 1, 0)), "
+                "SUM(CASE WHEN error IS NULL THEN COALESCE(prompt_tokens, 0) ELSE 0 END), "
+                "SUM(CASE WHEN error IS NULL THEN COALESCE(completion_tokens, 0) ELSE 0 END), "
+                "SUM(CASE WHEN error IS NULL AND NOT cached THEN COALESCE(prompt_tokens, 0) ELSE 0 END), "
+                "SUM(CASE WHEN error IS NULL AND NOT cached THEN COALESCE(completion_tokens, 0) "
+                "ELSE 0 END) FROM rows WHERE run_id = ? GROUP BY kind", (run_id,)):
+            keys = ("n", "errors", "cached", "retries", "prompt_tokens", "completion_tokens",
+                    "spent_prompt_tokens", "spent_completion_tokens")
+            out[r[0]] = {k: int(v or 0) for k, v in zip(keys, r[1:], strict=True)}
+        return out
+
+    def answered_scores(self, run_id: str, kind: str) -> list[dict[str, Any]]:
+        """The score dicts of the answered rows of one kind, in row order ({} for none).
+
+        Equal scores share one dict (treat them as read-only): a 50,000-row run of
+        0/1 metrics holds a handful of dicts, not 50,000."""
+        decoded: dict[str | None, dict[str, Any]] = {None: {}}
+        out = []
+        for (text,) in self.conn.execute(
+                "SELECT scores FROM rows WHERE run_id = ? AND kind = ? AND error IS NULL "
+                "ORDER BY position, sample", (run_id, kind)):
+            value = decoded.get(text)
+            if value is None:
+                value = decoded[text] = json.loads(text) or {}
+            out.append(value)
+        return out
+
+    def answered_column(self, run_id: str, column: str) -> list[Any]:
+        """One column's non-NULL values over the answered rows of a run, in row order."""
+        if column not in ("latency_ms", "system_fingerprint", "response_model"):
+            raise ValueError(column)
+        return [r[0] for r in self.conn.execute(
+            f"SELECT {column} FROM rows WHERE run_id = ? AND error IS NULL AND {column} IS NOT NULL "
+            "ORDER BY kind DESC, position, sample", (run_id,))]
+
     def answered_keys(self, run_id: str) -> set[tuple[str, str, int]]:
         """(kind, row_id, sample) of the rows of a run that have an answer (not an error)."""
         return {(r[0], r[1], r[2]) for r in self.conn.execute(
@@ -308,13 +363,15 @@ class SQLiteStore(Store):
         return None if r is None else dict(json.loads(r[0]))
 
     def cache_put(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        items = list(items)
+        if items:
+            with self._transaction():
+                self._cache_insert(items)
+
+    def _cache_insert(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         now = utcnow()
-        values = [(k, now, _dumps(v)) for k, v in items]
-        if not values:
-            return
-        with self._transaction():
-            self.conn.executemany("INSERT OR REPLACE INTO cache (key, created_at, response) "
-                                  "VALUES (?, ?, ?)", values)
+        self.conn.executemany("INSERT OR REPLACE INTO cache (key, created_at, response) "
+                              "VALUES (?, ?, ?)", [(k, now, _dumps(v)) for k, v in items])
 
     def cache_stats(self) -> dict[str, Any]:
         """Entries, bytes of stored responses, oldest and newest entry."""

@@ -138,6 +138,46 @@ def test_cache_round_trip(store: SQLiteStore) -> None:
     store.cache_put([])
 
 
+def test_rows_and_their_cache_entries_commit_together_or_not_at_all(store: SQLiteStore) -> None:
+    store.create_run(run_record("01aaa"))
+    store.write_rows([row("01aaa", "r1", 0)], cache=[("k1", {"text": "a"})])
+    assert [r["row_id"] for r in store.iter_rows("01aaa")] == ["r1"]
+    assert store.cache_get("k1") == {"text": "a"}
+    bad = row("01aaa", "r2", 1)
+    del bad["kind"]  # NOT NULL: the insert fails
+    with pytest.raises(Exception, match="NOT NULL"):
+        store.write_rows([bad], cache=[("k2", {"text": "b"})])
+    assert store.cache_get("k2") is None  # rolled back with the row
+    assert [r["row_id"] for r in store.iter_rows("01aaa")] == ["r1"]
+
+
+def test_run_totals_and_answered_columns_match_the_rows(store: SQLiteStore) -> None:
+    store.create_run(run_record("01aaa"))
+    store.write_rows([
+        row("01aaa", "r1", 0, scores={"exact_match": 1}, prompt_tokens=10, completion_tokens=2,
+            latency_ms=5.0, system_fingerprint="fp1", response_model="m1"),
+        row("01aaa", "r2", 1, scores={"exact_match": 1}, prompt_tokens=20, completion_tokens=3,
+            cached=True, latency_ms=7.0, system_fingerprint="fp2", response_model="m1"),
+        row("01aaa", "r3", 2, error="HTTP 500", attempts=5),
+        row("01aaa", "r4", 3, scores={"exact_match": 0}, prompt_tokens=1, completion_tokens=1,
+            attempts=3),
+        {**row("01aaa", "ex1", 0, scores=None, prompt_tokens=4, completion_tokens=1), "kind": "fewshot"},
+    ])
+    totals = store.run_totals("01aaa")
+    assert totals["eval"] == {"n": 4, "errors": 1, "cached": 1, "retries": 4 + 2,
+                              "prompt_tokens": 31, "completion_tokens": 6,
+                              "spent_prompt_tokens": 11, "spent_completion_tokens": 3}
+    assert totals["fewshot"]["n"] == 1 and totals["fewshot"]["prompt_tokens"] == 4
+    scores = store.answered_scores("01aaa", "eval")
+    assert scores == [{"exact_match": 1}, {"exact_match": 1}, {"exact_match": 0}]
+    assert scores[0] is scores[1]  # equal scores share one dict
+    assert store.answered_scores("01aaa", "fewshot") == [{}]
+    assert store.answered_column("01aaa", "latency_ms") == [5.0, 7.0]
+    assert store.answered_column("01aaa", "system_fingerprint") == ["fp1", "fp2"]
+    with pytest.raises(ValueError):
+        store.answered_column("01aaa", "error; DROP TABLE rows")
+
+
 def test_a_second_connection_sees_the_writes(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     a, b = SQLiteStore(path), SQLiteStore(path)
