@@ -5,7 +5,7 @@ Pure functions over lists; numpy does the arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -183,23 +183,38 @@ def f1_macro(answers: Sequence[str | None], expected: Sequence[str]) -> Result:
                                                                      y.astype(np.int64))))
 
 
+def fold_scores(rows: Iterable[dict[str, Any]], into: dict[str, list[Any]] | None = None
+                ) -> dict[str, list[Any]]:
+    """Per-row score dicts as one list per key, in row order; a row without a key adds
+    nothing to its list. Keys that go together (answer_num, expected_num and
+    squared_error; label_answer and label_expected) stay aligned."""
+    columns: dict[str, list[Any]] = {} if into is None else into
+    for scores in rows:
+        for key, value in scores.items():
+            columns.setdefault(key, []).append(value)
+    return columns
+
+
 def aggregate(metrics: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Result]:
     """All requested metrics over the per-row score dicts of the rows that got a completion."""
+    return aggregate_columns(metrics, fold_scores(rows))
+
+
+def aggregate_columns(metrics: Sequence[str], columns: dict[str, list[Any]]) -> dict[str, Result]:
+    """`aggregate` over scores already folded into columns (see `fold_scores`): a large run
+    keeps a list of numbers per metric instead of a dict per row."""
     out: dict[str, Result] = {}
     for name in metrics:
         if name in SHARE_METRICS:
             key = "exact_match" if name == "accuracy" else name
-            out[name] = share([r[key] for r in rows if key in r])
+            out[name] = share(columns.get(key, []))
         elif name == "rmse":
-            out[name] = rmse([r["squared_error"] for r in rows if "squared_error" in r])
+            out[name] = rmse(columns.get("squared_error", []))
         elif name in ("mae", "pearson", "spearman"):
-            pairs = [(r["answer_num"], r["expected_num"]) for r in rows if "answer_num" in r]
             fn = {"mae": mae, "pearson": pearson, "spearman": spearman}[name]
-            out[name] = fn([p[0] for p in pairs], [p[1] for p in pairs])
+            out[name] = fn(columns.get("answer_num", []), columns.get("expected_num", []))
         elif name == "f1_macro":
-            scored = [r for r in rows if "label_expected" in r]
-            out[name] = f1_macro([r["label_answer"] for r in scored],
-                                 [r["label_expected"] for r in scored])
+            out[name] = f1_macro(columns.get("label_answer", []), columns.get("label_expected", []))
     return out
 
 

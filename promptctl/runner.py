@@ -21,7 +21,7 @@ from promptctl.consistency import analyze
 from promptctl.errors import InputError, PromptctlError
 from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.gitinfo import GitState
-from promptctl.metrics import aggregate, percentiles
+from promptctl.metrics import aggregate_columns, fold_scores, percentiles
 from promptctl.prompts import Prompt
 from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
 from promptctl.ratelimit import RateLimiter
@@ -277,7 +277,7 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
               "completion": ev["completion_tokens"] + fs["completion_tokens"]}
     spent = {"prompt": ev["spent_prompt_tokens"] + fs["spent_prompt_tokens"],
              "completion": ev["spent_completion_tokens"] + fs["spent_completion_tokens"]}
-    scores = {kind: store.answered_scores(run_id, kind) for kind in ("eval", "fewshot")}
+    scores = {kind: fold_scores(store.iter_scores(run_id, kind)) for kind in ("eval", "fewshot")}
     latencies = store.answered_column(run_id, "latency_ms")
     fingerprints = set(store.answered_column(run_id, "system_fingerprint"))
     models = set(store.answered_column(run_id, "response_model"))
@@ -285,8 +285,8 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
     spent_cost = _cost(price, spent["prompt"], spent["completion"])
     consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
     return {
-        "metrics": aggregate(prompt.metrics, scores["eval"]),
-        "fewshot_metrics": aggregate(prompt.metrics, scores["fewshot"]),
+        "metrics": aggregate_columns(prompt.metrics, scores["eval"]),
+        "fewshot_metrics": aggregate_columns(prompt.metrics, scores["fewshot"]),
         "summary": {
             **counts, "tokens": tokens,
             # cost_usd is what the run's answers cost (cached or not), the price of the

@@ -352,6 +352,22 @@ class TestEdgeCases:
             assert_json_clean(result)
 
 
+def test_folded_scores_keep_paired_keys_aligned_and_aggregate_the_same() -> None:
+    rows = [
+        {"format_validity": 1.0, "answer_num": 3.0, "expected_num": 4.0, "squared_error": 1.0},
+        {"format_validity": 0.0},  # no numeric answer: absent from the pairs
+        {"format_validity": 1.0, "answer_num": 7.0, "expected_num": 7.0, "squared_error": 0.0},
+        {"format_validity": 1.0, "answer_num": 1.0, "expected_num": 9.0, "squared_error": 64.0},
+    ]
+    columns = M.fold_scores(iter(rows))
+    assert columns == {"format_validity": [1.0, 0.0, 1.0, 1.0], "answer_num": [3.0, 7.0, 1.0],
+                       "expected_num": [4.0, 7.0, 9.0], "squared_error": [1.0, 0.0, 64.0]}
+    metrics = ["format_validity", "rmse", "mae", "pearson"]
+    assert M.aggregate_columns(metrics, columns) == M.aggregate(metrics, rows)
+    assert M.aggregate(["mae"], rows)["mae"]["value"] == pytest.approx((1 + 0 + 8) / 3)
+    assert M.fold_scores([{"a": 1}], into=columns)["a"] == [1]
+
+
 # ---------------------------------------------------------------- aggregate end to end
 
 

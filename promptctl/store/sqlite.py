@@ -68,7 +68,7 @@ class Store:
     def run_totals(self, run_id: str) -> dict[str, dict[str, int]]:
         raise NotImplementedError
 
-    def answered_scores(self, run_id: str, kind: str) -> list[dict[str, Any]]:
+    def iter_scores(self, run_id: str, kind: str) -> Iterator[dict[str, Any]]:
         raise NotImplementedError
 
     def answered_column(self, run_id: str, column: str) -> list[Any]:
@@ -278,21 +278,20 @@ class SQLiteStore(Store):
             out[r[0]] = {k: int(v or 0) for k, v in zip(keys, r[1:], strict=True)}
         return out
 
-    def answered_scores(self, run_id: str, kind: str) -> list[dict[str, Any]]:
-        """The score dicts of the answered rows of one kind, in row order ({} for none).
-
-        Equal scores share one dict (treat them as read-only): a 50,000-row run of
-        0/1 metrics holds a handful of dicts, not 50,000."""
-        decoded: dict[str | None, dict[str, Any]] = {None: {}}
-        out = []
+    def iter_scores(self, run_id: str, kind: str) -> Iterator[dict[str, Any]]:
+        """The score dicts of the answered rows of one kind, in row order, without the rest
+        of each row. Equal scores may be one shared dict: treat them as read-only."""
+        # Scores repeat a lot (0/1 metrics): decode each of the first distinct texts once.
+        memo: dict[str, dict[str, Any]] = {}
         for (text,) in self.conn.execute(
                 "SELECT scores FROM rows WHERE run_id = ? AND kind = ? AND error IS NULL "
                 "ORDER BY position, sample", (run_id, kind)):
-            value = decoded.get(text)
+            value = memo.get(text) if text is not None else {}
             if value is None:
-                value = decoded[text] = json.loads(text) or {}
-            out.append(value)
-        return out
+                value = json.loads(text) or {}
+                if len(memo) < 4096:
+                    memo[text] = value
+            yield value
 
     def answered_column(self, run_id: str, column: str) -> list[Any]:
         """One column's non-NULL values over the answered rows of a run, in row order."""
