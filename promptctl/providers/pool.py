@@ -61,6 +61,7 @@ class _Child:
     stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=20))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     sent: int = 0
+    exited: bool = False
 
 
 class SenderPool(Provider):
@@ -78,6 +79,7 @@ class SenderPool(Provider):
         self._started = False
         self._closing = False
         self._failure: PromptctlError | None = None
+        self._failed = asyncio.Event()
         self._next_id = 0
 
     async def start(self) -> None:
@@ -111,16 +113,20 @@ class SenderPool(Provider):
             future = child.pending.get(msg["id"])
             if future is not None and not future.done():
                 future.set_result(msg)
+        # From here on no request goes to this child (see `complete`).
+        child.exited = True
         code = await child.proc.wait()
         if self._closing:
             return
         # Let the stderr reader catch the last lines of a traceback.
         await asyncio.sleep(0.05)
         tail = "".join(child.stderr_tail).strip()
-        self._failure = ProviderError(
-            f"a request sender process (pid {child.proc.pid}) exited with code {code}"
-            + (f":\n{tail}" if tail else ""),
-            fix=f"set {PROCESSES_ENV}=1 to send from the main process")
+        if self._failure is None:
+            self._failure = ProviderError(
+                f"a request sender process (pid {child.proc.pid}) exited with code {code}"
+                + (f":\n{tail}" if tail else ""),
+                fix=f"set {PROCESSES_ENV}=1 to send from the main process")
+            self._failed.set()
         for future in child.pending.values():
             if not future.done():
                 future.set_exception(self._failure)
@@ -133,6 +139,9 @@ class SenderPool(Provider):
     async def complete(self, request: ChatRequest) -> ChatResponse:
         if not self._started:
             raise RuntimeError("SenderPool.start() was not awaited")
+        if any(c.exited for c in self._children):
+            # A child is gone: the run stops, as it would for a fatal endpoint error.
+            await self._failed.wait()
         if self._failure is not None:
             raise self._failure
         child = min(self._children, key=lambda c: len(c.pending))
@@ -171,6 +180,9 @@ class SenderPool(Provider):
 
     async def aclose(self) -> None:
         self._closing = True
+        if self._failure is None:  # nothing may wait on a closed pool
+            self._failure = ProviderError("the request sender processes were stopped")
+            self._failed.set()
         for child in self._children:
             if child.proc.stdin is not None and not child.proc.stdin.is_closing():
                 child.proc.stdin.close()
