@@ -39,7 +39,7 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One eval case (or few-shot example): input variables and the expected answer."""
 
