@@ -44,7 +44,11 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
     params = prompt.request_params
     prompt_tokens = 0
     cached = 0
+    kinds = {"eval": 0, "fewshot": 0}
+    first: list[dict[str, str]] = []
     for item in items:
+        kinds[item.kind] += 1
+        first = first or item.messages
         if options.use_cache and is_cached(store, item, resolved, params):
             cached += 1
             continue
@@ -60,11 +64,11 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
     return {
         "prompt": prompt.name, "model": resolved.spec, "endpoint": resolved.endpoint_name,
         "requests": len(items), "cached": cached, "to_send": to_send,
-        "eval_rows": sum(1 for i in items if i.kind == "eval"),
-        "fewshot_rows": sum(1 for i in items if i.kind == "fewshot"),
+        "eval_rows": kinds["eval"],
+        "fewshot_rows": kinds["fewshot"],
         "prompt_tokens": prompt_tokens, "token_count_method": method,
         "completion_tokens_max": completion_tokens,
         "estimated_cost_usd_max": None if cost is None else round(cost, 6),
         "cost_note": None if max_tokens else "no max_tokens in params: completion cost unknown",
-        "first_request": items[0].messages if items else [],
+        "first_request": first,
     }

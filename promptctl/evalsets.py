@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,19 +65,33 @@ class Row:
         return out
 
 
-@dataclass(frozen=True)
 class EvalSet:
-    """A validated eval set and the sha256 of its bytes (its version)."""
+    """A validated eval set and the sha256 of its bytes (its version).
 
-    path: Path
-    version: str
-    rows: tuple[Row, ...]
+    A JSONL or CSV set keeps its text and parses rows again on each iteration, so a
+    large set is held as its text (about a tenth of the memory of parsed rows), not
+    as Row objects. It was fully validated when loaded."""
+
+    def __init__(self, path: Path, version: str, rows: Sequence[Row] = (), *,
+                 text: str | None = None, count: int = 0) -> None:
+        self.path = path
+        self.version = version
+        self._rows = tuple(rows) if text is None else None
+        self._text = text
+        self._count = len(self._rows) if self._rows is not None else count
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        """Every row, parsed (iterate the set instead to parse one row at a time)."""
+        return self._rows if self._rows is not None else tuple(self)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self._count
 
     def __iter__(self) -> Iterator[Row]:
-        return iter(self.rows)
+        if self._rows is not None:
+            return iter(self._rows)
+        return _parse(self._text or "", self.path)
 
 
 def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: str = "row") -> Row:
@@ -129,11 +142,23 @@ def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: st
                line=line, pattern=pattern, metadata=metadata)
 
 
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) without building a list of every line.
+
+    Splits on "\n" only: str.splitlines() also breaks on U+2028, U+0085 and other
+    characters that JSON strings may hold unescaped, which would cut a valid row
+    in two and shift every later line number."""
+    start, lineno = 0, 1
+    while start <= len(text):
+        end = text.find("\n", start)
+        if end < 0:
+            end = len(text)
+        yield lineno, text[start:end]
+        start, lineno = end + 1, lineno + 1
+
+
 def _jsonl_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
-    # Split on "\n" only: str.splitlines() also breaks on U+2028, U+0085 and
-    # other characters that JSON strings may hold unescaped, which would cut a
-    # valid row in two and shift every later line number.
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    for lineno, line in _lines(text):
         if not line.strip():
             continue
         try:
@@ -172,9 +197,15 @@ def _csv_value(value: str) -> Any:
     return float(stripped)
 
 
+_CSV_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
 def _csv_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
     # strict: an unclosed quote is an error, not a field that runs to the end of the file.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # Lines as io.StringIO(text, newline="") gives them, without its copy of the whole text
+    # (four bytes a character): this runs on every pass over a large set.
+    lines = (m.group() for m in _CSV_LINE.finditer(text))
+    reader = csv.reader(lines, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -234,20 +265,33 @@ def load_evalset_bytes(data: bytes, path: Path) -> EvalSet:
         raise InputError(f"unknown eval set format {suffix or '(no extension)'!r}", file=path,
                          fix="use .jsonl, .yaml, .yml or .csv")
     text = decode_utf8(data, path)
-    reader = {".jsonl": _jsonl_rows, ".csv": _csv_rows}.get(suffix, _yaml_rows)
+    version = hashlib.sha256(data).hexdigest()
+    streamed = suffix in _STREAMED
     rows: list[Row] = []
     seen: dict[str, int | None] = {}
-    for number, (raw, line) in enumerate(reader(text, path), start=1):
-        row = make_row(raw, number, path, line)
+    for row in _parse(text, path):
         if row.id in seen:
             first = seen[row.id]
             raise InputError(f"duplicate row id {row.id!r} (first at line {first})", file=path,
-                             line=line, fix="give every row a unique id")
-        seen[row.id] = line
-        rows.append(row)
-    if not rows:
+                             line=row.line, fix="give every row a unique id")
+        seen[row.id] = row.line
+        if not streamed:
+            rows.append(row)
+    if not seen:
         raise InputError("the eval set is empty", file=path, fix="add at least one row")
-    return EvalSet(path=path, version=hashlib.sha256(data).hexdigest(), rows=tuple(rows))
+    if streamed:
+        return EvalSet(path=path, version=version, text=text, count=len(seen))
+    return EvalSet(path=path, version=version, rows=rows)
+
+
+# Formats read line by line, whose rows are parsed again on each pass rather than kept.
+_STREAMED = {".jsonl": _jsonl_rows, ".csv": _csv_rows}
+
+
+def _parse(text: str, path: Path) -> Iterator[Row]:
+    reader = _STREAMED.get(path.suffix.lower(), _yaml_rows)
+    for number, (raw, line) in enumerate(reader(text, path), start=1):
+        yield make_row(raw, number, path, line)
 
 
 def load_evalset(path: str | Path) -> EvalSet:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,36 +68,79 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
 
 
+class Plan:
+    """Every request of a run, rendered as it is iterated: a 50,000-row run never holds
+    50,000 rendered requests. `plan()` renders everything once first, so bad input is
+    found before anything is sent."""
+
+    def __init__(self, prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
+                 repeat: int = 1, skip: Collection[tuple[str, str, int]] = ()) -> None:
+        self.prompt = prompt
+        self.evalset = evalset
+        self.limit = limit
+        self.repeat = repeat
+        self.skip = skip  # (kind, row id, sample) already answered: a resume sends the rest
+
+    def rows(self) -> Iterator[Row]:
+        return itertools.islice(self.evalset, self.limit)
+
+    @property
+    def eval_rows(self) -> int:
+        n = len(self.evalset)
+        return n if self.limit is None else min(n, self.limit)
+
+    def keys(self) -> Iterator[tuple[str, str, int]]:
+        """(kind, row id, sample) of every request, without rendering."""
+        for kind, group in (("fewshot", iter(self.prompt.examples)), ("eval", self.rows())):
+            for row in group:
+                for sample in range(self.repeat):
+                    if (kind, row.id, sample) not in self.skip:
+                        yield kind, row.id, sample
+
+    def __len__(self) -> int:
+        if not self.skip:
+            return (len(self.prompt.examples) + self.eval_rows) * self.repeat
+        return sum(1 for _ in self.keys())
+
+    def __iter__(self) -> Iterator[WorkItem]:
+        # A system prompt or few-shot turn rendered for every row is the same text each
+        # time: a message equal to the previous row's at the same place shares its object.
+        previous: list[dict[str, str]] = []
+        for kind, group in (("fewshot", iter(self.prompt.examples)), ("eval", self.rows())):
+            for position, row in enumerate(group):
+                samples = [s for s in range(self.repeat) if (kind, row.id, s) not in self.skip]
+                if not samples:
+                    continue
+                try:
+                    messages = self.prompt.render(row.input, row_id=row.id)
+                except InputError as exc:
+                    if kind == "eval" and exc.fix:
+                        exc.fix += f" (row at {self.evalset.path}:{row.line})"
+                        exc.args = (str(exc),)
+                    raise
+                messages = [previous[i] if i < len(previous) and previous[i] == m else m
+                            for i, m in enumerate(messages)]
+                previous = messages
+                for sample in samples:
+                    yield WorkItem(kind, position, row, sample, messages)
+
+    def first(self) -> WorkItem | None:
+        return next(iter(self), None)
+
+
 def plan(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
-         repeat: int = 1) -> list[WorkItem]:
-    """Render every message of every row and few-shot example; raise before anything is sent."""
-    rows = evalset.rows[:limit] if limit is not None else evalset.rows
+         repeat: int = 1) -> Plan:
+    """Check every row and few-shot example renders; raise before anything is sent."""
+    result = Plan(prompt, evalset, limit=limit, repeat=repeat)
     if "regex" in prompt.metrics:
-        for row in rows:
+        for row in result.rows():
             if row.pattern is None:
                 raise InputError(f"metric regex needs a pattern in every row; row {row.id!r} has none",
                                  file=evalset.path, line=row.line,
                                  fix='add "pattern": "..." to the row, or drop regex from metrics')
-    items: list[WorkItem] = []
-    # A system prompt or few-shot turn rendered for every row is the same text each time:
-    # a message equal to the previous row's at the same place shares its object, so memory
-    # grows with the rows' own text only.
-    previous: list[dict[str, str]] = []
-    for kind, group in (("fewshot", prompt.examples), ("eval", rows)):
-        for position, row in enumerate(group):
-            try:
-                messages = prompt.render(row.input, row_id=row.id)
-                messages = [previous[i] if i < len(previous) and previous[i] == m else m
-                            for i, m in enumerate(messages)]
-                previous = messages
-            except InputError as exc:
-                if kind == "eval" and exc.fix:
-                    exc.fix += f" (row at {evalset.path}:{row.line})"
-                    exc.args = (str(exc),)
-                raise
-            for sample in range(repeat):
-                items.append(WorkItem(kind, position, row, sample, messages))
-    return items
+    for _ in Plan(prompt, evalset, limit=limit, repeat=1):
+        pass
+    return result
 
 
 def cache_key(cache_url: str, model: str, messages: list[dict[str, str]], params: dict[str, Any],
@@ -156,7 +200,7 @@ class LazyProvider:
             await self._provider.aclose()
 
 
-async def execute(items: Sequence[WorkItem], *, run_id: str, prompt: Prompt, model: str,
+async def execute(items: Plan, *, run_id: str, prompt: Prompt, model: str,
                   cache_url: str, provider: LazyProvider | None, store: Store, concurrency: int,
                   use_cache: bool, cache_only: bool, price: Price | None,
                   progress: ProgressFn | None = None, limiter: RateLimiter | None = None) -> Progress:
@@ -316,12 +360,16 @@ def is_cached(store: Store, item: WorkItem, resolved: ResolvedModel, params: dic
     return store.cache_get(key) is not None
 
 
-def _require_cached(store: Store, items: Sequence[WorkItem], resolved: ResolvedModel,
+def _require_cached(store: Store, items: Plan, resolved: ResolvedModel,
                     params: dict[str, Any]) -> None:
-    missing = [i for i in items if not is_cached(store, i, resolved, params)]
-    if missing:
-        first = missing[0]
-        raise InputError(f"--cache-only: {len(missing)} of {len(items)} requests are not in the cache "
+    missing = 0
+    first: WorkItem | None = None
+    for item in items:
+        if not is_cached(store, item, resolved, params):
+            missing += 1
+            first = first or item
+    if first is not None:
+        raise InputError(f"--cache-only: {missing} of {len(items)} requests are not in the cache "
                          f"(first: {first.kind} row {first.row.id!r}, sample {first.sample})",
                          fix="run once without --cache-only to send them, or check --model and "
                          "params match the cached run")
@@ -360,7 +408,7 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
         "git_branch": git.branch, "model": resolved.spec, "endpoint": resolved.endpoint_name,
         "base_url": resolved.cache_url, "params": prompt.request_params,
         "evalset_path": _rel(evalset.path, config.root), "evalset_version": evalset.version,
-        "n_planned": sum(1 for i in items if i.kind == "eval"),
+        "n_planned": items.eval_rows * items.repeat,
         "options": {"limit": options.limit, "repeat": options.repeat,
                     "concurrency": concurrency, "use_cache": options.use_cache,
                     "cache_only": options.cache_only, **_owner()},
@@ -405,7 +453,7 @@ def _concurrency(options: EvalOptions, resolved: ResolvedModel, config: Config) 
     return resolved.default_concurrency
 
 
-def _complete(run_id: str, items: Sequence[WorkItem], prompt: Prompt, resolved: ResolvedModel, *,
+def _complete(run_id: str, items: Plan, prompt: Prompt, resolved: ResolvedModel, *,
               store: Store, config: Config, options: EvalOptions, concurrency: int,
               progress: ProgressFn | None) -> dict[str, Any]:
     from promptctl.providers import open_provider
@@ -485,9 +533,9 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                           limit=stored.get("limit"), repeat=stored.get("repeat") or 1,
                           use_cache=given.use_cache and stored.get("use_cache", True),
                           cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm)
-    items = plan(prompt, evalset, limit=options.limit, repeat=options.repeat)
+    plan(prompt, evalset, limit=options.limit, repeat=options.repeat)  # every row still renders
     done = store.answered_keys(run["id"])
-    todo = [i for i in items if (i.kind, i.row.id, i.sample) not in done]
+    todo = Plan(prompt, evalset, limit=options.limit, repeat=options.repeat, skip=done)
     resolved = resolve_model(run["model"], config)
     if options.cache_only:
         _require_cached(store, todo, resolved, prompt.request_params)
@@ -501,7 +549,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                      progress=progress)
 
 
-async def _execute_and_close(items: Sequence[WorkItem], provider: LazyProvider | None,
+async def _execute_and_close(items: Plan, provider: LazyProvider | None,
                              **kwargs: Any) -> Progress:
     try:
         return await execute(items, provider=provider, **kwargs)

@@ -464,3 +464,48 @@ def test_bytes_loader_uses_the_given_path(tmp_path: Path) -> None:
         load_evalset_bytes(b"{bad\n", Path("at/ref/s.jsonl"))
     assert info.value.file == str(Path("at/ref/s.jsonl"))
     assert info.value.line == 1
+
+
+# -- large sets: held as text, parsed one row at a time ------------------------------------
+
+
+def _big(tmp_path: Path, suffix: str, n: int) -> Path:
+    if suffix == ".jsonl":
+        text = "".join(json.dumps({"id": f"r{i}", "input": {"text": f"row number {i}"},
+                                   "expected": i}) + "\n" for i in range(n))
+    else:
+        text = "id,text,expected\n" + "".join(f"r{i},row number {i},{i}\n" for i in range(n))
+    return write(tmp_path, "big" + suffix, text)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_large_set_is_not_held_as_parsed_rows(tmp_path: Path, suffix: str) -> None:
+    import tracemalloc
+
+    path = _big(tmp_path, suffix, 20_000)
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        evalset = load_evalset(path)
+        held = tracemalloc.get_traced_memory()[0]
+        # Parsed, 20,000 rows take over ten times the file's size; the text is about its size.
+        assert held < 3 * size, (held, size)
+        rows = iter(evalset)
+        seen = [next(rows).id for _ in range(3)]
+        assert tracemalloc.get_traced_memory()[0] < 4 * size
+    finally:
+        tracemalloc.stop()
+    assert seen == ["r0", "r1", "r2"]
+    assert len(evalset) == 20_000
+    again = list(evalset)
+    assert [r.id for r in again] == [f"r{i}" for i in range(20_000)]
+    assert again[12_345].expected == 12_345 and again[12_345].input == {"text": "row number 12345"}
+    assert evalset.rows == tuple(again)
+
+
+def test_every_pass_over_a_jsonl_set_keeps_line_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path, "e.jsonl", '\n{"id": "a", "input": {"x": "1\u2028"}}\n\n'
+                 '{"id": "b", "input": {"x": "2"}}')
+    evalset = load_evalset(path)
+    for _ in range(2):
+        assert [(r.id, r.line) for r in evalset] == [("a", 2), ("b", 4)]

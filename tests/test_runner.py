@@ -14,7 +14,7 @@ from promptctl.errors import InputError
 from promptctl.evalsets import load_evalset
 from promptctl.prompts import load_prompt
 from promptctl.providers import resolve_model
-from promptctl.runner import EvalOptions, Progress, cache_key, new_run_id, plan, run_eval
+from promptctl.runner import EvalOptions, Plan, Progress, cache_key, new_run_id, plan, run_eval
 from promptctl.store import SQLiteStore
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import echo_evalset
@@ -99,12 +99,49 @@ def test_cache_key_changes_with_anything_that_changes_the_answer(change: dict[st
 
 def test_plan_renders_few_shot_then_rows_with_repeats(files: Path) -> None:
     prompt = load_prompt(files / "echo.yaml")
-    items = plan(prompt, load_evalset(files / "echo.jsonl"), limit=2, repeat=2)
+    items = list(plan(prompt, load_evalset(files / "echo.jsonl"), limit=2, repeat=2))
     assert [(i.kind, i.row.id, i.sample) for i in items] == [
         ("fewshot", "ex1", 0), ("fewshot", "ex1", 1),
         ("eval", "r1", 0), ("eval", "r1", 1), ("eval", "r2", 0), ("eval", "r2", 1)]
     assert items[2].messages == [{"role": "system", "content": "Answer with the word. zero"},
                                  {"role": "user", "content": "Question one"}]
+
+
+def test_a_plan_renders_as_it_is_iterated_and_skips_what_is_answered(files: Path) -> None:
+    prompt = load_prompt(files / "echo.yaml")
+    evalset = load_evalset(files / "echo.jsonl")
+    full = plan(prompt, evalset, repeat=2)
+    assert len(full) == (1 + len(WORDS)) * 2 == len(list(full))
+    assert full.eval_rows == len(WORDS)
+    # Each pass renders anew: no pass keeps the previous one's messages.
+    first, again = next(iter(full)), next(iter(full))
+    assert first.messages == again.messages and first.messages[1] is not again.messages[1]
+    done = {("fewshot", "ex1", 0), ("eval", "r1", 0), ("eval", "r1", 1), ("eval", "r3", 1)}
+    rest = Plan(prompt, evalset, repeat=2, skip=done)
+    keys = [(i.kind, i.row.id, i.sample) for i in rest]
+    assert len(rest) == len(keys) == len(list(full)) - len(done)
+    assert not set(keys) & done
+    assert ("eval", "r3", 0) in keys and keys == list(rest.keys())
+    limited = Plan(prompt, evalset, limit=2)
+    assert [i.row.id for i in limited if i.kind == "eval"] == ["r1", "r2"] and len(limited) == 3
+
+
+def test_iterating_a_plan_holds_one_request_at_a_time(files: Path) -> None:
+    import tracemalloc
+
+    (files / "big.jsonl").write_text(echo_evalset([f"word{i}" for i in range(20_000)]),
+                                     encoding="utf-8")
+    prompt = load_prompt(files / "echo.yaml")
+    requests = plan(prompt, load_evalset(files / "big.jsonl"))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        count = sum(1 for _ in requests)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert count == 20_001
+    assert peak < 1_000_000  # 20,000 rendered requests held at once take over 8 MB
 
 
 def test_plan_keeps_one_copy_of_a_message_every_row_shares(files: Path) -> None:
