@@ -68,9 +68,9 @@ class Row:
 class EvalSet:
     """A validated eval set and the sha256 of its bytes (its version).
 
-    A JSONL or CSV set keeps its text and parses rows again on each iteration, so a
-    large set is held as its text (about a tenth of the memory of parsed rows), not
-    as Row objects. It was fully validated when loaded."""
+    A JSONL or CSV set of more than KEEP_ROWS rows keeps its text and parses rows again
+    on each iteration, so a large set is held as its text (about a tenth of the memory
+    of parsed rows), not as Row objects. It was fully validated when loaded."""
 
     def __init__(self, path: Path, version: str, rows: Sequence[Row] = (), *,
                  text: str | None = None, count: int = 0) -> None:
@@ -266,7 +266,7 @@ def load_evalset_bytes(data: bytes, path: Path) -> EvalSet:
                          fix="use .jsonl, .yaml, .yml or .csv")
     text = decode_utf8(data, path)
     version = hashlib.sha256(data).hexdigest()
-    streamed = suffix in _STREAMED
+    streamable = suffix in _STREAMED
     rows: list[Row] = []
     seen: dict[str, int | None] = {}
     for row in _parse(text, path):
@@ -275,16 +275,19 @@ def load_evalset_bytes(data: bytes, path: Path) -> EvalSet:
             raise InputError(f"duplicate row id {row.id!r} (first at line {first})", file=path,
                              line=row.line, fix="give every row a unique id")
         seen[row.id] = row.line
-        if not streamed:
+        if not streamable or len(rows) < KEEP_ROWS:
             rows.append(row)
     if not seen:
         raise InputError("the eval set is empty", file=path, fix="add at least one row")
-    if streamed:
+    if len(seen) > len(rows):
         return EvalSet(path=path, version=version, text=text, count=len(seen))
     return EvalSet(path=path, version=version, rows=rows)
 
 
-# Formats read line by line, whose rows are parsed again on each pass rather than kept.
+# Up to this many rows are kept parsed (each pass over them is then free); a larger JSONL
+# or CSV set is parsed again on each pass, so memory stays flat as sets grow.
+KEEP_ROWS = 5000
+# Formats read line by line, whose rows can be parsed again on each pass rather than kept.
 _STREAMED = {".jsonl": _jsonl_rows, ".csv": _csv_rows}
 
 

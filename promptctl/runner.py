@@ -68,6 +68,10 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
 
 
+# Plans of up to this many requests keep them rendered (see `plan`).
+KEEP_REQUESTS = 5000
+
+
 class Plan:
     """Every request of a run, rendered as it is iterated: a 50,000-row run never holds
     50,000 rendered requests. `plan()` renders everything once first, so bad input is
@@ -80,6 +84,7 @@ class Plan:
         self.limit = limit
         self.repeat = repeat
         self.skip = skip  # (kind, row id, sample) already answered: a resume sends the rest
+        self._kept: list[WorkItem] | None = None
 
     def rows(self) -> Iterator[Row]:
         return itertools.islice(self.evalset, self.limit)
@@ -103,6 +108,11 @@ class Plan:
         return sum(1 for _ in self.keys())
 
     def __iter__(self) -> Iterator[WorkItem]:
+        if self._kept is not None:
+            return (i for i in self._kept if (i.kind, i.row.id, i.sample) not in self.skip)
+        return self._render()
+
+    def _render(self) -> Iterator[WorkItem]:
         # A system prompt or few-shot turn rendered for every row is the same text each
         # time: a message equal to the previous row's at the same place shares its object.
         previous: list[dict[str, str]] = []
@@ -124,9 +134,6 @@ class Plan:
                 for sample in samples:
                     yield WorkItem(kind, position, row, sample, messages)
 
-    def first(self) -> WorkItem | None:
-        return next(iter(self), None)
-
 
 def plan(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
          repeat: int = 1) -> Plan:
@@ -138,8 +145,15 @@ def plan(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
                 raise InputError(f"metric regex needs a pattern in every row; row {row.id!r} has none",
                                  file=evalset.path, line=row.line,
                                  fix='add "pattern": "..." to the row, or drop regex from metrics')
-    for _ in Plan(prompt, evalset, limit=limit, repeat=1):
-        pass
+    # Render everything once now. A small plan keeps what it rendered (sending then costs
+    # no second rendering); a large one renders again as it sends, so memory stays flat.
+    kept: list[WorkItem] | None = []
+    for item in result._render():
+        if kept is not None:
+            kept.append(item)
+            if len(kept) > KEEP_REQUESTS:
+                kept = None
+    result._kept = kept
     return result
 
 

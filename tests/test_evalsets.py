@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from promptctl import evalsets
 from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, load_evalset, load_evalset_bytes
 from tests.helpers import REPO
@@ -503,7 +504,9 @@ def test_a_large_set_is_not_held_as_parsed_rows(tmp_path: Path, suffix: str) -> 
     assert evalset.rows == tuple(again)
 
 
-def test_every_pass_over_a_jsonl_set_keeps_line_numbers(tmp_path: Path) -> None:
+def test_every_pass_over_a_streamed_set_keeps_line_numbers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evalsets, "KEEP_ROWS", 0)  # parse again on every pass
     path = write(tmp_path, "e.jsonl", '\n{"id": "a", "input": {"x": "1\u2028"}}\n\n'
                  '{"id": "b", "input": {"x": "2"}}')
     evalset = load_evalset(path)

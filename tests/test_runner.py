@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from promptctl import runner
 from promptctl.config import Config
 from promptctl.errors import InputError
 from promptctl.evalsets import load_evalset
@@ -107,15 +108,19 @@ def test_plan_renders_few_shot_then_rows_with_repeats(files: Path) -> None:
                                  {"role": "user", "content": "Question one"}]
 
 
-def test_a_plan_renders_as_it_is_iterated_and_skips_what_is_answered(files: Path) -> None:
+@pytest.mark.parametrize("keep", [5000, 0], ids=["kept", "rendered-as-sent"])
+def test_a_plan_yields_every_request_and_skips_what_is_answered(
+        files: Path, keep: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "KEEP_REQUESTS", keep)
     prompt = load_prompt(files / "echo.yaml")
     evalset = load_evalset(files / "echo.jsonl")
     full = plan(prompt, evalset, repeat=2)
     assert len(full) == (1 + len(WORDS)) * 2 == len(list(full))
     assert full.eval_rows == len(WORDS)
-    # Each pass renders anew: no pass keeps the previous one's messages.
     first, again = next(iter(full)), next(iter(full))
-    assert first.messages == again.messages and first.messages[1] is not again.messages[1]
+    assert first.messages == again.messages
+    # A small plan keeps what it rendered; a large one renders anew on each pass.
+    assert (first.messages[1] is again.messages[1]) == (keep > 0)
     done = {("fewshot", "ex1", 0), ("eval", "r1", 0), ("eval", "r1", 1), ("eval", "r3", 1)}
     rest = Plan(prompt, evalset, repeat=2, skip=done)
     keys = [(i.kind, i.row.id, i.sample) for i in rest]
