@@ -337,8 +337,8 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
              "completion": ev["spent_completion_tokens"] + fs["spent_completion_tokens"]}
     scores = {kind: fold_scores(store.iter_scores(run_id, kind)) for kind in ("eval", "fewshot")}
     latencies = store.answered_column(run_id, "latency_ms")
-    fingerprints = set(store.answered_column(run_id, "system_fingerprint"))
-    models = set(store.answered_column(run_id, "response_model"))
+    fingerprints = {f for f in store.answered_column(run_id, "system_fingerprint") if f}
+    models = {m for m in store.answered_column(run_id, "response_model") if m}
     cost = _cost(price, tokens["prompt"], tokens["completion"])
     spent_cost = _cost(price, spent["prompt"], spent["completion"])
     consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
