@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import fakeserver
+from tests import fakeserver, helpers
 from tests.fakeserver import fake_openai  # noqa: F401  (re-exported fixture)
 from tests.helpers import use_fake_openai, write_echo_project
 
@@ -22,6 +22,17 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
     yield tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_cli_processes() -> Iterator[None]:
+    """A failed assertion must not leave an eval subprocess running."""
+    yield
+    while helpers.cli_processes:
+        proc = helpers.cli_processes.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 @pytest.fixture

@@ -4,8 +4,10 @@ the fake server as the OpenAI endpoint, and throw-away git repositories."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,31 @@ from tests.fakeserver import FakeOpenAI
 REPO = Path(__file__).resolve().parents[1]  # this repository: its prompts/ and evalsets/
 
 # -- the CLI -----------------------------------------------------------------------------------
+
+# The CLI in a fresh interpreter, with Python's own Ctrl-C handler installed even when this
+# process was started with SIGINT ignored (as background jobs are); on exit it reports on
+# stderr whether the openai SDK was imported.
+CLI_SCRIPT = """\
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from promptctl.cli.app import app
+try:
+    app(sys.argv[1:], prog_name="promptctl")
+finally:
+    print("\\nOPENAI-IMPORTED " + str("openai" in sys.modules), file=sys.stderr)
+"""
+
+# Started by `cli_process`; conftest kills any still running when a test ends.
+cli_processes: list[subprocess.Popen[str]] = []
+
+
+def cli_process(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """`promptctl ARGS` as a real subprocess (for signals), with the current environment."""
+    proc = subprocess.Popen([sys.executable, "-c", CLI_SCRIPT, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), **kwargs)
+    cli_processes.append(proc)
+    return proc
+
 
 
 def run_cli(*args: str) -> Result:

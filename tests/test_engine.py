@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,16 @@ from promptctl.providers import ChatRequest, ChatResponse, Provider, RequestFail
 from promptctl.providers.openai import OpenAIProvider
 from promptctl.runner import LazyProvider
 from tests.fakeserver import FakeOpenAI, error_body, last_user_message
-from tests.helpers import eval_json, invoke, runs_json, show, show_rows, store_db, use_fake_openai
+from tests.helpers import (
+    cli_process,
+    eval_json,
+    invoke,
+    runs_json,
+    show,
+    show_rows,
+    store_db,
+    use_fake_openai,
+)
 
 KEY = "sk-test-engine-0f1e2d3c4b5a"
 ECHO_PROMPT = """\
@@ -43,20 +49,6 @@ output:
   type: string
 metrics: [exact_match, format_validity]
 evalset: ../evalsets/NAME.jsonl
-"""
-
-# The CLI in a fresh interpreter, with Python's own Ctrl-C handler installed even when this
-# process was started with SIGINT ignored (as background jobs are); on exit it reports on
-# stderr whether the openai SDK was imported.
-CHILD = """\
-import signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)
-from promptctl.cli.app import app
-from promptctl.errors import ProviderError
-try:
-    app(sys.argv[1:], prog_name="promptctl")
-finally:
-    print("\\nOPENAI-IMPORTED " + str("openai" in sys.modules), file=sys.stderr)
 """
 
 
@@ -351,27 +343,6 @@ def test_an_endpoints_rpm_from_the_config_applies(
 # -- subprocesses: the lazily imported SDK, signals and two writers ------------------
 
 
-_children: list[subprocess.Popen[str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_children() -> Iterator[None]:
-    """A failed assertion must not leave an eval subprocess running."""
-    yield
-    while _children:
-        proc = _children.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-def child(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), **kwargs)
-    _children.append(proc)
-    return proc
-
-
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
@@ -440,11 +411,11 @@ def resume_to_the_end(api: FakeOpenAI, tmp_path: Path, run_id: str, stored: int,
 
 
 def test_a_fully_cached_run_does_not_import_the_sdk(api: FakeOpenAI, project: Path) -> None:
-    code, _, err = finish(child("eval", "prompts/echo.yaml", "--json", cwd=project))
+    code, _, err = finish(cli_process("eval", "prompts/echo.yaml", "--json", cwd=project))
     assert code == 0, err
     assert "OPENAI-IMPORTED True" in err  # the check can fail: a run that sends imports it
     assert api.count == 5
-    code, out, err = finish(child("eval", "prompts/echo.yaml", "--json", cwd=project))
+    code, out, err = finish(cli_process("eval", "prompts/echo.yaml", "--json", cwd=project))
     assert code == 0, err
     assert "OPENAI-IMPORTED False" in err
     assert api.count == 5
@@ -455,7 +426,7 @@ def test_a_fully_cached_run_does_not_import_the_sdk(api: FakeOpenAI, project: Pa
 def test_sigkill_loses_at_most_the_rows_in_flight_and_resume_finishes(
         api: FakeOpenAI, project: Path, tmp_path: Path) -> None:
     api.latency = 0.05
-    proc = child("eval", "prompts/big.yaml", "--concurrency", "4", "--json", cwd=project)
+    proc = cli_process("eval", "prompts/big.yaml", "--concurrency", "4", "--json", cwd=project)
     wait_for_rows(tmp_path, proc, 20)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -480,7 +451,7 @@ def test_sigkill_loses_at_most_the_rows_in_flight_and_resume_finishes(
 def test_ctrl_c_marks_the_run_interrupted_and_names_the_resume_command(
         api: FakeOpenAI, project: Path, tmp_path: Path) -> None:
     api.latency = 0.05
-    proc = child("eval", "prompts/big.yaml", "--concurrency", "4", "--json", cwd=project)
+    proc = cli_process("eval", "prompts/big.yaml", "--concurrency", "4", "--json", cwd=project)
     seen = wait_for_rows(tmp_path, proc, 20)
     proc.send_signal(signal.SIGINT)
     code, out, err = finish(proc, timeout=30)
@@ -513,7 +484,7 @@ def test_two_processes_write_one_store_at_once(api: FakeOpenAI, project: Path,
     api.responder = responder
     api.latency = 0.01
     assert not store_db(tmp_path).exists()  # both also race to create and migrate it
-    procs = [child("eval", f"prompts/{name}.yaml", "--concurrency", "4", "--json", cwd=project)
+    procs = [cli_process("eval", f"prompts/{name}.yaml", "--concurrency", "4", "--json", cwd=project)
              for name in ("big", "other")]
     results = [finish(p) for p in procs]
     for code, _, err in results:

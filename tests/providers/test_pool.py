@@ -8,10 +8,7 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from promptctl.providers import pool as pool_module
 from promptctl.providers.pool import PROCESSES_ENV, SenderPool, sender_processes
 from tests.fakeserver import FakeOpenAI, last_user_message
 from tests.helpers import (
+    cli_process,
     eval_json,
     invoke,
     runs_json,
@@ -32,17 +30,6 @@ from tests.helpers import (
 )
 
 KEY = "sk-test-pool-5e4d3c2b1a09"
-
-# The CLI in a fresh interpreter; on exit it reports whether the SDK was imported there.
-CHILD = """\
-import signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)
-from promptctl.cli.app import app
-try:
-    app(sys.argv[1:], prog_name="promptctl")
-finally:
-    print("\\nOPENAI-IMPORTED " + str("openai" in sys.modules), file=sys.stderr)
-"""
 
 
 @pytest.fixture
@@ -85,26 +72,6 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
-
-
-_procs: list[subprocess.Popen[str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_processes() -> Iterator[None]:
-    yield
-    while _procs:
-        proc = _procs.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-def cli_process(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), **kwargs)
-    _procs.append(proc)
-    return proc
 
 
 def wait_for(condition: Any, timeout: float = 60) -> None:
