@@ -325,9 +325,7 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
     # Aggregated by the store and from score columns: no run-sized list of row dicts, so
     # memory stays flat as eval sets grow.
     totals = store.run_totals(run_id)
-    zero = dict.fromkeys(("n", "errors", "cached", "retries", "prompt_tokens", "completion_tokens",
-                          "spent_prompt_tokens", "spent_completion_tokens"), 0)
-    ev, fs = totals.get("eval", zero), totals.get("fewshot", zero)
+    ev, fs = totals["eval"], totals["fewshot"]
     counts = {"n": ev["n"], "errors": ev["errors"], "cached": ev["cached"],
               "retries": ev["retries"] + fs["retries"], "fewshot_n": fs["n"],
               "fewshot_errors": fs["errors"], "fewshot_cached": fs["cached"]}

@@ -97,12 +97,7 @@ class SenderPool(Provider):
         for child in self._children:
             assert child.proc.stdout is not None
             if not await child.proc.stdout.readline():
-                code = await child.proc.wait()
-                await asyncio.sleep(0.05)  # the last lines of its traceback
-                tail = "".join(child.stderr_tail).strip()
-                raise ProviderError(f"a request sender process could not start (exit code {code})"
-                                    + (f":\n{tail}" if tail else ""),
-                                    fix=f"set {PROCESSES_ENV}=1 to send from the main process")
+                raise await self._died(child, "could not start (exit code {code})")
             child.tasks.append(asyncio.create_task(self._read(child)))
         self._started = True
 
@@ -115,21 +110,27 @@ class SenderPool(Provider):
                 future.set_result(msg)
         # From here on no request goes to this child (see `complete`).
         child.exited = True
-        code = await child.proc.wait()
+        await child.proc.wait()
         if self._closing:
             return
-        # Let the stderr reader catch the last lines of a traceback.
-        await asyncio.sleep(0.05)
-        tail = "".join(child.stderr_tail).strip()
+        failure = await self._died(child, f"(pid {child.proc.pid}) exited with code {{code}}")
         if self._failure is None:
-            self._failure = ProviderError(
-                f"a request sender process (pid {child.proc.pid}) exited with code {code}"
-                + (f":\n{tail}" if tail else ""),
-                fix=f"set {PROCESSES_ENV}=1 to send from the main process")
+            self._failure = failure
             self._failed.set()
         for future in child.pending.values():
             if not future.done():
                 future.set_exception(self._failure)
+
+    @staticmethod
+    async def _died(child: _Child, what: str) -> ProviderError:
+        """The error for a child that ended: `what` happened (with its exit code put in
+        for {code}), and the end of its stderr."""
+        code = await child.proc.wait()
+        await asyncio.sleep(0.05)  # let the stderr reader catch the last lines of a traceback
+        tail = "".join(child.stderr_tail).strip()
+        return ProviderError("a request sender process " + what.format(code=code)
+                             + (f":\n{tail}" if tail else ""),
+                             fix=f"set {PROCESSES_ENV}=1 to send from the main process")
 
     async def _read_stderr(self, child: _Child) -> None:
         assert child.proc.stderr is not None

@@ -262,9 +262,12 @@ class SQLiteStore(Store):
         return row
 
     def run_totals(self, run_id: str) -> dict[str, dict[str, int]]:
-        """Per kind: rows, errors, cached answers, retries, and the tokens of the answers
-        (all, and those not from the cache), summed by SQLite rather than over row dicts."""
-        out: dict[str, dict[str, int]] = {}
+        """Per kind ("eval" and "fewshot", zeros when none): rows, errors, cached answers,
+        retries, and the tokens of the answers (all, and those not from the cache), summed
+        by SQLite rather than over row dicts."""
+        keys = ("n", "errors", "cached", "retries", "prompt_tokens", "completion_tokens",
+                "spent_prompt_tokens", "spent_completion_tokens")
+        out = {kind: dict.fromkeys(keys, 0) for kind in ("eval", "fewshot")}
         for r in self.conn.execute(
                 "SELECT kind, COUNT(*), SUM(error IS NOT NULL), SUM(error IS NULL AND cached), "
                 "SUM(MAX(attempts - 1, 0)), "
@@ -273,8 +276,6 @@ class SQLiteStore(Store):
                 "SUM(CASE WHEN error IS NULL AND NOT cached THEN COALESCE(prompt_tokens, 0) ELSE 0 END), "
                 "SUM(CASE WHEN error IS NULL AND NOT cached THEN COALESCE(completion_tokens, 0) "
                 "ELSE 0 END) FROM rows WHERE run_id = ? GROUP BY kind", (run_id,)):
-            keys = ("n", "errors", "cached", "retries", "prompt_tokens", "completion_tokens",
-                    "spent_prompt_tokens", "spent_completion_tokens")
             out[r[0]] = {k: int(v or 0) for k, v in zip(keys, r[1:], strict=True)}
         return out
 
