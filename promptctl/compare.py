@@ -8,22 +8,19 @@ counted as K independent observations.
 from __future__ import annotations
 
 import math
-import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from functools import cached_property
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptctl.errors import InputError
-
 if TYPE_CHECKING:
     import numpy.typing as npt
 
     from promptctl.stats import Statistic
-    from promptctl.store.sqlite import Store
+    from promptctl.store import Store
 
     FloatArray = npt.NDArray[Any]
 
@@ -393,6 +390,8 @@ def _details(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
+    from promptctl.selection import covers_evalset
+
     run_a, run_b = sa.run, sb.run
     out = []
     if run_a["evalset_version"] != run_b["evalset_version"]:
@@ -406,6 +405,10 @@ def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
                        "reproduce it")
         if run["status"] != "complete":
             out.append(f"{side} ({run['id']}) is {run['status']}")
+        elif not covers_evalset(run):
+            summary = run.get("summary") or {}
+            out.append(f"{side} ({run['id']}) is a partial run: it answered "
+                       f"{summary.get('n', 0)} of the eval set's rows, so it stands for no version")
     fa = set((run_a.get("summary") or {}).get("system_fingerprints") or [])
     fb = set((run_b.get("summary") or {}).get("system_fingerprints") or [])
     if run_a["model"] == run_b["model"] and fa and fb and fa != fb:
@@ -472,92 +475,34 @@ def compare_runs(store: Store, a_ref: str, b_ref: str) -> dict[str, Any]:
     }
 
 
-# --- choosing runs --------------------------------------------------------------------------
-
-
-def _newest(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Clean work trees first, then the newest."""
-    return max(runs, key=lambda r: (not r["git_dirty"], r["id"]), default=None)
-
-
-def find_run(store: Store, prompt: str, *, commit: str | None = None, model: str | None = None,
-             prompt_version: str | None = None,
-             evalset_version: str | None = None) -> dict[str, Any] | None:
-    """The newest complete run of a prompt matching commit / model / versions, clean trees first."""
-    return _newest([r for r in store.list_runs(prompt)
-                    if r["status"] == "complete"
-                    and (commit is None or r["git_commit"] == commit)
-                    and (model is None or r["model"] == model)
-                    and (prompt_version is None or r["prompt_version"] == prompt_version)
-                    and (evalset_version is None or r["evalset_version"] == evalset_version)])
-
-
-def run_at_commit(store: Store, prompt: str, commit: str, *, model: str | None = None,
-                  prompt_version: str | None = None,
-                  evalset_version: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
-    """The run that stands for `prompt` at `commit`, and a note when it ran elsewhere.
-
-    A run at that commit (with the prompt as committed, when its version is
-    known) comes first; else a run at another commit of the very same prompt
-    and eval set versions, which evaluates the same thing.
-    """
-    runs = [r for r in store.list_runs(prompt) if r["status"] == "complete"
-            and (model is None or r["model"] == model)]
-    here = _newest([r for r in runs if r["git_commit"] == commit
-                    and (prompt_version is None or r["prompt_version"] == prompt_version)])
-    if here is not None or prompt_version is None:
-        return here, None
-    same = _newest([r for r in runs if r["prompt_version"] == prompt_version
-                    and (evalset_version is None or r["evalset_version"] == evalset_version)])
-    if same is None:
-        return None, None
-    where = (same["git_commit"] or "no commit")[:12]
-    return same, (f"no run at {commit[:12]} itself: run {same['id']} (at {where}) evaluated the "
-                  "same prompt and eval set versions")
-
-
-def resolve_ref(root: Path, ref: str) -> str:
-    """The commit sha a git ref names in the repository at `root`."""
-    import git
-
-    try:
-        repo = git.Repo(root, search_parent_directories=True)
-        return str(repo.commit(ref).hexsha)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise InputError("not inside a git repository", file=root,
-                         fix="compare run ids instead: promptctl diff RUN_A RUN_B") from None
-    except (git.BadName, ValueError, git.GitCommandError):
-        raise InputError(f"{ref!r} is neither a stored run id nor a git ref",
-                         fix="list runs with `promptctl runs`, or name a branch, tag or commit") from None
-
-
 # --- history ----------------------------------------------------------------------------------
 
 
 def history(store: Store, prompt: str, *, model: str | None = None,
             root: Path | None = None) -> dict[str, Any]:
-    """One entry per (prompt version, model) with its newest complete run, newest version first.
+    """One entry per (prompt version, model): the run that stands for it (see `selection`),
+    newest version first.
 
-    Versions are ordered by when they came to be: the commit date of a clean
-    run (parents before children when dates tie), the run's own time for a run
-    on a dirty work tree or outside git. With `root`, each entry gets the
-    commit's date, author and subject from git.
+    Versions are ordered by when they came to be: the commit date of a clean run (parents
+    before children when dates tie), the run's own time for a run on a dirty work tree or
+    outside git. With `root`, each entry gets the commit's date, author and subject from git.
     """
-    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    from promptctl.gitinfo import find_repo
+    from promptctl.selection import best, row_errors, stands_for_version
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     wanted = ("id", "created_at", "status", "prompt_version", "model", "git_commit", "git_dirty",
-              "evalset_version", "metrics", "summary")
+              "evalset_version", "metrics", "summary", "options", "n_planned", "coverage", "errors")
     for run in store.list_runs(prompt, columns=wanted):
-        if run["status"] != "complete" or (model is not None and run["model"] != model):
-            continue
-        key = (run["prompt_version"], run["model"])
-        best = chosen.get(key)
-        if best is None or (best["git_dirty"] and not run["git_dirty"]):
-            chosen[key] = run
-    facts = _commit_facts(root, {r["git_commit"] for r in chosen.values()
-                                 if r["git_commit"]}) if root is not None else {}
+        if stands_for_version(run) and (model is None or run["model"] == model):
+            groups.setdefault((run["prompt_version"], run["model"]), []).append(run)
+    chosen = [r for r in (best(g) for g in groups.values()) if r is not None]
+    repo = find_repo(root) if root is not None else None
+    facts = repo.commit_facts({r["git_commit"] for r in chosen if r["git_commit"]}) \
+        if repo is not None else {}
     depths = _depths(facts)
     entries = []
-    for run in chosen.values():
+    for run in chosen:
         fact = facts.get(run["git_commit"] or "", {})
         summary = run.get("summary") or {}
         entries.append({
@@ -567,7 +512,7 @@ def history(store: Store, prompt: str, *, model: str | None = None,
             "date": fact.get("date"), "author": fact.get("author"), "subject": fact.get("subject"),
             "evalset_version": run["evalset_version"],
             "metrics": {k: (v or {}).get("value") for k, v in (run["metrics"] or {}).items()},
-            "n": summary.get("n"), "errors": summary.get("errors"),
+            "n": summary.get("n"), "errors": row_errors(run),
             "_order": _order_key(run, fact, depths),
         })
     entries.sort(key=lambda e: e.pop("_order"), reverse=True)
@@ -610,67 +555,3 @@ def _depths(facts: dict[str, dict[str, Any]]) -> dict[str, int]:
             depth[sha] = 1 + max((depth[p] for p in parents), default=-1)
             stack.pop()
     return depth
-
-
-def _commit_facts(root: Path, shas: set[str]) -> dict[str, dict[str, Any]]:
-    """Date, author, subject and parents of each commit, read with one `git cat-file --batch`.
-
-    Commits the repository does not have (another clone, a rewritten history) are left out.
-    """
-    if not shas:
-        return {}
-    try:
-        done = subprocess.run(["git", "cat-file", "--batch"], cwd=root, capture_output=True,
-                              input="".join(f"{s}\n" for s in sorted(shas)).encode("ascii"),
-                              timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    if done.returncode != 0:
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    data, pos = done.stdout, 0
-    while pos < len(data):
-        end = data.index(b"\n", pos)
-        header = data[pos:end].split()
-        pos = end + 1
-        if len(header) != 3:  # "<sha> missing"
-            continue
-        sha, kind, size = header[0].decode(), header[1], int(header[2])
-        body = data[pos:pos + size]
-        pos += size + 1
-        if kind == b"commit":
-            out[sha] = _parse_commit(body)
-    return out
-
-
-def _parse_commit(body: bytes) -> dict[str, Any]:
-    head, _, message = body.partition(b"\n\n")
-    encoding = "utf-8"
-    parents: list[str] = []
-    author = committer = b""
-    for line in head.split(b"\n"):
-        field, _, value = line.partition(b" ")
-        if field == b"parent":
-            parents.append(value.decode("ascii"))
-        elif field == b"author":
-            author = value
-        elif field == b"committer":
-            committer = value
-        elif field == b"encoding":
-            encoding = value.decode("ascii", "replace")
-    try:
-        text = message.decode(encoding, "replace")
-    except LookupError:
-        text = message.decode("utf-8", "replace")
-    # git's %s: the first paragraph, lines joined by spaces.
-    subject = " ".join(text.strip().split("\n\n")[0].split())
-    name = author.rsplit(b" <", 1)[0].decode("utf-8", "replace") if author else None
-    when = committer.rsplit(b"> ", 1)[-1].split()
-    fact: dict[str, Any] = {"author": name, "subject": subject, "parents": parents}
-    if len(when) == 2:
-        seconds, tz = int(when[0]), when[1].decode("ascii")
-        sign = -1 if tz.startswith("-") else 1
-        offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5])) * sign
-        fact["time"] = seconds
-        fact["date"] = datetime.fromtimestamp(seconds, UTC).astimezone(timezone(offset)).isoformat()
-    return fact

@@ -128,17 +128,6 @@ class Config:
         return None
 
 
-def find_root(start: Path) -> Path:
-    """The git work tree root containing `start`, else `start`'s directory."""
-    here = start.resolve()
-    if here.is_file() or not here.exists():
-        here = here.parent
-    for candidate in (here, *here.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return Path.cwd().resolve() if not start.exists() else here
-
-
 def _number(value: Any, where: str, path: Path, line: int | None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 \
             or value == float("inf"):
@@ -156,7 +145,11 @@ def _positive_int(value: Any, where: str, path: Path, line: int | None) -> int:
 
 def load_config(root: Path | None = None) -> Config:
     """Load promptctl.yaml from the project root ($PROMPTCTL_CONFIG names another file)."""
-    root = (root or find_root(Path.cwd())).resolve()
+    if root is None:
+        from promptctl.project import find_root
+
+        root = find_root()
+    root = root.resolve()
     env_path = os.environ.get(ENV_CONFIG)
     path = Path(env_path) if env_path else root / CONFIG_FILE
     if not path.exists():

@@ -5,7 +5,36 @@ The CLI catches only `PromptctlError`; anything else is a bug and keeps its trac
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Paths in messages are shown relative to the project root (set once the project is known),
+# normalised: `prompts/../evalsets/x.jsonl` is `evalsets/x.jsonl`.
+_display_root: Path | None = None
+
+
+def set_display_root(root: Path | None) -> None:
+    """Show paths relative to `root` from now on (the project root of this command)."""
+    global _display_root
+    _display_root = root.resolve() if root is not None else None
+
+
+def display_path(path: str | Path) -> str:
+    """`path` as every message shows it: normalised, relative to the project root when it
+    lies inside it, else absolute."""
+    text = str(path)
+    if "://" in text or not text:
+        return text
+    absolute = Path(os.path.normpath(os.path.abspath(text)))
+    for base in (_display_root, Path.cwd()):
+        if base is None:
+            continue
+        try:
+            rel = absolute.relative_to(base)
+        except ValueError:
+            continue
+        return rel.as_posix() or "."
+    return absolute.as_posix()
 
 
 class PromptctlError(Exception):
@@ -30,7 +59,8 @@ class PromptctlError(Exception):
     def __str__(self) -> str:
         where = ""
         if self.file is not None:
-            where = self.file if self.line is None else f"{self.file}:{self.line}"
+            shown = display_path(self.file)
+            where = shown if self.line is None else f"{shown}:{self.line}"
             where += ": "
         text = f"{where}{self.message}"
         if self.fix:

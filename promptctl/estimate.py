@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from promptctl.config import Config
+from promptctl.engine.gateway import in_cache
+from promptctl.engine.lifecycle import EvalOptions
+from promptctl.engine.plan import plan_requests
 from promptctl.evalsets import EvalSet
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
-from promptctl.runner import EvalOptions, is_cached, plan
-from promptctl.store.sqlite import Store
+from promptctl.store import Store
 
 # Chat formatting adds a few tokens per message around the content (OpenAI's
 # published accounting for its chat models).
@@ -39,7 +41,7 @@ def _counter(resolved: ResolvedModel) -> tuple[Any, str]:
 def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, config: Config,
              store: Store, options: EvalOptions) -> dict[str, Any]:
     """The plan of one run with token and cost estimates."""
-    items = plan(prompt, evalset, limit=options.limit, repeat=options.repeat)
+    items = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
     count, method = _counter(resolved)
     params = prompt.request_params
     prompt_tokens = 0
@@ -49,7 +51,7 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
     for item in items:
         kinds[item.kind] += 1
         first = first or item.messages
-        if options.use_cache and is_cached(store, item, resolved, params):
+        if options.use_cache and in_cache(store, resolved, item.messages, params, item.sample):
             cached += 1
             continue
         prompt_tokens += _TOKENS_PER_REPLY + sum(

@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from promptctl.config import Config
+from promptctl.engine import EvalOptions
 from promptctl.errors import InputError, PromptctlError, ProviderError
+from promptctl.gitinfo import Repo
 from promptctl.prompts import LOWER_IS_BETTER, Prompt
-from promptctl.runner import EvalOptions
-from promptctl.store.sqlite import Store
+from promptctl.selection import row_errors
+from promptctl.store import Store
 
 DEFAULT_SIGNIFICANCE = 0.05
 DEFAULT_BASES = ("origin/main", "main")
@@ -86,64 +88,33 @@ class Candidate:
 # --- git ---------------------------------------------------------------------------------------
 
 
-def _open_repo(root: Path) -> Any:
-    import git
-
-    try:
-        return git.Repo(root, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise InputError("not inside a git repository", file=root,
-                         fix="promptctl check compares with a git commit: run it in the "
-                         "repository that holds the prompts") from None
-
-
-def resolve_base(repo: Any, ref: str | None) -> Base:
+def resolve_base(repo: Repo, ref: str | None) -> Base:
     """`ref` as given, else the merge base of HEAD with origin/main (or main)."""
-    import git
+    from promptctl.gitinfo import SHALLOW_FIX
 
-    try:
-        head = repo.head.commit
-    except ValueError:
+    head = repo.head()
+    if head is None:
         raise InputError("the repository has no commit yet",
-                         fix="commit the prompts first, or pass --base REF") from None
+                         fix="commit the prompts first, or pass --base REF")
     if ref is not None:
-        try:
-            commit = repo.commit(ref)
-        except (git.BadName, ValueError, git.GitCommandError):
-            raise InputError(f"unknown git ref {ref!r} for --base",
-                             fix="name a branch, tag or commit (in CI, fetch history: "
-                             "actions/checkout with fetch-depth: 0)") from None
-        return Base(ref=ref, commit=str(commit.hexsha), how=f"--base {ref}")
+        commit = repo.resolve(ref, context=" for --base",
+                              fix="name a branch, tag or commit (in CI, fetch history: "
+                              "actions/checkout with fetch-depth: 0)")
+        return Base(ref=ref, commit=commit, how=f"--base {ref}")
     for candidate in DEFAULT_BASES:
         try:
-            other = repo.commit(candidate)
-        except (git.BadName, ValueError, git.GitCommandError):
+            other = repo.resolve(candidate)
+        except InputError:
             continue
-        bases = repo.merge_base(head, other)
-        if bases:
-            return Base(ref=candidate, commit=str(bases[0].hexsha),
-                        how=f"merge base of HEAD and {candidate}")
+        merge_base = repo.merge_base(head, other)
+        if merge_base:
+            return Base(ref=candidate, commit=merge_base, how=f"merge base of HEAD and {candidate}")
+        if repo.shallow:
+            raise InputError(f"HEAD and {candidate} have no common commit in this clone",
+                             fix=SHALLOW_FIX)
     raise InputError("no base to compare with: neither origin/main nor main exists here",
-                     fix="pass --base REF (a branch, tag or commit)")
-
-
-def _blob(commit: Any, rel: str) -> bytes | None:
-    try:
-        obj = commit.tree / rel
-    except KeyError:
-        return None
-    if obj.type != "blob":
-        return None
-    data: bytes = obj.data_stream.read()
-    return data
-
-
-def _base_prompt_files(commit: Any) -> list[str]:
-    try:
-        tree = commit.tree / PROMPTS_DIR
-    except KeyError:
-        return []
-    return sorted(str(b.path) for b in tree.blobs if b.path.lower().endswith(PROMPT_SUFFIXES))
+                     fix="pass --base REF (a branch, tag or commit)"
+                     + (f"; {SHALLOW_FIX}" if repo.shallow else ""))
 
 
 def _rel(path: Path, root: Path) -> str | None:
@@ -195,22 +166,23 @@ def _evalset_rel(data: bytes, rel: str) -> str | None:
     return None if joined.startswith("..") or posixpath.isabs(joined) else joined
 
 
-def find_affected(root: Path, commit: Any, selected: list[str]) -> tuple[
+def find_affected(repo: Repo, commit: str, selected: list[str]) -> tuple[
         list[Candidate], list[dict[str, Any]], list[dict[str, Any]]]:
     """(affected prompts, unchanged prompts, deleted prompts) between `commit` and the work tree.
 
     `selected` (paths or prompt names) narrows the prompts considered; deleted
     prompts are listed only when nothing is selected.
     """
+    root = repo.root
     prompts_dir = root / PROMPTS_DIR
     current: list[Path] = []
     if prompts_dir.is_dir():
         current = sorted(p for p in prompts_dir.iterdir()
                          if p.is_file() and p.suffix.lower() in PROMPT_SUFFIXES)
-    base_files = _base_prompt_files(commit)
+    base_files = repo.list_files(commit, PROMPTS_DIR, PROMPT_SUFFIXES)
     current_rels = {_rel(p, root) for p in current}
     gone = [r for r in base_files if r not in current_rels]
-    gone_by_name = {_prompt_name(_blob(commit, r), r): r for r in gone}
+    gone_by_name = {_prompt_name(repo.read(commit, r), r): r for r in gone}
 
     if selected:
         chosen: list[Path] = []
@@ -236,12 +208,12 @@ def find_affected(root: Path, commit: Any, selected: list[str]) -> tuple[
                              fix="check prompts that live in this repository")
         data = _read(path) or b""
         base_rel: str | None = rel
-        base_data = _blob(commit, rel)
+        base_data = repo.read(commit, rel)
         reasons: list[str] = []
         if base_data is None:
             moved = gone_by_name.get(_prompt_name(data, rel))
             if moved is not None:
-                base_rel, base_data = moved, _blob(commit, moved)
+                base_rel, base_data = moved, repo.read(commit, moved)
                 renamed_from.add(moved)
                 reasons.append(f"renamed from {moved}")
             else:
@@ -252,7 +224,7 @@ def find_affected(root: Path, commit: Any, selected: list[str]) -> tuple[
         set_rel = _evalset_rel(data, rel)
         if base_data is not None and set_rel is not None:
             set_now = _read(root / set_rel)
-            set_then = _blob(commit, set_rel)
+            set_then = repo.read(commit, set_rel)
             if set_then is None:
                 reasons.append(f"eval set {set_rel} is new")
             elif set_now != set_then:
@@ -262,38 +234,12 @@ def find_affected(root: Path, commit: Any, selected: list[str]) -> tuple[
         else:
             unchanged.append({"prompt": _prompt_name(data, rel), "path": rel})
     deleted = [] if selected else [
-        {"prompt": _prompt_name(_blob(commit, r), r), "path": r}
+        {"prompt": _prompt_name(repo.read(commit, r), r), "path": r}
         for r in gone if r not in renamed_from]
     return affected, unchanged, deleted
 
 
 # --- baselines and gates ---------------------------------------------------------------------
-
-
-def stored_baseline(store: Store, prompt: Prompt, evalset_version: str, model: str,
-                    commit: str) -> dict[str, Any] | None:
-    """A complete, error-free, full run of these exact prompt and eval set bytes with `model`.
-
-    Runs made at the base commit on a clean tree come first; any other run of
-    the same bytes answers the same requests, so it is as good a baseline.
-    """
-    found = []
-    for run in store.list_runs(prompt.name):
-        options = run.get("options") or {}
-        summary = run.get("summary") or {}
-        if (run["status"] == "complete" and run["prompt_version"] == prompt.version
-                and run["evalset_version"] == evalset_version and run["model"] == model
-                and options.get("limit") is None and options.get("repeat", 1) == 1
-                and not summary.get("errors") and not summary.get("fewshot_errors")):
-            found.append(run)
-    found.sort(key=lambda r: (r["git_commit"] == commit and not r["git_dirty"], r["id"]),
-               reverse=True)
-    return found[0] if found else None
-
-
-def _errors(run: dict[str, Any]) -> int:
-    summary = run.get("summary") or {}
-    return int(summary.get("errors") or 0) + int(summary.get("fewshot_errors") or 0)
 
 
 def absolute_gates(prompt: Prompt, run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -411,11 +357,12 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
               config: Config, store: Store, options: CheckOptions, eval_options: EvalOptions,
               say: EventFn) -> dict[str, Any]:
     """The run of the prompt at the base commit: from the store, else evaluated from git."""
+    from promptctl.engine import run_eval
+    from promptctl.engine.jobs import at_ref
     from promptctl.providers import resolve_model
-    from promptctl.runner import run_eval
-    from promptctl.versions import prompt_at_ref
+    from promptctl.selection import standing_run
 
-    at = prompt_at_ref(path, base.commit)
+    at = at_ref(path, base.commit)
     if at.evalset is None:
         raise InputError("the base version names no eval set")
     # Without --model each side runs the model its own file names, so a change
@@ -424,8 +371,11 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
     entry["baseline_model"] = resolved.spec
     if resolved.spec != spec:
         entry["warnings"].append(f"the change switches the model from {resolved.spec} to {spec}")
-    run = stored_baseline(store, at.prompt, at.evalset.version, resolved.spec, base.commit)
-    if run is not None:
+    found = standing_run(store, at.prompt.name, version=at.prompt.version,
+                         evalset_version=at.evalset.version, model=resolved.spec,
+                         base_url=resolved.cache_url, commit=base.commit, allow_errors=False)
+    if found is not None:
+        run = found.run
         entry["baseline_source"] = "stored"
         say(f"{name}: baseline run {run['id']} from the store")
     else:
@@ -434,37 +384,51 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
                        options=eval_options, git=at.git)
         entry["baseline_source"] = "evaluated"
     entry["baseline_run"] = run["id"]
-    entry["row_errors"]["baseline"] = _errors(run)
+    entry["row_errors"]["baseline"] = row_errors(run)
     return run
+
+
+def _current(prompt: Prompt, evalset: Any, resolved: Any, entry: dict[str, Any], *,
+             config: Config, store: Store, eval_options: EvalOptions,
+             say: EventFn) -> dict[str, Any]:
+    """The run of the current version: a stored run of the same prompt and eval set bytes,
+    model and server when there is one, else evaluated now."""
+    from promptctl.engine import run_eval
+    from promptctl.selection import standing_run
+
+    found = standing_run(store, prompt.name, version=prompt.version,
+                         evalset_version=evalset.version, model=resolved.spec,
+                         base_url=resolved.cache_url, allow_errors=False)
+    if found is not None:
+        entry["current_source"] = "stored"
+        say(f"{prompt.name}: current version already evaluated: run {found.run['id']} from the "
+            "store (same prompt, eval set, model and server)")
+        return found.run
+    say(f"{prompt.name}: evaluating the current version with {resolved.spec}")
+    entry["current_source"] = "evaluated"
+    return run_eval(prompt, resolved, store=store, config=config, evalset=evalset,
+                    options=eval_options)
 
 
 def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store: Store,
                options: CheckOptions, eval_options: EvalOptions, say: EventFn) -> dict[str, Any]:
     from promptctl.compare import compare_runs
-    from promptctl.evalsets import load_evalset
+    from promptctl.engine.jobs import evalset_of, model_of
     from promptctl.prompts import load_prompt
     from promptctl.providers import resolve_model
-    from promptctl.runner import run_eval
 
     entry: dict[str, Any] = {
         "prompt": Path(cand.rel).stem, "path": cand.rel, "new": cand.new,
         "reasons": cand.reasons, "status": "error", "model": None, "baseline_model": None,
-        "current_run": None, "baseline_run": None, "baseline_source": None,
-        "metrics": {}, "comparison": None, "gates": [], "warnings": [], "error": None,
-        "row_errors": {"current": 0, "baseline": 0},
+        "current_run": None, "current_source": None, "baseline_run": None,
+        "baseline_source": None, "metrics": {}, "comparison": None, "gates": [], "warnings": [],
+        "error": None, "row_errors": {"current": 0, "baseline": 0},
     }
     try:
         prompt = load_prompt(cand.path)
         entry["prompt"] = prompt.name
-        if prompt.evalset is None:
-            raise InputError("no eval set: check needs the prompt to name one", file=prompt.path,
-                             fix="add evalset: ../evalsets/NAME.jsonl to the prompt file")
-        evalset = load_evalset(prompt.evalset)
-        spec = options.model or prompt.model
-        if not spec:
-            raise InputError("no model: the prompt names none", file=prompt.path,
-                             fix="add model: to the prompt file or pass --model")
-        resolved = resolve_model(spec, config)
+        evalset = evalset_of(prompt)
+        resolved = resolve_model(model_of(prompt, options.model), config)
         entry["model"] = resolved.spec
 
         # The baseline first: it is what the base commit shipped.
@@ -481,12 +445,11 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
                 entry["warnings"].append(f"no baseline: the prompt at {base.commit[:12]} cannot "
                                          f"be evaluated: {exc.message}")
 
-        say(f"{prompt.name}: evaluating the current version with {resolved.spec}")
-        current = run_eval(prompt, resolved, store=store, config=config, evalset=evalset,
-                           options=eval_options)
+        current = _current(prompt, evalset, resolved, entry, config=config, store=store,
+                           eval_options=eval_options, say=say)
         entry["current_run"] = current["id"]
         entry["metrics"] = current.get("metrics") or {}
-        entry["row_errors"]["current"] = _errors(current)
+        entry["row_errors"]["current"] = row_errors(current)
         comparison = None
         if baseline is not None:
             comparison = compare_runs(store, baseline["id"], current["id"])
@@ -511,21 +474,20 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
 def run_check(config: Config, store: Store, options: CheckOptions,
               on_event: EventFn | None = None) -> dict[str, Any]:
     """Find the prompts a change affects, evaluate them and their baselines, apply the gates."""
-    from promptctl.gitinfo import git_state
+    from promptctl.gitinfo import open_repo
 
     if not 0 < options.significance < 1:
         raise InputError(f"significance must be between 0 and 1, not {options.significance}",
                          fix="e.g. --significance 0.05")
     say = on_event or (lambda _msg: None)
-    repo = _open_repo(config.root)
-    root = Path(repo.working_tree_dir).resolve()
+    repo = open_repo(config.root, purpose="promptctl check compares with a git commit: run it in "
+                     "the repository that holds the prompts")
     base = resolve_base(repo, options.base)
-    commit = repo.commit(base.commit)
-    affected, unchanged, deleted = find_affected(root, commit, options.prompts)
+    affected, unchanged, deleted = find_affected(repo, base.commit, options.prompts)
     eval_options = EvalOptions(concurrency=options.concurrency)
-    results = [_check_one(c, root=root, base=base, config=config, store=store, options=options,
-                          eval_options=eval_options, say=say) for c in affected]
-    head = git_state(root)
+    results = [_check_one(c, root=repo.root, base=base, config=config, store=store,
+                          options=options, eval_options=eval_options, say=say) for c in affected]
+    head = repo.state()
     counts = {s: sum(1 for r in results if r["status"] == s)
               for s in ("pass", "warn", "fail", "error")}
     return {

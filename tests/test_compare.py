@@ -13,7 +13,6 @@ import pytest
 from scipy import stats as sp
 
 from promptctl import compare_runs, history
-from promptctl.compare import find_run, run_at_commit
 from promptctl.metrics import aggregate, f1_macro
 from promptctl.store.sqlite import SQLiteStore
 from tests.test_stats import binomial_two_sided
@@ -45,6 +44,7 @@ def put_run(store: SQLiteStore, run_id: str, answers: dict[str, Any], *,
             prompt: str = "p", version: str = "v1", model: str = "m", commit: str | None = None,
             dirty: bool = False, evalset: str = "e1", status: str = "complete",
             fingerprints: tuple[str, ...] = ("fp1",), created: str = "2026-01-01T00:00:00.000Z",
+            coverage: str | None = "full", base_url: str = "https://api.openai.com/v1",
             ) -> None:
     """A run whose rows answer `answers[row_id]` (a list for several samples; None is an
     unreadable answer, ERR a failed request)."""
@@ -53,7 +53,8 @@ def put_run(store: SQLiteStore, run_id: str, answers: dict[str, Any], *,
         "id": run_id, "created_at": created, "status": "running", "prompt_name": prompt,
         "prompt_path": f"prompts/{prompt}.yaml", "prompt_version": version, "prompt_source": "x",
         "git_commit": commit, "git_dirty": dirty, "git_branch": None, "model": model,
-        "endpoint": "openai", "params": {}, "evalset_path": "e.jsonl", "evalset_version": evalset,
+        "endpoint": "openai", "base_url": base_url, "params": {}, "evalset_path": "e.jsonl",
+        "evalset_version": evalset,
         "n_planned": len(answers)})
     rows, scored = [], []
     for position, (row_id, given) in enumerate(answers.items()):
@@ -71,9 +72,10 @@ def put_run(store: SQLiteStore, run_id: str, answers: dict[str, Any], *,
                 scored.append(row["scores"])
             rows.append(row)
     store.write_rows(rows)
-    store.update_run(run_id, status=status, metrics=aggregate(metrics, scored),
-                     summary={"n": len(rows), "errors": 0,
-                              "system_fingerprints": list(fingerprints)})
+    errors = sum(1 for r in rows if "error" in r)
+    store.update_run(run_id, status=status, metrics=aggregate(metrics, scored), coverage=coverage,
+                     errors=errors, summary={"n": len(rows), "errors": errors,
+                                             "system_fingerprints": list(fingerprints)})
 
 
 def answers_for(n: int, wrong: dict[int, Any] | None = None) -> dict[str, Any]:
@@ -277,33 +279,6 @@ def test_different_sample_counts_are_pooled_with_a_warning(store: SQLiteStore) -
     r = compare_runs(store, "A", "B")
     assert r["metrics"]["exact_match"]["a"] == pytest.approx(5 / 6)
     assert any("A has 3 sample(s) per row and B 1" in w for w in r["warnings"])
-
-
-# --- choosing runs ----------------------------------------------------------------------------
-
-
-def test_find_run_prefers_clean_and_newest(store: SQLiteStore) -> None:
-    put_run(store, "01a", answers_for(2), commit="c1")
-    put_run(store, "01b", answers_for(2), commit="c1", dirty=True)
-    put_run(store, "01c", answers_for(2), commit="c1", status="failed")
-    put_run(store, "01d", answers_for(2), commit="c2", model="other")
-    assert find_run(store, "p", commit="c1")["id"] == "01a"  # type: ignore[index]
-    assert find_run(store, "p", model="other")["id"] == "01d"  # type: ignore[index]
-    assert find_run(store, "p", commit="c3") is None
-
-
-def test_run_at_commit_matches_the_prompt_version(store: SQLiteStore) -> None:
-    put_run(store, "01a", answers_for(2), commit="c1", dirty=True, version="edited")
-    put_run(store, "01b", answers_for(2), commit="c2", version="v1", evalset="e1")
-    # The dirty run at c1 evaluated another text than the one committed at c1.
-    run, note = run_at_commit(store, "p", "c1", prompt_version="v1")
-    assert run is not None and run["id"] == "01b"
-    run, note = run_at_commit(store, "p", "c1", prompt_version="v1", evalset_version="e1")
-    assert run is not None and run["id"] == "01b"
-    assert note is not None and "same prompt and eval set versions" in note
-    assert run_at_commit(store, "p", "c1", prompt_version="v1", evalset_version="e9") == (None, None)
-    run, note = run_at_commit(store, "p", "c1")  # the version unknown: any run at c1
-    assert run is not None and run["id"] == "01a" and note is None
 
 
 # --- history ----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from promptctl.config import (
     Config,
     Endpoint,
     Price,
-    find_root,
     load_config,
 )
 from promptctl.errors import InputError
@@ -195,23 +194,6 @@ def test_store_urls_kept_as_they_are(root: Path, url: str, expected: str) -> Non
 def test_bare_store_path_is_a_sqlite_file_under_the_root(root: Path) -> None:
     write_config(root, "store: runs/results.db\n")
     assert load_config(root).store_url() == f"sqlite:///{root.resolve() / 'runs' / 'results.db'}"
-
-
-# --- project root ---------------------------------------------------------------------
-
-def test_find_root_is_the_git_work_tree(tmp_path: Path) -> None:
-    (tmp_path / "repo" / ".git").mkdir(parents=True)
-    deep = tmp_path / "repo" / "prompts" / "sub"
-    deep.mkdir(parents=True)
-    (deep / "p.yaml").write_text("x", encoding="utf-8")
-    assert find_root(deep / "p.yaml") == (tmp_path / "repo").resolve()
-    assert find_root(deep) == (tmp_path / "repo").resolve()
-
-
-def test_find_root_outside_git_is_the_directory(tmp_path: Path) -> None:
-    here = tmp_path / "plain"
-    here.mkdir()
-    assert find_root(here) == here.resolve()
 
 
 def test_load_config_defaults_to_the_current_project(root: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 from promptctl.errors import ProviderError
 from promptctl.providers import ChatRequest, ChatResponse, Provider, RequestFailed
 from promptctl.providers.openai import OpenAIProvider
-from promptctl.runner import LazyProvider
+from promptctl.engine.gateway import LazyProvider
 from tests.fakeserver import FakeOpenAI, error_body, last_user_message
 from tests.helpers import (
     cli_process,

@@ -9,13 +9,16 @@ from typing import Any
 
 import pytest
 
-from promptctl import runner
+import promptctl.engine.plan
+
 from promptctl.config import Config
 from promptctl.errors import InputError
 from promptctl.evalsets import load_evalset
 from promptctl.prompts import load_prompt
 from promptctl.providers import resolve_model
-from promptctl.runner import EvalOptions, Plan, Progress, cache_key, new_run_id, plan, run_eval
+from promptctl.engine import EvalOptions, Progress, run_eval
+from promptctl.engine.lifecycle import new_run_id
+from promptctl.engine.plan import RequestPlan, cache_key, plan_requests
 from promptctl.store import SQLiteStore
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import echo_evalset
@@ -100,7 +103,7 @@ def test_cache_key_changes_with_anything_that_changes_the_answer(change: dict[st
 
 def test_plan_renders_few_shot_then_rows_with_repeats(files: Path) -> None:
     prompt = load_prompt(files / "echo.yaml")
-    items = list(plan(prompt, load_evalset(files / "echo.jsonl"), limit=2, repeat=2))
+    items = list(plan_requests(prompt, load_evalset(files / "echo.jsonl"), limit=2, repeat=2))
     assert [(i.kind, i.row.id, i.sample) for i in items] == [
         ("fewshot", "ex1", 0), ("fewshot", "ex1", 1),
         ("eval", "r1", 0), ("eval", "r1", 1), ("eval", "r2", 0), ("eval", "r2", 1)]
@@ -111,10 +114,10 @@ def test_plan_renders_few_shot_then_rows_with_repeats(files: Path) -> None:
 @pytest.mark.parametrize("keep", [5000, 0], ids=["kept", "rendered-as-sent"])
 def test_a_plan_yields_every_request_and_skips_what_is_answered(
         files: Path, keep: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "KEEP_REQUESTS", keep)
+    monkeypatch.setattr(promptctl.engine.plan, "KEEP_REQUESTS", keep)
     prompt = load_prompt(files / "echo.yaml")
     evalset = load_evalset(files / "echo.jsonl")
-    full = plan(prompt, evalset, repeat=2)
+    full = plan_requests(prompt, evalset, repeat=2)
     assert len(full) == (1 + len(WORDS)) * 2 == len(list(full))
     assert full.eval_rows == len(WORDS)
     first, again = next(iter(full)), next(iter(full))
@@ -122,12 +125,12 @@ def test_a_plan_yields_every_request_and_skips_what_is_answered(
     # A small plan keeps what it rendered; a large one renders anew on each pass.
     assert (first.messages[1] is again.messages[1]) == (keep > 0)
     done = {("fewshot", "ex1", 0), ("eval", "r1", 0), ("eval", "r1", 1), ("eval", "r3", 1)}
-    rest = Plan(prompt, evalset, repeat=2, skip=done)
+    rest = RequestPlan(prompt, evalset, repeat=2, skip=done)
     keys = [(i.kind, i.row.id, i.sample) for i in rest]
     assert len(rest) == len(keys) == len(list(full)) - len(done)
     assert not set(keys) & done
     assert ("eval", "r3", 0) in keys and keys == list(rest.keys())
-    limited = Plan(prompt, evalset, limit=2)
+    limited = RequestPlan(prompt, evalset, limit=2)
     assert [i.row.id for i in limited if i.kind == "eval"] == ["r1", "r2"] and len(limited) == 3
 
 
@@ -137,7 +140,7 @@ def test_iterating_a_plan_holds_one_request_at_a_time(files: Path) -> None:
     (files / "big.jsonl").write_text(echo_evalset([f"word{i}" for i in range(20_000)]),
                                      encoding="utf-8")
     prompt = load_prompt(files / "echo.yaml")
-    requests = plan(prompt, load_evalset(files / "big.jsonl"))
+    requests = plan_requests(prompt, load_evalset(files / "big.jsonl"))
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -151,7 +154,7 @@ def test_iterating_a_plan_holds_one_request_at_a_time(files: Path) -> None:
 
 def test_plan_keeps_one_copy_of_a_message_every_row_shares(files: Path) -> None:
     prompt = load_prompt(files / "echo.yaml")
-    items = [i for i in plan(prompt, load_evalset(files / "echo.jsonl")) if i.kind == "eval"]
+    items = [i for i in plan_requests(prompt, load_evalset(files / "echo.jsonl")) if i.kind == "eval"]
     systems = {id(i.messages[0]) for i in items}
     assert len(systems) == 1  # the system message is the same text for every row
     assert len({id(i.messages[1]) for i in items}) == len(WORDS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from promptctl.errors import InputError
-from promptctl.versions import prompt_at_ref
+from promptctl.engine.jobs import at_ref as prompt_at_ref
 from tests.helpers import commit_all, git, git_identity, git_init
 
 PROMPT = """\

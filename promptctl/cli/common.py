@@ -6,7 +6,6 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
@@ -49,18 +48,11 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def project(start: Path | None = None) -> Config:
-    """Config of the project containing `start` (default: the current directory).
+def project() -> Config:
+    """The project of the current directory (see `promptctl.project`)."""
+    from promptctl.project import open_project
 
-    The root is the git work tree containing `start`, else the current directory
-    (SPEC section 1), never the directory of the prompt file itself.
-    """
-    from promptctl.config import find_root, load_config
-
-    root = find_root(start or Path.cwd())
-    if not (root / ".git").exists():
-        root = Path.cwd().resolve()
-    return load_config(root)
+    return open_project()
 
 
 def open_project_store(config: Config) -> Store:

@@ -11,7 +11,7 @@ from promptctl.cli.common import fail, handle_errors, is_terminal, open_project_
 from promptctl.errors import InputError, ProviderError
 
 if TYPE_CHECKING:
-    from promptctl.runner import Progress
+    from promptctl.engine import Progress
 
 
 class _Bar:
@@ -81,12 +81,9 @@ def eval_(
     Exit 3 when requests failed after every retry (those rows are errors, not
     wrong answers).
     """
-    from promptctl.evalsets import load_evalset
-    from promptctl.prompts import load_prompt
-    from promptctl.providers import resolve_model
+    from promptctl.engine import EvalOptions, build_jobs, resume_eval, run_job
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import console, run_summary
-    from promptctl.runner import EvalOptions, resume_eval, run_eval
 
     if no_cache and cache_only:
         raise InputError("--no-cache and --cache-only contradict each other", fix="choose one")
@@ -97,30 +94,8 @@ def eval_(
                              fix=f"promptctl eval --resume {resume}")
     elif not prompts:
         raise InputError("no prompt given", fix="promptctl eval prompts/NAME.yaml (or --resume RUN)")
-    config = project(prompts[0] if prompts else None)
-    forced_set = load_evalset(evalset) if evalset is not None else None
-    jobs: list[tuple[Any, Any, Any, Any]] = []
-    for path in prompts or []:
-        git = None
-        if ref is not None:
-            from promptctl.versions import prompt_at_ref
-
-            at = prompt_at_ref(path, ref, with_evalset=forced_set is None)
-            prompt, the_set, git = at.prompt, at.evalset, at.git
-        else:
-            prompt = load_prompt(path)
-            the_set = None
-        models = model or ([prompt.model] if prompt.model else [])
-        if not models:
-            raise InputError("no model: the prompt names none", file=prompt.path,
-                             fix="add model: to the prompt file or pass --model")
-        the_set = forced_set or the_set
-        if the_set is None:
-            if prompt.evalset is None:
-                raise InputError("no eval set: the prompt names none", file=prompt.path,
-                                 fix="add evalset: to the prompt file or pass --evalset FILE")
-            the_set = load_evalset(prompt.evalset)
-        jobs.extend((prompt, the_set, resolve_model(m, config), git) for m in models)
+    config = project()
+    jobs = build_jobs(prompts or [], models=model or [], evalset=evalset, ref=ref, config=config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm)
     store = open_project_store(config)
@@ -128,7 +103,8 @@ def eval_(
         from promptctl.estimate import estimate
         from promptctl.render.terminal import dry_run_table
 
-        plans = [estimate(p, s, r, config=config, store=store, options=options) for p, s, r, _ in jobs]
+        plans = [estimate(j.prompt, j.evalset, j.resolved, config=config, store=store,
+                          options=options) for j in jobs]
         if json_out:
             typer.echo(dumps({"dry_run": plans}))
         else:
@@ -155,10 +131,10 @@ def eval_(
             one(f"resume {resume}", lambda bar: resume_eval(
                 resume, store=store, config=config, options=options, progress=bar,
                 on_start=current.append))
-        for prompt, the_set, resolved, git in jobs:
-            one(f"{prompt.name} · {resolved.spec}", lambda bar, p=prompt, s=the_set, r=resolved, g=git:
-                run_eval(p, r, store=store, config=config, evalset=s, options=options, progress=bar,
-                         on_start=current.append, git=g))
+        for job in jobs:
+            one(f"{job.prompt.name} · {job.resolved.spec}", lambda bar, j=job: run_job(
+                j, store=store, config=config, options=options, progress=bar,
+                on_start=current.append))
     except ProviderError as exc:
         # The endpoint or a sender process failed mid-run: the run keeps what was answered.
         if current and (not done or done[-1]["id"] != current[-1]):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from promptctl.cli.common import handle_errors, project
-from promptctl.errors import PromptctlError
+from promptctl.errors import PromptctlError, display_path
 
 PROMPT_SUFFIXES = (".yaml", ".yml")
 EVALSET_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
@@ -74,10 +74,11 @@ def _kind(path: Path) -> str:
 
 def check_file(path: Path) -> str:
     """Validate one prompt (with its eval set, every row rendered) or eval set; nothing is sent."""
+    from promptctl.engine.jobs import evalset_of
+    from promptctl.engine.plan import plan_requests
     from promptctl.errors import InputError
     from promptctl.evalsets import EvalSet, load_evalset
     from promptctl.prompts import load_prompt
-    from promptctl.runner import plan
 
     if path.is_dir():
         raise InputError("no prompt or eval set files in this directory", file=path,
@@ -91,15 +92,10 @@ def check_file(path: Path) -> str:
         return f"eval set, {len(evalset)} rows"
     prompt = load_prompt(path)
     if prompt.evalset is None:
-        plan(prompt, EvalSet(path=path, version="", rows=()))
+        plan_requests(prompt, EvalSet(path=path, version="", rows=()))
         return f"prompt, {len(prompt.examples)} few-shot examples, no eval set named"
-    if not prompt.evalset.is_file():
-        what = "is a directory" if prompt.evalset.is_dir() else "does not exist"
-        raise InputError(f"the eval set named by evalset: {what}: {prompt.evalset}", file=path,
-                         line=prompt.evalset_line,
-                         fix="fix the evalset: path (it is relative to the prompt file's folder)")
-    evalset = load_evalset(prompt.evalset)
-    plan(prompt, evalset)
+    evalset = evalset_of(prompt)
+    plan_requests(prompt, evalset)
     return (f"prompt, {len(prompt.examples)} few-shot examples, every row of "
             f"{prompt.evalset.name} ({len(evalset)}) renders")
 
@@ -132,7 +128,8 @@ def validate(
             # `file` is the file named on the command line; the error's own file
             # may differ (the eval set a prompt names).
             results.append({"file": str(path), "ok": False, "error": str(exc),
-                            "message": exc.message, "error_file": exc.file, "line": exc.line,
+                            "message": exc.message,
+                            "error_file": display_path(exc.file) if exc.file else None, "line": exc.line,
                             "fix": exc.fix})
     bad = [r for r in results if not r["ok"]]
     if json_out:

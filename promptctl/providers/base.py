@@ -27,6 +27,8 @@ class ChatResponse:
     system_fingerprint: str | None = None
     latency_ms: float = 0.0
     attempts: int = 1
+    # Why the model gave no text (a tool call, null content), when it gave none.
+    no_text: str | None = None
 
 
 class RequestFailed(Exception):

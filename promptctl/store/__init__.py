@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from promptctl.errors import InputError
-from promptctl.store.sqlite import SQLiteStore, Store
+from promptctl.store.sqlite import SQLiteStore, Store, utcnow
 
-__all__ = ["SQLiteStore", "Store", "open_store"]
+__all__ = ["SQLiteStore", "Store", "open_store", "utcnow"]
 
 
 def open_store(url: str) -> Store:

@@ -66,4 +66,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "m002_owner_coverage_links",
+        """
+        ALTER TABLE runs ADD COLUMN owner TEXT;
+        ALTER TABLE runs ADD COLUMN coverage TEXT;
+        ALTER TABLE runs ADD COLUMN errors INTEGER;
+        ALTER TABLE runs ADD COLUMN parent_run TEXT;
+        ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'prompt';
+        ALTER TABLE rows ADD COLUMN judges TEXT;
+        ALTER TABLE rows ADD COLUMN steps TEXT;
+        """,
+    ),
 ]

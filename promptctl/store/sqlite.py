@@ -15,13 +15,14 @@ from promptctl.store.migrations import MIGRATIONS
 RUN_COLUMNS = ("id", "created_at", "finished_at", "status", "prompt_name", "prompt_path",
                "prompt_version", "prompt_source", "git_commit", "git_dirty", "git_branch", "model",
                "endpoint", "base_url", "params", "evalset_path", "evalset_version", "n_planned",
-               "metrics", "fewshot_metrics", "summary", "options")
+               "metrics", "fewshot_metrics", "summary", "options", "owner", "coverage", "errors",
+               "parent_run", "kind")
 RUN_JSON = ("params", "metrics", "fewshot_metrics", "summary", "options")
-ROW_JSON = ("input", "expected", "messages", "answer", "scores")
+ROW_JSON = ("input", "expected", "messages", "answer", "scores", "judges", "steps")
 ROW_COLUMNS = ("run_id", "kind", "position", "row_id", "sample", "input", "expected", "messages",
                "completion", "answer", "valid", "extract_error", "scores", "prompt_tokens",
                "completion_tokens", "latency_ms", "response_model", "system_fingerprint", "error",
-               "cached", "attempts", "created_at")
+               "cached", "attempts", "created_at", "judges", "steps")
 
 
 def utcnow() -> str:
@@ -47,6 +48,12 @@ class Store:
 
     def write_rows(self, rows: Sequence[dict[str, Any]],
                    cache: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
+        raise NotImplementedError
+
+    def claim_run(self, run_id: str, owner: str, expected: str | None) -> bool:
+        """Make `owner` the process running `run_id` (status running), only if its owner is
+        still `expected`: one atomic compare-and-swap, so of two processes resuming the
+        same run exactly one wins."""
         raise NotImplementedError
 
     def get_run(self, ref: str) -> dict[str, Any]:
@@ -189,6 +196,11 @@ class SQLiteStore(Store):
                 f"INSERT OR REPLACE INTO rows ({', '.join(ROW_COLUMNS)}) VALUES ({marks})", values)
             if cache:
                 self._cache_insert(cache)
+
+    def claim_run(self, run_id: str, owner: str, expected: str | None) -> bool:
+        cur = self.conn.execute("UPDATE runs SET owner = ?, status = 'running' WHERE id = ? "
+                                "AND owner IS ?", (owner, run_id, expected))
+        return cur.rowcount == 1
 
     def _transaction(self) -> _Tx:
         return _Tx(self.conn)

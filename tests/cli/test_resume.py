@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -305,14 +306,11 @@ def test_resume_is_refused_while_another_live_process_runs_the_run(api: FakeOpen
     try:
         db = tmp_path / "store" / "results.db"
         with sqlite3.connect(db) as conn:
-            options = json.loads(conn.execute("SELECT options FROM runs WHERE id = ?",
-                                              (run["id"],)).fetchone()[0])
-            options["pid"] = other.pid
-            conn.execute("UPDATE runs SET status = 'running', options = ? WHERE id = ?",
-                         (json.dumps(options), run["id"]))
+            conn.execute("UPDATE runs SET status = 'running', owner = ? WHERE id = ?",
+                         (f"{socket.gethostname()}:{other.pid}:ab12", run["id"]))
         conn.close()
         result = invoke("eval", "--resume", run["id"], code=2)
-        assert f"still being run by process {other.pid}" in result.stderr
+        assert f"still being run by process {other.pid} on {socket.gethostname()}" in result.stderr
         assert api.count == 0
     finally:
         other.kill()

@@ -1,0 +1,153 @@
+"""Every request a run makes goes through here: the cache, --cache-only, rate limits, the
+provider (opened on the first cache miss) and the accounting of attempts and cost.
+
+A row may make several requests (the evaluated model, then a judge); each is one call of
+`Gateway.complete` on the channel of the model it goes to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptctl.config import Price
+from promptctl.engine.plan import cache_key
+from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
+from promptctl.ratelimit import RateLimiter
+from promptctl.store import Store
+
+
+@dataclass
+class Progress:
+    """Counters reported to the progress callback after every row."""
+
+    total: int
+    done: int = 0
+    errors: int = 0
+    retries: int = 0
+    cached: int = 0
+    spent_usd: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def cost_of(price: Price | None, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    """USD for these tokens at `price` (per million), None when the price is unknown."""
+    if price is None:
+        return None
+    return ((prompt_tokens or 0) * price.input + (completion_tokens or 0) * price.output) / 1e6
+
+
+class LazyProvider:
+    """Opens the provider on the first cache miss, so a fully cached run never imports the SDK
+    (about 0.8 s) nor starts a local model server."""
+
+    def __init__(self, opener: Callable[[], Provider]) -> None:
+        self._opener = opener
+        self._provider: Provider | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Provider:
+        async with self._lock:
+            if self._provider is None:
+                provider = self._opener()
+                try:
+                    await provider.start()
+                except BaseException:
+                    await provider.aclose()
+                    raise
+                self._provider = provider
+            return self._provider
+
+    @property
+    def opened(self) -> Provider | None:
+        return self._provider
+
+    async def aclose(self) -> None:
+        if self._provider is not None:
+            await self._provider.aclose()
+
+
+@dataclass
+class Channel:
+    """One model on one endpoint as a run uses it."""
+
+    resolved: ResolvedModel
+    provider: LazyProvider | None
+    price: Price | None
+    limiter: RateLimiter | None = None
+    max_tokens: int = 256
+
+    @property
+    def model(self) -> str:
+        return self.resolved.model
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one request gave: a response (from the server or the cache) or an error."""
+
+    response: dict[str, Any] | None
+    error: str | None = None
+    attempts: int = 0
+    cached: bool = False
+
+
+class Gateway:
+    """The cache and the providers of one run, shared by every request it makes."""
+
+    def __init__(self, store: Store, *, use_cache: bool, cache_only: bool,
+                 progress: Progress) -> None:
+        self.store = store
+        self.use_cache = use_cache
+        self.cache_only = cache_only
+        self.progress = progress
+        # Answers to put in the cache, written in the same transaction as their rows.
+        self.new_cache: list[tuple[str, dict[str, Any]]] = []
+
+    async def complete(self, channel: Channel, messages: list[dict[str, str]],
+                       params: dict[str, Any], sample: int) -> Answer:
+        """The answer to one chat request, from the cache when it has it."""
+        key = cache_key(channel.resolved.cache_url, channel.model, messages, params, sample)
+        # --cache-only reads the cache even for a run started with --no-cache (a resume):
+        # the check before the run found every answer there.
+        hit = self.store.cache_get(key) if self.use_cache or self.cache_only else None
+        if hit is not None:
+            self.progress.cached += 1
+            return Answer(hit, cached=True)
+        if self.cache_only or channel.provider is None:
+            return Answer(None, error="not in the cache (--cache-only sends nothing)")
+        client = await channel.provider.get()
+        if channel.limiter is not None:
+            # chars/4 is the usual estimate; the limit only needs to be conservative.
+            await channel.limiter.acquire(sum(len(m["content"]) for m in messages) // 4
+                                          + channel.max_tokens)
+        try:
+            res = await client.complete(ChatRequest(channel.model, messages, params))
+        except RequestFailed as exc:
+            self.progress.retries += max(0, exc.attempts - 1)
+            return Answer(None, error=str(exc), attempts=exc.attempts)
+        response = {"text": res.text, "prompt_tokens": res.prompt_tokens,
+                    "completion_tokens": res.completion_tokens, "model": res.model,
+                    "system_fingerprint": res.system_fingerprint, "latency_ms": res.latency_ms}
+        if res.no_text is not None:
+            response["no_text"] = res.no_text
+        self.progress.retries += res.attempts - 1
+        self.progress.spent_usd += cost_of(channel.price, res.prompt_tokens,
+                                           res.completion_tokens) or 0.0
+        if self.use_cache:
+            self.new_cache.append((key, response))
+        return Answer(response, attempts=res.attempts)
+
+
+
+def in_cache(store: Store, resolved: ResolvedModel, messages: list[dict[str, str]],
+             params: dict[str, Any], sample: int) -> bool:
+    """Whether the answer to this request is already in the cache."""
+    return store.cache_get(cache_key(resolved.cache_url, resolved.model, messages, params,
+                                     sample)) is not None

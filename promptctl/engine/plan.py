@@ -1,0 +1,141 @@
+"""Planning: every request of a run, checked before anything is sent.
+
+`validate`, `eval --dry-run` and `eval` share this: a row that does not render is found
+here, with its file and line, whichever of them runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from promptctl.errors import InputError
+from promptctl.evalsets import EvalSet, Row
+from promptctl.prompts import Prompt
+
+# Plans of up to this many requests keep them rendered (see `plan_requests`).
+KEEP_REQUESTS = 5000
+
+Key = tuple[str, str, int]  # (kind, row id, sample)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One request to make: a row (or few-shot example), its sample index and its messages."""
+
+    kind: str
+    position: int
+    row: Row
+    sample: int
+    messages: list[dict[str, str]]
+
+    @property
+    def key(self) -> Key:
+        return self.kind, self.row.id, self.sample
+
+
+class RequestPlan:
+    """Every request of a run, rendered as it is iterated: a 50,000-row run never holds
+    50,000 rendered requests. `plan_requests()` renders everything once first, so bad input
+    is found before anything is sent."""
+
+    def __init__(self, prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
+                 repeat: int = 1, skip: Collection[Key] = ()) -> None:
+        self.prompt = prompt
+        self.evalset = evalset
+        self.limit = limit
+        self.repeat = repeat
+        self.skip = skip  # already answered: a resume sends the rest
+        self._kept: list[WorkItem] | None = None
+
+    def rows(self) -> Iterator[Row]:
+        return itertools.islice(self.evalset, self.limit)
+
+    @property
+    def eval_rows(self) -> int:
+        n = len(self.evalset)
+        return n if self.limit is None else min(n, self.limit)
+
+    @property
+    def covers_evalset(self) -> bool:
+        """Whether the plan asks for every row of the eval set (no --limit cut it short)."""
+        return self.eval_rows == len(self.evalset)
+
+    def keys(self) -> Iterator[Key]:
+        """(kind, row id, sample) of every request, without rendering."""
+        for kind, group in (("fewshot", iter(self.prompt.examples)), ("eval", self.rows())):
+            for row in group:
+                for sample in range(self.repeat):
+                    if (kind, row.id, sample) not in self.skip:
+                        yield kind, row.id, sample
+
+    def without(self, done: Collection[Key]) -> RequestPlan:
+        """The same plan minus the requests already answered."""
+        return RequestPlan(self.prompt, self.evalset, limit=self.limit, repeat=self.repeat,
+                           skip=done)
+
+    def __len__(self) -> int:
+        if not self.skip:
+            return (len(self.prompt.examples) + self.eval_rows) * self.repeat
+        return sum(1 for _ in self.keys())
+
+    def __iter__(self) -> Iterator[WorkItem]:
+        if self._kept is not None:
+            return (i for i in self._kept if i.key not in self.skip)
+        return self._render()
+
+    def _render(self) -> Iterator[WorkItem]:
+        # A system prompt or few-shot turn rendered for every row is the same text each
+        # time: a message equal to the previous row's at the same place shares its object.
+        previous: list[dict[str, str]] = []
+        for kind, group in (("fewshot", iter(self.prompt.examples)), ("eval", self.rows())):
+            for position, row in enumerate(group):
+                samples = [s for s in range(self.repeat) if (kind, row.id, s) not in self.skip]
+                if not samples:
+                    continue
+                try:
+                    messages = self.prompt.render(row.input, row_id=row.id)
+                except InputError as exc:
+                    if kind == "eval" and exc.fix:
+                        exc.fix += f" (row at {self.evalset.path}:{row.line})"
+                        exc.args = (str(exc),)
+                    raise
+                messages = [previous[i] if i < len(previous) and previous[i] == m else m
+                            for i, m in enumerate(messages)]
+                previous = messages
+                for sample in samples:
+                    yield WorkItem(kind, position, row, sample, messages)
+
+
+def plan_requests(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
+                  repeat: int = 1) -> RequestPlan:
+    """Check every row and few-shot example renders; raise before anything is sent."""
+    result = RequestPlan(prompt, evalset, limit=limit, repeat=repeat)
+    if "regex" in prompt.metrics:
+        for row in result.rows():
+            if row.pattern is None:
+                raise InputError(f"metric regex needs a pattern in every row; row {row.id!r} has none",
+                                 file=evalset.path, line=row.line,
+                                 fix='add "pattern": "..." to the row, or drop regex from metrics')
+    # Render everything once now. A small plan keeps what it rendered (sending then costs
+    # no second rendering); a large one renders again as it sends, so memory stays flat.
+    kept: list[WorkItem] | None = []
+    for item in result._render():
+        if kept is not None:
+            kept.append(item)
+            if len(kept) > KEEP_REQUESTS:
+                kept = None
+    result._kept = kept
+    return result
+
+
+def cache_key(cache_url: str, model: str, messages: list[dict[str, str]], params: dict[str, Any],
+              sample: int) -> str:
+    """sha256 of everything that determines the answer."""
+    blob = json.dumps({"url": cache_url, "model": model, "messages": messages, "params": params,
+                       "sample": sample}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -1,0 +1,52 @@
+"""A run's summary, aggregated from its stored rows: metrics, few-shot metrics, tokens,
+cost, latency, consistency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from promptctl.config import Price
+from promptctl.consistency import analyze
+from promptctl.engine.gateway import cost_of
+from promptctl.metrics import aggregate_columns, fold_scores, percentiles
+from promptctl.prompts import Prompt
+from promptctl.store import Store
+
+
+def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
+              repeat: int = 1) -> dict[str, Any]:
+    """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency."""
+    # Aggregated by the store and from score columns: no run-sized list of row dicts, so
+    # memory stays flat as eval sets grow.
+    totals = store.run_totals(run_id)
+    ev, fs = totals["eval"], totals["fewshot"]
+    counts = {"n": ev["n"], "errors": ev["errors"], "cached": ev["cached"],
+              "retries": ev["retries"] + fs["retries"], "fewshot_n": fs["n"],
+              "fewshot_errors": fs["errors"], "fewshot_cached": fs["cached"]}
+    tokens = {"prompt": ev["prompt_tokens"] + fs["prompt_tokens"],
+              "completion": ev["completion_tokens"] + fs["completion_tokens"]}
+    spent = {"prompt": ev["spent_prompt_tokens"] + fs["spent_prompt_tokens"],
+             "completion": ev["spent_completion_tokens"] + fs["spent_completion_tokens"]}
+    scores = {kind: fold_scores(store.iter_scores(run_id, kind)) for kind in ("eval", "fewshot")}
+    latencies = store.answered_column(run_id, "latency_ms")
+    fingerprints = {f for f in store.answered_column(run_id, "system_fingerprint") if f}
+    models = {m for m in store.answered_column(run_id, "response_model") if m}
+    cost = cost_of(price, tokens["prompt"], tokens["completion"])
+    spent_cost = cost_of(price, spent["prompt"], spent["completion"])
+    consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
+    return {
+        "metrics": aggregate_columns(prompt.metrics, scores["eval"]),
+        "fewshot_metrics": aggregate_columns(prompt.metrics, scores["fewshot"]),
+        "errors": counts["errors"] + counts["fewshot_errors"],
+        "summary": {
+            **counts, "tokens": tokens,
+            # cost_usd is what the run's answers cost (cached or not), the price of the
+            # prompt on this eval set; spent_usd is what this run paid.
+            "cost_usd": None if cost is None else round(cost, 8),
+            "spent_usd": None if spent_cost is None else round(spent_cost, 8),
+            "consistency": consistency,
+            "latency_ms": percentiles(latencies),
+            "system_fingerprints": sorted(fingerprints),
+            "response_models": sorted(models),
+        },
+    }
