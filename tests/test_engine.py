@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from promptctl.engine.gateway import LazyProvider
 from promptctl.errors import ProviderError
 from promptctl.providers import ChatRequest, ChatResponse, Provider, RequestFailed
 from promptctl.providers.openai import OpenAIProvider
-from promptctl.engine.gateway import LazyProvider
 from tests.fakeserver import FakeOpenAI, error_body, last_user_message
 from tests.helpers import (
     cli_process,

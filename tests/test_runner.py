@@ -10,15 +10,14 @@ from typing import Any
 import pytest
 
 import promptctl.engine.plan
-
 from promptctl.config import Config
+from promptctl.engine import EvalOptions, Progress, run_eval
+from promptctl.engine.lifecycle import new_run_id
+from promptctl.engine.plan import RequestPlan, cache_key, plan_requests
 from promptctl.errors import InputError
 from promptctl.evalsets import load_evalset
 from promptctl.prompts import load_prompt
 from promptctl.providers import resolve_model
-from promptctl.engine import EvalOptions, Progress, run_eval
-from promptctl.engine.lifecycle import new_run_id
-from promptctl.engine.plan import RequestPlan, cache_key, plan_requests
 from promptctl.store import SQLiteStore
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import echo_evalset
