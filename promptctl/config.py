@@ -19,9 +19,10 @@ ENV_STORE = "PROMPTCTL_STORE"
 ENV_CONFIG = "PROMPTCTL_CONFIG"
 DEFAULT_STORE = "sqlite:///.promptctl/results.db"
 DEFAULT_CONCURRENCY = 8
-LOCAL_CONCURRENCY = 1
 
-_ENDPOINT_KEYS = {"base_url", "api_key_env", "gguf", "ctx", "concurrency", "threads", "rpm", "tpm"}
+# Settings every endpoint takes, whatever its backend.
+_COMMON_ENDPOINT_KEYS = {"type": str, "concurrency": int, "rpm": int, "tpm": int, "timeout": float}
+MAX_TIMEOUT = 3600.0
 _CONFIG_KEYS = {"endpoints", "pricing", "store", "concurrency"}
 
 
@@ -33,51 +34,34 @@ class Price:
     output: float
 
 
-# USD per million tokens for OpenAI chat models (list prices, standard tier).
-# A dated snapshot such as gpt-4o-mini-2024-07-18 takes its family's price;
-# promptctl.yaml `pricing:` overrides any of these.
-BUILTIN_PRICES: dict[str, Price] = {
-    "gpt-5": Price(1.25, 10.00),
-    "gpt-5-mini": Price(0.25, 2.00),
-    "gpt-5-nano": Price(0.05, 0.40),
-    "gpt-4.1": Price(2.00, 8.00),
-    "gpt-4.1-mini": Price(0.40, 1.60),
-    "gpt-4.1-nano": Price(0.10, 0.40),
-    "gpt-4o": Price(2.50, 10.00),
-    "gpt-4o-mini": Price(0.15, 0.60),
-    "gpt-4-turbo": Price(10.00, 30.00),
-    "gpt-4": Price(30.00, 60.00),
-    "gpt-3.5-turbo": Price(0.50, 1.50),
-    "o1": Price(15.00, 60.00),
-    "o1-mini": Price(1.10, 4.40),
-    "o3": Price(2.00, 8.00),
-    "o3-mini": Price(1.10, 4.40),
-    "o4-mini": Price(1.10, 4.40),
-}
-
-
-# gpt-4o-mini-2024-07-18, gpt-4-0613: a family name and a release date.
-_SNAPSHOT = re.compile(r"(.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})")
-
-
 @dataclass(frozen=True)
 class Endpoint:
-    """An OpenAI-compatible server: a URL, or a GGUF file promptctl serves itself."""
+    """A model server named in promptctl.yaml: its backend `type` and that backend's settings.
+
+    The common settings are fields; backend-specific ones (base_url, gguf, ...) live in
+    `settings`, checked against what the backend declares (see `providers.Backend`).
+    """
 
     name: str
-    base_url: str | None = None
-    api_key_env: str | None = None
-    gguf: str | None = None
-    ctx: int = 4096
-    threads: int | None = None
+    type: str = "openai"
+    settings: dict[str, Any] = field(default_factory=dict)
     concurrency: int | None = None
     rpm: int | None = None
     tpm: int | None = None
+    timeout: float | None = None
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
 
     @property
-    def managed(self) -> bool:
-        """True when promptctl starts and stops the server (a llama.cpp GGUF endpoint)."""
-        return self.gguf is not None
+    def base_url(self) -> str | None:
+        value = self.settings.get("base_url")
+        return str(value) if value is not None else None
+
+    @property
+    def api_key_env(self) -> str | None:
+        value = self.settings.get("api_key_env")
+        return str(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -105,11 +89,13 @@ class Config:
     def price(self, model: str, endpoint: Endpoint | None = None) -> Price | None:
         """Price of a model (per million tokens), or None when unknown.
 
-        promptctl.yaml `pricing:` first (as ENDPOINT/MODEL for an endpoint),
-        then: a managed endpoint is free, another endpoint unknown, an OpenAI
-        model its built-in price. A dated snapshot (gpt-4o-mini-2024-07-18)
-        takes its family's price when it has none of its own.
+        promptctl.yaml `pricing:` first (as ENDPOINT/MODEL for an endpoint); then a server
+        promptctl runs itself is free, another endpoint unknown, and the default endpoint
+        (the OpenAI API) its backend's built-in price list. A dated snapshot
+        (gpt-4o-mini-2024-07-18) takes its family's price when it has none of its own.
         """
+        from promptctl.providers import backend
+
         names = [model]
         snapshot = _SNAPSHOT.fullmatch(model)
         if snapshot is not None:
@@ -119,13 +105,18 @@ class Config:
             if prefix + name in self.pricing:
                 return self.pricing[prefix + name]
         if endpoint is not None:
-            return Price(0.0, 0.0) if endpoint.managed else None
+            return Price(0.0, 0.0) if backend(endpoint.type).free else None
         # Only a dated snapshot takes its family's price: a longest-prefix match
         # would price o1-pro as o1 or gpt-5-pro as gpt-5, ten times too low.
         for name in names:
-            if name in BUILTIN_PRICES:
-                return BUILTIN_PRICES[name]
+            found = backend("openai").builtin_price(name)
+            if found is not None:
+                return found
         return None
+
+
+# gpt-4o-mini-2024-07-18, gpt-4-0613: a family name and a release date.
+_SNAPSHOT = re.compile(r"(.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})")
 
 
 def _number(value: Any, where: str, path: Path, line: int | None) -> float:
@@ -136,11 +127,80 @@ def _number(value: Any, where: str, path: Path, line: int | None) -> float:
     return float(value)
 
 
+# Larger values are typos or attacks, never settings: a concurrency of a billion would try to
+# open a billion connections.
+MAX_SETTING = 1_000_000
+
+
 def _positive_int(value: Any, where: str, path: Path, line: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{where} must be a positive integer, not {value!r}", file=path,
-                         line=line, fix="write a whole number such as 8")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SETTING:
+        shown = repr(value) if not isinstance(value, int) or value < 10**12 else "a huge number"
+        raise InputError(f"{where} must be a whole number from 1 to {MAX_SETTING:,}, not {shown}",
+                         file=path, line=line, fix="write a whole number such as 8")
     return value
+
+
+def _endpoint(name: Any, spec: Any, path: Path, lines: Any) -> Endpoint:
+    """One `endpoints:` entry, checked against its backend's settings."""
+    from promptctl.providers import BACKENDS, backend
+
+    line = lines.line("endpoints", name)
+    if not isinstance(spec, dict):
+        raise InputError(f"endpoint {name!r} must be a mapping", file=path, line=line,
+                         fix="give it base_url (and api_key_env) or gguf")
+    if "/" in str(name):
+        raise InputError(f"endpoint name {name!r} must not contain '/'", file=path,
+                         line=line, fix="rename it; models are addressed as ENDPOINT/MODEL")
+    kind = spec.get("type")
+    if kind is None:
+        # A URL is a server to talk to; a model file is one promptctl serves itself.
+        if ("base_url" in spec) == ("gguf" in spec):
+            raise InputError(f"endpoint {name!r} needs exactly one of base_url or gguf (or a type)",
+                             file=path, line=line,
+                             fix="base_url for a running server, gguf for a model file promptctl serves")
+        kind = "openai" if "base_url" in spec else "llamacpp"
+    if not isinstance(kind, str) or kind not in BACKENDS:
+        raise InputError(f"unknown endpoint type {kind!r} in endpoint {name!r}", file=path,
+                         line=lines.line("endpoints", name, "type"),
+                         fix=f"use one of: {', '.join(sorted(BACKENDS))}")
+    chosen = backend(kind)
+    allowed = {**_COMMON_ENDPOINT_KEYS, **chosen.settings}
+    for key in spec:
+        if key not in allowed:
+            raise InputError(f"unknown key {key!r} in endpoint {name!r} (type {kind})", file=path,
+                             line=lines.line("endpoints", name, key),
+                             fix=f"use one of: {', '.join(sorted(allowed))}")
+    for key in chosen.required:
+        if key not in spec:
+            raise InputError(f"endpoint {name!r} (type {kind}) needs {key}", file=path, line=line,
+                             fix=f"add {key}: to the endpoint")
+    values: dict[str, Any] = {}
+    for key, value in spec.items():
+        where = lines.line("endpoints", name, key)
+        want = allowed[key]
+        if want is str or want is Path:
+            if not isinstance(value, str):
+                raise InputError(f"{key} of endpoint {name!r} must be a string", file=path,
+                                 line=where, fix="quote the value")
+            if want is Path:
+                # Relative to promptctl.yaml, so the project works wherever it is cloned.
+                p = Path(os.path.expanduser(value))
+                value = str(p if p.is_absolute() else (path.parent / p))
+        elif want is int:
+            value = _positive_int(value, key, path, where)
+        elif want is float:
+            value = _seconds(value, key, path, where)
+        values[key] = value
+    common = {k: values.pop(k) for k in list(values) if k in _COMMON_ENDPOINT_KEYS}
+    common.pop("type", None)
+    return Endpoint(name=str(name), type=kind, settings=values, **common)
+
+
+def _seconds(value: Any, where: str, path: Path, line: int | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_TIMEOUT:
+        raise InputError(f"{where} must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
+                         f"not {value!r}", file=path, line=line, fix="e.g. 60")
+    return float(value)
 
 
 def load_config(root: Path | None = None) -> Config:
@@ -174,45 +234,7 @@ def load_config(root: Path | None = None) -> Config:
                          line=lines.line("endpoints"),
                          fix='e.g. endpoints: {ollama: {base_url: "http://127.0.0.1:11434/v1"}}')
     for name, spec in raw_endpoints.items():
-        line = lines.line("endpoints", name)
-        if not isinstance(spec, dict):
-            raise InputError(f"endpoint {name!r} must be a mapping", file=path, line=line,
-                             fix="give it base_url (and api_key_env) or gguf")
-        for key in spec:
-            if key not in _ENDPOINT_KEYS:
-                raise InputError(f"unknown key {key!r} in endpoint {name!r}", file=path,
-                                 line=lines.line("endpoints", name, key),
-                                 fix=f"use one of: {', '.join(sorted(_ENDPOINT_KEYS))}")
-        if "/" in str(name):
-            raise InputError(f"endpoint name {name!r} must not contain '/'", file=path,
-                             line=line, fix="rename it; models are addressed as ENDPOINT/MODEL")
-        if ("base_url" in spec) == ("gguf" in spec):
-            raise InputError(f"endpoint {name!r} needs exactly one of base_url or gguf",
-                             file=path, line=line,
-                             fix="base_url for a running server, gguf for a model file promptctl serves")
-        for key in ("base_url", "api_key_env", "gguf"):
-            if key in spec and not isinstance(spec[key], str):
-                raise InputError(f"{key} of endpoint {name!r} must be a string", file=path,
-                                 line=lines.line("endpoints", name, key), fix="quote the value")
-        gguf = spec.get("gguf")
-        if gguf is not None:
-            gpath = Path(os.path.expanduser(gguf))
-            gguf = str(gpath if gpath.is_absolute() else (path.parent / gpath))
-        endpoints[str(name)] = Endpoint(
-            name=str(name),
-            base_url=spec.get("base_url"),
-            api_key_env=spec.get("api_key_env"),
-            gguf=gguf,
-            ctx=_positive_int(spec.get("ctx", 4096), "ctx", path, lines.line("endpoints", name, "ctx")),
-            threads=None if spec.get("threads") is None else _positive_int(
-                spec["threads"], "threads", path, lines.line("endpoints", name, "threads")),
-            concurrency=None if spec.get("concurrency") is None else _positive_int(
-                spec["concurrency"], "concurrency", path, lines.line("endpoints", name, "concurrency")),
-            rpm=None if spec.get("rpm") is None else _positive_int(
-                spec["rpm"], "rpm", path, lines.line("endpoints", name, "rpm")),
-            tpm=None if spec.get("tpm") is None else _positive_int(
-                spec["tpm"], "tpm", path, lines.line("endpoints", name, "tpm")),
-        )
+        endpoints[str(name)] = _endpoint(name, spec, path, lines)
     pricing: dict[str, Price] = {}
     raw_pricing = data.get("pricing") or {}
     if not isinstance(raw_pricing, dict):

@@ -19,30 +19,11 @@ _TOKENS_PER_MESSAGE = 3
 _TOKENS_PER_REPLY = 3
 
 
-def _counter(resolved: ResolvedModel) -> tuple[Any, str]:
-    """A token counter: tiktoken for OpenAI models, else a characters/4 estimate."""
-    if resolved.endpoint is None:
-        try:
-            import tiktoken
-        except ImportError:
-            pass
-        else:
-            try:
-                enc = tiktoken.encoding_for_model(resolved.model)
-            except KeyError:
-                enc = tiktoken.get_encoding("o200k_base")
-            except Exception:  # noqa: BLE001 - tiktoken may need to download its tables
-                enc = None
-            if enc is not None:
-                return (lambda text: len(enc.encode(text))), f"tiktoken {enc.name}"
-    return (lambda text: max(1, (len(text) + 3) // 4)), "estimate: characters / 4"
-
-
 def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, config: Config,
              store: Store, options: EvalOptions) -> dict[str, Any]:
     """The plan of one run with token and cost estimates."""
     items = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
-    count, method = _counter(resolved)
+    count, method = resolved.backend.token_counter(resolved.model)
     params = prompt.request_params
     prompt_tokens = 0
     cached = 0

@@ -17,11 +17,14 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private store and no inherited OpenAI settings, so tests never touch a real account."""
     monkeypatch.setenv("PROMPTCTL_STORE", f"sqlite:///{tmp_path / 'store' / 'results.db'}")
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPTCTL_CONFIG", "OPENAI_ORG_ID",
-                "OPENAI_PROJECT_ID", "PROMPTCTL_PROCESSES"):
+                "OPENAI_PROJECT_ID"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
     yield tmp_path
+    from promptctl import redact
+
+    redact.forget_all()  # secrets registered by one test must not mask another's output
 
 
 @pytest.fixture(autouse=True)

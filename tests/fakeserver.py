@@ -51,6 +51,9 @@ import pytest
 Body = dict[str, Any]
 RuleReply = str | Callable[[Body, int], str]
 Responder = Callable[[Body], str]
+# Rewrites a chat completion document before it is sent: a new document, or the raw bytes
+# of the body (for bodies JSON encoders would never produce).
+Reshaper = Callable[[Body, Body], Body | bytes]
 
 EMBEDDING_DIMENSIONS = 16
 DEFAULT_FINGERPRINT = "fp_fake"
@@ -204,6 +207,8 @@ class FakeOpenAI:
     def __init__(self, latency: float = 0.0, *, port: int = 0) -> None:
         self.latency = latency
         self.responder: Responder | None = None
+        # Hostile or malformed answers: applied to every chat completion document.
+        self.reshape: Reshaper | None = None
         self.rules: list[tuple[str, RuleReply]] = []
         self.model_override: str | None = None
         self.fingerprint: str | None = DEFAULT_FINGERPRINT
@@ -318,6 +323,7 @@ class FakeOpenAI:
             self._max_in_flight = self._in_flight
         self.rules.clear()
         self.responder = None
+        self.reshape = None
         self.errors.clear()
 
     # -- answers -------------------------------------------------------------
@@ -564,6 +570,11 @@ class FakeOpenAI:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        if self.reshape is not None:
+            reshaped = self.reshape(body, document)
+            if isinstance(reshaped, bytes):
+                return _Outcome(200, reshaped, (("Content-Type", "application/json"),))
+            document = reshaped
         return _json_outcome(200, document)
 
     def _embeddings(self, body: Body) -> _Outcome:

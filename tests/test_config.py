@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from promptctl.config import (
-    BUILTIN_PRICES,
     DEFAULT_STORE,
     Config,
     Endpoint,
@@ -15,6 +14,7 @@ from promptctl.config import (
     load_config,
 )
 from promptctl.errors import InputError
+from promptctl.providers.openai import BUILTIN_PRICES
 
 
 @pytest.fixture
@@ -77,14 +77,14 @@ concurrency: 4
 """)
     config = load_config(root)
     ollama, qwen, rel = config.endpoints["ollama"], config.endpoints["qwen"], config.endpoints["rel"]
-    assert ollama == Endpoint(name="ollama", base_url="http://127.0.0.1:11434/v1",
-                              api_key_env="OLLAMA_API_KEY")
-    assert not ollama.managed
-    assert qwen.managed
-    assert qwen.gguf == str(root / "home" / "models" / "qwen.gguf")
-    assert (qwen.ctx, qwen.threads, qwen.concurrency) == (2048, 4, 2)
-    assert rel.gguf == str(root.resolve() / "models" / "small.gguf")
-    assert rel.ctx == 4096
+    assert ollama == Endpoint(name="ollama", settings={"base_url": "http://127.0.0.1:11434/v1",
+                                                       "api_key_env": "OLLAMA_API_KEY"})
+    assert ollama.type == "openai"
+    assert qwen.type == "llamacpp"
+    assert qwen.setting("gguf") == str(root / "home" / "models" / "qwen.gguf")
+    assert (qwen.setting("ctx"), qwen.setting("threads"), qwen.concurrency) == (2048, 4, 2)
+    assert rel.setting("gguf") == str(root.resolve() / "models" / "small.gguf")
+    assert rel.setting("ctx") is None  # the backend's default applies
     assert config.pricing == {"ollama/llama3.2": Price(0.0, 0.0), "gpt-4o-mini": Price(1.0, 2.5)}
     assert config.concurrency == 4
     assert config.store == "sqlite:///data/runs.db"

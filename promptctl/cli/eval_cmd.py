@@ -136,7 +136,7 @@ def eval_(
                 j, store=store, config=config, options=options, progress=bar,
                 on_start=current.append))
     except ProviderError as exc:
-        # The endpoint or a sender process failed mid-run: the run keeps what was answered.
+        # The endpoint failed mid-run: the run keeps what was answered.
         if current and (not done or done[-1]["id"] != current[-1]):
             exc.message += (f"\n  the rows answered so far are stored in run {current[-1]}; finish "
                             f"it with: promptctl eval --resume {current[-1]}")

@@ -1,30 +1,130 @@
-"""Endpoint registry: which server a `--model` name goes to, and opening a provider for it.
+"""Providers: the registry of backends (keyed by an endpoint's `type`), and which endpoint
+a `--model` name goes to.
 
-SDKs and the llama.cpp server are imported lazily so `promptctl --help` stays fast.
+A backend is one module that defines `BACKEND` (a `Backend`) plus one line in `BACKENDS`.
+Its module is imported only when an endpoint of that type is used, and its SDK only when
+a provider is opened, so `promptctl --help` stays fast.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from promptctl.config import DEFAULT_CONCURRENCY, LOCAL_CONCURRENCY, Config, Endpoint
+from promptctl.config import Config, Endpoint
 from promptctl.errors import InputError
-from promptctl.providers.base import ChatRequest, ChatResponse, Provider, RequestFailed
+from promptctl.providers.base import (
+    Backend,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingResponse,
+    Provider,
+    RequestFailed,
+)
 
-__all__ = ["ChatRequest", "ChatResponse", "Provider", "RequestFailed", "ResolvedModel",
-           "open_provider", "resolve_model"]
+__all__ = ["BACKENDS", "Backend", "ChatRequest", "ChatResponse", "EmbeddingResponse", "Provider",
+           "RequestFailed", "ResolvedModel", "backend", "open_provider", "preflight", "register",
+           "resolve_model"]
+
+# Endpoint type -> the module that defines its BACKEND.
+BACKENDS: dict[str, str] = {
+    "openai": "promptctl.providers.openai",
+    "llamacpp": "promptctl.providers.local",
+}
+_loaded: dict[str, Backend] = {}
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 BUILTIN_LOCAL = "local"
 BUILTIN_LOCAL_MODEL = "smollm2"
+# Query parameters whose values are credentials (`?api_key=...`, `?sig=...`), not options
+# such as Azure's `api-version`.
+_SECRET_QUERY = ("key", "token", "secret", "password", "passwd", "sig", "auth", "credential")
+
+
+def register(backend_: Backend) -> None:
+    """Make a backend available under its type (third-party and test backends)."""
+    _loaded[backend_.type] = backend_
+    BACKENDS.setdefault(backend_.type, "")
+
+
+def backend(kind: str) -> Backend:
+    """The backend of endpoint type `kind`, importing its module on first use."""
+    found = _loaded.get(kind)
+    if found is not None:
+        return found
+    module = BACKENDS.get(kind)
+    if not module:
+        raise InputError(f"unknown endpoint type {kind!r}",
+                         fix=f"use one of: {', '.join(sorted(BACKENDS))}")
+    found = importlib.import_module(module).BACKEND
+    assert isinstance(found, Backend)
+    _loaded[kind] = found
+    return found
+
+
+@dataclass(frozen=True)
+class ServerURL:
+    """A server URL taken apart: what may be shown and stored, and the credentials it carried.
+
+    Credentials in a URL (`http://user:KEY@host/v1`, `?api_key=KEY`) are sent the way the
+    URL meant them (Basic auth, query parameters) but never stored or shown.
+    """
+
+    url: str | None
+    shown: str | None
+    query: dict[str, str] = field(default_factory=dict)
+    basic_auth: tuple[str, str] | None = None
+
+    @classmethod
+    def parse(cls, raw: str | None, where: str) -> ServerURL:
+        from promptctl import redact
+
+        if raw is None:
+            return cls(None, None)
+        try:
+            parts = urlsplit(raw.strip())
+            port = parts.port
+        except ValueError as exc:
+            raise InputError(f"{where}: not a valid URL ({exc})",
+                             fix="write it as http(s)://HOST[:PORT]/PATH") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InputError(f"{where}: not an http(s) URL", fix="write it as http(s)://HOST[:PORT]/v1")
+        if parts.fragment:
+            raise InputError(f"{where}: a URL fragment (#...) has no meaning here",
+                             fix="remove the part from # on")
+        basic = None
+        if parts.username is not None or parts.password is not None:
+            from urllib.parse import unquote
+
+            user, password = unquote(parts.username or ""), unquote(parts.password or "")
+            redact.register(password, user=user)
+            basic = (user, password)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        for name, value in query.items():
+            if any(s in name.lower() for s in _SECRET_QUERY):
+                redact.register(value)
+        host = parts.hostname + (f":{port}" if port is not None else "")
+        if ":" in parts.hostname:
+            host = f"[{parts.hostname}]" + (f":{port}" if port is not None else "")
+        path = parts.path.rstrip("/")
+        url = urlunsplit((parts.scheme, host, path, "", ""))
+        shown_query = urlencode({k: ("***" if any(s in k.lower() for s in _SECRET_QUERY) else v)
+                                 for k, v in query.items()}, safe="*", quote_via=quote)
+        shown = url + (f"?{shown_query}" if shown_query else "")
+        return cls(url, shown, query, basic)
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A `--model` name resolved to an endpoint. `cache_url` identifies the server in cache keys."""
+    """A `--model` name resolved to an endpoint.
+
+    `cache_url` identifies the server in cache keys and stored runs: it never carries
+    credentials. `endpoint` is None for the default endpoint (the OpenAI API, or
+    OPENAI_BASE_URL).
+    """
 
     spec: str
     model: str
@@ -32,31 +132,48 @@ class ResolvedModel:
     base_url: str | None
     cache_url: str
     api_key_env: str | None
+    type: str = "openai"
+    server: ServerURL = field(default_factory=lambda: ServerURL(None, None))
 
     @property
     def endpoint_name(self) -> str:
         return self.endpoint.name if self.endpoint is not None else "openai"
 
     @property
+    def backend(self) -> Backend:
+        return backend(self.type)
+
+    @property
     def default_concurrency(self) -> int:
-        if self.endpoint is not None and self.endpoint.concurrency:
-            return self.endpoint.concurrency
-        if self.endpoint is not None and self.endpoint.managed:
-            # Two cores: parallel requests to a local CPU model are slower than serial.
-            return LOCAL_CONCURRENCY
-        return DEFAULT_CONCURRENCY
+        return self.backend.default_concurrency
 
+    @property
+    def timeout(self) -> float | None:
+        return self.endpoint.timeout if self.endpoint is not None else None
 
-def _gguf_identity(path: str) -> str:
-    """Cache identity of a model file: replacing the file (new size or mtime) changes it.
+    def api_key(self) -> str:
+        """The key to send: from the endpoint's api_key_env (OPENAI_API_KEY by default).
 
-    Hashing a multi-gigabyte file on every run would cost seconds.
-    """
-    try:
-        st = os.stat(os.path.expanduser(path))
-    except OSError:
-        return f"gguf:{path}"
-    return f"gguf:{path}:{st.st_size}:{st.st_mtime_ns}"
+        A key is registered as a secret the moment it is read, so no output shows it.
+        """
+        from promptctl import redact
+
+        env = self.api_key_env
+        if env is None:
+            return "none"  # a configured endpoint without api_key_env: local servers need none
+        key = os.environ.get(env)
+        if key:
+            redact.register(key)
+            return key
+        if self.endpoint is None and self.base_url is not None:
+            return "none"  # OPENAI_BASE_URL names a server of the user's own
+        if self.endpoint is None:
+            raise InputError(
+                f"no API key for model {self.spec!r}",
+                fix="set OPENAI_API_KEY, or name an endpoint in promptctl.yaml and use "
+                "--model ENDPOINT/MODEL, or run offline with --model local/smollm2")
+        raise InputError(f"no API key for endpoint {self.endpoint_name!r}: ${env} is not set",
+                         fix=f"export {env}=... (the endpoint's api_key_env in promptctl.yaml)")
 
 
 def resolve_model(spec: str, config: Config) -> ResolvedModel:
@@ -68,134 +185,43 @@ def resolve_model(spec: str, config: Config) -> ResolvedModel:
         ep = config.endpoints[head]
         if not tail:
             raise InputError(f"model name missing after {head}/", fix=f"use --model {head}/MODEL")
-        if ep.managed:
-            return ResolvedModel(spec, tail, ep, None, _gguf_identity(str(ep.gguf)), None)
-        return ResolvedModel(spec, tail, ep, ep.base_url, str(ep.base_url).rstrip("/"), ep.api_key_env)
+        return _on_endpoint(spec, tail, ep, config)
     if sep and head == BUILTIN_LOCAL:
         if tail != BUILTIN_LOCAL_MODEL:
             raise InputError(f"the built-in local endpoint serves only {BUILTIN_LOCAL_MODEL!r}, "
                              f"not {tail!r}", fix=f"use --model local/{BUILTIN_LOCAL_MODEL}, or "
                              "name a GGUF file as an endpoint in promptctl.yaml")
-        ep = Endpoint(name=BUILTIN_LOCAL, gguf="builtin:smollm2", ctx=2048)
-        return ResolvedModel(spec, tail, ep, None, "gguf:builtin:smollm2", None)
-    base_url = os.environ.get("OPENAI_BASE_URL") or None
-    if sep and base_url is None:
+        ep = Endpoint(name=BUILTIN_LOCAL, type="llamacpp",
+                      settings={"gguf": "builtin:smollm2", "ctx": 2048})
+        return _on_endpoint(spec, tail, ep, config)
+    env_url = os.environ.get("OPENAI_BASE_URL") or None
+    if sep and env_url is None:
         known = ", ".join(sorted([*config.endpoints, BUILTIN_LOCAL]))
         raise InputError(f"unknown endpoint {head!r} in model {spec!r}",
                          file=config.path or (config.root / "promptctl.yaml"),
                          fix=f"define endpoints: {{{head}: {{base_url: ...}}}} in promptctl.yaml "
                          f"(known endpoints: {known})")
-    return ResolvedModel(spec, spec, None, base_url, (base_url or OPENAI_BASE_URL).rstrip("/"),
-                         "OPENAI_API_KEY")
+    server = ServerURL.parse(env_url, "OPENAI_BASE_URL")
+    return ResolvedModel(spec, spec, None, server.url, server.shown or OPENAI_BASE_URL,
+                         "OPENAI_API_KEY", "openai", server)
 
 
-def _api_key(resolved: ResolvedModel) -> str:
-    if resolved.endpoint is not None and resolved.endpoint.managed:
-        return "none"
-    env = resolved.api_key_env
-    if env is None:
-        # A configured endpoint without api_key_env: local servers usually need none.
-        return "none"
-    key = os.environ.get(env)
-    if key:
-        return key
-    if resolved.endpoint is None and resolved.base_url is not None:
-        return "none"  # OPENAI_BASE_URL names a server of the user's own
-    if resolved.endpoint is None:
-        raise InputError(
-            f"no API key for model {resolved.spec!r}",
-            fix="set OPENAI_API_KEY, or name an endpoint in promptctl.yaml and use "
-            "--model ENDPOINT/MODEL, or run offline with --model local/smollm2")
-    raise InputError(f"no API key for endpoint {resolved.endpoint_name!r}: ${env} is not set",
-                     fix=f"export {env}=... (the endpoint's api_key_env in promptctl.yaml)")
-
-
-def check_credentials(resolved: ResolvedModel) -> None:
-    """Fail before any work when a key is missing."""
-    _api_key(resolved)
-
-
-def _model_file(ep: Endpoint, params: dict[str, Any]) -> Path:
-    """Check a managed endpoint can serve: extra installed, file valid, params accepted."""
-    from promptctl.providers import llamacpp
-
-    llamacpp.require_xllamacpp()
-    llamacpp.check_params(params, ep.name)
-    path = llamacpp.smollm2_path() if ep.gguf == "builtin:smollm2" else Path(str(ep.gguf))
-    llamacpp.check_gguf(path)
-    return path
+def _on_endpoint(spec: str, model: str, ep: Endpoint, config: Config) -> ResolvedModel:
+    chosen = backend(ep.type)
+    server = ServerURL.parse(ep.base_url, f"base_url of endpoint {ep.name!r}")
+    partial = ResolvedModel(spec, model, ep, server.url, server.shown or "", ep.api_key_env,
+                            ep.type, server)
+    identity = chosen.identity(partial) if chosen.identity is not None else (server.shown or ep.name)
+    return ResolvedModel(spec, model, ep, server.url, identity, ep.api_key_env, ep.type, server)
 
 
 def preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
-    """Everything that can be known wrong before a run is created: the key, and for a
-    managed endpoint the xllamacpp extra, the model file and the request parameters."""
-    from promptctl.providers.pool import sender_processes
-
-    check_credentials(resolved)
-    if resolved.endpoint is not None and resolved.endpoint.managed:
-        _model_file(resolved.endpoint, params)
-    else:
-        sender_processes(DEFAULT_CONCURRENCY)  # a bad PROMPTCTL_PROCESSES fails here, not mid-run
-
-
-class _ManagedProvider(Provider):
-    """An OpenAI provider in front of a llama.cpp server that lives as long as it does."""
-
-    def __init__(self, server: Any, inner: Provider, model_path: Path, startup_s: float) -> None:
-        self.server = server
-        self.inner = inner
-        self.name = inner.name
-        self.base_url = inner.base_url
-        self.model_path = model_path
-        self.startup_s = startup_s
-        self.pid = server.pid  # kept: the server forgets it once stopped
-
-    def describe(self) -> dict[str, Any]:
-        return {"server": {"managed": "llama.cpp", "pid": self.pid, "gguf": str(self.model_path),
-                           "startup_s": round(self.startup_s, 3)}}
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        return await self.inner.complete(request)
-
-    async def aclose(self) -> None:
-        try:
-            await self.inner.aclose()
-        finally:
-            self.server.stop()
+    """Everything that can be known wrong before a run is created (the key, a model file,
+    request parameters the backend refuses)."""
+    resolved.backend.preflight(resolved, params)
 
 
 def open_provider(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> Provider:
-    """Open a provider; for a GGUF endpoint this starts its llama.cpp server (stop with aclose).
-
-    At high concurrency requests are sent from child processes (see `pool`)."""
-    from promptctl.providers.pool import sender_processes
-
-    key = _api_key(resolved)
-    ep = resolved.endpoint
-    if ep is not None and ep.managed:
-        import time
-
-        from promptctl.providers import llamacpp
-
-        path = _model_file(ep, params)
-        server = llamacpp.LlamaServer(path, ctx=ep.ctx, threads=ep.threads)
-        started = time.monotonic()
-        base_url = server.start()
-        startup_s = time.monotonic() - started
-        from promptctl.providers.openai import OpenAIProvider
-
-        try:
-            inner = OpenAIProvider(ep.name, base_url, key, concurrency=concurrency)
-        except BaseException:
-            server.stop()
-            raise
-        return _ManagedProvider(server, inner, path, startup_s)
-    processes = sender_processes(concurrency)
-    if processes > 1:
-        from promptctl.providers.pool import SenderPool
-
-        return SenderPool(resolved.endpoint_name, resolved.cache_url, key, concurrency=concurrency,
-                          processes=processes)
-    from promptctl.providers.openai import OpenAIProvider
-
-    return OpenAIProvider(resolved.endpoint_name, resolved.base_url, key, concurrency=concurrency)
+    """Open a provider for `resolved` (a managed backend starts its server; stop it with
+    aclose)."""
+    return resolved.backend.open(resolved, concurrency, params)

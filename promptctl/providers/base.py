@@ -1,10 +1,19 @@
-"""The provider interface: one async method that turns a chat request into a completion."""
+"""The provider interface: one async method that turns a chat request into a completion,
+optional capabilities (embeddings), and the `Backend` a provider module registers."""
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from promptctl.errors import InputError
+
+if TYPE_CHECKING:
+    from promptctl.config import Price
+    from promptctl.providers import ResolvedModel
 
 
 @dataclass(frozen=True)
@@ -31,17 +40,29 @@ class ChatResponse:
     no_text: str | None = None
 
 
+@dataclass(frozen=True)
+class EmbeddingResponse:
+    """One vector per input text, in order, and the tokens the request used."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int | None = None
+    attempts: int = 1
+
+
 class RequestFailed(Exception):
     """A request that failed after every retry: the row becomes an error, not a wrong answer."""
 
-    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1) -> None:
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1,
+                 unreachable: bool = False) -> None:
         self.status = status
         self.attempts = attempts
+        # A timeout or a refused connection: the server may be down, not just this request.
+        self.unreachable = unreachable
         super().__init__(message)
 
 
 class Provider(ABC):
-    """An OpenAI-compatible chat endpoint."""
+    """A model endpoint."""
 
     name: str
     base_url: str
@@ -54,9 +75,15 @@ class Provider(ABC):
         failure that would hit every row (bad key, unknown model, rejected parameter).
         """
 
+    async def embed(self, model: str, texts: list[str]) -> EmbeddingResponse:
+        """Embeddings of `texts` (a capability: backends without it keep this refusal)."""
+        raise InputError(f"endpoint {self.name} does not serve embeddings",
+                         fix="name a model on an endpoint with an embeddings API "
+                         "(similarity: {model: ENDPOINT/MODEL})")
+
     def describe(self) -> dict[str, Any]:
-        """Facts worth keeping in the run's summary, by key: a managed server's pid and
-        start-up under "server", the sender processes under "senders"."""
+        """Facts worth keeping in the run's summary, by key (a managed server's pid and
+        start-up under "server")."""
         return {}
 
     async def start(self) -> None:  # noqa: B027 - most providers are ready once built
@@ -65,3 +92,39 @@ class Provider(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - most providers hold nothing to release
         """Release connections and any server this provider started."""
+
+
+def _no_check(resolved: ResolvedModel, params: dict[str, Any]) -> None:
+    return None
+
+
+def _no_price(model: str) -> Price | None:
+    return None
+
+
+def _char_counter(model: str) -> tuple[Callable[[str], int], str]:
+    return (lambda text: max(1, (len(text) + 3) // 4)), "estimate: characters / 4"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a kind of endpoint (`type:` in promptctl.yaml) needs to be used.
+
+    `settings` are the endpoint keys it reads besides the common ones (type, concurrency,
+    rpm, tpm, timeout), with their Python types; `required` those it cannot do without.
+    `open` builds a provider (importing its SDK then, never at module import), `preflight`
+    checks what can be known wrong before a run is created.
+    """
+
+    type: str
+    open: Callable[[ResolvedModel, int, dict[str, Any]], Provider]
+    settings: dict[str, builtins.type] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    preflight: Callable[[ResolvedModel, dict[str, Any]], None] = _no_check
+    default_concurrency: int = 8
+    # A server promptctl runs itself costs nothing per token.
+    free: bool = False
+    builtin_price: Callable[[str], Price | None] = _no_price
+    token_counter: Callable[[str], tuple[Callable[[str], int], str]] = _char_counter
+    # How the server is named in cache keys and stored runs (credential-free).
+    identity: Callable[[ResolvedModel], str] | None = None

@@ -1,8 +1,9 @@
-"""OpenAI-compatible chat completions through the official `openai` SDK.
+"""OpenAI-compatible servers through the official `openai` SDK: the `openai` backend.
 
-Retries are the SDK's own (429, 5xx, timeouts and dropped connections, with
-exponential backoff and jitter, honouring Retry-After and retry-after-ms);
-promptctl only counts them.
+Retries are the SDK's own (429, 5xx, timeouts and dropped connections, with exponential
+backoff and jitter, honouring Retry-After and retry-after-ms); promptctl counts them and
+caps how long a server may ask it to wait. Whatever a server sends back, however
+malformed, becomes a completion or a row error: never a crash.
 """
 
 from __future__ import annotations
@@ -11,26 +12,111 @@ import contextvars
 import math
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from promptctl import redact
+from promptctl.config import Price
 from promptctl.errors import InputError, ProviderError
-from promptctl.providers.base import ChatRequest, ChatResponse, Provider, RequestFailed
+from promptctl.providers.base import (
+    Backend,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingResponse,
+    Provider,
+    RequestFailed,
+)
+
+if TYPE_CHECKING:
+    from promptctl.providers import ResolvedModel, ServerURL
 
 DEFAULT_MAX_RETRIES = 4
-DEFAULT_TIMEOUT = 120.0
+# Per attempt. An evaluation's answers are short; a server silent for a minute is down, and
+# five attempts at the SDK's own ten-minute default cost most of an hour per row.
+DEFAULT_TIMEOUT = 60.0
+# The longest wait a server's Retry-After is obeyed for; a longer request is capped to this
+# (the SDK alone would not retry at all), and the row's error says what the server asked.
+MAX_RETRY_AFTER = 60.0
 POOL_SIZE = 8
+# From this many connections the SDK's aiohttp transport (about a third less CPU per
+# request) pays for its extra ~0.35 s of import.
+AIOHTTP_FROM = 16
+# The largest token count taken as real: usage fields are integers a store must hold.
+_MAX_TOKENS = 2**53
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
-# Per request: [attempts, monotonic start of the latest attempt]. A context
-# variable reaches the HTTP client's hooks from the task that made the call.
-_attempt: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
+
+class _Attempt:
+    """One request's attempts, seen by the HTTP client's hooks."""
+
+    __slots__ = ("count", "started", "asked_wait")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.started = time.monotonic()
+        self.asked_wait: float | None = None
+
+
+# A context variable reaches the HTTP client's hooks from the task that made the call.
+_attempt: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
     "promptctl_attempt", default=None)
 
 
 async def _on_request(request: Any) -> None:
     state = _attempt.get()
     if state is not None:
-        state[0] += 1
-        state[1] = time.monotonic()
+        state.count += 1
+        state.started = time.monotonic()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        import datetime
+
+        seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+    return seconds if math.isfinite(seconds) else None
+
+
+async def _on_response(response: Any) -> None:
+    """Cap a server's Retry-After at MAX_RETRY_AFTER so the request is still retried."""
+    headers = response.headers
+    asked = _retry_after(headers.get("retry-after"))
+    asked_ms = headers.get("retry-after-ms")
+    if asked_ms is not None:
+        try:
+            asked = float(asked_ms) / 1000.0
+        except ValueError:
+            pass
+    if asked is not None and asked > MAX_RETRY_AFTER:
+        state = _attempt.get()
+        if state is not None:
+            state.asked_wait = asked
+        headers["retry-after"] = str(int(MAX_RETRY_AFTER))
+        if "retry-after-ms" in headers:
+            del headers["retry-after-ms"]
+
+
+def clean_text(value: Any) -> str:
+    """Server text made storable: lone surrogates (invalid in UTF-8) replaced, secrets masked."""
+    text = value if isinstance(value, str) else str(value)
+    return redact.redact(_SURROGATES.sub("\ufffd", text))
+
+
+def _opt_text(value: Any, limit: int = 200) -> str | None:
+    """A short string field of a response (model name, fingerprint): None unless a string."""
+    if not isinstance(value, str):
+        return None
+    return clean_text(value[:limit])
 
 
 def _error_message(exc: Any) -> str:
@@ -61,22 +147,65 @@ def _dropped_connection(exc: BaseException) -> BaseException | None:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_TOKENS:
+        return value
+    return None
+
+
+def _content(message: Any) -> tuple[str | None, str | None]:
+    """(text, why there is none) of a response message.
+
+    Content may be a string, a list of parts (`[{"type": "text", "text": ...}]`), or null
+    beside tool calls or a refusal.
+    """
+    if not isinstance(message, dict):
+        return None, "the response has no choices[0].message"
+    content = message.get("content")
+    if isinstance(content, str) and content:
+        return content, None
+    if isinstance(content, list):
+        parts = [str(p["text"]) for p in content
+                 if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        if parts:
+            return "".join(parts), None
+    calls = message.get("tool_calls") or message.get("function_call")
+    if calls:
+        names = []
+        for call in calls if isinstance(calls, list) else [calls]:
+            fn = call.get("function", call) if isinstance(call, dict) else None
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+                names.append(fn["name"][:60])
+        return None, "the model called a tool" + (f" ({', '.join(names)})" if names else "")
+    if isinstance(message.get("refusal"), str) and message["refusal"]:
+        return None, f"the model refused: {message['refusal'][:200]}"
+    if content == "":
+        return "", None
+    return None, "the message content was null"
 
 
 class OpenAIProvider(Provider):
     """Any server that speaks the OpenAI chat completions API."""
 
     def __init__(self, name: str, base_url: str | None, api_key: str, *, concurrency: int = 8,
-                 max_retries: int = DEFAULT_MAX_RETRIES, timeout: float = DEFAULT_TIMEOUT,
-                 aiohttp: bool = False) -> None:
+                 max_retries: int = DEFAULT_MAX_RETRIES, timeout: float | None = None,
+                 aiohttp: bool | None = None, server: ServerURL | None = None) -> None:
+        import base64
+
         import httpx2
         import openai
 
         self.name = name
         self._openai = openai
-        # Some servers and gateways echo the key they were given in error messages.
-        self._secret = api_key if len(api_key) >= 8 else None
+        redact.register(api_key)
+        use_aiohttp = concurrency >= AIOHTTP_FROM if aiohttp is None else aiohttp
+        headers: dict[str, str] = {}
+        query: dict[str, str] = {}
+        if server is not None:
+            query = dict(server.query)
+            if server.basic_auth is not None:
+                user, password = server.basic_auth
+                headers["Authorization"] = "Basic " + base64.b64encode(
+                    f"{user}:{password}".encode()).decode("ascii")
         # `concurrency` connections in all, split over pools of at most POOL_SIZE: the HTTP
         # pool scans every connection it holds on each request, which made one pool of 50
         # cost ~0.6 ms of CPU per request, the largest single cost at high concurrency.
@@ -84,27 +213,71 @@ class OpenAIProvider(Provider):
         # One TLS context for all pools: loading the CA bundle costs ~50 ms each time.
         tls = httpx2.create_ssl_context()
         self.clients = []
-        for i in range(shards):
-            size = concurrency // shards + (1 if i < concurrency % shards else 0)
+        sizes = [concurrency // shards + (1 if i < concurrency % shards else 0) for i in range(shards)]
+        for size in sizes:
             limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)
-            # The SDK's aiohttp transport (the `aiohttp` extra) spends about a third less CPU
-            # per request than its default; it costs ~0.35 s more to import, so it is for
-            # the sender processes of high-concurrency runs.
-            client_class = openai.DefaultAioHttpClient if aiohttp else openai.DefaultAsyncHttpxClient
-            http_client = client_class(limits=limits, verify=tls, event_hooks={"request": [_on_request]})
+            client_class = openai.DefaultAioHttpClient if use_aiohttp else openai.DefaultAsyncHttpxClient
+            http_client = client_class(limits=limits, verify=tls, event_hooks={
+                "request": [_on_request], "response": [_on_response]})
             self.clients.append(openai.AsyncOpenAI(
-                api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout,
-                http_client=http_client))
+                api_key=api_key, base_url=base_url, max_retries=max_retries,
+                timeout=timeout or DEFAULT_TIMEOUT, http_client=http_client,
+                default_headers=headers or None, default_query=query or None))
         self.client = self.clients[0]
-        self._free = [concurrency // shards + (1 if i < concurrency % shards else 0)
-                      for i in range(shards)]
-        self.base_url = str(self.client.base_url).rstrip("/")
+        self._free = list(sizes)
+        self.base_url = server.shown if server is not None and server.shown else \
+            str(self.client.base_url).rstrip("/")
         self._raw = httpx2.Response
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
+    async def _post(self, path: str, body: dict[str, Any], state: _Attempt) -> Any:
+        """POST through the least busy connection pool; the decoded JSON body."""
+        # The pool with the most free connections, so no request waits in one pool
+        # while another has room.
+        shard = max(range(len(self._free)), key=self._free.__getitem__)
+        self._free[shard] -= 1
+        try:
+            raw = await self.clients[shard].post(path, body=body, cast_to=self._raw)
+        finally:
+            self._free[shard] += 1
+        return raw.json()
+
+    async def _call(self, path: str, body: dict[str, Any], model: str,
+                    params: dict[str, Any]) -> tuple[Any, _Attempt]:
+        """One request with the SDK's retries; every failure a RequestFailed or a fatal error."""
         openai = self._openai
-        state: list[float] = [0, time.monotonic()]
+        state = _Attempt()
         token = _attempt.set(state)
+        try:
+            data = await self._post(path, body, state)
+        except openai.APIStatusError as exc:
+            self._raise_fatal(exc, model, params)
+            raise RequestFailed(self._failure(f"HTTP {exc.status_code}: {_error_message(exc)}", state),
+                                status=exc.status_code, attempts=state.count) from None
+        except openai.APITimeoutError as exc:
+            dropped = _dropped_connection(exc)
+            if dropped is not None:
+                raise RequestFailed(self._failure(f"connection failed: {dropped}", state),
+                                    attempts=state.count, unreachable=True) from None
+            raise RequestFailed(self._failure("request timed out", state), attempts=state.count,
+                                unreachable=True) from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise RequestFailed(self._failure(f"connection failed: {cause}", state),
+                                attempts=state.count, unreachable=True) from None
+        except openai.APIError as exc:
+            raise RequestFailed(self._failure(f"bad response: {_error_message(exc)}", state),
+                                attempts=state.count) from None
+        except RecursionError:
+            raise RequestFailed("the server sent a malformed response (JSON nested too deeply)",
+                                attempts=max(1, state.count)) from None
+        except (ValueError, UnicodeError) as exc:
+            raise RequestFailed(self._failure(f"the server sent a malformed response: {exc}", state),
+                                attempts=max(1, state.count)) from None
+        finally:
+            _attempt.reset(token)
+        return data, state
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
         # The SDK's generic post keeps its retries, backoff, auth and error types but
         # skips its per-request TypedDict transform and pydantic parsing, which cost
         # about 2 ms of CPU per request: the bottleneck at high concurrency. Every
@@ -114,81 +287,145 @@ class OpenAIProvider(Provider):
         extra = params.pop("extra_body", None)  # the SDK's spelling, accepted in prompt params
         body = {**params, **(extra if isinstance(extra, dict) else {}),
                 "model": request.model, "messages": request.messages}
-        try:
-            # The pool with the most free connections, so no request waits in one pool
-            # while another has room.
-            shard = max(range(len(self._free)), key=self._free.__getitem__)
-            self._free[shard] -= 1
-            try:
-                raw = await self.clients[shard].post("/chat/completions", body=body, cast_to=self._raw)
-            finally:
-                self._free[shard] += 1
-            data = raw.json()
-        except openai.APIStatusError as exc:
-            self._raise_fatal(exc, request)
-            raise RequestFailed(f"HTTP {exc.status_code}: {self._clean(_error_message(exc))}",
-                                status=exc.status_code, attempts=int(state[0])) from None
-        except openai.APITimeoutError as exc:
-            dropped = _dropped_connection(exc)
-            if dropped is not None:
-                raise RequestFailed(self._clean(f"connection failed: {dropped}"),
-                                    attempts=int(state[0])) from None
-            raise RequestFailed("request timed out", attempts=int(state[0])) from None
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc
-            raise RequestFailed(self._clean(f"connection failed: {cause}"),
-                                attempts=int(state[0])) from None
-        except openai.APIError as exc:
-            raise RequestFailed(f"bad response: {self._clean(_error_message(exc))}",
-                                attempts=int(state[0])) from None
-        except ValueError as exc:
-            raise RequestFailed(f"the server sent a malformed response: {exc}",
-                                attempts=int(state[0])) from None
-        finally:
-            _attempt.reset(token)
-        latency_ms = (time.monotonic() - state[1]) * 1000.0
-        attempts = max(1, int(state[0]))
-        try:
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise RequestFailed("the response has no choices[0].message", attempts=attempts) from None
+        data, state = await self._call("/chat/completions", body, request.model, request.params)
+        latency_ms = (time.monotonic() - state.started) * 1000.0
+        attempts = max(1, state.count)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise RequestFailed("the response has no choices[0].message", attempts=attempts)
+        text, no_text = _content(choices[0].get("message"))
+        if text is None and no_text == "the response has no choices[0].message":
+            raise RequestFailed(no_text, attempts=attempts)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         return ChatResponse(
-            text=text if isinstance(text, str) else str(text),
+            text=clean_text(text) if text is not None else "",
             prompt_tokens=_int(usage.get("prompt_tokens")),
             completion_tokens=_int(usage.get("completion_tokens")),
-            model=data.get("model"),
-            system_fingerprint=data.get("system_fingerprint"),
+            model=_opt_text(data.get("model")),
+            system_fingerprint=_opt_text(data.get("system_fingerprint")),
             latency_ms=latency_ms,
             attempts=attempts,
+            no_text=clean_text(no_text) if no_text is not None else None,
         )
 
-    def _raise_fatal(self, exc: Any, request: ChatRequest) -> None:
+    async def embed(self, model: str, texts: list[str]) -> EmbeddingResponse:
+        data, state = await self._call("/embeddings", {"model": model, "input": texts}, model, {})
+        attempts = max(1, state.count)
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != len(texts):
+            got = len(items) if isinstance(items, list) else "no"
+            raise RequestFailed(f"the embeddings response has {got} vectors for {len(texts)} texts",
+                                attempts=attempts)
+        vectors: list[list[float] | None] = [None] * len(texts)
+        for position, item in enumerate(items):
+            index = item.get("index", position) if isinstance(item, dict) else None
+            vector = item.get("embedding") if isinstance(item, dict) else None
+            if not isinstance(index, int) or not 0 <= index < len(texts) or not isinstance(vector, list) \
+                    or not vector or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                             and math.isfinite(v) for v in vector):
+                raise RequestFailed("the embeddings response holds a malformed vector", attempts=attempts)
+            vectors[index] = [float(v) for v in vector]
+        if any(v is None for v in vectors):
+            raise RequestFailed("the embeddings response misses a vector", attempts=attempts)
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return EmbeddingResponse([v for v in vectors if v is not None],
+                                 prompt_tokens=_int(usage.get("prompt_tokens")), attempts=attempts)
+
+    def _failure(self, message: str, state: _Attempt) -> str:
+        text = clean_text(message)
+        if state.asked_wait is not None:
+            text += (f" (the server asked to wait {state.asked_wait:.0f} s before retrying; "
+                     f"promptctl waits at most {MAX_RETRY_AFTER:.0f} s between attempts)")
+        return text
+
+    def _raise_fatal(self, exc: Any, model: str, params: dict[str, Any]) -> None:
         """Failures that every row would meet stop the run at once."""
         status = exc.status_code
-        message = self._clean(_error_message(exc))
+        message = clean_text(_error_message(exc))
         where = f"endpoint {self.name} ({self.base_url})"
         if status in (401, 403):
             raise ProviderError(f"{where} refused the credentials: HTTP {status}: {message}",
                                 fix="check the API key (OPENAI_API_KEY, or the endpoint's "
                                 "api_key_env in promptctl.yaml)")
         if status == 404:
-            raise InputError(f"{where} does not know model {request.model!r}: {message}",
+            raise InputError(f"{where} does not know model {model!r}: {message}",
                              fix="check the model name (--model or model: in the prompt file)")
         if status in (400, 422):
             lowered = message.lower()
-            for name in request.params:
+            for name in params:
                 if re.search(rf"\b{re.escape(name.lower())}\b", lowered):
                     raise InputError(f"{where} rejected the parameter {name}="
-                                     f"{request.params[name]!r}: {message}",
+                                     f"{params[name]!r}: {message}",
                                      fix=f"remove or change params.{name} in the prompt file "
                                      "for this endpoint")
-
-    def _clean(self, text: str) -> str:
-        """`text` with the API key masked: it must never reach a row, a log or a message."""
-        return text.replace(self._secret, "***") if self._secret else text
 
     async def aclose(self) -> None:
         for client in self.clients:
             await client.close()
+
+
+# --- the backend ------------------------------------------------------------------------------
+
+# USD per million tokens for OpenAI chat models (list prices, standard tier).
+# A dated snapshot such as gpt-4o-mini-2024-07-18 takes its family's price (see
+# `Config.price`); promptctl.yaml `pricing:` overrides any of these.
+BUILTIN_PRICES: dict[str, Price] = {
+    "gpt-5": Price(1.25, 10.00),
+    "gpt-5-mini": Price(0.25, 2.00),
+    "gpt-5-nano": Price(0.05, 0.40),
+    "gpt-4.1": Price(2.00, 8.00),
+    "gpt-4.1-mini": Price(0.40, 1.60),
+    "gpt-4.1-nano": Price(0.10, 0.40),
+    "gpt-4o": Price(2.50, 10.00),
+    "gpt-4o-mini": Price(0.15, 0.60),
+    "gpt-4-turbo": Price(10.00, 30.00),
+    "gpt-4": Price(30.00, 60.00),
+    "gpt-3.5-turbo": Price(0.50, 1.50),
+    "o1": Price(15.00, 60.00),
+    "o1-mini": Price(1.10, 4.40),
+    "o3": Price(2.00, 8.00),
+    "o3-mini": Price(1.10, 4.40),
+    "o4-mini": Price(1.10, 4.40),
+    "text-embedding-3-small": Price(0.02, 0.0),
+    "text-embedding-3-large": Price(0.13, 0.0),
+    "text-embedding-ada-002": Price(0.10, 0.0),
+}
+
+
+def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> Provider:
+    max_retries = resolved.endpoint.setting("max_retries") if resolved.endpoint is not None else None
+    return OpenAIProvider(resolved.endpoint_name, resolved.base_url, resolved.api_key(),
+                          concurrency=concurrency, timeout=resolved.timeout,
+                          max_retries=DEFAULT_MAX_RETRIES if max_retries is None else int(max_retries),
+                          server=resolved.server)
+
+
+def _preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
+    resolved.api_key()
+
+
+def _token_counter(model: str) -> tuple[Callable[[str], int], str]:
+    """tiktoken for OpenAI models when it is installed, else characters / 4."""
+    try:
+        import tiktoken
+    except ImportError:
+        return (lambda text: max(1, (len(text) + 3) // 4)), "estimate: characters / 4"
+    try:
+        enc = tiktoken.encoding_for_model(model)
+    except KeyError:
+        enc = tiktoken.get_encoding("o200k_base")
+    except Exception:  # noqa: BLE001 - tiktoken may need to download its tables
+        return (lambda text: max(1, (len(text) + 3) // 4)), "estimate: characters / 4"
+    return (lambda text: len(enc.encode(text))), f"tiktoken {enc.name}"
+
+
+BACKEND = Backend(
+    type="openai",
+    open=_open,
+    settings={"base_url": str, "api_key_env": str, "max_retries": int},
+    required=("base_url",),
+    preflight=_preflight,
+    default_concurrency=8,
+    builtin_price=BUILTIN_PRICES.get,
+    token_counter=_token_counter,
+)

@@ -36,7 +36,7 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
         "system_fingerprints": summary.get("system_fingerprints", []),
         "consistency": summary.get("consistency"),
         # How the requests were served or sent, when not plainly in-process.
-        **{k: summary[k] for k in ("server", "senders") if summary.get(k)},
+        **{k: summary[k] for k in ("server",) if summary.get(k)},
     }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from promptctl.config import BUILTIN_PRICES
+from promptctl.providers.openai import BUILTIN_PRICES
 from tests.fakeserver import FakeOpenAI, content_text, error_body, last_user_message, word_count
 from tests.helpers import (
     ECHO_WORDS,

@@ -160,8 +160,8 @@ def test_resolve_model_uses_openai_base_url_and_endpoints(
     assert plain.model == "gpt-4o-mini"
     assert plain.cache_url == server.base_url
     assert plain.endpoint_name == "openai"
-    config = Config(root=tmp_path, endpoints={"fake": Endpoint("fake", base_url=server.base_url + "/",
-                                                               api_key_env="FAKE_KEY")})
+    config = Config(root=tmp_path, endpoints={"fake": Endpoint(
+        "fake", settings={"base_url": server.base_url + "/", "api_key_env": "FAKE_KEY"})})
     named = resolve_model("fake/qwen", config)
     assert (named.model, named.endpoint_name, named.cache_url) == ("qwen", "fake", server.base_url)
     monkeypatch.setenv("FAKE_KEY", KEY)

