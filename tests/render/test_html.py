@@ -163,7 +163,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, counter: Counter) -> Itera
     with FakeOpenAI() as server, pytest.MonkeyPatch.context() as mp:
         server.responder = responder(counter.url)
         for key, value in {"PROMPTCTL_STORE": store, "OPENAI_BASE_URL": server.base_url,
-                           "OPENAI_API_KEY": "sk-test-report-5e4d3c", "NO_COLOR": "1",
+                           "OPENAI_API_KEY": "sk-0q9w8e7r6t5y4u", "NO_COLOR": "1",
                            "GIT_AUTHOR_NAME": "Mallory & Eve's \"crew\"",
                            "GIT_AUTHOR_EMAIL": "m@example.invalid",
                            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.invalid",
@@ -589,6 +589,24 @@ def test_text_escapes_and_makes_invisible_characters_visible() -> None:
         assert f'<span class="ctl">U+{code}</span>' in shown
     assert "fine\ttab\nline" in shown
     assert text("x" * 30, limit=10) == "x" * 10 + '<span class="more">… 20 more characters</span>'
+
+
+def test_registered_secrets_are_masked_everywhere_in_the_report() -> None:
+    from promptctl import redact
+
+    secret = "sk-live-7Hq2Zp9Lx4Wm"
+    doc = synthetic_document("http://127.0.0.1:9")
+    doc["run"]["model"] = f"model {secret}"
+    doc["rows"][0].update(completion=f"the key is {secret}", input={"q": secret[:12] + "..."})
+    doc["rows"][2]["error"] = f"401 Incorrect API key provided: {secret[:8]}****"
+    assert secret in render_report([doc], title="x")  # nothing registered yet: the check can fail
+    redact.register(secret)
+    try:
+        document = render_report([doc], title="x")
+    finally:
+        redact.forget_all()
+    assert secret not in document and secret[:12] not in document and secret[3:9] not in document
+    assert "model ***" in document and "the key is ***" in document
 
 
 def test_chart_svg_is_rebuilt_from_an_allowlist() -> None:
