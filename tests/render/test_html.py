@@ -223,8 +223,9 @@ def synthetic_document(url: str) -> dict[str, Any]:
                 "error": None, "cached": False, **extra}
 
     rows = [
-        row(0, answer="lone\ud800surrogate", judges={"faithful": {"completion": "JUDGE-SAID " + hostile[0], "score": 0.75,
-                                    "error": None}},
+        row(0, answer="lone\ud800surrogate",
+            judges={"faithful": {"completion": "JUDGE-SAID " + hostile[0], "score": 0.75,
+                                 "error": None}},
             steps={"route": {"answer": "billing " + hostile[1], "completion": "STEP-SAID "
                              + hostile[2], "skipped": False, "error": None},
                    "refund": {"answer": None, "completion": None, "skipped": True,
