@@ -45,7 +45,7 @@ jobs:
           python-version: "3.12"
 
       - name: Install promptctl
-        run: pip install promptctl
+        run: pip install 'promptctl[report]'
 
       # The store holds earlier runs (baselines) and every completion, so a
       # re-run of an unchanged prompt sends nothing.
@@ -64,6 +64,7 @@ jobs:
         run: >-
           promptctl check --base "origin/$BASE_REF"
           --markdown promptctl-report.md --junit promptctl-junit.xml
+          --html promptctl-report.html
 
       - name: Save the results store
         if: always()
@@ -71,6 +72,15 @@ jobs:
         with:
           path: .promptctl
           key: promptctl-store-${{ github.run_id }}-${{ github.run_attempt }}
+
+      # The HTML report (every row, charts) is under the run's artifacts.
+      - name: Upload the HTML report
+        if: always()
+        uses: actions/upload-artifact@v4
+        with:
+          name: promptctl-report
+          path: promptctl-report.html
+          if-no-files-found: ignore
 
       - name: Comment on the pull request
         if: always() && hashFiles('promptctl-report.md') != ''

@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from promptctl import __version__
-from promptctl.cli import cache_cmd, check_cmd, compare_cmd, eval_cmd, runs_cmd, validate_cmd
+from promptctl.cli import (
+    cache_cmd,
+    check_cmd,
+    compare_cmd,
+    eval_cmd,
+    report_cmd,
+    runs_cmd,
+    validate_cmd,
+)
 
 app = typer.Typer(
     name="promptctl",
@@ -42,6 +50,7 @@ app.command("show")(runs_cmd.show)
 app.command("diff")(compare_cmd.diff)
 app.command("history")(compare_cmd.history)
 app.command("check")(check_cmd.check)
+app.command("report")(report_cmd.report)
 app.command("init")(validate_cmd.init)
 app.add_typer(cache_cmd.app, name="cache")
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from promptctl.cli.common import handle_errors, open_project_store, project
+from promptctl.cli.report_cmd import html_option, write_check_report
 from promptctl.errors import InputError
 
 GITHUB_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
@@ -44,6 +45,9 @@ def check(
     junit: Annotated[Path | None, typer.Option(metavar="FILE", help="Write JUnit XML to FILE.")] = None,
     markdown: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Write the Markdown report to FILE (for a PR comment).")] = None,
+    html: Annotated[Path | None, typer.Option(
+        metavar="FILE", callback=html_option,
+        help="Write the HTML report (runs, diffs, rows) to FILE (needs promptctl[report]).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Evaluate each prompt changed since the base and apply its thresholds.
@@ -86,6 +90,8 @@ def check(
         from promptctl.render.junit import check_junit
 
         _write(junit, check_junit(result))
+    if html is not None:
+        write_check_report(store, result, html)
     if json_out:
         typer.echo(dumps(result))
     else:

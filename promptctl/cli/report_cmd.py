@@ -1,0 +1,122 @@
+"""`promptctl report`: one self-contained HTML file of runs, a diff and a history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from promptctl.cli.common import handle_errors, open_project_store, project
+from promptctl.errors import InputError
+
+if TYPE_CHECKING:
+    from promptctl.store import Store
+
+
+def run_document(store: Store, ref: str) -> dict[str, Any]:
+    """A run and its rows, as `promptctl show RUN --json` prints them."""
+    from promptctl.render.jsonout import run_json
+
+    record = store.get_run(ref)
+    return {"run": run_json(record), "rows": list(store.iter_rows(record["id"]))}
+
+
+def write_html(path: Path, document: str) -> None:
+    """Write the report to `path` (creating its folder), or an InputError naming it."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(document, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write the report: {exc.strerror}", file=path,
+                         fix="choose a writable path with -o") from None
+
+
+def html_option(value: Path | None) -> Path | None:
+    """Option callback for `--html FILE`: refuse before any work when charts cannot be drawn."""
+    if value is not None:
+        from promptctl.render.html import INSTALL_HINT, charts_available
+
+        if not charts_available():
+            raise typer.BadParameter(f"HTML reports need vl-convert-python: {INSTALL_HINT}")
+    return value
+
+
+def write_check_report(store: Store, result: dict[str, Any], path: Path) -> None:
+    """The report of `promptctl check`: each checked prompt's current run, and its diff
+    against the baseline where there is one."""
+    from promptctl.compare import compare_runs
+    from promptctl.render.html import render_report
+
+    runs, diffs = [], []
+    for entry in result.get("prompts") or []:
+        current, baseline = entry.get("current_run"), entry.get("baseline_run")
+        if current:
+            runs.append(run_document(store, current))
+            if baseline:
+                diffs.append(compare_runs(store, baseline, current))
+    head = (result.get("head") or {}).get("commit") or ""
+    base = (result.get("base") or {}).get("commit") or ""
+    title = "promptctl check" + (f": {head[:12]} against {base[:12]}" if head and base else "")
+    write_html(path, render_report(runs, diffs, title=title))
+
+
+@handle_errors
+def report(
+    runs: Annotated[list[str] | None, typer.Argument(
+        metavar="RUN", help="Run ids (or unique prefixes): summary, charts and every row.",
+        show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="FILE.html", help="Where to write the report (required).",
+        show_default=False)] = None,
+    diff: Annotated[tuple[str, str] | None, typer.Option(
+        "--diff", metavar="A B", help="Also compare run B against run A (run ids or prefixes).",
+        show_default=False)] = None,
+    history: Annotated[str | None, typer.Option(
+        "--history", metavar="PROMPT", help="Also the prompt's metrics across its versions "
+        "(prompt file or name).", show_default=False)] = None,
+) -> None:
+    """Write one self-contained HTML report: runs, a diff, a history.
+
+    Per run: metrics with their 95% intervals as charts, failed requests,
+    tokens, cost and latency percentiles, and every row (input, completion,
+    answer, expected, scores) with a search box and a failures-only filter.
+    --diff adds deltas with intervals and p-values and the rows that flipped;
+    --history a trend per metric across commits. The file loads nothing from
+    the network and runs none of the text it shows. Needs the `report` extra:
+    pip install 'promptctl[report]'.
+    """
+    from promptctl.render.html import render_report, require_charts
+
+    if output is None:
+        raise InputError("no output file", fix="add -o FILE.html")
+    if not runs and diff is None and history is None:
+        raise InputError("nothing to report",
+                         fix="name runs (promptctl report RUN -o FILE.html), --diff A B or "
+                         "--history PROMPT")
+    require_charts()
+    config = project()
+    store = open_project_store(config)
+    documents = [run_document(store, ref) for ref in runs or []]
+    diffs = []
+    if diff is not None:
+        from promptctl.compare import compare_runs
+
+        diffs.append(compare_runs(store, diff[0], diff[1]))
+    histories = []
+    if history is not None:
+        from promptctl.cli.compare_cmd import _prompt_arg
+        from promptctl.compare import history as build_history
+
+        name, _ = _prompt_arg(history, config.root)
+        assert name is not None
+        found = build_history(store, name, root=config.root)
+        if not found["versions"]:
+            raise InputError(f"no complete run of {name!r} in the store",
+                             fix=f"evaluate it first: promptctl eval prompts/{name}.yaml")
+        histories.append(found)
+    write_html(output, render_report(documents, diffs, histories))
+    size = output.stat().st_size
+    typer.echo(f"wrote {output} ({size / 1e6:.1f} MB)" if size >= 1_000_000
+               else f"wrote {output} ({size / 1e3:.0f} kB)")
