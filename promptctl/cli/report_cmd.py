@@ -101,16 +101,15 @@ def report(
     documents = [run_document(store, ref) for ref in runs or []]
     diffs = []
     if diff is not None:
-        from promptctl.compare import compare_runs
+        from promptctl.selection import diff as pick_and_compare
 
-        diffs.append(compare_runs(store, diff[0], diff[1]))
+        diffs.append(pick_and_compare(store, config, diff[0], diff[1], prompt=None, models=[]))
     histories = []
     if history is not None:
-        from promptctl.cli.compare_cmd import _prompt_arg
         from promptctl.compare import history as build_history
+        from promptctl.selection import find_prompt
 
-        name, _ = _prompt_arg(history, config.root)
-        assert name is not None
+        name = find_prompt(store, config, history).name
         found = build_history(store, name, root=config.root)
         if not found["versions"]:
             raise InputError(f"no complete run of {name!r} in the store",
