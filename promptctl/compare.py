@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from promptctl.metrics.registry import Stored
     from promptctl.stats import Statistic
     from promptctl.store import Store
 
     FloatArray = npt.NDArray[Any]
 
-BINARY = {"format_validity": "format_validity", "exact_match": "exact_match",
-          "accuracy": "exact_match", "contains": "contains", "regex": "regex"}
 CORRELATIONS = ("pearson", "spearman")
 FLIPPED_LIMIT = 20
 
@@ -252,7 +251,11 @@ def _f1_plan(pairs: _Pairs, sa: _Side, sb: _Side) -> _Plan | None:
         (size + 1, size), f1_macro_table))
 
 
-def _plans(names: Sequence[str], pairs: _Pairs, sa: _Side, sb: _Side) -> list[_Plan]:
+def _plans(metrics: Sequence[Stored], pairs: _Pairs, sa: _Side, sb: _Side) -> list[_Plan]:
+    """How each metric is tested, by the paired statistic the registry names for it."""
+    import numpy as np
+
+    from promptctl.metrics import registry as R
     from promptctl.stats import ratio, ratio_sqrt
 
     plans: list[_Plan] = []
@@ -268,16 +271,24 @@ def _plans(names: Sequence[str], pairs: _Pairs, sa: _Side, sb: _Side) -> list[_P
             cache[key] = (sa.per_row(va), sb.per_row(vb))
         return cache[key]
 
-    for name in names:
-        if name in BINARY:
-            plans.append(_sums_plan(name, pairs, *totals(BINARY[name]), ratio, binary=True))
-        elif name == "rmse":
-            plans.append(_sums_plan(name, pairs, *totals("squared_error"), ratio_sqrt))
-        elif name == "mae":
-            plans.append(_sums_plan(name, pairs, *totals("abs_error"), ratio))
-        elif name in CORRELATIONS:
-            plans.append(_correlation_plan(name, pairs, sa, sb))
-        elif name == "f1_macro":
+    def zero_one(key: str) -> bool:
+        values = np.concatenate([sa.column(key), sb.column(key)])
+        values = values[np.isfinite(values)]
+        return bool(np.all((values == 0) | (values == 1)))
+
+    for m in metrics:
+        if m.paired == R.PAIRED_BINARY:
+            plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio, binary=True))
+        elif m.paired == R.PAIRED_MEAN:
+            # A judge that answers pass/fail is a 0/1 score: McNemar's test, as for exact_match.
+            plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio, binary=zero_one(m.key)))
+        elif m.paired == R.PAIRED_RMSE:
+            plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio_sqrt))
+        elif m.paired == R.PAIRED_MAE:
+            plans.append(_sums_plan(m.name, pairs, *totals("abs_error"), ratio))
+        elif m.paired == R.PAIRED_CORRELATION:
+            plans.append(_correlation_plan(m.name, pairs, sa, sb))
+        elif m.paired == R.PAIRED_F1:
             plan = _f1_plan(pairs, sa, sb)
             if plan is not None:
                 plans.append(plan)
@@ -442,25 +453,26 @@ def compare_runs(store: Store, a_ref: str, b_ref: str) -> dict[str, Any]:
     permutation otherwise); the run-level values as `a_run` and `b_run`. Then
     the rows that flipped and the warnings that make a comparison suspect.
     """
-    from promptctl.prompts import LOWER_IS_BETTER
+    from promptctl.metrics.registry import stored
 
     run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
     cols_a, cols_b = store.score_columns_of([run_a["id"], run_b["id"]], kind="eval")
     sa, sb = _side(run_a, cols_a), _side(run_b, cols_b)
     pairs = _pairs(sa, sb)
     metrics_a, metrics_b = run_a.get("metrics") or {}, run_b.get("metrics") or {}
-    names = [m for m in metrics_b if m in metrics_a]
-    tested = _run_plans(_plans(names, pairs, sa, sb))
+    known = [stored(m, metrics_b[m]) for m in metrics_b if m in metrics_a]
+    described = {s.name: s for s in known if s is not None}
+    tested = _run_plans(_plans(list(described.values()), pairs, sa, sb))
     metrics: dict[str, Any] = {}
-    for name in names:
+    for name, how in described.items():
         if name not in tested:
             continue
         entry: dict[str, Any] = dict(tested[name])
         entry.update(a_run=(metrics_a[name] or {}).get("value"),
                      b_run=(metrics_b[name] or {}).get("value"),
-                     higher_is_better=name not in LOWER_IS_BETTER)
+                     higher_is_better=how.higher_is_better)
         if entry["delta"] is not None:
-            worse = entry["delta"] > 0 if name in LOWER_IS_BETTER else entry["delta"] < 0
+            worse = entry["delta"] < 0 if how.higher_is_better else entry["delta"] > 0
             entry["direction"] = "same" if entry["delta"] == 0 else ("worse" if worse else "better")
         metrics[name] = entry
     answered = int(pairs.answered.sum())

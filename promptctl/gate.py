@@ -34,7 +34,8 @@ from promptctl.config import Config
 from promptctl.engine import EvalOptions
 from promptctl.errors import InputError, PromptctlError, ProviderError
 from promptctl.gitinfo import Repo
-from promptctl.prompts import LOWER_IS_BETTER, Prompt
+from promptctl.metrics.registry import higher_is_better
+from promptctl.prompts import Prompt
 from promptctl.selection import row_errors
 from promptctl.store import Store
 
@@ -296,7 +297,7 @@ def regression_gates(prompt: Prompt, comparison: dict[str, Any] | None, *, signi
             gate.update(status="skip", message=f"not applied: {metric} could not be compared "
                         "with the baseline (not computed on both sides, or too few paired rows)")
         else:
-            higher = entry.get("higher_is_better", metric not in LOWER_IS_BETTER)
+            higher = entry.get("higher_is_better", higher_is_better(metric, prompt.configured_metrics))
             delta = float(entry["delta"])
             drop = -delta if higher else delta
             p = entry.get("p_value")

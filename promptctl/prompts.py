@@ -18,15 +18,13 @@ from promptctl.evalsets import Row, make_row
 if TYPE_CHECKING:
     import jinja2
 
+    from promptctl.metrics.registry import Metric
+
 PROMPT_KEYS = ("name", "description", "model", "params", "messages", "examples", "output",
                "metrics", "evalset", "thresholds")
 OUTPUT_KEYS = ("pattern", "type", "labels", "json_schema")
 OUTPUT_TYPES = ("number", "integer", "string", "label", "json")
 ROLES = ("system", "user", "assistant", "developer")
-METRICS = ("format_validity", "exact_match", "rmse", "mae", "pearson", "spearman", "accuracy",
-           "f1_macro", "contains", "regex")
-NUMERIC_METRICS = ("rmse", "mae", "pearson", "spearman")
-LOWER_IS_BETTER = ("rmse", "mae")
 GATE_KEYS = ("min", "max")
 # Types of the well-known request parameters: a typo such as `temperature: O`
 # fails here, not as an API error on every row.
@@ -89,9 +87,25 @@ class Prompt:
     examples: tuple[Row, ...] = ()
     output: OutputSpec = field(default_factory=OutputSpec)
     metrics: tuple[str, ...] = ("format_validity",)
+    # The metrics of `metrics:` that are mappings (llm_judge, similarity, custom).
+    configured_metrics: tuple[Metric, ...] = ()
     evalset: Path | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
     evalset_line: int | None = None
+
+    @property
+    def metric_objects(self) -> tuple[Metric, ...]:
+        """Every metric of the prompt, in its order: built-ins from the registry, and the
+        configured ones."""
+        from promptctl.metrics.registry import builtin
+
+        configured = {m.name: m for m in self.configured_metrics}
+        out = []
+        for name in self.metrics:
+            found = configured.get(name) or builtin(name)
+            if found is not None:
+                out.append(found)
+        return tuple(out)
 
     @cached_property
     def _templates(self) -> list[jinja2.Template]:
@@ -304,6 +318,64 @@ def _fail(msg: str, path: Path, lines: LineMap, *keys: str | int, fix: str) -> I
     return InputError(msg, file=path, line=lines.line(*keys), fix=fix)
 
 
+def _known_metric(name: Any) -> bool:
+    from promptctl.metrics.registry import builtin
+
+    return isinstance(name, str) and builtin(name) is not None
+
+
+def _check_metrics(raw: Any, path: Path, lines: LineMap,
+                   output: OutputSpec) -> tuple[tuple[str, ...], tuple[Metric, ...]]:
+    """The metric names of `metrics:`, and the configured metrics among them (mappings)."""
+    from promptctl.metrics.registry import builtin, kinds, unknown
+
+    if not isinstance(raw, list) or not raw:
+        raise _fail("metrics must be a non-empty list", path, lines, "metrics",
+                    fix="e.g. metrics: [exact_match, format_validity]")
+    names: list[str] = []
+    configured: list[Metric] = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, dict):
+            kind_names = [k for k in entry if k in kinds()]
+            others = [k for k in entry if k not in kinds() and k != "name"]
+            if len(kind_names) != 1 or others:
+                raise _fail(f"metrics[{i}] must have a name and exactly one of "
+                            f"{', '.join(kinds()) or 'llm_judge, similarity, custom'}", path, lines,
+                            "metrics", i, fix="e.g. - name: faithful\n    llm_judge: {prompt: "
+                            "../judges/faithful.yaml}")
+            name = entry.get("name")
+            if not isinstance(name, str) or not name.isidentifier():
+                raise _fail(f"metrics[{i}] needs a name made of letters, digits and underscores",
+                            path, lines, "metrics", i, fix="add name: my_metric")
+            if builtin(name) is not None:
+                raise _fail(f"metric name {name!r} is a built-in metric's", path, lines, "metrics",
+                            i, "name", fix="choose another name")
+            kind = kinds()[kind_names[0]]
+
+            def line_of(*keys: str | int, _i: int = i, _k: str = kind.name) -> int | None:
+                return lines.line("metrics", _i, _k, *keys)
+
+            metric = kind.build(name, entry[kind.name], path, line_of)
+            configured.append(metric)
+        elif isinstance(entry, str) and builtin(entry) is not None:
+            name = entry
+            metric = builtin(entry)  # type: ignore[assignment]
+        else:
+            error = unknown(entry)
+            raise _fail(error.message, path, lines, "metrics", i, fix=error.fix or "")
+        if name in names:
+            raise _fail(f"metric {name!r} is listed twice", path, lines, "metrics", i,
+                        fix="list each metric once")
+        if metric.output_types is not None and output.type not in metric.output_types:
+            needed = " or ".join(sorted(metric.output_types))
+            raise _fail(f"metric {name} needs output.type {needed}", path, lines, "metrics", i,
+                        fix=f"set output.type: {sorted(metric.output_types)[0]}"
+                        + (" with output.labels, or use exact_match" if "label" in metric.output_types
+                           else ""))
+        names.append(name)
+    return tuple(names), tuple(configured)
+
+
 def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, ...]) -> dict[str, Any]:
     if raw is None:
         return {}
@@ -316,9 +388,9 @@ def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, 
                 raise _fail("max_regression must map metric names to the largest allowed drop",
                             path, lines, "thresholds", metric, fix="e.g. max_regression: {exact_match: 0.02}")
             for m, v in gate.items():
-                if m not in METRICS:
+                if m not in metrics and not _known_metric(m):
                     raise _fail(f"unknown metric {m!r} in max_regression", path, lines,
-                                "thresholds", metric, m, fix=f"use one of: {', '.join(METRICS)}")
+                                "thresholds", metric, m, fix=f"use one of: {', '.join(metrics)}")
                 if m not in metrics:
                     raise _fail(f"max_regression names {m}, which is not in metrics", path, lines,
                                 "thresholds", metric, m,
@@ -327,11 +399,11 @@ def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, 
                     raise _fail(f"max_regression for {m} must be a non-negative number", path,
                                 lines, "thresholds", metric, m, fix="e.g. 0.02")
             continue
-        if metric not in METRICS:
-            close = difflib.get_close_matches(str(metric), (*METRICS, "max_regression"), n=1)
+        if metric not in metrics and not _known_metric(metric):
+            close = difflib.get_close_matches(str(metric), (*metrics, "max_regression"), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise _fail(f"unknown metric {metric!r} in thresholds", path, lines, "thresholds",
-                        metric, fix=f"{hint}use one of: {', '.join(METRICS)}, or max_regression")
+                        metric, fix=f"{hint}use one of: {', '.join(metrics)}, or max_regression")
         if metric not in metrics:
             raise _fail(f"threshold for {metric}, which is not in metrics", path, lines,
                         "thresholds", metric,
@@ -483,27 +555,8 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
             raise InputError(f"duplicate example id {ex.id!r} (first at line {example_lines[ex.id]})",
                              file=path, line=ex.line, fix="give every example a unique id")
         example_lines[ex.id] = ex.line
-    metrics = raw.get("metrics", ["format_validity"])
-    if not isinstance(metrics, list) or not metrics:
-        raise _fail("metrics must be a non-empty list", path, lines, "metrics",
-                    fix="e.g. metrics: [exact_match, format_validity]")
-    for i, m in enumerate(metrics):
-        if not isinstance(m, str) or m not in METRICS:
-            close = difflib.get_close_matches(str(m), METRICS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise _fail(f"unknown metric {m!r}", path, lines, "metrics", i,
-                        fix=f"{hint}use one of: {', '.join(METRICS)}")
-        if m in metrics[:i]:
-            raise _fail(f"metric {m!r} is listed twice", path, lines, "metrics", i,
-                        fix="list each metric once")
     output = _check_output(raw.get("output"), path, lines)
-    for i, m in enumerate(metrics):
-        if m in ("accuracy", "f1_macro") and output.type != "label":
-            raise _fail(f"metric {m} needs output.type label", path, lines, "metrics", i,
-                        fix="set output.type: label with output.labels, or use exact_match")
-        if m in NUMERIC_METRICS and output.type not in ("number", "integer"):
-            raise _fail(f"metric {m} needs a numeric output.type", path, lines, "metrics", i,
-                        fix="set output.type: number (or integer)")
+    metrics, configured = _check_metrics(raw.get("metrics", ["format_validity"]), path, lines, output)
     evalset = raw.get("evalset")
     if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):
         raise _fail("evalset must be a path string", path, lines, "evalset",
@@ -519,9 +572,10 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
         params=dict(params),
         examples=examples,
         output=output,
-        metrics=tuple(metrics),
+        metrics=metrics,
+        configured_metrics=configured,
         evalset=(path.parent / evalset) if evalset else None,
-        thresholds=_check_thresholds(raw.get("thresholds"), path, lines, tuple(metrics)),
+        thresholds=_check_thresholds(raw.get("thresholds"), path, lines, metrics),
         evalset_line=lines.line("evalset") if evalset else None,
     )
     _ = prompt._templates  # compile now so syntax errors surface at load time

@@ -12,7 +12,6 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from promptctl.errors import InputError
 from promptctl.evalsets import Row
 from promptctl.prompts import OutputSpec
 
@@ -177,7 +176,7 @@ def equals(answer: Any, expected: Any) -> bool:
     return bool(_norm(answer) == _norm(expected))
 
 
-def _numeric(value: Any) -> float | None:
+def numeric(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -191,7 +190,7 @@ def _numeric(value: Any) -> float | None:
     return float(number)
 
 
-def _class_name(value: Any) -> str:
+def class_name(value: Any) -> str:
     """The class a label answer or expected value stands for, compared as `equals` does."""
     norm = _norm(value)
     if isinstance(norm, float) and norm.is_integer():
@@ -202,43 +201,19 @@ def _class_name(value: Any) -> str:
 
 
 def score_row(extraction: Extraction, row: Row, metrics: tuple[str, ...]) -> dict[str, Any]:
-    """Per-row scores for the metrics asked for.
+    """Per-row scores of the built-in metrics asked for (see `metrics.builtin`).
 
-    0/1 values for share metrics; `answer_num`/`expected_num` pairs for the
-    numeric ones (rmse, mae, pearson, spearman are computed over pairs);
-    the answer and expected label for f1_macro. A key is absent when the row
-    cannot be scored for that metric (no expected, no numeric answer).
+    0/1 values for share metrics; `answer_num`/`expected_num` pairs for the numeric ones
+    (rmse, mae, pearson, spearman are computed over pairs); the answer and expected label
+    for f1_macro. A key is absent when the row cannot be scored for that metric (no
+    expected, no numeric answer).
     """
-    scores: dict[str, Any] = {"format_validity": 1.0 if extraction.valid else 0.0}
-    has_expected = row.has_expected
-    if has_expected and any(m in metrics for m in ("exact_match", "accuracy")):
-        hit = extraction.valid and equals(extraction.answer, row.expected)
-        scores["exact_match"] = 1.0 if hit else 0.0
-    if has_expected and any(m in metrics for m in ("rmse", "mae", "pearson", "spearman")):
-        e = _numeric(row.expected)
-        a = _numeric(extraction.answer) if extraction.valid else None
-        if e is not None and a is not None:
-            scores["answer_num"] = a
-            scores["expected_num"] = e
-            scores["squared_error"] = (a - e) ** 2
-    if has_expected and "f1_macro" in metrics:
-        scores["label_expected"] = _class_name(row.expected)
-        scores["label_answer"] = _class_name(extraction.answer) if extraction.valid else None
-    if has_expected and "contains" in metrics:
-        hit = extraction.valid and str(row.expected).strip().casefold() in _answer_text(
-            extraction).casefold()
-        scores["contains"] = 1.0 if hit else 0.0
-    if "regex" in metrics and row.pattern is not None:
-        try:
-            found = re.search(row.pattern, _answer_text(extraction)) is not None
-        except re.error as exc:
-            raise InputError(f"pattern of row {row.id} is not a valid regular expression: {exc}",
-                             line=row.line, fix="fix or quote the row's pattern") from None
-        scores["regex"] = 1.0 if extraction.valid and found else 0.0
-    return scores
+    from promptctl.metrics.registry import score_builtins
+
+    return score_builtins(extraction, row, metrics)
 
 
-def _answer_text(extraction: Extraction) -> str:
+def answer_text(extraction: Extraction) -> str:
     """The answer as the model wrote it (so `^7$` matches a number answer of 7)."""
     if extraction.text is not None:
         return extraction.text

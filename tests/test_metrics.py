@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from promptctl import metrics as M
+from promptctl.metrics import aggregates as M
 from promptctl.evalsets import MISSING, Row
 from promptctl.scoring import Extraction, score_row
 

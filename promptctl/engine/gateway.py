@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptctl.config import Price
+from promptctl.config import Config, Price
 from promptctl.engine.plan import cache_key
 from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
 from promptctl.ratelimit import RateLimiter
@@ -144,6 +144,38 @@ class Gateway:
             self.new_cache.append((key, response))
         return Answer(response, attempts=res.attempts)
 
+
+
+class Services:
+    """What scorers may ask of the run's engine: channels to other models (a judge, an
+    embeddings model), opened lazily and sharing the run's cache, limits and accounting."""
+
+    def __init__(self, gateway: Gateway, config: Config, concurrency: int,
+                 opener: Callable[[ResolvedModel, int], Provider]) -> None:
+        self.gateway = gateway
+        self.config = config
+        self.concurrency = concurrency
+        self._opener = opener
+        self._channels: dict[str, Channel] = {}
+
+    def channel(self, spec: str, params: dict[str, Any] | None = None) -> Channel:
+        """The channel of model `spec` (ENDPOINT/MODEL or an OpenAI model name)."""
+        from promptctl.providers import resolve_model
+
+        if spec not in self._channels:
+            resolved = resolve_model(spec, self.config)
+            lazy = None if self.gateway.cache_only else LazyProvider(
+                lambda: self._opener(resolved, self.concurrency))
+            ep = resolved.endpoint
+            limiter = RateLimiter(ep.rpm if ep else None, ep.tpm if ep else None)
+            self._channels[spec] = Channel(resolved, lazy, self.config.price(resolved.model, ep),
+                                           limiter if limiter.active else None)
+        return self._channels[spec]
+
+    async def aclose(self) -> None:
+        for channel in self._channels.values():
+            if channel.provider is not None:
+                await channel.provider.aclose()
 
 
 def in_cache(store: Store, resolved: ResolvedModel, messages: list[dict[str, str]],

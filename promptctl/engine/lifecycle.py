@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptctl.config import Config
-from promptctl.engine.gateway import Channel, Gateway, LazyProvider, Progress, ProgressFn, in_cache
+from promptctl.engine.gateway import (
+    Channel,
+    Gateway,
+    LazyProvider,
+    Progress,
+    ProgressFn,
+    Services,
+    in_cache,
+)
 from promptctl.engine.jobs import Job, concurrency_for
 from promptctl.engine.plan import RequestPlan, WorkItem, plan_requests
 from promptctl.engine.send import send_all
@@ -172,9 +180,11 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
                                      or 256))
     gateway = Gateway(store, use_cache=options.use_cache, cache_only=options.cache_only,
                       progress=Progress(total=len(todo)))
+    services = Services(gateway, config, concurrency,
+                        lambda r, c: open_provider(r, c, {}))
     status = "interrupted"
     try:
-        asyncio.run(_send(todo, run_id, gateway, channel, concurrency, progress))
+        asyncio.run(_send(todo, run_id, gateway, channel, concurrency, progress, services))
         status = "complete"
     except PromptctlError:
         status = "failed"
@@ -193,13 +203,16 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
 
 
 async def _send(todo: RequestPlan, run_id: str, gateway: Gateway, channel: Channel,
-                concurrency: int, progress: ProgressFn | None) -> None:
+                concurrency: int, progress: ProgressFn | None, services: Services) -> None:
     try:
         await send_all(todo, run_id=run_id, gateway=gateway, channel=channel,
-                       concurrency=concurrency, progress=progress)
+                       concurrency=concurrency, progress=progress, services=services)
     finally:
-        if channel.provider is not None:
-            await channel.provider.aclose()
+        try:
+            if channel.provider is not None:
+                await channel.provider.aclose()
+        finally:
+            await services.aclose()
 
 
 def _stored_evalset(run: dict[str, Any], config: Config) -> EvalSet:

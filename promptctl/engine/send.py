@@ -11,8 +11,9 @@ from typing import Any
 from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn
 from promptctl.engine.plan import RequestPlan, WorkItem
 from promptctl.errors import PromptctlError
+from promptctl.metrics.registry import ScoreContext, score_builtins
 from promptctl.prompts import Prompt
-from promptctl.scoring import extract, score_row
+from promptctl.scoring import extract
 from promptctl.store import Store, utcnow
 
 FLUSH_ROWS = 64
@@ -47,7 +48,8 @@ class RowWriter:
         self.last_flush = time.monotonic()
 
 
-def row_record(run_id: str, item: WorkItem, answer: Answer, prompt: Prompt) -> dict[str, Any]:
+async def row_record(run_id: str, item: WorkItem, answer: Answer, prompt: Prompt,
+                     services: Any = None) -> dict[str, Any]:
     """The stored row of one answered (or failed) request, scored."""
     record: dict[str, Any] = {
         "run_id": run_id, "kind": item.kind, "position": item.position, "row_id": item.row.id,
@@ -66,9 +68,17 @@ def row_record(run_id: str, item: WorkItem, answer: Answer, prompt: Prompt) -> d
                       extract_error=f"no text answer: {response['no_text']}")
     else:
         extraction = extract(response["text"], prompt.output)
+        scores = score_builtins(extraction, item.row, prompt.metrics)
+        details: dict[str, Any] = {}
+        if prompt.configured_metrics:
+            ctx = ScoreContext(item.row, extraction, response["text"], prompt.metrics, services)
+            for metric in prompt.configured_metrics:
+                scores.update(await metric.score(ctx))
+            details = ctx.details
         record.update(completion=response["text"], answer=extraction.answer,
-                      valid=extraction.valid, extract_error=extraction.error,
-                      scores=score_row(extraction, item.row, prompt.metrics))
+                      valid=extraction.valid, extract_error=extraction.error, scores=scores)
+        if details:
+            record["judges"] = details
     if response is not None:
         record.update(prompt_tokens=response.get("prompt_tokens"),
                       completion_tokens=response.get("completion_tokens"),
@@ -79,7 +89,8 @@ def row_record(run_id: str, item: WorkItem, answer: Answer, prompt: Prompt) -> d
 
 
 async def send_all(plan: RequestPlan, *, run_id: str, gateway: Gateway, channel: Channel,
-                   concurrency: int, progress: ProgressFn | None = None) -> None:
+                   concurrency: int, progress: ProgressFn | None = None,
+                   services: Any = None) -> None:
     """Send every planned request (or take it from the cache); store each row as it arrives.
 
     A PromptctlError from any request (a refused key, an unknown model) stops every worker
@@ -93,7 +104,7 @@ async def send_all(plan: RequestPlan, *, run_id: str, gateway: Gateway, channel:
 
     async def one(item: WorkItem) -> None:
         answer = await gateway.complete(channel, item.messages, params, item.sample)
-        record = row_record(run_id, item, answer, prompt)
+        record = await row_record(run_id, item, answer, prompt, services)
         state.done += 1
         state.errors += "error" in record
         writer.add(record, sent=not answer.cached)

@@ -35,8 +35,8 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
     spent_cost = cost_of(price, spent["prompt"], spent["completion"])
     consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
     return {
-        "metrics": aggregate_columns(prompt.metrics, scores["eval"]),
-        "fewshot_metrics": aggregate_columns(prompt.metrics, scores["fewshot"]),
+        "metrics": aggregate_columns(prompt.metric_objects, scores["eval"]),
+        "fewshot_metrics": aggregate_columns(prompt.metric_objects, scores["fewshot"]),
         "errors": counts["errors"] + counts["fewshot_errors"],
         "summary": {
             **counts, "tokens": tokens,

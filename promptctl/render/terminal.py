@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from promptctl.prompts import LOWER_IS_BETTER
+from promptctl.metrics.registry import higher_is_better
 
 
 def console(stderr: bool = False) -> Console:
@@ -67,7 +67,8 @@ def run_summary(con: Console, run: dict[str, Any]) -> None:
     metrics = run.get("metrics") or {}
     fewshot = run.get("fewshot_metrics") or {}
     for name, result in metrics.items():
-        label = name + (" (lower is better)" if name in LOWER_IS_BETTER else "")
+        label = name + ("" if (result or {}).get("higher_is_better", higher_is_better(name))
+                        else " (lower is better)")
         fs = fewshot.get(name) or {}
         table.add_row(label, fmt_metric(result), str(result.get("n", 0)),
                       fmt_metric(fs) if fs.get("n") else "-", str(fs.get("n", 0)))

@@ -1,4 +1,4 @@
-"""Aggregate metrics over per-row scores, with seeded bootstrap confidence intervals.
+"""Aggregates over per-row scores, with seeded bootstrap confidence intervals.
 
 Pure functions over lists; numpy does the arithmetic.
 """
@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     # numpy.typing costs ~0.1 s to import; annotations alone need it.
     FloatArray = npt.NDArray[np.float64]
 Result = dict[str, Any]
-
-SHARE_METRICS = ("format_validity", "exact_match", "accuracy", "contains", "regex")
-
 
 def _result(value: float | None, n: int, ci: tuple[float, float] | None) -> Result:
     clean = None if value is None or not np.isfinite(value) else float(value)
@@ -195,26 +192,22 @@ def fold_scores(rows: Iterable[dict[str, Any]], into: dict[str, list[Any]] | Non
     return columns
 
 
-def aggregate(metrics: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Result]:
+def aggregate(metrics: Sequence[Any], rows: Sequence[dict[str, Any]]) -> dict[str, Result]:
     """All requested metrics over the per-row score dicts of the rows that got a completion."""
     return aggregate_columns(metrics, fold_scores(rows))
 
 
-def aggregate_columns(metrics: Sequence[str], columns: dict[str, list[Any]]) -> dict[str, Result]:
+def aggregate_columns(metrics: Sequence[Any], columns: dict[str, list[Any]]) -> dict[str, Result]:
     """`aggregate` over scores already folded into columns (see `fold_scores`): a large run
-    keeps a list of numbers per metric instead of a dict per row."""
+    keeps a list of numbers per metric instead of a dict per row. `metrics` are names of
+    built-in metrics or `Metric` objects (configured ones)."""
+    from promptctl.metrics.registry import Metric, annotate, builtin
+
     out: dict[str, Result] = {}
-    for name in metrics:
-        if name in SHARE_METRICS:
-            key = "exact_match" if name == "accuracy" else name
-            out[name] = share(columns.get(key, []))
-        elif name == "rmse":
-            out[name] = rmse(columns.get("squared_error", []))
-        elif name in ("mae", "pearson", "spearman"):
-            fn = {"mae": mae, "pearson": pearson, "spearman": spearman}[name]
-            out[name] = fn(columns.get("answer_num", []), columns.get("expected_num", []))
-        elif name == "f1_macro":
-            out[name] = f1_macro(columns.get("label_answer", []), columns.get("label_expected", []))
+    for item in metrics:
+        metric = item if isinstance(item, Metric) else builtin(str(item))
+        if metric is not None:
+            out[metric.name] = annotate(metric, metric.aggregate(columns))
     return out
 
 

@@ -1,0 +1,113 @@
+"""The built-in metrics: a per-row scorer each, and one registration line each.
+
+A metric's aggregate is one of the pure functions of `aggregates`; rows that cannot be
+scored for a metric (no expected value, no numeric answer) leave its keys out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from promptctl.errors import InputError
+from promptctl.metrics.aggregates import f1_macro, mae, pearson, rmse, share, spearman
+from promptctl.metrics.registry import (
+    PAIRED_BINARY,
+    PAIRED_CORRELATION,
+    PAIRED_F1,
+    PAIRED_MAE,
+    PAIRED_RMSE,
+    Columns,
+    Metric,
+    Result,
+    ScoreContext,
+    Scores,
+    register,
+)
+from promptctl.scoring import answer_text, class_name, equals, numeric
+
+NUMERIC_TYPES = frozenset({"number", "integer"})
+
+
+def _share_of(key: str) -> Callable[[Columns], Result]:
+    def aggregate(columns: Columns) -> Result:
+        return share(columns.get(key, []))
+
+    return aggregate
+
+
+def _of_pairs(fn: Callable[[Sequence[float], Sequence[float]], Result]) -> Callable[[Columns], Result]:
+    def aggregate(columns: Columns) -> Result:
+        return fn(columns.get("answer_num", []), columns.get("expected_num", []))
+
+    return aggregate
+
+
+def format_validity(ctx: ScoreContext) -> Scores:
+    return {"format_validity": 1.0 if ctx.extraction.valid else 0.0}
+
+
+def exact_match(ctx: ScoreContext) -> Scores:
+    hit = ctx.extraction.valid and equals(ctx.extraction.answer, ctx.row.expected)
+    return {"exact_match": 1.0 if hit else 0.0}
+
+
+def numeric_pair(ctx: ScoreContext) -> Scores:
+    """The answer and expected value as numbers (rmse, mae, pearson and spearman read them)."""
+    e = numeric(ctx.row.expected)
+    a = numeric(ctx.extraction.answer) if ctx.extraction.valid else None
+    if e is None or a is None:
+        return {}
+    return {"answer_num": a, "expected_num": e, "squared_error": (a - e) ** 2}
+
+
+def labels(ctx: ScoreContext) -> Scores:
+    answer = class_name(ctx.extraction.answer) if ctx.extraction.valid else None
+    return {"label_expected": class_name(ctx.row.expected), "label_answer": answer}
+
+
+def contains(ctx: ScoreContext) -> Scores:
+    hit = ctx.extraction.valid and str(ctx.row.expected).strip().casefold() in answer_text(
+        ctx.extraction).casefold()
+    return {"contains": 1.0 if hit else 0.0}
+
+
+def regex(ctx: ScoreContext) -> Scores:
+    row = ctx.row
+    if row.pattern is None:
+        return {}
+    try:
+        found = re.search(row.pattern, answer_text(ctx.extraction)) is not None
+    except re.error as exc:
+        raise InputError(f"pattern of row {row.id} is not a valid regular expression: {exc}",
+                         line=row.line, fix="fix or quote the row's pattern") from None
+    return {"regex": 1.0 if ctx.extraction.valid and found else 0.0}
+
+
+def _rmse(columns: Columns) -> Result:
+    return rmse(columns.get("squared_error", []))
+
+
+def _f1(columns: Columns) -> Result:
+    return f1_macro(columns.get("label_answer", []), columns.get("label_expected", []))
+
+
+register(Metric("format_validity", format_validity, _share_of("format_validity"),
+                PAIRED_BINARY, "format_validity"))
+register(Metric("exact_match", exact_match, _share_of("exact_match"), PAIRED_BINARY,
+                "exact_match", needs_expected=True))
+register(Metric("accuracy", exact_match, _share_of("exact_match"), PAIRED_BINARY, "exact_match",
+                output_types=frozenset({"label"}), needs_expected=True))
+register(Metric("rmse", numeric_pair, _rmse, PAIRED_RMSE, "squared_error", higher_is_better=False,
+                output_types=NUMERIC_TYPES, needs_expected=True))
+register(Metric("mae", numeric_pair, _of_pairs(mae), PAIRED_MAE, "answer_num",
+                higher_is_better=False, output_types=NUMERIC_TYPES, needs_expected=True))
+register(Metric("pearson", numeric_pair, _of_pairs(pearson), PAIRED_CORRELATION, "answer_num",
+                output_types=NUMERIC_TYPES, needs_expected=True))
+register(Metric("spearman", numeric_pair, _of_pairs(spearman), PAIRED_CORRELATION, "answer_num",
+                output_types=NUMERIC_TYPES, needs_expected=True))
+register(Metric("f1_macro", labels, _f1, PAIRED_F1, "label_answer",
+                output_types=frozenset({"label"}), needs_expected=True))
+register(Metric("contains", contains, _share_of("contains"), PAIRED_BINARY, "contains",
+                needs_expected=True))
+register(Metric("regex", regex, _share_of("regex"), PAIRED_BINARY, "regex"))

@@ -1,0 +1,193 @@
+"""The metric registry: every metric is one `Metric` object, and everything else asks here.
+
+A metric has a name, a direction, the output types it accepts, a per-row scorer, an
+aggregate over the rows' scores, and the paired statistic `diff` tests it with. Built-in
+metrics register themselves in `builtin.py` (one function and one line each); metrics a
+prompt configures (`{name: ..., llm_judge: {...}}`) are built by a *kind* registered in
+`KINDS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptctl.errors import InputError
+
+if TYPE_CHECKING:
+    from promptctl.evalsets import Row
+    from promptctl.scoring import Extraction
+
+Scores = dict[str, Any]
+Columns = dict[str, list[Any]]
+Result = dict[str, Any]
+
+# How `diff` tests a metric on paired rows (see compare._plans):
+PAIRED_BINARY = "binary"        # 0/1 per row under `key`: McNemar, or a paired resampling
+PAIRED_MEAN = "mean"            # a number per row under `key`: paired permutation of the mean
+PAIRED_RMSE = "rmse"            # sqrt of the mean squared error
+PAIRED_MAE = "mae"              # mean absolute error of answer_num against expected_num
+PAIRED_CORRELATION = "correlation"  # pearson / spearman of answer_num against expected_num
+PAIRED_F1 = "f1"                # macro F1 from (label_answer, label_expected)
+
+
+@dataclass
+class ScoreContext:
+    """What a per-row scorer may look at. `services` reaches requests a scorer makes
+    (a judge, embeddings) through the run's engine."""
+
+    row: Row
+    extraction: Extraction
+    completion: str
+    metric_names: tuple[str, ...] = ()
+    services: Any = None
+    # What configured metrics keep with the row, by metric name (a judge's completion,
+    # a scorer's error): stored as the row's `judges`.
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+RowScorer = Callable[[ScoreContext], Scores | Awaitable[Scores]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric. `row` returns the score keys this metric stores for a row (absent keys:
+    the row is not scored for it); `aggregate` turns the run's folded score columns into
+    {value, n, ci95}; `paired` and `key` say how `diff` compares two runs on it."""
+
+    name: str
+    row: RowScorer
+    aggregate: Callable[[Columns], Result]
+    paired: str
+    key: str
+    higher_is_better: bool = True
+    output_types: frozenset[str] | None = None  # None: any output type
+    needs_expected: bool = False
+    kind: str = "builtin"
+    # Recorded with the run (a judge prompt's sha256, a scorer's file): what defines it.
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    async def score(self, ctx: ScoreContext) -> Scores:
+        value = self.row(ctx)
+        if inspect.isawaitable(value):
+            return await value
+        return value
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of configured metric (llm_judge, similarity, custom): builds a `Metric` from a
+    `metrics:` mapping of a prompt file."""
+
+    name: str
+    build: Callable[[str, Any, Path, Callable[..., int | None]], Metric]
+    # Checks that need more than the file itself (a judge prompt renders, a function
+    # exists), run by `validate` and before a run.
+    summary: str = ""
+
+
+_BUILTIN: dict[str, Metric] = {}
+KINDS: dict[str, Kind] = {}
+
+
+def register(metric: Metric) -> Metric:
+    """Add a built-in metric (one line per metric in builtin.py)."""
+    _BUILTIN[metric.name] = metric
+    return metric
+
+
+def register_kind(kind: Kind) -> Kind:
+    KINDS[kind.name] = kind
+    return kind
+
+
+def _load() -> None:
+    if not _BUILTIN:
+        import promptctl.metrics.builtin  # noqa: F401 - registers the built-ins
+    if not KINDS:
+        import promptctl.metrics.kinds  # noqa: F401 - registers llm_judge, similarity, custom
+
+
+def builtin_names() -> tuple[str, ...]:
+    _load()
+    return tuple(_BUILTIN)
+
+
+def builtin(name: str) -> Metric | None:
+    _load()
+    return _BUILTIN.get(name)
+
+
+def kinds() -> dict[str, Kind]:
+    _load()
+    return KINDS
+
+
+def unknown(name: str) -> InputError:
+    """The error for a metric name that is neither built in nor configured."""
+    names = builtin_names()
+    close = difflib.get_close_matches(str(name), names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return InputError(f"unknown metric {name!r}",
+                      fix=f"{hint}use one of: {', '.join(names)}, or a mapping with one of "
+                      f"{', '.join(kinds())} (see SPEC §8)")
+
+
+def higher_is_better(name: str, configured: Sequence[Metric] = ()) -> bool:
+    """Whether a higher value of metric `name` is better (configured metrics first)."""
+    for metric in configured:
+        if metric.name == name:
+            return metric.higher_is_better
+    found = builtin(name)
+    return True if found is None else found.higher_is_better
+
+
+@dataclass(frozen=True)
+class Stored:
+    """How a run's metric is compared, as far as the run record says: built-in metrics by
+    name; configured ones by what their result carries (`paired`, `key`, direction)."""
+
+    name: str
+    paired: str
+    key: str
+    higher_is_better: bool
+
+
+def stored(name: str, result: dict[str, Any] | None) -> Stored | None:
+    """`Stored` for metric `name` of a run whose metrics dict holds `result` for it."""
+    found = builtin(name)
+    if found is not None:
+        return Stored(name, found.paired, found.key, found.higher_is_better)
+    result = result or {}
+    if "paired" not in result:
+        return None
+    return Stored(name, str(result["paired"]), str(result.get("key", name)),
+                  bool(result.get("higher_is_better", True)))
+
+
+def annotate(metric: Metric, result: Result) -> Result:
+    """A configured metric's result carries how to compare it (a run record stands alone)."""
+    if metric.kind == "builtin":
+        return result
+    return {**result, "kind": metric.kind, "paired": metric.paired, "key": metric.key,
+            "higher_is_better": metric.higher_is_better, **({"identity": metric.identity}
+                                                              if metric.identity else {})}
+
+
+def score_builtins(extraction: Extraction, row: Row, names: Sequence[str]) -> Scores:
+    """The per-row scores of the built-in metrics among `names` (format validity always:
+    it is what every other score rests on)."""
+    _load()
+    ctx = ScoreContext(row, extraction, "", tuple(names))
+    scores: Scores = {}
+    for name in ("format_validity", *names):
+        metric = _BUILTIN.get(name)
+        if metric is not None and (row.has_expected or not metric.needs_expected):
+            value = metric.row(ctx)
+            assert isinstance(value, dict)
+            scores.update(value)
+    return scores
