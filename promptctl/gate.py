@@ -303,7 +303,7 @@ def _num(value: float, near: float | None = None) -> str:
         return f"{value:.1g}"
     text = f"{value:.3f}".rstrip("0").rstrip(".")
     if near is not None and value != near and text == _num(near):
-        text = f"{value:.6g}"
+        text = f"{value:.10g}"
     return "0" if text in ("-0", "") else text
 
 
@@ -387,8 +387,8 @@ def regression_gates(prompt: Prompt, comparison: dict[str, Any] | None, *, signi
                 gate.update(status="fail", message=f"{beyond} ({_p(p)}; --strict fails on "
                             "the drop alone)")
             elif p is not None and p < significance:
-                gate.update(status="fail", message=f"{beyond}, and significantly ({_p(p)} < "
-                            f"{significance:g})")
+                gate.update(status="fail", message=f"{beyond}, and significantly ({_p(p)}, "
+                            f"below {significance:g})")
             else:
                 gate.update(status="warn", message=f"{beyond}, but not significantly ({_p(p)}, "
                             f"not below {significance:g}): could be noise; --strict would fail it")

@@ -77,12 +77,15 @@ def shorten(value: str, limit: int | None) -> str:
 # footnote), and also inside inline HTML such as <code>, whose content GitHub parses as
 # Markdown. What GitHub links without any punctuation of its own is broken with a WORD
 # JOINER (U+2060, invisible, and not a character any of these patterns accepts): after
-# every @ (mentions, e-mail autolinks), after # before a word character (issue references),
+# every @ (mentions, e-mail autolinks), after # before a digit (issue references),
 # after the colon of `scheme://` (URL autolinks), between `www` and its dot (www autolinks),
 # and after the colon that opens an emoji shortcode.
 _MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 _WORD_JOINER = "\u2060"
-_LINKED = re.compile(r"@|#(?=\w)|:(?=/)|(?i:www)(?=\.)|:(?=[\w+-]+:)")
+# An emoji name: one with a letter (`smile`, `8ball`), or one of the few without
+# (`+1`, `-1`, `100`, `1234`); `file.yaml:3:` is a place in a file, left alone.
+_SHORTCODE = r"[\w+-]*[A-Za-z][\w+-]*|[+-]1|100|1234"
+_LINKED = re.compile(rf"@|#(?=\d)|:(?=/)|(?i:www)(?=\.)|:(?=(?:{_SHORTCODE}):)")
 
 
 def markdown(value: Any, limit: int | None = None) -> str:

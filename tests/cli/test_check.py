@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xmlschema
 from typer.testing import Result
 
 from tests import helpers
-from tests.render import gfm
 from tests.checkrepo import Repo, evalset_text, prompt_text, repo
 from tests.fakeserver import FakeOpenAI
+from tests.render import gfm
 
 __all__ = ["repo"]  # the fixture, imported for this module's tests
+
+JUNIT_SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "data" / "jenkins-junit.xsd")
 
 
 def invoke(*args: str, code: int = 0) -> Result:
@@ -102,6 +105,7 @@ def test_junit_and_markdown_reports(repo: Repo, tmp_path: Path,
     junit, md = tmp_path / "out" / "junit.xml", tmp_path / "report.md"
     invoke("--junit", str(junit), "--markdown", str(md), code=1)
 
+    JUNIT_SCHEMA.validate(str(junit))
     tree = ET.parse(junit)
     root = tree.getroot()
     assert root.tag == "testsuites"
