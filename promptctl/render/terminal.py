@@ -204,6 +204,13 @@ def row_scores(asked: Iterable[str], scores: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _implied(scores: dict[str, Any]) -> list[str]:
+    """The metrics a row's scores were kept for, when the run has no totals to name them (it
+    was interrupted): the shares it holds, and an error for numeric answers."""
+    asked = [k for k in ("format_validity", "exact_match", "contains", "regex") if k in scores]
+    return asked + (["mae"] if "answer_num" in scores else [])
+
+
 def no_answer(reason: Any) -> str:
     """Why a completion gave no answer, as a sentence: `no answer: the pattern did not match`."""
     text = str(reason or "it could not be read").strip()
@@ -215,7 +222,7 @@ def no_answer(reason: Any) -> str:
 def show_rows(con: Console, run: dict[str, Any], rows: Iterable[dict[str, Any]]) -> None:
     """One run row by row."""
     run_summary(con, run)
-    asked = list(run.get("metrics") or run.get("fewshot_metrics") or {})
+    asked = list(run.get("metrics") or run.get("fewshot_metrics") or {})  # none: unfinished
     table = Table(show_edge=False, header_style="bold", show_lines=True)
     for col in ("row", "input", "completion", "answer", "expected", "scores", "tokens", "ms"):
         table.add_column(col, overflow="fold")
@@ -232,7 +239,8 @@ def show_rows(con: Console, run: dict[str, Any], rows: Iterable[dict[str, Any]])
         tokens = f"{_count(row['prompt_tokens'] or 0)}/{_count(row['completion_tokens'] or 0)}"
         expected = cell(row["expected"]) if row.get("has_expected") else "-"
         table.add_row(tag, cell(row["input"]), cell(row["completion"] or ""), answer, expected,
-                      row_scores(asked, row.get("scores") or {}),
+                      row_scores(asked or _implied(row.get("scores") or {}),
+                                 row.get("scores") or {}),
                       tokens + (" cached" if row["cached"] else ""),
                       fmt.num(row["latency_ms"], 0))
     con.print(table)

@@ -78,3 +78,22 @@ def test_no_answer_reads_as_a_sentence() -> None:
     assert no_answer("pattern did not match") == "no answer: the pattern did not match"
     assert no_answer("'x' is not one of the labels") == "no answer: 'x' is not one of the labels"
     assert no_answer(None) == "no answer: it could not be read"
+
+
+def test_an_unfinished_run_shows_the_scores_its_rows_hold() -> None:
+    """An interrupted run has no totals naming its metrics: its rows' own scores say which."""
+    import io
+
+    from promptctl.render.terminal import InertConsole, show_rows
+
+    run = {"id": "r", "prompt_name": "p", "model": "m", "git_commit": None, "git_dirty": None,
+           "prompt_version": "v", "status": "running", "metrics": None, "summary": None}
+    row = {"row_id": "a", "kind": "eval", "sample": 0, "input": {"q": 1}, "completion": "7",
+           "answer": 7, "valid": True, "expected": 6, "has_expected": True, "cached": False,
+           "scores": {"format_validity": 1.0, "exact_match": 0.0, "answer_num": 7.0,
+                      "expected_num": 6.0, "squared_error": 1.0},
+           "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 3.0, "error": None}
+    buffer = io.StringIO()
+    show_rows(InertConsole(file=buffer, width=300), run, [row])
+    out = buffer.getvalue()
+    assert "format_validity 1  exact_match 0  abs error 1" in out and "squared" not in out

@@ -156,3 +156,22 @@ def test_a_real_process_with_colours_sends_only_colour_sequences(
         for text in (out, err):
             assert NOT_SGR.search(text) is None, repr(text)
             assert_inert(_strip_sgr(text))
+
+
+def test_check_and_diff_tables_show_hostile_results_inertly() -> None:
+    """Every value from data in a check or diff result (prompt, metric and model names,
+    rows, answers, messages, warnings) is shown, as escapes, on a colour terminal."""
+    from promptctl.render.check import check_terminal
+    from promptctl.render.compare import diff_terminal
+
+    for name, payload in TERMINAL.items():
+        con, buffer = _console(force_terminal=True, color_system="truecolor")
+        check_terminal(con, hostile.check_result(payload))
+        diff_terminal(con, hostile.diff_result(payload))
+        out = buffer.getvalue()
+        assert NOT_SGR.search(out) is None, (name, out)
+        assert_inert(_strip_sgr(out))
+        assert "\x1b]8" not in out
+    con, buffer = _console(color_system=None)
+    check_terminal(con, hostile.check_result("a\x1b]0;t\x07b"))
+    assert buffer.getvalue().count("a\\x1b]0;t\\x07b") >= 10
