@@ -37,7 +37,8 @@ def check_terminal(con: Console, result: dict[str, Any]) -> None:
         if entry.get("baseline_run"):
             runs.append(f"baseline {cell(entry['baseline_run'])} ({cell(entry['baseline_source'])})")
         if entry.get("current_run"):
-            runs.append(f"current {cell(entry['current_run'])}")
+            reused = " (stored, reused)" if entry.get("current_source") == "stored" else ""
+            runs.append(f"current {cell(entry['current_run'])}{reused}")
         if runs:
             con.print("  " + "  ".join(runs))
         if entry.get("error"):

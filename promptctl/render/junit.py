@@ -64,7 +64,7 @@ def check_junit(result: dict[str, Any]) -> str:
         if entry.get("error"):
             message = inert.as_text(entry["error"]["message"])
             err = ET.SubElement(case, "error", type=_clean(entry["error"]["kind"]),
-                                message=_clean((message.splitlines() or [""])[0]))
+                                message=_clean(message.split("\n")[0]))
             err.text = _clean(entry["error"]["message"])
             counts["errors"] += 1
         else:

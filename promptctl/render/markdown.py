@@ -91,7 +91,8 @@ def _prompt_section(entry: dict[str, Any], significance: float) -> list[str]:
                         if entry.get("baseline_model") not in (None, entry.get("model")) else "")
                      + ")")
     if entry.get("current_run"):
-        facts.append(f"current run {code(entry['current_run'])}")
+        reused = " (stored, reused)" if entry.get("current_source") == "stored" else ""
+        facts.append(f"current run {code(entry['current_run'])}{reused}")
     lines += [" · ".join(facts), ""]
     if entry.get("error"):
         kind = "provider failure" if entry["error"]["kind"] == "provider" else "error"

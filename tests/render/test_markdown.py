@@ -113,3 +113,10 @@ def test_a_lone_surrogate_is_shown_not_a_crash() -> None:
     report = check_markdown(hostile.check_result("bad \ud800 text"))
     report.encode("utf-8")
     assert "bad \\\\ud800 text" in report
+
+
+def test_a_reused_current_run_says_so() -> None:
+    result = hostile.check_result("x")
+    assert "stored, reused" not in check_markdown(result)
+    result["prompts"][0]["current_source"] = "stored"
+    assert "current run <code>x</code> (stored, reused)" in check_markdown(result)
