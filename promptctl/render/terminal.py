@@ -67,13 +67,13 @@ def cell(value: Any, limit: int = 200) -> str:
     shows as ⏎), cut to `limit` characters, rich markup escaped."""
     if value is None:
         return "-"
-    one_line = inert.as_text(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
-    return escape(inert.shorten(one_line, limit))
+    # Made inert before it is cut, so no secret is cut to a piece too short to be recognised.
+    return escape(inert.shorten(inert.text(value).replace("\n", " ⏎ "), limit))
 
 
 def block(value: Any) -> str:
     """A message from data as console markup that shows it literally, its lines kept."""
-    return escape(inert.as_text(value))
+    return escape(inert.text(value))
 
 
 def fmt_cost(cost: float | None) -> str:
