@@ -243,6 +243,23 @@ def find_affected(repo: Repo, commit: str, selected: list[str]) -> tuple[
 # --- baselines and gates ---------------------------------------------------------------------
 
 
+def _num(value: float, near: float | None = None) -> str:
+    """A number in a gate's message: at most 3 decimals, no trailing zeros, never "-0"; more
+    digits when 3 would make it read as the limit it is compared with (`near`)."""
+    if value != 0 and abs(value) < 0.001:
+        return f"{value:.1g}"
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    if near is not None and value != near and text == _num(near):
+        text = f"{value:.10g}"
+    return "0" if text in ("-0", "") else text
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "p unknown"
+    return "p<0.001" if p < 0.001 else f"p={_num(p)}"
+
+
 def absolute_gates(prompt: Prompt, run: dict[str, Any]) -> list[dict[str, Any]]:
     """One gate per `thresholds: {metric: {min|max: N}}` bound, on the current value."""
     metrics = run.get("metrics") or {}
@@ -259,6 +276,7 @@ def absolute_gates(prompt: Prompt, run: dict[str, Any]) -> list[dict[str, Any]]:
             gate: dict[str, Any] = {"id": f"{metric}.{kind}", "metric": metric, "kind": kind,
                                     "limit": limit, "value": value, "ci95": result.get("ci95"),
                                     "n": result.get("n")}
+            bound = "minimum" if kind == "min" else "maximum"
             if metric not in metrics:
                 gate.update(status="fail", message=f"{metric} is not computed by this prompt "
                             "(add it to metrics:)")
@@ -266,12 +284,11 @@ def absolute_gates(prompt: Prompt, run: dict[str, Any]) -> list[dict[str, Any]]:
                 gate.update(status="fail", message=f"{metric} has no value: no row gave a "
                             "usable answer")
             elif (value >= limit - TOLERANCE) if kind == "min" else (value <= limit + TOLERANCE):
-                gate.update(status="pass", message=f"{metric} {value:.4g} "
-                            f"{'>=' if kind == 'min' else '<='} {limit:g}")
+                gate.update(status="pass", message=f"{metric} {_num(value, limit)} "
+                            f"{'meets' if kind == 'min' else 'is within'} the {bound} {limit:g}")
             else:
-                gate.update(status="fail", message=f"{metric} {value:.4g} is "
-                            f"{'below the minimum' if kind == 'min' else 'above the maximum'} "
-                            f"{limit:g}")
+                gate.update(status="fail", message=f"{metric} {_num(value, limit)} is "
+                            f"{'below' if kind == 'min' else 'above'} the {bound} {limit:g}")
             gates.append(gate)
     return gates
 
@@ -304,20 +321,24 @@ def regression_gates(prompt: Prompt, comparison: dict[str, Any] | None, *, signi
             gate.update(value=entry.get("b"), baseline=entry.get("a"), delta=delta, drop=drop,
                         ci95=entry.get("ci95"), p_value=p, test=entry.get("test"),
                         n=entry.get("n"), higher_is_better=higher)
-            p_text = "p unknown" if p is None else f"p={p:.3g}"
-            if drop <= limit + TOLERANCE:
-                gate.update(status="pass", message=f"{metric} drop {drop:+.4g} is within "
-                            f"{limit:g} ({p_text})")
+            # How the value moved, in words: "accuracy fell by 0.04", "rmse rose by 0.2".
+            moved = f"{metric} {'rose' if delta > 0 else 'fell'} by {_num(abs(delta), limit)}"
+            beyond = f"{moved}, more than the limit {limit:g}"
+            if abs(delta) <= TOLERANCE:
+                gate.update(status="pass", message=f"no change in {metric}")
+            elif drop < 0:
+                gate.update(status="pass", message=f"{moved}: better than the baseline")
+            elif drop <= limit + TOLERANCE:
+                gate.update(status="pass", message=f"{moved}, within the limit {limit:g}")
             elif strict:
-                gate.update(status="fail", message=f"{metric} dropped by {drop:.4g}, more than "
-                            f"{limit:g} ({p_text}; --strict fails on the raw drop)")
+                gate.update(status="fail", message=f"{beyond} ({_p(p)}; --strict fails on "
+                            "the drop alone)")
             elif p is not None and p < significance:
-                gate.update(status="fail", message=f"{metric} dropped by {drop:.4g}, more than "
-                            f"{limit:g}, and the drop is significant ({p_text} < {significance:g})")
+                gate.update(status="fail", message=f"{beyond}, and significantly ({_p(p)}, "
+                            f"below {significance:g})")
             else:
-                gate.update(status="warn", message=f"{metric} dropped by {drop:.4g}, more than "
-                            f"{limit:g}, but not significantly ({p_text} >= {significance:g}): "
-                            "could be noise; --strict would fail it")
+                gate.update(status="warn", message=f"{beyond}, but not significantly ({_p(p)}, "
+                            f"not below {significance:g}): could be noise; --strict would fail it")
         gates.append(gate)
     return gates
 

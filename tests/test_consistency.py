@@ -141,7 +141,7 @@ FLAKY = "four"
 @pytest.fixture
 def echo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_openai: FakeOpenAI) -> FakeOpenAI:
     monkeypatch.chdir(write_echo_project(tmp_path / "proj", PROMPT, WORDS))
-    use_fake_openai(monkeypatch, fake_openai, "sk-test-repeat")
+    use_fake_openai(monkeypatch, fake_openai, "sk-test-4e7a91c03b5d")
 
     # One row is answered differently on alternate calls; the others never change.
     def reply(body: dict[str, Any], call: int) -> str:

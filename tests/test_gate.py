@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from promptctl.config import load_config
 from promptctl.errors import InputError
-from promptctl.gate import CheckOptions, exit_code, regression_gates, run_check
+from promptctl.gate import CheckOptions, absolute_gates, exit_code, regression_gates, run_check
 from promptctl.prompts import parse_prompt
 from promptctl.store import open_store
 from tests.checkrepo import ROWS, Repo, evalset_text, prompt_text, repo
@@ -244,6 +245,47 @@ thresholds:
     assert gates["exact_match"]["drop"] == pytest.approx(-0.2)
     skipped = regression_gates(prompt, None, significance=0.05, strict=False)
     assert {g["status"] for g in skipped} == {"skip"}
+
+
+def test_gate_messages_say_how_the_metric_moved_in_words() -> None:
+    prompt = parse_prompt(b"""\
+messages: [{role: user, content: hi}]
+output: {type: number}
+metrics: [rmse, exact_match, contains, format_validity, mae]
+thresholds:
+  format_validity: {min: 0.9}
+  rmse: {max: 1.5}
+  max_regression: {exact_match: 0.05, contains: 0.05, format_validity: 0.05, rmse: 0.1,
+                   mae: 0.1}
+""", Path("p.yaml"))
+
+    def messages(**deltas: tuple[float, float | None]) -> dict[str, str]:
+        comparison = {"metrics": {m: {"a": 0.5, "b": 0.5 + d, "delta": d, "p_value": p,
+                                      "higher_is_better": m not in ("rmse", "mae")}
+                                  for m, (d, p) in deltas.items()}}
+        return {g["metric"]: g["message"] for g in regression_gates(
+            prompt, comparison, significance=0.05, strict=False)}
+
+    said = messages(exact_match=(1 / 3, 0.5), contains=(-0.0, 1.0), format_validity=(-0.04, 0.6),
+                    rmse=(0.3, 0.01), mae=(-0.2, 0.3))
+    assert said == {
+        "exact_match": "exact_match rose by 0.333: better than the baseline",
+        "contains": "no change in contains",
+        "format_validity": "format_validity fell by 0.04, within the limit 0.05",
+        "rmse": "rmse rose by 0.3, more than the limit 0.1, and significantly (p=0.01, "
+                "below 0.05)",
+        "mae": "mae fell by 0.2: better than the baseline",
+    }
+    warned = messages(exact_match=(-0.2, 0.5))["exact_match"]
+    assert warned == ("exact_match fell by 0.2, more than the limit 0.05, but not significantly "
+                      "(p=0.5, not below 0.05): could be noise; --strict would fail it")
+    for text in [*said.values(), warned]:
+        assert not re.search(r"-0\b|\d\.\d{4,}|drop -", text), text
+
+    run = {"metrics": {"format_validity": {"value": 0.8999}, "rmse": {"value": 1.2345678}}}
+    absolute = {g["id"]: g["message"] for g in absolute_gates(prompt, run)}
+    assert absolute == {"format_validity.min": "format_validity 0.8999 is below the minimum 0.9",
+                        "rmse.max": "rmse 1.235 is within the maximum 1.5"}
 
 
 def test_exit_code_priority() -> None:

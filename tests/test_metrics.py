@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from promptctl.metrics import aggregates as M
 from promptctl.evalsets import MISSING, Row
+from promptctl.metrics import aggregates as M
 from promptctl.scoring import Extraction, score_row
 
 

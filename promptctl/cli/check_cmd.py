@@ -16,13 +16,12 @@ GITHUB_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
 def _write(path: Path, text: str, *, append: bool = False) -> None:
+    from promptctl.render.files import write_atomic
+
     try:
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a" if append else "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_atomic(path, text, append=append)
     except OSError as exc:
-        raise InputError(f"cannot write the report: {exc.strerror}", file=path,
+        raise InputError(f"cannot write the report: {exc.strerror or exc}", file=path,
                          fix="choose a writable path") from None
 
 

@@ -21,7 +21,8 @@ R = TypeVar("R")
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    """Print an error on stderr and return the Exit to raise."""
+    """Print an error on stderr and return the Exit to raise. The message may quote a server,
+    a file or a model: the console shows its control characters as escapes and masks secrets."""
     from promptctl.render.terminal import console
 
     con = console(stderr=True)

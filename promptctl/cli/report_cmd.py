@@ -24,10 +24,10 @@ def run_document(store: Store, ref: str) -> dict[str, Any]:
 
 def write_html(path: Path, document: str) -> None:
     """Write the report to `path` (creating its folder), or an InputError naming it."""
+    from promptctl.render.files import write_atomic
+
     try:
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(document, encoding="utf-8")
+        write_atomic(path, document)
     except OSError as exc:
         raise InputError(f"cannot write the report: {exc.strerror}", file=path,
                          fix="choose a writable path with -o") from None

@@ -5,38 +5,45 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from promptctl.render.markdown import gate_label, headline, interval, num, p_text, signed
+from promptctl.render import fmt
+from promptctl.render.markdown import gate_label, headline
+from promptctl.render.terminal import block, cell
 
 STYLES = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]",
           "error": "[bold red]ERROR[/]", "skip": "[dim]skip[/]"}
 
 
+def _status(status: Any) -> str:
+    return STYLES.get(status) or cell(status)
+
+
 def check_terminal(con: Console, result: dict[str, Any]) -> None:
     """Per prompt: verdict, why it was checked, runs, gates; then deleted prompts and a summary."""
     base = result["base"]
-    con.print(f"base {escape(base['ref'])} ({escape(base['how'])}, {base['commit'][:12]})  "
+    con.print(f"base {cell(base['ref'])} ({cell(base['how'])}, {cell(str(base['commit'])[:12])})  "
               f"significance {result['significance']:g}" + ("  strict" if result["strict"] else ""))
     if not result["prompts"]:
-        con.print(f"no prompt changed since the base ({result['summary']['unchanged']} unchanged)")
+        con.print(f"no prompt changed since the base ({cell(result['summary']['unchanged'])} "
+                  "unchanged)")
     for entry in result["prompts"]:
         con.print()
-        con.print(f"[bold]{escape(entry['prompt'])}[/]  {STYLES.get(entry['status'], entry['status'])}"
-                  f"  {escape('; '.join(entry['reasons']))}")
+        con.print(f"[bold]{cell(entry['prompt'])}[/]  {_status(entry['status'])}"
+                  f"  {cell('; '.join(entry['reasons']), 400)}")
         runs = []
         if entry.get("model"):
-            runs.append(f"model {escape(entry['model'])}")
+            runs.append(f"model {cell(entry['model'])}")
         if entry.get("baseline_run"):
-            runs.append(f"baseline {entry['baseline_run']} ({entry['baseline_source']})")
+            runs.append(f"baseline {cell(entry['baseline_run'])} ({cell(entry['baseline_source'])})")
         if entry.get("current_run"):
-            runs.append(f"current {entry['current_run']}")
+            reused = " (stored, reused)" if entry.get("current_source") == "stored" else ""
+            runs.append(f"current {cell(entry['current_run'])}{reused}")
         if runs:
             con.print("  " + "  ".join(runs))
         if entry.get("error"):
             con.print(f"  [bold red]{'provider failure' if entry['error']['kind'] == 'provider' else 'error'}"
-                      f":[/] {escape(entry['error']['message'])}", soft_wrap=True)
+                      f":[/] {block(entry['error']['message'])}", soft_wrap=True)
         if entry["gates"]:
             table = Table(show_edge=False, header_style="bold", padding=(0, 1))
             for col in ("gate", "current", "baseline", "change", "95% CI", "p", "verdict", "why"):
@@ -45,11 +52,12 @@ def check_terminal(con: Console, result: dict[str, Any]) -> None:
                                  overflow="fold" if col == "why" else "ellipsis")
             for g in entry["gates"]:
                 regression = g["kind"] == "max_regression"
-                table.add_row(escape(gate_label(g)), num(g.get("value")), num(g.get("baseline")),
-                              signed(g.get("delta")) if regression else "-",
-                              interval(g.get("ci95")) if regression else "-",
-                              p_text(g.get("p_value")), STYLES.get(g["status"], g["status"]),
-                              escape(g["message"]))
+                table.add_row(cell(gate_label(g)), fmt.num(g.get("value")),
+                              fmt.num(g.get("baseline")),
+                              fmt.signed(g.get("delta")) if regression else "-",
+                              fmt.interval(g.get("ci95")) if regression else "-",
+                              fmt.p_value(g.get("p_value")), _status(g["status"]),
+                              cell(g["message"], 1000))
             con.print(table)
         elif not entry.get("error"):
             con.print("  no thresholds in this prompt file: nothing to gate")
@@ -58,11 +66,11 @@ def check_terminal(con: Console, result: dict[str, Any]) -> None:
         worse, better = len(flipped.get("pass_to_fail") or []), len(flipped.get("fail_to_pass") or [])
         if worse or better:
             con.print(f"  flipped rows: {worse} pass → fail, {better} fail → pass "
-                      f"(promptctl diff {entry['baseline_run']} {entry['current_run']})")
+                      f"(promptctl diff {cell(entry['baseline_run'])} {cell(entry['current_run'])})")
         for w in entry["warnings"] + (comparison.get("warnings") or []):
-            con.print(f"  [yellow]warning:[/] {escape(w)}", soft_wrap=True)
+            con.print(f"  [yellow]warning:[/] {cell(w, 2000)}", soft_wrap=True)
     for d in result["deleted"]:
-        con.print(f"\n[bold]{escape(d['prompt'])}[/]  deleted ({escape(d['path'])})")
+        con.print(f"\n[bold]{cell(d['prompt'])}[/]  deleted ({cell(d['path'])})")
     con.print()
     code = result["exit_code"]
     verdict = {0: "[green]check passed[/]", 1: "[bold red]check failed[/]",

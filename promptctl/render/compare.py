@@ -2,46 +2,45 @@
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from promptctl.render.terminal import fmt_value
+from promptctl.render import fmt
+from promptctl.render.markdown import code, plain
+from promptctl.render.terminal import cell
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def fmt_delta(entry: dict[str, Any]) -> str:
-    if entry.get("delta") is None:
-        return "-"
-    return f"{entry['delta']:+.3f}"
+    return fmt.signed(entry.get("delta"))
 
 
 def fmt_ci(entry: dict[str, Any]) -> str:
-    ci = entry.get("ci95")
-    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-"
+    return fmt.interval(entry.get("ci95"))
 
 
 def fmt_p(entry: dict[str, Any]) -> str:
-    p = entry.get("p_value")
-    if p is None:
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return fmt.p_value(entry.get("p_value"))
 
 
-def _side(run: dict[str, Any]) -> str:
-    commit = (run.get("git_commit") or "-")[:10]
-    dirty = "*" if run.get("git_dirty") else ""
-    return f"{run['id']} ({run['model']}, {commit}{dirty}, prompt {run['prompt_version'][:8]})"
+def _side(run: dict[str, Any]) -> tuple[str, str, str, str]:
+    """A run's id, model, commit (`*` when dirty) and prompt version: untrusted text each."""
+    commit = str(run.get("git_commit") or "-")[:10] + ("*" if run.get("git_dirty") else "")
+    return (str(run["id"]), str(run["model"]), commit, str(run["prompt_version"])[:8])
 
 
-def _compact(value: Any, limit: int = 120) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _side_terminal(run: dict[str, Any]) -> str:
+    rid, model, commit, version = (cell(v, 80) for v in _side(run))
+    return f"{rid} ({model}, {commit}, prompt {version})"
+
+
+def _side_markdown(run: dict[str, Any]) -> str:
+    rid, model, commit, version = _side(run)
+    return f"{code(rid)} ({code(model)}, {code(commit)}, prompt {code(version)})"
 
 
 SHOWN_ROWS = 20
@@ -57,7 +56,7 @@ def _verdict(e: dict[str, Any], markup: bool = True) -> str:
         return "[red]worse[/]"
     if markup and verdict == "better":
         return "[green]better[/]"
-    return verdict
+    return cell(verdict) if markup else plain(verdict)
 
 
 def _flip_groups(result: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -66,24 +65,30 @@ def _flip_groups(result: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]
             ("biggest error increases", flipped["biggest_error_increases"])]
 
 
+def _metric_label(name: str, e: dict[str, Any]) -> str:
+    return name + (" (lower is better)" if not e.get("higher_is_better", True) else "")
+
+
 def diff_terminal(con: Console, result: dict[str, Any]) -> None:
     """Per-metric deltas with intervals and p-values, then flipped rows and warnings."""
-    con.print(f"A: {escape(_side(result['a']))}")
-    con.print(f"B: {escape(_side(result['b']))}")
+    con.print(f"A: {_side_terminal(result['a'])}")
+    con.print(f"B: {_side_terminal(result['b'])}")
     table = Table(show_edge=False, header_style="bold")
     for col in ("metric", "A", "B", "delta (B-A)", "95% CI", "p", "test", "n", ""):
         table.add_column(col, justify="left" if col in ("metric", "test", "") else "right")
     for name, e in result["metrics"].items():
-        label = name + (" (lower is better)" if not e.get("higher_is_better", True) else "")
-        table.add_row(label, fmt_value(e["a"]), fmt_value(e["b"]), fmt_delta(e), fmt_ci(e),
-                      fmt_p(e), e.get("test") or "-", str(e.get("n", 0)), _verdict(e))
+        table.add_row(cell(_metric_label(name, e)), fmt.num(e["a"]), fmt.num(e["b"]),
+                      fmt_delta(e), fmt_ci(e), fmt_p(e), cell(e.get("test") or "-"),
+                      cell(e.get("n", 0)), _verdict(e))
     con.print(table)
     samples = result.get("samples") or {}
     repeat = ""
     if max(samples.get("a", 1), samples.get("b", 1)) > 1:
-        repeat = f"  samples per row A {samples['a']}, B {samples['b']} (a row's samples move together)"
-    con.print(f"paired rows {result['paired_rows']}  errors excluded {result['errors_excluded']}  "
-              f"only in A {result['only_in_a']}  only in B {result['only_in_b']}{repeat}")
+        repeat = (f"  samples per row A {cell(samples['a'])}, B {cell(samples['b'])} "
+                  "(a row's samples move together)")
+    con.print(f"paired rows {cell(result['paired_rows'])}  errors excluded "
+              f"{cell(result['errors_excluded'])}  only in A {cell(result['only_in_a'])}  "
+              f"only in B {cell(result['only_in_b'])}{repeat}")
     for title, rows in _flip_groups(result):
         if not rows:
             continue
@@ -98,36 +103,32 @@ def diff_terminal(con: Console, result: dict[str, Any]) -> None:
         for col in cols:
             t.add_column(col, overflow="fold")
         for r in rows[:SHOWN_ROWS]:
-            cells = [escape(r["row_id"]), escape(_compact(r["input"])),
-                     escape(_compact(r["expected"])), escape(_compact(r["answer_a"])),
-                     escape(_compact(r["answer_b"]))]
+            cells = [cell(r["row_id"], 80)] + [cell(r.get(k), 120) for k in
+                                               ("input", "expected", "answer_a", "answer_b")]
             if errors:
-                cells += [fmt_value(r["error_a"]), fmt_value(r["error_b"])]
+                cells += [fmt.num(r["error_a"]), fmt.num(r["error_b"])]
             elif "pass_a" in r:
-                cells += [fmt_value(r["pass_a"], 2), fmt_value(r["pass_b"], 2)]
+                cells += [fmt.num(r["pass_a"], 2), fmt.num(r["pass_b"], 2)]
             t.add_row(*cells)
         con.print(t)
         if len(rows) > SHOWN_ROWS:
             con.print(f"… and {len(rows) - SHOWN_ROWS} more (all of them with --json)")
     for w in result["warnings"]:
-        con.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
-
-
-def _md_cell(value: Any) -> str:
-    return _compact(value).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        con.print(f"[yellow]warning:[/] {cell(w, 2000)}", soft_wrap=True)
 
 
 def diff_markdown(result: dict[str, Any]) -> str:
     """The diff as GitHub-flavoured Markdown (flipped rows in a collapsible section)."""
-    lines = [f"**A** `{_side(result['a'])}`  ", f"**B** `{_side(result['b'])}`", "",
+    lines = [f"**A** {_side_markdown(result['a'])}  ", f"**B** {_side_markdown(result['b'])}", "",
              "| metric | A | B | delta (B-A) | 95% CI | p | test | n | |",
              "|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for name, e in result["metrics"].items():
-        lines.append(f"| {name} | {fmt_value(e['a'])} | {fmt_value(e['b'])} | {fmt_delta(e)} | "
-                     f"{fmt_ci(e)} | {fmt_p(e)} | {e.get('test') or '-'} | {e.get('n', 0)} | "
-                     f"{_verdict(e, markup=False)} |")
-    lines += ["", f"{result['paired_rows']} paired rows, {result['errors_excluded']} excluded for "
-              f"errors, {result['only_in_a']} only in A, {result['only_in_b']} only in B."]
+        lines.append(f"| {plain(_metric_label(name, e))} | {fmt.num(e['a'])} | {fmt.num(e['b'])} "
+                     f"| {fmt_delta(e)} | {fmt_ci(e)} | {fmt_p(e)} | {plain(e.get('test') or '-')} "
+                     f"| {plain(e.get('n', 0))} | {_verdict(e, markup=False)} |")
+    lines += ["", f"{plain(result['paired_rows'])} paired rows, {plain(result['errors_excluded'])} "
+              f"excluded for errors, {plain(result['only_in_a'])} only in A, "
+              f"{plain(result['only_in_b'])} only in B."]
     for title, rows in _flip_groups(result):
         if not rows:
             continue
@@ -138,10 +139,10 @@ def diff_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"<details><summary>{title} ({len(rows)})</summary>", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows[:SHOWN_ROWS]:
-            cells = [_md_cell(c) for c in (r["row_id"], r["input"], r["expected"], r["answer_a"],
-                                           r["answer_b"])]
+            cells = [code(r.get(k), 120) for k in ("row_id", "input", "expected", "answer_a",
+                                                   "answer_b")]
             if errors:
-                cells += [fmt_value(r["error_a"]), fmt_value(r["error_b"])]
+                cells += [fmt.num(r["error_a"]), fmt.num(r["error_b"])]
             lines.append("| " + " | ".join(cells) + " |")
         if len(rows) > SHOWN_ROWS:
             lines += ["", f"… and {len(rows) - SHOWN_ROWS} more (`promptctl diff --json`)"]
@@ -149,19 +150,20 @@ def diff_markdown(result: dict[str, Any]) -> str:
     if result["warnings"]:
         lines.append("")
     for w in result["warnings"]:
-        lines.append(f"> warning: {_md_cell(w)}  ")
-    return "\n".join(lines) + "\n"
+        lines += [f"> **warning:** {plain(w, 2000)}", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def sparkline(values: list[float | None]) -> str:
     """Oldest to newest; a gap where a version has no value."""
-    known = [v for v in values if v is not None]
+    finite = [v if isinstance(v, int | float) and math.isfinite(v) else None for v in values]
+    known = [v for v in finite if v is not None]
     if not known:
         return ""
     lo, hi = min(known), max(known)
     span = hi - lo
     out = []
-    for v in values:
+    for v in finite:
         if v is None:
             out.append(" ")
         else:
@@ -174,7 +176,7 @@ def history_terminal(con: Console, result: dict[str, Any]) -> None:
     versions = result["versions"]
     if not versions:
         scope = f" with model {result['model']}" if result.get("model") else ""
-        con.print(f"no complete runs of {escape(result['prompt'])}{escape(scope)} stored yet")
+        con.print(f"no complete runs of {cell(result['prompt'])}{cell(scope)} stored yet")
         return
     metric_names: list[str] = []
     for v in versions:
@@ -182,29 +184,30 @@ def history_terminal(con: Console, result: dict[str, Any]) -> None:
     models = list(dict.fromkeys(v["model"] for v in versions))
     table = Table(show_edge=False, header_style="bold")
     for col in ("commit", "date", "author", "subject", "version", *(["model"] if len(models) > 1
-                                                                    else []), "run",
-                *metric_names):
-        table.add_column(col, no_wrap=col != "subject",
-                         justify="right" if col in metric_names else "left")
+                                                                    else []), "run"):
+        table.add_column(col, no_wrap=col != "subject")
+    for m in metric_names:
+        table.add_column(cell(m, 40), no_wrap=True, justify="right")
     for v in versions:
-        commit = (v["git_commit"] or "-")[:10] + ("*" if v["git_dirty"] else "")
-        cells = [commit, (v.get("date") or v["created_at"])[:10], escape(v.get("author") or "-"),
-                 escape(_compact(v.get("subject") or "-", 50)), v["prompt_version"][:8]]
+        commit = str(v["git_commit"] or "-")[:10] + ("*" if v["git_dirty"] else "")
+        cells = [cell(commit), cell(str(v.get("date") or v["created_at"])[:10]),
+                 cell(v.get("author") or "-", 40), cell(v.get("subject") or "-", 50),
+                 cell(str(v["prompt_version"])[:8])]
         if len(models) > 1:
-            cells.append(escape(v["model"]))
-        cells.append(v["run"])
-        cells += [fmt_value(v["metrics"].get(m)) for m in metric_names]
+            cells.append(cell(v["model"], 60))
+        cells.append(cell(v["run"]))
+        cells += [fmt.num(v["metrics"].get(m)) for m in metric_names]
         table.add_row(*cells)
     con.print(table)
     width = max(len(m) for m in metric_names) if metric_names else 0
     for model in models:
         series_of = [v for v in reversed(versions) if v["model"] == model]
         shown = series_of[-SPARK_WIDTH:]
-        scope = f"  {escape(model)}" if len(models) > 1 else ""
+        scope = f"  {cell(model, 60)}" if len(models) > 1 else ""
         more = f", last {len(shown)} of {len(series_of)}" if len(shown) < len(series_of) else ""
         for m in metric_names:
             line = sparkline([v["metrics"].get(m) for v in shown])
             if line.strip():
-                con.print(f"{m:>{width}}  {line}  (oldest → newest{more}){scope}")
+                con.print(f"{cell(m, 40):>{width}}  {line}  (oldest → newest{more}){scope}")
     for w in result.get("warnings") or []:
-        con.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+        con.print(f"[yellow]warning:[/] {cell(w, 2000)}", soft_wrap=True)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
+import re
 from typing import Any
+
+from promptctl.redact import redact
+from promptctl.render.inert import UNSAFE_BEYOND_C0
 
 
 def run_json(run: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +46,37 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _plain(value: Any) -> Any:
+    """`value` as plain JSON data: secrets masked in every string (keys too), NaN and
+    infinities as null (they have no JSON form), other numbers as numbers, anything else
+    as its text."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {redact(str(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return _plain(float(value))
+    return redact(str(value))
+
+
+# Characters JSON may carry raw but a terminal or a reader acts on (DEL, C1 controls such
+# as U+009B CSI, bidi controls, line separators) or no encoder can write (lone surrogates):
+# written as \u escapes, which parse back to the same text.
+_RAW_UNSAFE = re.compile(f"[{UNSAFE_BEYOND_C0}]")
+
+
 def dumps(document: Any) -> str:
-    """Stable, readable JSON."""
-    return json.dumps(document, ensure_ascii=False, indent=2, default=str)
+    """Strict, stable, readable JSON for `--json`: the exact text of every value, secrets
+    masked, NaN and infinities as null, and nothing a terminal would act on."""
+    text = json.dumps(_plain(document), ensure_ascii=False, indent=2, allow_nan=False)
+    # Outside strings JSON is ASCII punctuation, digits and letters, so every match lies
+    # inside a string, where a \u escape means the same character.
+    return _RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

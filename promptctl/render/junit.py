@@ -4,32 +4,49 @@ Each prompt has an `evaluate` case (an error when it could not be evaluated)
 and one case per gate: a failed gate is a <failure>, a warning passes with the
 warning in <system-out>, a gate that could not be applied is <skipped>.
 Deleted prompts appear as skipped cases.
+
+The document validates against the JUnit schema CI servers check reports with
+(Jenkins' junit-4 XSD): counts of skipped cases only on <testsuite>, never on
+<testsuites>; <skipped> carries its reason as text, not as an attribute; a
+test case's children come in the order skipped, error, failure, system-out.
 """
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from promptctl.render import fmt, inert
 from promptctl.render.markdown import gate_label
 
-# Characters XML 1.0 cannot carry at all, even escaped.
-_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
-
-def _clean(text: Any) -> str:
-    return _INVALID_XML.sub("\ufffd", str(text))
+def _clean(value: Any) -> str:
+    """Untrusted text for an XML attribute or text node: secrets masked, control characters
+    (which XML 1.0 cannot carry, or a CI log would act on) shown as escapes."""
+    return inert.text(value)
 
 
 def _case(suite: ET.Element, classname: str, name: str) -> ET.Element:
-    return ET.SubElement(suite, "testcase", classname=_clean(classname), name=_clean(name),
+    return ET.SubElement(suite, "testcase", name=_clean(name), classname=_clean(classname),
                          time="0")
+
+
+def _detail_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_detail_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return fmt.short(value)
+    return inert.as_text(value)
 
 
 def _gate_detail(gate: dict[str, Any]) -> str:
     keys = ("value", "baseline", "delta", "drop", "ci95", "p_value", "test", "n")
-    return "\n".join(f"{k}: {gate[k]}" for k in keys if gate.get(k) is not None)
+    return "\n".join(f"{k}: {_detail_value(gate[k])}" for k in keys if gate.get(k) is not None)
+
+
+def _counts(suite: ET.Element, counts: dict[str, int]) -> None:
+    for k in ("tests", "failures", "errors", "skipped"):
+        suite.set(k, str(counts[k]))
 
 
 def check_junit(result: dict[str, Any]) -> str:
@@ -45,8 +62,9 @@ def check_junit(result: dict[str, Any]) -> str:
         case = _case(suite, classname, "evaluate")
         counts["tests"] += 1
         if entry.get("error"):
-            err = ET.SubElement(case, "error", type=entry["error"]["kind"],
-                                message=_clean(entry["error"]["message"].splitlines()[0]))
+            message = inert.as_text(entry["error"]["message"])
+            err = ET.SubElement(case, "error", type=_clean(entry["error"]["kind"]),
+                                message=_clean(message.split("\n")[0]))
             err.text = _clean(entry["error"]["message"])
             counts["errors"] += 1
         else:
@@ -63,25 +81,26 @@ def check_junit(result: dict[str, Any]) -> str:
                 failure.text = _clean(_gate_detail(gate))
                 counts["failures"] += 1
             elif gate["status"] == "skip":
-                ET.SubElement(case, "skipped", message=_clean(gate["message"]))
+                ET.SubElement(case, "skipped").text = _clean(gate["message"])
                 counts["skipped"] += 1
             elif gate["status"] == "warn":
                 out = ET.SubElement(case, "system-out")
                 out.text = _clean(f"warning: {gate['message']}\n{_gate_detail(gate)}")
+        _counts(suite, counts)
         for k, v in counts.items():
-            suite.set(k, str(v))
             totals[k] += v
     if result["deleted"]:
         suite = ET.SubElement(root, "testsuite", name="promptctl check deleted prompts")
         for d in result["deleted"]:
             case = _case(suite, f"promptctl.{d['prompt']}", "deleted")
-            ET.SubElement(case, "skipped", message=_clean(f"{d['path']} was deleted"))
+            ET.SubElement(case, "skipped").text = _clean(f"{d['path']} was deleted")
         n = len(result["deleted"])
-        for k, v in (("tests", n), ("failures", 0), ("errors", 0), ("skipped", n)):
-            suite.set(k, str(v))
-            totals[k] += v
-    for k, v in totals.items():
-        root.set(k, str(v))
+        _counts(suite, {"tests": n, "failures": 0, "errors": 0, "skipped": n})
+        totals["tests"] += n
+        totals["skipped"] += n
+    # <testsuites> has no `skipped` in the schema: the suites carry it.
+    for k in ("tests", "failures", "errors"):
+        root.set(k, str(totals[k]))
     ET.indent(root)
     body = ET.tostring(root, encoding="unicode")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"

@@ -1,14 +1,17 @@
 """`promptctl check` as GitHub-flavoured Markdown, for the job summary and a PR comment.
 
-Anything a model or a user wrote (inputs, answers, error messages) is HTML-escaped
-inside <code>, so it can neither break a table nor render as a link or image.
+A pull request controls much of what this report shows: prompt, metric and model
+names, eval-set rows, and through the model the answers. Every such value goes
+through `plain` or `code`, that is through `inert.markdown`, so that on GitHub it
+reads as the literal text it is: no image, link, mention, emphasis, heading or HTML,
+no control character, and a table cell stays one cell.
 """
 
 from __future__ import annotations
 
-import html
-import json
 from typing import Any
+
+from promptctl.render import fmt, inert
 
 MARKER = "<!-- promptctl-check -->"
 FLIPPED_SHOWN = 10
@@ -17,48 +20,42 @@ CELL_LIMIT = 80
 ICONS = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail", "error": "💥 error",
          "skip": "➖ skip"}
 
-
-def _text(value: Any, limit: int = CELL_LIMIT) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def code(value: Any, limit: int = CELL_LIMIT) -> str:
-    """Untrusted text as an inline code cell: escaped, one line, pipes neutralised."""
-    if value is None:
-        return "-"
-    escaped = html.escape(_text(value, limit), quote=True).replace("|", "&#124;")
-    return f"<code>{escaped}</code>" if escaped else "-"
+# The number formats every output shares (kept under these names for the other renderers).
+num, signed, interval, p_text = fmt.num, fmt.signed, fmt.interval, fmt.p_value
 
 
 def plain(value: Any, limit: int = 400) -> str:
-    """Our own messages (which may quote a server's error): escaped, one line."""
-    return html.escape(_text(value, limit), quote=False).replace("|", "&#124;")
+    """Untrusted text (or a message quoting it) as literal Markdown on one line; `-` when empty."""
+    return inert.markdown(value, limit) or "-"
 
 
-def num(value: Any, digits: int = 3) -> str:
+def code(value: Any, limit: int = CELL_LIMIT) -> str:
+    """Untrusted text as literal Markdown in monospace (<code>), on one line; `-` for none."""
     if value is None:
         return "-"
-    return f"{value:.{digits}f}"
+    shown = inert.markdown(value, limit)
+    return f"<code>{shown}</code>" if shown else "-"
 
 
-def signed(value: Any) -> str:
-    return "-" if value is None else f"{value:+.3f}"
-
-
-def interval(ci: Any) -> str:
-    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-"
-
-
-def p_text(p: Any) -> str:
-    if p is None:
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+def quoted(label: str, message: Any, limit: int = 1000) -> list[str]:
+    """A message as a block quote, `label` in bold before its first line, and each further
+    line of it (its `fix:` above all) a paragraph of its own, so a reader sees at a glance
+    what went wrong and what to do."""
+    text = inert.as_text(message).replace("\r\n", "\n")
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    first, rest = (lines[0], lines[1:]) if lines else ("", [])
+    out = [f"> **{label}:** {plain(first, limit)}"]
+    for line in rest:
+        if line.startswith("fix:"):
+            out += [">", f"> **fix:** {plain(line.removeprefix('fix:').strip(), limit)}"]
+        else:
+            out += [">", f"> {plain(line, limit)}"]
+    return [*out, ""]
 
 
 def gate_label(gate: dict[str, Any]) -> str:
-    """`rmse ≤ 1.5`, `format_validity ≥ 0.95`, `exact_match drop ≤ 0.02`."""
+    """`rmse ≤ 1.5`, `format_validity ≥ 0.95`, `exact_match drop ≤ 0.02` (untrusted: the
+    metric name comes from the prompt file)."""
     if gate["kind"] == "min":
         return f"{gate['metric']} ≥ {gate['limit']:g}"
     if gate["kind"] == "max":
@@ -78,37 +75,42 @@ def headline(result: dict[str, Any]) -> str:
 def overall(result: dict[str, Any]) -> str:
     code_ = result["exit_code"]
     return {0: "✅ passed", 1: "❌ failed", 2: "💥 input error", 3: "💥 provider failure"}.get(
-        code_, f"exit {code_}")
+        code_, f"exit {plain(code_)}")
 
 
 def _prompt_section(entry: dict[str, Any], significance: float) -> list[str]:
-    lines = [f"### {plain(entry['prompt'])}: {ICONS.get(entry['status'], entry['status'])}", ""]
+    lines = [f"### {plain(entry['prompt'])}: {ICONS.get(entry['status'], plain(entry['status']))}",
+             ""]
     facts = [plain("; ".join(entry["reasons"]))]
     if entry.get("model"):
         facts.append(f"model {code(entry['model'])}")
     if entry.get("baseline_run"):
-        facts.append(f"baseline run `{entry['baseline_run']}` ({entry['baseline_source']}"
-                     + (f", {plain(entry['baseline_model'])}"
+        facts.append(f"baseline run {code(entry['baseline_run'])} "
+                     f"({plain(entry['baseline_source'])}"
+                     + (f", {code(entry['baseline_model'])}"
                         if entry.get("baseline_model") not in (None, entry.get("model")) else "")
                      + ")")
     if entry.get("current_run"):
-        facts.append(f"current run `{entry['current_run']}`")
+        reused = " (stored, reused)" if entry.get("current_source") == "stored" else ""
+        facts.append(f"current run {code(entry['current_run'])}{reused}")
     lines += [" · ".join(facts), ""]
     if entry.get("error"):
         kind = "provider failure" if entry["error"]["kind"] == "provider" else "error"
-        lines += [f"> **{kind}:** {plain(entry['error']['message'], 1000)}", ""]
+        lines += quoted(kind, entry["error"]["message"])
     if entry["gates"]:
         lines += ["| gate | current | baseline | change | 95% CI | p | verdict |",
                   "|---|---:|---:|---:|---:|---:|---|"]
         for g in entry["gates"]:
-            change = signed(g.get("delta")) if g["kind"] == "max_regression" else "-"
-            lines.append(f"| {gate_label(g)} | {num(g.get('value'))} | {num(g.get('baseline'))} | "
-                         f"{change} | {interval(g.get('ci95')) if g['kind'] == 'max_regression' else '-'}"
-                         f" | {p_text(g.get('p_value'))} | {ICONS.get(g['status'], g['status'])} |")
+            regression = g["kind"] == "max_regression"
+            lines.append(f"| {plain(gate_label(g))} | {num(g.get('value'))} | "
+                         f"{num(g.get('baseline'))} | {signed(g.get('delta')) if regression else '-'}"
+                         f" | {interval(g.get('ci95')) if regression else '-'}"
+                         f" | {p_text(g.get('p_value'))} | "
+                         f"{ICONS.get(g['status'], plain(g['status']))} |")
         lines.append("")
         notes = [g for g in entry["gates"] if g["status"] in ("fail", "warn", "skip")]
         for g in notes:
-            lines.append(f"- **{gate_label(g)}**: {plain(g['message'])}")
+            lines.append(f"- **{plain(gate_label(g))}**: {plain(g['message'])}")
         if notes:
             lines.append("")
     elif not entry.get("error"):
@@ -122,17 +124,18 @@ def _prompt_section(entry: dict[str, Any], significance: float) -> list[str]:
             mark = ""
             if e.get("direction") in ("better", "worse") and (e.get("p_value") or 1) < significance:
                 mark = f" ({e['direction']})"
-            lines.append(f"| {name}{mark} | {num(e.get('a'))} | {num(e.get('b'))} | "
+            lines.append(f"| {plain(name)}{mark} | {num(e.get('a'))} | {num(e.get('b'))} | "
                          f"{signed(e.get('delta'))} | {interval(e.get('ci95'))} | "
-                         f"{p_text(e.get('p_value'))} | {e.get('test') or '-'} | {e.get('n', 0)} |")
-        lines += ["", f"Paired rows {comparison['paired_rows']}, errors excluded "
-                  f"{comparison['errors_excluded']}, only in baseline {comparison['only_in_a']}, "
-                  f"only in current {comparison['only_in_b']}.", "", "</details>", ""]
+                         f"{p_text(e.get('p_value'))} | {plain(e.get('test') or '-')} | "
+                         f"{plain(e.get('n', 0))} |")
+        lines += ["", f"Paired rows {plain(comparison['paired_rows'])}, errors excluded "
+                  f"{plain(comparison['errors_excluded'])}, only in baseline "
+                  f"{plain(comparison['only_in_a'])}, only in current "
+                  f"{plain(comparison['only_in_b'])}.", "", "</details>", ""]
         lines += _flipped(comparison["flipped"], entry)
-    for w in entry["warnings"] + ((comparison or {}).get("warnings") or []):
-        lines.append(f"> ⚠️ {plain(w)}  ")
-    if entry["warnings"] or (comparison or {}).get("warnings"):
-        lines.append("")
+    warnings = entry["warnings"] + ((comparison or {}).get("warnings") or [])
+    for w in warnings:
+        lines += [f"> ⚠️ {plain(w)}", ""]
     return lines
 
 
@@ -153,8 +156,8 @@ def _flipped(flipped: dict[str, list[dict[str, Any]]], entry: dict[str, Any]) ->
                              f"{code(r.get('answer_b'))} |")
         hidden = max(0, len(worse) - FLIPPED_SHOWN) + max(0, len(better) - FLIPPED_SHOWN)
         if hidden:
-            lines.append(f"\n{hidden} more: `promptctl diff {entry['baseline_run']} "
-                         f"{entry['current_run']}`")
+            command = f"promptctl diff {entry['baseline_run']} {entry['current_run']}"
+            lines += ["", f"{hidden} more: {code(command, 200)}"]
         lines.append("")
     if errors_up:
         lines += ["Biggest error increases:", "",
@@ -173,9 +176,9 @@ def check_markdown(result: dict[str, Any]) -> str:
     head = result["head"]
     lines = [MARKER, f"## promptctl check: {overall(result)}", "",
              f"{headline(result)}. Base {code(base['ref'])} ({plain(base['how'])}, "
-             f"`{base['commit'][:12]}`), head `{(head.get('commit') or '-')[:12]}`"
+             f"{code(str(base['commit'])[:12])}), head {code(str(head.get('commit') or '-')[:12])}"
              + (" with uncommitted changes" if head.get("dirty") else "")
-             + f"; significance {result['significance']:g}"
+             + f"; significance {plain(format(result['significance'], 'g'))}"
              + (", strict" if result["strict"] else "") + ".", ""]
     prompts = result["prompts"]
     if prompts:
@@ -185,15 +188,15 @@ def check_markdown(result: dict[str, Any]) -> str:
             warned = [gate_label(g) for g in p["gates"] if g["status"] == "warn"]
             gates = []
             if failed:
-                gates.append("failed: " + ", ".join(failed))
+                gates.append("failed: " + plain(", ".join(failed)))
             if warned:
-                gates.append("warned: " + ", ".join(warned))
+                gates.append("warned: " + plain(", ".join(warned)))
             if p.get("error"):
                 gates.append("not checked")
             if not gates:
                 passed = sum(1 for g in p["gates"] if g["status"] == "pass")
                 gates.append(f"{passed} passed")
-            lines.append(f"| {plain(p['prompt'])} | {ICONS.get(p['status'], p['status'])} | "
+            lines.append(f"| {plain(p['prompt'])} | {ICONS.get(p['status'], plain(p['status']))} | "
                          f"{plain('; '.join(p['reasons']))} | {'; '.join(gates)} |")
         lines.append("")
         for p in prompts:

@@ -1,15 +1,52 @@
-"""Rich tables for humans; plain text when stdout is not a terminal (rich decides)."""
+"""Rich tables for humans; plain text when stdout is not a terminal (rich decides).
+
+Every console comes from `console()`: an `InertConsole`, through which no text from
+data can act on the terminal (see `promptctl.render.inert`).
+"""
 
 from __future__ import annotations
 
-import json
+import math
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.segment import Segment
 from rich.table import Table
+from rich.text import Text
 
 from promptctl.metrics.registry import higher_is_better
+from promptctl.render import fmt, inert
+
+
+class InertConsole(Console):
+    """A console that shows control characters in what it prints as escapes and masks secrets.
+
+    Every string it prints or lays out in a table (markup or not) goes through
+    `inert.text` before rich measures it, so columns stay aligned. What reaches it already
+    built (a `Text`, a progress bar's fields) is made inert segment by segment on the way
+    out, where links are dropped too: promptctl prints no hyperlinks, so an OSC 8 sequence
+    can only come from someone's markup. Rich's own control segments (cursor moves of a
+    progress bar) pass unchanged.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(inert.text(text), **kwargs)
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(_inert_segments(buffer))
+
+
+def _inert_segments(segments: Iterable[Segment]) -> Iterator[Segment]:
+    for segment in segments:
+        text, style, control = segment
+        if control:
+            yield segment
+            continue
+        if style is not None and style.link:
+            style = style.update_link(None)
+        yield Segment(inert.text(text), style)
 
 
 def console(stderr: bool = False) -> Console:
@@ -21,43 +58,46 @@ def console(stderr: bool = False) -> Console:
     width = None
     if not (hasattr(stream, "isatty") and stream.isatty()) and not os.environ.get("COLUMNS"):
         width = 160  # logs and pipes have no width; 80 squeezes every table into ellipses
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    return InertConsole(stderr=stderr, highlight=False, soft_wrap=False, width=width,
+                        emoji=False)
 
 
-def fmt_value(value: float | None, digits: int = 3) -> str:
+def cell(value: Any, limit: int = 200) -> str:
+    """A value from data as console markup that shows it literally: on one line (a newline
+    shows as ⏎), cut to `limit` characters, rich markup escaped."""
     if value is None:
         return "-"
-    return f"{value:.{digits}f}"
+    # Made inert before it is cut, so no secret is cut to a piece too short to be recognised.
+    return escape(inert.shorten(inert.text(value).replace("\n", " ⏎ "), limit))
 
 
-def fmt_metric(result: dict[str, Any] | None) -> str:
-    if not result or result.get("value") is None:
-        return "-"
-    text = fmt_value(result["value"])
-    ci = result.get("ci95")
-    if ci:
-        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-    return text
+def block(value: Any) -> str:
+    """A message from data as console markup that shows it literally, its lines kept."""
+    return escape(inert.text(value))
 
 
 def fmt_cost(cost: float | None) -> str:
-    if cost is None:
+    if cost is None or not math.isfinite(cost):
         return "unknown (add the model to pricing: in promptctl.yaml)"
     return f"${cost:.4f}" if cost < 100 else f"${cost:,.2f}"
 
 
-def _short(sha: str | None, n: int = 10) -> str:
-    return sha[:n] if sha else "-"
+def _short(sha: Any, n: int = 10) -> str:
+    return cell(sha[:n]) if isinstance(sha, str) and sha else "-"
+
+
+def _count(value: Any) -> str:
+    return str(value) if isinstance(value, int) else fmt.num(value, 0)
 
 
 def run_summary(con: Console, run: dict[str, Any]) -> None:
     """The summary table of one run: metrics with intervals, few-shot side by side, accounting."""
     summary = run.get("summary") or {}
     dirty = " (dirty)" if run.get("git_dirty") else ""
-    status = "" if run["status"] == "complete" else f"  [bold red]{run['status']}[/]"
-    con.print(f"[bold]{escape(run['prompt_name'])}[/] with [bold]{escape(run['model'])}[/]  "
-              f"run {run['id']}  commit {_short(run['git_commit'])}{dirty}  "
-              f"prompt {run['prompt_version'][:12]}{status}")
+    status = "" if run["status"] == "complete" else f"  [bold red]{cell(run['status'])}[/]"
+    con.print(f"[bold]{cell(run['prompt_name'])}[/] with [bold]{cell(run['model'])}[/]  "
+              f"run {cell(run['id'])}  commit {_short(run['git_commit'])}{dirty}  "
+              f"prompt {_short(run['prompt_version'], 12)}{status}")
     table = Table(show_edge=False, header_style="bold")
     table.add_column("metric")
     table.add_column("eval set (95% CI)", justify="right")
@@ -67,19 +107,21 @@ def run_summary(con: Console, run: dict[str, Any]) -> None:
     metrics = run.get("metrics") or {}
     fewshot = run.get("fewshot_metrics") or {}
     for name, result in metrics.items():
-        label = name + ("" if (result or {}).get("higher_is_better", higher_is_better(name))
-                        else " (lower is better)")
+        label = cell(name) + ("" if (result or {}).get("higher_is_better", higher_is_better(name))
+                              else " (lower is better)")
         fs = fewshot.get(name) or {}
-        table.add_row(label, fmt_metric(result), str(result.get("n", 0)),
-                      fmt_metric(fs) if fs.get("n") else "-", str(fs.get("n", 0)))
+        table.add_row(label, fmt.metric(result), _count(result.get("n", 0)),
+                      fmt.metric(fs) if fs.get("n") else "-", _count(fs.get("n", 0)))
     con.print(table)
     latency = summary.get("latency_ms") or {}
     tokens = summary.get("tokens") or {}
-    lat = "  ".join(f"{k} {v:.0f}" for k, v in latency.items()) or "-"
+    lat = "  ".join(f"{cell(k)} {fmt.num(v, 0)}" for k, v in latency.items()) or "-"
     errors = summary.get("errors", 0) + summary.get("fewshot_errors", 0)
-    con.print(f"rows {summary.get('n', 0)}  errors {errors}  cached {summary.get('cached', 0)}  "
-              f"retries {summary.get('retries', 0)}  tokens {tokens.get('prompt', 0)} in / "
-              f"{tokens.get('completion', 0)} out  cost {fmt_cost(summary.get('cost_usd'))}")
+    con.print(f"rows {_count(summary.get('n', 0))}  errors {_count(errors)}  "
+              f"cached {_count(summary.get('cached', 0))}  "
+              f"retries {_count(summary.get('retries', 0))}  "
+              f"tokens {_count(tokens.get('prompt', 0))} in / "
+              f"{_count(tokens.get('completion', 0))} out  cost {fmt_cost(summary.get('cost_usd'))}")
     con.print(f"latency ms  {lat}")
     consistency = summary.get("consistency")
     if consistency:
@@ -88,19 +130,20 @@ def run_summary(con: Console, run: dict[str, Any]) -> None:
     models = summary.get("response_models") or []
     if len(fps) > 1 or len(models) > 1:
         con.print(f"[yellow]warning:[/] the server answered as several models/fingerprints "
-                  f"({escape(', '.join(models + fps))}): results may mix model versions")
+                  f"({cell(', '.join(map(str, models + fps)), 400)}): results may mix model "
+                  "versions")
 
 
 def repeat_summary(con: Console, c: dict[str, Any]) -> None:
     """`eval --repeat K`: how stable the answers were across the K samples of each row."""
     con.print(f"repeat {c['k']} samples per row over {c['rows']} rows: mean agreement "
-              f"{fmt_metric(c['mean_agreement'])}  unstable rows {fmt_metric(c['unstable_share'])}")
-    con.print(f"pass@{c['k']} {fmt_metric(c['pass_at_k'])}  pass^{c['k']} "
-              f"{fmt_metric(c['pass_hat_k'])}  majority-vote exact_match "
-              f"{fmt_metric(c['majority_exact_match'])}")
+              f"{fmt.metric(c['mean_agreement'])}  unstable rows {fmt.metric(c['unstable_share'])}")
+    con.print(f"pass@{c['k']} {fmt.metric(c['pass_at_k'])}  pass^{c['k']} "
+              f"{fmt.metric(c['pass_hat_k'])}  majority-vote exact_match "
+              f"{fmt.metric(c['majority_exact_match'])}")
     flaky = c.get("flaky_rows") or []
     if flaky:
-        shown = ", ".join(f"{escape(str(r['row_id']))} ({r['agreement']:.0%})" for r in flaky[:10])
+        shown = ", ".join(f"{cell(r['row_id'], 40)} ({r['agreement']:.0%})" for r in flaky[:10])
         more = f" and {len(flaky) - 10} more" if len(flaky) > 10 else ""
         con.print(f"[yellow]flaky rows ({len(flaky)}):[/] {shown}{more}", soft_wrap=True)
     else:
@@ -116,48 +159,91 @@ def runs_table(con: Console, runs: list[dict[str, Any]]) -> None:
     for run in runs:
         summary = run.get("summary") or {}
         metrics = run.get("metrics") or {}
-        shown = "  ".join(f"{k} {fmt_value(v.get('value'))}" for k, v in metrics.items())
-        table.add_row(run["id"], run["created_at"][:19].replace("T", " "),
-                      escape(run["prompt_name"]), _short(run["git_commit"], 8),
+        shown = "  ".join(f"{cell(k)} {fmt.num(v.get('value'))}" for k, v in metrics.items())
+        table.add_row(cell(run["id"]), cell(run["created_at"][:19].replace("T", " ")),
+                      cell(run["prompt_name"]), _short(run["git_commit"], 8),
                       "yes" if run["git_dirty"] else ("-" if run["git_dirty"] is None else "no"),
-                      run["prompt_version"][:8], escape(run["model"]), run["status"],
-                      str(summary.get("n", 0)), str(summary.get("errors", 0)), shown)
+                      _short(run["prompt_version"], 8), cell(run["model"]), cell(run["status"]),
+                      _count(summary.get("n", 0)), _count(summary.get("errors", 0)), shown)
     con.print(table)
 
 
-def _compact(value: Any, limit: int = 200) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = text.replace("\n", " ⏎ ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# The per-row key each metric reads (`accuracy` is scored as exact match).
+_ROW_KEY = {"accuracy": "exact_match"}
 
 
-def show_rows(con: Console, run: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def _score(value: Any) -> str:
+    if isinstance(value, bool):
+        value = int(value)
+    return fmt.short(value) if isinstance(value, int | float) else "-"
+
+
+def row_scores(asked: Iterable[str], scores: dict[str, Any]) -> str:
+    """A row's scores for the metrics the run asked for, as a reader takes them in: shares as
+    0/1, rmse and mae as the row's absolute error, f1_macro as whether the label was right.
+    A correlation (pearson, spearman) has no value for one row and is left out."""
+    parts: list[str] = []
+    for name in asked:
+        if name in ("pearson", "spearman"):
+            continue
+        if name in ("rmse", "mae"):
+            if any(p.startswith("abs error") for p in parts):
+                continue
+            a, e = scores.get("answer_num"), scores.get("expected_num")
+            if isinstance(a, int | float) and isinstance(e, int | float):
+                parts.append(f"abs error {_score(abs(a - e))}")
+            else:
+                parts.append("abs error -")
+        elif name == "f1_macro":
+            if "label_expected" not in scores:
+                parts.append("f1_macro -")
+            else:
+                right = scores.get("label_answer") == scores["label_expected"]
+                parts.append(f"label {'right' if right else 'wrong'}")
+        else:
+            parts.append(f"{cell(name, 40)} {_score(scores.get(_ROW_KEY.get(name, name)))}")
+    return "  ".join(parts)
+
+
+def _implied(scores: dict[str, Any]) -> list[str]:
+    """The metrics a row's scores were kept for, when the run has no totals to name them (it
+    was interrupted): the shares it holds, and an error for numeric answers."""
+    asked = [k for k in ("format_validity", "exact_match", "contains", "regex") if k in scores]
+    return asked + (["mae"] if "answer_num" in scores else [])
+
+
+def no_answer(reason: Any) -> str:
+    """Why a completion gave no answer, as a sentence: `no answer: the pattern did not match`."""
+    text = str(reason or "it could not be read").strip()
+    if text.startswith("pattern "):
+        text = "the " + text
+    return f"no answer: {text}"
+
+
+def show_rows(con: Console, run: dict[str, Any], rows: Iterable[dict[str, Any]]) -> None:
     """One run row by row."""
     run_summary(con, run)
+    asked = list(run.get("metrics") or run.get("fewshot_metrics") or {})  # none: unfinished
     table = Table(show_edge=False, header_style="bold", show_lines=True)
     for col in ("row", "input", "completion", "answer", "expected", "scores", "tokens", "ms"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        tag = row["row_id"] + ("" if row["kind"] == "eval" else " (few-shot)")
+        tag = cell(row["row_id"], 80) + ("" if row["kind"] == "eval" else " (few-shot)")
         if row["sample"]:
-            tag += f" #{row['sample']}"
+            tag += f" #{_count(row['sample'])}"
         if row.get("error"):
-            table.add_row(escape(tag), escape(_compact(row["input"])),
-                          f"[red]error:[/] {escape(row['error'])}", "", "", "", "", "")
+            table.add_row(tag, cell(row["input"]), f"[red]error:[/] {cell(row['error'], 1000)}",
+                          "", "", "", "", "")
             continue
-        answer = (escape(_compact(row["answer"])) if row["valid"]
-                  else f"[red]invalid[/] {escape(str(row.get('extract_error')))}")
-        scores = row.get("scores") or {}
-        shown = " ".join(f"{k}={v:g}" for k, v in scores.items()
-                         if isinstance(v, float) and k in ("exact_match", "format_validity",
-                                                           "squared_error", "contains", "regex"))
-        tokens = f"{row['prompt_tokens'] or 0}/{row['completion_tokens'] or 0}"
-        expected = _compact(row["expected"]) if row.get("has_expected") else "-"
-        table.add_row(escape(tag), escape(_compact(row["input"])),
-                      escape(_compact(row["completion"] or "")),
-                      answer, escape(expected), shown,
+        answer = (cell(row["answer"]) if row["valid"]
+                  else f"[red]{cell(no_answer(row.get('extract_error')))}[/]")
+        tokens = f"{_count(row['prompt_tokens'] or 0)}/{_count(row['completion_tokens'] or 0)}"
+        expected = cell(row["expected"]) if row.get("has_expected") else "-"
+        table.add_row(tag, cell(row["input"]), cell(row["completion"] or ""), answer, expected,
+                      row_scores(asked or _implied(row.get("scores") or {}),
+                                 row.get("scores") or {}),
                       tokens + (" cached" if row["cached"] else ""),
-                      fmt_value(row["latency_ms"], 0))
+                      fmt.num(row["latency_ms"], 0))
     con.print(table)
 
 
@@ -168,15 +254,17 @@ def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
                 "completion tokens (max)", "cost (max)"):
         table.add_column(col, justify="left" if col in ("prompt", "model") else "right")
     for p in plans:
-        table.add_row(escape(p["prompt"]), escape(p["model"]), str(p["requests"]),
-                      str(p["cached"]), str(p["to_send"]), str(p["prompt_tokens"]),
-                      "-" if p["completion_tokens_max"] is None else str(p["completion_tokens_max"]),
+        table.add_row(cell(p["prompt"]), cell(p["model"]), _count(p["requests"]),
+                      _count(p["cached"]), _count(p["to_send"]), _count(p["prompt_tokens"]),
+                      "-" if p["completion_tokens_max"] is None
+                      else _count(p["completion_tokens_max"]),
                       fmt_cost(p["estimated_cost_usd_max"]))
     con.print(table)
-    methods = sorted({p["token_count_method"] for p in plans})
-    con.print(f"prompt tokens: {', '.join(methods)}; nothing was sent")
+    methods = sorted({str(p["token_count_method"]) for p in plans})
+    con.print(f"prompt tokens: {cell(', '.join(methods))}; nothing was sent")
     for p in plans:
         if p["first_request"]:
-            con.print(f"\n[bold]first request of {escape(p['prompt'])}[/]:")
+            con.print(f"\n[bold]first request of {cell(p['prompt'])}[/]:")
             for m in p["first_request"]:
-                con.print(f"[dim]{m['role']}:[/] {escape(m['content'])}", soft_wrap=True)
+                con.print(f"[dim]{cell(m['role'])}:[/] {escape(inert.as_text(m['content']))}",
+                          soft_wrap=True)

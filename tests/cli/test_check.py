@@ -8,13 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xmlschema
 from typer.testing import Result
 
 from tests import helpers
 from tests.checkrepo import Repo, evalset_text, prompt_text, repo
 from tests.fakeserver import FakeOpenAI
+from tests.render import gfm
 
 __all__ = ["repo"]  # the fixture, imported for this module's tests
+
+JUNIT_SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "data" / "jenkins-junit.xsd")
 
 
 def invoke(*args: str, code: int = 0) -> Result:
@@ -101,6 +105,7 @@ def test_junit_and_markdown_reports(repo: Repo, tmp_path: Path,
     junit, md = tmp_path / "out" / "junit.xml", tmp_path / "report.md"
     invoke("--junit", str(junit), "--markdown", str(md), code=1)
 
+    JUNIT_SCHEMA.validate(str(junit))
     tree = ET.parse(junit)
     root = tree.getroot()
     assert root.tag == "testsuites"
@@ -116,8 +121,9 @@ def test_junit_and_markdown_reports(repo: Repo, tmp_path: Path,
 
     report = md.read_text(encoding="utf-8")
     assert "## promptctl check: ❌ failed" in report
-    assert "exact_match drop ≤ 0.02" in report and "<details>" in report
-    assert "pass → fail" in report and "<code>101</code>" in report
+    shown = gfm.cmark(report)
+    assert "exact_match drop ≤ 0.02" in shown.text and "<details>" in report
+    assert "pass → fail" in shown.text and "<code>101</code>" in shown.html
     assert "| p |" in report and "<0.001" in report
     step = summary.read_text(encoding="utf-8")
     assert step.startswith("earlier step\n") and report in step
@@ -137,8 +143,13 @@ def test_markdown_escapes_model_output(repo: Repo, fake_openai: FakeOpenAI, tmp_
     repo.commit("evil answers")
     invoke("--base", "HEAD~1", "--markdown", str(tmp_path / "r.md"), code=1)
     report = (tmp_path / "r.md").read_text(encoding="utf-8")
-    assert "<img" not in report and "&lt;img" in report
-    assert "7 &#124; &lt;img" in report
+    answer = "7 | <img src=x onerror=alert(1)> ![p](http://t.invalid/p.png)"
+    for render in gfm.RENDERERS.values():
+        shown = render(report)
+        assert not {"img", "a"} & set(shown.tags), shown.html
+        assert any(gfm.visible(c) == answer for row in shown.rows for c in row), shown.rows
+        for table in shown.tables:  # each table intact: every row as wide as its header
+            assert {len(row) for row in table} == {len(table[0])}, table
 
 
 def test_check_is_listed_in_help() -> None:
