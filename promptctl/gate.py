@@ -441,7 +441,6 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
 def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store: Store,
                options: CheckOptions, eval_options: EvalOptions, say: EventFn) -> dict[str, Any]:
     from promptctl.compare import compare_runs
-    from promptctl.evalsets import load_evalset
     from promptctl.prompts import load_prompt
     from promptctl.providers import resolve_model
     from promptctl.runner import run_eval
@@ -459,7 +458,7 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
         if prompt.evalset is None:
             raise InputError("no eval set: check needs the prompt to name one", file=prompt.path,
                              fix="add evalset: ../evalsets/NAME.jsonl to the prompt file")
-        evalset = load_evalset(prompt.evalset)
+        evalset = prompt.load_evalset()
         spec = options.model or prompt.model
         if not spec:
             raise InputError("no model: the prompt names none", file=prompt.path,

@@ -5,12 +5,15 @@ GitPython is imported only when a repository is actually used.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from promptctl.errors import InputError
+from promptctl.files import MAX_EVALSET_BYTES
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,13 @@ def git_state(path: Path, files: Sequence[Path] = ()) -> GitState:
     return GitState(root=root, commit=commit, dirty=dirty, branch=branch)
 
 
-def read_at_ref(path: Path, ref: str) -> tuple[bytes, str]:
+def read_at_ref(path: Path, ref: str, *, max_bytes: int = MAX_EVALSET_BYTES) -> tuple[bytes, str]:
     """The bytes of `path` as committed at `ref`, and that ref's commit sha.
 
     Reads from the object store: neither the work tree nor the index is touched.
+    Only a regular file inside the repository is read: a path that leaves it
+    (`..`), a symbolic link or a submodule committed there, or a file over
+    `max_bytes` is an error.
     """
     import git
 
@@ -79,11 +85,10 @@ def read_at_ref(path: Path, ref: str) -> tuple[bytes, str]:
         raise InputError("not inside a git repository", file=path,
                          fix="--ref needs the prompt to live in a git work tree")
     root = Path(repo.working_tree_dir).resolve()
-    try:
-        rel = path.resolve().relative_to(root).as_posix()
-    except ValueError:
+    rel = _repo_relative(path, Path(repo.working_tree_dir), root)
+    if rel is None:
         raise InputError("file is outside the git work tree", file=path,
-                         fix="use a path inside the repository") from None
+                         fix="use a path inside the repository")
     try:
         commit = repo.commit(ref)
     except (git.BadName, ValueError, git.GitCommandError):
@@ -94,5 +99,28 @@ def read_at_ref(path: Path, ref: str) -> tuple[bytes, str]:
     except KeyError:
         raise InputError(f"file did not exist at {ref} ({commit.hexsha[:12]})", file=path,
                          fix="choose a ref where the file exists") from None
+    at = f"at {ref} ({commit.hexsha[:12]})"
+    if blob.type != "blob" or not stat.S_ISREG(blob.mode):
+        kind = ("a symbolic link" if blob.type == "blob" and stat.S_ISLNK(blob.mode) else
+                "a directory" if blob.type == "tree" else "a submodule")
+        raise InputError(f"is {kind} {at}, not a regular file", file=path,
+                         fix="commit the file itself: promptctl does not follow links in git")
+    if blob.size > max_bytes:
+        raise InputError(f"is larger than {max_bytes // 2**20} MiB {at}", file=path,
+                         fix="split it into smaller files")
     data: bytes = blob.data_stream.read()
     return data, str(commit.hexsha)
+
+
+def _repo_relative(path: Path, tree: Path, root: Path) -> str | None:
+    """`path` relative to the work tree, `..` resolved by name, not through symbolic links."""
+    named = Path(os.path.normpath(os.path.abspath(path)))
+    for base in (Path(os.path.abspath(tree)), root):
+        if named.is_relative_to(base):
+            return named.relative_to(base).as_posix()
+    # The work tree reached through a symbolic link (/tmp -> /private/tmp): resolve, which
+    # still must land inside it.
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return None

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptctl._yaml import LineMap, decode_utf8, load_yaml_text, read_bytes
+from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError
-from promptctl.evalsets import Row, make_row
-from promptctl.templates import Site, _short, compile_template, render_template
+from promptctl.evalsets import EvalSet, Row, load_evalset, make_row
+from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
+from promptctl.templates import Site, compile_template, render_template
 
 if TYPE_CHECKING:
     import jinja2
@@ -92,6 +94,7 @@ class Prompt:
     evalset: Path | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
     evalset_line: int | None = None
+    root: Path | None = None  # the project root its eval set must lie in (None: found when needed)
 
     @cached_property
     def _templates(self) -> list[jinja2.Template]:
@@ -105,10 +108,23 @@ class Prompt:
     def render(self, variables: dict[str, Any], row_id: str | None = None) -> list[dict[str, str]]:
         """Render the messages for one row; a missing variable names file, template and row."""
         context = {**variables, "examples": [e.to_dict() for e in self.examples]}
-        who = f"row {_short(row_id)!r}" if row_id is not None else "the row"
+        who = f"row {quote(row_id)}" if row_id is not None else "the row"
         return [{"role": message.role,
                  "content": render_template(template, context, self._site(i), who)}
                 for i, (message, template) in enumerate(zip(self.messages, self._templates, strict=True))]
+
+    def load_evalset(self) -> EvalSet:
+        """The eval set this prompt names, which must lie inside the project root.
+
+        A pull request controls `evalset:`: a path that leaves the project, or a
+        symbolic link out of it, is refused, naming this file's evalset line.
+        """
+        if self.evalset is None:
+            raise InputError("no eval set: the prompt names none", file=self.path,
+                             fix="add evalset: ../evalsets/NAME.jsonl to the prompt, or pass --evalset")
+        root = self.root if self.root is not None else project_root(self.path)
+        return load_evalset(self.evalset, root=root,
+                            ref=Reference(self.path, self.evalset_line, "evalset"))
 
     @property
     def request_params(self) -> dict[str, Any]:
@@ -248,8 +264,9 @@ def _check_messages(raw: Any, path: Path, lines: LineMap) -> tuple[Message, ...]
     return tuple(out)
 
 
-def parse_prompt(data: bytes, path: Path) -> Prompt:
-    """Validate prompt file bytes; `path` locates it and resolves its relative evalset."""
+def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
+    """Validate prompt file bytes; `path` locates it and resolves its relative evalset, which
+    must lie inside `root` (by default the project root of `path`)."""
     text = decode_utf8(data, path)
     raw, lines = load_yaml_text(text, path)
     if not isinstance(raw, dict):
@@ -342,14 +359,26 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
         evalset=(path.parent / evalset) if evalset else None,
         thresholds=_check_thresholds(raw.get("thresholds"), path, lines, tuple(metrics)),
         evalset_line=lines.line("evalset") if evalset else None,
+        root=root,
     )
     _ = prompt._templates  # compile now so syntax errors surface at load time
     return prompt
 
 
-def load_prompt(path: str | Path) -> Prompt:
-    """Load and validate a prompt file."""
+def load_prompt(path: str | Path, root: Path | None = None, *, ref: Reference | None = None) -> Prompt:
+    """Load and validate a prompt file.
+
+    `root` is the project root (by default the git work tree containing the file,
+    else the current directory); the files the prompt names must lie inside it. The
+    file itself may be anywhere when named from outside the project (on the command
+    line), but a path inside the project may not lead out of it by a symbolic link;
+    with `ref` (a prompt another project file names) it must lie inside.
+    """
     p = Path(path)
-    data = read_bytes(p, "prompt file", missing_fix="check the path",
-                      directory_fix="name a .yaml prompt file")
-    return parse_prompt(data, p)
+    root = Path(root) if root is not None else project_root(p)
+    inside_as_named = Path(os.path.abspath(p)).is_relative_to(os.path.abspath(root)) or \
+        is_inside(p.parent, root)
+    data = read_file(p, what="prompt file", max_bytes=MAX_PROMPT_BYTES,
+                     root=root if ref is not None or inside_as_named else None, ref=ref,
+                     missing_fix="check the path")
+    return parse_prompt(data, p, root)

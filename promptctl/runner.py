@@ -404,7 +404,7 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
         if prompt.evalset is None:
             raise InputError("no eval set: the prompt names none", file=prompt.path,
                              fix="add evalset: ../evalsets/NAME.jsonl to the prompt, or pass --evalset")
-        evalset = load_evalset(prompt.evalset)
+        evalset = prompt.load_evalset()
     items = plan(prompt, evalset, limit=options.limit, repeat=options.repeat)
     if options.cache_only:
         _require_cached(store, items, resolved, prompt.request_params)

@@ -553,7 +553,7 @@ def test_class_methods_cannot_mutate_the_examples(tmp_path: Path) -> None:
 @pytest.mark.parametrize("template", [
     "{{ text }}", "{{ examples }}", "{{ examples[0] }}", "{{ text.upper() }}",
     "{{ range(3) }}", "{{ meta.items() }}", "{{ meta.keys() }}", "{{ dict(a=1) }}",
-    "{{ text|map('upper')|list }}", 
+    "{{ text|map('upper')|list }}",
     "{{ examples|groupby('expected') }}", "{{ '%s!'|format(text) }}", "{{ '%s!' % text }}",
 ])
 def test_what_renders_carries_no_python_internals(tmp_path: Path, template: str) -> None:

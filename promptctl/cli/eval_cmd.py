@@ -119,7 +119,7 @@ def eval_(
             if prompt.evalset is None:
                 raise InputError("no eval set: the prompt names none", file=prompt.path,
                                  fix="add evalset: to the prompt file or pass --evalset FILE")
-            the_set = load_evalset(prompt.evalset)
+            the_set = prompt.load_evalset()
         jobs.extend((prompt, the_set, resolve_model(m, config), git) for m in models)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm)

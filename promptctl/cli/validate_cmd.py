@@ -98,7 +98,7 @@ def check_file(path: Path) -> str:
         raise InputError(f"the eval set named by evalset: {what}: {prompt.evalset}", file=path,
                          line=prompt.evalset_line,
                          fix="fix the evalset: path (it is relative to the prompt file's folder)")
-    evalset = load_evalset(prompt.evalset)
+    evalset = prompt.load_evalset()
     plan(prompt, evalset)
     return (f"prompt, {len(prompt.examples)} few-shot examples, every row of "
             f"{prompt.evalset.name} ({len(evalset)}) renders")
