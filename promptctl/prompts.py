@@ -190,7 +190,7 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
                     fix="give output: {pattern: ..., type: number}")
     for key in raw:
         if key not in OUTPUT_KEYS:
-            raise _fail(f"unknown key {key!r} in output", path, lines, "output", key,
+            raise _fail(f"unknown key {quote(key)} in output", path, lines, "output", key,
                         fix=f"use one of: {', '.join(OUTPUT_KEYS)}")
     pattern = raw.get("pattern")
     if pattern is not None:
@@ -205,7 +205,7 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
                         "backslashes as they are)") from None
     otype = raw.get("type", "string")
     if otype not in OUTPUT_TYPES:
-        raise _fail(f"unknown output.type {otype!r}", path, lines, "output", "type",
+        raise _fail(f"unknown output.type {quote(otype)}", path, lines, "output", "type",
                     fix=f"use one of: {', '.join(OUTPUT_TYPES)}")
     labels = raw.get("labels")
     if labels is None:
@@ -235,7 +235,7 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
         try:
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
-            raise _fail(f"output.json_schema is not a valid JSON Schema: {exc.message}", path,
+            raise _fail(f"output.json_schema is not a valid JSON Schema: {exc.message[:120]}", path,
                         lines, "output", "json_schema", fix="fix the schema") from None
     return OutputSpec(pattern=pattern, type=otype, labels=tuple(str(x) for x in labels),
                       json_schema=schema)
@@ -252,7 +252,7 @@ def _check_messages(raw: Any, path: Path, lines: LineMap) -> tuple[Message, ...]
             raise InputError(f"messages[{i}] must have exactly the keys role and content",
                              file=path, line=line, fix="write - role: user / content: ...")
         if not isinstance(m["role"], str) or m["role"] not in ROLES:
-            raise InputError(f"messages[{i}] has unknown role {m['role']!r}", file=path,
+            raise InputError(f"messages[{i}] has unknown role {quote(m['role'])}", file=path,
                              line=lines.line("messages", i, "role"), fix=f"use one of: {', '.join(ROLES)}")
         if not isinstance(m["content"], str):
             raise InputError(f"messages[{i}].content must be a string", file=path,
@@ -276,7 +276,7 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
         if key not in PROMPT_KEYS:
             close = difflib.get_close_matches(str(key), PROMPT_KEYS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise _fail(f"unknown key {key!r}", path, lines, key,
+            raise _fail(f"unknown key {quote(key)}", path, lines, key,
                         fix=f"{hint}allowed keys: {', '.join(PROMPT_KEYS)}")
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name:
@@ -298,7 +298,7 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
             isinstance(value, int | float) if kind == "number" else isinstance(value, int))
         if not ok:
             raise _fail(f"params.{key} must be {'a number' if kind == 'number' else 'an integer'}, "
-                        f"not {value!r}", path, lines, "params", key,
+                        f"not {quote(value)}", path, lines, "params", key,
                         fix=f"e.g. {key}: {'0' if kind == 'number' else '64'}")
     for key in ("model", "messages", "stream"):
         if key in params:
@@ -316,7 +316,7 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
     example_lines: dict[str, int | None] = {}
     for ex in examples:
         if ex.id in example_lines:
-            raise InputError(f"duplicate example id {ex.id!r} (first at line {example_lines[ex.id]})",
+            raise InputError(f"duplicate example id {quote(ex.id)} (first at line {example_lines[ex.id]})",
                              file=path, line=ex.line, fix="give every example a unique id")
         example_lines[ex.id] = ex.line
     metrics = raw.get("metrics", ["format_validity"])

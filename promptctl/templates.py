@@ -210,7 +210,8 @@ def describe(obj: Any) -> str:
     if isinstance(obj, type):
         return f"the built-in {_short(obj.__name__)}"
     if isinstance(obj, types.BuiltinMethodType | types.MethodType) and \
-            getattr(obj, "__self__", None) is not None:
+            getattr(obj, "__self__", None) is not None or \
+            getattr(obj, "__qualname__", "").startswith("str."):
         return f"the method {_short(obj.__name__)}"
     if callable(obj):
         name = getattr(obj, "__name__", None)
@@ -541,6 +542,7 @@ def _str_method(s: str, name: str) -> Callable[..., Any]:
         return method(*args, **kwargs)
 
     checked.__name__ = name
+    checked.__qualname__ = f"str.{name}"  # describe() calls it a method
     return checked
 
 
@@ -886,7 +888,7 @@ def _make_environment() -> Any:
                 try:
                     return guard(obj[name])
                 except (KeyError, TypeError):
-                    return self.undefined(obj=obj, name=name)
+                    pass
             if hasattr(obj, name):
                 raise _refusal(obj, name)
             return self.undefined(obj=obj, name=name)
