@@ -316,3 +316,28 @@ def test_a_regular_eval_set_is_read_at_a_ref(project: Path) -> None:
     at = prompt_at_ref(prompt, "HEAD")
     assert at.evalset is not None and [r.input for r in at.evalset] == [{"text": "hi"}]
     assert stat.S_ISREG(os.stat(project / "evalsets" / "ok.jsonl").st_mode)
+
+
+def test_check_finds_changed_prompts_without_reading_devices_or_fifos(project: Path) -> None:
+    # `check` compares a pull request's files with the base commit before loading them: a
+    # committed link to /dev/zero or a FIFO must not hang or exhaust memory there either.
+    import git
+
+    from promptctl.gate import find_affected
+
+    for name in ("zero", "pipe"):
+        prompt_naming(project, f"../evalsets/{name}.jsonl", f"{name}.yaml")
+        (project / "evalsets" / f"{name}.jsonl").write_text('{"input": {"text": "hi"}}\n')
+    base = commit_all(project, "base")
+    (project / "evalsets" / "zero.jsonl").unlink()
+    (project / "evalsets" / "zero.jsonl").symlink_to("/dev/zero")
+    commit_all(project, "pull request")
+    (project / "evalsets" / "pipe.jsonl").unlink()
+    os.mkfifo(project / "evalsets" / "pipe.jsonl")
+    commit = git.Repo(project).commit(base)
+    affected, _, _ = in_thread(lambda: find_affected(project, commit, []))
+    assert sorted(c.rel for c in affected) == ["prompts/pipe.yaml", "prompts/zero.yaml"]
+    for candidate in affected:
+        with pytest.raises(InputError) as info:
+            in_thread(lambda c=candidate: load_prompt(c.path).load_evalset())
+        assert info.value.line == 5
