@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextvars
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -302,7 +302,17 @@ def measure(value: Any, mode: str = "str", *, limit: int = MAX_CHARS) -> Shape:
             shape.chars += _scalar_chars(v)
         elif isinstance(v, dict):
             shape.chars += 2 + 4 * len(v)
-            stack.extend((x, depth + 1) for pair in v.items() for x in pair)
+            for pair in v.items():
+                for x in pair:
+                    kind = type(x)
+                    if kind is str:
+                        shape.chars += _str_bound(x, mode)
+                        shape.nodes += 1
+                    elif kind is int:
+                        shape.chars += _int_digits(x)
+                        shape.nodes += 1
+                    else:
+                        stack.append((x, depth + 1))
         elif isinstance(v, list | tuple):
             shape.chars += 2 + 2 * len(v)
             for x in v:
@@ -698,13 +708,15 @@ def _wrap_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
                 _need_items(_as_int(count, f"{name}'s size"), f"|{name}")
             _charge(1 + _units(value))
         else:
-            shape = measure(value)
+            # tojson and pprint measure the value in their own way in _filter_bound.
+            shape = measure(value) if name not in ("tojson", "pprint") else Shape(0, 1, 0)
             for arg in (*args, *kwargs.values()):
                 measure(arg)
             if isinstance(value, str):
                 _need(len(value), f"|{name} of this text")
-            _need(_filter_bound(name, value, shape.chars, args, kwargs), f"|{name} here")
-            _charge(1 + int(shape.chars * per_char) + shape.nodes)
+            bound = _filter_bound(name, value, shape.chars, args, kwargs)
+            _need(bound, f"|{name} here")
+            _charge(1 + int(shape.chars * per_char) + shape.nodes + bound // 1024)
         if name == "join":
             value = _prepare_join(value, args, kwargs)
         if kind == "context":
@@ -730,17 +742,16 @@ def _prepare_join(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return items
 
 
+# What guard() lets through as it is (set with the environment: jinja2 loads lazily).
+_HELD: tuple[type, ...] = (str, int, float, complex, bool, type(None), list, tuple, dict, Opaque)
+_VIEWS = (KeysView, ValuesView, ItemsView, range)
+
+
 def guard(value: Any) -> Any:
     """What a template may hold as it is; anything else is wrapped in an Opaque."""
-    import jinja2
-    from jinja2.utils import Namespace
-
-    if isinstance(value, str | int | float | complex | bool | type(None) | list | tuple | dict |
-                  Namespace | Opaque | jinja2.Undefined):
+    if isinstance(value, _HELD):
         return value
-    from collections.abc import ItemsView, KeysView, ValuesView
-
-    if isinstance(value, KeysView | ValuesView | ItemsView | range):
+    if isinstance(value, _VIEWS):
         return list(value)
     return Opaque(value)
 
@@ -762,8 +773,9 @@ def _make_environment() -> Any:
     from jinja2.utils import Namespace, missing
     from jinja2.visitor import NodeTransformer
 
-    global _UNDEFINED
+    global _UNDEFINED, _HELD
     _UNDEFINED = jinja2.Undefined
+    _HELD = (*_HELD, Namespace, jinja2.Undefined)
     allowed = _allowed_attributes()
     runs_template_code = (Macro, LoopContext, BlockReference)
 
@@ -870,7 +882,7 @@ def _make_environment() -> Any:
                     return guard(getattr(obj, name))
                 except AttributeError:
                     return self.undefined(obj=obj, name=name)
-            names = next((v for k, v in allowed.items() if type(obj) is k), None)
+            names = allowed.get(type(obj))
             if names is None:
                 names = next((v for k, v in allowed.items() if isinstance(obj, k)), None)
             if names is None:
@@ -963,14 +975,18 @@ def _make_environment() -> Any:
 
     @pass_context
     def finalize(context: Any, value: Any) -> Any:
-        shape = measure(value)
-        if shape.chars > MAX_CHARS:
-            raise TemplateTooBig(f"a value written into the prompt would be about {shape.chars:,} "
+        if type(value) is str:  # most of what is written: no walk needed
+            chars, nodes = len(value), 1
+        else:
+            shape = measure(value)
+            chars, nodes = shape.chars, shape.nodes
+        if chars > MAX_CHARS:
+            raise TemplateTooBig(f"a value written into the prompt would be about {chars:,} "
                                  f"characters; a prompt may hold at most {MAX_CHARS:,}")
-        budget = _budget()
+        budget = _BUDGET.get()
         if budget is not None:
-            budget.write(shape.chars)
-            budget.charge(1 + shape.chars // 1024 + shape.nodes // 8)
+            budget.write(chars)
+            budget.charge(1 + chars // 1024 + nodes // 8)
         return value
 
     env = PromptSandbox(undefined=Undefined, keep_trailing_newline=True, autoescape=False,
