@@ -989,8 +989,16 @@ def _make_environment() -> Any:
             budget.charge(1 + chars // 1024 + nodes // 8)
         return value
 
+    def no_files(name: str) -> Any:
+        # A template is one message of one file: reading others would reach past the
+        # project's checks on what files it names.
+        raise TemplateRefused(f"templates cannot include, import or extend other templates "
+                              f"({_short(name)!r})", fix="write the text into this template, or "
+                              "use a macro defined in it")
+
     env = PromptSandbox(undefined=Undefined, keep_trailing_newline=True, autoescape=False,
-                        finalize=finalize, optimized=False, cache_size=0)
+                        finalize=finalize, optimized=False, cache_size=0,
+                        loader=jinja2.FunctionLoader(no_files))
 
     @pass_context
     def step(context: Any, cost: int) -> bool:

@@ -169,6 +169,12 @@ ESCAPES = {
         "{{ items|attr('sort') }}",
         "{{ examples[0].input.clear() }}",
     ],
+    "other templates and files": [
+        "{% include '/etc/passwd' %}",
+        "{% import '../../.env' as env %}",
+        "{% extends 'base.j2' %}",
+        "{% from 'x' import y %}{{ y }}",
+    ],
     "{% set %} tricks": [
         "{% set ns = namespace() %}{% set ns.__class__ = 1 %}{{ ns.__class__ }}",
         "{% set ns = namespace(f=text.upper) %}{{ ns.f }}",
