@@ -18,7 +18,7 @@ method, ...); this one does not rely on Jinja2's checks alone:
   before computing it, and every render has a budget of steps, nesting, written
   text and time, so a template cannot exhaust memory, CPU or the stack.
 - Nothing is evaluated while compiling (every filter and `finalize` take the
-  render context, every operator is intercepted), so a bomb in a constant
+  render context, every arithmetic operator is intercepted), so a bomb in a constant
   expression goes off at render time, inside the budget, not in `validate`'s
   compile step outside it.
 """
