@@ -5,14 +5,29 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptctl._yaml import decode_utf8, load_yaml_text, read_bytes
+from promptctl._yaml import (
+    MAX_DEPTH,
+    MAX_NUMBER_CHARS,
+    check_number,
+    decode_utf8,
+    load_yaml_text,
+    number_too_long,
+)
 from promptctl.errors import InputError
+from promptctl.files import (
+    MAX_EVALSET_BYTES,
+    MAX_YAML_EVALSET_BYTES,
+    Reference,
+    quote,
+    read_file,
+)
 
 ROW_KEYS = ("id", "input", "expected", "pattern", "metadata")
 SUFFIXES = (".jsonl", ".yaml", ".yml", ".csv")
@@ -94,6 +109,25 @@ class EvalSet:
         return _parse(self._text or "", self.path)
 
 
+def _bad_name(name: Any) -> str:
+    """A name that is not an identifier, shown only up to its first bad character: a
+    header line read by mistake (KEY=secret) is not echoed."""
+    if not isinstance(name, str):
+        return f"of type {type(name).__name__}"
+    if name == "":
+        return "'' (empty)"
+    good = 0
+    for i, char in enumerate(name[:41]):
+        if not (char if i == 0 else "a" + char).isidentifier():
+            break
+        good += 1
+    if good == 0:
+        return "starting with a character that cannot start a name"
+    if good > 40:
+        return f"{quote(name)} (a character after the 40th is not a letter, digit or underscore)"
+    return f"{quote(name[:good])}… (character {good + 1} is not a letter, digit or underscore)"
+
+
 def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: str = "row") -> Row:
     """Validate one raw row mapping; `number` is its 1-based position (the default id)."""
     if not isinstance(raw, dict):
@@ -102,7 +136,7 @@ def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: st
                          fix='write it as {"id": "r1", "input": {...}, "expected": ...}')
     for key in raw:
         if key not in ROW_KEYS:
-            raise InputError(f"unknown key {key!r} in {what} {number}", file=path, line=line,
+            raise InputError(f"unknown key {quote(key)} in {what} {number}", file=path, line=line,
                              fix=f"use only {', '.join(ROW_KEYS)}; input variables go under input")
     if "input" not in raw:
         raise InputError(f"{what} {number} has no input", file=path, line=line,
@@ -113,7 +147,7 @@ def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: st
                          file=path, line=line, fix='e.g. "input": {"text": "..."}')
     for name in inputs:
         if not isinstance(name, str) or not name.isidentifier():
-            raise InputError(f"input variable {name!r} of {what} {number} is not a valid name",
+            raise InputError(f"input variable {_bad_name(name)} of {what} {number} is not a valid name",
                              file=path, line=line, fix="use letters, digits and underscores")
         if name == "examples":
             raise InputError(f"input variable 'examples' of {what} {number} clashes with the "
@@ -130,7 +164,8 @@ def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: st
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise InputError(f"pattern of {what} {number} is not a valid regular expression: {exc}",
+            raise InputError(f"pattern of {what} {number} is not a valid regular expression: "
+                             f"{str(exc)[:100]}",
                              file=path, line=line, fix="fix the regular expression") from None
     metadata = raw.get("metadata")
     if metadata is None:
@@ -157,15 +192,81 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
         start, lineno = end + 1, lineno + 1
 
 
+class _BadJSON(Exception):
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message, self.fix = message, fix
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _BadJSON(f"duplicate key {quote(key)} in one object",
+                               "remove one of them: a key may appear once per object (YAML sets "
+                               "refuse them too)")
+            seen.add(key)
+    return obj
+
+
+def _json_constant(name: str) -> Any:
+    raise _BadJSON(f"{name} is not a finite number: values must be JSON numbers",
+                   "write a finite number, or quote it to keep it as text")
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadJSON(f"the number {quote(text, 20)} is too large",
+                       "numbers must fit a 64-bit float (up to about 1.8e308): quote it to keep it "
+                       "as text")
+    return value
+
+
+# A run of digits this long may be an integer larger than a 64-bit float: worth a closer look.
+_LONG_DIGITS = re.compile(r"[0-9]{309}")
+
+
+def _check_json_value(value: Any, path: Path, lineno: int) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and integers a 64-bit float cannot hold."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"data nested more than {MAX_DEPTH} levels deep", file=path,
+                             line=lineno, fix="nest lists and objects less deeply")
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+        elif isinstance(v, int):
+            check_number(v, path, lineno)
+
+
 def _jsonl_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
     for lineno, line in _lines(text):
         if not line.strip():
             continue
         try:
-            yield json.loads(line), lineno
+            value = json.loads(line, object_pairs_hook=_json_object, parse_float=_json_float,
+                               parse_constant=_json_constant)
         except json.JSONDecodeError as exc:
             raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path,
                              line=lineno, fix="each line must be one complete JSON object") from None
+        except _BadJSON as exc:
+            raise InputError(exc.message, file=path, line=lineno, fix=exc.fix) from None
+        except RecursionError:
+            raise InputError(f"data nested more than {MAX_DEPTH} levels deep", file=path,
+                             line=lineno, fix="nest lists and objects less deeply") from None
+        except ValueError:
+            # int() of a number over Python's digit limit (4,300 digits)
+            raise number_too_long("9" * (MAX_NUMBER_CHARS + 1), path, lineno) from None
+        # Cheap tests first: most rows can be neither too deep nor hold a huge integer.
+        if line.count("[") + line.count("{") > MAX_DEPTH or _LONG_DIGITS.search(line):
+            _check_json_value(value, path, lineno)
+        yield value, lineno
 
 
 def _yaml_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
@@ -182,7 +283,7 @@ def _yaml_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-def _csv_value(value: str) -> Any:
+def _csv_value(value: str, path: Path, line: int) -> Any:
     """CSV cells are text; an `expected` that reads as a number is compared as one.
 
     Only plain decimal notation counts: Python's int()/float() would also take
@@ -192,9 +293,11 @@ def _csv_value(value: str) -> Any:
     stripped = value.strip()
     if not _NUMBER.fullmatch(stripped):
         return value
+    if len(stripped) > MAX_NUMBER_CHARS:
+        raise number_too_long(stripped, path, line)
     if stripped.lstrip("+-").isdigit():
-        return int(stripped)
-    return float(stripped)
+        return check_number(int(stripped), path, line)
+    return check_number(float(stripped), path, line, stripped)
 
 
 _CSV_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
@@ -205,6 +308,10 @@ def _csv_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
     # Lines as io.StringIO(text, newline="") gives them, without its copy of the whole text
     # (four bytes a character): this runs on every pass over a large set.
     lines = (m.group() for m in _CSV_LINE.finditer(text))
+    # Long documents are legitimate inputs: a field may be as long as the file may be
+    # (the csv module's default limit is 128 KiB).
+    if csv.field_size_limit() < MAX_EVALSET_BYTES:
+        csv.field_size_limit(MAX_EVALSET_BYTES)
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader)
@@ -219,7 +326,7 @@ def _csv_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
                              fix="name every column")
     for i, name in enumerate(header):
         if name in header[:i]:
-            raise InputError(f"duplicate column {name!r} in the header", file=path, line=1,
+            raise InputError(f"duplicate column {quote(name)} in the header", file=path, line=1,
                              fix="give every column a distinct name")
     # A quoted field may span lines, so a row starts on the line after the
     # last line of the previous row, not at its index.
@@ -252,7 +359,7 @@ def _csv_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
                 # number is used), no expected answer, no pattern.
                 if cell.strip() == "":
                     continue
-                raw[name] = _csv_value(cell) if name == "expected" else cell
+                raw[name] = _csv_value(cell, path, line) if name == "expected" else cell
             else:
                 raw["input"][name] = cell
         yield raw, line
@@ -262,8 +369,12 @@ def load_evalset_bytes(data: bytes, path: Path) -> EvalSet:
     """Parse an eval set from bytes (a file, or a file as it was at a git ref)."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise InputError(f"unknown eval set format {suffix or '(no extension)'!r}", file=path,
+        raise InputError(f"unknown eval set format {quote(suffix or '(no extension)', 20)}", file=path,
                          fix="use .jsonl, .yaml, .yml or .csv")
+    if suffix in (".yaml", ".yml") and len(data) > MAX_YAML_EVALSET_BYTES:
+        raise InputError(f"a YAML eval set is larger than {MAX_YAML_EVALSET_BYTES // 2**20} MiB",
+                         file=path, fix="split it, or write it as JSON Lines (.jsonl), which is "
+                         "read one row at a time")
     text = decode_utf8(data, path)
     version = hashlib.sha256(data).hexdigest()
     streamable = suffix in _STREAMED
@@ -272,7 +383,7 @@ def load_evalset_bytes(data: bytes, path: Path) -> EvalSet:
     for row in _parse(text, path):
         if row.id in seen:
             first = seen[row.id]
-            raise InputError(f"duplicate row id {row.id!r} (first at line {first})", file=path,
+            raise InputError(f"duplicate row id {quote(row.id)} (first at line {first})", file=path,
                              line=row.line, fix="give every row a unique id")
         seen[row.id] = row.line
         if not streamable or len(rows) < KEEP_ROWS:
@@ -297,9 +408,16 @@ def _parse(text: str, path: Path) -> Iterator[Row]:
         yield make_row(raw, number, path, line)
 
 
-def load_evalset(path: str | Path) -> EvalSet:
-    """Load and validate an eval set; nothing is usable until every row is valid."""
+def load_evalset(path: str | Path, *, root: Path | None = None,
+                 ref: Reference | None = None) -> EvalSet:
+    """Load and validate an eval set; nothing is usable until every row is valid.
+
+    A path from the command line may point anywhere; one a project file names
+    (`ref`) must lie inside the project `root` (see promptctl.files). Either way
+    it must be a regular file of a sane size.
+    """
     p = Path(path)
-    data = read_bytes(p, "eval set", missing_fix="check the path, or pass --evalset FILE",
-                      directory_fix="name a .jsonl, .yaml or .csv file")
+    limit = MAX_YAML_EVALSET_BYTES if p.suffix.lower() in (".yaml", ".yml") else MAX_EVALSET_BYTES
+    data = read_file(p, what="eval set", max_bytes=limit, root=root, ref=ref,
+                     missing_fix=None if ref is not None else "check the path, or pass --evalset FILE")
     return load_evalset_bytes(data, p)

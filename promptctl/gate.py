@@ -126,9 +126,11 @@ def _rel(path: Path, root: Path) -> str | None:
 
 
 def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
+    from promptctl.files import MAX_EVALSET_BYTES, read_file
+
+    try:  # a regular file of a sane size only: a FIFO or /dev/zero committed here never ends
+        return read_file(path, what="file", max_bytes=MAX_EVALSET_BYTES)
+    except InputError:
         return None
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from promptctl.errors import InputError
+from promptctl.files import MAX_EVALSET_BYTES
 
-# A file read from git at a ref is held in memory whole: an eval set of this size is
-# already far beyond what an evaluation sends.
-MAX_BLOB_BYTES = 512 * 1024 * 1024
+# A file read from git at a ref is held in memory whole: no file promptctl reads is larger.
+MAX_BLOB_BYTES = MAX_EVALSET_BYTES
 MAX_REF_LENGTH = 256
 SHALLOW_FIX = "this is a shallow clone: fetch more history (in GitHub Actions, actions/checkout " \
               "with fetch-depth: 0; locally, git fetch --unshallow)"
@@ -101,7 +101,7 @@ class Repo:
     def has_commit(self, sha: str) -> bool:
         return self._git("cat-file", "-e", f"{sha}^{{commit}}").returncode == 0
 
-    def read(self, sha: str, rel: str) -> bytes | None:
+    def read(self, sha: str, rel: str, max_bytes: int = MAX_BLOB_BYTES) -> bytes | None:
         """The bytes of file `rel` (a path from the root) in commit `sha`, or None when the
         commit has no such file. A symlink, a submodule or a file too large is an error:
         git stores a symlink as the text of its target, which is not the file's content."""
@@ -111,15 +111,18 @@ class Repo:
         if obj.type == "commit":
             raise InputError(f"{rel} is a git submodule at {sha[:12]}, not a file",
                              fix="run promptctl inside the submodule's own work tree")
+        if obj.type == "tree":
+            raise InputError(f"{rel} is a directory at {sha[:12]}, not a file", file=rel,
+                             fix="name a file")
         if obj.type != "blob":
             return None
         if obj.mode == 0o120000:
             raise InputError(f"{rel} is a symbolic link at {sha[:12]}", file=rel,
                              fix="commit the file itself: files a prompt references must be "
                              "regular files inside the repository")
-        if obj.size > MAX_BLOB_BYTES:
-            raise InputError(f"{rel} is {obj.size} bytes at {sha[:12]}, more than the "
-                             f"{MAX_BLOB_BYTES // 2**20} MiB promptctl reads", file=rel,
+        if obj.size > max_bytes:
+            raise InputError(f"{rel} is larger than {max_bytes // 2**20} MiB at {sha[:12]} "
+                             f"({obj.size} bytes)", file=rel,
                              fix="split the eval set into smaller files")
         data: bytes = obj.data_stream.read()
         return data
@@ -237,19 +240,23 @@ def git_state(path: Path, files: Sequence[Path] = ()) -> GitState:
     return GitState() if repo is None else repo.state(files)
 
 
-def read_at_ref(path: Path, ref: str) -> tuple[bytes, str]:
+def read_at_ref(path: Path, ref: str, *, max_bytes: int = MAX_BLOB_BYTES) -> tuple[bytes, str]:
     """The bytes of `path` as committed at `ref`, and that ref's commit sha.
 
     Reads from the object store: neither the work tree nor the index is touched.
     """
     repo = open_repo(path, purpose="--ref needs the prompt to live in a git work tree")
+    import os
+
+    # Normalised, not resolved: a symbolic link in the work tree must not lead the read
+    # to another path of the repository than the one named.
     try:
-        rel = path.resolve().relative_to(repo.root).as_posix()
+        rel = Path(os.path.normpath(os.path.abspath(path))).relative_to(repo.root).as_posix()
     except ValueError:
         raise InputError("file is outside the git work tree", file=path,
                          fix="use a path inside the repository") from None
     commit = repo.resolve(ref)
-    data = repo.read(commit, rel)
+    data = repo.read(commit, rel, max_bytes)
     if data is None:
         raise InputError(f"file did not exist at {ref} ({commit[:12]})", file=path,
                          fix="choose a ref where the file exists")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptctl._yaml import LineMap, decode_utf8, load_yaml_text, read_bytes
+from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError
-from promptctl.evalsets import Row, make_row
+from promptctl.evalsets import EvalSet, Row, load_evalset, make_row
+from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
+from promptctl.templates import Site, compile_template, render_template
 
 if TYPE_CHECKING:
     import jinja2
@@ -92,6 +94,7 @@ class Prompt:
     evalset: Path | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
     evalset_line: int | None = None
+    root: Path | None = None  # the project root its eval set must lie in (None: found when needed)
 
     @property
     def metric_objects(self) -> tuple[Metric, ...]:
@@ -109,40 +112,33 @@ class Prompt:
 
     @cached_property
     def _templates(self) -> list[jinja2.Template]:
-        return [_compile(m, i, self.path) for i, m in enumerate(self.messages)]
+        return [compile_template(m.content, self._site(i)) for i, m in enumerate(self.messages)]
+
+    def _site(self, index: int) -> Site:
+        message = self.messages[index]
+        return Site(file=self.path, where=f"template messages[{index}] ({message.role})",
+                    line_of=message.file_line)
 
     def render(self, variables: dict[str, Any], row_id: str | None = None) -> list[dict[str, str]]:
         """Render the messages for one row; a missing variable names file, template and row."""
-        import jinja2
-        from jinja2.exceptions import SecurityError
-
         context = {**variables, "examples": [e.to_dict() for e in self.examples]}
-        out: list[dict[str, str]] = []
-        for i, (message, template) in enumerate(zip(self.messages, self._templates, strict=True)):
-            where = f"template messages[{i}] ({message.role})"
-            who = f"row {row_id!r}" if row_id is not None else "the row"
-            try:
-                content = template.render(context)
-            except SecurityError as exc:
-                raise InputError(f"{where} tried something the sandbox forbids, for {who}: {exc}",
-                                 file=self.path, line=message.file_line(_template_line(exc)),
-                                 fix="templates may use variables, loops, filters and the methods of "
-                                 "strings, lists and mappings only") from None
-            except jinja2.UndefinedError as exc:
-                raise InputError(f"{where} uses a variable that {who} lacks: {exc.message}",
-                                 file=self.path, line=message.file_line(_template_line(exc)),
-                                 fix=f"add it to the input of {who}, or fix the template") from None
-            except jinja2.TemplateError as exc:
-                raise InputError(f"{where} failed to render for {who}: {exc}", file=self.path,
-                                 line=message.file_line(_template_line(exc)),
-                                 fix="fix the template") from None
-            except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError, LookupError,
-                    RecursionError) as exc:
-                raise InputError(f"{where} failed to render for {who}: {exc}", file=self.path,
-                                 line=message.file_line(_template_line(exc)),
-                                 fix="fix the template or the row's values") from None
-            out.append({"role": message.role, "content": content})
-        return out
+        who = f"row {quote(row_id)}" if row_id is not None else "the row"
+        return [{"role": message.role,
+                 "content": render_template(template, context, self._site(i), who)}
+                for i, (message, template) in enumerate(zip(self.messages, self._templates, strict=True))]
+
+    def load_evalset(self) -> EvalSet:
+        """The eval set this prompt names, which must lie inside the project root.
+
+        A pull request controls `evalset:`: a path that leaves the project, or a
+        symbolic link out of it, is refused, naming this file's evalset line.
+        """
+        if self.evalset is None:
+            raise InputError("no eval set: the prompt names none", file=self.path,
+                             fix="add evalset: ../evalsets/NAME.jsonl to the prompt, or pass --evalset")
+        root = self.root if self.root is not None else project_root(self.path)
+        return load_evalset(self.evalset, root=root,
+                            ref=Reference(self.path, self.evalset_line, "evalset"))
 
     @property
     def request_params(self) -> dict[str, Any]:
@@ -151,167 +147,6 @@ class Prompt:
         if params["temperature"] is None:  # `temperature:` left empty is still temperature 0
             params["temperature"] = 0
         return params
-
-
-_ENV: Any = None
-
-
-def _template_line(exc: BaseException) -> int | None:
-    """Line of the template being rendered when `exc` was raised (Jinja keeps it in the traceback)."""
-    line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "<template>":
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
-
-
-def _environment() -> Any:
-    """The one Jinja2 environment prompts render in (built on first use: jinja2 loads lazily)."""
-    global _ENV
-    if _ENV is None:
-        _ENV = _make_environment()
-    return _ENV
-
-
-def _make_environment() -> Any:
-    import datetime
-    import functools
-    from collections.abc import ItemsView, KeysView, ValuesView
-
-    import jinja2
-    from jinja2.exceptions import SecurityError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-    from jinja2.utils import Namespace
-
-    # What a template may write into a prompt or keep in a variable as it is:
-    # the data rows and examples hold, and what their methods return.
-    plain = (str, int, float, complex, bool, type(None), list, tuple, dict, set, frozenset,
-             bytes, datetime.date, datetime.time, datetime.timedelta, Namespace)
-
-    class Opaque:
-        """A function, class, iterator or other Python object that a template reached.
-
-        It can be called, iterated and have its (safe) attributes read, but not
-        turned into text: its repr would put Python internals such as type
-        names and memory addresses into the prompt.
-        """
-
-        __slots__ = ("obj",)
-
-        def __init__(self, obj: Any) -> None:
-            self.obj = obj
-
-        def _refuse(self) -> str:
-            if isinstance(self.obj, Iterator):
-                what = "a lazy sequence (from a filter such as map or select) cannot be written " \
-                       "into a prompt: add |list or |join(', ')"
-            elif callable(self.obj):
-                what = "a function or method cannot be written into a prompt: call it, or use a filter"
-            else:
-                what = "a Python object cannot be written into a prompt"
-            raise SecurityError(what)
-
-        def __str__(self) -> str:
-            return self._refuse()
-
-        def __repr__(self) -> str:
-            return self._refuse()
-
-        def __format__(self, spec: str) -> str:
-            return self._refuse()
-
-        def __iter__(self) -> Iterator[Any]:
-            return iter(self.obj)
-
-    def guard(value: Any) -> Any:
-        if isinstance(value, (*plain, Opaque, jinja2.Undefined)):
-            return value
-        if isinstance(value, KeysView | ValuesView | ItemsView | range):
-            return list(value)
-        return Opaque(value)
-
-    def unwrap(value: Any) -> Any:
-        return value.obj if isinstance(value, Opaque) else value
-
-    def check_plain(value: Any, seen: set[int]) -> None:
-        if isinstance(value, jinja2.Undefined):
-            str(value)  # StrictUndefined raises its "is undefined" error here
-        elif isinstance(value, Opaque):
-            value._refuse()
-        elif isinstance(value, list | tuple | set | frozenset | dict):
-            if id(value) in seen:
-                return
-            seen.add(id(value))
-            for item in (value.items() if isinstance(value, dict) else value):
-                check_plain(item, seen)
-        elif not isinstance(value, plain) or isinstance(value, Namespace):
-            raise SecurityError(f"a {type(value).__name__} cannot be written into a prompt: "
-                                "only text, numbers, lists and mappings can")
-
-    def finalize(value: Any) -> Any:
-        check_plain(value, set())
-        return value
-
-    class PromptSandbox(ImmutableSandboxedEnvironment):
-        """Immutable sandbox that also keeps Python objects out of the rendered text.
-
-        Jinja's sandbox refuses private attributes and the mutating methods of
-        lists and dicts, but still lets a template reach a class's methods
-        (`dict.update(row, ...)`) and print a function's repr (`{{ ''.format }}`).
-        """
-
-        def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-            # The methods of a class take the instance as an argument, which
-            # would bypass the immutability checks made on instances.
-            if isinstance(obj, type):
-                return False
-            return bool(super().is_safe_attribute(obj, attr, value))
-
-        def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
-            # Refuse at once rather than return an undefined that a filter
-            # such as map(attribute=...) would quietly print as "Undefined".
-            raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} "
-                                "object is unsafe")
-
-        def getattr(self, obj: Any, attribute: str) -> Any:
-            return guard(super().getattr(unwrap(obj), attribute))
-
-        def getitem(self, obj: Any, argument: Any) -> Any:
-            return guard(super().getitem(unwrap(obj), argument))
-
-        def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-            return guard(super().call(context, unwrap(obj), *args, **kwargs))
-
-    env = PromptSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                        autoescape=False, finalize=finalize)
-    for name, value in list(env.globals.items()):
-        if callable(value):
-            env.globals[name] = Opaque(value)
-
-    def guarded_filter(fn: Any) -> Any:
-        @functools.wraps(fn)  # keeps jinja_pass_arg, so context/environment are still passed
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return guard(fn(*args, **kwargs))
-
-        return wrapper
-
-    for name, fn in list(env.filters.items()):
-        env.filters[name] = guarded_filter(fn)
-    return env
-
-
-def _compile(message: Message, index: int, path: Path) -> jinja2.Template:
-    import jinja2
-
-    try:
-        template: jinja2.Template = _environment().from_string(message.content)
-        return template
-    except jinja2.TemplateSyntaxError as exc:
-        raise InputError(f"template messages[{index}] ({message.role}) has a syntax error: "
-                         f"{exc.message}", file=path, line=message.file_line(exc.lineno),
-                         fix="fix the Jinja2 syntax ({{ var }}, {% for %}...{% endfor %})") from None
 
 
 def _fail(msg: str, path: Path, lines: LineMap, *keys: str | int, fix: str) -> InputError:
@@ -427,7 +262,7 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
                     fix="give output: {pattern: ..., type: number}")
     for key in raw:
         if key not in OUTPUT_KEYS:
-            raise _fail(f"unknown key {key!r} in output", path, lines, "output", key,
+            raise _fail(f"unknown key {quote(key)} in output", path, lines, "output", key,
                         fix=f"use one of: {', '.join(OUTPUT_KEYS)}")
     pattern = raw.get("pattern")
     if pattern is not None:
@@ -442,7 +277,7 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
                         "backslashes as they are)") from None
     otype = raw.get("type", "string")
     if otype not in OUTPUT_TYPES:
-        raise _fail(f"unknown output.type {otype!r}", path, lines, "output", "type",
+        raise _fail(f"unknown output.type {quote(otype)}", path, lines, "output", "type",
                     fix=f"use one of: {', '.join(OUTPUT_TYPES)}")
     labels = raw.get("labels")
     if labels is None:
@@ -472,7 +307,7 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
         try:
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
-            raise _fail(f"output.json_schema is not a valid JSON Schema: {exc.message}", path,
+            raise _fail(f"output.json_schema is not a valid JSON Schema: {exc.message[:120]}", path,
                         lines, "output", "json_schema", fix="fix the schema") from None
     return OutputSpec(pattern=pattern, type=otype, labels=tuple(str(x) for x in labels),
                       json_schema=schema)
@@ -489,7 +324,7 @@ def _check_messages(raw: Any, path: Path, lines: LineMap) -> tuple[Message, ...]
             raise InputError(f"messages[{i}] must have exactly the keys role and content",
                              file=path, line=line, fix="write - role: user / content: ...")
         if not isinstance(m["role"], str) or m["role"] not in ROLES:
-            raise InputError(f"messages[{i}] has unknown role {m['role']!r}", file=path,
+            raise InputError(f"messages[{i}] has unknown role {quote(m['role'])}", file=path,
                              line=lines.line("messages", i, "role"), fix=f"use one of: {', '.join(ROLES)}")
         if not isinstance(m["content"], str):
             raise InputError(f"messages[{i}].content must be a string", file=path,
@@ -501,8 +336,9 @@ def _check_messages(raw: Any, path: Path, lines: LineMap) -> tuple[Message, ...]
     return tuple(out)
 
 
-def parse_prompt(data: bytes, path: Path) -> Prompt:
-    """Validate prompt file bytes; `path` locates it and resolves its relative evalset."""
+def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
+    """Validate prompt file bytes; `path` locates it and resolves its relative evalset, which
+    must lie inside `root` (by default the project root of `path`)."""
     text = decode_utf8(data, path)
     raw, lines = load_yaml_text(text, path)
     if not isinstance(raw, dict):
@@ -512,7 +348,7 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
         if key not in PROMPT_KEYS:
             close = difflib.get_close_matches(str(key), PROMPT_KEYS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise _fail(f"unknown key {key!r}", path, lines, key,
+            raise _fail(f"unknown key {quote(key)}", path, lines, key,
                         fix=f"{hint}allowed keys: {', '.join(PROMPT_KEYS)}")
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name:
@@ -534,7 +370,7 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
             isinstance(value, int | float) if kind == "number" else isinstance(value, int))
         if not ok:
             raise _fail(f"params.{key} must be {'a number' if kind == 'number' else 'an integer'}, "
-                        f"not {value!r}", path, lines, "params", key,
+                        f"not {quote(value)}", path, lines, "params", key,
                         fix=f"e.g. {key}: {'0' if kind == 'number' else '64'}")
     for key in ("model", "messages", "stream"):
         if key in params:
@@ -552,7 +388,7 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
     example_lines: dict[str, int | None] = {}
     for ex in examples:
         if ex.id in example_lines:
-            raise InputError(f"duplicate example id {ex.id!r} (first at line {example_lines[ex.id]})",
+            raise InputError(f"duplicate example id {quote(ex.id)} (first at line {example_lines[ex.id]})",
                              file=path, line=ex.line, fix="give every example a unique id")
         example_lines[ex.id] = ex.line
     output = _check_output(raw.get("output"), path, lines)
@@ -577,14 +413,26 @@ def parse_prompt(data: bytes, path: Path) -> Prompt:
         evalset=(path.parent / evalset) if evalset else None,
         thresholds=_check_thresholds(raw.get("thresholds"), path, lines, metrics),
         evalset_line=lines.line("evalset") if evalset else None,
+        root=root,
     )
     _ = prompt._templates  # compile now so syntax errors surface at load time
     return prompt
 
 
-def load_prompt(path: str | Path) -> Prompt:
-    """Load and validate a prompt file."""
+def load_prompt(path: str | Path, root: Path | None = None, *, ref: Reference | None = None) -> Prompt:
+    """Load and validate a prompt file.
+
+    `root` is the project root (by default the git work tree containing the file,
+    else the current directory); the files the prompt names must lie inside it. The
+    file itself may be anywhere when named from outside the project (on the command
+    line), but a path inside the project may not lead out of it by a symbolic link;
+    with `ref` (a prompt another project file names) it must lie inside.
+    """
     p = Path(path)
-    data = read_bytes(p, "prompt file", missing_fix="check the path",
-                      directory_fix="name a .yaml prompt file")
-    return parse_prompt(data, p)
+    root = Path(root) if root is not None else project_root(p)
+    inside_as_named = Path(os.path.abspath(p)).is_relative_to(os.path.abspath(root)) or \
+        is_inside(p.parent, root)
+    data = read_file(p, what="prompt file", max_bytes=MAX_PROMPT_BYTES,
+                     root=root if ref is not None or inside_as_named else None, ref=ref,
+                     missing_fix="check the path")
+    return parse_prompt(data, p, root)

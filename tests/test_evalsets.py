@@ -512,3 +512,108 @@ def test_every_pass_over_a_streamed_set_keeps_line_numbers(
     evalset = load_evalset(path)
     for _ in range(2):
         assert [(r.id, r.line) for r in evalset] == [("a", 2), ("b", 4)]
+
+
+# -- plain JSON data only, in every format ---------------------------------------------------
+
+@pytest.mark.parametrize("line", [
+    '{"input": {"t": 1}, "input": {"t": 2}}',
+    '{"input": {"t": 1, "t": 2}}',
+    '{"input": {"t": {"a": 1, "b": 2, "a": 3}}}',
+])
+def test_jsonl_duplicate_keys_are_refused_like_yaml(tmp_path: Path, line: str) -> None:
+    exc = error(write(tmp_path, "d.jsonl", '{"input": {"t": 0}}\n' + line + "\n"))
+    assert exc.line == 2
+    assert "duplicate key" in exc.message
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_jsonl_non_finite_numbers_are_refused(tmp_path: Path, value: str) -> None:
+    exc = error(write(tmp_path, "n.jsonl", '{"input": {"t": 0}}\n{"input": {"t": 1}, "expected": '
+                      + value + "}\n"))
+    assert exc.line == 2 and "finite" in exc.message
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "9" * 400, "-" + "9" * 320, "1e400", "-2.5E+999",
+                                    "1" * 4000 + ".5"])
+def test_jsonl_numbers_a_float_cannot_hold_are_refused(tmp_path: Path, number: str) -> None:
+    exc = error(write(tmp_path, "b.jsonl", '{"input": {"t": 0}}\n{"input": {"t": ' + number + "}}\n"))
+    assert exc.line == 2 and "too large" in exc.message
+    assert "quote" in exc.fix
+
+
+def test_jsonl_large_numbers_a_float_holds_are_kept(tmp_path: Path) -> None:
+    (row,) = load_evalset(write(tmp_path, "b.jsonl", '{"input": {"t": ' + "9" * 300 + '}, '
+                                '"expected": 1.5e300}\n')).rows
+    assert row.input["t"] == int("9" * 300) and row.expected == 1.5e300
+
+
+@pytest.mark.parametrize("depth", [200_000, 1000, 101])
+def test_jsonl_deep_nesting_is_refused_without_a_recursion_error(tmp_path: Path, depth: int) -> None:
+    exc = error(write(tmp_path, "deep.jsonl", '{"input": {"t": 0}}\n{"input": {"t": '
+                      + "[" * depth + "]" * depth + "}}\n"))
+    assert exc.line == 2 and "nested more than 100 levels" in exc.message
+
+
+def test_jsonl_nesting_within_the_limit_loads(tmp_path: Path) -> None:
+    text = '{"input": {"t": ' + "[" * 97 + "]" * 97 + "}}\n"
+    (row,) = load_evalset(write(tmp_path, "deep.jsonl", text)).rows
+    assert isinstance(row.input["t"], list)
+
+
+@pytest.mark.parametrize("cell", ["9" * 5000, "9" * 401, "-" + "9" * 320, "1" * 400 + ".5"])
+def test_csv_expected_numbers_a_float_cannot_hold_are_refused(tmp_path: Path, cell: str) -> None:
+    exc = error(write(tmp_path, "c.csv", f"text,expected\na,1\nb,{cell}\n"))
+    assert exc.line == 3 and "too large" in exc.message
+
+
+@pytest.mark.parametrize("size", [200 * 1024, 3 * 1024 * 1024])
+def test_csv_long_documents_are_accepted(tmp_path: Path, size: int) -> None:
+    doc = ("lorem ipsum, \"dolor\"\nsit amet " * (size // 30 + 1))[:size]
+    quoted = '"' + doc.replace('"', '""') + '"'
+    rows = load_evalset(write(tmp_path, "long.csv", f"id,doc,expected\nr1,{quoted},yes\nr2,short,no\n")).rows
+    assert rows[0].input["doc"] == doc
+    assert rows[1].line == 3 + doc.count("\n")
+
+
+def test_yaml_eval_set_dates_stay_text_and_binary_is_refused(tmp_path: Path) -> None:
+    text = "- input: {day: 2024-01-01}\n  expected: 2024-01-02\n"
+    (row,) = load_evalset(write(tmp_path, "d.yaml", text)).rows
+    assert row.input == {"day": "2024-01-01"} and row.expected == "2024-01-02"
+    exc = error(write(tmp_path, "b.yaml", "- input: {t: 1}\n- input: {t: !!binary aGk=}\n"))
+    assert exc.line == 2 and "binary" in exc.message
+
+
+def test_yaml_eval_set_nested_900_deep_is_refused(tmp_path: Path) -> None:
+    text = "- input: {t: 1}\n- input: {t: " + "[" * 900 + "]" * 900 + "}\n"
+    exc = error(write(tmp_path, "deep.yaml", text))
+    assert exc.line == 2 and "nested" in exc.message
+
+
+# -- what errors quote from the file --------------------------------------------------------
+
+SECRET_LINE = "OPENAI_API_KEY=sk-live-abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def test_a_header_line_that_is_a_secret_is_not_echoed(tmp_path: Path) -> None:
+    # A .env read as a CSV (a path on the command line may point anywhere): its first line is
+    # the header, and the error names only the start of the bad column name.
+    exc = error(write(tmp_path, "env.csv", SECRET_LINE + "\nx\n"))
+    assert "OPENAI_API_KEY" in exc.message
+    assert "sk-live" not in str(exc) and "abcdef" not in str(exc)
+
+
+@pytest.mark.parametrize("content", [
+    jsonl({"input": {"t": 1}, "x" * 500: 1}),
+    jsonl({"input": {"t": 1, "bad name " + "y" * 500: 1}}),
+    jsonl({"id": "z" * 500, "input": {"t": 1}}, {"id": "z" * 500, "input": {"t": 1}}),
+])
+def test_errors_quote_names_cut_short(tmp_path: Path, content: str) -> None:
+    exc = error(write(tmp_path, "q.jsonl", content))
+    assert len(exc.message) < 200, exc.message
+
+
+def test_duplicate_csv_column_names_are_cut_short(tmp_path: Path) -> None:
+    name = "c" * 300
+    exc = error(write(tmp_path, "q.csv", f"{name},{name}\n1,2\n"))
+    assert len(exc.message) < 120

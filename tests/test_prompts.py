@@ -553,8 +553,8 @@ def test_class_methods_cannot_mutate_the_examples(tmp_path: Path) -> None:
 @pytest.mark.parametrize("template", [
     "{{ text }}", "{{ examples }}", "{{ examples[0] }}", "{{ text.upper() }}",
     "{{ range(3) }}", "{{ meta.items() }}", "{{ meta.keys() }}", "{{ dict(a=1) }}",
-    "{{ text|map('upper')|list }}", "{{ '{0}!'.format(text) }}",
-    "{{ examples|groupby('expected') }}",
+    "{{ text|map('upper')|list }}",
+    "{{ examples|groupby('expected') }}", "{{ '%s!'|format(text) }}", "{{ '%s!' % text }}",
 ])
 def test_what_renders_carries_no_python_internals(tmp_path: Path, template: str) -> None:
     prompt = one_template(tmp_path, template)
@@ -578,3 +578,64 @@ def test_huge_ranges_are_refused(tmp_path: Path) -> None:
     prompt = one_template(tmp_path, "{{ range(10**9)|list|length }}")
     exc = render_error(prompt, {"text": "a"})
     assert "range" in exc.message.lower()
+
+
+# --- plain JSON data, sizes and what errors quote -------------------------------------------
+
+def test_dates_in_a_prompt_stay_the_text_as_written(tmp_path: Path) -> None:
+    prompt = load_prompt(write(tmp_path, MINIMAL + "examples:\n  - input: {text: 2024-01-01}\n"
+                               "    expected: 2024-01-02\n"))
+    assert prompt.examples[0].input == {"text": "2024-01-01"}
+    assert prompt.examples[0].expected == "2024-01-02"
+    assert prompt.render(prompt.examples[0].input)[0]["content"] == "2024-01-01"
+
+
+@pytest.mark.parametrize("extra, line, needle", [
+    ("params: {temperature: .nan}\n", 4, "finite"),
+    ("examples:\n  - input: {text: !!binary aGk=}\n", 5, "binary"),
+    ("examples:\n  - input: {text: !!set {a}}\n", 5, "set"),
+    ("examples:\n  - &x\n    input: {text: [*x]}\n", 6, "recursive"),
+    ("params: {seed: " + "9" * 5000 + "}\n", 4, "too large"),
+])
+def test_values_json_cannot_carry_are_refused_with_their_line(tmp_path: Path, extra: str, line: int,
+                                                              needle: str) -> None:
+    exc = prompt_error(tmp_path, MINIMAL + extra)
+    assert exc.line == line
+    assert needle in exc.message
+
+
+@pytest.mark.parametrize("text", [
+    "x" * 500 + ": 1\n" + MINIMAL,
+    "messages:\n  - role: " + "r" * 500 + "\n    content: hi\n",
+    "params: {temperature: '" + "t" * 500 + "'}\n" + MINIMAL,
+    MINIMAL + "output: {type: " + "n" * 500 + "}\n",
+    MINIMAL + "examples:\n  - {id: " + "e" * 500 + ", input: {text: a}}\n  - {id: " + "e" * 500
+    + ", input: {text: b}}\n",
+])
+def test_errors_quote_what_the_file_says_cut_short(tmp_path: Path, text: str) -> None:
+    exc = prompt_error(tmp_path, text)
+    assert len(exc.message) < 200, exc.message
+
+
+def test_a_render_error_quotes_the_row_id_cut_short(tmp_path: Path) -> None:
+    prompt = load_prompt(write(tmp_path, MINIMAL))
+    exc = render_error(prompt, {}, row_id="i" * 500)
+    assert len(exc.message) < 200, exc.message
+
+
+def test_a_prompt_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    exc = prompt_error(tmp_path, MINIMAL + "description: '" + "x" * (1024 * 1024) + "'\n")
+    assert "larger than 1 MiB" in exc.message
+
+
+def test_a_prompt_remembers_its_root(tmp_path: Path) -> None:
+    prompt = load_prompt(write(tmp_path, MINIMAL), root=tmp_path)
+    assert prompt.root == tmp_path
+    assert parse_prompt(MINIMAL.encode(), tmp_path / "q.yaml").root is None
+
+
+def test_load_evalset_without_an_evalset_says_so(tmp_path: Path) -> None:
+    prompt = load_prompt(write(tmp_path, MINIMAL))
+    with pytest.raises(InputError) as info:
+        prompt.load_evalset()
+    assert "no eval set" in info.value.message and info.value.fix

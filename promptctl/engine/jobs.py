@@ -44,13 +44,14 @@ def evalset_of(prompt: Prompt) -> EvalSet:
         raise InputError("no eval set: the prompt names none", file=prompt.path,
                          fix="add evalset: ../evalsets/NAME.jsonl to the prompt file, or pass "
                          "--evalset FILE")
-    if not prompt.evalset.is_file():
+    if not prompt.evalset.exists() or prompt.evalset.is_dir():
         what = "is a directory" if prompt.evalset.is_dir() else "does not exist"
         raise InputError(f"the eval set named by evalset: {what}: {display_path(prompt.evalset)}",
                          file=prompt.path, line=prompt.evalset_line,
                          fix="fix the evalset: path (it is relative to the prompt file's folder), "
                          "or pass --evalset FILE")
-    return load_evalset(prompt.evalset)
+    # Read inside the project only, as a regular file of sane size (see `files`).
+    return prompt.load_evalset()
 
 
 def model_of(prompt: Prompt, override: str | None = None) -> str:
@@ -131,7 +132,7 @@ def build_jobs(paths: Sequence[Path], *, models: Sequence[str], evalset: Path | 
             at = at_ref(path, ref, with_evalset=forced is None)
             prompt, the_set, git = at.prompt, at.evalset, at.git
         else:
-            prompt = load_prompt(path)
+            prompt = load_prompt(path, config.root)
             the_set = None
         specs = list(models) or [model_of(prompt)]
         the_set = forced or the_set or evalset_of(prompt)

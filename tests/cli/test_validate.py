@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import Result
 
+from tests.fakeserver import FakeOpenAI
 from tests.helpers import copy_examples, run_cli
 
 PROMPT = """\
@@ -333,3 +337,219 @@ def test_init_into_a_directory_keeps_an_existing_gitignore(tmp_path: Path,
     assert (target / ".gitignore").read_text(encoding="utf-8") == "*.pyc\n.promptctl/\n"
     monkeypatch.chdir(target)
     assert run_cli("validate").exit_code == 0
+
+
+# --- hostile inputs: validate and eval refuse the same, with exit 2, before anything is sent ----
+
+# The CLI in a fresh interpreter whose address space is capped: a bomb that got through would
+# end in MemoryError (exit 1) rather than swap the machine, and `timeout=` below turns a hang
+# into a failure rather than a stuck suite.
+BOUNDED_CLI = """\
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from promptctl.cli.app import app
+app(sys.argv[1:], prog_name="promptctl")
+"""
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", BOUNDED_CLI, *args], cwd=cwd, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("promptctl hung") from None
+    return proc.returncode, out, err
+
+
+def run_bounded(*argsets: tuple[str, ...], cwd: Path) -> list[tuple[int, str, str]]:
+    """Run several bounded CLI processes, two at a time."""
+    results: list[tuple[int, str, str]] = []
+    for i in range(0, len(argsets), 2):
+        procs = [start_cli(*args, cwd=cwd) for args in argsets[i:i + 2]]
+        results.extend(finish(p) for p in procs)
+    return results
+
+
+def bomb_prompt(template: str, evalset: str = "../evalsets/greet.jsonl") -> str:
+    body = "".join(f"      {line}\n" for line in template.splitlines())
+    return f"name: bomb\nmessages:\n  - role: user\n    content: |\n{body}evalset: {evalset}\n"
+
+
+TEMPLATE_BOMBS = [
+    ("power", "{{ 7 ** 30000000 }}"),
+    ("repeat", "{{ 'a' * 10**10 }}"),
+    ("center", "{{ 'x'|center(10**10) }}"),
+    ("str.format width", "{{ '{:>10000000000}'.format(1) }}"),
+    ("indent", "{{ ('a\\n' * 1000)|indent(10**9) }}"),
+    ("wordwrap", "{{ ('a ' * 100000)|wordwrap(1, wrapstring='x' * 1000) }}"),
+    ("nested ranges", "{% for i in range(10**6) %}{% for j in range(10**6) %}{% endfor %}{% endfor %}"),
+    ("nested loops", "{% for i in range(10**5) %}{% for j in range(10**5) %}{% endfor %}{% endfor %}"),
+    ("lipsum", "{{ lipsum(n=10**8) }}"),
+    ("range list", "{{ range(10**12)|list }}"),
+    ("recursive macro", "{% macro m(n) %}{{ m(n) }}{{ m(n) }}{% endmacro %}{{ m(1) }}"),
+    ("huge join", "{{ range(100000)|join('x' * 100000) }}"),
+]
+
+EVALSET_BOMBS = [
+    # (name, content, line of the eval set)
+    ("deep.yaml", "- input: {name: a}\n- input: {name: " + "[" * 900 + "]" * 900 + "}\n", 2),
+    ("deep.jsonl", '{"input": {"name": "a"}}\n{"input": {"name": ' + "[" * 200_000 + "]" * 200_000
+     + "}}\n", 2),
+    ("digits.yaml", "- input: {name: a}\n  expected: " + "9" * 5000 + "\n", 2),
+    ("digits.jsonl", '{"input": {"name": "a"}, "expected": ' + "9" * 5000 + "}\n", 1),
+    ("digits.csv", "name,expected\na,1\nb," + "9" * 5000 + "\n", 3),
+]
+
+
+@pytest.fixture
+def bombs(project: Path) -> list[tuple[str, str, int, str]]:
+    """Prompt files that go off when rendered or loaded: (prompt, file the error names, line,
+    what the message says)."""
+    out = []
+    for i, (_, template) in enumerate(TEMPLATE_BOMBS):
+        (project / "prompts" / f"t{i}.yaml").write_text(bomb_prompt(template), encoding="utf-8")
+        out.append((f"prompts/t{i}.yaml", f"prompts/t{i}.yaml", 5, "template"))
+    for name, content, line in EVALSET_BOMBS:
+        (project / "evalsets" / name).write_text(content, encoding="utf-8")
+        stem = name.replace(".", "_")
+        (project / "prompts" / f"{stem}.yaml").write_text(
+            PROMPT.replace("greet.jsonl", name), encoding="utf-8")
+        out.append((f"prompts/{stem}.yaml", f"evalsets/{name}", line, ""))
+    return out
+
+
+def test_validate_ends_every_bomb_with_exit_2(project: Path, bombs: list[tuple[str, str, int, str]]) -> None:
+    ((code, out, err),) = run_bounded(("validate", "--json", *(b[0] for b in bombs)), cwd=project)
+    assert code == 2, err
+    assert "Traceback" not in err
+    by_file = {f["file"]: f for f in json.loads(out)["files"]}
+    for prompt, file, line, word in bombs:
+        entry = by_file[prompt]
+        assert entry["ok"] is False, prompt
+        assert (os.path.normpath(entry["error_file"]), entry["line"]) == (file, line), entry
+        assert word in entry["message"] and entry["fix"], entry
+
+
+def test_eval_ends_every_bomb_with_exit_2_before_sending(project: Path, api: FakeOpenAI,
+                                                        bombs: list[tuple[str, str, int, str]]) -> None:
+    results = run_bounded(*(("eval", b[0], "--model", "gpt-4o-mini") for b in bombs), cwd=project)
+    for (prompt, file, line, _), (code, _out, err) in zip(bombs, results, strict=True):
+        assert code == 2, (prompt, err)
+        assert "Traceback" not in err
+        assert f"{file}:{line}" in err, err
+        assert "fix:" in err
+    assert api.count == 0, "nothing may be sent"
+
+
+def test_the_bounded_cli_runs_a_good_prompt(project: Path, api: FakeOpenAI) -> None:
+    # The memory cap above is not what ends the bombs: a good prompt runs under it.
+    ((code, _out, err),) = run_bounded(("eval", "prompts/greet.yaml", "--model", "gpt-4o-mini"),
+                                       cwd=project)
+    assert code == 0, err
+    assert api.count > 0
+
+
+# --- validate and eval accept and refuse the same data ---------------------------------------
+
+JSON_DATA = [
+    # (id, eval set rows as YAML, line of the error or None when accepted)
+    ("date", "- input: {name: Bo}\n  expected: 2024-01-01\n", None),
+    ("timestamp tag", "- input: {name: Bo}\n  expected: !!timestamp 2024-01-01 10:00:00\n", None),
+    ("number key", "- input: {name: Bo}\n  metadata: {1: a, yes: b}\n", None),
+    ("binary", "- input: {name: Bo}\n- input: {name: !!binary aGk=}\n", 2),
+    ("set", "- input: {name: Bo}\n- input: {name: !!set {a, b}}\n", 2),
+    ("omap", "- input: {name: Bo}\n  metadata: !!omap [a: 1]\n", 2),
+    ("recursive alias", "- input: {name: Bo}\n  metadata: &m {self: [*m]}\n", 2),
+    ("nan", "- input: {name: Bo}\n  expected: .nan\n", 2),
+    ("inf", "- input: {name: Bo}\n  expected: -.inf\n", 2),
+    ("complex key", "- input: {name: Bo}\n  metadata: {? [a, b] : 1}\n", 2),
+]
+
+
+@pytest.mark.parametrize(("rows", "line"), [c[1:] for c in JSON_DATA], ids=[c[0] for c in JSON_DATA])
+def test_validate_and_eval_agree_on_yaml_data(project: Path, api: FakeOpenAI, rows: str,
+                                              line: int | None) -> None:
+    (project / "evalsets" / "greet.yaml").write_text(rows, encoding="utf-8")
+    (project / "evalsets" / "greet.jsonl").unlink()
+    (project / "prompts" / "greet.yaml").write_text(PROMPT.replace("greet.jsonl", "greet.yaml"),
+                                                    encoding="utf-8")
+    checked = run_cli("validate", "prompts/greet.yaml")
+    evaluated = run_cli("eval", "prompts/greet.yaml", "--model", "gpt-4o-mini", "--json")
+    if line is None:
+        assert checked.exit_code == 0, checked.output
+        assert evaluated.exit_code == 0, evaluated.output
+        (run,) = json.loads(evaluated.stdout)["runs"]
+        assert run["n"] == 1
+    else:
+        assert_one_clear_error(checked, "evalsets/greet.yaml", line)
+        assert evaluated.exit_code == 2, evaluated.output
+        assert f"evalsets/greet.yaml:{line}" in evaluated.output
+        assert "Traceback" not in evaluated.output
+        assert api.count == 0
+
+
+def test_a_yaml_date_is_scored_as_the_text_written(project: Path, api: FakeOpenAI) -> None:
+    (project / "evalsets" / "d.yaml").write_text("- id: d1\n  input: {name: Bo}\n  expected: 2024-01-01\n",
+                                                 encoding="utf-8")
+    result = run_cli("eval", "prompts/greet.yaml", "--evalset", "evalsets/d.yaml", "--model",
+                     "gpt-4o-mini", "--json")
+    assert result.exit_code == 0, result.output
+    (run,) = json.loads(result.stdout)["runs"]
+    rows = json.loads(run_cli("show", run["id"], "--json").stdout)["rows"]
+    assert [r["expected"] for r in rows if r["row_id"] == "d1"] == ["2024-01-01"]
+
+
+def test_jsonl_duplicate_keys_are_refused_by_validate_and_eval(project: Path, api: FakeOpenAI) -> None:
+    (project / "evalsets" / "greet.jsonl").write_text(
+        EVALSET + '{"id": "g3", "input": {"name": "Di", "name": "Ed"}}\n', encoding="utf-8")
+    assert_one_clear_error(run_cli("validate", "prompts/greet.yaml"), "evalsets/greet.jsonl", 3)
+    evaluated = run_cli("eval", "prompts/greet.yaml", "--model", "gpt-4o-mini")
+    assert evaluated.exit_code == 2 and "evalsets/greet.jsonl:3" in evaluated.output
+    assert api.count == 0
+
+
+def test_a_long_csv_document_validates(project: Path) -> None:
+    doc = "word " * 60_000  # 300 KB, over the csv module's default field limit
+    (project / "evalsets" / "docs.csv").write_text(f'name,expected\n"{doc}",x\n', encoding="utf-8")
+    result = run_cli("validate", "evalsets/docs.csv")
+    assert result.exit_code == 0, result.output
+
+
+# --- files a prompt names stay inside the project ----------------------------------------------
+
+SECRET = "OPENAI_API_KEY=sk-live-not-for-the-pr-comment"
+
+
+@pytest.fixture
+def secret_outside(project: Path) -> Path:
+    path = project.parent / "outside.csv"
+    path.write_text(SECRET + ",more\n1,2\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "symlink", "dev-zero", "fifo"])
+def test_a_prompt_cannot_make_promptctl_read_outside_the_project(project: Path, api: FakeOpenAI,
+                                                                 secret_outside: Path, how: str) -> None:
+    evalset = {"relative": "../../outside.csv", "absolute": str(secret_outside)}.get(how, "../evalsets/x.csv")
+    if how == "symlink":
+        (project / "evalsets" / "x.csv").symlink_to(secret_outside)
+    elif how == "dev-zero":
+        (project / "evalsets" / "x.csv").symlink_to("/dev/zero")
+    elif how == "fifo":
+        os.mkfifo(project / "evalsets" / "x.csv")
+    (project / "prompts" / "greet.yaml").write_text(PROMPT.replace("../evalsets/greet.jsonl", evalset),
+                                                    encoding="utf-8")
+    results = run_bounded(("validate", "prompts/greet.yaml"),
+                          ("eval", "prompts/greet.yaml", "--model", "gpt-4o-mini"), cwd=project)
+    for code, out, err in results:
+        assert code == 2, err
+        assert "prompts/greet.yaml:13" in err, err
+        assert "Traceback" not in err and "fix:" in err
+        assert "sk-live" not in out + err
+    assert api.count == 0
