@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cached_property
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from promptctl.stats import Statistic
-    from promptctl.store.sqlite import Store
+    from promptctl.store import RowRecord, RunRecord, ScoreColumns, Store
 
     FloatArray = npt.NDArray[Any]
 
@@ -44,7 +44,7 @@ class _Side:
     `distinct` holds each distinct score dict, `code` each sample's index into it.
     """
 
-    run: dict[str, Any]
+    run: RunRecord
     ids: list[str]
     row: Any
     ok: Any
@@ -91,7 +91,7 @@ class _Side:
                 np.bincount(self.row[keep], minlength=size).astype(np.float64))
 
 
-def _side(run: dict[str, Any], cols: dict[str, list[Any]]) -> _Side:
+def _side(run: RunRecord, cols: ScoreColumns) -> _Side:
     import numpy as np
 
     ids, scores = cols["row_id"], cols["scores"]
@@ -382,9 +382,9 @@ def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> dict[str, lis
             "biggest_error_increases": [entry(r, error=True) for r in error_up]}
 
 
-def _details(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _details(rows: list[RowRecord]) -> dict[str, Mapping[str, Any]]:
     """The first answered sample of each row id (else its first sample)."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Mapping[str, Any]] = {}
     for r in rows:
         if r["row_id"] not in out or (out[r["row_id"]].get("error") is not None
                                       and r.get("error") is None):
@@ -424,7 +424,7 @@ def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
     return out
 
 
-def _run_brief(run: dict[str, Any]) -> dict[str, Any]:
+def _run_brief(run: RunRecord) -> dict[str, Any]:
     keep = ("id", "created_at", "status", "prompt_name", "prompt_path", "prompt_version",
             "git_commit", "git_dirty", "git_branch", "model", "endpoint", "evalset_path",
             "evalset_version", "metrics", "summary")
@@ -475,14 +475,14 @@ def compare_runs(store: Store, a_ref: str, b_ref: str) -> dict[str, Any]:
 # --- choosing runs --------------------------------------------------------------------------
 
 
-def _newest(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _newest(runs: list[RunRecord]) -> RunRecord | None:
     """Clean work trees first, then the newest."""
     return max(runs, key=lambda r: (not r["git_dirty"], r["id"]), default=None)
 
 
 def find_run(store: Store, prompt: str, *, commit: str | None = None, model: str | None = None,
              prompt_version: str | None = None,
-             evalset_version: str | None = None) -> dict[str, Any] | None:
+             evalset_version: str | None = None) -> RunRecord | None:
     """The newest complete run of a prompt matching commit / model / versions, clean trees first."""
     return _newest([r for r in store.list_runs(prompt)
                     if r["status"] == "complete"
@@ -494,7 +494,7 @@ def find_run(store: Store, prompt: str, *, commit: str | None = None, model: str
 
 def run_at_commit(store: Store, prompt: str, commit: str, *, model: str | None = None,
                   prompt_version: str | None = None,
-                  evalset_version: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+                  evalset_version: str | None = None) -> tuple[RunRecord | None, str | None]:
     """The run that stands for `prompt` at `commit`, and a note when it ran elsewhere.
 
     A run at that commit (with the prompt as committed, when its version is
@@ -543,7 +543,7 @@ def history(store: Store, prompt: str, *, model: str | None = None,
     on a dirty work tree or outside git. With `root`, each entry gets the
     commit's date, author and subject from git.
     """
-    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    chosen: dict[tuple[str, str], RunRecord] = {}
     wanted = ("id", "created_at", "status", "prompt_version", "model", "git_commit", "git_dirty",
               "evalset_version", "metrics", "summary")
     for run in store.list_runs(prompt, columns=wanted):
@@ -556,7 +556,7 @@ def history(store: Store, prompt: str, *, model: str | None = None,
     facts = _commit_facts(root, {r["git_commit"] for r in chosen.values()
                                  if r["git_commit"]}) if root is not None else {}
     depths = _depths(facts)
-    entries = []
+    entries: list[dict[str, Any]] = []
     for run in chosen.values():
         fact = facts.get(run["git_commit"] or "", {})
         summary = run.get("summary") or {}
@@ -584,11 +584,11 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def _order_key(run: dict[str, Any], fact: dict[str, Any],
+def _order_key(run: RunRecord, fact: dict[str, Any],
                depths: dict[str, int]) -> tuple[float, int, str]:
     if run["git_dirty"] or "time" not in fact:
         return (_epoch(run["created_at"]), 0, run["id"])
-    return (float(fact["time"]), depths.get(run["git_commit"], 0), run["id"])
+    return (float(fact["time"]), depths.get(run["git_commit"] or "", 0), run["id"])
 
 
 def _depths(facts: dict[str, dict[str, Any]]) -> dict[str, int]:

@@ -9,7 +9,7 @@ from promptctl.evalsets import EvalSet
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
 from promptctl.runner import EvalOptions, is_cached, plan
-from promptctl.store.sqlite import Store
+from promptctl.store import Store
 
 # Chat formatting adds a few tokens per message around the content (OpenAI's
 # published accounting for its chat models).

@@ -34,7 +34,7 @@ from promptctl.config import Config
 from promptctl.errors import InputError, PromptctlError, ProviderError
 from promptctl.prompts import LOWER_IS_BETTER, Prompt
 from promptctl.runner import EvalOptions
-from promptctl.store.sqlite import Store
+from promptctl.store import RunRecord, Store
 
 DEFAULT_SIGNIFICANCE = 0.05
 DEFAULT_BASES = ("origin/main", "main")
@@ -271,7 +271,7 @@ def find_affected(root: Path, commit: Any, selected: list[str]) -> tuple[
 
 
 def stored_baseline(store: Store, prompt: Prompt, evalset_version: str, model: str,
-                    commit: str) -> dict[str, Any] | None:
+                    commit: str) -> RunRecord | None:
     """A complete, error-free, full run of these exact prompt and eval set bytes with `model`.
 
     Runs made at the base commit on a clean tree come first; any other run of
@@ -291,12 +291,12 @@ def stored_baseline(store: Store, prompt: Prompt, evalset_version: str, model: s
     return found[0] if found else None
 
 
-def _errors(run: dict[str, Any]) -> int:
+def _errors(run: RunRecord) -> int:
     summary = run.get("summary") or {}
     return int(summary.get("errors") or 0) + int(summary.get("fewshot_errors") or 0)
 
 
-def absolute_gates(prompt: Prompt, run: dict[str, Any]) -> list[dict[str, Any]]:
+def absolute_gates(prompt: Prompt, run: RunRecord) -> list[dict[str, Any]]:
     """One gate per `thresholds: {metric: {min|max: N}}` bound, on the current value."""
     metrics = run.get("metrics") or {}
     gates = []
@@ -409,7 +409,7 @@ def exit_code(prompts: list[dict[str, Any]]) -> int:
 
 def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: Base,
               config: Config, store: Store, options: CheckOptions, eval_options: EvalOptions,
-              say: EventFn) -> dict[str, Any]:
+              say: EventFn) -> RunRecord:
     """The run of the prompt at the base commit: from the store, else evaluated from git."""
     from promptctl.providers import resolve_model
     from promptctl.runner import run_eval

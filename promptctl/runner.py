@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from promptctl.config import Config, Price
 from promptctl.consistency import analyze
@@ -27,7 +27,7 @@ from promptctl.prompts import Prompt
 from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
 from promptctl.ratelimit import RateLimiter
 from promptctl.scoring import extract, score_row
-from promptctl.store.sqlite import Store, utcnow
+from promptctl.store import RowRecord, RunRecord, Store, utcnow
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 FLUSH_ROWS = 64
@@ -231,7 +231,7 @@ async def execute(items: Plan, *, run_id: str, prompt: Prompt, model: str,
         nonlocal last_flush
         if buffer or cache_buffer:
             # One transaction: a commit per answer is most of the store's cost.
-            store.write_rows(buffer, cache=cache_buffer)
+            store.write_rows(cast("list[RowRecord]", buffer), cache=cache_buffer)
             buffer.clear()
             cache_buffer.clear()
         last_flush = time.monotonic()
@@ -339,7 +339,7 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
     models = {m for m in store.answered_column(run_id, "response_model") if m}
     cost = _cost(price, tokens["prompt"], tokens["completion"])
     spent_cost = _cost(price, spent["prompt"], spent["completion"])
-    consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
+    consistency = analyze(cast(Any, store.iter_rows(run_id, kind="eval"))) if repeat > 1 else None
     return {
         "metrics": aggregate_columns(prompt.metrics, scores["eval"]),
         "fewshot_metrics": aggregate_columns(prompt.metrics, scores["fewshot"]),
@@ -390,7 +390,7 @@ def _require_cached(store: Store, items: Plan, resolved: ResolvedModel,
 def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: Config,
              evalset: EvalSet | None = None, options: EvalOptions | None = None,
              progress: ProgressFn | None = None, on_start: Callable[[str], None] | None = None,
-             git: GitState | None = None) -> dict[str, Any]:
+             git: GitState | None = None) -> RunRecord:
     """Evaluate one prompt with one model; returns the stored run record.
 
     Rows are written as they arrive; on any interruption the run keeps them and
@@ -415,7 +415,7 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
     run_id = new_run_id()
     store.create_run({
         "id": run_id, "created_at": utcnow(), "status": "running", "prompt_name": prompt.name,
-        "prompt_path": _rel(prompt.path, config.root), "prompt_version": prompt.version,
+        "prompt_path": cast(str, _rel(prompt.path, config.root)), "prompt_version": prompt.version,
         "prompt_source": prompt.source, "git_commit": git.commit, "git_dirty": git.dirty,
         "git_branch": git.branch, "model": resolved.spec, "endpoint": resolved.endpoint_name,
         "base_url": resolved.cache_url, "params": prompt.request_params,
@@ -439,7 +439,7 @@ def _owner() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
-def _still_running(run: dict[str, Any]) -> bool:
+def _still_running(run: RunRecord) -> bool:
     import os
     import socket
 
@@ -467,7 +467,7 @@ def _concurrency(options: EvalOptions, resolved: ResolvedModel, config: Config) 
 
 def _complete(run_id: str, items: Plan, prompt: Prompt, resolved: ResolvedModel, *,
               store: Store, config: Config, options: EvalOptions, concurrency: int,
-              progress: ProgressFn | None) -> dict[str, Any]:
+              progress: ProgressFn | None) -> RunRecord:
     from promptctl.providers import open_provider
 
     price = config.price(resolved.model, resolved.endpoint)
@@ -495,12 +495,12 @@ def _complete(run_id: str, items: Plan, prompt: Prompt, resolved: ResolvedModel,
     return store.get_run(run_id)
 
 
-def _stored_evalset(run: dict[str, Any], config: Config) -> EvalSet:
+def _stored_evalset(run: RunRecord, config: Config) -> EvalSet:
     """The eval set a run used: the file if unchanged, else the file at the run's commit."""
     from promptctl.evalsets import load_evalset_bytes
     from promptctl.gitinfo import read_at_ref
 
-    path = config.root / run["evalset_path"]
+    path = config.root / (run["evalset_path"] or "")
     current: EvalSet | None = None
     try:
         current = load_evalset(path)
@@ -524,7 +524,7 @@ def _stored_evalset(run: dict[str, Any], config: Config) -> EvalSet:
 
 def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOptions | None = None,
                 progress: ProgressFn | None = None,
-                on_start: Callable[[str], None] | None = None) -> dict[str, Any]:
+                on_start: Callable[[str], None] | None = None) -> RunRecord:
     """Finish a run: send only the rows it has no answer for (error rows are tried again).
 
     The prompt is rebuilt from the source stored with the run, so editing the
@@ -535,7 +535,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
 
     run = store.get_run(run_ref)
     if _still_running(run):
-        raise InputError(f"run {run['id']} is still being run by process {run['options']['pid']}",
+        raise InputError(f"run {run['id']} is still being run by process {(run['options'] or {}).get('pid')}",
                          fix="wait for it to finish (or stop it), then resume")
     stored = run.get("options") or {}
     prompt = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])

@@ -292,7 +292,7 @@ def history(
     from promptctl.render.jsonout import dumps
 
     config = project()
-    store = open_project_store(config)
+    store = open_project_store(config, create=False)
     name, _ = _prompt_arg(prompt, config.root)
     assert name is not None
     result = build(store, name, model=model, root=config.root)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 
-def run_json(run: dict[str, Any]) -> dict[str, Any]:
+def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
     """One run in the shape of SPEC.md section 5 (plus a few extra keys)."""
     summary = run.get("summary") or {}
     latency = summary.get("latency_ms") or {}

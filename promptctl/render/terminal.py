@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -50,7 +51,7 @@ def _short(sha: str | None, n: int = 10) -> str:
     return sha[:n] if sha else "-"
 
 
-def run_summary(con: Console, run: dict[str, Any]) -> None:
+def run_summary(con: Console, run: Mapping[str, Any]) -> None:
     """The summary table of one run: metrics with intervals, few-shot side by side, accounting."""
     summary = run.get("summary") or {}
     dirty = " (dirty)" if run.get("git_dirty") else ""
@@ -106,7 +107,7 @@ def repeat_summary(con: Console, c: dict[str, Any]) -> None:
         con.print("flaky rows: none (every sample of every row gave the same answer)")
 
 
-def runs_table(con: Console, runs: list[dict[str, Any]]) -> None:
+def runs_table(con: Console, runs: Sequence[Mapping[str, Any]]) -> None:
     """Stored runs, newest first."""
     table = Table(show_edge=False, header_style="bold")
     for col in ("id", "time (UTC)", "prompt", "commit", "dirty", "version", "model", "status",
@@ -130,7 +131,7 @@ def _compact(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def show_rows(con: Console, run: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def show_rows(con: Console, run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
     """One run row by row."""
     run_summary(con, run)
     table = Table(show_edge=False, header_style="bold", show_lines=True)
