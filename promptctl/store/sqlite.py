@@ -62,7 +62,12 @@ class SQLiteStore(Store):
             self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
                                         check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                # A store that cannot be written can still be read; a write says why not.
+                if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+                    raise
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA busy_timeout=60000")
             self.migrate()
@@ -479,7 +484,7 @@ def _not_writable(path: Path, exc: OSError | None) -> StoreError | None:
         if err is None:
             continue
         why = _WHY.get(err, os.strerror(err))
-        what = "directory" if is_dir else "file"
+        what = f"the store's directory {target}" if is_dir else "the store file"
         if err == errno.EROFS:
             fix = f"remount that file system read-write, or {_ELSEWHERE}"
         elif err == errno.EPERM:
@@ -487,7 +492,7 @@ def _not_writable(path: Path, exc: OSError | None) -> StoreError | None:
                    f"or {_ELSEWHERE}")
         else:
             fix = f"make it writable for this user (chmod u+w {target}), or {_ELSEWHERE}"
-        return StoreError(f"the results store's {what} {target} {why}", file=str(path), fix=fix)
+        return StoreError(f"{what} {why}", file=str(path), fix=fix)
     if exc is not None and exc.errno in _WHY and not path.parent.exists():
         return StoreError(f"cannot create the store directory {path.parent}: {exc.strerror}",
                           file=str(path), fix=f"create it with write access, or {_ELSEWHERE}")
