@@ -69,7 +69,7 @@ SQLITE: list[tuple[str, str]] = [
         """,
     ),
     (
-        "m002_ownership_coverage_pipelines",
+        "m002_owner_coverage_links",
         """
         ALTER TABLE runs ADD COLUMN owner TEXT;
         ALTER TABLE runs ADD COLUMN coverage TEXT;
@@ -148,7 +148,7 @@ POSTGRESQL: list[tuple[str, str]] = [
         """,
     ),
     (
-        "m002_ownership_coverage_pipelines",
+        "m002_owner_coverage_links",
         """
         ALTER TABLE runs ADD COLUMN owner TEXT;
         ALTER TABLE runs ADD COLUMN coverage TEXT;
