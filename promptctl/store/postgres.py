@@ -51,12 +51,17 @@ _KEY = ("run_id", "kind", "row_id", "sample")
 _UPSERT_ROW = (f"INSERT INTO rows ({_ROW_SELECT}) VALUES ({', '.join('%s' for _ in ROW_COLUMNS)}) "
                f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET "
                + ", ".join(f"{c} = EXCLUDED.{c}" for c in ROW_COLUMNS if c not in _KEY))
+_UPSERT_FROM_COPY = (f"INSERT INTO rows ({_ROW_SELECT}) SELECT {_ROW_SELECT} FROM rows_in "
+                     f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET "
+                     + ", ".join(f"{c} = EXCLUDED.{c}" for c in ROW_COLUMNS if c not in _KEY))
+# From this many rows on, a batch goes in through COPY.
+_COPY_ROWS = 200
 _UPSERT_CACHE = ("INSERT INTO cache (key, created_at, response) VALUES (%s, %s, %s) "
                  "ON CONFLICT (key) DO UPDATE SET created_at = EXCLUDED.created_at, "
                  "response = EXCLUDED.response")
 _TEXT_ROW = tuple(c not in ROW_JSON and c not in ("valid", "cached") for c in ROW_COLUMNS)
 # Rows read per query when a run is iterated: the connection stays free between pages.
-_PAGE = 2000
+_PAGE = 5000
 
 
 class PostgresStore(Store):
@@ -73,6 +78,7 @@ class PostgresStore(Store):
                 kwargs["connect_timeout"] = 10  # an unreachable host fails soon, not after minutes
             if "application_name" not in params:
                 kwargs["application_name"] = "promptctl"
+            self._connect_kwargs = kwargs
             self.conn = psycopg.connect(url, **kwargs)
         except (psycopg.Error, OSError) as exc:
             raise self._storage_error(exc) or StoreError(
@@ -194,7 +200,17 @@ class PostgresStore(Store):
         if not rows and not cache:
             return
         with self.conn.transaction(), self.conn.cursor() as cur:
-            if rows:
+            if len(rows) >= _COPY_ROWS:
+                # COPY into a scratch table, then one upsert: a third less time than
+                # pipelined single-row upserts for a large batch.
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS rows_in (LIKE rows) ON COMMIT DELETE ROWS")
+                # One upsert cannot touch a row twice: the last of a key wins, as in SQLite.
+                latest = {(r["run_id"], r["kind"], r["row_id"], r.get("sample") or 0): r for r in rows}
+                with cur.copy(f"COPY rows_in ({_ROW_SELECT}) FROM STDIN".encode()) as copy:
+                    for row in latest.values():
+                        copy.write_row(_row_values(row))
+                cur.execute(_UPSERT_FROM_COPY)
+            elif rows:
                 cur.executemany(_UPSERT_ROW, [_row_values(r) for r in rows])
             if cache:
                 self._cache_insert(cur, cache)
@@ -271,17 +287,23 @@ class PostgresStore(Store):
             "SELECT kind, row_id, sample FROM rows WHERE run_id = %s AND error IS NULL", (run_id,))}
 
     def score_columns(self, run_id: str, kind: str = "eval") -> ScoreColumns:
-        # Four aggregates over one sorted scan: four values cross the wire, not 100,000 rows.
-        # chr(30) cannot occur in stored JSON (json.dumps escapes control characters).
-        found = self.conn.execute(
-            "SELECT array_agg(row_id), array_agg(sample), array_agg(error IS NULL), "
-            "string_agg(COALESCE(scores, 'null'), chr(30)) FROM "
-            "(SELECT row_id, sample, error, scores FROM rows WHERE run_id = %s AND kind = %s "
-            "ORDER BY row_id, sample) AS ordered", (run_id, kind), binary=True).fetchone()
-        if found is None or found[0] is None:
-            return ScoreColumns(row_id=[], sample=[], ok=[], scores=[])
-        return ScoreColumns(row_id=found[0], sample=found[1], ok=found[2],
-                            scores=decode_shared(found[3].split("\x1e")))
+        return _score_columns(self.conn, run_id, kind)
+
+    def score_columns_of(self, run_ids: Sequence[str], kind: str = "eval") -> list[ScoreColumns]:
+        """`score_columns` of several runs, each but the first on a connection of its own in a
+        thread: the server aggregates one run while this process decodes another."""
+        if len(run_ids) < 2:
+            return [self.score_columns(r, kind) for r in run_ids]
+        from concurrent.futures import ThreadPoolExecutor
+
+        def read(run_id: str) -> ScoreColumns:
+            with psycopg.connect(self.url, **self._connect_kwargs) as conn:
+                return _score_columns(conn, run_id, kind)
+
+        with ThreadPoolExecutor(max_workers=len(run_ids) - 1) as pool:
+            others = [pool.submit(read, r) for r in run_ids[1:]]
+            first = self.score_columns(run_ids[0], kind)
+            return [first, *(f.result() for f in others)]
 
     def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
                    columns: Sequence[str] | None = None) -> list[RowRecord]:
@@ -331,6 +353,20 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _score_columns(conn: psycopg.Connection[Any], run_id: str, kind: str) -> ScoreColumns:
+    # Four aggregates over one sorted scan: four values cross the wire, not 100,000 rows.
+    # chr(30) cannot occur in stored JSON (json.dumps escapes control characters).
+    found = conn.execute(
+        "SELECT array_agg(row_id), array_agg(sample), array_agg(error IS NULL), "
+        "string_agg(COALESCE(scores, 'null'), chr(30)) FROM "
+        "(SELECT row_id, sample, error, scores FROM rows WHERE run_id = %s AND kind = %s "
+        "ORDER BY row_id, sample) AS ordered", (run_id, kind), binary=True).fetchone()
+    if found is None or found[0] is None:
+        return ScoreColumns(row_id=[], sample=[], ok=[], scores=[])
+    return ScoreColumns(row_id=found[0], sample=found[1], ok=found[2],
+                        scores=decode_shared(found[3].split("\x1e")))
 
 
 # -- records -------------------------------------------------------------------------------

@@ -145,6 +145,18 @@ def test_rewriting_a_row_replaces_it(any_store: Store) -> None:
     assert only["error"] is None and only["completion"] == "ok" and only["attempts"] == 1
 
 
+def test_a_large_batch_inserts_and_replaces_as_a_small_one_does(any_store: Store) -> None:
+    any_store.create_run(run_record("01aaa"))
+    any_store.write_rows([row("01aaa", f"r{i}", i, error="timeout") for i in range(300)])
+    again = [row("01aaa", f"r{i}", i, completion=f"c{i}") for i in range(250)]
+    again.append(row("01aaa", "r0", 0, completion="last wins"))
+    any_store.write_rows(again, cache=[("k", {"text": "t"})])
+    rows = list(any_store.iter_rows("01aaa"))
+    assert len(rows) == 300 and any_store.cache_get("k") == {"text": "t"}
+    assert rows[0]["completion"] == "last wins" and rows[0]["error"] is None
+    assert rows[249]["completion"] == "c249" and rows[250]["error"] == "timeout"
+
+
 def test_get_run_by_prefix(any_store: Store) -> None:
     for run_id in ("01abc00", "01abd00", "01abd01"):
         any_store.create_run(run_record(run_id))
