@@ -10,6 +10,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from promptctl.errors import InputError
 from promptctl.store.base import (
     ANSWERED_COLUMNS,
     ROW_BOOL,
@@ -136,8 +137,6 @@ class SQLiteStore(Store):
 
     def get_run(self, ref: str) -> RunRecord:
         """A run by id or unique id prefix."""
-        from promptctl.errors import InputError
-
         if not ref.strip():
             # An empty prefix matches every run: with a single run stored it would pick that one.
             raise InputError("empty run id", fix="give a run id or a unique prefix of one "
@@ -462,6 +461,8 @@ def storage_error(exc: Exception, path: str) -> StoreError | None:
         return StoreUnavailable(f"the disk failed while writing the results store ({text})",
                                 file=path, fix="check the disk (space, errors in the system log), "
                                 "then finish an interrupted run with `promptctl eval --resume RUN`")
+    if name in ("SQLITE_ERROR", "") or name.startswith(("SQLITE_MISUSE", "SQLITE_RANGE")):
+        return None  # a statement promptctl got wrong: a bug, with its traceback
     return StoreError(f"cannot use the results store ({text})", file=path,
                       fix="point PROMPTCTL_STORE (or store: in promptctl.yaml) at a promptctl "
                       "SQLite file, or move this one away")

@@ -308,3 +308,19 @@ def test_a_connection_lost_mid_run_is_exit_3_and_resume_finishes(
     finished = eval_run("--resume", run["id"])
     assert finished["n"] == len(words) and finished["errors"] == 0
     assert calls["n"] - 6 <= len(words) - kept
+
+
+def test_a_statement_promptctl_got_wrong_stays_a_bug(pg_url: str) -> None:
+    # Only the engine's failures become StoreErrors: a broken statement keeps its traceback.
+    import psycopg
+
+    from promptctl.store.postgres import storage_error as pg_error
+    from promptctl.store.sqlite import storage_error as sqlite_error
+
+    conn = sqlite3.connect(":memory:")
+    with pytest.raises(sqlite3.Error) as info:
+        conn.execute("SELEC 1")
+    assert sqlite_error(info.value, "x.db") is None
+    with psycopg.connect(pg_url) as pconn, pytest.raises(psycopg.Error) as pinfo:
+        pconn.execute("SELEC 1")
+    assert pg_error(pinfo.value, "postgresql://h/db") is None
