@@ -123,3 +123,23 @@ def test_an_empty_store_refuses_writes(tmp_path: Path) -> None:
         store.cache_put([("k", {"text": "x"})])
     assert store.cache_get("k") is None and store.run_totals("x")["eval"]["n"] == 0
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_password_from_a_pgpass_file_is_used_and_masked(project: Path, pg_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import pg
+
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:*:*:promptctl:{pg.PASSWORD.replace(':', chr(92) + ':')}\n",
+                        encoding="utf-8")
+    passfile.chmod(0o600)
+    monkeypatch.delenv("PGPASSWORD")
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    redact.forget_all()
+    try:
+        result = invoke("--store", pg_url, "runs", "--json")
+        assert json.loads(result.stdout) == {"runs": []}
+        # libpq found the password in the file; from now on it is masked wherever it shows.
+        assert redact.redact(f"said {pg.PASSWORD}") == "said ***"
+    finally:
+        redact.forget_all()
