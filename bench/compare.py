@@ -8,10 +8,17 @@ real git repository, then times whole processes:
     promptctl history NAME --json    (target < 0.5 s)
 
 Run: python bench/compare.py [--rows N] [--runs N] [--repeat K] [--keep DIR] [--metrics M,...]
+                             [--store URL]
 
 --metrics picks the diff runs' metrics (by default rmse, exact_match and format_validity;
 mae, pearson and spearman time the other paired tests on the same integer scores). A kept
 store keeps the metrics it was built with.
+
+--store URL (a PostgreSQL store, e.g. postgresql://USER@127.0.0.1:5432/DB with the password
+in PGPASSWORD) builds the same data there too (once: a store that already holds the bench
+runs is reused) and times both stores interleaved, SQLite then the other, command by
+command, so both see the same machine load; it prints each median and their ratio against
+the target of at most 2x SQLite's.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from promptctl.metrics import aggregate  # noqa: E402
-from promptctl.store.sqlite import SQLiteStore  # noqa: E402
+from promptctl.store import Store, open_store, public_url  # noqa: E402
 
 PROMPTCTL = [sys.executable, "-m", "promptctl.cli"]
 METRICS = ("rmse", "exact_match", "format_validity")
@@ -107,7 +114,7 @@ def _summary(n: int) -> dict[str, Any]:
             "system_fingerprints": ["fp_bench"], "response_models": ["gpt-4o-mini-2024-07-18"]}
 
 
-def build_diff_runs(store: SQLiteStore, rows: int, seed: int = 1,
+def build_diff_runs(store: Store, rows: int, seed: int = 1,
                     metrics: tuple[str, ...] = METRICS) -> tuple[str, str]:
     """Two runs of the same eval set: B changes about 8% of A's answers."""
     rng = random.Random(seed)
@@ -135,17 +142,38 @@ def build_diff_runs(store: SQLiteStore, rows: int, seed: int = 1,
     return ids[0], ids[1]
 
 
-def build_history(store: SQLiteStore, repo: Path, runs: int) -> None:
-    """A git repository with one commit per prompt version and one stored run at each."""
+def build_history(store: Store, repo: Path, runs: int,
+                  shas: dict[int, str] | None = None) -> dict[int, str]:
+    """A git repository with one commit per prompt version and one stored run at each (with
+    `shas`, the repository exists: only the runs are stored); returns the commits."""
+    versions = [hashlib.sha256(PROMPT_TEMPLATE.format(name="hist", version=i).encode("utf-8"))
+                .hexdigest() for i in range(runs)]
+    t0 = 1_700_000_000
+    if shas is None:
+        shas = _history_repo(repo, runs)
+    metrics_rng = random.Random(2)
+    for i in range(runs):
+        run_id = f"01benchhist{i:05d}"
+        created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t0 + 60 * i + 30))
+        store.create_run(_run_record(run_id, "hist", versions[i], shas[i + 1], 200, created))
+        value = metrics_rng.random()
+        metrics = {"rmse": {"value": 1 + value, "n": 196, "ci95": [0.8 + value, 1.2 + value]},
+                   "exact_match": {"value": 0.5 + value / 3, "n": 200, "ci95": [0.4, 0.7]},
+                   "format_validity": {"value": 0.98, "n": 200, "ci95": [0.96, 1.0]}}
+        store.update_run(run_id, status="complete", finished_at=created, metrics=metrics,
+                         fewshot_metrics={}, summary=_summary(200))
+    return shas
+
+
+def _history_repo(repo: Path, runs: int) -> dict[int, str]:
     env = {**os.environ, "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
            "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, env=env)
     # fast-import writes a thousand commits in well under a second.
-    stream, versions = [], []
+    stream = []
     t0 = 1_700_000_000
     for i in range(runs):
         text = PROMPT_TEMPLATE.format(name="hist", version=i).encode("utf-8")
-        versions.append(hashlib.sha256(text).hexdigest())
         message = f"hist: prompt revision {i}".encode()
         stream.append(b"commit refs/heads/main\nmark :%d\n" % (i + 1))
         stream.append(b"committer Bench <bench@example.invalid> %d +0000\n" % (t0 + 60 * i))
@@ -159,36 +187,29 @@ def build_history(store: SQLiteStore, repo: Path, runs: int) -> None:
     marks = marks_file.read_text(encoding="ascii").split("\n")
     sha_of = {int(line.split()[0][1:]): line.split()[1] for line in marks if line.startswith(":")}
     subprocess.run(["git", "checkout", "-q", "main"], cwd=repo, check=True, env=env)
-    metrics_rng = random.Random(2)
-    for i in range(runs):
-        run_id = f"01benchhist{i:05d}"
-        created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t0 + 60 * i + 30))
-        store.create_run(_run_record(run_id, "hist", versions[i], sha_of[i + 1], 200, created))
-        value = metrics_rng.random()
-        metrics = {"rmse": {"value": 1 + value, "n": 196, "ci95": [0.8 + value, 1.2 + value]},
-                   "exact_match": {"value": 0.5 + value / 3, "n": 200, "ci95": [0.4, 0.7]},
-                   "format_validity": {"value": 0.98, "n": 200, "ci95": [0.96, 1.0]}}
-        store.update_run(run_id, status="complete", finished_at=created, metrics=metrics,
-                         fewshot_metrics={}, summary=_summary(200))
+    return sha_of
 
 
-def timed(args: list[str], cwd: Path, env: dict[str, str], times: int) -> tuple[list[float], str]:
-    walls, out = [], ""
-    for _ in range(times):
-        t = time.perf_counter()
-        done = subprocess.run([*PROMPTCTL, *args], cwd=cwd, env=env, capture_output=True,
-                              text=True)
-        walls.append(time.perf_counter() - t)
-        if done.returncode != 0:
-            raise SystemExit(f"promptctl {' '.join(args)} failed:\n{done.stderr}")
-        out = done.stdout
-    return walls, out
+def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
+    """Wall time and stdout of one `promptctl ARGS` process."""
+    t = time.perf_counter()
+    done = subprocess.run([*PROMPTCTL, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"promptctl {' '.join(args)} failed:\n{done.stderr}")
+    return wall, done.stdout
 
 
 def report(label: str, walls: list[float], target: float) -> None:
     best, med = min(walls), statistics.median(walls)
     print(f"{label}: median {med:.3f} s, best {best:.3f} s over {len(walls)} runs; target "
           f"< {target} s (median/target {med / target:.2f}x) {'OK' if med < target else 'MISSED'}")
+
+
+def _commits(repo: Path) -> dict[int, str]:
+    shas = subprocess.run(["git", "rev-list", "--reverse", "main"], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout.split()
+    return {i + 1: sha for i, sha in enumerate(shas)}
 
 
 def main() -> None:
@@ -199,38 +220,71 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="build in this directory and keep it")
     ap.add_argument("--metrics", default=",".join(METRICS),
                     help="metrics of the two diff runs, comma-separated")
+    ap.add_argument("--store", help="also time this store (postgresql://...), against SQLite")
     args = ap.parse_args()
+    metrics = tuple(args.metrics.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
         project = base / "project"
         db = base / "results.db"
-        env = {**os.environ, "PROMPTCTL_STORE": f"sqlite:///{db}", "NO_COLOR": "1",
-               "PYTHONPATH": str(ROOT)}
+        urls = {"sqlite": f"sqlite:///{db}"}
         t = time.perf_counter()
-        store = SQLiteStore(db)
+        store = open_store(urls["sqlite"])
         if not project.exists():
             project.mkdir()
-            a, b = build_diff_runs(store, args.rows, metrics=tuple(args.metrics.split(",")))
+            build_diff_runs(store, args.rows, metrics=metrics)
             build_history(store, project, args.runs)
-        else:
-            a, b = "01benchdiffa001", "01benchdiffb001"
         store.close()
-        print(f"store built in {time.perf_counter() - t:.1f} s ({db.stat().st_size / 1e6:.0f} MB): "
-              f"2 runs of {args.rows:,} rows, {args.runs:,} runs of one prompt")
-        walls, out = timed(["diff", a, b, "--json"], project, env, args.repeat)
-        result = json.loads(out)
+        a, b = "01benchdiffa001", "01benchdiffb001"
+        print(f"SQLite store built in {time.perf_counter() - t:.1f} s "
+              f"({db.stat().st_size / 1e6:.0f} MB): 2 runs of {args.rows:,} rows, "
+              f"{args.runs:,} runs of one prompt")
+        if args.store:
+            urls["other"] = args.store
+            t = time.perf_counter()
+            other = open_store(args.store)
+            built = []
+            if not other.has_run(a):
+                build_diff_runs(other, args.rows, metrics=metrics)
+                built.append("diff")
+            if not other.has_run("01benchhist00000"):
+                build_history(other, project, args.runs, shas=_commits(project))
+                built.append("history")
+            other.close()
+            print(f"{public_url(args.store)}: built {' and '.join(built) or 'nothing (reused)'} "
+                  f"in {time.perf_counter() - t:.1f} s")
+        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+        walls: dict[tuple[str, str], list[float]] = {}
+        outs: dict[tuple[str, str], str] = {}
+        commands = {"diff": ["diff", a, b, "--json"], "history": ["history", "hist", "--json"]}
+        for _ in range(args.repeat):
+            for command, argv in commands.items():
+                for label, url in urls.items():  # interleaved: both see the same load
+                    wall, out = timed(argv, project, {**env, "PROMPTCTL_STORE": url})
+                    walls.setdefault((label, command), []).append(wall)
+                    outs[(label, command)] = out
+        result = json.loads(outs[("sqlite", "diff")])
         flips = result["flipped"]
         print(f"diff: {result['paired_rows']:,} paired rows, {len(flips['pass_to_fail'])} pass→fail, "
               f"{len(flips['fail_to_pass'])} fail→pass; "
               + ", ".join(f"{k} {v['delta']:+.4f} p={v['p_value']:.3g}"
                           for k, v in result["metrics"].items()))
-        report(f"diff of two {args.rows:,}-row runs --json", walls, 2.0)
-        walls, out = timed(["history", "hist", "--json"], project, env, args.repeat)
-        versions = json.loads(out)["versions"]
+        versions = json.loads(outs[("sqlite", "history")])["versions"]
         print(f"history: {len(versions)} versions, newest {versions[0]['git_commit'][:10]} "
               f"({versions[0].get('subject')})")
-        report(f"history over {args.runs:,} runs --json", walls, 0.5)
+        targets = {"diff": (f"diff of two {args.rows:,}-row runs --json", 2.0),
+                   "history": (f"history over {args.runs:,} runs --json", 0.5)}
+        for command, (label, target) in targets.items():
+            report(f"SQLite {label}", walls[("sqlite", command)], target)
+            if "other" not in urls:
+                continue
+            report(f"{public_url(args.store)} {label}", walls[("other", command)], target)
+            ratio = (statistics.median(walls[("other", command)])
+                     / statistics.median(walls[("sqlite", command)]))
+            same = outs[("other", command)] == outs[("sqlite", command)]
+            print(f"  {command}: median other/SQLite {ratio:.2f}x (target <= 2x) "
+                  f"{'OK' if ratio <= 2 else 'MISSED'}; output identical: {same}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ __all__ = ["compare_runs", "history", "load_evalset", "load_prompt", "open_store
 _LAZY = {
     "load_prompt": ("promptctl.prompts", "load_prompt"),
     "load_evalset": ("promptctl.evalsets", "load_evalset"),
-    "run_eval": ("promptctl.runner", "run_eval"),
+    "run_eval": ("promptctl.engine", "run_eval"),
     "open_store": ("promptctl.store", "open_store"),
     "compare_runs": ("promptctl.compare", "compare_runs"),
     "history": ("promptctl.compare", "history"),

@@ -47,6 +47,15 @@ jobs:
       - name: Install promptctl
         run: pip install 'promptctl[report]'
 
+      # A shared PostgreSQL store instead of this cache (README, "Stores"): every
+      # job reads and writes the same runs and completions, so a pull request
+      # finds the baselines that the main branch's runs stored (evaluate the
+      # prompts on pushes to main) instead of evaluating them again. Install
+      # promptctl with its postgres extra, delete the two cache steps, and give
+      # the `promptctl check` step, from repository secrets, the URL without a
+      # password and the password on its own (libpq reads PGPASSWORD):
+      #   PROMPTCTL_STORE: ${{ secrets.PROMPTCTL_STORE }}  # postgresql://ci@db.example.com:5432/promptctl
+      #   PGPASSWORD: ${{ secrets.PGPASSWORD }}
       # The store holds earlier runs (baselines) and every completion, so a
       # re-run of an unchanged prompt sends nothing.
       - name: Restore the results store

@@ -8,7 +8,7 @@ counted as K independent observations.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from promptctl.metrics.registry import Stored
     from promptctl.stats import Statistic
-    from promptctl.store import Store
+    from promptctl.store import RowRecord, RunRecord, ScoreColumns, Store
 
     FloatArray = npt.NDArray[Any]
 
@@ -40,7 +40,7 @@ class _Side:
     `distinct` holds each distinct score dict, `code` each sample's index into it.
     """
 
-    run: dict[str, Any]
+    run: RunRecord
     ids: list[str]
     row: Any
     ok: Any
@@ -87,7 +87,7 @@ class _Side:
                 np.bincount(self.row[keep], minlength=size).astype(np.float64))
 
 
-def _side(run: dict[str, Any], cols: dict[str, list[Any]]) -> _Side:
+def _side(run: RunRecord, cols: ScoreColumns) -> _Side:
     import numpy as np
 
     ids, scores = cols["row_id"], cols["scores"]
@@ -390,9 +390,9 @@ def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> dict[str, lis
             "biggest_error_increases": [entry(r, error=True) for r in error_up]}
 
 
-def _details(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _details(rows: list[RowRecord]) -> dict[str, Mapping[str, Any]]:
     """The first answered sample of each row id (else its first sample)."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Mapping[str, Any]] = {}
     for r in rows:
         if r["row_id"] not in out or (out[r["row_id"]].get("error") is not None
                                       and r.get("error") is None):
@@ -438,7 +438,7 @@ def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
     return out
 
 
-def _run_brief(run: dict[str, Any]) -> dict[str, Any]:
+def _run_brief(run: RunRecord) -> dict[str, Any]:
     keep = ("id", "created_at", "status", "prompt_name", "prompt_path", "prompt_version",
             "git_commit", "git_dirty", "git_branch", "model", "endpoint", "evalset_path",
             "evalset_version", "metrics", "summary")
@@ -502,7 +502,7 @@ def history(store: Store, prompt: str, *, model: str | None = None,
     from promptctl.gitinfo import find_repo
     from promptctl.selection import best, row_errors, stands_for_version
 
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
     wanted = ("id", "created_at", "status", "prompt_version", "model", "git_commit", "git_dirty",
               "evalset_version", "metrics", "summary", "options", "n_planned", "coverage", "errors")
     for run in store.list_runs(prompt, columns=wanted):
@@ -513,9 +513,10 @@ def history(store: Store, prompt: str, *, model: str | None = None,
     facts = repo.commit_facts({r["git_commit"] for r in chosen if r["git_commit"]}) \
         if repo is not None else {}
     depths = _depths(facts)
-    entries = []
+    entries: list[dict[str, Any]] = []
+    order: dict[str, tuple[float, int, str]] = {}
     for run in chosen:
-        fact = facts.get(run["git_commit"] or "", {})
+        fact = facts.get(run.get("git_commit") or "", {})
         summary = run.get("summary") or {}
         entries.append({
             "run": run["id"], "created_at": run["created_at"],
@@ -525,9 +526,9 @@ def history(store: Store, prompt: str, *, model: str | None = None,
             "evalset_version": run["evalset_version"],
             "metrics": {k: (v or {}).get("value") for k, v in (run["metrics"] or {}).items()},
             "n": summary.get("n"), "errors": row_errors(run),
-            "_order": _order_key(run, fact, depths),
         })
-    entries.sort(key=lambda e: e.pop("_order"), reverse=True)
+        order[run["id"]] = _order_key(run, fact, depths)
+    entries.sort(key=lambda e: order[e["run"]], reverse=True)
     warnings = []
     for m in sorted({e["model"] for e in entries}):
         sets = {e["evalset_version"] for e in entries if e["model"] == m}
@@ -541,11 +542,11 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def _order_key(run: dict[str, Any], fact: dict[str, Any],
+def _order_key(run: RunRecord, fact: dict[str, Any],
                depths: dict[str, int]) -> tuple[float, int, str]:
     if run["git_dirty"] or "time" not in fact:
         return (_epoch(run["created_at"]), 0, run["id"])
-    return (float(fact["time"]), depths.get(run["git_commit"], 0), run["id"])
+    return (float(fact["time"]), depths.get(run["git_commit"] or "", 0), run["id"])
 
 
 def _depths(facts: dict[str, dict[str, Any]]) -> dict[str, int]:

@@ -7,18 +7,18 @@ measure how far it does not.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from promptctl.metrics import share
 from promptctl.scoring import equals
 
 
-def _groups(samples: list[dict[str, Any]]) -> list[int]:
+def _groups(samples: list[Mapping[str, Any]]) -> list[int]:
     """Per sample the index of its answer among the row's distinct answers, answers being the
     same when `equals` says so (7 and 7.0, "Paris" and "paris"); unreadable answers are one
     answer of their own."""
-    heads: list[dict[str, Any] | None] = []
+    heads: list[Mapping[str, Any] | None] = []
     out = []
     for r in samples:
         for i, head in enumerate(heads):
@@ -33,7 +33,7 @@ def _groups(samples: list[dict[str, Any]]) -> list[int]:
     return out
 
 
-def _hit(row: dict[str, Any]) -> bool:
+def _hit(row: Mapping[str, Any]) -> bool:
     """The sample's exact match: its score when exact_match was scored, else the same test."""
     scores = row.get("scores") or {}
     if "exact_match" in scores:
@@ -41,7 +41,7 @@ def _hit(row: dict[str, Any]) -> bool:
     return bool(row.get("valid")) and equals(row.get("answer"), row.get("expected"))
 
 
-def analyze(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+def analyze(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     """Stability figures over the eval rows of a run with several samples per row.
 
     Returns None when every row was sampled once. Error rows are left out;
@@ -49,7 +49,7 @@ def analyze(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     counted in the agreement figures, and pass@k and pass^k count only rows
     with all k samples (fewer would understate pass@k and overstate pass^k).
     """
-    by_row: dict[str, list[dict[str, Any]]] = {}
+    by_row: dict[str, list[Mapping[str, Any]]] = {}
     sent: Counter[str] = Counter()
     for row in rows:
         if row["kind"] == "eval":

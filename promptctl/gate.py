@@ -37,7 +37,7 @@ from promptctl.gitinfo import Repo
 from promptctl.metrics.registry import higher_is_better
 from promptctl.prompts import Prompt
 from promptctl.selection import row_errors
-from promptctl.store import Store
+from promptctl.store import RunRecord, Store
 
 DEFAULT_SIGNIFICANCE = 0.05
 DEFAULT_BASES = ("origin/main", "main")
@@ -262,7 +262,7 @@ def _p(p: float | None) -> str:
     return "p<0.001" if p < 0.001 else f"p={_num(p)}"
 
 
-def absolute_gates(prompt: Prompt, run: dict[str, Any]) -> list[dict[str, Any]]:
+def absolute_gates(prompt: Prompt, run: RunRecord) -> list[dict[str, Any]]:
     """One gate per `thresholds: {metric: {min|max: N}}` bound, on the current value."""
     metrics = run.get("metrics") or {}
     gates = []
@@ -379,7 +379,7 @@ def exit_code(prompts: list[dict[str, Any]]) -> int:
 
 def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: Base,
               config: Config, store: Store, options: CheckOptions, eval_options: EvalOptions,
-              say: EventFn) -> dict[str, Any]:
+              say: EventFn) -> RunRecord:
     """The run of the prompt at the base commit: from the store, else evaluated from git."""
     from promptctl.engine import run_eval
     from promptctl.engine.jobs import at_ref
@@ -414,7 +414,7 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
 
 def _current(prompt: Prompt, evalset: Any, resolved: Any, entry: dict[str, Any], *,
              config: Config, store: Store, eval_options: EvalOptions,
-             say: EventFn) -> dict[str, Any]:
+             say: EventFn) -> RunRecord:
     """The run of the current version: a stored run of the same prompt and eval set bytes,
     model and server when there is one, else evaluated now."""
     from promptctl.engine import run_eval

@@ -12,14 +12,14 @@ resume) is used only when named by its id.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from promptctl.config import Config
 from promptctl.errors import InputError, display_path
-from promptctl.store import Store
+from promptctl.store import RunRecord, Store
 
 SayFn = Callable[[str], None]
 RUN_PREFIX = "run:"
@@ -29,7 +29,7 @@ REF_PREFIX = "ref:"
 # --- the rule ---------------------------------------------------------------------------------
 
 
-def covers_evalset(run: dict[str, Any]) -> bool:
+def covers_evalset(run: Mapping[str, Any]) -> bool:
     """Whether a run answered (or tried) every row of its whole eval set."""
     if run.get("coverage") is not None:
         return bool(run["coverage"] == "full")
@@ -39,7 +39,7 @@ def covers_evalset(run: dict[str, Any]) -> bool:
     return options.get("limit") is None and summary.get("n", 0) >= (run.get("n_planned") or 0)
 
 
-def row_errors(run: dict[str, Any]) -> int:
+def row_errors(run: Mapping[str, Any]) -> int:
     """Error rows of a run (eval set and few-shot examples)."""
     if run.get("errors") is not None:
         return int(run["errors"])
@@ -47,12 +47,12 @@ def row_errors(run: dict[str, Any]) -> int:
     return int(summary.get("errors") or 0) + int(summary.get("fewshot_errors") or 0)
 
 
-def stands_for_version(run: dict[str, Any]) -> bool:
+def stands_for_version(run: Mapping[str, Any]) -> bool:
     """Whether a run may stand for its prompt version: complete, whole eval set covered."""
     return run.get("status") == "complete" and covers_evalset(run)
 
 
-def best(runs: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+def best(runs: Iterable[RunRecord]) -> RunRecord | None:
     """The run that stands for a group of runs of the same thing: without error rows
     first, then on a clean work tree, then the newest (ids sort by time)."""
     return max(runs, key=lambda r: (row_errors(r) == 0, not r.get("git_dirty"), r["id"]),
@@ -63,7 +63,7 @@ def best(runs: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
 class Found:
     """The chosen run, and a note when it was made elsewhere than asked."""
 
-    run: dict[str, Any]
+    run: RunRecord
     note: str | None = None
 
 

@@ -7,18 +7,32 @@ from pathlib import Path
 
 import pytest
 
-from tests import fakeserver, helpers
+from tests import fakeserver, helpers, pg
 from tests.fakeserver import fake_openai  # noqa: F401  (re-exported fixture)
 from tests.helpers import use_fake_openai, write_echo_project
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    pg.parametrize(metafunc)
+
+
+@pytest.fixture
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store `isolated` sets up: sqlite, or postgresql for the CLI tests run on both."""
+    return str(getattr(request, "param", "sqlite"))
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_kind: str,
+             request: pytest.FixtureRequest) -> Iterator[Path]:
     """A private store and no inherited OpenAI settings, so tests never touch a real account."""
     monkeypatch.setenv("PROMPTCTL_STORE", f"sqlite:///{tmp_path / 'store' / 'results.db'}")
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPTCTL_CONFIG", "OPENAI_ORG_ID",
-                "OPENAI_PROJECT_ID"):
+                "OPENAI_PROJECT_ID", "PGPASSWORD", "PGPASSFILE", "PGHOST",
+                "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE", "PGOPTIONS"):
         monkeypatch.delenv(var, raising=False)
+    if store_kind == "postgresql":
+        monkeypatch.setenv("PROMPTCTL_STORE", request.getfixturevalue("pg_url"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
     yield tmp_path
@@ -62,3 +76,18 @@ def echo_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = write_echo_project(tmp_path / "proj")
     monkeypatch.chdir(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg.Cluster]:
+    """The session's PostgreSQL server (skipped without one, a failure under CI=true)."""
+    cluster = pg.Cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: pg.Cluster, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A store URL of a new, empty schema on the test server; its password in PGPASSWORD."""
+    monkeypatch.setenv("PGPASSWORD", pg.PASSWORD)
+    return pg_cluster.new_schema()

@@ -14,6 +14,7 @@ from promptctl.cli import (
     eval_cmd,
     report_cmd,
     runs_cmd,
+    store_cmd,
     validate_cmd,
 )
 
@@ -29,6 +30,11 @@ app = typer.Typer(
 )
 
 
+# Options given before the command (`promptctl --store URL runs`), set afresh by every
+# invocation's callback; cli.common.open_project_store reads the store URL here.
+root_options: dict[str, str | None] = {"store": None}
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"promptctl {__version__}")
@@ -39,8 +45,13 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    store: Annotated[str | None, typer.Option(
+        "--store", metavar="URL", help="The results store: sqlite:///PATH or "
+        "postgresql://USER@HOST[:PORT]/DB (password from PGPASSWORD or ~/.pgpass). Overrides "
+        "$PROMPTCTL_STORE and store: in promptctl.yaml.")] = None,
 ) -> None:
     """promptctl: prompt evaluation with engineering rigour."""
+    root_options["store"] = store
 
 
 app.command("validate")(validate_cmd.validate)
@@ -53,6 +64,7 @@ app.command("check")(check_cmd.check)
 app.command("report")(report_cmd.report)
 app.command("init")(validate_cmd.init)
 app.add_typer(cache_cmd.app, name="cache")
+app.add_typer(store_cmd.app, name="store")
 
 
 def main() -> None:

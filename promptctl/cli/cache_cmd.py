@@ -32,7 +32,7 @@ def stats(json_out: Annotated[bool, typer.Option("--json", help="Print one JSON 
     """How many completions are cached, and how much space they take."""
     from promptctl.render.jsonout import dumps
 
-    info = open_project_store(project()).cache_stats()
+    info = open_project_store(project(), create=False).cache_stats()
     if json_out:
         typer.echo(dumps(info))
         return

@@ -56,10 +56,14 @@ def project() -> Config:
     return open_project()
 
 
-def open_project_store(config: Config) -> Store:
+def open_project_store(config: Config, *, create: bool = True) -> Store:
+    """The project's store: `promptctl --store URL` > $PROMPTCTL_STORE > promptctl.yaml >
+    default. With `create=False` (commands that only read) a store that does not exist yet
+    is not made: an empty one stands in for it."""
+    from promptctl.cli.app import root_options
     from promptctl.store import open_store
 
-    return open_store(config.store_url())
+    return open_store(config.store_url(root_options["store"]), create=create)
 
 
 def is_terminal(stream: Any = None) -> bool:

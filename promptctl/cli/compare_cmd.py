@@ -79,7 +79,7 @@ def history(
     from promptctl.selection import find_prompt
 
     config = project()
-    store = open_project_store(config)
+    store = open_project_store(config, create=False)
     result = build(store, find_prompt(store, config, prompt).name, model=model, root=config.root)
     if json_out:
         typer.echo(dumps(result))

@@ -19,7 +19,7 @@ def runs(
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import console, runs_table
 
-    store = open_project_store(project())
+    store = open_project_store(project(), create=False)
     found = store.list_runs(prompt, limit=limit)
     if json_out:
         typer.echo(dumps({"runs": [run_json(r) for r in found]}))
@@ -39,7 +39,7 @@ def show(
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import console, show_rows
 
-    store = open_project_store(project())
+    store = open_project_store(project(), create=False)
     record = store.get_run(run)
     rows = list(store.iter_rows(record["id"]))
     if json_out:

@@ -37,7 +37,7 @@ from promptctl.project import relative
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
 from promptctl.ratelimit import RateLimiter
-from promptctl.store import Store, utcnow
+from promptctl.store import RunRecord, Store, utcnow
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -125,7 +125,7 @@ def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, cache_o
 def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: Config,
              evalset: EvalSet | None = None, options: EvalOptions | None = None,
              progress: ProgressFn | None = None, on_start: Callable[[str], None] | None = None,
-             git: Any = None) -> dict[str, Any]:
+             git: Any = None) -> RunRecord:
     """Evaluate one prompt with one model; returns the stored run record."""
     from promptctl.engine.jobs import evalset_of
 
@@ -139,7 +139,7 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
     owner = _owner_token()
     store.create_run({
         "id": run_id, "created_at": utcnow(), "status": "running", "prompt_name": prompt.name,
-        "prompt_path": relative(prompt.path, config.root), "prompt_version": prompt.version,
+        "prompt_path": relative(prompt.path, config.root) or "", "prompt_version": prompt.version,
         "prompt_source": prompt.source, "git_commit": git.commit, "git_dirty": git.dirty,
         "git_branch": git.branch, "model": resolved.spec, "endpoint": resolved.endpoint_name,
         "base_url": resolved.cache_url, "params": prompt.request_params,
@@ -157,7 +157,7 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
 
 def run_job(job: Job, *, store: Store, config: Config, options: EvalOptions | None = None,
             progress: ProgressFn | None = None,
-            on_start: Callable[[str], None] | None = None) -> dict[str, Any]:
+            on_start: Callable[[str], None] | None = None) -> RunRecord:
     """`run_eval` for a job built by `build_jobs`."""
     return run_eval(job.prompt, job.resolved, store=store, config=config, evalset=job.evalset,
                     options=options, progress=progress, on_start=on_start, git=job.git)
@@ -165,7 +165,7 @@ def run_job(job: Job, *, store: Store, config: Config, options: EvalOptions | No
 
 def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *, store: Store,
                      config: Config, options: EvalOptions, concurrency: int,
-                     progress: ProgressFn | None, full: RequestPlan) -> dict[str, Any]:
+                     progress: ProgressFn | None, full: RequestPlan) -> RunRecord:
     from promptctl.providers import open_provider
 
     prompt = todo.prompt
@@ -215,11 +215,11 @@ async def _send(todo: RequestPlan, run_id: str, gateway: Gateway, channel: Chann
             await services.aclose()
 
 
-def _stored_evalset(run: dict[str, Any], config: Config) -> EvalSet:
+def _stored_evalset(run: RunRecord, config: Config) -> EvalSet:
     """The eval set a run used: the file if unchanged, else the file at the run's commit."""
     from promptctl.gitinfo import find_repo
 
-    path = config.root / run["evalset_path"]
+    path = config.root / (run.get("evalset_path") or "")
     current: EvalSet | None = None
     try:
         current = load_evalset(path)
@@ -229,7 +229,7 @@ def _stored_evalset(run: dict[str, Any], config: Config) -> EvalSet:
         return current
     repo = find_repo(config.root)
     if run["git_commit"] and repo is not None and repo.has_commit(run["git_commit"]):
-        data = repo.read(run["git_commit"], run["evalset_path"])
+        data = repo.read(run["git_commit"], run.get("evalset_path") or "")
         if data:
             old = load_evalset_bytes(data, path)
             if old.version == run["evalset_version"]:
@@ -241,7 +241,7 @@ def _stored_evalset(run: dict[str, Any], config: Config) -> EvalSet:
 
 def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOptions | None = None,
                 progress: ProgressFn | None = None,
-                on_start: Callable[[str], None] | None = None) -> dict[str, Any]:
+                on_start: Callable[[str], None] | None = None) -> RunRecord:
     """Finish a run: send only the rows it has no answer for (error rows are tried again).
 
     The prompt is rebuilt from the source stored with the run, so editing the file

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn
 from promptctl.engine.plan import RequestPlan, WorkItem
@@ -14,7 +14,7 @@ from promptctl.errors import PromptctlError
 from promptctl.metrics.registry import ScoreContext, score_builtins
 from promptctl.prompts import Prompt
 from promptctl.scoring import extract
-from promptctl.store import Store, utcnow
+from promptctl.store import RowRecord, Store, utcnow
 
 FLUSH_ROWS = 64
 FLUSH_SECONDS = 0.1
@@ -42,7 +42,7 @@ class RowWriter:
         cache = self.gateway.new_cache
         if self.buffer or cache:
             # One transaction: a commit per answer is most of the store's cost.
-            self.store.write_rows(self.buffer, cache=cache)
+            self.store.write_rows(cast("list[RowRecord]", self.buffer), cache=cache)
             self.buffer = []
             self.gateway.new_cache = []
         self.last_flush = time.monotonic()

@@ -6,13 +6,14 @@ import json
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from promptctl.redact import redact
 from promptctl.render.inert import UNSAFE_BEYOND_C0
 
 
-def run_json(run: dict[str, Any]) -> dict[str, Any]:
+def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
     """One run in the shape of SPEC.md section 5 (plus a few extra keys)."""
     summary = run.get("summary") or {}
     latency = summary.get("latency_ms") or {}

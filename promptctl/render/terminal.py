@@ -7,7 +7,7 @@ data can act on the terminal (see `promptctl.render.inert`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -90,7 +90,7 @@ def _count(value: Any) -> str:
     return str(value) if isinstance(value, int) else fmt.num(value, 0)
 
 
-def run_summary(con: Console, run: dict[str, Any]) -> None:
+def run_summary(con: Console, run: Mapping[str, Any]) -> None:
     """The summary table of one run: metrics with intervals, few-shot side by side, accounting."""
     summary = run.get("summary") or {}
     dirty = " (dirty)" if run.get("git_dirty") else ""
@@ -150,7 +150,7 @@ def repeat_summary(con: Console, c: dict[str, Any]) -> None:
         con.print("flaky rows: none (every sample of every row gave the same answer)")
 
 
-def runs_table(con: Console, runs: list[dict[str, Any]]) -> None:
+def runs_table(con: Console, runs: Sequence[Mapping[str, Any]]) -> None:
     """Stored runs, newest first."""
     table = Table(show_edge=False, header_style="bold")
     for col in ("id", "time (UTC)", "prompt", "commit", "dirty", "version", "model", "status",
@@ -220,7 +220,7 @@ def no_answer(reason: Any) -> str:
     return f"no answer: {text}"
 
 
-def show_rows(con: Console, run: dict[str, Any], rows: Iterable[dict[str, Any]]) -> None:
+def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> None:
     """One run row by row."""
     run_summary(con, run)
     asked = list(run.get("metrics") or run.get("fewshot_metrics") or {})  # none: unfinished

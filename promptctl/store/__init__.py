@@ -1,19 +1,82 @@
-"""The results store: runs, their rows and the completion cache."""
+"""The results store: runs, their rows and the completion cache, behind one interface.
+
+Import the store only from here: `open_store`, `Store`, the record types, `utcnow`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from promptctl.errors import InputError
-from promptctl.store.sqlite import SQLiteStore, Store, utcnow
+from promptctl.store.base import (
+    CacheStats,
+    KindTotals,
+    RowRecord,
+    RunRecord,
+    ScoreColumns,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    utcnow,
+)
+from promptctl.store.urls import public_url
 
-__all__ = ["SQLiteStore", "Store", "open_store", "utcnow"]
+if TYPE_CHECKING:
+    from promptctl.store.postgres import PostgresStore
+    from promptctl.store.sqlite import SQLiteStore
+
+__all__ = ["CacheStats", "KindTotals", "PostgresStore", "RowRecord", "RunRecord", "SQLiteStore",
+           "ScoreColumns", "Store", "StoreError", "StoreUnavailable", "open_store", "public_url",
+           "utcnow"]
+
+_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(url: str) -> Store:
-    """Open (creating and migrating as needed) the store at `url`."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open (creating and migrating as needed) the store at `url`.
+
+    With `create=False` a store that does not exist yet is not made: an empty
+    store that refuses writes stands in for it (read-only commands use this).
+    """
     if url.startswith("sqlite:///"):
-        return SQLiteStore(url[len("sqlite:///") :])
-    if url.startswith(("postgresql://", "postgres://")):
-        raise InputError("PostgreSQL stores are not supported yet",
-                         fix="use store: sqlite:///.promptctl/results.db in promptctl.yaml")
-    raise InputError(f"unknown store URL {url!r}",
-                     fix="use sqlite:///PATH (relative to the project root) or an absolute path")
+        from promptctl.store.sqlite import SQLiteStore
+
+        path = url[len("sqlite:///"):]
+        if not create and path != ":memory:" and not Path(path).exists():
+            from promptctl.store.empty import EmptyStore
+
+            return EmptyStore(path)
+        return SQLiteStore(path)
+    if url.startswith(_SCHEMES):
+        try:
+            from promptctl.store.postgres import PostgresStore
+        except ImportError:
+            raise InputError("a PostgreSQL store needs the psycopg package, which is not installed",
+                             file=public_url(url),
+                             fix="pip install 'promptctl[postgres]' (or psycopg[binary])") from None
+        store = PostgresStore(url, migrate=create)
+        if not create:
+            if not store.has_schema():
+                from promptctl.store.empty import EmptyStore
+
+                store.close()
+                return EmptyStore(store.location)
+            store.migrate()
+        return store
+    raise InputError(f"unknown store URL {public_url(url)!r}",
+                     fix="use sqlite:///PATH (relative to the project root), an absolute path, or "
+                     "postgresql://USER@HOST[:PORT]/DB")
+
+
+def __getattr__(name: str) -> Any:
+    # The back-ends load on first use: psycopg is optional, and --help stays fast.
+    if name == "SQLiteStore":
+        from promptctl.store.sqlite import SQLiteStore
+
+        return SQLiteStore
+    if name == "PostgresStore":
+        from promptctl.store.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module 'promptctl.store' has no attribute {name!r}")

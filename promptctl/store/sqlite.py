@@ -2,111 +2,48 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from promptctl.errors import InputError
-from promptctl.store.migrations import MIGRATIONS
+from promptctl.store.base import (
+    ANSWERED_COLUMNS,
+    ROW_BOOL,
+    ROW_COLUMNS,
+    ROW_DEFAULTS,
+    ROW_JSON,
+    RUN_COLUMNS,
+    RUN_JSON,
+    AnsweredColumn,
+    CacheStats,
+    KindTotals,
+    RowRecord,
+    RunRecord,
+    ScoreColumns,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    check_run_fields,
+    decode_shared,
+    dumps,
+    kind_totals,
+    row_columns,
+    run_columns,
+    utcnow,
+    zero_totals,
+)
+from promptctl.store.migrations import SQLITE
 
-RUN_COLUMNS = ("id", "created_at", "finished_at", "status", "prompt_name", "prompt_path",
-               "prompt_version", "prompt_source", "git_commit", "git_dirty", "git_branch", "model",
-               "endpoint", "base_url", "params", "evalset_path", "evalset_version", "n_planned",
-               "metrics", "fewshot_metrics", "summary", "options", "owner", "coverage", "errors",
-               "parent_run", "kind")
-RUN_JSON = ("params", "metrics", "fewshot_metrics", "summary", "options")
-ROW_JSON = ("input", "expected", "messages", "answer", "scores", "judges", "steps")
-ROW_COLUMNS = ("run_id", "kind", "position", "row_id", "sample", "input", "expected", "messages",
-               "completion", "answer", "valid", "extract_error", "scores", "prompt_tokens",
-               "completion_tokens", "latency_ms", "response_model", "system_fingerprint", "error",
-               "cached", "attempts", "created_at", "judges", "steps")
+__all__ = ["SQLiteStore", "Store", "utcnow"]
 
-
-def utcnow() -> str:
-    """UTC ISO-8601 timestamp with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-class Store:
-    """Interface shared by the store back-ends."""
-
-    def migrate(self) -> list[str]:
-        raise NotImplementedError
-
-    def create_run(self, run: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def update_run(self, run_id: str, **fields: Any) -> None:
-        raise NotImplementedError
-
-    def write_rows(self, rows: Sequence[dict[str, Any]],
-                   cache: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
-        raise NotImplementedError
-
-    def claim_run(self, run_id: str, owner: str, expected: str | None) -> bool:
-        """Make `owner` the process running `run_id` (status running), only if its owner is
-        still `expected`: one atomic compare-and-swap, so of two processes resuming the
-        same run exactly one wins."""
-        raise NotImplementedError
-
-    def get_run(self, ref: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def has_run(self, run_id: str) -> bool:
-        raise NotImplementedError
-
-    def list_runs(self, prompt: str | None = None, limit: int | None = None,
-                  columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[dict[str, Any]]:
-        raise NotImplementedError
-
-    def answered_keys(self, run_id: str) -> set[tuple[str, str, int]]:
-        raise NotImplementedError
-
-    def run_totals(self, run_id: str) -> dict[str, dict[str, int]]:
-        raise NotImplementedError
-
-    def iter_scores(self, run_id: str, kind: str) -> Iterator[dict[str, Any]]:
-        raise NotImplementedError
-
-    def answered_column(self, run_id: str, column: str) -> list[Any]:
-        raise NotImplementedError
-
-    def score_columns(self, run_id: str, kind: str = "eval") -> dict[str, list[Any]]:
-        raise NotImplementedError
-
-    def score_columns_of(self, run_ids: Sequence[str],
-                         kind: str = "eval") -> list[dict[str, list[Any]]]:
-        """`score_columns` of several runs."""
-        return [self.score_columns(r, kind) for r in run_ids]
-
-    def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
-                   columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def cache_get(self, key: str) -> dict[str, Any] | None:
-        raise NotImplementedError
-
-    def cache_put(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        raise NotImplementedError
-
-    def cache_stats(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def cache_clear(self, before: str | None = None) -> int:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
+_ROW_SELECT = ", ".join(ROW_COLUMNS)
+_UPSERT_ROW = (f"INSERT OR REPLACE INTO rows ({_ROW_SELECT}) "
+               f"VALUES ({', '.join('?' for _ in ROW_COLUMNS)})")
 
 
 class SQLiteStore(Store):
@@ -114,29 +51,39 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            p = Path(self.path)
-            try:
-                p.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise InputError(f"cannot create the store directory: {exc.strerror}",
-                                 file=p.parent, fix="check permissions or set PROMPTCTL_STORE") from None
-            ignore = p.parent / ".gitignore"
-            if p.parent.name == ".promptctl" and not ignore.exists():
-                # Keep the store out of git without touching the user's own .gitignore.
-                ignore.write_text("*\n", encoding="utf-8")
+        self.location = self.path
         try:
+            if self.path != ":memory:":
+                p = Path(self.path)
+                p.parent.mkdir(parents=True, exist_ok=True)
+                ignore = p.parent / ".gitignore"
+                if p.parent.name == ".promptctl" and not ignore.exists():
+                    # Keep the store out of git without touching the user's own .gitignore.
+                    ignore.write_text("*\n", encoding="utf-8")
             self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
                                         check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                # A store that cannot be written can still be read; a write says why not.
+                if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+                    raise
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA busy_timeout=60000")
             self.migrate()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"cannot open the results store: {exc}", file=self.path,
-                             fix="point PROMPTCTL_STORE (or store: in promptctl.yaml) at a "
-                             "promptctl SQLite file, or move this one away") from None
+        except (sqlite3.Error, OSError) as exc:
+            mapped = self._storage_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def _storage_error(self, exc: Exception) -> StoreError | None:
+        return storage_error(exc, self.path)
+
+    # -- schema ----------------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied now."""
@@ -144,101 +91,71 @@ class SQLiteStore(Store):
         conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
         applied = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
         done = []
-        for name, sql in MIGRATIONS:
+        for name, sql in SQLITE:
             if name in applied:
                 continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 # Another process may have migrated while we waited for the lock.
                 if conn.execute("SELECT 1 FROM _migrations WHERE name=?", (name,)).fetchone():
-                    conn.execute("COMMIT")
                     continue
                 for statement in sql.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, utcnow()))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             done.append(name)
         return done
 
-    def create_run(self, run: dict[str, Any]) -> None:
-        record = {k: (_dumps(v) if k in RUN_JSON and v is not None else v) for k, v in run.items()}
-        if isinstance(record.get("git_dirty"), bool):
-            record["git_dirty"] = int(record["git_dirty"])
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        self._insert_run(run)
+
+    def _insert_run(self, run: RunRecord) -> None:
+        record = _run_values(dict(run))
         cols = ", ".join(record)
         marks = ", ".join("?" for _ in record)
         self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(record.values()))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        record = {k: (_dumps(v) if k in RUN_JSON and v is not None else v) for k, v in fields.items()}
+        record = _run_values(fields)
         sets = ", ".join(f"{k}=?" for k in record)
         self.conn.execute(f"UPDATE runs SET {sets} WHERE id=?", (*record.values(), run_id))
 
-    def write_rows(self, rows: Sequence[dict[str, Any]],
-                   cache: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
-        """Insert (or replace, on resume) a batch of rows, and the cache entries of their
-        answers, in one transaction."""
-        if not rows and not cache:
-            return
-        values = []
-        for row in rows:
-            values.append(tuple(
-                _dumps(row[c]) if c in ROW_JSON and c in row
-                else (int(row[c]) if c in ("valid", "cached") and row.get(c) is not None
-                      else row.get(c))
-                for c in ROW_COLUMNS))
-        marks = ", ".join("?" for _ in ROW_COLUMNS)
-        with self._transaction():
-            self.conn.executemany(
-                f"INSERT OR REPLACE INTO rows ({', '.join(ROW_COLUMNS)}) VALUES ({marks})", values)
-            if cache:
-                self._cache_insert(cache)
-
     def claim_run(self, run_id: str, owner: str, expected: str | None) -> bool:
-        cur = self.conn.execute("UPDATE runs SET owner = ?, status = 'running' WHERE id = ? "
-                                "AND owner IS ?", (owner, run_id, expected))
+        # One statement: SQLite's write lock makes the compare and the swap one step.
+        cur = self.conn.execute("UPDATE runs SET owner = ?, status = 'running' "
+                                "WHERE id = ? AND owner IS ?", (owner, run_id, expected))
         return cur.rowcount == 1
 
-    def _transaction(self) -> _Tx:
-        return _Tx(self.conn)
-
-    def _run_from_row(self, r: sqlite3.Row) -> dict[str, Any]:
-        run = dict(r)
-        for k in RUN_JSON:
-            if run.get(k) is not None:
-                run[k] = json.loads(run[k])
-        if run.get("git_dirty") is not None:
-            run["git_dirty"] = bool(run["git_dirty"])
-        return run
+    def release_run(self, run_id: str, owner: str) -> bool:
+        cur = self.conn.execute("UPDATE runs SET owner = NULL WHERE id = ? AND owner = ?",
+                                (run_id, owner))
+        return cur.rowcount == 1
 
     def has_run(self, run_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
 
-    def get_run(self, ref: str) -> dict[str, Any]:
+    def get_run(self, ref: str) -> RunRecord:
         """A run by id or unique id prefix."""
         if not ref.strip():
             # An empty prefix matches every run: with a single run stored it would pick that one.
             raise InputError("empty run id", fix="give a run id or a unique prefix of one "
                              "(see `promptctl runs`)")
-        found = self.conn.execute("SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
-                                  (ref, ref + "\uffff")).fetchall()
+        found = self.conn.execute(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+            (ref, ref + "\uffff")).fetchall()
         if not found:
-            raise InputError(f"no run {ref!r} in the store", file=self.path,
+            raise InputError(f"no run {ref!r} in the store", file=self.location,
                              fix="list stored runs with `promptctl runs`")
         if len(found) > 1 and found[0]["id"] != ref:
             raise InputError(f"run id prefix {ref!r} is ambiguous ({found[0]['id']}, "
                              f"{found[1]['id']}, ...)", fix="give more characters of the run id")
-        return self._run_from_row(found[0])
+        return _run_from_row(found[0])
 
     def list_runs(self, prompt: str | None = None, limit: int | None = None,
-                  columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                  columns: Sequence[str] | None = None) -> list[RunRecord]:
         """Runs, newest first; `columns` limits what is read (and decoded) to those named."""
-        if columns is not None and not set(columns) <= set(RUN_COLUMNS):
-            raise ValueError(f"unknown run columns: {sorted(set(columns) - set(RUN_COLUMNS))}")
-        sql = f"SELECT {', '.join(columns) if columns else '*'} FROM runs"
+        sql = f"SELECT {', '.join(run_columns(columns))} FROM runs"
         args: list[Any] = []
         if prompt is not None:
             sql += " WHERE prompt_name = ?"
@@ -247,39 +164,45 @@ class SQLiteStore(Store):
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [self._run_from_row(r) for r in self.conn.execute(sql, args)]
+        return [_run_from_row(r) for r in self.conn.execute(sql, args)]
 
-    def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[dict[str, Any]]:
-        sql = "SELECT * FROM rows WHERE run_id = ?"
+    # -- rows ------------------------------------------------------------------------------
+
+    def write_rows(self, rows: Sequence[RowRecord],
+                   cache: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
+        """Insert (or replace, on resume) a batch of rows, and the cache entries of their
+        answers, in one transaction."""
+        if not rows and not cache:
+            return
+        values = [_row_values(row) for row in rows]
+        with self._transaction():
+            self.conn.executemany(_UPSERT_ROW, values)
+            if cache:
+                self._cache_insert(cache)
+
+    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> None:
+        with self._transaction():
+            self._insert_run(run)
+            self.conn.executemany(_UPSERT_ROW, (_row_values(row) for row in rows))
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self.conn)
+
+    def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
+        sql = f"SELECT {_ROW_SELECT} FROM rows WHERE run_id = ?"
         args: list[Any] = [run_id]
         if kind is not None:
             sql += " AND kind = ?"
             args.append(kind)
         sql += " ORDER BY kind DESC, position, sample"
         for r in self.conn.execute(sql, args):
-            yield self._row(r)
+            yield _row(r)
 
-    @staticmethod
-    def _row(r: sqlite3.Row) -> dict[str, Any]:
-        row = dict(r)
-        for k in ROW_JSON:
-            if row.get(k) is not None:
-                row[k] = json.loads(row[k])
-        # NULL is "no expected value"; JSON null is an expected value of None.
-        row["has_expected"] = r["expected"] is not None
-        if "valid" in row:
-            row["valid"] = None if row["valid"] is None else bool(row["valid"])
-        if "cached" in row:
-            row["cached"] = bool(row["cached"])
-        return row
-
-    def run_totals(self, run_id: str) -> dict[str, dict[str, int]]:
+    def run_totals(self, run_id: str) -> dict[str, KindTotals]:
         """Per kind ("eval" and "fewshot", zeros when none): rows, errors, cached answers,
         retries, and the tokens of the answers (all, and those not from the cache), summed
         by SQLite rather than over row dicts."""
-        keys = ("n", "errors", "cached", "retries", "prompt_tokens", "completion_tokens",
-                "spent_prompt_tokens", "spent_completion_tokens")
-        out = {kind: dict.fromkeys(keys, 0) for kind in ("eval", "fewshot")}
+        out = zero_totals()
         for r in self.conn.execute(
                 "SELECT kind, COUNT(*), SUM(error IS NOT NULL), SUM(error IS NULL AND cached), "
                 "SUM(MAX(attempts - 1, 0)), "
@@ -288,7 +211,7 @@ class SQLiteStore(Store):
                 "SUM(CASE WHEN error IS NULL AND NOT cached THEN COALESCE(prompt_tokens, 0) ELSE 0 END), "
                 "SUM(CASE WHEN error IS NULL AND NOT cached THEN COALESCE(completion_tokens, 0) "
                 "ELSE 0 END) FROM rows WHERE run_id = ? GROUP BY kind", (run_id,)):
-            out[r[0]] = {k: int(v or 0) for k, v in zip(keys, r[1:], strict=True)}
+            out[r[0]] = kind_totals(r[1:])
         return out
 
     def iter_scores(self, run_id: str, kind: str) -> Iterator[dict[str, Any]]:
@@ -306,9 +229,9 @@ class SQLiteStore(Store):
                     memo[text] = value
             yield value
 
-    def answered_column(self, run_id: str, column: str) -> list[Any]:
+    def answered_column(self, run_id: str, column: AnsweredColumn) -> list[Any]:
         """One column's non-NULL values over the answered rows of a run, in row order."""
-        if column not in ("latency_ms", "system_fingerprint", "response_model"):
+        if column not in ANSWERED_COLUMNS:
             raise ValueError(column)
         return [r[0] for r in self.conn.execute(
             f"SELECT {column} FROM rows WHERE run_id = ? AND error IS NULL AND {column} IS NOT NULL "
@@ -319,7 +242,7 @@ class SQLiteStore(Store):
         return {(r[0], r[1], r[2]) for r in self.conn.execute(
             "SELECT kind, row_id, sample FROM rows WHERE run_id = ? AND error IS NULL", (run_id,))}
 
-    def score_columns(self, run_id: str, kind: str = "eval") -> dict[str, list[Any]]:
+    def score_columns(self, run_id: str, kind: str = "eval") -> ScoreColumns:
         """A run's rows as columns (row_id, sample, ok, scores), without messages or completions.
 
         One aggregate query: comparing runs of 100,000 rows must not build 100,000 row dicts.
@@ -328,15 +251,14 @@ class SQLiteStore(Store):
         """
         return _score_columns(self.conn, run_id, kind)
 
-    def score_columns_of(self, run_ids: Sequence[str],
-                         kind: str = "eval") -> list[dict[str, list[Any]]]:
+    def score_columns_of(self, run_ids: Sequence[str], kind: str = "eval") -> list[ScoreColumns]:
         """`score_columns` of several runs, each but the first read on a connection of its own
         in a thread: SQLite's scan of one overlaps the JSON decoding of another."""
         if self.path == ":memory:" or len(run_ids) < 2:
-            return super().score_columns_of(run_ids, kind)
+            return [self.score_columns(r, kind) for r in run_ids]
         from concurrent.futures import ThreadPoolExecutor
 
-        def read(run_id: str) -> dict[str, list[Any]]:
+        def read(run_id: str) -> ScoreColumns:
             conn = sqlite3.connect(self.path, timeout=60.0)
             try:
                 return _score_columns(conn, run_id, kind)
@@ -349,26 +271,22 @@ class SQLiteStore(Store):
             return [first, *(f.result() for f in others)]
 
     def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
-                   columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                   columns: Sequence[str] | None = None) -> list[RowRecord]:
         """The rows (every sample) of some row ids, decoded as `iter_rows` does; only
         `columns` (and row_id, sample, expected) when given."""
-        if columns is None:
-            select = "*"
-        else:
-            unknown = set(columns) - set(ROW_COLUMNS)
-            if unknown:
-                raise ValueError(f"unknown row columns: {sorted(unknown)}")
-            select = ", ".join(dict.fromkeys(["row_id", "sample", "expected", *columns]))
+        select = ", ".join(row_columns(columns))
         wanted = list(dict.fromkeys(row_ids))
-        out: list[dict[str, Any]] = []
+        out: list[RowRecord] = []
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
             marks = ", ".join("?" for _ in part)
             cur = self.conn.execute(f"SELECT {select} FROM rows WHERE run_id = ? AND kind = ? AND "
                                     f"row_id IN ({marks}) ORDER BY position, sample",
                                     (run_id, kind, *part))
-            out.extend(self._row(r) for r in cur)
+            out.extend(_row(r) for r in cur)
         return out
+
+    # -- cache -----------------------------------------------------------------------------
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         r = self.conn.execute("SELECT response FROM cache WHERE key = ?", (key,)).fetchone()
@@ -383,15 +301,15 @@ class SQLiteStore(Store):
     def _cache_insert(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         now = utcnow()
         self.conn.executemany("INSERT OR REPLACE INTO cache (key, created_at, response) "
-                              "VALUES (?, ?, ?)", [(k, now, _dumps(v)) for k, v in items])
+                              "VALUES (?, ?, ?)", [(k, now, dumps(v)) for k, v in items])
 
-    def cache_stats(self) -> dict[str, Any]:
+    def cache_stats(self) -> CacheStats:
         """Entries, bytes of stored responses, oldest and newest entry."""
         r = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(response)), 0), MIN(created_at), "
                               "MAX(created_at) FROM cache").fetchone()
         size = Path(self.path).stat().st_size if self.path != ":memory:" else 0
-        return {"entries": r[0], "response_bytes": r[1], "oldest": r[2], "newest": r[3],
-                "store": self.path, "store_bytes": size}
+        return CacheStats(entries=r[0], response_bytes=r[1], oldest=r[2], newest=r[3],
+                          store=self.location, store_bytes=size)
 
     def cache_clear(self, before: str | None = None) -> int:
         """Delete cached completions (only those created before `before`, an ISO time, if given)."""
@@ -416,10 +334,64 @@ class _Tx:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            # A full disk or I/O error may already have rolled the transaction back.
+            self.conn.execute("ROLLBACK")
 
 
-def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str) -> dict[str, list[Any]]:
+# -- records -------------------------------------------------------------------------------
+
+
+def _run_values(fields: dict[str, Any]) -> dict[str, Any]:
+    check_run_fields(fields)
+    record = {k: (dumps(v) if k in RUN_JSON and v is not None else v) for k, v in fields.items()}
+    if isinstance(record.get("git_dirty"), bool):
+        record["git_dirty"] = int(record["git_dirty"])
+    return record
+
+
+def _run_from_row(r: sqlite3.Row) -> RunRecord:
+    run: dict[str, Any] = dict(r)
+    for k in RUN_JSON:
+        if run.get(k) is not None:
+            run[k] = json.loads(run[k])
+    if run.get("git_dirty") is not None:
+        run["git_dirty"] = bool(run["git_dirty"])
+    return run  # type: ignore[return-value]  # the columns of RunRecord
+
+
+def _row_values(row: RowRecord) -> tuple[Any, ...]:
+    values: list[Any] = []
+    for c in ROW_COLUMNS:
+        v = row.get(c)
+        if v is None and c in ROW_DEFAULTS:
+            v = ROW_DEFAULTS[c]
+        if c in ROW_JSON:
+            v = dumps(v) if c in row else None
+        elif c in ROW_BOOL and v is not None:
+            v = 1 if v else 0
+        values.append(v)
+    return tuple(values)
+
+
+def _row(r: sqlite3.Row) -> RowRecord:
+    row: dict[str, Any] = dict(r)
+    for k in ROW_JSON:
+        if row.get(k) is not None:
+            row[k] = json.loads(row[k])
+    # NULL is "no expected value"; JSON null is an expected value of None.
+    if "expected" in row:
+        row["has_expected"] = r["expected"] is not None
+    if "valid" in row:
+        row["valid"] = None if row["valid"] is None else bool(row["valid"])
+    if "cached" in row:
+        row["cached"] = bool(row["cached"])
+    return row  # type: ignore[return-value]  # the columns of RowRecord
+
+
+def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str) -> ScoreColumns:
     # char(30) cannot occur in stored JSON (json.dumps escapes control characters).
     sql = ("SELECT json_group_array(row_id), json_group_array(sample), "
            "json_group_array(error IS NULL), group_concat(coalesce(scores, 'null'), char(30)) "
@@ -431,11 +403,11 @@ def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str) -> dict[str
     if found is not None and found[3] is not None:
         # All four aggregates see the rows in one scan, in the same order.
         ids, samples, ok = (json.loads(v) for v in found[:3])
-        return {"row_id": ids, "sample": samples, "ok": [bool(v) for v in ok],
-                "scores": _decode_shared(found[3].split("\x1e"))}
-    cols: dict[str, list[Any]] = {"row_id": [], "sample": [], "ok": [], "scores": []}
+        return ScoreColumns(row_id=ids, sample=samples, ok=[bool(v) for v in ok],
+                            scores=decode_shared(found[3].split("\x1e")))
+    cols = ScoreColumns(row_id=[], sample=[], ok=[], scores=[])
     for r in conn.execute("SELECT row_id, sample, error IS NULL, scores FROM rows "
-                          "WHERE run_id = ? AND kind = ?", (run_id, kind)):
+                          "WHERE run_id = ? AND kind = ? ORDER BY row_id, sample", (run_id, kind)):
         cols["row_id"].append(r[0])
         cols["sample"].append(r[1])
         cols["ok"].append(bool(r[2]))
@@ -443,10 +415,102 @@ def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str) -> dict[str
     return cols
 
 
-def _decode_shared(texts: list[str]) -> list[Any]:
-    """The JSON values of `texts`, each distinct text decoded once (scores repeat a lot:
-    rows with the same scores share one dict)."""
-    codes: dict[str, int] = {}
-    index = [codes.setdefault(t, len(codes)) for t in texts]
-    decoded = json.loads("[" + ",".join(codes) + "]")
-    return [decoded[i] for i in index]
+# -- errors --------------------------------------------------------------------------------
+
+_ELSEWHERE = "point PROMPTCTL_STORE (or store: in promptctl.yaml, or --store) at a writable place"
+
+
+def storage_error(exc: Exception, path: str) -> StoreError | None:
+    """What an SQLite or file-system failure means for the store at `path`, with the fix;
+    None for an error that is a bug (a constraint, a misuse of the API)."""
+    if isinstance(exc, OSError):
+        return _not_writable(Path(path), exc) or StoreError(
+            f"cannot prepare the results store: {exc.strerror or exc}", file=path,
+            fix=_ELSEWHERE)
+    if not isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) or isinstance(
+            exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return None
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text \
+            or "not a database" in text:
+        return StoreError(
+            f"the results store is damaged or not a promptctl SQLite file ({text})", file=path,
+            fix=f"recover what it holds with `sqlite3 {path} .recover | sqlite3 recovered.db` and "
+            "point PROMPTCTL_STORE at recovered.db, or move the file away to start a new store "
+            "(the runs in it are lost then)")
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return StoreUnavailable(
+            f"the disk holding the results store is full ({text})", file=path,
+            fix="free space on that disk (or `promptctl cache clear --older-than 30d`), then "
+            "finish an interrupted run with `promptctl eval --resume RUN`; the rows stored so "
+            "far are kept")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")) \
+            or "readonly" in text or "unable to open" in text:
+        found = _not_writable(Path(path), None)
+        if found is not None:
+            return found
+        return StoreError(f"cannot open the results store for writing ({text})", file=path,
+                          fix=f"check that the file and its directory exist and are writable, or "
+                          f"{_ELSEWHERE}")
+    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
+        return StoreUnavailable(f"the results store stayed locked by another process ({text})",
+                                file=path, fix="wait for the other promptctl to finish, then "
+                                "run the command again")
+    if name.startswith("SQLITE_IOERR") or "I/O error" in text:
+        return StoreUnavailable(f"the disk failed while writing the results store ({text})",
+                                file=path, fix="check the disk (space, errors in the system log), "
+                                "then finish an interrupted run with `promptctl eval --resume RUN`")
+    if name in ("SQLITE_ERROR", "") or name.startswith(("SQLITE_MISUSE", "SQLITE_RANGE")):
+        return None  # a statement promptctl got wrong: a bug, with its traceback
+    return StoreError(f"cannot use the results store ({text})", file=path,
+                      fix="point PROMPTCTL_STORE (or store: in promptctl.yaml) at a promptctl "
+                      "SQLite file, or move this one away")
+
+
+_WHY = {errno.EROFS: "is on a read-only file system",
+        errno.EPERM: "cannot be changed (immutable, or not permitted)",
+        errno.EACCES: "is not writable (permission denied)"}
+
+
+def _not_writable(path: Path, exc: OSError | None) -> StoreError | None:
+    """The cause and fix when the store file or its directory cannot be written: found by
+    trying, since permission bits say nothing of an immutable file, a read-only mount or root."""
+    if str(path) == ":memory:":
+        return None
+    for target, is_dir in ((path.parent, True), (path, False)):
+        if not target.exists():
+            continue
+        err = _probe(target, is_dir)
+        if err is None:
+            continue
+        why = _WHY.get(err, os.strerror(err))
+        what = f"the store's directory {target}" if is_dir else "the store file"
+        if err == errno.EROFS:
+            fix = f"remount that file system read-write, or {_ELSEWHERE}"
+        elif err == errno.EPERM:
+            fix = (f"lift the immutable flag (chattr -i {target}) or the policy that blocks it, "
+                   f"or {_ELSEWHERE}")
+        else:
+            fix = f"make it writable for this user (chmod u+w {target}), or {_ELSEWHERE}"
+        return StoreError(f"{what} {why}", file=str(path), fix=fix)
+    if exc is not None and exc.errno in _WHY and not path.parent.exists():
+        return StoreError(f"cannot create the store directory {path.parent}: {exc.strerror}",
+                          file=str(path), fix=f"create it with write access, or {_ELSEWHERE}")
+    return None
+
+
+def _probe(target: Path, is_dir: bool) -> int | None:
+    """errno of writing `target` (a new file in it, for a directory), or None when it can."""
+    try:
+        if is_dir:
+            import tempfile
+
+            fd, name = tempfile.mkstemp(prefix=".promptctl-probe-", dir=target)
+            os.close(fd)
+            os.unlink(name)
+        else:
+            os.close(os.open(target, os.O_RDWR))
+    except OSError as exc:
+        return exc.errno
+    return None

@@ -1,0 +1,25 @@
+"""The store tests run against both back-ends: `any_url` and `any_store` are parametrised."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from promptctl.store import Store, open_store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new store: a SQLite file, or a fresh schema on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 's' / 'results.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def any_store(any_url: str) -> Iterator[Store]:
+    store = open_store(any_url)
+    yield store
+    store.close()
