@@ -61,6 +61,7 @@ class CheckOptions:
     significance: float = DEFAULT_SIGNIFICANCE
     strict: bool = False
     concurrency: int | None = None
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -508,7 +509,7 @@ def run_check(config: Config, store: Store, options: CheckOptions,
                      "the repository that holds the prompts")
     base = resolve_base(repo, options.base)
     affected, unchanged, deleted = find_affected(repo, base.commit, options.prompts)
-    eval_options = EvalOptions(concurrency=options.concurrency)
+    eval_options = EvalOptions(concurrency=options.concurrency, timeout=options.timeout)
     results = [_check_one(c, root=repo.root, base=base, config=config, store=store,
                           options=options, eval_options=eval_options, say=say) for c in affected]
     head = repo.state()

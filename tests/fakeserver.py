@@ -88,6 +88,7 @@ class RecordedRequest:
     body: Body
     headers: dict[str, str]
     status: int
+    query: str = ""
 
     def __getitem__(self, key: str) -> Any:
         # Lets tests write record["body"] as well as record.body.
@@ -441,6 +442,7 @@ class FakeOpenAI:
             body=body,
             headers=headers,
             status=0 if outcome.drop else outcome.status,
+            query=urlsplit(raw_path).query,
         )
         # Recorded before the response is written, so a client that has its
         # answer can rely on the record being there.

@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parents[1]  # this repository: its prompts/ and 
 CLI_SCRIPT = """\
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from promptctl.cli.app import app
+from promptctl.cli.app import main
 try:
-    app(sys.argv[1:], prog_name="promptctl")
+    main(sys.argv[1:])
 finally:
     print("\\nOPENAI-IMPORTED " + str("openai" in sys.modules), file=sys.stderr)
 """

@@ -67,6 +67,37 @@ app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(store_cmd.app, name="store")
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+# A crash is a bug, and must never look like a verdict: exit 1 means "a gate failed" to CI.
+EXIT_BUG = 4
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every way out has a deliberate exit code."""
+    import sys
+
+    try:
+        code = app(argv, prog_name="promptctl", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except typer.TyperException as exc:
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        code = 2  # a command line that cannot be used: exit 2, as input errors are
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - the last line of defence: report the bug, never exit 1
+        import traceback
+
+        traceback.print_exc()
+        print(f"error: promptctl {__version__} crashed: this is a bug in promptctl, not a verdict "
+              "on your prompts; the traceback above says where", file=sys.stderr)
+        code = EXIT_BUG
+    sys.exit(code if isinstance(code, int) else 0)

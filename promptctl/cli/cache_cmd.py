@@ -14,16 +14,22 @@ from promptctl.errors import InputError
 app = typer.Typer(help="The completion cache: every answer keyed by the full request.",
                   no_args_is_help=True, rich_markup_mode=None)
 
+_MAX_AGE = timedelta(days=36525)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_age(text: str) -> timedelta:
     """'30d', '12h', '90m', '2w' or '45s' as a duration."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    match = re.fullmatch(r"\s*(\d{1,12})\s*([smhdw])\s*", text[:64])
     if match is None:
-        raise InputError(f"--older-than {text!r} is not a duration",
+        raise InputError(f"--older-than {text[:40]!r} is not a duration",
                          fix="write a number and a unit: 45s, 90m, 12h, 30d or 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        age = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        age = _MAX_AGE
+    # Anything older than a century is "everything": clear the cache without --older-than.
+    return min(age, _MAX_AGE)
 
 
 @app.command("stats")

@@ -40,7 +40,11 @@ def check(
         "--strict", help="Fail a drop beyond max_regression even when it is not significant.")] = False,
     significance: Annotated[float, typer.Option(
         metavar="P", help="Level of the paired test a regression must pass to fail the gate.")] = 0.05,
-    concurrency: Annotated[int | None, typer.Option(min=1, metavar="N", help="Requests in flight.")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, max=1000, metavar="N",
+                                                    help="Requests in flight.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0.1, max=3600.0, metavar="SECONDS",
+        help="Seconds to wait for one attempt of a request (default 60).")] = None,
     junit: Annotated[Path | None, typer.Option(metavar="FILE", help="Write JUnit XML to FILE.")] = None,
     markdown: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Write the Markdown report to FILE (for a PR comment).")] = None,
@@ -71,7 +75,8 @@ def check(
     store = open_project_store(config)
     err = console(stderr=True)
     options = CheckOptions(base=base, prompts=list(prompt or []), model=model,
-                           significance=significance, strict=strict, concurrency=concurrency)
+                           significance=significance, strict=strict, concurrency=concurrency,
+                           timeout=timeout)
 
     def say(message: str) -> None:
         from rich.markup import escape

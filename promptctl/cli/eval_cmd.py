@@ -13,6 +13,14 @@ from promptctl.errors import InputError, ProviderError
 if TYPE_CHECKING:
     from promptctl.engine import Progress
 
+# Bounds on what the command line may ask: beyond them a value is a typo (or an attack on a
+# CI runner) and must fail at once rather than plan a billion requests.
+MAX_ROWS = 10**9
+MAX_REPEAT = 1000
+MAX_CONCURRENCY = 1000
+MAX_RATE = 10**9
+MAX_TIMEOUT = 3600.0
+
 
 class _Bar:
     """A rich progress bar on stderr: done/total, rate, errors, retries, cache hits, cost."""
@@ -54,14 +62,19 @@ def eval_(
     model: Annotated[list[str] | None, typer.Option(
         "--model", "-m", help="MODEL (OpenAI) or ENDPOINT/MODEL; repeat for one run per model. "
         "Default: the prompt's model:.")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N rows.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, max=MAX_ROWS, help="Only the first N rows.")] = None,
     concurrency: Annotated[int | None, typer.Option(
-        min=1, help="Requests in flight (default 8; 1 for local GGUF endpoints).")] = None,
-    repeat: Annotated[int, typer.Option(min=1, help="Sample every row K times.")] = 1,
+        min=1, max=MAX_CONCURRENCY,
+        help="Requests in flight (default 8; 1 for local GGUF endpoints).")] = None,
+    repeat: Annotated[int, typer.Option(min=1, max=MAX_REPEAT, help="Sample every row K times.")] = 1,
     rpm: Annotated[int | None, typer.Option(
-        min=1, help="Requests per minute at most (default: the endpoint's rpm: or none).")] = None,
+        min=1, max=MAX_RATE,
+        help="Requests per minute at most (default: the endpoint's rpm: or none).")] = None,
     tpm: Annotated[int | None, typer.Option(
-        min=1, help="Tokens per minute at most, estimated before sending.")] = None,
+        min=1, max=MAX_RATE, help="Tokens per minute at most, estimated before sending.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0.1, max=MAX_TIMEOUT, help="Seconds to wait for one attempt of a request (default 60; "
+        "or the endpoint's timeout:). A request is tried up to 5 times.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
     cache_only: Annotated[bool, typer.Option(
         "--cache-only", help="Replay from the cache; send nothing (a miss is an error row).")] = False,
@@ -89,15 +102,16 @@ def eval_(
         raise InputError("--no-cache and --cache-only contradict each other", fix="choose one")
     if resume is not None:
         if prompts or model or ref or evalset or limit or repeat != 1 or dry_run:
-            raise InputError("--resume takes only the run id (and --concurrency, --no-cache, "
-                             "--cache-only, --json)",
+            raise InputError("--resume takes only the run id (and --concurrency, --timeout, "
+                             "--no-cache, --cache-only, --json)",
                              fix=f"promptctl eval --resume {resume}")
     elif not prompts:
         raise InputError("no prompt given", fix="promptctl eval prompts/NAME.yaml (or --resume RUN)")
     config = project()
     jobs = build_jobs(prompts or [], models=model or [], evalset=evalset, ref=ref, config=config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
-                          use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm)
+                          use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm,
+                          timeout=timeout)
     store = open_project_store(config)
     if dry_run:
         from promptctl.estimate import estimate

@@ -15,6 +15,7 @@ from typing import Any
 
 from promptctl.config import Config, Price
 from promptctl.engine.plan import cache_key
+from promptctl.errors import ProviderError
 from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
 from promptctl.ratelimit import RateLimiter
 from promptctl.store import Store
@@ -98,6 +99,12 @@ class Answer:
     cached: bool = False
 
 
+# Requests in a row that found the server unreachable (every attempt timed out or could not
+# connect) before the run stops: a server that is down would otherwise cost every row its
+# full retry cycle.
+UNREACHABLE_STREAK = 3
+
+
 class Gateway:
     """The cache and the providers of one run, shared by every request it makes."""
 
@@ -109,6 +116,7 @@ class Gateway:
         self.progress = progress
         # Answers to put in the cache, written in the same transaction as their rows.
         self.new_cache: list[tuple[str, dict[str, Any]]] = []
+        self._unreachable = 0
 
     async def complete(self, channel: Channel, messages: list[dict[str, str]],
                        params: dict[str, Any], sample: int) -> Answer:
@@ -131,12 +139,20 @@ class Gateway:
             res = await client.complete(ChatRequest(channel.model, messages, params))
         except RequestFailed as exc:
             self.progress.retries += max(0, exc.attempts - 1)
+            self._unreachable = self._unreachable + 1 if exc.unreachable else 0
+            if self._unreachable >= UNREACHABLE_STREAK:
+                raise ProviderError(
+                    f"endpoint {client.name} ({client.base_url}) is unreachable: "
+                    f"{self._unreachable} requests in a row failed after every retry ({exc})",
+                    fix="check that the server is up and reachable; if it is only slow, raise "
+                    "timeout: of the endpoint in promptctl.yaml or pass --timeout SECONDS") from None
             return Answer(None, error=str(exc), attempts=exc.attempts)
         response = {"text": res.text, "prompt_tokens": res.prompt_tokens,
                     "completion_tokens": res.completion_tokens, "model": res.model,
                     "system_fingerprint": res.system_fingerprint, "latency_ms": res.latency_ms}
         if res.no_text is not None:
             response["no_text"] = res.no_text
+        self._unreachable = 0
         self.progress.retries += res.attempts - 1
         self.progress.spent_usd += cost_of(channel.price, res.prompt_tokens,
                                            res.completion_tokens) or 0.0

@@ -8,6 +8,7 @@ its rows failed, is recorded when it ends: run selection relies on both.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import socket
@@ -61,6 +62,7 @@ class EvalOptions:
     cache_only: bool = False
     rpm: int | None = None
     tpm: int | None = None
+    timeout: float | None = None
 
 
 def _owner_token() -> str:
@@ -169,6 +171,8 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
     from promptctl.providers import open_provider
 
     prompt = todo.prompt
+    if options.timeout is not None:
+        resolved = dataclasses.replace(resolved, request_timeout=options.timeout)
     price = config.price(resolved.model, resolved.endpoint)
     lazy = None if options.cache_only else LazyProvider(
         lambda: open_provider(resolved, concurrency, prompt.request_params))
@@ -263,7 +267,8 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     options = EvalOptions(concurrency=given.concurrency or stored.get("concurrency"),
                           limit=stored.get("limit"), repeat=stored.get("repeat") or 1,
                           use_cache=given.use_cache and stored.get("use_cache", True),
-                          cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm)
+                          cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm,
+                          timeout=given.timeout)
     full = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
     todo = full.without(store.answered_keys(run["id"]))
     resolved = resolve_model(run["model"], config)

@@ -134,6 +134,8 @@ class ResolvedModel:
     api_key_env: str | None
     type: str = "openai"
     server: ServerURL = field(default_factory=lambda: ServerURL(None, None))
+    # --timeout: overrides the endpoint's timeout: for this run.
+    request_timeout: float | None = None
 
     @property
     def endpoint_name(self) -> str:
@@ -149,6 +151,9 @@ class ResolvedModel:
 
     @property
     def timeout(self) -> float | None:
+        """Seconds one attempt of a request may take (None: the backend's default)."""
+        if self.request_timeout is not None:
+            return self.request_timeout
         return self.endpoint.timeout if self.endpoint is not None else None
 
     def api_key(self) -> str:
