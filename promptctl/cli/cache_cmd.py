@@ -27,9 +27,11 @@ def parse_age(text: str) -> timedelta:
     try:
         age = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     except OverflowError:
-        age = _MAX_AGE
-    # Anything older than a century is "everything": clear the cache without --older-than.
-    return min(age, _MAX_AGE)
+        age = _MAX_AGE * 2
+    if age > _MAX_AGE:
+        raise InputError(f"--older-than {text.strip()[:40]} is more than a century",
+                         fix="write a shorter duration, or clear the whole cache without --older-than")
+    return age
 
 
 @app.command("stats")
