@@ -299,7 +299,7 @@ def _run_plans(plans: list[_Plan]) -> dict[str, dict[str, Any]]:
     """Test every plan; plans over the same pairs share one stream of random draws."""
     import numpy as np
 
-    from promptctl.metrics import _pearson_rows
+    from promptctl.metrics.aggregates import _pearson_rows
     from promptctl.stats import paired_binary, paired_continuous, paired_resampling, rank_rows
 
     out: dict[str, dict[str, Any]] = {}

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from promptctl.metrics import share
+from promptctl.metrics.aggregates import share
 from promptctl.scoring import equals
 
 

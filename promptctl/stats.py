@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from promptctl.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap
+from promptctl.metrics.aggregates import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap
 
 PERMUTATIONS = 2000
 # Values per chunk of random draws: large enough that numpy's per-call cost vanishes,

@@ -100,6 +100,19 @@ def check_file(path: Path) -> str:
             f"{prompt.evalset.name} ({len(evalset)}) renders")
 
 
+def _report_once(results: list[dict[str, Any]]) -> None:
+    """An eval set's error is reported once, by the eval set itself when it is validated too:
+    a prompt that names it then says that its eval set is invalid, and where."""
+    validated = {r["file"] for r in results}
+    for r in results:
+        if r["ok"] or r["error_file"] in (None, r["file"]) or r["error_file"] not in validated:
+            continue
+        where = r["error_file"] + (f":{r['line']}" if r["line"] else "")
+        r["error"] = (f"{r['file']}: the eval set it names has an error (reported for "
+                      f"{where})")
+        r["duplicate_of"] = r["error_file"]
+
+
 @handle_errors
 def validate(
     paths: Annotated[list[Path] | None, typer.Argument(
@@ -123,14 +136,15 @@ def validate(
     results: list[dict[str, Any]] = []
     for path in files:
         try:
-            results.append({"file": str(path), "ok": True, "detail": check_file(path)})
+            results.append({"file": display_path(path), "ok": True, "detail": check_file(path)})
         except PromptctlError as exc:
             # `file` is the file named on the command line; the error's own file
             # may differ (the eval set a prompt names).
-            results.append({"file": str(path), "ok": False, "error": str(exc),
+            results.append({"file": display_path(path), "ok": False, "error": str(exc),
                             "message": exc.message,
-                            "error_file": display_path(exc.file) if exc.file else None, "line": exc.line,
-                            "fix": exc.fix})
+                            "error_file": display_path(exc.file) if exc.file else None,
+                            "line": exc.line, "fix": exc.fix})
+    _report_once(results)
     bad = [r for r in results if not r["ok"]]
     if json_out:
         typer.echo(dumps({"ok": not bad, "files": results}))

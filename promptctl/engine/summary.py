@@ -8,7 +8,7 @@ from typing import Any
 from promptctl.config import Price
 from promptctl.consistency import analyze
 from promptctl.engine.gateway import cost_of
-from promptctl.metrics import aggregate_columns, fold_scores, percentiles
+from promptctl.metrics.aggregates import aggregate_columns, fold_scores, percentiles
 from promptctl.prompts import Prompt
 from promptctl.store import Store
 

@@ -13,6 +13,18 @@ from promptctl.redact import redact
 from promptctl.render.inert import UNSAFE_BEYOND_C0
 
 
+def coverage(run: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether a run covered its whole eval set: only such a run stands for its prompt version
+    (a --limit run, an unfinished one or an interrupted resume does not)."""
+    from promptctl.selection import covers_evalset
+
+    options = run.get("options") or {}
+    summary = run.get("summary") or {}
+    return {"full": covers_evalset(run), "rows": summary.get("n", 0),
+            "planned": run.get("n_planned"), "evalset_rows": options.get("evalset_rows"),
+            "limit": options.get("limit")}
+
+
 def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
     """One run in the shape of SPEC.md section 5 (plus a few extra keys)."""
     summary = run.get("summary") or {}
@@ -30,6 +42,9 @@ def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
         "evalset": run["evalset_path"],
         "evalset_version": run["evalset_version"],
         "status": run["status"],
+        "coverage": coverage(run),
+        "kind": run.get("kind") or "prompt",
+        "parent_run": run.get("parent_run"),
         "created_at": run["created_at"],
         "n": summary.get("n", 0),
         "errors": summary.get("errors", 0),

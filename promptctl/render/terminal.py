@@ -18,6 +18,7 @@ from rich.text import Text
 
 from promptctl.metrics.registry import higher_is_better
 from promptctl.render import fmt, inert
+from promptctl.selection import covers_evalset
 
 
 class InertConsole(Console):
@@ -86,6 +87,18 @@ def _short(sha: Any, n: int = 10) -> str:
     return cell(sha[:n]) if isinstance(sha, str) and sha else "-"
 
 
+def _partial(run: Mapping[str, Any]) -> str:
+    """Why a complete run stands for no version: how much of its eval set it covered."""
+    options = run.get("options") or {}
+    summary = run.get("summary") or {}
+    total = options.get("evalset_rows")
+    done = summary.get("n", 0)
+    text = f"{done} of {total} rows" if total else f"{done} rows"
+    if options.get("limit") is not None:
+        text += f" (--limit {options['limit']})"
+    return text + ", not a result for its prompt version"
+
+
 def _count(value: Any) -> str:
     return str(value) if isinstance(value, int) else fmt.num(value, 0)
 
@@ -95,6 +108,8 @@ def run_summary(con: Console, run: Mapping[str, Any]) -> None:
     summary = run.get("summary") or {}
     dirty = " (dirty)" if run.get("git_dirty") else ""
     status = "" if run["status"] == "complete" else f"  [bold red]{cell(run['status'])}[/]"
+    if run["status"] == "complete" and not covers_evalset(run):
+        status = f"  [yellow]partial: {_partial(run)}[/]"
     con.print(f"[bold]{cell(run['prompt_name'])}[/] with [bold]{cell(run['model'])}[/]  "
               f"run {cell(run['id'])}  commit {_short(run['git_commit'])}{dirty}  "
               f"prompt {_short(run['prompt_version'], 12)}{status}")
@@ -163,7 +178,8 @@ def runs_table(con: Console, runs: Sequence[Mapping[str, Any]]) -> None:
         table.add_row(cell(run["id"]), cell(run["created_at"][:19].replace("T", " ")),
                       cell(run["prompt_name"]), _short(run["git_commit"], 8),
                       "yes" if run["git_dirty"] else ("-" if run["git_dirty"] is None else "no"),
-                      _short(run["prompt_version"], 8), cell(run["model"]), cell(run["status"]),
+                      _short(run["prompt_version"], 8), cell(run["model"]),
+                      cell(run["status"]) + ("" if covers_evalset(run) else " (partial)"),
                       _count(summary.get("n", 0)), _count(summary.get("errors", 0)), shown)
     con.print(table)
 
