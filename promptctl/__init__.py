@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+# The name on the package index: `promptctl` there is an unrelated project, so every install
+# instruction names this distribution, pinned to this version.
+DISTRIBUTION = "promptctl-eval"
+
+
+def install_command(extra: str | None = None) -> str:
+    """The pip command that installs this very version (with an extra, e.g. "report")."""
+    name = f"{DISTRIBUTION}[{extra}]" if extra else DISTRIBUTION
+    return f"pip install '{name}=={__version__}'"
 
 __all__ = ["compare_runs", "history", "load_evalset", "load_prompt", "open_store", "run_eval"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from promptctl import install_command
 from promptctl.errors import InputError
 
 WORKFLOW_PATH = Path(".github") / "workflows" / "promptctl.yml"
@@ -45,7 +46,9 @@ jobs:
           python-version: "3.12"
 
       - name: Install promptctl
-        run: pip install 'promptctl[report]'
+        # promptctl-eval is promptctl's name on the package index (`promptctl` there is
+        # another project); pinned to the version that wrote this workflow.
+        run: INSTALL_COMMAND
 
       # A shared PostgreSQL store instead of this cache (README, "Stores"): every
       # job reads and writes the same runs and completions, so a pull request
@@ -99,6 +102,9 @@ jobs:
           PR: ${{ github.event.pull_request.number }}
         run: gh pr comment "$PR" --edit-last --create-if-none --body-file promptctl-report.md
 """
+
+
+WORKFLOW = WORKFLOW.replace("INSTALL_COMMAND", install_command("report"))
 
 
 def is_project(directory: Path) -> bool:

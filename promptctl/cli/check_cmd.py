@@ -50,7 +50,7 @@ def check(
         metavar="FILE", help="Write the Markdown report to FILE (for a PR comment).")] = None,
     html: Annotated[Path | None, typer.Option(
         metavar="FILE", callback=html_option,
-        help="Write the HTML report (runs, diffs, rows) to FILE (needs promptctl[report]).")] = None,
+        help="Write the HTML report (runs, diffs, rows) to FILE (needs the report extra).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Evaluate each prompt changed since the base and apply its thresholds.

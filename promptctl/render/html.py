@@ -28,10 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from promptctl import install_command
 from promptctl.errors import InputError
 from promptctl.redact import redact
 
-INSTALL_HINT = "pip install 'promptctl[report]'"
+INSTALL_HINT = install_command("report")
 TEXT_LIMIT = 20_000  # characters of one completion or input value shown; the rest is counted
 LABEL_LIMIT = 48  # characters of a label inside a chart
 # Score keys that are helpers of the metrics, not scores a reader looks for.

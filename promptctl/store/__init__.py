@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptctl import install_command
 from promptctl.errors import InputError
 from promptctl.store.base import (
     CacheStats,
@@ -54,7 +55,8 @@ def open_store(url: str, *, create: bool = True) -> Store:
         except ImportError:
             raise InputError("a PostgreSQL store needs the psycopg package, which is not installed",
                              file=public_url(url),
-                             fix="pip install 'promptctl[postgres]' (or psycopg[binary])") from None
+                             fix=f"{install_command('postgres')} (or pip install "
+                             "'psycopg[binary]')") from None
         store = PostgresStore(url, migrate=create)
         if not create:
             if not store.has_schema():

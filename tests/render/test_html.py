@@ -680,7 +680,7 @@ def test_without_the_report_extra_the_error_names_the_install_command(
     done = subprocess.run([sys.executable, "-c", WITHOUT_CHARTS, *args], cwd=project.root, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
-    assert "pip install 'promptctl[report]'" in done.stderr
+    assert "pip install 'promptctl-eval[report]==" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (project.root / "r.html").exists()
 
@@ -715,4 +715,4 @@ def test_the_workflow_uploads_the_html_report() -> None:
     assert upload["uses"] == "actions/upload-artifact@v4" and upload["if"] == "always()"
     assert upload["with"]["path"] == "promptctl-report.html"
     [install] = [s for s in steps if s.get("name") == "Install promptctl"]
-    assert "promptctl[report]" in install["run"]
+    assert "promptctl-eval[report]==" in install["run"]
