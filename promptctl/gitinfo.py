@@ -1,13 +1,14 @@
 """Every read of git: commit, dirty flag, branch; refs; files as they were at a commit;
 commit facts for history; merge bases for `check`.
 
-No other module talks to git. GitPython is imported only when a repository is used;
-refs are resolved by `git rev-parse` itself (GitPython's own parser walks `~N` in Python
-and does not know every ref form).
+No other module talks to git. Everything goes through git's own plumbing commands (rev-parse,
+ls-tree, cat-file, status): git parses every ref form itself, and a command costs a few
+milliseconds where loading a git library costs a tenth of a second on every promptctl command.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ MAX_BLOB_BYTES = MAX_EVALSET_BYTES
 MAX_REF_LENGTH = 256
 SHALLOW_FIX = "this is a shallow clone: fetch more history (in GitHub Actions, actions/checkout " \
               "with fetch-depth: 0; locally, git fetch --unshallow)"
+_SYMLINK_MODE = "120000"
+_SUBMODULE_MODE = "160000"
 
 
 @dataclass(frozen=True)
@@ -35,14 +38,44 @@ class GitState:
     branch: str | None = None
 
 
-def _open(start: Path) -> Any:
-    """The GitPython repository containing `start`, or None outside git."""
-    import git
-
+def _run(cwd: Path, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    # No pager, no prompts, no replacement objects rewriting history behind our back; the
+    # environment's GIT_DIR must not redirect a command run inside a project.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_NO_REPLACE_OBJECTS="1", GIT_OPTIONAL_LOCKS="0")
     try:
-        return git.Repo(start, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return subprocess.run(["git", *args], cwd=cwd, input=data, capture_output=True,
+                              timeout=60, check=False, env=env)
+    except FileNotFoundError:
+        raise InputError("git is not installed", fix="install git (promptctl keys runs by commit)") \
+            from None
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What `git rev-parse` says of a directory."""
+
+    work_tree: Path | None
+    git_dir: Path
+    bare: bool
+
+
+def _discover(start: Path) -> _Found | None:
+    """The repository containing `start` (a file or directory), or None outside git."""
+    here = start if start.is_dir() else start.parent
+    if not here.exists():
         return None
+    done = _run(here, "rev-parse", "--is-bare-repository", "--absolute-git-dir",
+                "--show-toplevel")
+    lines = done.stdout.decode("utf-8", "surrogateescape").splitlines()
+    if done.returncode != 0 and len(lines) >= 2 and lines[0] == "true":
+        return _Found(None, Path(lines[1]), True)  # bare: --show-toplevel fails
+    if done.returncode != 0 or len(lines) < 2:
+        return None
+    bare = lines[0] == "true"
+    top = Path(lines[2]).resolve() if len(lines) > 2 and not bare else None
+    return _Found(top, Path(lines[1]), bare or top is None)
 
 
 def work_tree(start: Path) -> Path | None:
@@ -51,48 +84,45 @@ def work_tree(start: Path) -> Path | None:
     A bare repository has no work tree: None, so promptctl treats it as "outside git"
     only after saying so (see `open_repo`).
     """
-    here = start if start.is_dir() else start.parent
-    repo = _open(here)
-    if repo is None or repo.bare or repo.working_tree_dir is None:
-        return None
-    return Path(repo.working_tree_dir).resolve()
+    found = _discover(start)
+    return None if found is None or found.bare else found.work_tree
 
 
 def is_bare(start: Path) -> bool:
     """Whether `start` lies in a bare repository (a git directory with no checkout)."""
-    repo = _open(start if start.is_dir() else start.parent)
-    return bool(repo is not None and repo.bare)
+    found = _discover(start)
+    return bool(found is not None and found.bare)
 
 
 class Repo:
     """A git work tree: refs, files at a commit, facts about commits."""
 
-    def __init__(self, repo: Any) -> None:
-        self._repo = repo
-        self.root = Path(repo.working_tree_dir).resolve()
+    def __init__(self, root: Path, git_dir: Path) -> None:
+        self.root = root
+        self.git_dir = git_dir
 
     @property
     def shallow(self) -> bool:
-        return (Path(self._repo.git_dir) / "shallow").exists()
+        return (self.git_dir / "shallow").exists()
 
     def _git(self, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(["git", *args], cwd=self.root, input=data, capture_output=True,
-                              timeout=60, check=False)
+        return _run(self.root, *args, data=data)
+
+    def _out(self, *args: str) -> str | None:
+        done = self._git(*args)
+        return done.stdout.decode("utf-8", "surrogateescape").strip() if done.returncode == 0 else None
 
     def head(self) -> str | None:
         """HEAD's commit, or None in a repository with no commit yet."""
-        try:
-            return str(self._repo.head.commit.hexsha)
-        except ValueError:
-            return None
+        return self._out("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
 
     def resolve(self, ref: str, *, what: str = "git ref", context: str = "",
                 fix: str | None = None) -> str:
         """The commit sha `ref` names; an error that says why when it names none."""
         check_ref_syntax(ref, what)
-        done = self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
-        if done.returncode == 0:
-            return done.stdout.decode("ascii").strip()
+        found = self._out("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+        if found:
+            return found
         if self.shallow:
             raise InputError(f"{what} {ref!r}{context} is not in this clone", fix=SHALLOW_FIX)
         raise InputError(f"unknown {what} {ref!r}{context}",
@@ -101,48 +131,64 @@ class Repo:
     def has_commit(self, sha: str) -> bool:
         return self._git("cat-file", "-e", f"{sha}^{{commit}}").returncode == 0
 
+    def _entry(self, sha: str, rel: str) -> tuple[str, str, str, int] | None:
+        """(mode, type, object id, size) of `rel` in commit `sha`, or None."""
+        rel = rel.strip("/")
+        if not rel:
+            return None
+        done = self._git("ls-tree", "-l", "--full-tree", "-z", sha, "--", rel)
+        for entry in done.stdout.split(b"\0"):
+            head, _, name = entry.partition(b"\t")
+            if name.decode("utf-8", "surrogateescape") != rel:
+                continue
+            mode, kind, oid, size = head.decode("ascii").split()
+            return mode, kind, oid, int(size) if size.isdigit() else 0
+        return None
+
     def read(self, sha: str, rel: str, max_bytes: int = MAX_BLOB_BYTES) -> bytes | None:
         """The bytes of file `rel` (a path from the root) in commit `sha`, or None when the
-        commit has no such file. A symlink, a submodule or a file too large is an error:
-        git stores a symlink as the text of its target, which is not the file's content."""
-        obj = self._entry(sha, rel)
-        if obj is None:
+        commit has no such file. A symlink, a submodule, a directory or a file too large is
+        an error: git stores a symlink as the text of its target, which is not the file's
+        content."""
+        entry = self._entry(sha, rel)
+        if entry is None:
             return None
-        if obj.type == "commit":
+        mode, kind, oid, size = entry
+        if kind == "commit" or mode == _SUBMODULE_MODE:
             raise InputError(f"{rel} is a git submodule at {sha[:12]}, not a file",
                              fix="run promptctl inside the submodule's own work tree")
-        if obj.type == "tree":
+        if kind == "tree":
             raise InputError(f"{rel} is a directory at {sha[:12]}, not a file", file=rel,
                              fix="name a file")
-        if obj.type != "blob":
-            return None
-        if obj.mode == 0o120000:
+        if mode == _SYMLINK_MODE:
             raise InputError(f"{rel} is a symbolic link at {sha[:12]}", file=rel,
                              fix="commit the file itself: files a prompt references must be "
                              "regular files inside the repository")
-        if obj.size > max_bytes:
+        if size > max_bytes:
             raise InputError(f"{rel} is larger than {max_bytes // 2**20} MiB at {sha[:12]} "
-                             f"({obj.size} bytes)", file=rel,
+                             f"({size} bytes)", file=rel,
                              fix="split the eval set into smaller files")
-        data: bytes = obj.data_stream.read()
-        return data
-
-    def _entry(self, sha: str, rel: str) -> Any:
-        try:
-            return self._repo.commit(sha).tree / rel
-        except KeyError:
+        done = self._git("cat-file", "blob", oid)
+        if done.returncode != 0:
             return None
+        return done.stdout
 
     def list_files(self, sha: str, directory: str, suffixes: Sequence[str]) -> list[str]:
         """Paths (from the root) of the files directly in `directory` at commit `sha`."""
-        tree = self._entry(sha, directory)
-        if tree is None or tree.type != "tree":
-            return []
-        return sorted(str(b.path) for b in tree.blobs if b.path.lower().endswith(tuple(suffixes)))
+        done = self._git("ls-tree", "--full-tree", "-z", sha, "--", directory.strip("/") + "/")
+        out = []
+        for entry in done.stdout.split(b"\0"):
+            head, _, name = entry.partition(b"\t")
+            if not name:
+                continue
+            mode, kind, _oid = head.decode("ascii").split()
+            path = name.decode("utf-8", "surrogateescape")
+            if kind == "blob" and path.lower().endswith(tuple(suffixes)):
+                out.append(path)
+        return sorted(out)
 
     def merge_base(self, a: str, b: str) -> str | None:
-        found = self._repo.merge_base(a, b)
-        return str(found[0].hexsha) if found else None
+        return self._out("merge-base", a, b) or None
 
     def state(self, files: Sequence[Path] = ()) -> GitState:
         """Commit, dirty flag and branch of the work tree.
@@ -150,13 +196,10 @@ class Repo:
         Dirty means tracked changes anywhere, or any of `files` (the prompt and its eval
         set) not yet tracked: either way HEAD alone does not reproduce the run.
         """
-        repo = self._repo
         commit = self.head()
-        try:
-            branch = None if repo.head.is_detached else repo.active_branch.name
-        except TypeError:
-            branch = None
-        dirty = bool(repo.is_dirty(untracked_files=False))
+        branch = self._out("symbolic-ref", "--quiet", "--short", "HEAD") or None
+        status = self._git("status", "--porcelain", "--untracked-files=no", "-z")
+        dirty = status.returncode != 0 or bool(status.stdout.strip(b"\0"))
         if not dirty and files:
             rels = []
             for f in files:
@@ -165,8 +208,8 @@ class Repo:
                 except ValueError:
                     continue
             if rels:
-                untracked = repo.git.ls_files("--others", "--exclude-standard", "--", *rels)
-                dirty = bool(untracked.strip())
+                untracked = self._git("ls-files", "--others", "--exclude-standard", "-z", "--", *rels)
+                dirty = bool(untracked.stdout.strip(b"\0"))
         if commit is None:
             dirty = True
         return GitState(root=self.root, commit=commit, dirty=dirty, branch=branch)
@@ -217,21 +260,21 @@ def check_ref_syntax(ref: str, what: str = "git ref") -> None:
 def open_repo(start: Path, *, purpose: str) -> Repo:
     """The work tree containing `start`; an error naming `purpose` outside one."""
     here = start if start.is_dir() else start.parent
-    repo = _open(here)
-    if repo is not None and (repo.bare or repo.working_tree_dir is None):
+    found = _discover(here)
+    if found is not None and (found.bare or found.work_tree is None):
         raise InputError("this is a bare git repository (no work tree)", file=here,
                          fix=f"{purpose}: run promptctl in a clone with a checkout")
-    if repo is None:
+    if found is None or found.work_tree is None:
         raise InputError("not inside a git repository", file=here, fix=purpose)
-    return Repo(repo)
+    return Repo(found.work_tree, found.git_dir)
 
 
 def find_repo(start: Path) -> Repo | None:
     """The work tree containing `start`, or None (outside git, or a bare repository)."""
-    repo = _open(start if start.is_dir() else start.parent)
-    if repo is None or repo.bare or repo.working_tree_dir is None:
+    found = _discover(start)
+    if found is None or found.bare or found.work_tree is None:
         return None
-    return Repo(repo)
+    return Repo(found.work_tree, found.git_dir)
 
 
 def git_state(path: Path, files: Sequence[Path] = ()) -> GitState:

@@ -1,4 +1,4 @@
-"""`promptctl --help` stays instant: the SDK, numpy, GitPython and Jinja2 load only when used."""
+"""`promptctl --help` stays instant: the SDK, numpy and Jinja2 load only when used."""
 
 from __future__ import annotations
 

@@ -31,13 +31,29 @@ def _result(value: float | None, n: int, ci: tuple[float, float] | None) -> Resu
     return {"value": clean, "n": n, "ci95": interval}
 
 
-def _resample_indices(n: int, rng: np.random.Generator, resamples: int) -> Any:
+def _resample_indices(n: int, seed: int, resamples: int) -> Any:
+    """The resampled row indices, chunk by chunk. Every metric of a run draws the same
+    indices (same seed, same n): a matrix that fits one chunk is kept for the next
+    metric, which then costs a gather instead of half a million random draws."""
     per_chunk = max(1, _CHUNK_CELLS // max(n, 1))
+    key = (n, seed, resamples, per_chunk)
+    if _last_indices and _last_indices[0] == key:
+        yield from _last_indices[1]
+        return
+    rng = np.random.default_rng(seed)
+    chunks = []
     done = 0
     while done < resamples:
         k = min(per_chunk, resamples - done)
-        yield rng.integers(0, n, size=(k, n))
+        chunk = rng.integers(0, n, size=(k, n))
+        chunks.append(chunk)
+        yield chunk
         done += k
+    if len(chunks) == 1:
+        _last_indices[:] = [key, chunks]
+
+
+_last_indices: list[Any] = []
 
 
 def bootstrap(
@@ -53,9 +69,8 @@ def bootstrap(
     paired.
     """
     n = len(columns[0])
-    rng = np.random.default_rng(seed)
     values = np.concatenate([statistic(*(c[idx] for c in columns))
-                             for idx in _resample_indices(n, rng, resamples)])
+                             for idx in _resample_indices(n, seed, resamples)])
     values = values[np.isfinite(values)]
     if values.size == 0:
         return (float("nan"), float("nan"))
