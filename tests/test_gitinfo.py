@@ -94,7 +94,7 @@ def test_read_at_ref_reads_committed_bytes_without_touching_the_tree(repo: Path)
     path = repo / PROMPT
     first = commit_all(repo, "one")
     old = path.read_bytes()
-    path.write_bytes(old.replace(b"max_tokens: 64", b"max_tokens: 32"))
+    path.write_bytes(old.replace(b"max_tokens: 16", b"max_tokens: 32"))
     second = commit_all(repo, "two")
     path.write_bytes(b"uncommitted")
     assert read_at_ref(path, first) == (old, first)
@@ -138,11 +138,11 @@ def test_two_commits_give_two_runs_with_their_commits_and_versions(repo: Path, a
         second_commit, second_version, False)
     assert first["git_branch"] == second["git_branch"] == "main"
     assert first["evalset"] == "evalsets/controversy.jsonl"
-    # The reworded system message was sent: nothing came from the first run's cache.
+    # The reworded instruction was sent: nothing came from the first run's cache.
     assert second["cached"] == 0
-    systems = {r.body["messages"][0]["content"].splitlines()[0] for r in api.chat_requests}
-    assert systems == {"Given a text, give it a controversy score from 0 to 10.",
-                       "Given a text, give it a controversy score from 0 (calm) to 10 (explosive)."}
+    firsts = {r.body["messages"][0]["content"].splitlines()[0] for r in api.chat_requests}
+    assert firsts == {"Give this text a controversy score from 0 to 10.",
+                       "Give this text a controversy score from 0 (calm) to 10 (explosive)."}
 
     result = helpers.run_cli("runs", "--json")
     listed = {r["id"]: r for r in json.loads(result.stdout)["runs"]}

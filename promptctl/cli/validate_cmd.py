@@ -169,17 +169,20 @@ def init(
         "check` on pull requests; in an existing project, write only that.")] = False,
 ) -> None:
     """Scaffold promptctl.yaml, prompts/ and evalsets/ with one working example."""
-    from promptctl.scaffold import scaffold
+    from promptctl.scaffold import next_steps, scaffold
 
     created = []
+    scaffolded = True
     if github:
         from promptctl.ci_templates import check_workflow_free, is_project, write_workflow
 
         check_workflow_free(directory)
-        if not is_project(directory):
+        scaffolded = not is_project(directory)
+        if scaffolded:
             created += scaffold(directory)
         created.append(write_workflow(directory))
     else:
         created += scaffold(directory)
     for path in created:
         typer.echo(f"created {path}")
+    typer.echo(next_steps(directory, created, scaffolded=scaffolded))

@@ -26,7 +26,7 @@ from tests.helpers import (
 
 KEY = "sk-test-cli-3f9a1c7e5b2d4f60"
 MODEL = "gpt-4o-mini"
-USER_PREFIX = "Here is the text.\n"
+USER_PREFIX = "Give this text a controversy score from 0 to 10.\n\n"
 
 # Scripted answers: delta from the expected score per eval row, None for an unreadable reply.
 DELTAS: dict[str, int | None] = {
@@ -205,23 +205,20 @@ def test_request_has_rendered_messages_and_explicit_params(scripted: FakeOpenAI)
     eval_runs("prompts/controversy.yaml", "--limit", "1")
     bodies = [r.body for r in scripted.chat_requests]
     assert len(bodies) == 5
-    system = (
-        "Given a text, give it a controversy score from 0 to 10.\nExamples:\n\n"
-        "1 + 1 = 2\nControversy score: 0\n\n"
-        "Everyone has the right to own and use guns\nControversy score: 9\n\n"
-        "Pineapple is a perfectly good pizza topping\nControversy score: 3\n\n"
-        "Standardized tests should be dropped from college admissions\nControversy score: 6\n\n"
-        "The response should follow the format:\nControversy score: { score }\n"
-        "Reason: { reason }\n"
-    )
+    # The four few-shot examples are user/assistant turns before the row's own question.
+    turns = []
+    for text, score in (("1 + 1 = 2", 0), ("Everyone has the right to own and use guns", 9),
+                        ("Pineapple is a perfectly good pizza topping", 3),
+                        ("Standardized tests should be dropped from college admissions", 6)):
+        turns += [{"role": "user", "content": USER_PREFIX + text},
+                  {"role": "assistant", "content": f"Controversy score: {score}"}]
     first_row = evalset_rows()[0]["input"]["text"]
     (body,) = [b for b in bodies if b["messages"][-1]["content"] == USER_PREFIX + first_row]
-    assert body["messages"] == [{"role": "system", "content": system},
-                                {"role": "user", "content": USER_PREFIX + first_row}]
+    assert body["messages"] == [*turns, {"role": "user", "content": USER_PREFIX + first_row}]
     assert body["model"] == MODEL
     for b in bodies:
         assert b["temperature"] == 0
-        assert b["max_tokens"] == 64
+        assert b["max_tokens"] == 16
         assert b["seed"] == 0
     users = sorted(b["messages"][-1]["content"].removeprefix(USER_PREFIX) for b in bodies)
     assert users == sorted([*FEWSHOT_ANSWERS, first_row])
@@ -437,12 +434,13 @@ def test_changing_the_prompt_changes_the_cache_key(scripted: FakeOpenAI, project
     eval_runs("prompts/controversy.yaml", "--limit", "2")
     assert scripted.count == 6
     path = project / "prompts" / "controversy.yaml"
-    path.write_text(path.read_text(encoding="utf-8").replace("max_tokens: 64", "max_tokens: 65"),
+    path.write_text(path.read_text(encoding="utf-8").replace("max_tokens: 16", "max_tokens: 17"),
                     encoding="utf-8")
     eval_runs("prompts/controversy.yaml", "--limit", "2")
     assert scripted.count == 12  # a param changed: nothing reused
     path.write_text(path.read_text(encoding="utf-8").replace(
-        "Given a text, give it", "Given a text, assign it"), encoding="utf-8")
+        '"Controversy score: {{ examples[0].expected }}"',
+        '"Controversy score: {{ examples[0].expected }}."'), encoding="utf-8")
     eval_runs("prompts/controversy.yaml", "--limit", "2")
     assert scripted.count == 18  # a message changed: nothing reused
     path.write_text(path.read_text(encoding="utf-8").replace(
@@ -520,7 +518,7 @@ def test_dry_run_sends_nothing_and_estimates(scripted: FakeOpenAI) -> None:
     assert plan["requests"] == 24 + 4
     assert plan["to_send"] == 28
     assert plan["cached"] == 0
-    assert plan["completion_tokens_max"] == 28 * 64
+    assert plan["completion_tokens_max"] == 28 * 16
     assert plan["prompt_tokens"] > 0
     if plan["token_count_method"].startswith("estimate"):
         # characters / 4 per message, plus the chat format's overhead
@@ -537,7 +535,7 @@ def test_dry_run_sends_nothing_and_estimates(scripted: FakeOpenAI) -> None:
         assert plan["prompt_tokens"] == expected
     price = BUILTIN_PRICES[MODEL]
     assert plan["estimated_cost_usd_max"] == pytest.approx(
-        (plan["prompt_tokens"] * price.input + 28 * 64 * price.output) / 1e6, abs=1e-6)
+        (plan["prompt_tokens"] * price.input + 28 * 16 * price.output) / 1e6, abs=1e-6)
     assert json.loads(invoke("runs", "--json").stdout) == {"runs": []}
 
     human = invoke("eval", "prompts/controversy.yaml", "--dry-run", "--limit", "2")

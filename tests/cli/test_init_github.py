@@ -21,8 +21,14 @@ def steps(document: dict[str, Any]) -> list[dict[str, Any]]:
 def test_init_github_scaffolds_a_project_and_a_valid_workflow(tmp_path: Path) -> None:
     result = run_cli("init", str(tmp_path), "--github")
     assert result.exit_code == 0, result.output
-    for rel in ("promptctl.yaml", "prompts/sentiment.yaml", "evalsets/sentiment.jsonl", WORKFLOW):
+    for rel in ("promptctl.yaml", "prompts/language.yaml", "evalsets/language.jsonl", WORKFLOW):
         assert (tmp_path / rel).is_file(), rel
+    # The next steps end with what the workflow needs, and commit it with the project.
+    steps_text = result.stdout.split("Next steps:")[1]
+    assert "promptctl eval prompts/language.yaml --model local/smollm2" in steps_text
+    assert "git add promptctl.yaml" in steps_text and f"{WORKFLOW.as_posix()} &&" in steps_text
+    assert "OPENAI_API_KEY" in steps_text.split("5. ")[1]
+    assert "promptctl init --github" not in steps_text
     assert ".promptctl/" in (tmp_path / ".gitignore").read_text(encoding="utf-8")
 
     document = yaml.safe_load((tmp_path / WORKFLOW).read_text(encoding="utf-8"))
@@ -50,6 +56,11 @@ def test_init_github_in_an_existing_project_adds_only_the_workflow(tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert (tmp_path / WORKFLOW).is_file()
     assert not (tmp_path / "promptctl.yaml").exists()
+    # Only the workflow was written: the next steps are about it, not the example prompt.
+    steps_text = result.stdout.split("Next steps:")[1]
+    assert f"git add {WORKFLOW.as_posix()} &&" in steps_text
+    assert "OPENAI_API_KEY" in steps_text and "promptctl check" in steps_text
+    assert "language.yaml" not in steps_text
     again = run_cli("init", str(tmp_path), "--github")
     assert again.exit_code == 2 and "already exists" in again.stderr
 

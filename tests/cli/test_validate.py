@@ -12,7 +12,7 @@ import pytest
 from typer.testing import Result
 
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import copy_examples, run_cli
+from tests.helpers import copy_examples, git_init, run_cli
 
 PROMPT = """\
 name: greet
@@ -293,20 +293,52 @@ def test_init_creates_a_project_that_validates(tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path)
     result = run_cli("init")
     assert result.exit_code == 0, result.output
-    for name in ("promptctl.yaml", "prompts/sentiment.yaml", "evalsets/sentiment.jsonl", ".gitignore"):
+    for name in ("promptctl.yaml", "prompts/language.yaml", "evalsets/language.jsonl", ".gitignore"):
         assert (tmp_path / name).is_file(), name
         assert name in result.stdout
     assert ".promptctl/" in (tmp_path / ".gitignore").read_text(encoding="utf-8").splitlines()
     result = run_cli("validate")
     assert result.exit_code == 0, result.output
-    assert "prompts/sentiment.yaml" in result.stdout
-    assert "evalsets/sentiment.jsonl: eval set, 6 rows" in result.stdout
+    assert "prompts/language.yaml: prompt, 6 few-shot examples" in result.stdout
+    assert "evalsets/language.jsonl: eval set, 20 rows" in result.stdout
+
+
+def test_init_ends_with_the_next_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("init")
+    assert result.exit_code == 0, result.output
+    created, steps = result.stdout.split("Next steps:")
+    assert "created prompts/language.yaml" in created
+    lines = [line.strip() for line in steps.splitlines()]
+    assert lines[1].startswith("1. Edit prompts/language.yaml")
+    # offline on the local model, and on the prompt's own model with a key
+    assert "promptctl eval prompts/language.yaml --model local/smollm2" in lines
+    assert "promptctl eval prompts/language.yaml" in lines
+    assert any("OPENAI_API_KEY" in line for line in lines)
+    assert any(line.startswith("3. ") and "promptctl runs" in line for line in lines)
+    # outside git the commit step starts the repository, and adds exactly what init wrote
+    assert ("git init && git add promptctl.yaml prompts/language.yaml evalsets/language.jsonl "
+            '.gitignore && git commit -m "Add a promptctl project"') in lines
+    assert any(line.startswith("5. ") and "promptctl init --github" in line for line in lines)
+    assert not any(line.startswith("cd ") for line in lines)
+
+
+def test_init_next_steps_in_a_repository_and_another_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    git_init(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("init", "my project")
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.split("Next steps:")[1].splitlines()]
+    assert lines[1] == "cd 'my project'"
+    assert any(line.startswith("git add promptctl.yaml ") for line in lines)
+    assert not any("git init" in line for line in lines)
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert run_cli("init").exit_code == 0
-    prompt = tmp_path / "prompts" / "sentiment.yaml"
+    prompt = tmp_path / "prompts" / "language.yaml"
     prompt.write_text("# my own edits\n", encoding="utf-8")
     result = run_cli("init")
     assert result.exit_code == 2, result.output
@@ -319,10 +351,10 @@ def test_init_refuses_to_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_init_refuses_when_any_file_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evalsets").mkdir()
-    (tmp_path / "evalsets" / "sentiment.jsonl").write_text("mine\n", encoding="utf-8")
+    (tmp_path / "evalsets" / "language.jsonl").write_text("mine\n", encoding="utf-8")
     result = run_cli("init")
     assert result.exit_code == 2, result.output
-    assert "sentiment.jsonl" in result.output
+    assert "language.jsonl" in result.output
     assert not (tmp_path / "promptctl.yaml").exists()
 
 
