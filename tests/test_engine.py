@@ -316,9 +316,11 @@ def test_rpm_spaces_requests_end_to_end(api: FakeOpenAI) -> None:
     # 60 rpm: a bucket of one request, refilled once a second; four workers cannot beat it.
     run, _ = eval_json("prompts/echo.yaml", "--rpm", "60", "--limit", "3", "--concurrency", "4")
     assert api.count == 3 and run["errors"] == 0
+    # Without the limit the requests would arrive together; the margin below the 1 s the limit
+    # keeps is for arrival jitter on a loaded machine, not for speed.
     spacing = gaps(api)
-    assert spacing[0] >= 0.9
-    assert spacing[1] >= 0.9
+    assert spacing[0] >= 0.6
+    assert spacing[1] >= 0.6
 
 
 def test_tpm_spaces_requests_end_to_end(api: FakeOpenAI) -> None:
@@ -326,7 +328,7 @@ def test_tpm_spaces_requests_end_to_end(api: FakeOpenAI) -> None:
     # (20 tokens a second, a bucket of 20) the second waits about 0.8 s.
     run, _ = eval_json("prompts/echo.yaml", "--tpm", "1200", "--limit", "2", "--concurrency", "4")
     assert api.count == 2 and run["errors"] == 0
-    assert gaps(api)[0] >= 0.75
+    assert gaps(api)[0] >= 0.5
 
 
 def test_an_endpoints_rpm_from_the_config_applies(
@@ -337,7 +339,7 @@ def test_an_endpoints_rpm_from_the_config_applies(
         encoding="utf-8")
     eval_json("prompts/echo.yaml", "--model", "fake/gpt-4o-mini", "--limit", "2")
     assert api.count == 2
-    assert gaps(api)[0] >= 0.9
+    assert gaps(api)[0] >= 0.6
 
 
 # -- subprocesses: the lazily imported SDK, signals and two writers ------------------
