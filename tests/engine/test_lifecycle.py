@@ -1,4 +1,4 @@
-"""The runner as a library: planning, cache keys, persistence, progress and interruption."""
+"""The engine as a library: planning, cache keys, persistence, progress and interruption."""
 
 from __future__ import annotations
 
