@@ -22,7 +22,8 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
     ev, fs = totals["eval"], totals["fewshot"]
     counts = {"n": ev["n"], "errors": ev["errors"], "cached": ev["cached"],
               "retries": ev["retries"] + fs["retries"], "fewshot_n": fs["n"],
-              "fewshot_errors": fs["errors"], "fewshot_cached": fs["cached"]}
+              "fewshot_errors": fs["errors"], "fewshot_cached": fs["cached"],
+              "no_text": ev["no_text"] + fs["no_text"]}
     tokens = {"prompt": ev["prompt_tokens"] + fs["prompt_tokens"],
               "completion": ev["completion_tokens"] + fs["completion_tokens"]}
     spent = {"prompt": ev["spent_prompt_tokens"] + fs["spent_prompt_tokens"],

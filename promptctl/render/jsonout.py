@@ -48,6 +48,7 @@ def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": run["created_at"],
         "n": summary.get("n", 0),
         "errors": summary.get("errors", 0),
+        "no_text": summary.get("no_text", 0),
         "metrics": run.get("metrics") or {},
         "fewshot_metrics": run.get("fewshot_metrics") or {},
         "tokens": summary.get("tokens", {"prompt": 0, "completion": 0}),

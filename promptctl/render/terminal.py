@@ -132,7 +132,8 @@ def run_summary(con: Console, run: Mapping[str, Any]) -> None:
     tokens = summary.get("tokens") or {}
     lat = "  ".join(f"{cell(k)} {fmt.num(v, 0)}" for k, v in latency.items()) or "-"
     errors = summary.get("errors", 0) + summary.get("fewshot_errors", 0)
-    con.print(f"rows {_count(summary.get('n', 0))}  errors {_count(errors)}  "
+    no_text = f"  no text answer {_count(summary['no_text'])}" if summary.get("no_text") else ""
+    con.print(f"rows {_count(summary.get('n', 0))}  errors {_count(errors)}{no_text}  "
               f"cached {_count(summary.get('cached', 0))}  "
               f"retries {_count(summary.get('retries', 0))}  "
               f"tokens {_count(tokens.get('prompt', 0))} in / "

@@ -100,6 +100,7 @@ class KindTotals(TypedDict):
     completion_tokens: int
     spent_prompt_tokens: int
     spent_completion_tokens: int
+    no_text: int  # answered without text (a tool call, null content): shown, not scored
 
 
 class ScoreColumns(TypedDict):
@@ -146,7 +147,7 @@ ROW_BOOL = ("valid", "cached")
 ROW_DEFAULTS: dict[str, Any] = {"sample": 0, "cached": False, "attempts": 1}
 ROW_REQUIRED = ("run_id", "kind", "position", "row_id", "sample", "input", "messages", "created_at")
 TOTAL_KEYS = ("n", "errors", "cached", "retries", "prompt_tokens", "completion_tokens",
-              "spent_prompt_tokens", "spent_completion_tokens")
+              "spent_prompt_tokens", "spent_completion_tokens", "no_text")
 ANSWERED_COLUMNS = ("latency_ms", "system_fingerprint", "response_model")
 
 
@@ -162,11 +163,11 @@ def dumps(value: Any) -> str:
 
 def kind_totals(values: Sequence[Any]) -> KindTotals:
     """`KindTotals` from the sums in `TOTAL_KEYS` order (NULL sums are 0)."""
-    n, errors, cached, retries, prompt, completion, spent_prompt, spent_completion = (
+    n, errors, cached, retries, prompt, completion, spent_prompt, spent_completion, no_text = (
         int(v or 0) for v in values)
     return KindTotals(n=n, errors=errors, cached=cached, retries=retries, prompt_tokens=prompt,
                       completion_tokens=completion, spent_prompt_tokens=spent_prompt,
-                      spent_completion_tokens=spent_completion)
+                      spent_completion_tokens=spent_completion, no_text=no_text)
 
 
 def zero_totals() -> dict[str, KindTotals]:

@@ -262,7 +262,8 @@ class PostgresStore(Store):
                 "COALESCE(SUM(prompt_tokens) FILTER (WHERE error IS NULL), 0), "
                 "COALESCE(SUM(completion_tokens) FILTER (WHERE error IS NULL), 0), "
                 "COALESCE(SUM(prompt_tokens) FILTER (WHERE error IS NULL AND NOT cached), 0), "
-                "COALESCE(SUM(completion_tokens) FILTER (WHERE error IS NULL AND NOT cached), 0) "
+                "COALESCE(SUM(completion_tokens) FILTER (WHERE error IS NULL AND NOT cached), 0), "
+                "COUNT(*) FILTER (WHERE error IS NULL AND completion IS NULL) "
                 "FROM rows WHERE run_id = %s GROUP BY kind", (run_id,)):
             out[r[0]] = kind_totals(r[1:])
         return out

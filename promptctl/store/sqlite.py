@@ -210,7 +210,8 @@ class SQLiteStore(Store):
                 "SUM(CASE WHEN error IS NULL THEN COALESCE(completion_tokens, 0) ELSE 0 END), "
                 "SUM(CASE WHEN error IS NULL AND NOT cached THEN COALESCE(prompt_tokens, 0) ELSE 0 END), "
                 "SUM(CASE WHEN error IS NULL AND NOT cached THEN COALESCE(completion_tokens, 0) "
-                "ELSE 0 END) FROM rows WHERE run_id = ? GROUP BY kind", (run_id,)):
+                "ELSE 0 END), SUM(error IS NULL AND completion IS NULL) "
+                "FROM rows WHERE run_id = ? GROUP BY kind", (run_id,)):
             out[r[0]] = kind_totals(r[1:])
         return out
 

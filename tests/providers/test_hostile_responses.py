@@ -138,6 +138,8 @@ def test_tool_calls_and_null_content_are_shown_as_no_text_answer_and_not_scored(
     assert rows["r2"]["scores"] == {} and rows["r2"]["completion"] is None
     # Not scored as wrong answers: the metrics rest on the three rows that answered in text.
     assert (run["metrics"]["exact_match"]["value"], run["metrics"]["exact_match"]["n"]) == (1.0, 3)
+    assert run["no_text"] == 2
+    assert "no text answer 2" in invoke("show", run["id"]).stdout
     shown = invoke("show", run["id"]).stdout
     assert "no text answer: the model called a tool (get_weather)" in shown
 

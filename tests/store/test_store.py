@@ -229,9 +229,10 @@ def test_run_totals_and_answered_columns_match_the_rows(any_store: Store) -> Non
     any_store.create_run(run_record("01aaa"))
     any_store.write_rows([
         row("01aaa", "r1", 0, scores={"exact_match": 1}, prompt_tokens=10, completion_tokens=2,
-            latency_ms=5.0, system_fingerprint="fp1", response_model="m1"),
+            latency_ms=5.0, system_fingerprint="fp1", response_model="m1", completion="a"),
         row("01aaa", "r2", 1, scores={"exact_match": 1}, prompt_tokens=20, completion_tokens=3,
-            cached=True, latency_ms=7.0, system_fingerprint="fp2", response_model="m1"),
+            cached=True, latency_ms=7.0, system_fingerprint="fp2", response_model="m1",
+            completion="b"),
         row("01aaa", "r3", 2, error="HTTP 500", attempts=5),
         row("01aaa", "r4", 3, scores={"exact_match": 0}, prompt_tokens=1, completion_tokens=1,
             attempts=3),
@@ -241,7 +242,8 @@ def test_run_totals_and_answered_columns_match_the_rows(any_store: Store) -> Non
     totals = any_store.run_totals("01aaa")
     assert totals["eval"] == {"n": 4, "errors": 1, "cached": 1, "retries": 4 + 2,
                               "prompt_tokens": 31, "completion_tokens": 6,
-                              "spent_prompt_tokens": 11, "spent_completion_tokens": 3}
+                              "spent_prompt_tokens": 11, "spent_completion_tokens": 3,
+                              "no_text": 1}  # r4 answered without text
     assert totals["fewshot"]["n"] == 1 and totals["fewshot"]["prompt_tokens"] == 4
     assert any_store.run_totals("01nope")["eval"]["n"] == 0
     assert list(any_store.iter_scores("01aaa", "eval")) == [{"exact_match": 1}, {"exact_match": 1},
