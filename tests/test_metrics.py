@@ -281,6 +281,21 @@ class TestBootstrap:
         monkeypatch.setattr(M, "_CHUNK_CELLS", 3)
         assert M.mae(list(a), list(e)) == whole
 
+    def test_a_large_run_holds_one_chunk_of_indices_at_a_time(self) -> None:
+        import tracemalloc
+
+        x = [float(i % 2) for i in range(20_000)]
+        tracemalloc.start()
+        try:
+            M.share(x)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # The whole resampling matrix would be 1000 x 20,000 int64 = 160 MB; a chunk is 4 MB
+        # and a statistic holds a few arrays of its size.
+        assert peak < 40 * 2**20, peak / 2**20
+        assert not M._last_indices  # and nothing of it is kept afterwards
+
     @staticmethod
     def _cases(a: np.ndarray, e: np.ndarray) -> dict[str, Any]:
         la = [str(int(x) % 4) for x in a]

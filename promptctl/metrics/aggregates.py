@@ -41,16 +41,19 @@ def _resample_indices(n: int, seed: int, resamples: int) -> Any:
         yield from _last_indices[1]
         return
     rng = np.random.default_rng(seed)
-    chunks = []
+    if per_chunk >= resamples:
+        chunk = rng.integers(0, n, size=(resamples, n))
+        _last_indices[:] = [key, [chunk]]
+        yield chunk
+        return
+    # Larger runs draw chunk after chunk and keep none: holding them all would be the
+    # whole resampling matrix (400 MB at 50,000 rows).
+    _last_indices.clear()
     done = 0
     while done < resamples:
         k = min(per_chunk, resamples - done)
-        chunk = rng.integers(0, n, size=(k, n))
-        chunks.append(chunk)
-        yield chunk
+        yield rng.integers(0, n, size=(k, n))
         done += k
-    if len(chunks) == 1:
-        _last_indices[:] = [key, chunks]
 
 
 _last_indices: list[Any] = []
