@@ -75,6 +75,37 @@ class LazyProvider:
 
 
 @dataclass
+class Usage:
+    """What one channel's requests in this process cost: the evaluated model's, a judge's or
+    an embeddings model's, reported apart from each other."""
+
+    requests: int = 0
+    cached: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+
+    def add(self, price: Price | None, prompt_tokens: int | None,
+            completion_tokens: int | None) -> float:
+        """Count one answered request; returns its cost (0.0 when the price is unknown)."""
+        self.requests += 1
+        self.prompt_tokens += prompt_tokens or 0
+        self.completion_tokens += completion_tokens or 0
+        cost = cost_of(price, prompt_tokens, completion_tokens)
+        if cost is None:
+            self.cost_usd = None
+        elif self.cost_usd is not None:
+            self.cost_usd += cost
+        return cost or 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "cached": self.cached, "errors": self.errors,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 8)}
+
+
+@dataclass
 class Channel:
     """One model on one endpoint as a run uses it."""
 
@@ -83,6 +114,7 @@ class Channel:
     price: Price | None
     limiter: RateLimiter | None = None
     max_tokens: int = 256
+    usage: Usage = field(default_factory=Usage)
 
     @property
     def model(self) -> str:
@@ -127,6 +159,7 @@ class Gateway:
         hit = self.store.cache_get(key) if self.use_cache or self.cache_only else None
         if hit is not None:
             self.progress.cached += 1
+            channel.usage.cached += 1
             return Answer(hit, cached=True)
         if self.cache_only or channel.provider is None:
             return Answer(None, error="not in the cache (--cache-only sends nothing)")
@@ -138,6 +171,7 @@ class Gateway:
         try:
             res = await client.complete(ChatRequest(channel.model, messages, params))
         except RequestFailed as exc:
+            channel.usage.errors += 1
             self.progress.retries += max(0, exc.attempts - 1)
             self._unreachable = self._unreachable + 1 if exc.unreachable else 0
             if self._unreachable >= UNREACHABLE_STREAK:
@@ -154,8 +188,8 @@ class Gateway:
             response["no_text"] = res.no_text
         self._unreachable = 0
         self.progress.retries += res.attempts - 1
-        self.progress.spent_usd += cost_of(channel.price, res.prompt_tokens,
-                                           res.completion_tokens) or 0.0
+        self.progress.spent_usd += channel.usage.add(channel.price, res.prompt_tokens,
+                                                     res.completion_tokens)
         if self.use_cache:
             self.new_cache.append((key, response))
         return Answer(response, attempts=res.attempts)
