@@ -186,6 +186,10 @@ def _endpoint(name: Any, spec: Any, path: Path, lines: Any) -> Endpoint:
                 # Relative to promptctl.yaml, so the project works wherever it is cloned.
                 p = Path(os.path.expanduser(value))
                 value = str(p if p.is_absolute() else (path.parent / p))
+        elif want is bool:
+            if not isinstance(value, bool):
+                raise InputError(f"{key} of endpoint {name!r} must be true or false, not {value!r}",
+                                 file=path, line=where, fix=f"write {key}: true or {key}: false")
         elif want is int:
             value = _positive_int(value, key, path, where)
         elif want is float:

