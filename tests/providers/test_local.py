@@ -135,3 +135,15 @@ def test_batched_or_cached_answers_are_cached_apart(tmp_path: Path) -> None:
     assert ids["plain"] == f"gguf:{model}" == ids["off"]
     assert ids["slots"] == f"gguf:{model};parallel"
     assert ids["both"] == f"gguf:{model};parallel;cache_prompt"
+
+
+def test_builtin_model_caches_its_prefix_in_one_slot_under_its_old_cache_identity(
+        tmp_path: Path) -> None:
+    from promptctl.config import load_config
+
+    resolved = resolve_model("local/smollm2", load_config(tmp_path))
+    assert resolved.endpoint is not None
+    assert slots_for(resolved.endpoint, 4) == 1  # batched slots changed an answer
+    assert resolved.endpoint.setting("cache_prompt") is True
+    # Its answers were measured unchanged by the prompt cache: earlier cached ones stay valid.
+    assert resolved.cache_url == "gguf:builtin:smollm2"
