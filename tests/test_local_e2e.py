@@ -110,10 +110,10 @@ def test_two_runs_at_temperature_zero_compare_row_by_row(project: Path) -> None:
     assert flipped_ids <= changed
 
 
-def test_prompt_cache_and_concurrency_leave_the_answers_unchanged(project: Path) -> None:
+def test_concurrency_leaves_the_answers_unchanged(project: Path) -> None:
     from promptctl.providers.llamacpp import smollm2_path
 
-    # The same file with one slot and no prompt cache: the answers to match.
+    # The same file as a plain endpoint at concurrency 1: the answers to match.
     (project / "promptctl.yaml").write_text(
         f"endpoints:\n  plain: {{gguf: '{smollm2_path()}', ctx: 2048}}\n", encoding="utf-8")
     proc = _cli(project, "eval", "prompts/controversy.yaml", "--model", "plain/smollm2", "--json",
@@ -132,7 +132,7 @@ def test_prompt_cache_and_concurrency_leave_the_answers_unchanged(project: Path)
     assert answers(local["id"]) == expected
     summary = store.get_run(local["id"])["summary"]
     assert summary is not None
-    assert (summary["server"]["slots"], summary["server"]["cache_prompt"]) == (1, True)
+    assert (summary["server"]["slots"], summary["server"]["cache_prompt"]) == (1, False)
 
 
 def test_cached_rerun_does_not_start_the_server(project: Path) -> None:

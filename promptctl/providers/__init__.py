@@ -196,10 +196,9 @@ def resolve_model(spec: str, config: Config) -> ResolvedModel:
             raise InputError(f"the built-in local endpoint serves only {BUILTIN_LOCAL_MODEL!r}, "
                              f"not {tail!r}", fix=f"use --model local/{BUILTIN_LOCAL_MODEL}, or "
                              "name a GGUF file as an endpoint in promptctl.yaml")
-        # Measured with bench/local.py: on SmolLM2 reusing the few-shot prefix changes no
-        # answer and makes a row about twice as fast; batched slots with it changed one.
+        # One slot and no prompt cache: bench/local.py found both change SmolLM2's answers.
         ep = Endpoint(name=BUILTIN_LOCAL, type="llamacpp",
-                      settings={"gguf": "builtin:smollm2", "ctx": 2048, "cache_prompt": True})
+                      settings={"gguf": "builtin:smollm2", "ctx": 2048})
         return _on_endpoint(spec, tail, ep, config)
     env_url = os.environ.get("OPENAI_BASE_URL") or None
     if sep and env_url is None:

@@ -49,13 +49,12 @@ def _identity(resolved: ResolvedModel) -> str:
     """
     assert resolved.endpoint is not None
     gguf = str(resolved.endpoint.setting("gguf"))
-    if gguf == BUILTIN_GGUF:
-        # Its prompt cache was measured not to change its answers.
-        return f"gguf:{gguf}"
-    # On another model, batched decoding and prompt caching may change greedy answers, so
-    # what they produce is cached and stored apart from one-at-a-time answers.
+    # Batched decoding and prompt caching can change greedy answers, so what they produce
+    # is cached and stored apart from one-at-a-time answers.
     options = "".join(f";{name}" for name in ("parallel", "cache_prompt")
                       if resolved.endpoint.setting(name))
+    if gguf == BUILTIN_GGUF:
+        return f"gguf:{gguf}{options}"
     try:
         st = os.stat(os.path.expanduser(gguf))
     except OSError:

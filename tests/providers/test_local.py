@@ -137,13 +137,11 @@ def test_batched_or_cached_answers_are_cached_apart(tmp_path: Path) -> None:
     assert ids["both"] == f"gguf:{model};parallel;cache_prompt"
 
 
-def test_builtin_model_caches_its_prefix_in_one_slot_under_its_old_cache_identity(
-        tmp_path: Path) -> None:
+def test_builtin_model_has_one_slot_and_no_prompt_cache(tmp_path: Path) -> None:
     from promptctl.config import load_config
 
     resolved = resolve_model("local/smollm2", load_config(tmp_path))
     assert resolved.endpoint is not None
     assert slots_for(resolved.endpoint, 4) == 1  # batched slots changed an answer
-    assert resolved.endpoint.setting("cache_prompt") is True
-    # Its answers were measured unchanged by the prompt cache: earlier cached ones stay valid.
+    assert not resolved.endpoint.setting("cache_prompt")  # so did the prompt cache
     assert resolved.cache_url == "gguf:builtin:smollm2"
