@@ -196,7 +196,7 @@ def resolve_model(spec: str, config: Config) -> ResolvedModel:
             raise InputError(f"the built-in local endpoint serves only {BUILTIN_LOCAL_MODEL!r}, "
                              f"not {tail!r}", fix=f"use --model local/{BUILTIN_LOCAL_MODEL}, or "
                              "name a GGUF file as an endpoint in promptctl.yaml")
-        # One slot and no prompt cache: bench/local.py found both change SmolLM2's answers.
+        # One slot and no prompt cache: bench/local.py found either changes SmolLM2's answers.
         ep = Endpoint(name=BUILTIN_LOCAL, type="llamacpp",
                       settings={"gguf": "builtin:smollm2", "ctx": 2048})
         return _on_endpoint(spec, tail, ep, config)

@@ -333,8 +333,8 @@ class LlamaServer:
         of the prefix its next request shares with its last one (the few-shot turns of an
         eval). Both are off by default: with some models and kernels a different batch
         shape changes greedy (temperature 0) answers. On SmolLM2 (Q4_1, CPU) bench/local.py
-        found the prompt cache changed 3 of 24 answers (a score of 10 became 4), and four
-        slots with the cache one row in ten.
+        found each changed 3 answers in 24 (the cache: a score of 10 became 4; four
+        slots: in one run of two).
         `command` replaces the child's argv (given the port), for tests only.
         """
         self.model_path = Path(model_path).expanduser()

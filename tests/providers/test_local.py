@@ -142,6 +142,6 @@ def test_builtin_model_has_one_slot_and_no_prompt_cache(tmp_path: Path) -> None:
 
     resolved = resolve_model("local/smollm2", load_config(tmp_path))
     assert resolved.endpoint is not None
-    assert slots_for(resolved.endpoint, 4) == 1  # batched slots changed an answer
+    assert slots_for(resolved.endpoint, 4) == 1  # batched slots changed answers
     assert not resolved.endpoint.setting("cache_prompt")  # so did the prompt cache
     assert resolved.cache_url == "gguf:builtin:smollm2"
