@@ -20,6 +20,8 @@ from promptctl.config import Price
 from promptctl.errors import InputError, ProviderError
 from promptctl.providers.base import (
     Backend,
+    BatchAPI,
+    BatchSupport,
     ChatRequest,
     ChatResponse,
     EmbeddingResponse,
@@ -419,6 +421,15 @@ def _token_counter(model: str) -> tuple[Callable[[str], int], str]:
     return (lambda text: len(enc.encode(text))), f"tiktoken {enc.name}"
 
 
+def _open_batches(resolved: ResolvedModel) -> BatchAPI:
+    from promptctl.providers.batch import open_batches
+
+    return open_batches(resolved)
+
+
+# The Batch API bills every OpenAI model at half its standard price.
+BATCH_PRICE_FACTOR = 0.5
+
 BACKEND = Backend(
     type="openai",
     open=_open,
@@ -428,4 +439,5 @@ BACKEND = Backend(
     default_concurrency=8,
     builtin_price=BUILTIN_PRICES.get,
     token_counter=_token_counter,
+    batch=BatchSupport(open=_open_batches, price_factor=BATCH_PRICE_FACTOR),
 )

@@ -1,0 +1,114 @@
+"""The OpenAI Batch API (`/files`, `/batches`) through the official SDK: the batch capability
+of the `openai` backend.
+
+It shares the chat provider's client (key, URL credentials, timeouts, the SDK's retries),
+so a batch reaches the server exactly as a direct request would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from promptctl.errors import InputError, ProviderError
+from promptctl.providers.base import BatchAPI, BatchInfo
+
+if TYPE_CHECKING:
+    from promptctl.providers import ResolvedModel
+    from promptctl.providers.openai import OpenAIProvider
+
+CHAT_ENDPOINT: Final = "/v1/chat/completions"
+COMPLETION_WINDOW: Final = "24h"
+
+
+class OpenAIBatches(BatchAPI):
+    """`POST /files` (purpose batch), `POST /batches`, `GET /batches/ID`, `GET /files/ID/content`."""
+
+    def __init__(self, provider: OpenAIProvider) -> None:
+        self._provider = provider
+        self._openai = provider._openai
+        self.client = provider.client
+        self.name = provider.name
+        self.base_url = provider.base_url
+
+    def _fail(self, exc: Exception, what: str) -> Exception:
+        """The error to raise for a failed call: a server without the Batch API is a usage
+        error (exit 2) with the fix; anything else a provider failure (exit 3)."""
+        from promptctl.providers.openai import _error_message, clean_text
+
+        where = f"endpoint {self.name} ({self.base_url})"
+        status = getattr(exc, "status_code", None)
+        message = clean_text(_error_message(exc))
+        if status in (404, 405, 501):
+            return InputError(f"{where} does not offer the Batch API: {what} answered HTTP "
+                              f"{status}: {message}",
+                              fix="drop --batch to send the requests directly, or use an endpoint "
+                              "that serves /v1/files and /v1/batches (the OpenAI API)")
+        if status in (401, 403):
+            return ProviderError(f"{where} refused the credentials for {what}: HTTP {status}: "
+                                 f"{message}", fix="check the API key (OPENAI_API_KEY, or the "
+                                 "endpoint's api_key_env in promptctl.yaml)")
+        if status is not None:
+            return ProviderError(f"{where}: {what} failed: HTTP {status}: {message}",
+                                 fix="try again later; a batch run resumes with "
+                                 "promptctl eval --resume RUN")
+        return ProviderError(f"{where}: {what} failed: {clean_text(str(exc))}",
+                             fix="check that the server is up and reachable, then resume with "
+                             "promptctl eval --resume RUN")
+
+    async def upload(self, path: str) -> str:
+        try:
+            with open(path, "rb") as handle:
+                created = await self.client.files.create(
+                    file=(Path(path).name, handle, "application/jsonl"), purpose="batch")
+        except self._openai.APIError as exc:
+            raise self._fail(exc, "POST /files") from None
+        return str(created.id)
+
+    async def submit(self, file_id: str, metadata: dict[str, str]) -> BatchInfo:
+        try:
+            batch = await self.client.batches.create(
+                input_file_id=file_id, endpoint=CHAT_ENDPOINT, completion_window=COMPLETION_WINDOW,
+                metadata=metadata)
+        except self._openai.APIError as exc:
+            raise self._fail(exc, "POST /batches") from None
+        return _info(batch)
+
+    async def retrieve(self, batch_id: str) -> BatchInfo:
+        try:
+            batch = await self.client.batches.retrieve(batch_id)
+        except self._openai.APIError as exc:
+            raise self._fail(exc, f"GET /batches/{batch_id}") from None
+        return _info(batch)
+
+    async def download(self, file_id: str) -> bytes:
+        try:
+            content = await self.client.files.content(file_id)
+        except self._openai.APIError as exc:
+            raise self._fail(exc, f"GET /files/{file_id}/content") from None
+        return bytes(content.content)
+
+    async def aclose(self) -> None:
+        await self._provider.aclose()
+
+
+def _info(batch: Any) -> BatchInfo:
+    counts = getattr(batch, "request_counts", None)
+    errors = getattr(getattr(batch, "errors", None), "data", None) or []
+    messages = tuple(str(getattr(e, "message", None) or getattr(e, "code", None) or e)
+                     for e in errors)
+    return BatchInfo(
+        id=str(batch.id), status=str(batch.status), input_file_id=batch.input_file_id,
+        output_file_id=batch.output_file_id, error_file_id=batch.error_file_id,
+        completed=int(getattr(counts, "completed", 0) or 0),
+        failed=int(getattr(counts, "failed", 0) or 0),
+        total=int(getattr(counts, "total", 0) or 0), errors=messages)
+
+
+def open_batches(resolved: ResolvedModel) -> BatchAPI:
+    """The batch API of an `openai` endpoint (one connection is plenty for a few calls)."""
+    from promptctl.providers.openai import OpenAIProvider, _open
+
+    provider = _open(resolved, 1, {})
+    assert isinstance(provider, OpenAIProvider)
+    return OpenAIBatches(provider)
