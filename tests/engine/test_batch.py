@@ -1,0 +1,185 @@
+"""engine/batch.py: batch ids kept with the run, resume re-attaching without resubmitting,
+the batch price, and requests made while scoring reported as sent directly."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptctl.config import Config, Price
+from promptctl.engine import EvalOptions, Progress, resume_eval, run_eval
+from promptctl.engine.batch import BatchLimits, batch_price, custom_id
+from promptctl.errors import InputError
+from promptctl.metrics.registry import Metric, ScoreContext, builtin
+from promptctl.prompts import load_prompt
+from promptctl.providers import resolve_model
+from promptctl.store import SQLiteStore
+from tests.fakeserver import FakeOpenAI
+from tests.helpers import invoke, store_db
+
+
+@pytest.fixture(autouse=True)
+def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "0")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    # The store the CLI of these tests opens too (PROMPTCTL_STORE, set by `isolated`).
+    path = store_db(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s = SQLiteStore(path)
+    yield s
+    s.close()
+
+
+class Stop(KeyboardInterrupt):
+    """Stands for Ctrl-C at a chosen moment of a batched run."""
+
+
+def stop_when(note_prefix: str, times: int = 1) -> Any:
+    """A progress callback that interrupts the run the `times`-th time its note starts so."""
+    seen = [0]
+
+    def progress(state: Progress) -> None:
+        if state.note.startswith(note_prefix):
+            seen[0] += 1
+            if seen[0] == times:
+                raise Stop
+
+    return progress
+
+
+def batched(root: Path, store: SQLiteStore, **kwargs: Any) -> dict[str, Any]:
+    config = Config(root=root)
+    prompt = load_prompt(root / "prompts" / "echo.yaml")
+    return run_eval(prompt, resolve_model("gpt-4o-mini", config), store=store, config=config,
+                    options=EvalOptions(batch=True), **kwargs)
+
+
+def started(store: SQLiteStore) -> str:
+    (run,) = store.list_runs()
+    return str(run["id"])
+
+
+def uploaded_ids(api: FakeOpenAI) -> list[list[str]]:
+    return [[json.loads(line)["custom_id"] for line in r.body["file"]["content"].splitlines()]
+            for r in api.requests if r.method == "POST" and r.path == "/v1/files"]
+
+
+def test_resume_reattaches_to_a_running_batch_without_resubmitting(
+        api: FakeOpenAI, echo_project: Path, store: SQLiteStore) -> None:
+    api.batch_polls = (2, 2)
+    with pytest.raises(Stop):
+        batched(echo_project, store, progress=stop_when("1 batch: 1 validating"))
+    run_id = started(store)
+    interrupted = store.get_run(run_id)
+    assert interrupted["status"] == "interrupted"
+    (batch_id,) = api.batches
+    assert interrupted["options"]["batch"] is True
+    assert interrupted["options"]["batches"] == [{
+        "id": batch_id, "input_file_id": api.batches[batch_id]["input_file_id"],
+        "requests": 5, "status": "validating", "collected": False}]
+    assert store.answered_keys(run_id) == set()
+
+    resumed = resume_eval(run_id, store=store, config=Config(root=echo_project))
+    assert resumed["status"] == "complete" and resumed["summary"]["n"] == 5
+    assert resumed["errors"] == 0
+    assert len(api.batch_creations) == 1 and len(uploaded_ids(api)) == 1
+    assert resumed["summary"]["batch"]["reattached"] == 1
+    assert resumed["summary"]["batch"]["submitted"] == 0
+    assert resumed["options"]["batches"][0]["collected"] is True
+    assert [r["answer"] for r in store.iter_rows(run_id)] == ["one", "two", "three", "four", "five"]
+
+
+def test_resume_through_the_cli_reattaches(api: FakeOpenAI, echo_project: Path,
+                                           store: SQLiteStore) -> None:
+    with pytest.raises(Stop):
+        batched(echo_project, store, progress=stop_when("1 batch:"))
+    run_id = started(store)
+    result = invoke("eval", "--resume", run_id, "--json")
+    (run,) = json.loads(result.stdout)["runs"]
+    assert run["id"] == run_id and run["n"] == 5 and run["errors"] == 0
+    assert len(api.batch_creations) == 1
+    assert run["batch"]["reattached"] == 1
+
+
+def test_an_interruption_between_two_submissions_sends_each_request_once(
+        api: FakeOpenAI, echo_project: Path, store: SQLiteStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTCTL_BATCH_MAX_REQUESTS", "2")
+    with pytest.raises(Stop):
+        batched(echo_project, store, progress=stop_when("uploading", times=2))
+    run_id = started(store)
+    assert len(store.get_run(run_id)["options"]["batches"]) == 1
+    assert len(api.batch_creations) == 1
+
+    resumed = resume_eval(run_id, store=store, config=Config(root=echo_project))
+    # The second upload was cut short before its batch was made; the resume re-attached to
+    # the first batch and sent the three other requests, in two more.
+    assert len(api.batch_creations) == 3
+    in_batches = [json.loads(line)["custom_id"]
+                  for r in api.batch_creations
+                  for line in api.files[r.body["input_file_id"]]["content"].splitlines()]
+    assert sorted(in_batches) == sorted(f'["eval","r{n}",0]' for n in range(1, 6))
+    assert resumed["summary"]["n"] == 5 and resumed["errors"] == 0
+    assert resumed["summary"]["batch"]["reattached"] == 1
+    assert resumed["summary"]["batch"]["submitted"] == 2
+
+
+def test_requests_made_while_scoring_are_sent_directly_and_reported(
+        api: FakeOpenAI, echo_project: Path, store: SQLiteStore) -> None:
+    async def judge(ctx: ScoreContext) -> dict[str, Any]:
+        services = ctx.services
+        channel = services.channel("gpt-4o")
+        answer = await services.gateway.complete(
+            channel, [{"role": "user", "content": f"grade {ctx.completion}"}], {}, 0)
+        return {"judged": 1.0 if answer.response else 0.0}
+
+    base = builtin("exact_match")
+    assert base is not None
+    metric = Metric("judged", judge, base.aggregate, base.paired, "judged", kind="test")
+    config = Config(root=echo_project)
+    prompt = load_prompt(echo_project / "prompts" / "echo.yaml")
+    prompt = dataclasses.replace(prompt, configured_metrics=(metric,))
+    run = run_eval(prompt, resolve_model("gpt-4o-mini", config), store=store, config=config,
+                   options=EvalOptions(batch=True))
+    direct = run["summary"]["batch"]["direct"]
+    assert list(direct) == ["gpt-4o"] and direct["gpt-4o"]["requests"] == 5
+    # gpt-4o at its standard price ($2.50 / $10 per million): "grade echo: Question one"
+    # is 4 words in, "echo: grade echo: Question one" 5 out, for each of 5 rows.
+    assert direct["gpt-4o"]["cost_usd"] == pytest.approx(5 * (4 * 2.5 + 5 * 10.0) / 1e6)
+    assert len(api.chat_requests) == 5
+    assert all(r.body["model"] == "gpt-4o" for r in api.chat_requests)
+    assert len(api.batch_creations) == 1
+
+
+def test_custom_ids_carry_the_request_key() -> None:
+    assert custom_id(("eval", "r1", 0)) == '["eval","r1",0]'
+    assert custom_id(("fewshot", 'q"é', 2)) == '["fewshot","q\\"é",2]'
+
+
+def test_batch_price_halves_openai_prices_and_leaves_others(echo_project: Path) -> None:
+    config = Config(root=echo_project)
+    openai = resolve_model("gpt-4o-mini", config)
+    assert batch_price(Price(0.15, 0.60), openai) == Price(0.075, 0.30)
+    assert batch_price(None, openai) is None
+    local = resolve_model("local/smollm2", config)
+    assert batch_price(Price(1.0, 2.0), local) == Price(1.0, 2.0)
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMPTCTL_BATCH_POLL")
+    assert BatchLimits.from_env() == BatchLimits(50_000, 200 * 1024 * 1024, 15.0)
+    monkeypatch.setenv("PROMPTCTL_BATCH_MAX_REQUESTS", "7")
+    monkeypatch.setenv("PROMPTCTL_BATCH_MAX_BYTES", "1000")
+    monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "0.5")
+    assert BatchLimits.from_env() == BatchLimits(7, 1000, 0.5)
+    monkeypatch.setenv("PROMPTCTL_BATCH_MAX_REQUESTS", "0")
+    with pytest.raises(InputError, match="PROMPTCTL_BATCH_MAX_REQUESTS"):
+        BatchLimits.from_env()
