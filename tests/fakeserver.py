@@ -24,8 +24,8 @@ The Batch API is served too: ``POST /v1/files`` (multipart, purpose batch), ``GE
 (and at least ``batch_seconds``), then runs its lines through the chat endpoint's own logic
 (rules, responder) and is "completed"; ``batch_fail`` puts chosen lines in the error file
 (or as non-200 lines in the output file), ``batch_expire_after`` ends batches "expired" with
-only that many lines answered, and ``batch_api = False`` answers 404 as servers without the
-Batch API do::
+only that many lines answered, ``batch_refuse`` fails them whole at validation, and
+``batch_api = False`` answers 404 as servers without the Batch API do::
 
     server.batch_polls = (1, 2)
     server.batch_fail.append(("three", 500, "error"))
@@ -256,6 +256,8 @@ class FakeOpenAI:
         # Requests an expired batch never ran: in the error file (code batch_expired, as the
         # OpenAI API does) or left out of both files.
         self.batch_expired_in_error_file = True
+        # A message: batches fail validation as a whole (status "failed", no files).
+        self.batch_refuse: str | None = None
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self._batch_lock = threading.Lock()
@@ -729,6 +731,11 @@ class FakeOpenAI:
         seen = self._batch_polls_seen[batch["id"]] = self._batch_polls_seen[batch["id"]] + 1
         validating, in_progress = self.batch_polls
         if seen <= validating:
+            return
+        if self.batch_refuse is not None:
+            batch.update(status="failed", failed_at=int(time.time()), errors={
+                "object": "list", "data": [{"code": "invalid_request", "message": self.batch_refuse,
+                                            "param": None, "line": 1}]})
             return
         batch["status"] = "in_progress"
         batch["in_progress_at"] = batch["in_progress_at"] or int(time.time())

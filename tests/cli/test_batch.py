@@ -143,6 +143,32 @@ def test_requests_missing_from_an_expired_batch_are_error_rows(api: FakeOpenAI,
     assert run["errors"] == 1
 
 
+def test_a_batch_refused_at_validation_makes_every_row_an_error(api: FakeOpenAI,
+                                                               project: Path) -> None:
+    api.batch_refuse = "The model gpt-4o-mini is not available in the batch API."
+    run = eval_run("prompts/echo.yaml", "--batch", code=3)
+    batch_id = run["batch"]["batches"][0]["id"]
+    assert run["batch"]["batches"][0]["status"] == "failed"
+    assert run["errors"] == 5 and run["cost_usd"] == 0
+    errors = {r["error"] for r in show_rows(run["id"])}
+    assert errors == {f"the batch {batch_id} failed: The model gpt-4o-mini is not available in "
+                      "the batch API."}
+
+
+def test_dry_run_estimates_at_batch_prices(api: FakeOpenAI, project: Path) -> None:
+    def plan(*args: str) -> dict[str, Any]:
+        result = invoke("eval", "prompts/echo.yaml", "--dry-run", "--json", *args)
+        (found,) = json.loads(result.stdout)["dry_run"]
+        assert isinstance(found, dict)
+        return found
+
+    direct, batched = plan(), plan("--batch")
+    assert direct["estimated_cost_usd_max"] > 0
+    assert batched["estimated_cost_usd_max"] == pytest.approx(direct["estimated_cost_usd_max"] / 2,
+                                                              abs=1e-6)
+    assert api.requests == []
+
+
 @pytest.mark.parametrize(("env", "value", "sizes"), [
     ("PROMPTCTL_BATCH_MAX_REQUESTS", "2", [2, 2, 1]),
     # Each line is 175 to 177 bytes: 400 bytes hold two.
