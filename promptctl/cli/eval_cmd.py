@@ -111,7 +111,7 @@ def eval_(
     if resume is not None:
         if prompts or model or ref or evalset or limit or repeat != 1 or dry_run:
             raise InputError("--resume takes only the run id (and --concurrency, --timeout, "
-                             "--no-cache, --cache-only, --json)",
+                             "--no-cache, --cache-only, --batch, --json)",
                              fix=f"promptctl eval --resume {resume}")
     elif not prompts:
         raise InputError("no prompt given", fix="promptctl eval prompts/NAME.yaml (or --resume RUN)")
@@ -170,8 +170,10 @@ def eval_(
             typer.echo(dumps({"runs": [run_json(r) for r in done]}))
         if run_id is None:
             raise fail("interrupted before any run started", 130) from None
+        batches = " (its batches keep running on the server; the resume re-attaches to them)" \
+            if batch else ""
         raise fail(f"interrupted: the rows answered so far are stored in run {run_id}; finish it "
-                   f"with: promptctl eval --resume {run_id}", 130) from None
+                   f"with: promptctl eval --resume {run_id}{batches}", 130) from None
     if json_out:
         typer.echo(dumps({"runs": [run_json(r) for r in done]}))
     failed = [r for r in done if (r.get("summary") or {}).get("errors", 0)

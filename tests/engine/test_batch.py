@@ -157,6 +157,15 @@ def test_requests_made_while_scoring_are_sent_directly_and_reported(
     assert len(api.chat_requests) == 5
     assert all(r.body["model"] == "gpt-4o" for r in api.chat_requests)
     assert len(api.batch_creations) == 1
+    # ... and the terminal summary says so.
+    from rich.console import Console
+
+    from promptctl.render.terminal import batch_note
+
+    con = Console(record=True, width=200)
+    batch_note(con, run)
+    assert "sent directly, not batched (judge / embedding requests made while scoring): gpt-4o " \
+        "5 requests" in con.export_text()
 
 
 def test_custom_ids_carry_the_request_key() -> None:
