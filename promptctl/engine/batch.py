@@ -24,7 +24,7 @@ from promptctl.engine.plan import Key, RequestPlan, WorkItem, cache_key
 from promptctl.engine.send import RowWriter, row_record
 from promptctl.errors import InputError
 from promptctl.providers import ResolvedModel
-from promptctl.providers.base import BatchAPI, BatchInfo
+from promptctl.providers.base import BatchAPI, BatchInfo, ChatRequest, ChatResponse, RequestFailed
 
 # The OpenAI Batch API's limits per input file.
 MAX_REQUESTS = 50_000
@@ -34,7 +34,6 @@ DEFAULT_POLL_SECONDS = 15.0
 ENV_POLL = "PROMPTCTL_BATCH_POLL"
 ENV_MAX_REQUESTS = "PROMPTCTL_BATCH_MAX_REQUESTS"
 ENV_MAX_BYTES = "PROMPTCTL_BATCH_MAX_BYTES"
-CHAT_URL = "/v1/chat/completions"
 
 
 @dataclass(frozen=True)
@@ -198,8 +197,8 @@ class BatchRun:
                 continue
             self.report.reattached += 1
             self._note(f"re-attaching to batch {batch.id}")
-            data = await api.download(batch.input_file_id) if batch.input_file_id else b""
-            batch.ids = {cid for cid, _ in _lines(data)}
+            batch.ids = {cid async for cid in api.request_ids(batch.input_file_id)} \
+                if batch.input_file_id else set()
 
     async def _submit_rest(self, api: BatchAPI) -> None:
         covered: set[str] = set()
@@ -207,7 +206,7 @@ class BatchRun:
             if not batch.collected and batch.ids is not None:
                 covered |= batch.ids
         rest = [cid for cid in self.items if cid not in covered]
-        for path, ids in self._files(rest):
+        for path, ids in self._files(api, rest):
             try:
                 self._note(f"uploading {len(ids)} requests")
                 file_id = await api.upload(path)
@@ -219,7 +218,7 @@ class BatchRun:
             self.report.submitted += 1
             self._save()  # at once: a kill from here on must not submit these requests again
 
-    def _files(self, ids: list[str]) -> Iterator[tuple[str, list[str]]]:
+    def _files(self, api: BatchAPI, ids: list[str]) -> Iterator[tuple[str, list[str]]]:
         """JSONL files of at most max_requests requests and max_bytes bytes each."""
         chunk: list[str] = []
         size = 0
@@ -227,9 +226,8 @@ class BatchRun:
         try:
             for cid in ids:
                 item = self.items[cid]
-                line = (json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL,
-                                    "body": self._body(item)}, ensure_ascii=False,
-                                   separators=(",", ":")) + "\n").encode("utf-8")
+                line = api.request_line(cid, ChatRequest(self.channel.model, item.messages,
+                                                         self.params))
                 if chunk and (len(chunk) >= self.limits.max_requests
                               or size + len(line) > self.limits.max_bytes):
                     handle.close()
@@ -251,13 +249,6 @@ class BatchRun:
             if handle is not None:
                 handle.close()
                 os.unlink(handle.name)
-
-    def _body(self, item: WorkItem) -> dict[str, Any]:
-        # As a direct request sends it (see OpenAIProvider.complete).
-        params = dict(self.params)
-        extra = params.pop("extra_body", None)
-        return {**params, **(extra if isinstance(extra, dict) else {}),
-                "model": self.channel.model, "messages": item.messages}
 
     # -- waiting and reading ---------------------------------------------------------------
 
@@ -282,13 +273,10 @@ class BatchRun:
     async def _collect(self, api: BatchAPI, batch: Submitted, info: BatchInfo) -> None:
         """Store a finished batch's rows as its output and error files are read."""
         self._note(f"reading the results of batch {batch.id}")
-        for file_id in (info.output_file_id, info.error_file_id):
-            if not file_id:
-                continue
-            for cid, doc in _lines(await api.download(file_id)):
-                item = self.items.pop(cid, None)
-                if item is not None:  # else answered before a restart, or not this run's
-                    await self._add(item, self._answer(item, doc))
+        async for cid, result in api.results(info):
+            item = self.items.pop(cid, None)
+            if item is not None:  # else answered before a restart, or not this run's
+                await self._add(item, self._accept(item, result))
         missing = _why_missing(info)
         for cid in sorted(batch.ids or ()):
             item = self.items.pop(cid, None)
@@ -299,47 +287,25 @@ class BatchRun:
         batch.collected = True
         self._save()
 
-    def _answer(self, item: WorkItem, doc: dict[str, Any]) -> Answer:
-        from promptctl.providers.openai import _content, _int, _opt_text, clean_text
-
-        response = doc.get("response")
-        error = doc.get("error")
-        if isinstance(response, dict):
-            status = response.get("status_code")
-            body = response.get("body")
-            if status == 200 and isinstance(body, dict):
-                choices = body.get("choices")
-                first = choices[0] if isinstance(choices, list) and choices else None
-                text, no_text = _content(first.get("message") if isinstance(first, dict) else None)
-                if text is None and no_text == "the response has no choices[0].message":
-                    return self._failed(no_text)
-                usage = body.get("usage")
-                usage = usage if isinstance(usage, dict) else {}
-                answer: dict[str, Any] = {
-                    "text": clean_text(text) if text is not None else "",
-                    "prompt_tokens": _int(usage.get("prompt_tokens")),
-                    "completion_tokens": _int(usage.get("completion_tokens")),
-                    "model": _opt_text(body.get("model")),
-                    "system_fingerprint": _opt_text(body.get("system_fingerprint")),
-                    "latency_ms": None,  # a batch has no per-request latency
-                }
-                if no_text is not None:
-                    answer["no_text"] = clean_text(no_text)
-                self.gateway.progress.spent_usd += self.channel.usage.add(
-                    self.channel.price, answer["prompt_tokens"], answer["completion_tokens"])
-                if self.gateway.use_cache:
-                    key = cache_key(self.channel.resolved.cache_url, self.channel.model,
-                                    item.messages, self.params, item.sample)
-                    self.gateway.new_cache.append((key, answer))
-                return Answer(answer, attempts=1)
-
-            message = _body_message(body)
-            return self._failed(f"HTTP {status}: {clean_text(message)}")
-        if isinstance(error, dict):
-            code = error.get("code")
-            message = clean_text(str(error.get("message") or "no message"))
-            return self._failed(f"batch error{f' {code}' if code else ''}: {message}")
-        return self._failed("the batch gave a malformed result line for this request")
+    def _accept(self, item: WorkItem, result: ChatResponse | RequestFailed) -> Answer:
+        """A batch result as a direct request's answer would be: counted, priced, cached."""
+        if isinstance(result, RequestFailed):
+            return self._failed(str(result))
+        response: dict[str, Any] = {
+            "text": result.text, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens, "model": result.model,
+            "system_fingerprint": result.system_fingerprint,
+            "latency_ms": None,  # a batch has no per-request latency
+        }
+        if result.no_text is not None:
+            response["no_text"] = result.no_text
+        self.gateway.progress.spent_usd += self.channel.usage.add(
+            self.channel.price, result.prompt_tokens, result.completion_tokens)
+        if self.gateway.use_cache:
+            key = cache_key(self.channel.resolved.cache_url, self.channel.model, item.messages,
+                            self.params, item.sample)
+            self.gateway.new_cache.append((key, response))
+        return Answer(response, attempts=1)
 
     def _failed(self, message: str) -> Answer:
         self.channel.usage.errors += 1
@@ -391,30 +357,6 @@ class BatchRun:
         if total:
             text += f" · server {done}/{total}"
         self._note(text)
-
-
-def _lines(data: bytes) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(custom id, document) of each well-formed line of a batch file."""
-    for raw in data.splitlines():
-        if not raw.strip():
-            continue
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("custom_id"), str):
-            yield doc["custom_id"], doc
-
-
-def _body_message(body: Any) -> str:
-    """The message of an error document ({"error": {"message": ...}}), or the body itself."""
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-    return str(body)[:500]
 
 
 def _why_missing(info: BatchInfo) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -118,15 +118,23 @@ class BatchInfo:
 
 
 class BatchAPI(ABC):
-    """A server's asynchronous batch interface (the OpenAI Batch API's shape): upload a
-    JSONL file of requests, submit it, poll it, download its output and error files."""
+    """A server's asynchronous batch interface (the OpenAI Batch API's shape): a file of
+    requests is uploaded and submitted, polled, and its results read back.
+
+    Requests are named by a caller's id (`custom_id`), unique within the run, by which
+    results and a submitted file's requests are matched after a restart.
+    """
 
     name: str
     base_url: str
 
     @abstractmethod
+    def request_line(self, custom_id: str, request: ChatRequest) -> bytes:
+        """One request as a line of the file to upload (ending in a newline)."""
+
+    @abstractmethod
     async def upload(self, path: str) -> str:
-        """Upload a JSONL file of requests; its file id."""
+        """Upload a file of request lines; its file id."""
 
     @abstractmethod
     async def submit(self, file_id: str, metadata: dict[str, str]) -> BatchInfo:
@@ -137,8 +145,13 @@ class BatchAPI(ABC):
         """The batch's current state."""
 
     @abstractmethod
-    async def download(self, file_id: str) -> bytes:
-        """The content of a file (an output, error or input file)."""
+    def request_ids(self, file_id: str) -> AsyncIterator[str]:
+        """The custom ids of the requests in an uploaded file (to re-attach after a restart)."""
+
+    @abstractmethod
+    def results(self, info: BatchInfo) -> AsyncIterator[tuple[str, ChatResponse | RequestFailed]]:
+        """Each result of a finished batch, as its output and error files are read: the
+        request's custom id and its response, or why it failed."""
 
     async def aclose(self) -> None:  # noqa: B027 - nothing to release by default
         """Release connections."""

@@ -7,11 +7,13 @@ so a batch reaches the server exactly as a direct request would.
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from promptctl.errors import InputError, ProviderError
-from promptctl.providers.base import BatchAPI, BatchInfo
+from promptctl.providers.base import BatchAPI, BatchInfo, ChatRequest, ChatResponse, RequestFailed
 
 if TYPE_CHECKING:
     from promptctl.providers import ResolvedModel
@@ -81,15 +83,89 @@ class OpenAIBatches(BatchAPI):
             raise self._fail(exc, f"GET /batches/{batch_id}") from None
         return _info(batch)
 
-    async def download(self, file_id: str) -> bytes:
+    def request_line(self, custom_id: str, request: ChatRequest) -> bytes:
+        from promptctl.providers.openai import request_body
+
+        line = {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT,
+                "body": request_body(request)}
+        return (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+    async def _lines(self, file_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Each JSON object line of a file, read as it streams in (an output file may be
+        hundreds of megabytes)."""
         try:
-            content = await self.client.files.content(file_id)
+            async with self.client.files.with_streaming_response.content(file_id) as response:
+                rest = b""
+                async for chunk in response.iter_bytes():
+                    lines = (rest + chunk).split(b"\n")
+                    rest = lines.pop()
+                    for raw in lines:
+                        doc = _json_line(raw)
+                        if doc is not None:
+                            yield doc
+                doc = _json_line(rest)
+                if doc is not None:
+                    yield doc
         except self._openai.APIError as exc:
             raise self._fail(exc, f"GET /files/{file_id}/content") from None
-        return bytes(content.content)
+
+    async def request_ids(self, file_id: str) -> AsyncIterator[str]:
+        async for doc in self._lines(file_id):
+            if isinstance(doc.get("custom_id"), str):
+                yield doc["custom_id"]
+
+    async def results(self, info: BatchInfo) -> AsyncIterator[tuple[str, ChatResponse | RequestFailed]]:
+        for file_id in (info.output_file_id, info.error_file_id):
+            if not file_id:
+                continue
+            async for doc in self._lines(file_id):
+                if isinstance(doc.get("custom_id"), str):
+                    yield doc["custom_id"], _result(doc)
 
     async def aclose(self) -> None:
         await self._provider.aclose()
+
+
+def _json_line(raw: bytes) -> dict[str, Any] | None:
+    if not raw.strip():
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _result(doc: dict[str, Any]) -> ChatResponse | RequestFailed:
+    """One line of an output or error file: the response, or why the request failed."""
+    from promptctl.providers.openai import _error_message, chat_response, clean_text
+
+    response = doc.get("response")
+    if isinstance(response, dict):
+        status = response.get("status_code")
+        body = response.get("body")
+        if status == 200:
+            try:
+                # A batch has no per-request latency; the engine stores none.
+                return chat_response(body, latency_ms=0.0, attempts=1)
+            except RequestFailed as exc:
+                return exc
+        message = _error_message(_Errored(body)) if isinstance(body, dict) else str(body)[:500]
+        return RequestFailed(f"HTTP {status}: {clean_text(message)}",
+                             status=status if isinstance(status, int) else None)
+    error = doc.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = clean_text(str(error.get("message") or "no message"))
+        return RequestFailed(f"batch error{f' {code}' if code else ''}: {message}")
+    return RequestFailed("the batch gave a malformed result line for this request")
+
+
+class _Errored:
+    """An error body in the shape `_error_message` reads (an SDK error's `body`)."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
 
 
 def _info(batch: Any) -> BatchInfo:

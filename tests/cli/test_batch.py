@@ -117,6 +117,25 @@ def test_failed_lines_are_error_rows_and_resume_sends_them_again(api: FakeOpenAI
     assert [line["custom_id"] for line in uploaded(api)[1]] == ['["eval","r3",0]', '["eval","r4",0]']
 
 
+def test_odd_result_lines_become_errors_or_no_text_rows(api: FakeOpenAI, project: Path) -> None:
+    def reshape(body: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+        text = body["messages"][-1]["content"]
+        if text.endswith("two"):
+            return {**document, "choices": []}
+        if text.endswith("three"):
+            document["choices"][0]["message"] = {"role": "assistant", "content": None,
+                                                 "tool_calls": [{"function": {"name": "lookup"}}]}
+        return document
+
+    api.reshape = reshape
+    run = eval_run("prompts/echo.yaml", "--batch", code=3)
+    rows = {r["row_id"]: r for r in show_rows(run["id"])}
+    assert rows["r2"]["error"] == "the response has no choices[0].message"
+    assert rows["r3"]["error"] is None and rows["r3"]["completion"] is None
+    assert rows["r3"]["extract_error"] == "no text answer: the model called a tool (lookup)"
+    assert run["errors"] == 1 and run["no_text"] == 1
+
+
 def test_an_expired_batch_keeps_its_answers_and_errors_the_rest(api: FakeOpenAI,
                                                                project: Path) -> None:
     api.batch_expire_after = 2
