@@ -192,3 +192,24 @@ def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("PROMPTCTL_BATCH_MAX_REQUESTS", "0")
     with pytest.raises(InputError, match="PROMPTCTL_BATCH_MAX_REQUESTS"):
         BatchLimits.from_env()
+
+
+def test_progress_reports_each_stage_of_the_batch(api: FakeOpenAI, echo_project: Path,
+                                                  store: SQLiteStore) -> None:
+    api.batch_polls = (1, 1)
+    seen: list[tuple[str, int]] = []
+
+    def progress(state: Progress) -> None:
+        if not seen or seen[-1] != (state.note, state.done):
+            seen.append((state.note, state.done))
+
+    batched(echo_project, store, progress=progress)
+    (batch_id,) = api.batches
+    assert seen == [
+        ("uploading 5 requests", 0),
+        ("1 batch: 1 validating · server 0/5", 0),
+        ("1 batch: 1 in_progress · server 0/5", 0),
+        (f"reading the results of batch {batch_id}", 0),
+        (f"reading the results of batch {batch_id}", 5),
+        ("1 batch: 1 completed", 5),
+    ]
