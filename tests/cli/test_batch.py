@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import ECHO_WORDS, eval_json, eval_run, invoke, show_rows
+from tests.helpers import ECHO_WORDS, cli_process, eval_json, eval_run, invoke, runs_json, show_rows
 
 # gpt-4o-mini's built-in price is $0.15 / $0.60 per million tokens; batches cost half.
 BATCH_IN, BATCH_OUT = 0.075, 0.30
@@ -236,3 +238,30 @@ def test_a_bad_poll_interval_names_the_variable(api: FakeOpenAI, project: Path,
     monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "soon")
     result = invoke("eval", "prompts/echo.yaml", "--batch", code=2)
     assert "$PROMPTCTL_BATCH_POLL is 'soon'" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_stopped_command_resumes_by_reattaching(api: FakeOpenAI, project: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  sig: signal.Signals) -> None:
+    monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "0.05")
+    api.batch_polls = (10**6, 0)  # validating until the test lets it run
+    proc = cli_process("eval", "prompts/echo.yaml", "--batch", cwd=project)
+    deadline = time.monotonic() + 60
+    # A poll comes after the batch id is stored with the run.
+    while not any(r.method == "GET" and r.path.startswith("/v1/batches/") for r in api.requests):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    (run,) = runs_json()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err
+        assert (f"finish it with: promptctl eval --resume {run['id']} (its batches keep running "
+                "on the server; the resume re-attaches to them)") in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    api.batch_polls = (0, 0)
+    resumed = eval_run("--resume", run["id"])
+    assert resumed["n"] == 5 and resumed["errors"] == 0 and resumed["status"] == "complete"
+    assert len(api.batch_creations) == 1 and resumed["batch"]["reattached"] == 1
