@@ -71,6 +71,20 @@ def test_batch_run_stores_scored_answers_at_batch_prices(api: FakeOpenAI, projec
     assert all(r["error"] is None and r["scores"]["exact_match"] == 1.0 for r in rows)
 
 
+def test_few_shot_examples_and_repeats_are_batched_as_their_own_requests(
+        api: FakeOpenAI, project: Path) -> None:
+    prompt = (project / "prompts" / "echo.yaml").read_text(encoding="utf-8")
+    prompt += "examples:\n  - input: {q: zero}\n    expected: zero\n"
+    (project / "prompts" / "echo.yaml").write_text(prompt, encoding="utf-8")
+    run = eval_run("prompts/echo.yaml", "--batch", "--repeat", "2", "--limit", "2")
+    (lines,) = uploaded(api)
+    assert sorted(line["custom_id"] for line in lines) == sorted(
+        f'["{kind}","{row}",{sample}]' for kind, row in
+        [("fewshot", "ex1"), ("eval", "r1"), ("eval", "r2")] for sample in (0, 1))
+    assert run["n"] == 4 and run["fewshot_metrics"]["exact_match"]["n"] == 2
+    assert run["consistency"] is not None
+
+
 def test_the_terminal_summary_names_the_batch_and_its_price(api: FakeOpenAI, project: Path) -> None:
     result = invoke("eval", "prompts/echo.yaml", "--batch")
     batch_id = next(iter(api.batches))
