@@ -5,22 +5,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from promptctl import providers
 from promptctl.config import Config, Price
 from promptctl.engine import EvalOptions, Progress, resume_eval, run_eval
 from promptctl.engine.batch import BatchLimits, batch_price, custom_id
 from promptctl.errors import InputError
 from promptctl.metrics.registry import Metric, ScoreContext, builtin
 from promptctl.prompts import load_prompt
-from promptctl.providers import resolve_model
+from promptctl.providers import (
+    Backend,
+    ChatRequest,
+    ChatResponse,
+    Provider,
+    RequestFailed,
+    ResolvedModel,
+    resolve_model,
+)
+from promptctl.providers.base import BatchAPI, BatchInfo, BatchSupport
 from promptctl.store import SQLiteStore
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import invoke, store_db
+from tests.helpers import ECHO_WORDS, invoke, store_db
 
 
 @pytest.fixture(autouse=True)
@@ -213,3 +223,83 @@ def test_progress_reports_each_stage_of_the_batch(api: FakeOpenAI, echo_project:
         (f"reading the results of batch {batch_id}", 5),
         ("1 batch: 1 completed", 5),
     ]
+
+
+# -- a backend of its own: batch support is one BatchAPI class plus `batch=` in its Backend ---
+
+
+class MemoryBatches(BatchAPI):
+    """Keeps uploaded files and batches in memory; a batch completes on its second poll."""
+
+    submitted: list[list[str]] = []  # the request texts of each batch, across instances
+
+    def __init__(self) -> None:
+        self.name, self.base_url = "mem", "memory://"
+        self.files: dict[str, list[dict[str, Any]]] = {}
+        self.polls: dict[str, int] = {}
+
+    def request_line(self, custom_id: str, request: ChatRequest) -> bytes:
+        return (json.dumps({"id": custom_id, "text": request.messages[-1]["content"]}) + "\n").encode()
+
+    async def upload(self, path: str) -> str:
+        file_id = f"f{len(self.files)}"
+        self.files[file_id] = [json.loads(line) for line in Path(path).read_text().splitlines()]
+        return file_id
+
+    async def submit(self, file_id: str, metadata: dict[str, str]) -> BatchInfo:
+        MemoryBatches.submitted.append([line["text"] for line in self.files[file_id]])
+        self.polls[file_id] = 0
+        return BatchInfo(id=file_id, status="queued", input_file_id=file_id)
+
+    async def retrieve(self, batch_id: str) -> BatchInfo:
+        self.polls[batch_id] += 1
+        status = "completed" if self.polls[batch_id] >= 2 else "running"
+        return BatchInfo(id=batch_id, status=status, input_file_id=batch_id,
+                         output_file_id=batch_id if status == "completed" else None)
+
+    async def request_ids(self, file_id: str) -> AsyncIterator[str]:
+        for line in self.files[file_id]:
+            yield line["id"]
+
+    async def results(self, info: BatchInfo) -> AsyncIterator[tuple[str, ChatResponse | RequestFailed]]:
+        for line in self.files[info.output_file_id or ""]:
+            if "three" in line["text"]:
+                yield line["id"], RequestFailed("refused by memory")
+            else:
+                yield line["id"], ChatResponse(text=f"echo: {line['text']}", prompt_tokens=10,
+                                               completion_tokens=1)
+
+
+def _no_direct_requests(resolved: ResolvedModel, concurrency: int,
+                        params: dict[str, Any]) -> Provider:
+    raise AssertionError("a batched run sends nothing directly")
+
+
+MEMORY = Backend(type="memory", open=_no_direct_requests,
+                 batch=BatchSupport(open=lambda resolved: MemoryBatches(), price_factor=0.25))
+
+
+@pytest.fixture
+def memory_backend(echo_project: Path) -> Iterator[Path]:
+    providers.register(MEMORY)
+    MemoryBatches.submitted.clear()
+    (echo_project / "promptctl.yaml").write_text(
+        "endpoints:\n  mem: {type: memory}\npricing:\n  mem/m: {input: 4, output: 8}\n",
+        encoding="utf-8")
+    yield echo_project
+    providers._loaded.pop("memory", None)
+    providers.BACKENDS.pop("memory", None)
+
+
+def test_any_backend_with_a_batch_capability_runs_batched(memory_backend: Path) -> None:
+    result = invoke("eval", "prompts/echo.yaml", "--batch", "--model", "mem/m", "--json", code=3)
+    (run,) = json.loads(result.stdout)["runs"]
+    assert MemoryBatches.submitted == [[f"Question {w}" for w in ECHO_WORDS]]
+    assert run["n"] == 5 and run["errors"] == 1
+    assert run["metrics"]["exact_match"] == {"value": 1.0, "n": 4, "ci95": [1.0, 1.0]}
+    assert run["batch"]["price_factor"] == 0.25
+    # Four answers of 10 + 1 tokens at a quarter of $4 / $8 per million.
+    assert run["cost_usd"] == pytest.approx(4 * (10 * 1.0 + 1 * 2.0) / 1e6)
+    again = json.loads(invoke("eval", "prompts/echo.yaml", "--batch", "--model", "mem/m", "--json",
+                              code=3).stdout)["runs"][0]
+    assert again["cached"] == 4 and MemoryBatches.submitted[1:] == [["Question three"]]
