@@ -41,6 +41,11 @@ class OpenAIBatches(BatchAPI):
         where = f"endpoint {self.name} ({self.base_url})"
         status = getattr(exc, "status_code", None)
         message = clean_text(_error_message(exc))
+        if status == 404 and what.startswith("GET"):
+            return ProviderError(f"{where}: {what} answered HTTP 404 (it no longer exists, or "
+                                 f"belongs to another account): {message}",
+                                 fix="start a new run: the stored batch cannot be re-attached; "
+                                 "batch files expire after 30 days")
         if status in (404, 405, 501):
             return InputError(f"{where} does not offer the Batch API: {what} answered HTTP "
                               f"{status}: {message}",

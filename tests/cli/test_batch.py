@@ -279,3 +279,21 @@ def test_a_stopped_command_resumes_by_reattaching(api: FakeOpenAI, project: Path
     resumed = eval_run("--resume", run["id"])
     assert resumed["n"] == 5 and resumed["errors"] == 0 and resumed["status"] == "complete"
     assert len(api.batch_creations) == 1 and resumed["batch"]["reattached"] == 1
+
+
+def test_a_batch_the_server_no_longer_knows_is_a_provider_error(api: FakeOpenAI, project: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    api.batch_polls = (10**6, 0)
+    monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "0.01")
+    proc = cli_process("eval", "prompts/echo.yaml", "--batch", cwd=project)
+    deadline = time.monotonic() + 60
+    while not any(r.method == "GET" and r.path.startswith("/v1/batches/") for r in api.requests):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    (run,) = runs_json()
+    api.batches.clear()
+    result = invoke("eval", "--resume", run["id"], code=3)
+    assert "GET /batches/" in result.stderr and "answered HTTP 404 (it no longer exists" in result.stderr
+    assert "does not offer the Batch API" not in result.stderr
