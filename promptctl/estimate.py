@@ -41,6 +41,11 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
     max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
     completion_tokens = to_send * int(max_tokens) if max_tokens else None
     price = config.price(resolved.model, resolved.endpoint)
+    if options.batch:
+        from promptctl.engine.batch import batch_price, require_batch
+
+        require_batch(resolved)
+        price = batch_price(price, resolved)
     cost = None
     if price is not None:
         cost = (prompt_tokens * price.input + (completion_tokens or 0) * price.output) / 1e6

@@ -32,6 +32,8 @@ class Progress:
     cached: int = 0
     spent_usd: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    # What the run waits on when no row is moving (a submitted batch's state).
+    note: str = ""
 
 
 ProgressFn = Callable[[Progress], None]

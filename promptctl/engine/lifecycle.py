@@ -63,6 +63,8 @@ class EvalOptions:
     rpm: int | None = None
     tpm: int | None = None
     timeout: float | None = None
+    # Send through the endpoint's batch API (see engine/batch.py).
+    batch: bool = False
 
 
 def _owner_token() -> str:
@@ -134,6 +136,10 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
     options = options or EvalOptions()
     evalset = evalset if evalset is not None else evalset_of(prompt)
     plan = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
+    if options.batch:
+        from promptctl.engine.batch import require_batch
+
+        require_batch(resolved)
     _preflight(store, plan, resolved, options.cache_only)
     git = git or git_state(prompt.path, [prompt.path, evalset.path])
     concurrency = concurrency_for(options.concurrency, resolved, config)
@@ -149,7 +155,8 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
         "n_planned": plan.eval_rows * plan.repeat, "owner": owner, "kind": "prompt",
         "options": {"limit": options.limit, "repeat": options.repeat,
                     "concurrency": concurrency, "use_cache": options.use_cache,
-                    "cache_only": options.cache_only, "evalset_rows": len(evalset)},
+                    "cache_only": options.cache_only, "evalset_rows": len(evalset),
+                    **({"batch": True} if options.batch else {})},
     })
     if on_start is not None:
         on_start(run_id)
@@ -174,6 +181,10 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
     if options.timeout is not None:
         resolved = dataclasses.replace(resolved, request_timeout=options.timeout)
     price = config.price(resolved.model, resolved.endpoint)
+    if options.batch:
+        from promptctl.engine.batch import batch_price
+
+        price = batch_price(price, resolved)
     lazy = None if options.cache_only else LazyProvider(
         lambda: open_provider(resolved, concurrency, prompt.request_params))
     ep = resolved.endpoint
@@ -187,14 +198,23 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
     services = Services(gateway, config, concurrency,
                         lambda r, c: open_provider(r, c, {}))
     status = "interrupted"
+    extra: dict[str, Any] = {}
     try:
-        asyncio.run(_send(todo, run_id, gateway, channel, concurrency, progress, services))
+        if options.batch:
+            from promptctl.engine.batch import send_batched
+
+            asyncio.run(send_batched(todo, run_id=run_id, gateway=gateway, channel=channel,
+                                     progress=progress, services=services,
+                                     concurrency=concurrency, extra=extra))
+        else:
+            asyncio.run(_send(todo, run_id, gateway, channel, concurrency, progress, services))
         status = "complete"
     except PromptctlError:
         status = "failed"
         raise
     finally:
         result = summarize(store, run_id, prompt, price, repeat=options.repeat)
+        result["summary"].update(extra)
         opened = lazy.opened if lazy is not None else None
         if opened is not None:
             result["summary"].update(opened.describe())
@@ -268,11 +288,16 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                           limit=stored.get("limit"), repeat=stored.get("repeat") or 1,
                           use_cache=given.use_cache and stored.get("use_cache", True),
                           cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm,
-                          timeout=given.timeout)
+                          timeout=given.timeout,
+                          batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only)
     full = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
     todo = full.without(store.answered_keys(run["id"]))
     resolved = resolve_model(run["model"], config)
     _preflight(store, todo, resolved, options.cache_only)
+    if options.batch:
+        from promptctl.engine.batch import require_batch
+
+        require_batch(resolved)
     if not store.claim_run(run["id"], _owner_token(), previous):
         raise InputError(f"run {run['id']} was just taken over by another process",
                          fix="let that one finish it; see `promptctl show " + run["id"] + "`")

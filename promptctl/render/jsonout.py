@@ -59,7 +59,7 @@ def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
         "system_fingerprints": summary.get("system_fingerprints", []),
         "consistency": summary.get("consistency"),
         # How the requests were served or sent, when not plainly in-process.
-        **{k: summary[k] for k in ("server",) if summary.get(k)},
+        **{k: summary[k] for k in ("server", "batch") if summary.get(k)},
     }
 
 

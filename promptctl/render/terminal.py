@@ -285,3 +285,22 @@ def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
             for m in p["first_request"]:
                 con.print(f"[dim]{cell(m['role'])}:[/] {escape(inert.as_text(m['content']))}",
                           soft_wrap=True)
+
+
+def batch_note(con: Console, run: Mapping[str, Any]) -> None:
+    """A batched run's batches, its price, and the requests that were not batched."""
+    batch = (run.get("summary") or {}).get("batch")
+    if not isinstance(batch, dict):
+        return
+    batches = batch.get("batches") or []
+    ids = ", ".join(cell(str(b.get("id"))) for b in batches[:4]) + (" ..." if len(batches) > 4 else "")
+    factor = batch.get("price_factor")
+    price = f"  priced at {fmt.num(factor * 100, 0)}% of the standard price" \
+        if isinstance(factor, int | float) and factor != 1 else ""
+    con.print(f"batch API  {_count(len(batches))} batch(es) {ids}{price}")
+    direct = batch.get("direct") or {}
+    if direct:
+        sent = "; ".join(f"{cell(spec)} {_count(u.get('requests', 0))} requests"
+                         for spec, u in direct.items())
+        con.print(f"[yellow]sent directly, not batched[/] (judge / embedding requests made while "
+                  f"scoring): {sent}")
