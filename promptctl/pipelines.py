@@ -541,11 +541,14 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
 
     thresholds = _check_thresholds(raw.get("thresholds"), path, lines, tuple(metrics))
     prompts = {s.prompt_rel: s.prompt.version for s in steps}
+    # Without model: in the file, the model its prompts share (when they share one).
+    models = {s.prompt.model for s in steps if s.prompt.model}
+    model = raw.get("model") or (models.pop() if len(models) == 1 else None)
     return Pipeline(
         path=path, name=name, source=text,
         version=pipeline_version(hashlib.sha256(data).hexdigest(), prompts),
         steps=steps, output=output, output_spec=spec, description=raw.get("description") or "",
-        model=raw.get("model"), metrics=tuple(metrics),
+        model=model, metrics=tuple(metrics),
         evalset=(path.parent / evalset) if evalset else None,
         evalset_line=lines.line("evalset") if evalset else None,
         thresholds=thresholds, root=root)

@@ -21,6 +21,7 @@ from promptctl.evalsets import MISSING, EvalSet, Row
 from promptctl.files import quote
 from promptctl.pipelines import Pipeline, Step
 from promptctl.project import relative
+from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
 from promptctl.ratelimit import RateLimiter
 from promptctl.scoring import Extraction, equals, extract
@@ -433,7 +434,7 @@ def stored_pipeline(run: RunRecord, config: Config) -> Pipeline:
     """The pipeline of a run as it was: its file and its prompts from the sources stored."""
     from promptctl.files import Reference
     from promptctl.pipelines import _rel, parse_pipeline
-    from promptctl.prompts import Prompt, parse_prompt
+    from promptctl.prompts import parse_prompt
 
     sources = (run.get("options") or {}).get("prompts") or {}
 
@@ -574,7 +575,7 @@ def pipeline_at_ref(path: Any, ref: str, *, with_evalset: bool = True
     from promptctl.files import Reference
     from promptctl.gitinfo import GitState, open_repo
     from promptctl.pipelines import parse_pipeline
-    from promptctl.prompts import Prompt, parse_prompt
+    from promptctl.prompts import parse_prompt
 
     path = Path(path)
     repo = open_repo(path, purpose="--ref needs the pipeline to live in a git work tree")
@@ -637,3 +638,76 @@ def run_pipeline_job(job: PipelineJob, *, store: Store, config: Config,
     return run_pipeline(job.pipeline, job.resolved, store=store, config=config,
                         evalset=job.evalset, options=options, progress=progress,
                         on_start=on_start, git=job.git)
+
+
+# --- a prompt or a pipeline, wherever a command takes a prompt file --------------------------
+
+
+Target = Prompt | Pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetAt:
+    """A prompt or pipeline as committed at a ref, its eval set there (if any), the commit."""
+
+    prompt: Target
+    evalset: EvalSet | None
+    git: Any
+
+
+def load_target(path: Any, root: Any = None) -> Target:
+    """The prompt or pipeline file at `path` (a pipeline says `kind: pipeline`)."""
+    from pathlib import Path
+
+    from promptctl.pipelines import is_pipeline_file, load_pipeline
+    from promptctl.prompts import load_prompt
+
+    if is_pipeline_file(Path(path)):
+        return load_pipeline(path, root)
+    return load_prompt(path, root)
+
+
+def target_at_ref(path: Any, ref: str, *, with_evalset: bool = True) -> TargetAt:
+    """`at_ref` for a prompt or a pipeline file."""
+    from pathlib import Path
+
+    from promptctl.engine.jobs import _rel_in, at_ref
+    from promptctl.gitinfo import open_repo
+    from promptctl.pipelines import is_pipeline_text
+
+    repo = open_repo(Path(path), purpose="--ref needs the file to live in a git work tree")
+    data = repo.read(repo.resolve(ref), _rel_in(Path(path), repo.root))
+    if data is not None and is_pipeline_text(data):
+        pipeline, evalset, git = pipeline_at_ref(path, ref, with_evalset=with_evalset)
+        return TargetAt(pipeline, evalset, git)
+    at = at_ref(Path(path), ref, with_evalset=with_evalset)
+    return TargetAt(at.prompt, at.evalset, at.git)
+
+
+def evalset_of_target(target: Target) -> EvalSet:
+    from promptctl.engine.jobs import evalset_of
+
+    if isinstance(target, Pipeline):
+        return evalset_of_pipeline(target)
+    return evalset_of(target)
+
+
+def model_of_target(target: Target, override: str | None = None) -> str:
+    from promptctl.engine.jobs import model_of
+
+    if isinstance(target, Pipeline):
+        return model_of_pipeline(target, override)
+    return model_of(target, override)
+
+
+def run_target(target: Target, resolved: ResolvedModel, *, store: Store, config: Config,
+               evalset: EvalSet | None = None, options: EvalOptions | None = None,
+               git: Any = None) -> RunRecord:
+    """`run_eval` for a prompt, `run_pipeline` for a pipeline."""
+    from promptctl.engine.lifecycle import run_eval
+
+    if isinstance(target, Pipeline):
+        return run_pipeline(target, resolved, store=store, config=config, evalset=evalset,
+                            options=options, git=git)
+    return run_eval(target, resolved, store=store, config=config, evalset=evalset,
+                    options=options, git=git)
