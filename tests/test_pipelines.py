@@ -119,3 +119,15 @@ def test_validate_command_reports_file_and_line(tmp_path: Path,
     assert ok["ok"] is True
     assert any("pipeline, 4 steps, every row of support.jsonl (8) checked" in f["detail"]
                for f in ok["files"])
+
+
+def test_the_repository_example_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import REPO
+
+    monkeypatch.chdir(REPO)
+    pipeline = load_pipeline(REPO / "pipelines" / "capital.yaml", REPO)
+    rows = plan_rows(pipeline, pipeline.load_evalset())
+    assert len(rows) >= 20
+    assert pipeline.model == "gpt-4o-mini"  # the model its prompts share
+    assert pipeline.step("capital").deps == {"kind", "country"}
+    assert sum(1 for r in rows if (r.should_run or {}).get("country") is False) == 5

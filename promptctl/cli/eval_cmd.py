@@ -117,9 +117,11 @@ def eval_(
     if pipeline_paths:
         from promptctl.engine.pipeline import build_pipeline_jobs, run_pipeline_job
 
-        if dry_run:
-            raise InputError("--dry-run does not plan pipelines (a step's request depends on the "
-                             "answers before it)", fix="run the pipeline with --limit 1 instead")
+        if dry_run or repeat != 1:
+            raise InputError(f"{'--dry-run' if dry_run else '--repeat'} does not apply to "
+                             "pipelines (a step's request depends on the answers before it)",
+                             fix="run the pipeline with --limit 1 instead" if dry_run
+                             else "drop --repeat for pipelines")
         pipeline_jobs = build_pipeline_jobs(pipeline_paths, models=model or [], evalset=evalset,
                                             ref=ref, config=config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
