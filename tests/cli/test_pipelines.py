@@ -101,3 +101,23 @@ def test_check_notices_a_change_to_a_prompt_the_pipeline_uses(api: FakeOpenAI,
     assert gate["id"] == "exact_match.min" and gate["status"] == "fail"
     assert gate["value"] == pytest.approx(0.25)
     assert entry["comparison"]["metrics"]["exact_match"]["delta"] == pytest.approx(-0.25)
+
+
+def test_eval_at_a_ref_reads_the_prompts_as_they_were(api: FakeOpenAI, repo: GitRepo) -> None:
+    halve_refunds(repo)  # in the work tree only: --ref HEAD must not see it
+    run, _ = eval_json(PIPELINE, "--ref", "HEAD")
+    assert run["metrics"]["exact_match"]["value"] == pytest.approx(4 / 8)
+    assert run["git_commit"] == repo.sha("HEAD") and run["git_dirty"] is False
+    now, _ = eval_json(PIPELINE)
+    assert now["metrics"]["exact_match"]["value"] == pytest.approx(2 / 8)
+    assert now["prompt_version"] != run["prompt_version"]
+
+
+def test_html_report_shows_steps_and_the_gap(api: FakeOpenAI, repo: GitRepo,
+                                             tmp_path: Path) -> None:
+    run, _ = eval_json(PIPELINE)
+    out = tmp_path / "report.html"
+    invoke("report", run["id"], "-o", str(out))
+    html = out.read_text(encoding="utf-8")
+    assert "Composability gap: <b>0.4</b>" in html
+    assert "<h4>refund</h4>" in html
