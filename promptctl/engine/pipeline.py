@@ -511,8 +511,11 @@ def summarize_pipeline(store: Store, run_id: str, pipeline: Pipeline,
                     **step_counts[s.id]} for s in pipeline.steps}
     flow_result = share(flow) if flow else None
     tokens = {"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"]}
-    spent = {"prompt": totals["spent_prompt_tokens"],
-             "completion": totals["spent_completion_tokens"]}
+    # What this run paid: the requests that did not come from the cache, step by step (a
+    # row may mix cached and sent steps).
+    sent = [q for r in rows for q in _requests_of(r) if not q.get("cached")]
+    spent = {"prompt": sum(int(q.get("prompt_tokens") or 0) for q in sent),
+             "completion": sum(int(q.get("completion_tokens") or 0) for q in sent)}
     cost = cost_of(price, tokens["prompt"], tokens["completion"])
     spent_cost = cost_of(price, spent["prompt"], spent["completion"])
     latencies = [float(r.get("latency_ms") or 0) for r in answered
@@ -523,8 +526,7 @@ def summarize_pipeline(store: Store, run_id: str, pipeline: Pipeline,
         "errors": totals["errors"],
         "summary": {
             "n": totals["n"], "errors": totals["errors"], "cached": totals["cached"],
-            "retries": max(0, sum(int(r.get("attempts") or 0) for r in rows)
-                           - sum(_requests(r) for r in rows)),
+            "retries": sum(max(0, int(q.get("attempts") or 0) - 1) for q in sent),
             "fewshot_n": 0, "fewshot_errors": 0, "fewshot_cached": 0, "no_text": 0,
             "tokens": tokens,
             "cost_usd": None if cost is None else round(cost, 8),
@@ -543,12 +545,17 @@ def summarize_pipeline(store: Store, run_id: str, pipeline: Pipeline,
     }
 
 
-def _requests(row: Mapping[str, Any]) -> int:
-    count = 0
+def _requests_of(row: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every request a stored pipeline row made: one per step, one per item of a loop."""
+    out: list[Mapping[str, Any]] = []
     for st in (row.get("steps") or {}).values():
-        if isinstance(st, Mapping):
-            count += len(st["items"]) if isinstance(st.get("items"), list) else int("messages" in st)
-    return count
+        if not isinstance(st, Mapping):
+            continue
+        if isinstance(st.get("items"), list):
+            out += [i for i in st["items"] if isinstance(i, Mapping)]
+        elif "messages" in st:
+            out.append(st)
+    return out
 
 
 # --- what to run --------------------------------------------------------------------------

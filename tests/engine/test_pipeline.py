@@ -146,3 +146,12 @@ evalset: ../evalsets/support.jsonl
     order = [r["body"]["messages"][0]["content"].split(":")[0] for r in api.chat_requests]
     assert order == ["Route this ticket", "Refund amount for"]
     assert run["metrics"]["exact_match"]["value"] == 1.0
+
+
+def test_retries_are_counted_per_request(api: FakeOpenAI, project: Path) -> None:
+    api.fail_next(1, status=500)
+    run, _ = eval_json(str(project), "--concurrency", "1")
+    assert run["retries"] == 1 and run["errors"] == 0
+    assert run["metrics"]["exact_match"]["value"] == pytest.approx(4 / 8)
+    again, _ = eval_json(str(project))
+    assert again["retries"] == 0 and again["cached"] == 8
