@@ -4,13 +4,14 @@ its request, the figures checked against hand counts, the cache, error rows, con
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import pipelinekit
-from tests.fakeserver import FakeOpenAI
+from tests.fakeserver import FakeOpenAI, last_user_message
 from tests.helpers import eval_json, invoke, show_rows, use_fake_openai
 
 KEY = "sk-test-chain-7a6b5c4d3e2f91"
@@ -111,11 +112,20 @@ def test_failed_step_makes_the_row_an_error(api: FakeOpenAI, project: Path) -> N
 def test_independent_steps_run_at_once(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch,
                                        project: Path) -> None:
     api = use_fake_openai(monkeypatch, fake_openai, KEY)
-    api.responder = pipelinekit.answer
-    api.latency = 0.3
+    # route and products read only the input: the server answers neither until both have
+    # arrived, so the row can only finish if they were sent together.
+    both = threading.Barrier(2, timeout=20)
+
+    def answer(body: dict[str, Any]) -> str:
+        text = last_user_message(body)
+        if text.startswith(("Route this ticket", "List products in")):
+            both.wait()
+        return pipelinekit.answer(body)
+
+    api.responder = answer
     pipelinekit.write_project(project.parent.parent, rows=[pipelinekit.ROWS[1]])  # r2 only
-    eval_json(str(project))
-    # route and products read only the input: both are in flight together.
+    run, _ = eval_json(str(project), "--concurrency", "4")
+    assert run["errors"] == 0 and run["metrics"]["exact_match"]["value"] == 1.0
     assert api.max_in_flight >= 2
 
 
