@@ -165,3 +165,20 @@ def test_retries_are_counted_per_request(api: FakeOpenAI, project: Path) -> None
     assert run["metrics"]["exact_match"]["value"] == pytest.approx(4 / 8)
     again, _ = eval_json(str(project))
     assert again["retries"] == 0 and again["cached"] == 8
+
+
+def test_composability_gap_counts_only_rows_whose_tested_steps_were_right() -> None:
+    from promptctl.engine.pipeline import composability_gap
+
+    right, wrong = {"correct": True}, {"correct": False}
+    rows: list[dict[str, Any]] = [
+        {"expected": 1, "scores": {"exact_match": 1.0}, "steps": {"a": right, "b": right}},
+        {"expected": 1, "scores": {"exact_match": 0.0}, "steps": {"a": right, "b": {}}},
+        {"expected": 1, "scores": {"exact_match": 0.0}, "steps": {"a": right, "b": wrong}},
+        {"expected": 1, "scores": {"exact_match": 0.0}, "steps": {"a": {}, "b": {}}},  # untested
+        {"expected": 1, "error": "step a: 500", "steps": {"a": right}},  # an error, not scored
+        {"scores": {}, "steps": {"a": right}},  # no expected final answer
+        {"expected": 2, "answer": 3, "valid": True, "scores": {}, "steps": {"a": right}},
+    ]
+    assert composability_gap(rows) == {"value": pytest.approx(2 / 3), "n": 3, "wrong": 2}
+    assert composability_gap([]) == {"value": None, "n": 0, "wrong": 0}
