@@ -9,6 +9,7 @@ has the `input` fields the templates read. Errors name the file and the line.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -221,12 +222,13 @@ class Pipeline:
             step.prompt.render(variables, row_id=row.id)
 
 
-def _names(source: str) -> set[str]:
+@functools.lru_cache(maxsize=256)
+def _names(source: str) -> frozenset[str]:
     from jinja2 import meta
 
     from promptctl.templates import environment
 
-    return set(meta.find_undeclared_variables(environment().parse(source)))
+    return frozenset(meta.find_undeclared_variables(environment().parse(source)))
 
 
 def _stand_in(step: Step) -> Any:
@@ -310,6 +312,15 @@ def _references(source: str, site: Site, names: Iterable[str]) -> tuple[set[str]
     return step_refs, input_refs
 
 
+def _one_expression(source: str) -> str | None:
+    """The expression of a template that is one `{{ expression }}` and nothing else."""
+    found = _ONE_EXPRESSION.match(source)
+    if found is None:
+        return None
+    expr = found.group("expr")
+    return None if any(mark in expr for mark in ("{{", "}}", "{%", "{#")) else expr
+
+
 def _expr(raw: Any, kind: str, site: Site, step_ids: Iterable[str]) -> Expr:
     if isinstance(raw, bool) or raw is None:
         raw = "true" if raw else "false" if raw is not None else ""
@@ -321,8 +332,8 @@ def _expr(raw: Any, kind: str, site: Site, step_ids: Iterable[str]) -> Expr:
                          "write an expression such as steps.route.answer == 'billing'")
     source = raw
     if kind != "text":
-        one = _ONE_EXPRESSION.match(source)
-        expr = one.group("expr") if one else source
+        one = _one_expression(source)
+        expr = one if one is not None else source
         text = (f"{{% if {expr} %}}1{{% endif %}}" if kind == "condition"
                 else f"{{{{ ({expr}) | tojson }}}}")
         template = compile_template(text, site)
@@ -330,8 +341,8 @@ def _expr(raw: Any, kind: str, site: Site, step_ids: Iterable[str]) -> Expr:
         return Expr(source, kind, site, frozenset(refs), frozenset(inputs), template)
     template = compile_template(source, site)
     refs, inputs = _references(source, site, step_ids)
-    one = _ONE_EXPRESSION.match(source)
-    value = compile_template(f"{{{{ ({one.group('expr')}) | tojson }}}}", site) if one else None
+    one = _one_expression(source)
+    value = compile_template(f"{{{{ ({one}) | tojson }}}}", site) if one is not None else None
     return Expr(source, kind, site, frozenset(refs), frozenset(inputs), template, value)
 
 
@@ -381,7 +392,7 @@ def _check_step(raw: Any, i: int, path: Path, lines: LineMap, ids: list[str], ro
                         fix="use letters, digits and underscores (not 'examples')")
         site = _site(path, lines, f"input.{name} of step {step_id}", "steps", i, "input", name)
         inputs.append((name, _expr(value, "text", site, ids)))
-    needed = set()
+    needed: set[str] = set()
     for message in prompt.messages:
         needed |= _names(message.content)
     needed.discard("examples")

@@ -182,3 +182,17 @@ def test_composability_gap_counts_only_rows_whose_tested_steps_were_right() -> N
     ]
     assert composability_gap(rows) == {"value": pytest.approx(2 / 3), "n": 3, "wrong": 2}
     assert composability_gap([]) == {"value": None, "n": 0, "wrong": 0}
+
+
+def test_a_template_of_several_parts_renders_text(api: FakeOpenAI, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline = pipelinekit.PIPELINE.replace(
+        'input: {text: "{{ input.text }}"}\n  - id: products',
+        'input: {text: "{{ input.text }} (routed to {{ steps.route.answer }})"}\n  - id: products')
+    assert pipeline != pipelinekit.PIPELINE
+    path = pipelinekit.write_project(tmp_path / "p", pipeline, rows=pipelinekit.ROWS[:1])
+    monkeypatch.chdir(tmp_path / "p")
+    run, _ = eval_json(str(path))
+    refund = rows_of(run["id"])["r1"]["steps"]["refund"]
+    assert refund["input"] == {"text": "Please refund $40 for #kettle (routed to billing)"}
+    assert refund["answer"] == 40 and run["metrics"]["exact_match"]["value"] == 1.0
