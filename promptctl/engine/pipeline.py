@@ -122,16 +122,16 @@ class RowRunner:
                 return record
             items = step.for_each.evaluate(context, who)
             if not isinstance(items, list):
-                record["error"] = (f"for_each of step {step.id} gave {type(items).__name__}, "
-                                   "not a list")
-                return record
+                return {**record, **_unrendered(f"for_each gave {type(items).__name__}, not a "
+                                                "list")}
             variables = [step.render_inputs({**context, "item": item, "index": i}, who)
                          for i, item in enumerate(items)]
         except InputError as exc:
-            # A template that fails on a real answer (the shape it expected did not come)
-            # makes this step, and so the row, an error rather than stopping the run.
-            record["error"] = exc.message
-            return record
+            # The templates passed every check with stand-in answers, so what fails here is
+            # a real answer of another shape (a step that gave no answer, a label where a
+            # list was meant): a wrong answer downstream, not a failed request, so the row
+            # is scored rather than made an error.
+            return {**record, **_unrendered(exc.message)}
         done_items = await asyncio.gather(*(self._request(step, v, row) for v in variables))
         record["items"] = done_items
         errors = [d["error"] for d in done_items if d.get("error") is not None]
@@ -168,6 +168,13 @@ class RowRunner:
                 task.cancel()
             raise
         return {s.id: results[list(tasks).index(s.id)] for s in self.pipeline.steps}
+
+
+def _unrendered(why: str) -> dict[str, Any]:
+    """A step that was not sent because its input could not be made from the answers before
+    it: no answer, counted apart from request errors."""
+    return {"answer": None, "valid": False, "unrendered": True,
+            "extract_error": f"not sent: {why}"}
 
 
 def final_answer(pipeline: Pipeline, row: Row, steps: Mapping[str, Mapping[str, Any]]
@@ -484,7 +491,8 @@ def summarize_pipeline(store: Store, run_id: str, pipeline: Pipeline,
     answered = [r for r in rows if r.get("error") is None]
     step_scores: dict[str, list[dict[str, Any]]] = {s.id: [] for s in pipeline.steps}
     step_counts: dict[str, dict[str, int]] = {s.id: {"ran": 0, "skipped": 0, "errors": 0,
-                                                     "not_run": 0} for s in pipeline.steps}
+                                                     "not_run": 0, "unrendered": 0}
+                                              for s in pipeline.steps}
     flow: list[float] = []
     for row in rows:
         for step_id, st in (row.get("steps") or {}).items():
@@ -497,6 +505,8 @@ def summarize_pipeline(store: Store, run_id: str, pipeline: Pipeline,
                 counts["errors"] += 1
             elif st.get("skipped"):
                 counts["skipped"] += 1
+            elif st.get("unrendered"):
+                counts["unrendered"] += 1
             else:
                 counts["ran"] += 1
             if isinstance(st.get("scores"), dict):

@@ -319,6 +319,10 @@ def _step_rows(table: Table, row: Mapping[str, Any]) -> None:
             table.add_row(tag, "", "[dim]skipped (when: was false)[/]", "null", expected,
                           flow.strip(), "", "")
             continue
+        if st.get("unrendered"):
+            table.add_row(tag, "", f"[red]{cell(st.get('extract_error'), 1000)}[/]", "", expected,
+                          flow.strip(), "", "")
+            continue
         items = st.get("items")
         given = cell([i.get("input") for i in items]) if isinstance(items, list) \
             else cell(st.get("input"))

@@ -196,3 +196,22 @@ def test_a_template_of_several_parts_renders_text(api: FakeOpenAI, tmp_path: Pat
     refund = rows_of(run["id"])["r1"]["steps"]["refund"]
     assert refund["input"] == {"text": "Please refund $40 for #kettle (routed to billing)"}
     assert refund["answer"] == 40 and run["metrics"]["exact_match"]["value"] == 1.0
+
+
+def test_a_step_whose_input_cannot_be_made_is_a_wrong_answer_not_an_error(
+        api: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [*pipelinekit.ROWS[:2],
+            {"id": "nj", "input": {"text": "refund $5 NOJSON"}, "expected": 5,
+             "steps": {"route": "billing"}}]
+    path = pipelinekit.write_project(tmp_path / "p", rows=rows)
+    monkeypatch.chdir(tmp_path / "p")
+    run, _ = eval_json(str(path))
+    assert run["errors"] == 0
+    steps = rows_of(run["id"])["nj"]["steps"]
+    assert steps["products"]["valid"] is False and steps["products"]["answer"] is None
+    assert steps["stock"]["unrendered"] is True and "NoneType, not a list" in \
+        steps["stock"]["extract_error"]
+    assert run["steps"]["stock"]["unrendered"] == 1 and run["steps"]["stock"]["ran"] == 2
+    # The final answer does not read the loop: the row is scored, and right.
+    assert run["metrics"]["exact_match"]["value"] == 1.0 and run["metrics"]["exact_match"]["n"] == 3
+    assert "not sent: for_each gave NoneType" in invoke("show", run["id"]).stdout
