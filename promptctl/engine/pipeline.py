@@ -83,7 +83,10 @@ class RowRunner:
 
     async def _request(self, step: Step, variables: dict[str, Any], row: Row) -> dict[str, Any]:
         prompt = step.prompt
-        messages = prompt.render(variables, row_id=row.id)
+        try:
+            messages = prompt.render(variables, row_id=row.id)
+        except InputError as exc:  # the prompt's own template, on an answer of another shape
+            return {"input": variables, **_unrendered(exc.message)}
         async with self.slots:
             answer = await self.gateway.complete(self.channel, messages, prompt.request_params, 0)
         out: dict[str, Any] = {"input": variables, "messages": messages, "cached": answer.cached,

@@ -215,3 +215,29 @@ def test_a_step_whose_input_cannot_be_made_is_a_wrong_answer_not_an_error(
     # The final answer does not read the loop: the row is scored, and right.
     assert run["metrics"]["exact_match"]["value"] == 1.0 and run["metrics"]["exact_match"]["n"] == 3
     assert "not sent: for_each gave NoneType" in invoke("show", run["id"]).stdout
+
+
+def test_a_prompt_template_failing_on_an_answer_does_not_stop_the_run(
+        api: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A loop whose prompt adds 1 to the refund: on r2 refund was skipped (null), so the
+    # prompt's own template cannot render for its item.
+    pipeline = pipelinekit.PIPELINE.replace("output:", """\
+  - id: plus_one
+    for_each: "steps.products.answer"
+    prompt: ../prompts/plus_one.yaml
+    input: {x: "{{ steps.refund.answer }}"}
+output:""")
+    path = pipelinekit.write_project(tmp_path / "p", pipeline, rows=pipelinekit.ROWS[:2])
+    (tmp_path / "p" / "prompts" / "plus_one.yaml").write_text(
+        'messages:\n  - role: user\n    content: "Amount plus one: {{ x + 1 }}"\n',
+        encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "p")
+    run, _ = eval_json(str(path))
+    assert run["errors"] == 0 and run["n"] == 2
+    rows = rows_of(run["id"])
+    [item] = rows["r1"]["steps"]["plus_one"]["items"]
+    assert item["messages"][0]["content"] == "Amount plus one: 41.0"
+    [item] = rows["r2"]["steps"]["plus_one"]["items"]
+    assert item["unrendered"] is True and "messages" not in item
+    assert rows["r2"]["steps"]["plus_one"]["answer"] == [None]
+    assert run["metrics"]["exact_match"]["value"] == 1.0
