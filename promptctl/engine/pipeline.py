@@ -207,8 +207,7 @@ def score_step(step: Step, record: dict[str, Any], row: Row) -> None:
     whether it ran as the row says it should."""
     from promptctl.metrics.registry import score_builtins
 
-    expected = (row.steps or {}).get(step.id, MISSING) if row.steps and step.id in row.steps \
-        else MISSING
+    expected = (row.steps or {}).get(step.id, MISSING)
     if row.should_run and step.id in row.should_run and not record.get("not_run") \
             and record.get("error") is None:
         record["should_run"] = bool(row.should_run[step.id])
