@@ -116,7 +116,23 @@ def eval_(
     elif not prompts:
         raise InputError("no prompt given", fix="promptctl eval prompts/NAME.yaml (or --resume RUN)")
     config = project()
-    jobs = build_jobs(prompts or [], models=model or [], evalset=evalset, ref=ref, config=config)
+    from promptctl.pipelines import is_pipeline_file
+
+    pipeline_paths = [p for p in prompts or [] if is_pipeline_file(p)]
+    jobs = build_jobs([p for p in prompts or [] if p not in pipeline_paths], models=model or [],
+                      evalset=evalset, ref=ref, config=config)
+    pipeline_jobs: list[Any] = []
+    if pipeline_paths:
+        from promptctl.engine.pipeline import build_pipeline_jobs, run_pipeline_job
+
+        if dry_run or repeat != 1 or batch:
+            flag = "--dry-run" if dry_run else "--repeat" if repeat != 1 else "--batch"
+            raise InputError(f"{flag} does not apply to pipelines (a step's request depends on "
+                             "the answers before it)",
+                             fix="run the pipeline with --limit 1 instead" if dry_run
+                             else f"drop {flag} for pipelines")
+        pipeline_jobs = build_pipeline_jobs(pipeline_paths, models=model or [], evalset=evalset,
+                                            ref=ref, config=config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm,
                           timeout=timeout, batch=batch)
@@ -156,6 +172,10 @@ def eval_(
                 on_start=current.append))
         for job in jobs:
             one(f"{job.prompt.name} · {job.resolved.spec}", lambda bar, j=job: run_job(
+                j, store=store, config=config, options=options, progress=bar,
+                on_start=current.append))
+        for pjob in pipeline_jobs:
+            one(f"{pjob.pipeline.name} · {pjob.resolved.spec}", lambda bar, j=pjob: run_pipeline_job(
                 j, store=store, config=config, options=options, progress=bar,
                 on_start=current.append))
     except ProviderError as exc:

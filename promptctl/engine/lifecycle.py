@@ -276,6 +276,11 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     from promptctl.providers import resolve_model
 
     run = store.get_run(run_ref)
+    if run.get("kind") == "pipeline":
+        from promptctl.engine.pipeline import resume_pipeline
+
+        return resume_pipeline(run, store=store, config=config, options=options or EvalOptions(),
+                               progress=progress, on_start=on_start)
     previous = run.get("owner")
     if run["status"] == "running" and _owner_alive(previous):
         raise InputError(f"run {run['id']} is still being run by {_describe_owner(previous or '')}",

@@ -60,7 +60,21 @@ def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
         "consistency": summary.get("consistency"),
         # How the requests were served or sent, when not plainly in-process.
         **{k: summary[k] for k in ("server", "batch") if summary.get(k)},
+        **_pipeline_json(run),
     }
+
+
+def _pipeline_json(run: Mapping[str, Any]) -> dict[str, Any]:
+    """SPEC §9: a pipeline run's steps with their own metrics, its composability gap and its
+    control-flow correctness."""
+    if (run.get("kind") or "prompt") != "pipeline":
+        return {}
+    summary = run.get("summary") or {}
+    gap = summary.get("composability_gap") or {}
+    return {"steps": summary.get("steps") or {},
+            "composability_gap": {"value": gap.get("value"), "n": gap.get("n", 0),
+                                  "wrong": gap.get("wrong", 0)},
+            "control_flow": summary.get("control_flow")}
 
 
 def _plain(value: Any) -> Any:

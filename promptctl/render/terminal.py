@@ -142,12 +142,40 @@ def run_summary(con: Console, run: Mapping[str, Any]) -> None:
     consistency = summary.get("consistency")
     if consistency:
         repeat_summary(con, consistency)
+    if summary.get("kind") == "pipeline":
+        pipeline_summary(con, summary)
     fps = summary.get("system_fingerprints") or []
     models = summary.get("response_models") or []
     if len(fps) > 1 or len(models) > 1:
         con.print(f"[yellow]warning:[/] the server answered as several models/fingerprints "
                   f"({cell(', '.join(map(str, models + fps)), 400)}): results may mix model "
                   "versions")
+
+
+def pipeline_summary(con: Console, summary: Mapping[str, Any]) -> None:
+    """A pipeline run's steps (ran, skipped, errors, their own metrics), its composability gap
+    and its control-flow correctness."""
+    table = Table(show_edge=False, header_style="bold")
+    for name in ("step", "ran", "skipped", "errors", "metric", "value (95% CI)", "n"):
+        table.add_column(name, justify="left" if name in ("step", "metric") else "right")
+    for step_id, step in (summary.get("steps") or {}).items():
+        metrics = (step or {}).get("metrics") or {}
+        counts = [_count(step.get(k, 0)) for k in ("ran", "skipped", "errors")]
+        scored = [(k, v) for k, v in metrics.items() if (v or {}).get("n")]
+        if not scored:
+            table.add_row(cell(step_id), *counts, "-", "-", "-")
+        for i, (name, result) in enumerate(scored):
+            table.add_row(cell(step_id) if i == 0 else "", *(counts if i == 0 else ["", "", ""]),
+                          cell(name), fmt.metric(result), _count(result.get("n", 0)))
+    con.print(table)
+    gap = summary.get("composability_gap") or {}
+    value = gap.get("value")
+    con.print(f"composability gap {'-' if value is None else fmt.num(value, 3)}  "
+              f"(n {_count(gap.get('n', 0))}: rows whose every step with an expected value was "
+              f"right; {_count(gap.get('wrong', 0))} of them wrong end to end)")
+    flow = summary.get("control_flow")
+    if flow:
+        con.print(f"control flow correct {fmt.metric(flow)}  (n {_count(flow.get('n', 0))})")
 
 
 def repeat_summary(con: Console, c: dict[str, Any]) -> None:
@@ -251,6 +279,7 @@ def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, 
         if row.get("error"):
             table.add_row(tag, cell(row["input"]), f"[red]error:[/] {cell(row['error'], 1000)}",
                           "", "", "", "", "")
+            _step_rows(table, row)
             continue
         answer = (cell(row["answer"]) if row["valid"]
                   else f"[red]{cell(no_answer(row.get('extract_error')))}[/]")
@@ -261,7 +290,51 @@ def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, 
                                  row.get("scores") or {}),
                       tokens + (" cached" if row["cached"] else ""),
                       fmt.num(row["latency_ms"], 0))
+        _step_rows(table, row)
     con.print(table)
+
+
+def _step_rows(table: Table, row: Mapping[str, Any]) -> None:
+    """Under a pipeline row, one line per step: what it was given, what it answered."""
+    steps = row.get("steps")
+    if not isinstance(steps, Mapping):
+        return
+    for step_id, st in steps.items():
+        if not isinstance(st, Mapping):
+            continue
+        tag = f"  step {cell(step_id, 80)}"
+        expected = cell(st["expected"]) if "expected" in st else "-"
+        flow = ""
+        if "should_run" in st:
+            flow = f"  flow {'right' if st.get('flow_correct') else 'wrong'}"
+        if st.get("not_run"):
+            table.add_row(tag, "", f"[dim]not run: {cell(st['not_run'])}[/]", "", expected, "",
+                          "", "")
+            continue
+        if st.get("error") is not None:
+            table.add_row(tag, "", f"[red]error:[/] {cell(st['error'], 1000)}", "", expected,
+                          flow.strip(), "", "")
+            continue
+        if st.get("skipped"):
+            table.add_row(tag, "", "[dim]skipped (when: was false)[/]", "null", expected,
+                          flow.strip(), "", "")
+            continue
+        if st.get("unrendered"):
+            table.add_row(tag, "", f"[red]{cell(st.get('extract_error'), 1000)}[/]", "", expected,
+                          flow.strip(), "", "")
+            continue
+        items = st.get("items")
+        given = cell([i.get("input") for i in items]) if isinstance(items, list) \
+            else cell(st.get("input"))
+        completion = cell([i.get("completion") for i in items]) if isinstance(items, list) \
+            else cell(st.get("completion") or "")
+        answer = cell(st.get("answer")) if st.get("valid") \
+            else f"[red]{cell(no_answer(st.get('extract_error')))}[/]"
+        verdict = "" if "correct" not in st else ("right" if st["correct"] else "wrong")
+        tokens = f"{_count(st.get('prompt_tokens') or 0)}/{_count(st.get('completion_tokens') or 0)}"
+        table.add_row(tag, given, completion, answer, expected, (verdict + flow).strip(),
+                      tokens + (" cached" if st.get("cached") else ""),
+                      fmt.num(st.get("latency_ms"), 0))
 
 
 def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
