@@ -60,6 +60,8 @@ def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
         "consistency": summary.get("consistency"),
         # How the requests were served or sent, when not plainly in-process.
         **{k: summary[k] for k in ("server",) if summary.get(k)},
+        # Rows a configured metric could not score, with their messages.
+        **{k: summary[k] for k in ("scoring_errors",) if summary.get(k)},
     }
 
 
