@@ -221,3 +221,38 @@ def build(name: str, raw: Any, path: Path, line_of: Callable[..., int | None]) -
 
 
 register_kind(Kind("similarity", build, "cosine similarity of embeddings of answer and expected"))
+
+
+def estimate(prompt: Any, items: Any, *, store: Any, config: Any, use_cache: bool,
+             max_tokens: int | None) -> dict[str, Any]:
+    """`--dry-run` for the similarity metrics of `prompt` over the planned `items`: answers are
+    not known before they are sent, so every scored row counts one answer text (at most
+    `max_tokens` tokens), plus the expected texts the cache lacks."""
+    from promptctl.engine.gateway import embedding_key
+    from promptctl.providers import resolve_model
+
+    out: dict[str, Any] = {}
+    for metric in prompt.configured_metrics:
+        if metric.kind != "similarity":
+            continue
+        model = metric.identity["similarity"]["model"]
+        resolved = resolve_model(model, config)
+        count, _ = resolved.backend.token_counter(resolved.model)
+        rows = 0
+        expected: set[str] = set()
+        for item in items:
+            if item.row.has_expected:
+                rows += 1
+                expected.add(as_text(item.row.expected))
+        cached = {t for t in expected if use_cache and store.cache_get(
+            embedding_key(resolved.cache_url, resolved.model, t)) is not None}
+        texts = rows + len(expected) - len(cached)
+        tokens = (sum(count(t) for t in expected - cached) + rows * max_tokens
+                  if max_tokens else None)
+        price = config.price(resolved.model, resolved.endpoint)
+        out[metric.name] = {
+            "model": model, "texts_max": texts, "expected_cached": len(cached),
+            "requests_min": -(-texts // MAX_TEXTS), "tokens_max": tokens,
+            "cost_usd_max": None if price is None or tokens is None
+            else round(tokens * price.input / 1e6, 8)}
+    return out

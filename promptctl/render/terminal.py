@@ -293,6 +293,12 @@ def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
                       else _count(p["completion_tokens_max"]),
                       fmt_cost(p["estimated_cost_usd_max"]))
     con.print(table)
+    for p in plans:
+        for metric, e in (p.get("embeddings") or {}).items():
+            con.print(f"{cell(p['prompt'])}: embeddings for {cell(metric)} ({cell(e['model'])}): "
+                      f"at most {_count(e['texts_max'])} texts in at least "
+                      f"{_count(e['requests_min'])} requests ({_count(e['expected_cached'])} "
+                      f"expected texts cached), cost at most {fmt_cost(e['cost_usd_max'])}")
     methods = sorted({str(p["token_count_method"]) for p in plans})
     con.print(f"prompt tokens: {cell(', '.join(methods))}; nothing was sent")
     for p in plans:

@@ -167,3 +167,22 @@ def test_diff_compares_similarity_by_a_paired_test(project: Path, api: FakeOpenA
     assert entry["delta"] == pytest.approx(gain)
     assert entry["test"] != "mcnemar_exact"  # a continuous score: a paired permutation test
     assert entry["direction"] == "better"
+
+
+def test_dry_run_counts_embeddings(project: Path, api: FakeOpenAI) -> None:
+    result = invoke("eval", "prompts/echo.yaml", "--dry-run", "--json")
+    (plan,) = json.loads(result.stdout)["dry_run"]
+    # Five answers (max_tokens 16 each, unknown before they are sent) and five expected texts
+    # (ab, ab, b, cab, abcd: four different ones of a token each by characters / 4).
+    assert plan["embeddings"]["close"] == {
+        "model": "emb/text-embedding-3-small", "texts_max": 9, "expected_cached": 0,
+        "requests_min": 1, "tokens_max": 4 + 5 * 16, "cost_usd_max": None}
+    eval_run("prompts/echo.yaml")
+    sent = api.count
+    (plan,) = json.loads(invoke("eval", "prompts/echo.yaml", "--dry-run", "--json").stdout)[
+        "dry_run"]
+    assert plan["embeddings"]["close"]["expected_cached"] == 4
+    assert plan["embeddings"]["close"]["texts_max"] == 5
+    shown = invoke("eval", "prompts/echo.yaml", "--dry-run").stdout
+    assert "embeddings for close (emb/text-embedding-3-small): at most 5 texts" in shown
+    assert api.count == sent
