@@ -20,6 +20,7 @@ import asyncio
 import json
 import math
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 # Texts per embeddings request (OpenAI accepts 2048; local servers are happier with fewer).
 MAX_TEXTS = 64
+# Vectors a batcher keeps for texts asked again (a list of 1,536 floats is about 50 kB).
+MAX_RECENT = 256
 # How long the first text of a batch waits for others: rows answered within this window share
 # a request.
 BATCH_WINDOW_S = 0.01
@@ -51,7 +54,12 @@ class EmbeddingFailed(Exception):
 
 
 class Batcher:
-    """Gathers the texts of concurrently scored rows into few embeddings requests."""
+    """Gathers the texts of concurrently scored rows into few embeddings requests.
+
+    A text is sent once however many rows ask for it at about the same time, and the last
+    `MAX_RECENT` vectors are kept: rows often share an expected value, and the cache only
+    holds a vector once its row is written.
+    """
 
     def __init__(self, gateway: Gateway, channel: Channel, *, max_texts: int = MAX_TEXTS,
                  window_s: float = BATCH_WINDOW_S) -> None:
@@ -59,22 +67,34 @@ class Batcher:
         self.channel = channel
         self.max_texts = max_texts
         self.window_s = window_s
-        self._pending: dict[str, list[asyncio.Future[list[float]]]] = {}
+        # Every text waiting or in flight, with the future its rows wait on.
+        self._futures: dict[str, asyncio.Future[list[float]]] = {}
+        self._pending: list[str] = []  # not sent yet
+        self._recent: OrderedDict[str, list[float]] = OrderedDict()
         self._timer: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
     async def vector(self, text: str) -> list[float]:
         """The embedding of `text`; EmbeddingFailed says why there is none."""
-        cached = self.gateway.cached_embedding(self.channel, text)
-        if cached is not None:
-            return cached
-        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(text, []).append(future)
-        if len(self._pending) >= self.max_texts:
-            self._flush()
-        elif self._timer is None:
-            self._timer = asyncio.create_task(self._after_window())
-        return await future
+        recent = self._recent.get(text)
+        if recent is not None:
+            self._recent.move_to_end(text)
+            self.channel.usage.cached += 1
+            return recent
+        future = self._futures.get(text)
+        if future is None:
+            cached = self.gateway.cached_embedding(self.channel, text)
+            if cached is not None:
+                return cached
+            future = asyncio.get_running_loop().create_future()
+            self._futures[text] = future
+            self._pending.append(text)
+            if len(self._pending) >= self.max_texts:
+                self._flush()
+            elif self._timer is None:
+                self._timer = asyncio.create_task(self._after_window())
+        # Shielded: a row that is cancelled must not cancel the others' request.
+        return await asyncio.shield(future)
 
     async def _after_window(self) -> None:
         await asyncio.sleep(self.window_s)
@@ -85,36 +105,36 @@ class Batcher:
         if self._timer is not None and self._timer is not asyncio.current_task():
             self._timer.cancel()
         self._timer = None
-        batch, self._pending = self._pending, {}
+        batch, self._pending = self._pending, []
         if batch:
             task = asyncio.create_task(self._send(batch))
             # Kept until done: the loop holds only weak references to tasks.
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: dict[str, list[asyncio.Future[list[float]]]]) -> None:
-        texts = list(batch)
+    async def _send(self, texts: list[str]) -> None:
         try:
             result = await self.gateway.embed(self.channel, texts)
         except BaseException as exc:
             # A failure of every request (a refused key, an endpoint without embeddings)
             # reaches each waiting row, and through it the run.
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception)
-                                             else EmbeddingFailed("cancelled"))
+            for text in texts:
+                future = self._futures.pop(text)
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception)
+                                         else EmbeddingFailed("cancelled"))
             if not isinstance(exc, Exception):
                 raise
             return
         for text, vector in zip(texts, result.vectors, strict=True):
-            for future in batch[text]:
-                if future.done():
-                    continue
-                if vector is None:
-                    future.set_exception(EmbeddingFailed(result.error or "no vector returned"))
-                else:
-                    future.set_result(vector)
+            future = self._futures.pop(text)
+            if vector is None:
+                future.set_exception(EmbeddingFailed(result.error or "no vector returned"))
+                continue
+            future.set_result(vector)
+            self._recent[text] = vector
+            if len(self._recent) > MAX_RECENT:
+                self._recent.popitem(last=False)
 
 
 # One batcher per embeddings model of a run (its Services).
