@@ -194,7 +194,7 @@ class Scorer:
                              line=line, fix=f"def {self.function}(answer, expected, row): ...") \
                 from None
 
-    def row(self, name: str, ctx: ScoreContext) -> Scores:
+    async def row(self, name: str, ctx: ScoreContext) -> Scores:
         fn = self.load()
         row = ctx.row
         expected = row.expected if row.has_expected else None
@@ -204,6 +204,8 @@ class Scorer:
                               "completion": ctx.completion})
         try:
             value = fn(copy.deepcopy(answer), copy.deepcopy(expected), data)
+            if inspect.isawaitable(value):  # an async scorer (it may call a service)
+                value = await value
         except (Exception, SystemExit) as exc:
             return _failed(ctx, name, error_text(exc))
         if value is None:
@@ -238,8 +240,8 @@ def build(name: str, raw: Any, path: Path, line_of: Callable[..., int | None]) -
                          line=line_of(), fix="choose another name")
     scorer = Scorer(raw.strip(), path, line_of())
 
-    def row(ctx: ScoreContext) -> Scores:
-        return scorer.row(name, ctx)
+    async def row(ctx: ScoreContext) -> Scores:
+        return await scorer.row(name, ctx)
 
     def check() -> None:
         scorer.load()

@@ -39,6 +39,12 @@ def same(answer, expected, row):
 
 def two_args(answer, expected):
     return 1
+
+
+async def later(answer, expected, row):
+    if row["id"] == "r2":
+        raise KeyError("late")
+    return len(row["completion"])
 """
 
 
@@ -244,3 +250,14 @@ def test_repeat_fewshot_and_history(project: Path, api: FakeOpenAI) -> None:
     assert run["fewshot_metrics"]["length"]["n"] == 4
     history = json.loads(invoke("history", "echo", "--json").stdout)
     assert history["versions"][0]["metrics"]["length"] == pytest.approx(0.4 / 3 + 0.2)
+
+
+def test_an_async_scorer_is_awaited(project: Path, api: FakeOpenAI) -> None:
+    prompt = (project / "prompts" / "echo.yaml").read_text(encoding="utf-8")
+    (project / "prompts" / "echo.yaml").write_text(
+        prompt.replace("../scorers/length.py:same", "../scorers/length.py:later"),
+        encoding="utf-8")
+    run = eval_run("prompts/echo.yaml")
+    # "echo: Question one" is 18 characters; three 20, four 19, five 19; r2 raised.
+    assert run["metrics"]["same"]["value"] == pytest.approx((18 + 20 + 19 + 19) / 4)
+    assert run["scoring_errors"]["same"]["rows"][0]["error"] == "KeyError: 'late'"
