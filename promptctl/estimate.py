@@ -59,4 +59,17 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
         "estimated_cost_usd_max": None if cost is None else round(cost, 6),
         "cost_note": None if max_tokens else "no max_tokens in params: completion cost unknown",
         "first_request": first,
+        **_embeddings(prompt, items, store=store, config=config, options=options,
+                      max_tokens=int(max_tokens) if max_tokens else None),
     }
+
+
+def _embeddings(prompt: Prompt, items: Any, *, store: Store, config: Config,
+                options: EvalOptions, max_tokens: int | None) -> dict[str, Any]:
+    """The embeddings requests of the prompt's similarity metrics, when it has any."""
+    if not any(m.kind == "similarity" for m in prompt.configured_metrics):
+        return {}
+    from promptctl.metrics.similarity import estimate as embeddings
+
+    return {"embeddings": embeddings(prompt, items, store=store, config=config,
+                                     use_cache=options.use_cache, max_tokens=max_tokens)}

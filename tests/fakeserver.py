@@ -200,6 +200,17 @@ def embedding_vector(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[
     return [x / norm for x in raw]
 
 
+def letter_vector(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """Counts of the letters a, b, c, ... of ``text`` (case folded; others ignored), the i-th
+    letter of the alphabet in component i modulo ``dimensions``: cosines a test can work out
+    by hand ("ab" and "aab": 3 / sqrt(10))."""
+    vector = [0.0] * dimensions
+    for char in text.casefold():
+        if "a" <= char <= "z":
+            vector[(ord(char) - ord("a")) % dimensions] += 1.0
+    return vector
+
+
 def _format_seconds(value: float) -> str:
     # "1" rather than "1.0": some clients only parse integer Retry-After values.
     return f"{value:g}"
@@ -229,6 +240,8 @@ class FakeOpenAI:
         self.fingerprint: str | None = DEFAULT_FINGERPRINT
         self.models: list[str] = list(DEFAULT_MODELS)
         self.fault_endpoints: set[str] = {"chat"}
+        # The vector of each embedded text (``letter_vector`` gives hand-computable cosines).
+        self.embedder: Callable[[str, int], list[float]] = embedding_vector
         self.errors: list[BaseException] = []
 
         self._port = port
@@ -341,6 +354,10 @@ class FakeOpenAI:
         return [r for r in self.requests if r.method == "POST" and _endpoint(r.path) == "batches"]
 
     @property
+    def embedding_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if _endpoint(r.path) == "embeddings"]
+
+    @property
     def max_in_flight(self) -> int:
         """The largest number of API requests that were being handled at once."""
         with self._lock:
@@ -361,6 +378,7 @@ class FakeOpenAI:
         self.rules.clear()
         self.responder = None
         self.reshape = None
+        self.embedder = embedding_vector
         self.errors.clear()
 
     # -- answers -------------------------------------------------------------
@@ -632,7 +650,7 @@ class FakeOpenAI:
         as_base64 = body.get("encoding_format") == "base64"
         data: list[Body] = []
         for index, text in enumerate(texts):
-            vector = embedding_vector(text, dimensions)
+            vector = self.embedder(text, dimensions)
             embedding: str | list[float]
             if as_base64:
                 # The SDK asks for base64 by default and decodes little-endian float32.

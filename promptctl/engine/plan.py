@@ -115,6 +115,9 @@ def plan_requests(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
                   repeat: int = 1) -> RequestPlan:
     """Check every row and few-shot example renders; raise before anything is sent."""
     result = RequestPlan(prompt, evalset, limit=limit, repeat=repeat)
+    for metric in prompt.configured_metrics:
+        if metric.check is not None:
+            metric.check()
     if "regex" in prompt.metrics:
         for row in result.rows():
             if row.pattern is None:

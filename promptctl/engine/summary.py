@@ -35,6 +35,7 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
     cost = cost_of(price, tokens["prompt"], tokens["completion"])
     spent_cost = cost_of(price, spent["prompt"], spent["completion"])
     consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
+    failed = scoring_errors(store, run_id) if prompt.configured_metrics else {}
     return {
         "metrics": aggregate_columns(prompt.metric_objects, scores["eval"]),
         "fewshot_metrics": aggregate_columns(prompt.metric_objects, scores["fewshot"]),
@@ -49,5 +50,29 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
             "latency_ms": percentiles(latencies),
             "system_fingerprints": sorted(fingerprints),
             "response_models": sorted(models),
+            **({"scoring_errors": failed} if failed else {}),
         },
     }
+
+
+# Rows listed by name per metric in a summary; the rest are counted (`show` lists them all).
+SCORING_ERRORS_SHOWN = 10
+
+
+def scoring_errors(store: Store, run_id: str) -> dict[str, Any]:
+    """Rows a configured metric could not score (a scorer's exception, a failed embeddings
+    request), by metric: their number and the first rows with their messages."""
+    out: dict[str, Any] = {}
+    for row in store.iter_rows(run_id):
+        details = row.get("judges")
+        if not isinstance(details, dict):
+            continue
+        for metric, detail in details.items():
+            if not isinstance(detail, dict) or detail.get("error") is None:
+                continue
+            entry = out.setdefault(metric, {"count": 0, "rows": []})
+            entry["count"] += 1
+            if len(entry["rows"]) < SCORING_ERRORS_SHOWN:
+                entry["rows"].append({"row_id": row["row_id"], "kind": row["kind"],
+                                      "sample": row["sample"], "error": detail["error"]})
+    return out

@@ -70,6 +70,9 @@ class Metric:
     kind: str = "builtin"
     # Recorded with the run (a judge prompt's sha256, a scorer's file): what defines it.
     identity: dict[str, Any] = field(default_factory=dict)
+    # Checks that need more than the prompt file (a scorer's function exists and takes three
+    # arguments): run by `validate`, `--dry-run` and before a run sends anything.
+    check: Callable[[], None] | None = None
 
     async def score(self, ctx: ScoreContext) -> Scores:
         value = self.row(ctx)

@@ -196,8 +196,10 @@ def resolve_model(spec: str, config: Config) -> ResolvedModel:
             raise InputError(f"the built-in local endpoint serves only {BUILTIN_LOCAL_MODEL!r}, "
                              f"not {tail!r}", fix=f"use --model local/{BUILTIN_LOCAL_MODEL}, or "
                              "name a GGUF file as an endpoint in promptctl.yaml")
+        # Embeddings too (mean-pooled): `similarity: {model: local/smollm2}` works offline.
+        # llama.cpp answers chat requests alike with or without them.
         ep = Endpoint(name=BUILTIN_LOCAL, type="llamacpp",
-                      settings={"gguf": "builtin:smollm2", "ctx": 2048})
+                      settings={"gguf": "builtin:smollm2", "ctx": 2048, "embeddings": True})
         return _on_endpoint(spec, tail, ep, config)
     env_url = os.environ.get("OPENAI_BASE_URL") or None
     if sep and env_url is None:

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptctl.providers.base import Backend, ChatRequest, ChatResponse, Provider
+from promptctl.errors import InputError
+from promptctl.providers.base import (
+    Backend,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingResponse,
+    Provider,
+)
 
 if TYPE_CHECKING:
     from promptctl.config import Endpoint
@@ -56,8 +63,10 @@ def _identity(resolved: ResolvedModel) -> str:
 class ManagedProvider(Provider):
     """An OpenAI provider in front of a llama.cpp server that lives as long as it does."""
 
-    def __init__(self, server: Any, inner: Provider, model_path: Path, startup_s: float) -> None:
+    def __init__(self, server: Any, inner: Provider, model_path: Path, startup_s: float,
+                 *, embeddings: bool = False) -> None:
         self.server = server
+        self.embeddings = embeddings
         self.inner = inner
         self.name = inner.name
         self.base_url = inner.base_url
@@ -71,6 +80,13 @@ class ManagedProvider(Provider):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         return await self.inner.complete(request)
+
+    async def embed(self, model: str, texts: list[str]) -> EmbeddingResponse:
+        if not self.embeddings:
+            raise InputError(f"endpoint {self.name} does not serve embeddings",
+                             fix=f"add embeddings: true to endpoint {self.name} in promptctl.yaml "
+                             "(llama.cpp then serves POST /embeddings, mean-pooled)")
+        return await self.inner.embed(model, texts)
 
     async def aclose(self) -> None:
         try:
@@ -86,8 +102,9 @@ def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> 
     ep = resolved.endpoint
     assert ep is not None
     path = model_file(ep, params)
+    embeddings = bool(ep.setting("embeddings", False))
     server = llamacpp.LlamaServer(path, ctx=int(ep.setting("ctx", DEFAULT_CTX)),
-                                  threads=ep.setting("threads"))
+                                  threads=ep.setting("threads"), embeddings=embeddings)
     started = time.monotonic()
     base_url = server.start()
     startup_s = time.monotonic() - started
@@ -97,7 +114,7 @@ def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> 
     except BaseException:
         server.stop()
         raise
-    return ManagedProvider(server, inner, path, startup_s)
+    return ManagedProvider(server, inner, path, startup_s, embeddings=embeddings)
 
 
 def _preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
@@ -108,7 +125,7 @@ def _preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
 BACKEND = Backend(
     type="llamacpp",
     open=_open,
-    settings={"gguf": Path, "ctx": int, "threads": int},
+    settings={"gguf": Path, "ctx": int, "threads": int, "embeddings": bool},
     required=("gguf",),
     preflight=_preflight,
     default_concurrency=LOCAL_CONCURRENCY,

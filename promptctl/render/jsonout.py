@@ -61,6 +61,8 @@ def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
         # How the requests were served or sent, when not plainly in-process.
         **{k: summary[k] for k in ("server", "batch") if summary.get(k)},
         **_pipeline_json(run),
+        # Rows a configured metric could not score, with their messages.
+        **{k: summary[k] for k in ("scoring_errors",) if summary.get(k)},
     }
 
 

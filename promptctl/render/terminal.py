@@ -139,6 +139,12 @@ def run_summary(con: Console, run: Mapping[str, Any]) -> None:
               f"tokens {_count(tokens.get('prompt', 0))} in / "
               f"{_count(tokens.get('completion', 0))} out  cost {fmt_cost(summary.get('cost_usd'))}")
     con.print(f"latency ms  {lat}")
+    for metric, failed in (summary.get("scoring_errors") or {}).items():
+        shown = "; ".join(f"{cell(r['row_id'], 40)}: {cell(r['error'], 200)}"
+                          for r in failed.get("rows") or [])
+        more = failed["count"] - len(failed.get("rows") or [])
+        con.print(f"[yellow]{cell(metric)}: no score for {_count(failed['count'])} rows[/] "
+                  f"({shown}{f'; and {more} more' if more > 0 else ''})", soft_wrap=True)
     consistency = summary.get("consistency")
     if consistency:
         repeat_summary(con, consistency)
@@ -257,6 +263,16 @@ def _implied(scores: dict[str, Any]) -> list[str]:
     return asked + (["mae"] if "answer_num" in scores else [])
 
 
+def scoring_notes(row: Mapping[str, Any]) -> str:
+    """Why a configured metric gave a row no score (a scorer's exception, a failed request)."""
+    details = row.get("judges")
+    if not isinstance(details, Mapping):
+        return ""
+    return "".join(f"\n[red]{cell(metric, 40)}: {cell(d['error'], 400)}[/]"
+                   for metric, d in details.items()
+                   if isinstance(d, Mapping) and d.get("error") is not None)
+
+
 def no_answer(reason: Any) -> str:
     """Why a completion gave no answer, as a sentence: `no answer: the pattern did not match`."""
     text = str(reason or "it could not be read").strip()
@@ -287,7 +303,7 @@ def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, 
         expected = cell(row["expected"]) if row.get("has_expected") else "-"
         table.add_row(tag, cell(row["input"]), cell(row["completion"] or ""), answer, expected,
                       row_scores(asked or _implied(row.get("scores") or {}),
-                                 row.get("scores") or {}),
+                                 row.get("scores") or {}) + scoring_notes(row),
                       tokens + (" cached" if row["cached"] else ""),
                       fmt.num(row["latency_ms"], 0))
         _step_rows(table, row)
@@ -350,6 +366,12 @@ def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
                       else _count(p["completion_tokens_max"]),
                       fmt_cost(p["estimated_cost_usd_max"]))
     con.print(table)
+    for p in plans:
+        for metric, e in (p.get("embeddings") or {}).items():
+            con.print(f"{cell(p['prompt'])}: embeddings for {cell(metric)} ({cell(e['model'])}): "
+                      f"at most {_count(e['texts_max'])} texts in at least "
+                      f"{_count(e['requests_min'])} requests ({_count(e['expected_cached'])} "
+                      f"expected texts cached), cost at most {fmt_cost(e['cost_usd_max'])}")
     methods = sorted({str(p["token_count_method"]) for p in plans})
     con.print(f"prompt tokens: {cell(', '.join(methods))}; nothing was sent")
     for p in plans:
