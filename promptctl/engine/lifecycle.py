@@ -30,7 +30,7 @@ from promptctl.engine.gateway import (
 from promptctl.engine.jobs import Job, concurrency_for
 from promptctl.engine.plan import RequestPlan, WorkItem, plan_requests
 from promptctl.engine.send import send_all
-from promptctl.engine.summary import summarize
+from promptctl.engine.summary import add_usage, summarize
 from promptctl.errors import InputError, PromptctlError
 from promptctl.evalsets import EvalSet, load_evalset, load_evalset_bytes
 from promptctl.gitinfo import git_state
@@ -124,6 +124,25 @@ def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, cache_o
         preflight(resolved, plan.prompt.request_params)
 
 
+def metric_identities(prompt: Prompt) -> dict[str, Any]:
+    """What defines the prompt's configured metrics (a judge prompt's sha256), recorded when
+    a run starts so a resume can tell whether they changed."""
+    found = {m.name: m.identity for m in prompt.configured_metrics if m.identity}
+    return {"metric_identity": found} if found else {}
+
+
+def check_identities(run: RunRecord, prompt: Prompt) -> None:
+    """A resumed run must score its remaining rows as it scored the first ones."""
+    recorded = (run.get("options") or {}).get("metric_identity") or {}
+    now = metric_identities(prompt).get("metric_identity", {})
+    for name in sorted(set(recorded) | set(now)):
+        if recorded.get(name) != now.get(name):
+            raise InputError(f"run {run['id']}: metric {name} has changed since the run started "
+                             f"(was {recorded.get(name)}, now {now.get(name)})",
+                             fix="start a new run (promptctl eval), or restore the judge prompt; "
+                             "to score stored completions again use promptctl rescore")
+
+
 def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: Config,
              evalset: EvalSet | None = None, options: EvalOptions | None = None,
              progress: ProgressFn | None = None, on_start: Callable[[str], None] | None = None,
@@ -149,7 +168,8 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
         "n_planned": plan.eval_rows * plan.repeat, "owner": owner, "kind": "prompt",
         "options": {"limit": options.limit, "repeat": options.repeat,
                     "concurrency": concurrency, "use_cache": options.use_cache,
-                    "cache_only": options.cache_only, "evalset_rows": len(evalset)},
+                    "cache_only": options.cache_only, "evalset_rows": len(evalset),
+                    **metric_identities(prompt)},
     })
     if on_start is not None:
         on_start(run_id)
@@ -194,7 +214,9 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
         status = "failed"
         raise
     finally:
-        result = summarize(store, run_id, prompt, price, repeat=options.repeat)
+        before = (store.get_run(run_id).get("summary") or {}).get("scorers")
+        result = summarize(store, run_id, prompt, price, repeat=options.repeat,
+                           scorers=add_usage(before, services.usage()))
         opened = lazy.opened if lazy is not None else None
         if opened is not None:
             result["summary"].update(opened.describe())
@@ -262,6 +284,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                          fix="wait for it to finish (or stop that process), then resume")
     stored = run.get("options") or {}
     prompt = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])
+    check_identities(run, prompt)
     evalset = _stored_evalset(run, config)
     given = options or EvalOptions()
     options = EvalOptions(concurrency=given.concurrency or stored.get("concurrency"),

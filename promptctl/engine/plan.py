@@ -134,8 +134,9 @@ def plan_requests(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
 
 
 def cache_key(cache_url: str, model: str, messages: list[dict[str, str]], params: dict[str, Any],
-              sample: int) -> str:
+              sample: int, extra: str | None = None) -> str:
     """sha256 of everything that determines the answer."""
     blob = json.dumps({"url": cache_url, "model": model, "messages": messages, "params": params,
-                       "sample": sample}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                       "sample": sample, **({"extra": extra} if extra else {})},
+                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -70,6 +70,9 @@ class Metric:
     kind: str = "builtin"
     # Recorded with the run (a judge prompt's sha256, a scorer's file): what defines it.
     identity: dict[str, Any] = field(default_factory=dict)
+    # Requests this metric sends to other models, for `--dry-run`: called with the rows
+    # (as ScoreContexts without completions) and the evaluated prompt's max_tokens.
+    estimate: Any = None
 
     async def score(self, ctx: ScoreContext) -> Scores:
         value = self.row(ctx)

@@ -139,6 +139,7 @@ def run_summary(con: Console, run: Mapping[str, Any]) -> None:
               f"tokens {_count(tokens.get('prompt', 0))} in / "
               f"{_count(tokens.get('completion', 0))} out  cost {fmt_cost(summary.get('cost_usd'))}")
     con.print(f"latency ms  {lat}")
+    scorer_usage(con, summary.get("scorers") or {}, metrics)
     consistency = summary.get("consistency")
     if consistency:
         repeat_summary(con, consistency)
@@ -148,6 +149,22 @@ def run_summary(con: Console, run: Mapping[str, Any]) -> None:
         con.print(f"[yellow]warning:[/] the server answered as several models/fingerprints "
                   f"({cell(', '.join(map(str, models + fps)), 400)}): results may mix model "
                   "versions")
+
+
+def scorer_usage(con: Console, scorers: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+    """What judges and embeddings models cost, apart from the evaluated model; and the rows
+    they could not score."""
+    parts = [f"{cell(model)} {_count(u.get('requests', 0))} requests "
+             f"(cached {_count(u.get('cached', 0))}, errors {_count(u.get('errors', 0))}) "
+             f"tokens {_count(u.get('prompt_tokens', 0))} in / "
+             f"{_count(u.get('completion_tokens', 0))} out cost {fmt_cost(u.get('cost_usd'))}"
+             for model, u in scorers.items() if isinstance(u, Mapping)]
+    unscored = [f"{cell(name)} {_count(r['unscored'])}" for name, r in metrics.items()
+                if isinstance(r, Mapping) and r.get("unscored")]
+    if parts:
+        con.print("scorers  " + "; ".join(parts))
+    if unscored:
+        con.print(f"[yellow]unscored rows[/] (the scorer gave no score): {', '.join(unscored)}")
 
 
 def repeat_summary(con: Console, c: dict[str, Any]) -> None:
@@ -237,6 +254,20 @@ def no_answer(reason: Any) -> str:
     return f"no answer: {text}"
 
 
+def judge_lines(judges: Any) -> str:
+    """What each judge answered for a row (kept beside the row's completion)."""
+    if not isinstance(judges, Mapping):
+        return ""
+    out = []
+    for name, j in judges.items():
+        if not isinstance(j, Mapping):
+            continue
+        said = cell(j.get("completion") or "", 300)
+        error = f" [red]{cell(j['error'], 300)}[/]" if j.get("error") else ""
+        out.append(f"\n{cell(name, 40)} judge: {said}{error}")
+    return "".join(out)
+
+
 def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> None:
     """One run row by row."""
     run_summary(con, run)
@@ -255,10 +286,11 @@ def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, 
         answer = (cell(row["answer"]) if row["valid"]
                   else f"[red]{cell(no_answer(row.get('extract_error')))}[/]")
         tokens = f"{_count(row['prompt_tokens'] or 0)}/{_count(row['completion_tokens'] or 0)}"
+        judged = judge_lines(row.get("judges"))
         expected = cell(row["expected"]) if row.get("has_expected") else "-"
         table.add_row(tag, cell(row["input"]), cell(row["completion"] or ""), answer, expected,
                       row_scores(asked or _implied(row.get("scores") or {}),
-                                 row.get("scores") or {}),
+                                 row.get("scores") or {}) + judged,
                       tokens + (" cached" if row["cached"] else ""),
                       fmt.num(row["latency_ms"], 0))
     con.print(table)
@@ -277,6 +309,15 @@ def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
                       else _count(p["completion_tokens_max"]),
                       fmt_cost(p["estimated_cost_usd_max"]))
     con.print(table)
+    for p in plans:
+        for s in p.get("scorers") or []:
+            most = s["completion_tokens_max"]
+            what = "judge" if s.get("kind") == "llm_judge" else cell(s.get("kind") or "scorer")
+            con.print(f"{what} {cell(s['metric'])} of {cell(p['prompt'])} on {cell(s['model'])}: "
+                      f"{_count(s['requests'])} requests (the cache is asked once the answers "
+                      f"exist), prompt tokens {_count(s['prompt_tokens'])}, completion tokens "
+                      f"(max) {'-' if most is None else _count(most)}, "
+                      f"cost (max) {fmt_cost(s['estimated_cost_usd_max'])}")
     methods = sorted({str(p["token_count_method"]) for p in plans})
     con.print(f"prompt tokens: {cell(', '.join(methods))}; nothing was sent")
     for p in plans:
