@@ -23,6 +23,7 @@ from promptctl.metrics.registry import PAIRED_MEAN, Columns, Kind, Metric, Resul
 
 if TYPE_CHECKING:
     from promptctl.config import Config
+    from promptctl.evalsets import Row
     from promptctl.prompts import Prompt
 
 SPEC_KEYS = ("prompt", "model")
@@ -63,6 +64,13 @@ class Judge:
                      "answer": ctx.extraction.answer if ctx.extraction.valid else None,
                      "expected": row.expected if row.has_expected else None}
         return self.prompt.render(variables, row.id)
+
+    def check_row(self, row: Row) -> None:
+        """The judge's template renders for `row` (a missing variable is found before any
+        request is sent, naming the judge file and the row)."""
+        from promptctl.scoring import Extraction
+
+        self.messages(ScoreContext(row, Extraction(None, False), ""))
 
     def estimate(self, contexts: Sequence[ScoreContext], config: Config,
                  completion_tokens: int | None) -> dict[str, Any]:
@@ -163,7 +171,7 @@ def build(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) 
                 "unscored": len(columns.get(unscored_key(name), []))}
 
     return Metric(name, row, aggregate, PAIRED_MEAN, name, kind="llm_judge",
-                  identity=judge.identity, estimate=judge.estimate)
+                  identity=judge.identity, estimate=judge.estimate, check_row=judge.check_row)
 
 
 async def judge_row(judge: Judge, ctx: ScoreContext) -> Scores:

@@ -73,6 +73,9 @@ class Metric:
     # Requests this metric sends to other models, for `--dry-run`: called with the rows
     # (as ScoreContexts without completions) and the evaluated prompt's max_tokens.
     estimate: Any = None
+    # Checks one row (or few-shot example) before anything is sent: a judge's template
+    # renders for it. Raises InputError.
+    check_row: Callable[[Row], None] | None = None
 
     async def score(self, ctx: ScoreContext) -> Scores:
         value = self.row(ctx)

@@ -223,3 +223,14 @@ def test_dry_run_counts_judge_requests(project: Path, judged_api: FakeOpenAI) ->
     assert judged_api.count == 0
     text = invoke("eval", "prompts/echo.yaml", "--dry-run").stdout
     assert "judge long" in text
+
+
+def test_a_judge_template_that_needs_a_missing_field_is_found_before_sending(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, judged_api: FakeOpenAI) -> None:
+    root = write_judged_project(tmp_path / "proj", JUDGE.replace("q={{ q }}", "q={{ topic }}"))
+    monkeypatch.chdir(root)
+    result = invoke("validate", "prompts/echo.yaml", code=2)
+    assert "length.yaml" in result.stderr and "topic" in result.stderr
+    assert "r1" in result.stderr
+    invoke("eval", "prompts/echo.yaml", code=2)
+    assert judged_api.count == 0
