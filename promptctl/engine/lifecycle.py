@@ -204,8 +204,10 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
                                      or 256))
     gateway = Gateway(store, use_cache=options.use_cache, cache_only=options.cache_only,
                       progress=Progress(total=len(todo)))
-    services = Services(gateway, config, concurrency,
-                        lambda r, c: open_provider(r, c, {}))
+    # --timeout is the run's: a judge on the same slow server needs it as much.
+    services = Services(gateway, config, concurrency, lambda r, c: open_provider(
+        r if options.timeout is None else dataclasses.replace(r, request_timeout=options.timeout),
+        c, {}))
     status = "interrupted"
     try:
         asyncio.run(_send(todo, run_id, gateway, channel, concurrency, progress, services))
