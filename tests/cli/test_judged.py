@@ -142,3 +142,13 @@ def test_history_lists_the_judged_metric(project: Path, judged_api: FakeOpenAI) 
     document = json.loads(invoke("history", "prompts/echo.yaml", "--json").stdout)
     assert "long" in json.dumps(document)
     assert "3.5" in invoke("history", "prompts/echo.yaml").stdout
+
+
+def test_the_html_report_shows_the_judge_answers(project: Path, judged_api: FakeOpenAI,
+                                                 tmp_path: Path) -> None:
+    run = eval_run("prompts/echo.yaml")
+    out = tmp_path / "report.html"
+    invoke("report", run["id"], "-o", str(out))
+    page = out.read_text(encoding="utf-8")
+    assert "I would rather not say." in page
+    assert "could not be read" in page
