@@ -234,3 +234,24 @@ def test_a_judge_template_that_needs_a_missing_field_is_found_before_sending(
     assert "r1" in result.stderr
     invoke("eval", "prompts/echo.yaml", code=2)
     assert judged_api.count == 0
+
+
+def test_every_sample_of_a_repeated_run_is_judged(project: Path, judged_api: FakeOpenAI) -> None:
+    run = eval_run("prompts/echo.yaml", "--repeat", "2")
+    assert run["metrics"]["long"]["value"] == pytest.approx(3.5)
+    assert run["metrics"]["long"]["n"] == 8
+    assert run["metrics"]["long"]["unscored"] == 2
+
+
+def test_few_shot_examples_are_judged_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          judged_api: FakeOpenAI) -> None:
+    with_examples = JUDGED_PROMPT.replace(
+        "metrics:", "examples:\n  - input: {q: seven}\n    expected: seven\n"
+        "  - input: {q: ten}\n    expected: ten\nmetrics:")
+    root = write_judged_project(tmp_path / "proj", prompt=with_examples)
+    monkeypatch.chdir(root)
+    run = eval_run("prompts/echo.yaml")
+    # seven 5, ten 3.
+    assert run["fewshot_metrics"]["long"]["value"] == pytest.approx(4.0)
+    assert run["fewshot_metrics"]["long"]["n"] == 2
+    assert run["metrics"]["long"]["value"] == pytest.approx(3.5)
