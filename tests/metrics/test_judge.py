@@ -255,3 +255,15 @@ def test_few_shot_examples_are_judged_too(tmp_path: Path, monkeypatch: pytest.Mo
     assert run["fewshot_metrics"]["long"]["value"] == pytest.approx(4.0)
     assert run["fewshot_metrics"]["long"]["n"] == 2
     assert run["metrics"]["long"]["value"] == pytest.approx(3.5)
+
+
+def test_cache_only_replays_the_judge_and_no_cache_asks_it_again(
+        project: Path, judged_api: FakeOpenAI) -> None:
+    eval_run("prompts/echo.yaml")
+    count = judged_api.count
+    replay = eval_run("prompts/echo.yaml", "--cache-only")
+    assert judged_api.count == count
+    assert replay["metrics"]["long"]["value"] == pytest.approx(3.5)
+    fresh = eval_run("prompts/echo.yaml", "--no-cache")
+    assert len(judge_requests(judged_api)) == 10
+    assert fresh["scorers"]["gpt-4o"]["requests"] == 5
