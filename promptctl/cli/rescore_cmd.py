@@ -18,6 +18,8 @@ def rescore(
         "always recomputed. May repeat.")] = None,
     concurrency: Annotated[int, typer.Option(
         min=1, max=256, help="Scorer requests in flight at once.")] = 8,
+    timeout: Annotated[float | None, typer.Option(
+        min=0.1, max=3600, help="Seconds one scorer request may take (default 60).")] = None,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Ask the judges again even when the cache has their answers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
@@ -35,7 +37,8 @@ def rescore(
     store = open_project_store(config)
     names = [n for item in metrics or [] for n in item.split(",") if n.strip()]
     new = rescore_run(run, store=store, config=config, metrics=[n.strip() for n in names],
-                      concurrency=concurrency, use_cache=not no_cache)
+                      concurrency=concurrency, use_cache=not no_cache,
+                      timeout=timeout)
     if json_out:
         typer.echo(dumps({"runs": [run_json(new)]}))
         return

@@ -97,7 +97,8 @@ def _item_and_answer(old: RowRecord) -> tuple[WorkItem, Answer]:
 
 def rescore_run(run_ref: str, *, store: Store, config: Config,
                 metrics: Sequence[str] | None = None, concurrency: int = 8,
-                use_cache: bool = True, progress: ProgressFn | None = None) -> RunRecord:
+                use_cache: bool = True, timeout: float | None = None,
+                progress: ProgressFn | None = None) -> RunRecord:
     """Score the stored completions of run `run_ref` again; store and return the new run."""
     from promptctl.providers import open_provider, resolve_model
 
@@ -124,7 +125,8 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
     old_rows = list(store.iter_rows(old["id"]))
     gateway = Gateway(store, use_cache=use_cache, cache_only=False,
                       progress=Progress(total=len(old_rows)))
-    services = Services(gateway, config, concurrency, lambda r, c: open_provider(r, c, {}))
+    services = Services(gateway, config, concurrency, lambda r, c: open_provider(
+        r if timeout is None else dataclasses.replace(r, request_timeout=timeout), c, {}))
     status = "interrupted"
     try:
         asyncio.run(_rescore_rows(old_rows, run_id, scoring, kept, gateway, services,
