@@ -164,8 +164,9 @@ def write_echo_project(root: Path, prompt: str = ECHO_PROMPT, words: list[str] =
 
 
 def copy_examples(root: Path) -> Path:
-    """A copy of this repository's prompts/ and evalsets/ under `root`."""
+    """A copy of this repository's prompts/, judges/ and evalsets/ under `root`."""
     shutil.copytree(REPO / "prompts", root / "prompts", dirs_exist_ok=True)
+    shutil.copytree(REPO / "judges", root / "judges", dirs_exist_ok=True)
     shutil.copytree(REPO / "evalsets", root / "evalsets", dirs_exist_ok=True)
     return root
 

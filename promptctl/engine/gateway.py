@@ -155,9 +155,12 @@ class Gateway:
         self._unreachable = 0
 
     async def complete(self, channel: Channel, messages: list[dict[str, str]],
-                       params: dict[str, Any], sample: int) -> Answer:
-        """The answer to one chat request, from the cache when it has it."""
-        key = cache_key(channel.resolved.cache_url, channel.model, messages, params, sample)
+                       params: dict[str, Any], sample: int, *, key_extra: str | None = None
+                       ) -> Answer:
+        """The answer to one chat request, from the cache when it has it. `key_extra` is
+        part of the cache key and not of the request (a judge prompt's sha256)."""
+        key = cache_key(channel.resolved.cache_url, channel.model, messages, params, sample,
+                        key_extra)
         # --cache-only reads the cache even for a run started with --no-cache (a resume):
         # the check before the run found every answer there.
         hit = self.store.cache_get(key) if self.use_cache or self.cache_only else None
@@ -287,6 +290,10 @@ class Services:
             self._channels[spec] = Channel(resolved, lazy, self.config.price(resolved.model, ep),
                                            limiter if limiter.active else None)
         return self._channels[spec]
+
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """What each scorer channel cost in this process, by model."""
+        return {spec: channel.usage.as_dict() for spec, channel in self._channels.items()}
 
     async def aclose(self) -> None:
         for channel in self._channels.values():

@@ -30,7 +30,7 @@ from promptctl.engine.gateway import (
 from promptctl.engine.jobs import Job, concurrency_for
 from promptctl.engine.plan import RequestPlan, WorkItem, plan_requests
 from promptctl.engine.send import send_all
-from promptctl.engine.summary import summarize
+from promptctl.engine.summary import add_usage, summarize
 from promptctl.errors import InputError, PromptctlError
 from promptctl.evalsets import EvalSet, load_evalset, load_evalset_bytes
 from promptctl.gitinfo import git_state
@@ -126,6 +126,25 @@ def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, cache_o
         preflight(resolved, plan.prompt.request_params)
 
 
+def metric_identities(prompt: Prompt) -> dict[str, Any]:
+    """What defines the prompt's configured metrics (a judge prompt's sha256), recorded when
+    a run starts so a resume can tell whether they changed."""
+    found = {m.name: m.identity for m in prompt.configured_metrics if m.identity}
+    return {"metric_identity": found} if found else {}
+
+
+def check_identities(run: RunRecord, prompt: Prompt) -> None:
+    """A resumed run must score its remaining rows as it scored the first ones."""
+    recorded = (run.get("options") or {}).get("metric_identity") or {}
+    now = metric_identities(prompt).get("metric_identity", {})
+    for name in sorted(set(recorded) | set(now)):
+        if recorded.get(name) != now.get(name):
+            raise InputError(f"run {run['id']}: metric {name} has changed since the run started "
+                             f"(was {recorded.get(name)}, now {now.get(name)})",
+                             fix="start a new run (promptctl eval), or restore the judge prompt; "
+                             "to score stored completions again use promptctl rescore")
+
+
 def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: Config,
              evalset: EvalSet | None = None, options: EvalOptions | None = None,
              progress: ProgressFn | None = None, on_start: Callable[[str], None] | None = None,
@@ -156,7 +175,8 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
         "options": {"limit": options.limit, "repeat": options.repeat,
                     "concurrency": concurrency, "use_cache": options.use_cache,
                     "cache_only": options.cache_only, "evalset_rows": len(evalset),
-                    **({"batch": True} if options.batch else {})},
+                    **({"batch": True} if options.batch else {}),
+                    **metric_identities(prompt)},
     })
     if on_start is not None:
         on_start(run_id)
@@ -195,8 +215,10 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
                                      or 256))
     gateway = Gateway(store, use_cache=options.use_cache, cache_only=options.cache_only,
                       progress=Progress(total=len(todo)))
-    services = Services(gateway, config, concurrency,
-                        lambda r, c: open_provider(r, c, {}))
+    # --timeout is the run's: a judge on the same slow server needs it as much.
+    services = Services(gateway, config, concurrency, lambda r, c: open_provider(
+        r if options.timeout is None else dataclasses.replace(r, request_timeout=options.timeout),
+        c, {}))
     status = "interrupted"
     extra: dict[str, Any] = {}
     try:
@@ -213,7 +235,9 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
         status = "failed"
         raise
     finally:
-        result = summarize(store, run_id, prompt, price, repeat=options.repeat)
+        before = (store.get_run(run_id).get("summary") or {}).get("scorers")
+        result = summarize(store, run_id, prompt, price, repeat=options.repeat,
+                           scorers=add_usage(before, services.usage()))
         result["summary"].update(extra)
         opened = lazy.opened if lazy is not None else None
         if opened is not None:
@@ -287,6 +311,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                          fix="wait for it to finish (or stop that process), then resume")
     stored = run.get("options") or {}
     prompt = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])
+    check_identities(run, prompt)
     evalset = _stored_evalset(run, config)
     given = options or EvalOptions()
     options = EvalOptions(concurrency=given.concurrency or stored.get("concurrency"),

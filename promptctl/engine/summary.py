@@ -13,9 +13,26 @@ from promptctl.prompts import Prompt
 from promptctl.store import Store
 
 
+def add_usage(*usages: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Scorer usage by model (`Services.usage`), summed: a resumed run adds what its first
+    process spent to what the resume spent."""
+    out: dict[str, dict[str, Any]] = {}
+    for usage in usages:
+        for model, counts in (usage or {}).items():
+            into = out.setdefault(model, {})
+            for key, value in counts.items():
+                if key == "cost_usd" and (value is None or (key in into and into[key] is None)):
+                    into[key] = None
+                else:
+                    into[key] = into.get(key, 0) + value
+    return out
+
+
 def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
-              repeat: int = 1) -> dict[str, Any]:
-    """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency."""
+              repeat: int = 1, scorers: dict[str, dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
+    """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency;
+    `scorers` is what the judges' and embeddings' requests cost (reported apart)."""
     # Aggregated by the store and from score columns: no run-sized list of row dicts, so
     # memory stays flat as eval sets grow.
     totals = store.run_totals(run_id)
@@ -51,6 +68,7 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
             "system_fingerprints": sorted(fingerprints),
             "response_models": sorted(models),
             **({"scoring_errors": failed} if failed else {}),
+            **({"scorers": scorers} if scorers else {}),
         },
     }
 

@@ -55,6 +55,8 @@ def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
         "cost_usd": summary.get("cost_usd"),
         "latency_ms": {k: latency.get(k) for k in ("p50", "p75", "p90", "p99")},
         "cached": summary.get("cached", 0),
+        # Requests of judges and embeddings models, by model, apart from the evaluated one's.
+        "scorers": summary.get("scorers") or {},
         "retries": summary.get("retries", 0),
         "system_fingerprints": summary.get("system_fingerprints", []),
         "consistency": summary.get("consistency"),

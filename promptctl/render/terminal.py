@@ -7,7 +7,7 @@ data can act on the terminal (see `promptctl.render.inert`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -145,6 +145,7 @@ def run_summary(con: Console, run: Mapping[str, Any]) -> None:
         more = failed["count"] - len(failed.get("rows") or [])
         con.print(f"[yellow]{cell(metric)}: no score for {_count(failed['count'])} rows[/] "
                   f"({shown}{f'; and {more} more' if more > 0 else ''})", soft_wrap=True)
+    scorer_usage(con, summary.get("scorers") or {}, metrics, summary.get("scoring_errors") or {})
     consistency = summary.get("consistency")
     if consistency:
         repeat_summary(con, consistency)
@@ -182,6 +183,24 @@ def pipeline_summary(con: Console, summary: Mapping[str, Any]) -> None:
     flow = summary.get("control_flow")
     if flow:
         con.print(f"control flow correct {fmt.metric(flow)}  (n {_count(flow.get('n', 0))})")
+
+
+def scorer_usage(con: Console, scorers: Mapping[str, Any], metrics: Mapping[str, Any],
+                 listed: Collection[str] = ()) -> None:
+    """What judges and embeddings models cost, apart from the evaluated model; and the rows
+    they could not score."""
+    parts = [f"{cell(model)} {_count(u.get('requests', 0))} requests "
+             f"(cached {_count(u.get('cached', 0))}, errors {_count(u.get('errors', 0))}) "
+             f"tokens {_count(u.get('prompt_tokens', 0))} in / "
+             f"{_count(u.get('completion_tokens', 0))} out cost {fmt_cost(u.get('cost_usd'))}"
+             for model, u in scorers.items() if isinstance(u, Mapping)]
+    # Metrics listed with their rows' messages (scoring_errors) are not counted again.
+    unscored = [f"{cell(name)} {_count(r['unscored'])}" for name, r in metrics.items()
+                if isinstance(r, Mapping) and r.get("unscored") and name not in listed]
+    if parts:
+        con.print("scorers  " + "; ".join(parts))
+    if unscored:
+        con.print(f"[yellow]unscored rows[/] (the scorer gave no score): {', '.join(unscored)}")
 
 
 def repeat_summary(con: Console, c: dict[str, Any]) -> None:
@@ -268,9 +287,11 @@ def scoring_notes(row: Mapping[str, Any]) -> str:
     details = row.get("judges")
     if not isinstance(details, Mapping):
         return ""
+    # A judge's error is shown with its answer (judge_lines).
     return "".join(f"\n[red]{cell(metric, 40)}: {cell(d['error'], 400)}[/]"
                    for metric, d in details.items()
-                   if isinstance(d, Mapping) and d.get("error") is not None)
+                   if isinstance(d, Mapping) and d.get("error") is not None
+                   and "completion" not in d)
 
 
 def no_answer(reason: Any) -> str:
@@ -279,6 +300,21 @@ def no_answer(reason: Any) -> str:
     if text.startswith("pattern "):
         text = "the " + text
     return f"no answer: {text}"
+
+
+def judge_lines(judges: Any) -> str:
+    """What each judge answered for a row (kept beside the row's completion)."""
+    if not isinstance(judges, Mapping):
+        return ""
+    out = []
+    for name, j in judges.items():
+        # Other configured metrics keep only their error here (scoring_notes shows it).
+        if not isinstance(j, Mapping) or "completion" not in j:
+            continue
+        said = cell(j.get("completion") or "", 300)
+        error = f" [red]{cell(j['error'], 300)}[/]" if j.get("error") else ""
+        out.append(f"\n{cell(name, 40)} judge: {said}{error}")
+    return "".join(out)
 
 
 def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> None:
@@ -300,10 +336,11 @@ def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, 
         answer = (cell(row["answer"]) if row["valid"]
                   else f"[red]{cell(no_answer(row.get('extract_error')))}[/]")
         tokens = f"{_count(row['prompt_tokens'] or 0)}/{_count(row['completion_tokens'] or 0)}"
+        judged = judge_lines(row.get("judges"))
         expected = cell(row["expected"]) if row.get("has_expected") else "-"
         table.add_row(tag, cell(row["input"]), cell(row["completion"] or ""), answer, expected,
                       row_scores(asked or _implied(row.get("scores") or {}),
-                                 row.get("scores") or {}) + scoring_notes(row),
+                                 row.get("scores") or {}) + judged + scoring_notes(row),
                       tokens + (" cached" if row["cached"] else ""),
                       fmt.num(row["latency_ms"], 0))
         _step_rows(table, row)
@@ -372,6 +409,14 @@ def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
                       f"at most {_count(e['texts_max'])} texts in at least "
                       f"{_count(e['requests_min'])} requests ({_count(e['expected_cached'])} "
                       f"expected texts cached), cost at most {fmt_cost(e['cost_usd_max'])}")
+        for s in p.get("scorers") or []:
+            most = s["completion_tokens_max"]
+            what = "judge" if s.get("kind") == "llm_judge" else cell(s.get("kind") or "scorer")
+            con.print(f"{what} {cell(s['metric'])} of {cell(p['prompt'])} on {cell(s['model'])}: "
+                      f"{_count(s['requests'])} requests (the cache is asked once the answers "
+                      f"exist), prompt tokens {_count(s['prompt_tokens'])}, completion tokens "
+                      f"(max) {'-' if most is None else _count(most)}, "
+                      f"cost (max) {fmt_cost(s['estimated_cost_usd_max'])}")
     methods = sorted({str(p["token_count_method"]) for p in plans})
     con.print(f"prompt tokens: {cell(', '.join(methods))}; nothing was sent")
     for p in plans:
