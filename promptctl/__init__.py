@@ -19,11 +19,14 @@ def install_command(extra: str | None = None) -> str:
     name = f"{DISTRIBUTION}[{extra}]" if extra else DISTRIBUTION
     return f"pip install '{name}=={__version__}'"
 
-__all__ = ["compare_runs", "history", "load_evalset", "load_prompt", "open_store", "run_eval"]
+__all__ = ["compare_runs", "history", "load_evalset", "load_pipeline", "load_prompt", "open_store",
+           "run_eval", "run_pipeline"]
 
 _LAZY = {
     "load_prompt": ("promptctl.prompts", "load_prompt"),
     "load_evalset": ("promptctl.evalsets", "load_evalset"),
+    "load_pipeline": ("promptctl.pipelines", "load_pipeline"),
+    "run_pipeline": ("promptctl.engine.pipeline", "run_pipeline"),
     "run_eval": ("promptctl.engine", "run_eval"),
     "open_store": ("promptctl.store", "open_store"),
     "compare_runs": ("promptctl.compare", "compare_runs"),

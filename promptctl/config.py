@@ -182,7 +182,8 @@ def _endpoint(name: Any, spec: Any, path: Path, lines: Any) -> Endpoint:
             if not isinstance(value, str):
                 raise InputError(f"{key} of endpoint {name!r} must be a string", file=path,
                                  line=where, fix="quote the value")
-            if want is Path:
+            if want is Path and not value.startswith("builtin:"):
+                # (builtin:smollm2 names the file a package ships, wherever it is installed.)
                 # Relative to promptctl.yaml, so the project works wherever it is cloned.
                 p = Path(os.path.expanduser(value))
                 value = str(p if p.is_absolute() else (path.parent / p))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from promptctl.config import Config
 from promptctl.engine.gateway import in_cache
 from promptctl.engine.lifecycle import EvalOptions
-from promptctl.engine.plan import plan_requests
+from promptctl.engine.plan import RequestPlan, plan_requests
 from promptctl.evalsets import EvalSet
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
@@ -17,6 +18,22 @@ from promptctl.store import Store
 # published accounting for its chat models).
 _TOKENS_PER_MESSAGE = 3
 _TOKENS_PER_REPLY = 3
+
+
+def message_tokens(messages: list[dict[str, str]], count: Callable[[str], int]) -> int:
+    """Estimated prompt tokens of one chat request."""
+    return _TOKENS_PER_REPLY + sum(_TOKENS_PER_MESSAGE + count(m["content"]) for m in messages)
+
+
+def scorer_estimates(prompt: Prompt, items: RequestPlan, config: Config,
+                     completion_tokens: int | None) -> list[dict[str, Any]]:
+    """The requests the prompt's configured metrics (judges) would send: one per answer."""
+    from promptctl.metrics.registry import ScoreContext
+    from promptctl.scoring import Extraction
+
+    contexts = [ScoreContext(item.row, Extraction(None, False), "") for item in items]
+    return [metric.estimate(contexts, config, completion_tokens)
+            for metric in prompt.configured_metrics if metric.estimate is not None]
 
 
 def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, config: Config,
@@ -35,12 +52,16 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
         if options.use_cache and in_cache(store, resolved, item.messages, params, item.sample):
             cached += 1
             continue
-        prompt_tokens += _TOKENS_PER_REPLY + sum(
-            _TOKENS_PER_MESSAGE + count(m["content"]) for m in item.messages)
+        prompt_tokens += message_tokens(item.messages, count)
     to_send = len(items) - cached
     max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
     completion_tokens = to_send * int(max_tokens) if max_tokens else None
     price = config.price(resolved.model, resolved.endpoint)
+    if options.batch:
+        from promptctl.engine.batch import batch_price, require_batch
+
+        require_batch(resolved)
+        price = batch_price(price, resolved)
     cost = None
     if price is not None:
         cost = (prompt_tokens * price.input + (completion_tokens or 0) * price.output) / 1e6
@@ -54,4 +75,18 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
         "estimated_cost_usd_max": None if cost is None else round(cost, 6),
         "cost_note": None if max_tokens else "no max_tokens in params: completion cost unknown",
         "first_request": first,
+        **_embeddings(prompt, items, store=store, config=config, options=options,
+                      max_tokens=int(max_tokens) if max_tokens else None),
+        "scorers": scorer_estimates(prompt, items, config, int(max_tokens) if max_tokens else None),
     }
+
+
+def _embeddings(prompt: Prompt, items: Any, *, store: Store, config: Config,
+                options: EvalOptions, max_tokens: int | None) -> dict[str, Any]:
+    """The embeddings requests of the prompt's similarity metrics, when it has any."""
+    if not any(m.kind == "similarity" for m in prompt.configured_metrics):
+        return {}
+    from promptctl.metrics.similarity import estimate as embeddings
+
+    return {"embeddings": embeddings(prompt, items, store=store, config=config,
+                                     use_cache=options.use_cache, max_tokens=max_tokens)}

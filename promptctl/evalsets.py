@@ -29,7 +29,7 @@ from promptctl.files import (
     read_file,
 )
 
-ROW_KEYS = ("id", "input", "expected", "pattern", "metadata")
+ROW_KEYS = ("id", "input", "expected", "pattern", "metadata", "steps", "should_run")
 SUFFIXES = (".jsonl", ".yaml", ".yml", ".csv")
 
 
@@ -63,6 +63,9 @@ class Row:
     line: int | None = None
     pattern: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Pipelines: the expected answer of some steps, and whether conditional steps should run.
+    steps: dict[str, Any] | None = None
+    should_run: dict[str, Any] | None = None
 
     @property
     def has_expected(self) -> bool:
@@ -77,6 +80,10 @@ class Row:
             out["pattern"] = self.pattern
         if self.metadata:
             out["metadata"] = self.metadata
+        if self.steps is not None:
+            out["steps"] = self.steps
+        if self.should_run is not None:
+            out["should_run"] = self.should_run
         return out
 
 
@@ -173,8 +180,13 @@ def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: st
     if not isinstance(metadata, dict):
         raise InputError(f"metadata of {what} {number} must be a mapping", file=path, line=line,
                          fix="write metadata as key: value pairs")
+    for key in ("steps", "should_run"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise InputError(f"{key} of {what} {number} must map step ids to values", file=path,
+                             line=line, fix='e.g. "steps": {"route": "billing"}')
     return Row(id=str(row_id), input=dict(inputs), expected=raw.get("expected", MISSING),
-               line=line, pattern=pattern, metadata=metadata)
+               line=line, pattern=pattern, metadata=metadata, steps=raw.get("steps"),
+               should_run=raw.get("should_run"))
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:

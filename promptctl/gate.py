@@ -35,6 +35,7 @@ from promptctl.engine import EvalOptions
 from promptctl.errors import InputError, PromptctlError, ProviderError
 from promptctl.gitinfo import Repo
 from promptctl.metrics.registry import higher_is_better
+from promptctl.pipelines import Pipeline
 from promptctl.prompts import Prompt
 from promptctl.selection import row_errors
 from promptctl.store import RunRecord, Store
@@ -42,6 +43,7 @@ from promptctl.store import RunRecord, Store
 DEFAULT_SIGNIFICANCE = 0.05
 DEFAULT_BASES = ("origin/main", "main")
 PROMPTS_DIR = "prompts"
+PIPELINES_DIR = "pipelines"
 PROMPT_SUFFIXES = (".yaml", ".yml")
 # Float noise in a delta must not turn "exactly at the limit" into a failure.
 TOLERANCE = 1e-9
@@ -170,6 +172,27 @@ def _evalset_rel(data: bytes, rel: str) -> str | None:
     return None if joined.startswith("..") or posixpath.isabs(joined) else joined
 
 
+def _pipeline_prompts(data: bytes, rel: str) -> list[str]:
+    """The prompt files a pipeline file's bytes name, relative to the repository root."""
+    import posixpath
+
+    import yaml
+
+    try:
+        raw = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return []
+    steps = raw.get("steps") if isinstance(raw, dict) else None
+    out: list[str] = []
+    for step in steps if isinstance(steps, list) else []:
+        named = step.get("prompt") if isinstance(step, dict) else None
+        if isinstance(named, str) and named.strip():
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), named))
+            if not joined.startswith("..") and not posixpath.isabs(joined):
+                out.append(joined)
+    return list(dict.fromkeys(out))
+
+
 def find_affected(repo: Repo, commit: str, selected: list[str]) -> tuple[
         list[Candidate], list[dict[str, Any]], list[dict[str, Any]]]:
     """(affected prompts, unchanged prompts, deleted prompts) between `commit` and the work tree.
@@ -178,12 +201,14 @@ def find_affected(repo: Repo, commit: str, selected: list[str]) -> tuple[
     prompts are listed only when nothing is selected.
     """
     root = repo.root
-    prompts_dir = root / PROMPTS_DIR
     current: list[Path] = []
-    if prompts_dir.is_dir():
-        current = sorted(p for p in prompts_dir.iterdir()
-                         if p.is_file() and p.suffix.lower() in PROMPT_SUFFIXES)
-    base_files = repo.list_files(commit, PROMPTS_DIR, PROMPT_SUFFIXES)
+    base_files: list[str] = []
+    # Pipelines are checked like prompts: they live in pipelines/.
+    for folder in (PROMPTS_DIR, PIPELINES_DIR):
+        if (root / folder).is_dir():
+            current += sorted(p for p in (root / folder).iterdir()
+                              if p.is_file() and p.suffix.lower() in PROMPT_SUFFIXES)
+        base_files += list(repo.list_files(commit, folder, PROMPT_SUFFIXES))
     current_rels = {_rel(p, root) for p in current}
     gone = [r for r in base_files if r not in current_rels]
     gone_by_name = {_prompt_name(repo.read(commit, r), r): r for r in gone}
@@ -225,6 +250,16 @@ def find_affected(repo: Repo, commit: str, selected: list[str]) -> tuple[
                 reasons.append("new prompt")
         if base_data is not None and base_data != data:
             reasons.append("prompt file changed")
+        from promptctl.pipelines import is_pipeline_text
+
+        if base_data is not None and is_pipeline_text(data):
+            # A pipeline's inputs are its file, its eval set and every prompt it uses.
+            for prompt_rel in _pipeline_prompts(data, rel):
+                then = repo.read(commit, prompt_rel)
+                if then is None:
+                    reasons.append(f"prompt {prompt_rel} is new")
+                elif _read(root / prompt_rel) != then:
+                    reasons.append(f"prompt {prompt_rel} changed")
         set_rel = _evalset_rel(data, rel)
         if base_data is not None and set_rel is not None:
             set_now = _read(root / set_rel)
@@ -263,7 +298,7 @@ def _p(p: float | None) -> str:
     return "p<0.001" if p < 0.001 else f"p={_num(p)}"
 
 
-def absolute_gates(prompt: Prompt, run: RunRecord) -> list[dict[str, Any]]:
+def absolute_gates(prompt: Prompt | Pipeline, run: RunRecord) -> list[dict[str, Any]]:
     """One gate per `thresholds: {metric: {min|max: N}}` bound, on the current value."""
     metrics = run.get("metrics") or {}
     gates = []
@@ -296,7 +331,7 @@ def absolute_gates(prompt: Prompt, run: RunRecord) -> list[dict[str, Any]]:
     return gates
 
 
-def regression_gates(prompt: Prompt, comparison: dict[str, Any] | None, *, significance: float,
+def regression_gates(prompt: Prompt | Pipeline, comparison: dict[str, Any] | None, *, significance: float,
                      strict: bool, why_none: str = "no baseline") -> list[dict[str, Any]]:
     """One gate per `max_regression: {metric: limit}`, on the paired comparison with the baseline.
 
@@ -382,12 +417,11 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
               config: Config, store: Store, options: CheckOptions, eval_options: EvalOptions,
               say: EventFn) -> RunRecord:
     """The run of the prompt at the base commit: from the store, else evaluated from git."""
-    from promptctl.engine import run_eval
-    from promptctl.engine.jobs import at_ref
+    from promptctl.engine.pipeline import run_target, target_at_ref
     from promptctl.providers import resolve_model
     from promptctl.selection import standing_run
 
-    at = at_ref(path, base.commit)
+    at = target_at_ref(path, base.commit)
     if at.evalset is None:
         raise InputError("the base version names no eval set")
     # Without --model each side runs the model its own file names, so a change
@@ -405,20 +439,20 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
         say(f"{name}: baseline run {run['id']} from the store")
     else:
         say(f"{name}: evaluating the base version ({base.commit[:12]}) with {resolved.spec}")
-        run = run_eval(at.prompt, resolved, store=store, config=config, evalset=at.evalset,
-                       options=eval_options, git=at.git)
+        run = run_target(at.prompt, resolved, store=store, config=config, evalset=at.evalset,
+                         options=eval_options, git=at.git)
         entry["baseline_source"] = "evaluated"
     entry["baseline_run"] = run["id"]
     entry["row_errors"]["baseline"] = row_errors(run)
     return run
 
 
-def _current(prompt: Prompt, evalset: Any, resolved: Any, entry: dict[str, Any], *,
+def _current(prompt: Prompt | Pipeline, evalset: Any, resolved: Any, entry: dict[str, Any], *,
              config: Config, store: Store, eval_options: EvalOptions,
              say: EventFn) -> RunRecord:
     """The run of the current version: a stored run of the same prompt and eval set bytes,
     model and server when there is one, else evaluated now."""
-    from promptctl.engine import run_eval
+    from promptctl.engine.pipeline import run_target
     from promptctl.selection import standing_run
 
     found = standing_run(store, prompt.name, version=prompt.version,
@@ -431,15 +465,14 @@ def _current(prompt: Prompt, evalset: Any, resolved: Any, entry: dict[str, Any],
         return found.run
     say(f"{prompt.name}: evaluating the current version with {resolved.spec}")
     entry["current_source"] = "evaluated"
-    return run_eval(prompt, resolved, store=store, config=config, evalset=evalset,
-                    options=eval_options)
+    return run_target(prompt, resolved, store=store, config=config, evalset=evalset,
+                      options=eval_options)
 
 
 def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store: Store,
                options: CheckOptions, eval_options: EvalOptions, say: EventFn) -> dict[str, Any]:
     from promptctl.compare import compare_runs
-    from promptctl.engine.jobs import evalset_of, model_of
-    from promptctl.prompts import load_prompt
+    from promptctl.engine.pipeline import evalset_of_target, load_target, model_of_target
     from promptctl.providers import resolve_model
 
     entry: dict[str, Any] = {
@@ -450,10 +483,10 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
         "error": None, "row_errors": {"current": 0, "baseline": 0},
     }
     try:
-        prompt = load_prompt(cand.path)
+        prompt = load_target(cand.path)
         entry["prompt"] = prompt.name
-        evalset = evalset_of(prompt)
-        resolved = resolve_model(model_of(prompt, options.model), config)
+        evalset = evalset_of_target(prompt)
+        resolved = resolve_model(model_of_target(prompt, options.model), config)
         entry["model"] = resolved.spec
 
         # The baseline first: it is what the base commit shipped.

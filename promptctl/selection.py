@@ -114,18 +114,22 @@ class PromptRef:
 
 
 def _prompt_files(root: Path) -> list[Path]:
-    folder = root / "prompts"
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".yaml", ".yml"))
+    """The prompt files of prompts/ and the pipeline files of pipelines/."""
+    out: list[Path] = []
+    for folder in (root / "prompts", root / "pipelines"):
+        if folder.is_dir():
+            out += sorted(p for p in folder.iterdir()
+                          if p.is_file() and p.suffix.lower() in (".yaml", ".yml"))
+    return out
 
 
 def _name_of(path: Path) -> str:
-    """A prompt file's name: its `name:`, else its stem (also for a file mid-edit)."""
-    from promptctl.prompts import load_prompt
+    """A prompt or pipeline file's name: its `name:`, else its stem (also for a file
+    mid-edit)."""
+    from promptctl.engine.pipeline import load_target
 
     try:
-        return load_prompt(path).name
+        return load_target(path).name
     except InputError:
         return path.stem
 
@@ -211,7 +215,7 @@ class Sides:
 
     def by_ref(self, ref: str, model: str | None, or_run: bool = False) -> str:
         """The run of the prompt at git ref `ref` (evaluated when missing, with run_missing)."""
-        from promptctl.engine.jobs import AtRef, at_ref
+        from promptctl.engine.pipeline import TargetAt, target_at_ref
         from promptctl.gitinfo import open_repo
 
         if self.prompt is None:
@@ -227,15 +231,15 @@ class Sides:
                              else f"unknown git ref {ref!r}",
                              fix="list runs with `promptctl runs`, or name a branch, tag or "
                              "commit") from None
-        at: AtRef | None = None
+        at: TargetAt | None = None
         problem: InputError | None = None
         if self.prompt.path is not None:
             try:
-                at = at_ref(self.prompt.path, commit)
+                at = target_at_ref(self.prompt.path, commit)
             except InputError as exc:
                 problem = exc
                 try:  # the eval set may be what is missing at that ref
-                    at = at_ref(self.prompt.path, commit, with_evalset=False)
+                    at = target_at_ref(self.prompt.path, commit, with_evalset=False)
                 except InputError:
                     at = None
         # Without --model each side is the model its own version of the file names.
@@ -269,10 +273,10 @@ class Sides:
 
     def by_model(self, model: str) -> str:
         """The run of the prompt's current version with `model`."""
-        from promptctl.prompts import load_prompt
+        from promptctl.engine.pipeline import load_target
 
         assert self.prompt is not None
-        prompt = load_prompt(self.prompt.path) if self.prompt.path is not None else None
+        prompt = load_target(self.prompt.path) if self.prompt.path is not None else None
         found = standing_run(self.store, self.prompt.name, model=model,
                              version=prompt.version if prompt else self.version)
         if found is not None:
@@ -323,12 +327,11 @@ class Sides:
                          f"the same with --model {models[1]}")
 
     def _evaluate(self, prompt: Any, evalset: Any, model: str | None, git: Any, where: str) -> str:
-        from promptctl.engine import run_eval
-        from promptctl.engine.jobs import model_of
+        from promptctl.engine.pipeline import model_of_target, run_target
         from promptctl.providers import resolve_model
 
-        run = run_eval(prompt, resolve_model(model_of(prompt, model), self.config),
-                       store=self.store, config=self.config, evalset=evalset, git=git)
+        run = run_target(prompt, resolve_model(model_of_target(prompt, model), self.config),
+                         store=self.store, config=self.config, evalset=evalset, git=git)
         errors = row_errors(run)
         self.notes.append(f"run {run['id']} was evaluated {where} for this diff"
                           + (f"; {errors} request(s) failed and are not compared" if errors else ""))

@@ -18,6 +18,18 @@ Out-of-process use (benchmarks, subprocess tests)::
 prints ``READY http://127.0.0.1:PORT/v1`` as its first stdout line, then serves
 until SIGTERM or SIGINT.
 
+The Batch API is served too: ``POST /v1/files`` (multipart, purpose batch), ``GET
+/v1/files/ID/content``, ``POST /v1/batches`` and ``GET /v1/batches/ID``. A batch is
+"validating" for ``batch_polls[0]`` retrieves, "in_progress" for ``batch_polls[1]`` more
+(and at least ``batch_seconds``), then runs its lines through the chat endpoint's own logic
+(rules, responder) and is "completed"; ``batch_fail`` puts chosen lines in the error file
+(or as non-200 lines in the output file), ``batch_expire_after`` ends batches "expired" with
+only that many lines answered, ``batch_refuse`` fails them whole at validation, and
+``batch_api = False`` answers 404 as servers without the Batch API do::
+
+    server.batch_polls = (1, 2)
+    server.batch_fail.append(("three", 500, "error"))
+
 Faults apply to the endpoints named in ``fault_endpoints`` (chat completions
 only by default), so that a test arming ``fail_next`` is not surprised by an
 embeddings or health request consuming the fault.
@@ -27,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import email.parser
+import email.policy
 import hashlib
 import itertools
 import json
@@ -186,6 +200,17 @@ def embedding_vector(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[
     return [x / norm for x in raw]
 
 
+def letter_vector(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """Counts of the letters a, b, c, ... of ``text`` (case folded; others ignored), the i-th
+    letter of the alphabet in component i modulo ``dimensions``: cosines a test can work out
+    by hand ("ab" and "aab": 3 / sqrt(10))."""
+    vector = [0.0] * dimensions
+    for char in text.casefold():
+        if "a" <= char <= "z":
+            vector[(ord(char) - ord("a")) % dimensions] += 1.0
+    return vector
+
+
 def _format_seconds(value: float) -> str:
     # "1" rather than "1.0": some clients only parse integer Retry-After values.
     return f"{value:g}"
@@ -215,6 +240,8 @@ class FakeOpenAI:
         self.fingerprint: str | None = DEFAULT_FINGERPRINT
         self.models: list[str] = list(DEFAULT_MODELS)
         self.fault_endpoints: set[str] = {"chat"}
+        # The vector of each embedded text (``letter_vector`` gives hand-computable cosines).
+        self.embedder: Callable[[str, int], list[float]] = embedding_vector
         self.errors: list[BaseException] = []
 
         self._port = port
@@ -232,6 +259,23 @@ class FakeOpenAI:
         self._max_in_flight = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+        # The Batch API (see the module docstring).
+        self.batch_api = True
+        self.batch_polls: tuple[int, int] = (1, 1)
+        self.batch_seconds = 0.0
+        self.batch_fail: list[tuple[str, int, str]] = []
+        self.batch_expire_after: int | None = None
+        # Requests an expired batch never ran: in the error file (code batch_expired, as the
+        # OpenAI API does) or left out of both files.
+        self.batch_expired_in_error_file = True
+        # A message: batches fail validation as a whole (status "failed", no files).
+        self.batch_refuse: str | None = None
+        self.files: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self._batch_lock = threading.Lock()
+        self._batch_polls_seen: dict[str, int] = {}
+        self._batch_started: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -305,6 +349,15 @@ class FakeOpenAI:
         return [r for r in self.requests if _endpoint(r.path) == "chat"]
 
     @property
+    def batch_creations(self) -> list[RecordedRequest]:
+        """Every POST /v1/batches received (answered or not)."""
+        return [r for r in self.requests if r.method == "POST" and _endpoint(r.path) == "batches"]
+
+    @property
+    def embedding_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if _endpoint(r.path) == "embeddings"]
+
+    @property
     def max_in_flight(self) -> int:
         """The largest number of API requests that were being handled at once."""
         with self._lock:
@@ -325,6 +378,7 @@ class FakeOpenAI:
         self.rules.clear()
         self.responder = None
         self.reshape = None
+        self.embedder = embedding_vector
         self.errors.clear()
 
     # -- answers -------------------------------------------------------------
@@ -403,7 +457,9 @@ class FakeOpenAI:
         body: Body = {}
         outcome: _Outcome | None = None
 
-        if method == "POST" and raw_body:
+        if method == "POST" and headers.get("content-type", "").startswith("multipart/form-data"):
+            body = _multipart(headers["content-type"], raw_body)
+        elif method == "POST" and raw_body:
             try:
                 parsed = json.loads(raw_body)
             except ValueError:
@@ -503,6 +559,9 @@ class FakeOpenAI:
             return self._chat(body)
         if method == "POST" and endpoint == "embeddings":
             return self._embeddings(body)
+        if endpoint in ("files", "batches") and self.batch_api:
+            with self._batch_lock:
+                return self._batch_endpoint(method, endpoint, path, body)
         return _json_outcome(404, error_body(404, f"Unknown endpoint {method} {path}.", code="unknown_url"))
 
     def _models_document(self) -> Body:
@@ -591,7 +650,7 @@ class FakeOpenAI:
         as_base64 = body.get("encoding_format") == "base64"
         data: list[Body] = []
         for index, text in enumerate(texts):
-            vector = embedding_vector(text, dimensions)
+            vector = self.embedder(text, dimensions)
             embedding: str | list[float]
             if as_base64:
                 # The SDK asks for base64 by default and decodes little-endian float32.
@@ -609,11 +668,170 @@ class FakeOpenAI:
         }
         return _json_outcome(200, document)
 
+    # -- the Batch API (called with _batch_lock held) ------------------------------------------
+
+    def _batch_endpoint(self, method: str, endpoint: str, path: str, body: Body) -> _Outcome:
+        parts = [p for p in path.rstrip("/").split("/") if p][1:]  # without "v1"
+        if endpoint == "files":
+            if method == "POST" and len(parts) == 1:
+                return self._upload(body)
+            if method == "GET" and len(parts) == 3 and parts[2] == "content":
+                found = self.files.get(parts[1])
+                if found is None:
+                    return _json_outcome(404, error_body(404, f"No such File object: {parts[1]}"))
+                return _Outcome(200, found["content"], (("Content-Type", "application/octet-stream"),))
+            if method == "GET" and len(parts) == 2 and parts[1] in self.files:
+                return _json_outcome(200, self._file_document(parts[1]))
+        if endpoint == "batches":
+            if method == "POST" and len(parts) == 1:
+                return self._create_batch(body)
+            if method == "GET" and len(parts) == 2:
+                batch = self.batches.get(parts[1])
+                if batch is None:
+                    return _json_outcome(404, error_body(404, f"No such Batch object: {parts[1]}"))
+                self._advance(batch)
+                return _json_outcome(200, batch)
+        return _json_outcome(404, error_body(404, f"Unknown endpoint {method} {path}.", code="unknown_url"))
+
+    def _new_file(self, content: bytes, filename: str, purpose: str) -> str:
+        with self._lock:
+            number = next(self._ids)
+        file_id = f"file-fake{number:06d}"
+        self.files[file_id] = {"content": content, "filename": filename, "purpose": purpose,
+                               "created_at": int(time.time())}
+        return file_id
+
+    def _file_document(self, file_id: str) -> Body:
+        found = self.files[file_id]
+        return {"id": file_id, "object": "file", "bytes": len(found["content"]),
+                "created_at": found["created_at"], "filename": found["filename"],
+                "purpose": found["purpose"], "status": "processed"}
+
+    def _upload(self, body: Body) -> _Outcome:
+        upload = body.get("file")
+        if not isinstance(upload, dict):
+            return _json_outcome(400, error_body(400, "'file' is required.", param="file"))
+        if body.get("purpose") != "batch":
+            return _json_outcome(400, error_body(400, "This fake serves purpose 'batch' only.",
+                                                 param="purpose"))
+        file_id = self._new_file(upload["content"].encode("utf-8"), upload["filename"], "batch")
+        return _json_outcome(200, self._file_document(file_id))
+
+    def _create_batch(self, body: Body) -> _Outcome:
+        file_id = body.get("input_file_id")
+        if not isinstance(file_id, str) or file_id not in self.files:
+            return _json_outcome(400, error_body(400, f"Invalid input_file_id {file_id!r}.",
+                                                 param="input_file_id"))
+        if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
+            return _json_outcome(400, error_body(400, "endpoint must be /v1/chat/completions and "
+                                                 "completion_window 24h.", param="endpoint"))
+        lines = [ln for ln in self.files[file_id]["content"].splitlines() if ln.strip()]
+        with self._lock:
+            number = next(self._ids)
+        batch_id = f"batch_fake{number:06d}"
+        now = int(time.time())
+        self.batches[batch_id] = {
+            "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+            "input_file_id": file_id, "completion_window": "24h", "status": "validating",
+            "output_file_id": None, "error_file_id": None, "created_at": now,
+            "in_progress_at": None, "expires_at": now + 86400, "completed_at": None,
+            "expired_at": None, "metadata": body.get("metadata"),
+            "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+        }
+        self._batch_polls_seen[batch_id] = 0
+        self._batch_started[batch_id] = time.monotonic()
+        return _json_outcome(200, self.batches[batch_id])
+
+    def _advance(self, batch: Body) -> None:
+        """One retrieve's worth of progress: validating, in_progress, then the results."""
+        if batch["status"] not in ("validating", "in_progress"):
+            return
+        seen = self._batch_polls_seen[batch["id"]] = self._batch_polls_seen[batch["id"]] + 1
+        validating, in_progress = self.batch_polls
+        if seen <= validating:
+            return
+        if self.batch_refuse is not None:
+            batch.update(status="failed", failed_at=int(time.time()), errors={
+                "object": "list", "data": [{"code": "invalid_request", "message": self.batch_refuse,
+                                            "param": None, "line": 1}]})
+            return
+        batch["status"] = "in_progress"
+        batch["in_progress_at"] = batch["in_progress_at"] or int(time.time())
+        if seen <= validating + in_progress or \
+                time.monotonic() - self._batch_started[batch["id"]] < self.batch_seconds:
+            return
+        self._finish(batch)
+
+    def _finish(self, batch: Body) -> None:
+        lines = [ln for ln in self.files[batch["input_file_id"]]["content"].splitlines() if ln.strip()]
+        output: list[Body] = []
+        errors: list[Body] = []
+        limit = self.batch_expire_after
+        for index, raw in enumerate(lines):
+            request = json.loads(raw)
+            custom = request.get("custom_id")
+            with self._lock:
+                number = next(self._ids)
+            line: Body = {"id": f"batch_req_fake{number:06d}", "custom_id": custom,
+                          "response": None, "error": None}
+            if limit is not None and index >= limit:
+                if self.batch_expired_in_error_file:
+                    line["error"] = {"code": "batch_expired", "message": "This request could not "
+                                     "be executed before the completion window expired."}
+                    errors.append(line)
+                continue
+            body = request.get("body") or {}
+            text = last_user_message(body)
+            fault = next((f for f in self.batch_fail if f[0] in text), None)
+            if fault is not None:
+                line["response"] = {"status_code": fault[1], "request_id": f"req_{number}",
+                                    "body": error_body(fault[1])}
+                (output if fault[2] == "output" else errors).append(line)
+                continue
+            outcome = self._chat(body)
+            line["response"] = {"status_code": outcome.status, "request_id": f"req_{number}",
+                                "body": json.loads(outcome.payload)}
+            (output if outcome.status == 200 else errors).append(line)
+        counts = batch["request_counts"]
+        counts["completed"] = sum(1 for ln in output if ln["response"]["status_code"] == 200)
+        counts["failed"] = len(lines) - counts["completed"] if limit is None else \
+            len(errors) + len(output) - counts["completed"]
+        for name, items in (("output_file_id", output), ("error_file_id", errors)):
+            if items:
+                content = "".join(json.dumps(x) + "\n" for x in items).encode("utf-8")
+                batch[name] = self._new_file(content, f"{batch['id']}_{name[:-8]}.jsonl",
+                                             "batch_output")
+        now = int(time.time())
+        if limit is not None and limit < len(lines):
+            batch.update(status="expired", expired_at=now)
+        else:
+            batch.update(status="completed", completed_at=now)
+
+
+def _multipart(content_type: str, raw: bytes) -> Body:
+    """The fields of a multipart/form-data body; a file field as {"filename", "content"}."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+    fields: Body = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        filename = part.get_filename()
+        if filename is not None:
+            fields[str(name)] = {"filename": filename, "content": data.decode("utf-8", "replace")}
+        else:
+            fields[str(name)] = data.decode("utf-8", "replace")
+    return fields
+
 
 def _endpoint(path: str) -> str | None:
     trimmed = path.rstrip("/")
     if trimmed.startswith("/v1/"):
         trimmed = trimmed[3:]
+    for prefix in ("files", "batches"):
+        if trimmed == f"/{prefix}" or trimmed.startswith(f"/{prefix}/"):
+            return prefix
     return {
         "/chat/completions": "chat",
         "/embeddings": "embeddings",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
@@ -26,8 +27,10 @@ REPO = Path(__file__).resolve().parents[1]  # this repository: its prompts/ and 
 # process was started with SIGINT ignored (as background jobs are); on exit it reports on
 # stderr whether the openai SDK was imported.
 CLI_SCRIPT = """\
-import signal, sys
+import faulthandler, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
+# A test that gives up on this process sends SIGUSR1 first: every thread's stack on stderr.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from promptctl.cli.app import main
 try:
     main(sys.argv[1:])
@@ -46,6 +49,23 @@ def cli_process(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
     cli_processes.append(proc)
     return proc
 
+
+def finish_process(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    """The exit code, stdout and stderr of a `cli_process`. One that has not ended within
+    `timeout` fails the test with the stack of each of its threads, so a hang says where."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        proc.kill()
+        raise AssertionError(f"{' '.join(proc.args[3:])} still running after {timeout} s; "
+                             f"its threads:\n{err[-6000:]}") from None
+    return proc.returncode, out, err
 
 
 def run_cli(*args: str) -> Result:
@@ -144,8 +164,9 @@ def write_echo_project(root: Path, prompt: str = ECHO_PROMPT, words: list[str] =
 
 
 def copy_examples(root: Path) -> Path:
-    """A copy of this repository's prompts/ and evalsets/ under `root`."""
+    """A copy of this repository's prompts/, judges/ and evalsets/ under `root`."""
     shutil.copytree(REPO / "prompts", root / "prompts", dirs_exist_ok=True)
+    shutil.copytree(REPO / "judges", root / "judges", dirs_exist_ok=True)
     shutil.copytree(REPO / "evalsets", root / "evalsets", dirs_exist_ok=True)
     return root
 

@@ -129,7 +129,7 @@ class Cluster:
 # -- the CLI tests that also run against PostgreSQL -------------------------------------------
 
 CLI_MODULES = ("test_eval.py", "test_runs.py", "test_diff.py", "test_history.py", "test_check.py",
-               "test_cache.py")
+               "test_cache.py", "test_batch.py", "test_pipelines.py")
 # A test that opens the SQLite file itself stays on SQLite.
 _SQLITE_ONLY = ("sqlite", "store_db", "results.db")
 

@@ -41,7 +41,8 @@ def diff(
     if json_out and markdown:
         raise InputError("--json and --markdown are two outputs", fix="choose one")
     config = project()
-    store = open_project_store(config)
+    # Only --run-missing writes: a diff that reads makes no store where there is none.
+    store = open_project_store(config, create=run_missing)
 
     def say(message: str) -> None:
         from promptctl.render.terminal import console

@@ -51,6 +51,8 @@ class _Bar:
         elapsed = max(time.monotonic() - state.started, 1e-9)
         stats = (f"{state.done / elapsed:.1f}/s  errors {state.errors}  retries {state.retries}  "
                  f"cached {state.cached}  spent ${state.spent_usd:.4f}")
+        if state.note:
+            stats += f"  {state.note}"
         self.progress.update(self.task, completed=state.done, stats=stats)
 
 
@@ -83,6 +85,9 @@ def eval_(
         "from git without touching the work tree.")] = None,
     resume: Annotated[str | None, typer.Option(
         "--resume", help="Finish an interrupted run: send only the rows it has no answer for.")] = None,
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="Send the requests the cache does not answer through the endpoint's "
+        "Batch API (OpenAI: half price, results within 24 h); --resume re-attaches.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show requests, tokens and estimated cost; send nothing.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
@@ -96,22 +101,41 @@ def eval_(
     """
     from promptctl.engine import EvalOptions, build_jobs, resume_eval, run_job
     from promptctl.render.jsonout import dumps, run_json
-    from promptctl.render.terminal import console, run_summary
+    from promptctl.render.terminal import batch_note, console, run_summary
 
     if no_cache and cache_only:
         raise InputError("--no-cache and --cache-only contradict each other", fix="choose one")
+    if batch and cache_only:
+        raise InputError("--batch and --cache-only contradict each other (--cache-only sends "
+                         "nothing)", fix="choose one")
     if resume is not None:
         if prompts or model or ref or evalset or limit or repeat != 1 or dry_run:
             raise InputError("--resume takes only the run id (and --concurrency, --timeout, "
-                             "--no-cache, --cache-only, --json)",
+                             "--no-cache, --cache-only, --batch, --json)",
                              fix=f"promptctl eval --resume {resume}")
     elif not prompts:
         raise InputError("no prompt given", fix="promptctl eval prompts/NAME.yaml (or --resume RUN)")
     config = project()
-    jobs = build_jobs(prompts or [], models=model or [], evalset=evalset, ref=ref, config=config)
+    from promptctl.pipelines import is_pipeline_file
+
+    pipeline_paths = [p for p in prompts or [] if is_pipeline_file(p)]
+    jobs = build_jobs([p for p in prompts or [] if p not in pipeline_paths], models=model or [],
+                      evalset=evalset, ref=ref, config=config)
+    pipeline_jobs: list[Any] = []
+    if pipeline_paths:
+        from promptctl.engine.pipeline import build_pipeline_jobs, run_pipeline_job
+
+        if dry_run or repeat != 1 or batch:
+            flag = "--dry-run" if dry_run else "--repeat" if repeat != 1 else "--batch"
+            raise InputError(f"{flag} does not apply to pipelines (a step's request depends on "
+                             "the answers before it)",
+                             fix="run the pipeline with --limit 1 instead" if dry_run
+                             else f"drop {flag} for pipelines")
+        pipeline_jobs = build_pipeline_jobs(pipeline_paths, models=model or [], evalset=evalset,
+                                            ref=ref, config=config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm,
-                          timeout=timeout)
+                          timeout=timeout, batch=batch)
     store = open_project_store(config)
     if dry_run:
         from promptctl.estimate import estimate
@@ -138,6 +162,7 @@ def eval_(
         done.append(run)
         if not json_out:
             run_summary(out, run)
+            batch_note(out, run)
             out.print()
 
     try:
@@ -147,6 +172,10 @@ def eval_(
                 on_start=current.append))
         for job in jobs:
             one(f"{job.prompt.name} · {job.resolved.spec}", lambda bar, j=job: run_job(
+                j, store=store, config=config, options=options, progress=bar,
+                on_start=current.append))
+        for pjob in pipeline_jobs:
+            one(f"{pjob.pipeline.name} · {pjob.resolved.spec}", lambda bar, j=pjob: run_pipeline_job(
                 j, store=store, config=config, options=options, progress=bar,
                 on_start=current.append))
     except ProviderError as exc:
@@ -161,8 +190,10 @@ def eval_(
             typer.echo(dumps({"runs": [run_json(r) for r in done]}))
         if run_id is None:
             raise fail("interrupted before any run started", 130) from None
+        batches = " (its batches keep running on the server; the resume re-attaches to them)" \
+            if batch else ""
         raise fail(f"interrupted: the rows answered so far are stored in run {run_id}; finish it "
-                   f"with: promptctl eval --resume {run_id}", 130) from None
+                   f"with: promptctl eval --resume {run_id}{batches}", 130) from None
     if json_out:
         typer.echo(dumps({"runs": [run_json(r) for r in done]}))
     failed = [r for r in done if (r.get("summary") or {}).get("errors", 0)

@@ -97,7 +97,7 @@ def report(
                          "--history PROMPT")
     require_charts()
     config = project()
-    store = open_project_store(config)
+    store = open_project_store(config, create=False)  # a report only reads
     documents = [run_document(store, ref) for ref in runs or []]
     diffs = []
     if diff is not None:

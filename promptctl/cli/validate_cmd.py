@@ -31,6 +31,9 @@ def _discover(root: Path) -> list[Path]:
     found = sorted(p for p in (root / "prompts").iterdir()
                    if p.is_file() and p.suffix.lower() in PROMPT_SUFFIXES) \
         if (root / "prompts").is_dir() else []
+    if (root / "pipelines").is_dir():
+        found += sorted(p for p in (root / "pipelines").iterdir()
+                        if p.is_file() and p.suffix.lower() in PROMPT_SUFFIXES)
     if (root / "evalsets").is_dir():
         found += _files_in(root / "evalsets")
     return [_shown(p) for p in found]
@@ -59,7 +62,7 @@ def _kind(path: Path) -> str:
         return "evalset"
     if path.parent.name == "evalsets":
         return "evalset"
-    if path.parent.name == "prompts":
+    if path.parent.name in ("prompts", "pipelines"):
         return "prompt"
     try:
         head = path.read_bytes()[:65536].decode("utf-8", "replace")
@@ -90,6 +93,10 @@ def check_file(path: Path) -> str:
     if _kind(path) == "evalset":
         evalset = load_evalset(path)
         return f"eval set, {len(evalset)} rows"
+    from promptctl.pipelines import is_pipeline_file
+
+    if is_pipeline_file(path):
+        return _check_pipeline(path)
     prompt = load_prompt(path)
     if prompt.evalset is None:
         plan_requests(prompt, EvalSet(path=path, version="", rows=()))
@@ -98,6 +105,20 @@ def check_file(path: Path) -> str:
     plan_requests(prompt, evalset)
     return (f"prompt, {len(prompt.examples)} few-shot examples, every row of "
             f"{prompt.evalset.name} ({len(evalset)}) renders")
+
+
+def _check_pipeline(path: Path) -> str:
+    """A pipeline, every prompt it uses, and every row of its eval set through every template."""
+    from promptctl.engine.pipeline import evalset_of_pipeline, plan_rows
+    from promptctl.pipelines import load_pipeline
+
+    pipeline = load_pipeline(path)
+    if pipeline.evalset is None:
+        return f"pipeline, {len(pipeline.steps)} steps, no eval set named"
+    evalset = evalset_of_pipeline(pipeline)
+    plan_rows(pipeline, evalset)
+    return (f"pipeline, {len(pipeline.steps)} steps, every row of {pipeline.evalset.name} "
+            f"({len(evalset)}) checked")
 
 
 def _report_once(results: list[dict[str, Any]]) -> None:

@@ -8,6 +8,8 @@ A row may make several requests (the evaluated model, then a judge); each is one
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ class Progress:
     cached: int = 0
     spent_usd: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    # What the run waits on when no row is moving (a submitted batch's state).
+    note: str = ""
 
 
 ProgressFn = Callable[[Progress], None]
@@ -151,9 +155,12 @@ class Gateway:
         self._unreachable = 0
 
     async def complete(self, channel: Channel, messages: list[dict[str, str]],
-                       params: dict[str, Any], sample: int) -> Answer:
-        """The answer to one chat request, from the cache when it has it."""
-        key = cache_key(channel.resolved.cache_url, channel.model, messages, params, sample)
+                       params: dict[str, Any], sample: int, *, key_extra: str | None = None
+                       ) -> Answer:
+        """The answer to one chat request, from the cache when it has it. `key_extra` is
+        part of the cache key and not of the request (a judge prompt's sha256)."""
+        key = cache_key(channel.resolved.cache_url, channel.model, messages, params, sample,
+                        key_extra)
         # --cache-only reads the cache even for a run started with --no-cache (a resume):
         # the check before the run found every answer there.
         hit = self.store.cache_get(key) if self.use_cache or self.cache_only else None
@@ -194,6 +201,68 @@ class Gateway:
             self.new_cache.append((key, response))
         return Answer(response, attempts=res.attempts)
 
+    def cached_embedding(self, channel: Channel, text: str) -> list[float] | None:
+        """The cached embedding of `text` on the channel's model, if the cache has it."""
+        if not (self.use_cache or self.cache_only):
+            return None
+        hit = self.store.cache_get(embedding_key(channel.resolved.cache_url, channel.model, text))
+        vector = hit.get("embedding") if isinstance(hit, dict) else None
+        if not isinstance(vector, list) or not vector:
+            return None
+        channel.usage.cached += 1
+        return [float(v) for v in vector]
+
+    async def embed(self, channel: Channel, texts: list[str]) -> Embedded:
+        """Embeddings of `texts` on the channel's model: from the cache when it has them, the
+        others in one request (which the cache then keeps, one entry per text)."""
+        vectors = [self.cached_embedding(channel, text) for text in texts]
+        missing = [i for i, v in enumerate(vectors) if v is None]
+        if not missing:
+            return Embedded(vectors)
+        if self.cache_only or channel.provider is None:
+            return Embedded(vectors, error="not in the cache (--cache-only sends nothing)")
+        client = await channel.provider.get()
+        sent = [texts[i] for i in missing]
+        if channel.limiter is not None:
+            await channel.limiter.acquire(sum(len(t) for t in sent) // 4 + 1)
+        try:
+            res = await client.embed(channel.model, sent)
+        except RequestFailed as exc:
+            channel.usage.errors += 1
+            self.progress.retries += max(0, exc.attempts - 1)
+            self._unreachable = self._unreachable + 1 if exc.unreachable else 0
+            if self._unreachable >= UNREACHABLE_STREAK:
+                raise ProviderError(
+                    f"endpoint {client.name} ({client.base_url}) is unreachable: "
+                    f"{self._unreachable} requests in a row failed after every retry ({exc})",
+                    fix="check that the server is up and reachable; if it is only slow, raise "
+                    "timeout: of the endpoint in promptctl.yaml or pass --timeout SECONDS") from None
+            return Embedded(vectors, error=str(exc))
+        self._unreachable = 0
+        self.progress.retries += res.attempts - 1
+        self.progress.spent_usd += channel.usage.add(channel.price, res.prompt_tokens, 0)
+        for i, vector in zip(missing, res.vectors, strict=True):
+            vectors[i] = vector
+            if self.use_cache:
+                self.new_cache.append((embedding_key(channel.resolved.cache_url, channel.model,
+                                                     texts[i]), {"embedding": vector}))
+        return Embedded(vectors)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What one embeddings call gave: a vector per text (None where it failed) and why."""
+
+    vectors: list[list[float] | None]
+    error: str | None = None
+
+
+def embedding_key(cache_url: str, model: str, text: str) -> str:
+    """sha256 of what determines an embedding: the server, the model and the text."""
+    blob = json.dumps({"url": cache_url, "model": model, "embed": text}, sort_keys=True,
+                      ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
 
 
 class Services:
@@ -221,6 +290,10 @@ class Services:
             self._channels[spec] = Channel(resolved, lazy, self.config.price(resolved.model, ep),
                                            limiter if limiter.active else None)
         return self._channels[spec]
+
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """What each scorer channel cost in this process, by model."""
+        return {spec: channel.usage.as_dict() for spec, channel in self._channels.items()}
 
     async def aclose(self) -> None:
         for channel in self._channels.values():

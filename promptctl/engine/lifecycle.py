@@ -30,7 +30,7 @@ from promptctl.engine.gateway import (
 from promptctl.engine.jobs import Job, concurrency_for
 from promptctl.engine.plan import RequestPlan, WorkItem, plan_requests
 from promptctl.engine.send import send_all
-from promptctl.engine.summary import summarize
+from promptctl.engine.summary import add_usage, summarize
 from promptctl.errors import InputError, PromptctlError
 from promptctl.evalsets import EvalSet, load_evalset, load_evalset_bytes
 from promptctl.gitinfo import git_state
@@ -63,6 +63,8 @@ class EvalOptions:
     rpm: int | None = None
     tpm: int | None = None
     timeout: float | None = None
+    # Send through the endpoint's batch API (see engine/batch.py).
+    batch: bool = False
 
 
 def _owner_token() -> str:
@@ -124,6 +126,25 @@ def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, cache_o
         preflight(resolved, plan.prompt.request_params)
 
 
+def metric_identities(prompt: Prompt) -> dict[str, Any]:
+    """What defines the prompt's configured metrics (a judge prompt's sha256), recorded when
+    a run starts so a resume can tell whether they changed."""
+    found = {m.name: m.identity for m in prompt.configured_metrics if m.identity}
+    return {"metric_identity": found} if found else {}
+
+
+def check_identities(run: RunRecord, prompt: Prompt) -> None:
+    """A resumed run must score its remaining rows as it scored the first ones."""
+    recorded = (run.get("options") or {}).get("metric_identity") or {}
+    now = metric_identities(prompt).get("metric_identity", {})
+    for name in sorted(set(recorded) | set(now)):
+        if recorded.get(name) != now.get(name):
+            raise InputError(f"run {run['id']}: metric {name} has changed since the run started "
+                             f"(was {recorded.get(name)}, now {now.get(name)})",
+                             fix="start a new run (promptctl eval), or restore the judge prompt; "
+                             "to score stored completions again use promptctl rescore")
+
+
 def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: Config,
              evalset: EvalSet | None = None, options: EvalOptions | None = None,
              progress: ProgressFn | None = None, on_start: Callable[[str], None] | None = None,
@@ -134,6 +155,10 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
     options = options or EvalOptions()
     evalset = evalset if evalset is not None else evalset_of(prompt)
     plan = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
+    if options.batch:
+        from promptctl.engine.batch import require_batch
+
+        require_batch(resolved)
     _preflight(store, plan, resolved, options.cache_only)
     git = git or git_state(prompt.path, [prompt.path, evalset.path])
     concurrency = concurrency_for(options.concurrency, resolved, config)
@@ -149,7 +174,9 @@ def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: C
         "n_planned": plan.eval_rows * plan.repeat, "owner": owner, "kind": "prompt",
         "options": {"limit": options.limit, "repeat": options.repeat,
                     "concurrency": concurrency, "use_cache": options.use_cache,
-                    "cache_only": options.cache_only, "evalset_rows": len(evalset)},
+                    "cache_only": options.cache_only, "evalset_rows": len(evalset),
+                    **({"batch": True} if options.batch else {}),
+                    **metric_identities(prompt)},
     })
     if on_start is not None:
         on_start(run_id)
@@ -174,6 +201,10 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
     if options.timeout is not None:
         resolved = dataclasses.replace(resolved, request_timeout=options.timeout)
     price = config.price(resolved.model, resolved.endpoint)
+    if options.batch:
+        from promptctl.engine.batch import batch_price
+
+        price = batch_price(price, resolved)
     lazy = None if options.cache_only else LazyProvider(
         lambda: open_provider(resolved, concurrency, prompt.request_params))
     ep = resolved.endpoint
@@ -184,17 +215,30 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
                                      or 256))
     gateway = Gateway(store, use_cache=options.use_cache, cache_only=options.cache_only,
                       progress=Progress(total=len(todo)))
-    services = Services(gateway, config, concurrency,
-                        lambda r, c: open_provider(r, c, {}))
+    # --timeout is the run's: a judge on the same slow server needs it as much.
+    services = Services(gateway, config, concurrency, lambda r, c: open_provider(
+        r if options.timeout is None else dataclasses.replace(r, request_timeout=options.timeout),
+        c, {}))
     status = "interrupted"
+    extra: dict[str, Any] = {}
     try:
-        asyncio.run(_send(todo, run_id, gateway, channel, concurrency, progress, services))
+        if options.batch:
+            from promptctl.engine.batch import send_batched
+
+            asyncio.run(send_batched(todo, run_id=run_id, gateway=gateway, channel=channel,
+                                     progress=progress, services=services,
+                                     concurrency=concurrency, extra=extra))
+        else:
+            asyncio.run(_send(todo, run_id, gateway, channel, concurrency, progress, services))
         status = "complete"
     except PromptctlError:
         status = "failed"
         raise
     finally:
-        result = summarize(store, run_id, prompt, price, repeat=options.repeat)
+        before = (store.get_run(run_id).get("summary") or {}).get("scorers")
+        result = summarize(store, run_id, prompt, price, repeat=options.repeat,
+                           scorers=add_usage(before, services.usage()))
+        result["summary"].update(extra)
         opened = lazy.opened if lazy is not None else None
         if opened is not None:
             result["summary"].update(opened.describe())
@@ -256,23 +300,34 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     from promptctl.providers import resolve_model
 
     run = store.get_run(run_ref)
+    if run.get("kind") == "pipeline":
+        from promptctl.engine.pipeline import resume_pipeline
+
+        return resume_pipeline(run, store=store, config=config, options=options or EvalOptions(),
+                               progress=progress, on_start=on_start)
     previous = run.get("owner")
     if run["status"] == "running" and _owner_alive(previous):
         raise InputError(f"run {run['id']} is still being run by {_describe_owner(previous or '')}",
                          fix="wait for it to finish (or stop that process), then resume")
     stored = run.get("options") or {}
     prompt = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])
+    check_identities(run, prompt)
     evalset = _stored_evalset(run, config)
     given = options or EvalOptions()
     options = EvalOptions(concurrency=given.concurrency or stored.get("concurrency"),
                           limit=stored.get("limit"), repeat=stored.get("repeat") or 1,
                           use_cache=given.use_cache and stored.get("use_cache", True),
                           cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm,
-                          timeout=given.timeout)
+                          timeout=given.timeout,
+                          batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only)
     full = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
     todo = full.without(store.answered_keys(run["id"]))
     resolved = resolve_model(run["model"], config)
     _preflight(store, todo, resolved, options.cache_only)
+    if options.batch:
+        from promptctl.engine.batch import require_batch
+
+        require_batch(resolved)
     if not store.claim_run(run["id"], _owner_token(), previous):
         raise InputError(f"run {run['id']} was just taken over by another process",
                          fix="let that one finish it; see `promptctl show " + run["id"] + "`")

@@ -115,12 +115,27 @@ def plan_requests(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
                   repeat: int = 1) -> RequestPlan:
     """Check every row and few-shot example renders; raise before anything is sent."""
     result = RequestPlan(prompt, evalset, limit=limit, repeat=repeat)
+    for metric in prompt.configured_metrics:
+        if metric.check is not None:
+            metric.check()
     if "regex" in prompt.metrics:
         for row in result.rows():
             if row.pattern is None:
                 raise InputError(f"metric regex needs a pattern in every row; row {row.id!r} has none",
                                  file=evalset.path, line=row.line,
                                  fix='add "pattern": "..." to the row, or drop regex from metrics')
+    checks = [m.check_row for m in prompt.configured_metrics if m.check_row is not None]
+    if checks:
+        for kind, group in (("fewshot", prompt.examples), ("eval", result.rows())):
+            for row in group:
+                for check in checks:
+                    try:
+                        check(row)
+                    except InputError as exc:
+                        if kind == "eval" and exc.fix:
+                            exc.fix += f" (row at {evalset.path}:{row.line})"
+                            exc.args = (str(exc),)
+                        raise
     # Render everything once now. A small plan keeps what it rendered (sending then costs
     # no second rendering); a large one renders again as it sends, so memory stays flat.
     kept: list[WorkItem] | None = []
@@ -134,8 +149,9 @@ def plan_requests(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
 
 
 def cache_key(cache_url: str, model: str, messages: list[dict[str, str]], params: dict[str, Any],
-              sample: int) -> str:
+              sample: int, extra: str | None = None) -> str:
     """sha256 of everything that determines the answer."""
     blob = json.dumps({"url": cache_url, "model": model, "messages": messages, "params": params,
-                       "sample": sample}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                       "sample": sample, **({"extra": extra} if extra else {})},
+                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

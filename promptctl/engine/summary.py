@@ -13,9 +13,26 @@ from promptctl.prompts import Prompt
 from promptctl.store import Store
 
 
+def add_usage(*usages: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Scorer usage by model (`Services.usage`), summed: a resumed run adds what its first
+    process spent to what the resume spent."""
+    out: dict[str, dict[str, Any]] = {}
+    for usage in usages:
+        for model, counts in (usage or {}).items():
+            into = out.setdefault(model, {})
+            for key, value in counts.items():
+                if key == "cost_usd" and (value is None or (key in into and into[key] is None)):
+                    into[key] = None
+                else:
+                    into[key] = into.get(key, 0) + value
+    return out
+
+
 def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
-              repeat: int = 1) -> dict[str, Any]:
-    """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency."""
+              repeat: int = 1, scorers: dict[str, dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
+    """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency;
+    `scorers` is what the judges' and embeddings' requests cost (reported apart)."""
     # Aggregated by the store and from score columns: no run-sized list of row dicts, so
     # memory stays flat as eval sets grow.
     totals = store.run_totals(run_id)
@@ -35,6 +52,7 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
     cost = cost_of(price, tokens["prompt"], tokens["completion"])
     spent_cost = cost_of(price, spent["prompt"], spent["completion"])
     consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
+    failed = scoring_errors(store, run_id) if prompt.configured_metrics else {}
     return {
         "metrics": aggregate_columns(prompt.metric_objects, scores["eval"]),
         "fewshot_metrics": aggregate_columns(prompt.metric_objects, scores["fewshot"]),
@@ -49,5 +67,30 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
             "latency_ms": percentiles(latencies),
             "system_fingerprints": sorted(fingerprints),
             "response_models": sorted(models),
+            **({"scoring_errors": failed} if failed else {}),
+            **({"scorers": scorers} if scorers else {}),
         },
     }
+
+
+# Rows listed by name per metric in a summary; the rest are counted (`show` lists them all).
+SCORING_ERRORS_SHOWN = 10
+
+
+def scoring_errors(store: Store, run_id: str) -> dict[str, Any]:
+    """Rows a configured metric could not score (a scorer's exception, a failed embeddings
+    request), by metric: their number and the first rows with their messages."""
+    out: dict[str, Any] = {}
+    for row in store.iter_rows(run_id):
+        details = row.get("judges")
+        if not isinstance(details, dict):
+            continue
+        for metric, detail in details.items():
+            if not isinstance(detail, dict) or detail.get("error") is None:
+                continue
+            entry = out.setdefault(metric, {"count": 0, "rows": []})
+            entry["count"] += 1
+            if len(entry["rows"]) < SCORING_ERRORS_SHOWN:
+                entry["rows"].append({"row_id": row["row_id"], "kind": row["kind"],
+                                      "sample": row["sample"], "error": detail["error"]})
+    return out

@@ -70,6 +70,15 @@ class Metric:
     kind: str = "builtin"
     # Recorded with the run (a judge prompt's sha256, a scorer's file): what defines it.
     identity: dict[str, Any] = field(default_factory=dict)
+    # Checks that need more than the prompt file (a scorer's function exists and takes three
+    # arguments): run by `validate`, `--dry-run` and before a run sends anything.
+    check: Callable[[], None] | None = None
+    # Requests this metric sends to other models, for `--dry-run`: called with the rows
+    # (as ScoreContexts without completions) and the evaluated prompt's max_tokens.
+    estimate: Any = None
+    # Checks one row (or few-shot example) before anything is sent: a judge's template
+    # renders for it. Raises InputError.
+    check_row: Callable[[Row], None] | None = None
 
     async def score(self, ctx: ScoreContext) -> Scores:
         value = self.row(ctx)
@@ -108,8 +117,9 @@ def register_kind(kind: Kind) -> Kind:
 def _load() -> None:
     if not _BUILTIN:
         import promptctl.metrics.builtin  # noqa: F401 - registers the built-ins
-    if not KINDS:
-        import promptctl.metrics.kinds  # noqa: F401 - registers llm_judge, similarity, custom
+    # Always: a kind's module imported on its own registers that kind alone, so "some kinds
+    # are known" does not mean all are (the import is a dictionary lookup once done).
+    import promptctl.metrics.kinds  # noqa: F401 - registers llm_judge, similarity, custom
 
 
 def builtin_names() -> tuple[str, ...]:

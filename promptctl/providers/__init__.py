@@ -197,8 +197,10 @@ def resolve_model(spec: str, config: Config) -> ResolvedModel:
                              f"not {tail!r}", fix=f"use --model local/{BUILTIN_LOCAL_MODEL}, or "
                              "name a GGUF file as an endpoint in promptctl.yaml")
         # One slot and no prompt cache: bench/local.py found either changes SmolLM2's answers.
+        # Embeddings too (mean-pooled): `similarity: {model: local/smollm2}` works offline.
+        # llama.cpp answers chat requests alike with or without them.
         ep = Endpoint(name=BUILTIN_LOCAL, type="llamacpp",
-                      settings={"gguf": "builtin:smollm2", "ctx": 2048})
+                      settings={"gguf": "builtin:smollm2", "ctx": 2048, "embeddings": True})
         return _on_endpoint(spec, tail, ep, config)
     env_url = os.environ.get("OPENAI_BASE_URL") or None
     if sep and env_url is None:

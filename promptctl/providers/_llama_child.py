@@ -60,6 +60,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "answers can then depend on which request came before)",
     )
     parser.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="serve POST /v1/embeddings too, mean-pooled over the tokens (chat still works)",
+    )
+    parser.add_argument(
         "--alias",
         default=None,
         help="model name the server reports (default: the file name without .gguf)",
@@ -135,6 +140,11 @@ def server_params(args: argparse.Namespace, xllamacpp: Any) -> Any:
         params.cache_ram_mib = 0
     params.offline = True  # never reach for the network
     params.ui = False
+    if args.embeddings:
+        params.embedding = True
+        # A chat model has no pooling of its own, and llama.cpp's OpenAI route refuses
+        # unpooled vectors: the mean over tokens works for any model.
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     if args.threads is not None:
         params.cpuparams.n_threads = args.threads
         params.cpuparams_batch.n_threads = args.threads

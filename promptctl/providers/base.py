@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,78 @@ class Provider(ABC):
         """Release connections and any server this provider started."""
 
 
+@dataclass(frozen=True)
+class BatchInfo:
+    """A submitted batch as the server last described it."""
+
+    id: str
+    status: str
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    completed: int = 0
+    failed: int = 0
+    total: int = 0
+    # Why a batch failed as a whole (its input was refused), from the server's `errors`.
+    errors: tuple[str, ...] = ()
+
+    # States after which a batch changes no more: its files are final.
+    TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+    @property
+    def done(self) -> bool:
+        return self.status in self.TERMINAL
+
+
+class BatchAPI(ABC):
+    """A server's asynchronous batch interface (the OpenAI Batch API's shape): a file of
+    requests is uploaded and submitted, polled, and its results read back.
+
+    Requests are named by a caller's id (`custom_id`), unique within the run, by which
+    results and a submitted file's requests are matched after a restart.
+    """
+
+    name: str
+    base_url: str
+
+    @abstractmethod
+    def request_line(self, custom_id: str, request: ChatRequest) -> bytes:
+        """One request as a line of the file to upload (ending in a newline)."""
+
+    @abstractmethod
+    async def upload(self, path: str) -> str:
+        """Upload a file of request lines; its file id."""
+
+    @abstractmethod
+    async def submit(self, file_id: str, metadata: dict[str, str]) -> BatchInfo:
+        """Start a batch over an uploaded file."""
+
+    @abstractmethod
+    async def retrieve(self, batch_id: str) -> BatchInfo:
+        """The batch's current state."""
+
+    @abstractmethod
+    def request_ids(self, file_id: str) -> AsyncIterator[str]:
+        """The custom ids of the requests in an uploaded file (to re-attach after a restart)."""
+
+    @abstractmethod
+    def results(self, info: BatchInfo) -> AsyncIterator[tuple[str, ChatResponse | RequestFailed]]:
+        """Each result of a finished batch, as its output and error files are read: the
+        request's custom id and its response, or why it failed."""
+
+    async def aclose(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class BatchSupport:
+    """A backend's batch capability: how to open its batch API, and what batch requests cost
+    as a share of the standard price."""
+
+    open: Callable[[ResolvedModel], BatchAPI]
+    price_factor: float = 1.0
+
+
 def _no_check(resolved: ResolvedModel, params: dict[str, Any]) -> None:
     return None
 
@@ -128,3 +200,5 @@ class Backend:
     token_counter: Callable[[str], tuple[Callable[[str], int], str]] = _char_counter
     # How the server is named in cache keys and stored runs (credential-free).
     identity: Callable[[ResolvedModel], str] | None = None
+    # Asynchronous batches (`eval --batch`); None: the backend only answers requests directly.
+    batch: BatchSupport | None = None

@@ -321,6 +321,7 @@ class LlamaServer:
         *,
         parallel: int = 1,
         cache_prompt: bool = False,
+        embeddings: bool = False,
         alias: str | None = None,
         port_attempts: int = 5,
         stop_grace: float = 5.0,
@@ -343,6 +344,7 @@ class LlamaServer:
         self.startup_timeout = startup_timeout
         self.parallel = parallel
         self.cache_prompt = cache_prompt
+        self.embeddings = embeddings
         self.alias = alias
         self.port_attempts = port_attempts
         self.stop_grace = stop_grace
@@ -457,6 +459,8 @@ class LlamaServer:
             argv += ["--alias", self.alias]
         if self.cache_prompt:
             argv.append("--cache-prompt")
+        if self.embeddings:
+            argv.append("--embeddings")
         if threading.current_thread() is not threading.main_thread():
             # PR_SET_PDEATHSIG fires when the spawning *thread* ends; rely on the watchdog.
             argv.append("--no-pdeathsig")

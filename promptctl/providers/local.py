@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptctl.providers.base import Backend, ChatRequest, ChatResponse, Provider
+from promptctl.errors import InputError
+from promptctl.providers.base import (
+    Backend,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingResponse,
+    Provider,
+)
 
 if TYPE_CHECKING:
     from promptctl.config import Endpoint
@@ -76,8 +83,9 @@ class ManagedProvider(Provider):
     """
 
     def __init__(self, server: Any, inner: Provider, model_path: Path, startup_s: float,
-                 slots: int = 1) -> None:
+                 slots: int = 1, *, embeddings: bool = False) -> None:
         self.server = server
+        self.embeddings = embeddings
         self.inner = inner
         self.name = inner.name
         self.base_url = inner.base_url
@@ -96,6 +104,13 @@ class ManagedProvider(Provider):
         async with self._gate:
             return await self.inner.complete(request)
 
+    async def embed(self, model: str, texts: list[str]) -> EmbeddingResponse:
+        if not self.embeddings:
+            raise InputError(f"endpoint {self.name} does not serve embeddings",
+                             fix=f"add embeddings: true to endpoint {self.name} in promptctl.yaml "
+                             "(llama.cpp then serves POST /embeddings, mean-pooled)")
+        return await self.inner.embed(model, texts)
+
     async def aclose(self) -> None:
         try:
             await self.inner.aclose()
@@ -111,7 +126,8 @@ def server_for(ep: Endpoint, path: Path, concurrency: int) -> LlamaServer:
     # llama.cpp divides its context among the slots; each keeps the endpoint's ctx.
     return llamacpp.LlamaServer(path, ctx=int(ep.setting("ctx", DEFAULT_CTX)) * slots,
                                 threads=ep.setting("threads"), parallel=slots,
-                                cache_prompt=bool(ep.setting("cache_prompt", False)))
+                                cache_prompt=bool(ep.setting("cache_prompt", False)),
+                                embeddings=bool(ep.setting("embeddings", False)))
 
 
 def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> Provider:
@@ -131,7 +147,7 @@ def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> 
     except BaseException:
         server.stop()
         raise
-    return ManagedProvider(server, inner, path, startup_s, slots)
+    return ManagedProvider(server, inner, path, startup_s, slots, embeddings=server.embeddings)
 
 
 def _preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
@@ -142,7 +158,8 @@ def _preflight(resolved: ResolvedModel, params: dict[str, Any]) -> None:
 BACKEND = Backend(
     type="llamacpp",
     open=_open,
-    settings={"gguf": Path, "ctx": int, "threads": int, "parallel": bool, "cache_prompt": bool},
+    settings={"gguf": Path, "ctx": int, "threads": int, "parallel": bool, "cache_prompt": bool,
+              "embeddings": bool},
     required=("gguf",),
     preflight=_preflight,
     default_concurrency=LOCAL_CONCURRENCY,

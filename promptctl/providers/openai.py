@@ -20,6 +20,8 @@ from promptctl.config import Price
 from promptctl.errors import InputError, ProviderError
 from promptctl.providers.base import (
     Backend,
+    BatchAPI,
+    BatchSupport,
     ChatRequest,
     ChatResponse,
     EmbeddingResponse,
@@ -183,6 +185,35 @@ def _content(message: Any) -> tuple[str | None, str | None]:
     return None, "the message content was null"
 
 
+def request_body(request: ChatRequest) -> dict[str, Any]:
+    """The JSON body of a chat completions request (sent directly or as a batch line)."""
+    params = dict(request.params)
+    extra = params.pop("extra_body", None)  # the SDK's spelling, accepted in prompt params
+    return {**params, **(extra if isinstance(extra, dict) else {}),
+            "model": request.model, "messages": request.messages}
+
+
+def chat_response(data: Any, *, latency_ms: float, attempts: int) -> ChatResponse:
+    """A chat completion document as a response; RequestFailed when it holds no message."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise RequestFailed("the response has no choices[0].message", attempts=attempts)
+    text, no_text = _content(choices[0].get("message"))
+    if text is None and no_text == "the response has no choices[0].message":
+        raise RequestFailed(no_text, attempts=attempts)
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return ChatResponse(
+        text=clean_text(text) if text is not None else "",
+        prompt_tokens=_int(usage.get("prompt_tokens")),
+        completion_tokens=_int(usage.get("completion_tokens")),
+        model=_opt_text(data.get("model")),
+        system_fingerprint=_opt_text(data.get("system_fingerprint")),
+        latency_ms=latency_ms,
+        attempts=attempts,
+        no_text=clean_text(no_text) if no_text is not None else None,
+    )
+
+
 class OpenAIProvider(Provider):
     """Any server that speaks the OpenAI chat completions API."""
 
@@ -283,30 +314,10 @@ class OpenAIProvider(Provider):
         # about 2 ms of CPU per request: the bottleneck at high concurrency. Every
         # parameter goes in the body as given, so server-specific ones (top_k, min_p)
         # reach vLLM or llama.cpp too.
-        params = dict(request.params)
-        extra = params.pop("extra_body", None)  # the SDK's spelling, accepted in prompt params
-        body = {**params, **(extra if isinstance(extra, dict) else {}),
-                "model": request.model, "messages": request.messages}
-        data, state = await self._call("/chat/completions", body, request.model, request.params)
-        latency_ms = (time.monotonic() - state.started) * 1000.0
-        attempts = max(1, state.count)
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise RequestFailed("the response has no choices[0].message", attempts=attempts)
-        text, no_text = _content(choices[0].get("message"))
-        if text is None and no_text == "the response has no choices[0].message":
-            raise RequestFailed(no_text, attempts=attempts)
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        return ChatResponse(
-            text=clean_text(text) if text is not None else "",
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            model=_opt_text(data.get("model")),
-            system_fingerprint=_opt_text(data.get("system_fingerprint")),
-            latency_ms=latency_ms,
-            attempts=attempts,
-            no_text=clean_text(no_text) if no_text is not None else None,
-        )
+        data, state = await self._call("/chat/completions", request_body(request), request.model,
+                                       request.params)
+        return chat_response(data, latency_ms=(time.monotonic() - state.started) * 1000.0,
+                             attempts=max(1, state.count))
 
     async def embed(self, model: str, texts: list[str]) -> EmbeddingResponse:
         data, state = await self._call("/embeddings", {"model": model, "input": texts}, model, {})
@@ -419,6 +430,15 @@ def _token_counter(model: str) -> tuple[Callable[[str], int], str]:
     return (lambda text: len(enc.encode(text))), f"tiktoken {enc.name}"
 
 
+def _open_batches(resolved: ResolvedModel) -> BatchAPI:
+    from promptctl.providers.batch import open_batches
+
+    return open_batches(resolved)
+
+
+# The Batch API bills every OpenAI model at half its standard price.
+BATCH_PRICE_FACTOR = 0.5
+
 BACKEND = Backend(
     type="openai",
     open=_open,
@@ -428,4 +448,5 @@ BACKEND = Backend(
     default_concurrency=8,
     builtin_price=BUILTIN_PRICES.get,
     token_counter=_token_counter,
+    batch=BatchSupport(open=_open_batches, price_factor=BATCH_PRICE_FACTOR),
 )

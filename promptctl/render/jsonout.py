@@ -55,12 +55,30 @@ def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
         "cost_usd": summary.get("cost_usd"),
         "latency_ms": {k: latency.get(k) for k in ("p50", "p75", "p90", "p99")},
         "cached": summary.get("cached", 0),
+        # Requests of judges and embeddings models, by model, apart from the evaluated one's.
+        "scorers": summary.get("scorers") or {},
         "retries": summary.get("retries", 0),
         "system_fingerprints": summary.get("system_fingerprints", []),
         "consistency": summary.get("consistency"),
         # How the requests were served or sent, when not plainly in-process.
-        **{k: summary[k] for k in ("server",) if summary.get(k)},
+        **{k: summary[k] for k in ("server", "batch") if summary.get(k)},
+        **_pipeline_json(run),
+        # Rows a configured metric could not score, with their messages.
+        **{k: summary[k] for k in ("scoring_errors",) if summary.get(k)},
     }
+
+
+def _pipeline_json(run: Mapping[str, Any]) -> dict[str, Any]:
+    """SPEC §9: a pipeline run's steps with their own metrics, its composability gap and its
+    control-flow correctness."""
+    if (run.get("kind") or "prompt") != "pipeline":
+        return {}
+    summary = run.get("summary") or {}
+    gap = summary.get("composability_gap") or {}
+    return {"steps": summary.get("steps") or {},
+            "composability_gap": {"value": gap.get("value"), "n": gap.get("n", 0),
+                                  "wrong": gap.get("wrong", 0)},
+            "control_flow": summary.get("control_flow")}
 
 
 def _plain(value: Any) -> Any:

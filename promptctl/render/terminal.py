@@ -7,7 +7,7 @@ data can act on the terminal (see `promptctl.render.inert`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -139,15 +139,68 @@ def run_summary(con: Console, run: Mapping[str, Any]) -> None:
               f"tokens {_count(tokens.get('prompt', 0))} in / "
               f"{_count(tokens.get('completion', 0))} out  cost {fmt_cost(summary.get('cost_usd'))}")
     con.print(f"latency ms  {lat}")
+    for metric, failed in (summary.get("scoring_errors") or {}).items():
+        shown = "; ".join(f"{cell(r['row_id'], 40)}: {cell(r['error'], 200)}"
+                          for r in failed.get("rows") or [])
+        more = failed["count"] - len(failed.get("rows") or [])
+        con.print(f"[yellow]{cell(metric)}: no score for {_count(failed['count'])} rows[/] "
+                  f"({shown}{f'; and {more} more' if more > 0 else ''})", soft_wrap=True)
+    scorer_usage(con, summary.get("scorers") or {}, metrics, summary.get("scoring_errors") or {})
     consistency = summary.get("consistency")
     if consistency:
         repeat_summary(con, consistency)
+    if summary.get("kind") == "pipeline":
+        pipeline_summary(con, summary)
     fps = summary.get("system_fingerprints") or []
     models = summary.get("response_models") or []
     if len(fps) > 1 or len(models) > 1:
         con.print(f"[yellow]warning:[/] the server answered as several models/fingerprints "
                   f"({cell(', '.join(map(str, models + fps)), 400)}): results may mix model "
                   "versions")
+
+
+def pipeline_summary(con: Console, summary: Mapping[str, Any]) -> None:
+    """A pipeline run's steps (ran, skipped, errors, their own metrics), its composability gap
+    and its control-flow correctness."""
+    table = Table(show_edge=False, header_style="bold")
+    for name in ("step", "ran", "skipped", "errors", "metric", "value (95% CI)", "n"):
+        table.add_column(name, justify="left" if name in ("step", "metric") else "right")
+    for step_id, step in (summary.get("steps") or {}).items():
+        metrics = (step or {}).get("metrics") or {}
+        counts = [_count(step.get(k, 0)) for k in ("ran", "skipped", "errors")]
+        scored = [(k, v) for k, v in metrics.items() if (v or {}).get("n")]
+        if not scored:
+            table.add_row(cell(step_id), *counts, "-", "-", "-")
+        for i, (name, result) in enumerate(scored):
+            table.add_row(cell(step_id) if i == 0 else "", *(counts if i == 0 else ["", "", ""]),
+                          cell(name), fmt.metric(result), _count(result.get("n", 0)))
+    con.print(table)
+    gap = summary.get("composability_gap") or {}
+    value = gap.get("value")
+    con.print(f"composability gap {'-' if value is None else fmt.num(value, 3)}  "
+              f"(n {_count(gap.get('n', 0))}: rows whose every step with an expected value was "
+              f"right; {_count(gap.get('wrong', 0))} of them wrong end to end)")
+    flow = summary.get("control_flow")
+    if flow:
+        con.print(f"control flow correct {fmt.metric(flow)}  (n {_count(flow.get('n', 0))})")
+
+
+def scorer_usage(con: Console, scorers: Mapping[str, Any], metrics: Mapping[str, Any],
+                 listed: Collection[str] = ()) -> None:
+    """What judges and embeddings models cost, apart from the evaluated model; and the rows
+    they could not score."""
+    parts = [f"{cell(model)} {_count(u.get('requests', 0))} requests "
+             f"(cached {_count(u.get('cached', 0))}, errors {_count(u.get('errors', 0))}) "
+             f"tokens {_count(u.get('prompt_tokens', 0))} in / "
+             f"{_count(u.get('completion_tokens', 0))} out cost {fmt_cost(u.get('cost_usd'))}"
+             for model, u in scorers.items() if isinstance(u, Mapping)]
+    # Metrics listed with their rows' messages (scoring_errors) are not counted again.
+    unscored = [f"{cell(name)} {_count(r['unscored'])}" for name, r in metrics.items()
+                if isinstance(r, Mapping) and r.get("unscored") and name not in listed]
+    if parts:
+        con.print("scorers  " + "; ".join(parts))
+    if unscored:
+        con.print(f"[yellow]unscored rows[/] (the scorer gave no score): {', '.join(unscored)}")
 
 
 def repeat_summary(con: Console, c: dict[str, Any]) -> None:
@@ -229,12 +282,39 @@ def _implied(scores: dict[str, Any]) -> list[str]:
     return asked + (["mae"] if "answer_num" in scores else [])
 
 
+def scoring_notes(row: Mapping[str, Any]) -> str:
+    """Why a configured metric gave a row no score (a scorer's exception, a failed request)."""
+    details = row.get("judges")
+    if not isinstance(details, Mapping):
+        return ""
+    # A judge's error is shown with its answer (judge_lines).
+    return "".join(f"\n[red]{cell(metric, 40)}: {cell(d['error'], 400)}[/]"
+                   for metric, d in details.items()
+                   if isinstance(d, Mapping) and d.get("error") is not None
+                   and "completion" not in d)
+
+
 def no_answer(reason: Any) -> str:
     """Why a completion gave no answer, as a sentence: `no answer: the pattern did not match`."""
     text = str(reason or "it could not be read").strip()
     if text.startswith("pattern "):
         text = "the " + text
     return f"no answer: {text}"
+
+
+def judge_lines(judges: Any) -> str:
+    """What each judge answered for a row (kept beside the row's completion)."""
+    if not isinstance(judges, Mapping):
+        return ""
+    out = []
+    for name, j in judges.items():
+        # Other configured metrics keep only their error here (scoring_notes shows it).
+        if not isinstance(j, Mapping) or "completion" not in j:
+            continue
+        said = cell(j.get("completion") or "", 300)
+        error = f" [red]{cell(j['error'], 300)}[/]" if j.get("error") else ""
+        out.append(f"\n{cell(name, 40)} judge: {said}{error}")
+    return "".join(out)
 
 
 def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> None:
@@ -251,17 +331,63 @@ def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, 
         if row.get("error"):
             table.add_row(tag, cell(row["input"]), f"[red]error:[/] {cell(row['error'], 1000)}",
                           "", "", "", "", "")
+            _step_rows(table, row)
             continue
         answer = (cell(row["answer"]) if row["valid"]
                   else f"[red]{cell(no_answer(row.get('extract_error')))}[/]")
         tokens = f"{_count(row['prompt_tokens'] or 0)}/{_count(row['completion_tokens'] or 0)}"
+        judged = judge_lines(row.get("judges"))
         expected = cell(row["expected"]) if row.get("has_expected") else "-"
         table.add_row(tag, cell(row["input"]), cell(row["completion"] or ""), answer, expected,
                       row_scores(asked or _implied(row.get("scores") or {}),
-                                 row.get("scores") or {}),
+                                 row.get("scores") or {}) + judged + scoring_notes(row),
                       tokens + (" cached" if row["cached"] else ""),
                       fmt.num(row["latency_ms"], 0))
+        _step_rows(table, row)
     con.print(table)
+
+
+def _step_rows(table: Table, row: Mapping[str, Any]) -> None:
+    """Under a pipeline row, one line per step: what it was given, what it answered."""
+    steps = row.get("steps")
+    if not isinstance(steps, Mapping):
+        return
+    for step_id, st in steps.items():
+        if not isinstance(st, Mapping):
+            continue
+        tag = f"  step {cell(step_id, 80)}"
+        expected = cell(st["expected"]) if "expected" in st else "-"
+        flow = ""
+        if "should_run" in st:
+            flow = f"  flow {'right' if st.get('flow_correct') else 'wrong'}"
+        if st.get("not_run"):
+            table.add_row(tag, "", f"[dim]not run: {cell(st['not_run'])}[/]", "", expected, "",
+                          "", "")
+            continue
+        if st.get("error") is not None:
+            table.add_row(tag, "", f"[red]error:[/] {cell(st['error'], 1000)}", "", expected,
+                          flow.strip(), "", "")
+            continue
+        if st.get("skipped"):
+            table.add_row(tag, "", "[dim]skipped (when: was false)[/]", "null", expected,
+                          flow.strip(), "", "")
+            continue
+        if st.get("unrendered"):
+            table.add_row(tag, "", f"[red]{cell(st.get('extract_error'), 1000)}[/]", "", expected,
+                          flow.strip(), "", "")
+            continue
+        items = st.get("items")
+        given = cell([i.get("input") for i in items]) if isinstance(items, list) \
+            else cell(st.get("input"))
+        completion = cell([i.get("completion") for i in items]) if isinstance(items, list) \
+            else cell(st.get("completion") or "")
+        answer = cell(st.get("answer")) if st.get("valid") \
+            else f"[red]{cell(no_answer(st.get('extract_error')))}[/]"
+        verdict = "" if "correct" not in st else ("right" if st["correct"] else "wrong")
+        tokens = f"{_count(st.get('prompt_tokens') or 0)}/{_count(st.get('completion_tokens') or 0)}"
+        table.add_row(tag, given, completion, answer, expected, (verdict + flow).strip(),
+                      tokens + (" cached" if st.get("cached") else ""),
+                      fmt.num(st.get("latency_ms"), 0))
 
 
 def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
@@ -277,6 +403,20 @@ def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
                       else _count(p["completion_tokens_max"]),
                       fmt_cost(p["estimated_cost_usd_max"]))
     con.print(table)
+    for p in plans:
+        for metric, e in (p.get("embeddings") or {}).items():
+            con.print(f"{cell(p['prompt'])}: embeddings for {cell(metric)} ({cell(e['model'])}): "
+                      f"at most {_count(e['texts_max'])} texts in at least "
+                      f"{_count(e['requests_min'])} requests ({_count(e['expected_cached'])} "
+                      f"expected texts cached), cost at most {fmt_cost(e['cost_usd_max'])}")
+        for s in p.get("scorers") or []:
+            most = s["completion_tokens_max"]
+            what = "judge" if s.get("kind") == "llm_judge" else cell(s.get("kind") or "scorer")
+            con.print(f"{what} {cell(s['metric'])} of {cell(p['prompt'])} on {cell(s['model'])}: "
+                      f"{_count(s['requests'])} requests (the cache is asked once the answers "
+                      f"exist), prompt tokens {_count(s['prompt_tokens'])}, completion tokens "
+                      f"(max) {'-' if most is None else _count(most)}, "
+                      f"cost (max) {fmt_cost(s['estimated_cost_usd_max'])}")
     methods = sorted({str(p["token_count_method"]) for p in plans})
     con.print(f"prompt tokens: {cell(', '.join(methods))}; nothing was sent")
     for p in plans:
@@ -285,3 +425,22 @@ def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
             for m in p["first_request"]:
                 con.print(f"[dim]{cell(m['role'])}:[/] {escape(inert.as_text(m['content']))}",
                           soft_wrap=True)
+
+
+def batch_note(con: Console, run: Mapping[str, Any]) -> None:
+    """A batched run's batches, its price, and the requests that were not batched."""
+    batch = (run.get("summary") or {}).get("batch")
+    if not isinstance(batch, dict):
+        return
+    batches = batch.get("batches") or []
+    ids = ", ".join(cell(str(b.get("id"))) for b in batches[:4]) + (" ..." if len(batches) > 4 else "")
+    factor = batch.get("price_factor")
+    price = f"  priced at {fmt.num(factor * 100, 0)}% of the standard price" \
+        if isinstance(factor, int | float) and factor != 1 else ""
+    con.print(f"batch API  {_count(len(batches))} batch(es) {ids}{price}")
+    direct = batch.get("direct") or {}
+    if direct:
+        sent = "; ".join(f"{cell(spec)} {_count(u.get('requests', 0))} requests"
+                         for spec, u in direct.items())
+        con.print(f"[yellow]sent directly, not batched[/] (judge / embedding requests made while "
+                  f"scoring): {sent}")

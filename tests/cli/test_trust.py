@@ -106,6 +106,9 @@ def test_read_only_commands_create_nothing_in_a_fresh_project(tmp_path: Path,
             invoke(*args)
         assert "no run" in invoke("show", "abc", code=2).stderr
         invoke("history", "nothing", code=2)
+        # A diff or a report of runs that are not there fails without making a store.
+        invoke("diff", "run:0000", "run:0001", code=2)
+        invoke("report", "run:0000", "-o", str(tmp_path / "r.html"), code=2)
         assert not (tmp_path / ".promptctl").exists()
     finally:
         mp.undo()

@@ -27,6 +27,7 @@ from tests.fakeserver import FakeOpenAI, error_body, last_user_message
 from tests.helpers import (
     cli_process,
     eval_json,
+    finish_process,
     invoke,
     runs_json,
     show,
@@ -346,8 +347,7 @@ def test_an_endpoints_rpm_from_the_config_applies(
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
+    return finish_process(proc, timeout)
 
 
 def query(tmp_path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -488,7 +488,8 @@ def test_two_processes_write_one_store_at_once(api: FakeOpenAI, project: Path,
     assert not store_db(tmp_path).exists()  # both also race to create and migrate it
     procs = [cli_process("eval", f"prompts/{name}.yaml", "--concurrency", "4", "--json", cwd=project)
              for name in ("big", "other")]
-    results = [finish(p) for p in procs]
+    # Beyond SQLite's 60 s busy timeout: a lock wait ends in its own error, not in this one.
+    results = [finish(p, timeout=150) for p in procs]
     for code, _, err in results:
         assert code == 0, err
     runs = [json.loads(out)["runs"][0] for _, out, _ in results]

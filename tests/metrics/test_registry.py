@@ -4,6 +4,8 @@ and then works everywhere: validation, scoring, aggregates, thresholds, diff, hi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +66,12 @@ def test_a_registered_metric_is_scored_aggregated_and_compared(
     # A 0/1 score on one sample per row is tested as exact_match is: McNemar.
     assert entry["test"] == "mcnemar_exact"
     assert entry["direction"] == "worse"
+
+
+def test_every_kind_is_known_whichever_kind_module_is_imported_first() -> None:
+    # In a fresh interpreter: one kind registered on its own must not hide the others.
+    code = ("import promptctl.metrics.custom\n"
+            "from promptctl.metrics.registry import kinds\n"
+            "print(' '.join(sorted(kinds())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["custom", "llm_judge", "similarity"]

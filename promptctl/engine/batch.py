@@ -1,0 +1,394 @@
+"""`eval --batch`: the requests the cache does not answer go to the endpoint's batch API as
+JSONL files, and the rows are stored as the output files are read.
+
+The batches of a run are recorded in its `options` (under "batches") the moment each is
+submitted, so an interrupted run resumes by re-attaching to them rather than paying for the
+same requests twice. Only the evaluated model's requests are batched: a judge's or an
+embeddings model's requests, made while rows are scored, are sent directly and reported
+apart in the run's summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptctl.config import Price
+from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services
+from promptctl.engine.plan import Key, RequestPlan, WorkItem, cache_key
+from promptctl.engine.send import RowWriter, row_record
+from promptctl.errors import InputError
+from promptctl.providers import ResolvedModel
+from promptctl.providers.base import BatchAPI, BatchInfo, ChatRequest, ChatResponse, RequestFailed
+
+# The OpenAI Batch API's limits per input file.
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1024 * 1024
+DEFAULT_POLL_SECONDS = 15.0
+# Overrides, for tests and for servers with other limits.
+ENV_POLL = "PROMPTCTL_BATCH_POLL"
+ENV_MAX_REQUESTS = "PROMPTCTL_BATCH_MAX_REQUESTS"
+ENV_MAX_BYTES = "PROMPTCTL_BATCH_MAX_BYTES"
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Requests and bytes per input file, and seconds between polls."""
+
+    max_requests: int = MAX_REQUESTS
+    max_bytes: int = MAX_BYTES
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+
+    @classmethod
+    def from_env(cls) -> BatchLimits:
+        def number(name: str, default: float, low: float) -> float:
+            raw = os.environ.get(name)
+            if raw is None or not raw.strip():
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if not value >= low:
+                raise InputError(f"${name} is {raw!r}: not a number of at least {low:g}",
+                                 fix=f"unset {name} or set it to a number >= {low:g}")
+            return value
+
+        return cls(max_requests=int(number(ENV_MAX_REQUESTS, MAX_REQUESTS, 1)),
+                   max_bytes=int(number(ENV_MAX_BYTES, MAX_BYTES, 1)),
+                   poll_seconds=number(ENV_POLL, DEFAULT_POLL_SECONDS, 0))
+
+
+def require_batch(resolved: ResolvedModel) -> None:
+    """--batch on an endpoint whose backend has no batch API: exit 2 before any run starts."""
+    if resolved.backend.batch is None:
+        raise InputError(f"endpoint {resolved.endpoint_name!r} (type {resolved.type}) does not "
+                         "offer the Batch API",
+                         fix="drop --batch to send the requests directly, or use an OpenAI "
+                         "endpoint (one with /v1/files and /v1/batches)")
+
+
+def batch_price(price: Price | None, resolved: ResolvedModel) -> Price | None:
+    """What a batched request costs: the standard price times the backend's batch factor."""
+    support = resolved.backend.batch
+    if price is None or support is None:
+        return price
+    return Price(price.input * support.price_factor, price.output * support.price_factor)
+
+
+def custom_id(key: Key) -> str:
+    """The request's id in the batch files: its (kind, row id, sample), which a resume can
+    match without the submitting process's memory."""
+    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class Submitted:
+    """One batch of the run: as stored with the run, plus what this process knows of it."""
+
+    id: str
+    input_file_id: str
+    requests: int
+    status: str = "validating"
+    collected: bool = False
+    # The custom ids it holds (read back from its input file after a restart).
+    ids: set[str] | None = None
+    counts: tuple[int, int, int] = (0, 0, 0)  # completed, failed, total
+
+    def stored(self) -> dict[str, Any]:
+        return {"id": self.id, "input_file_id": self.input_file_id, "requests": self.requests,
+                "status": self.status, "collected": self.collected}
+
+    @classmethod
+    def load(cls, raw: Any) -> Submitted | None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+            return None
+        return cls(raw["id"], str(raw.get("input_file_id") or ""), int(raw.get("requests") or 0),
+                   str(raw.get("status") or "validating"), bool(raw.get("collected")))
+
+
+@dataclass
+class BatchReport:
+    """What the run's summary says about its batches."""
+
+    submitted: int = 0
+    reattached: int = 0
+    batches: list[Submitted] = field(default_factory=list)
+
+    def as_dict(self, price_factor: float, services: Services) -> dict[str, Any]:
+        # Requests made while scoring (judges, embeddings) go through the run's other channels.
+        direct = {spec: ch.usage.as_dict() for spec, ch in services._channels.items()
+                  if ch.usage.requests or ch.usage.cached or ch.usage.errors}
+        return {"batches": [{"id": b.id, "status": b.status, "requests": b.requests}
+                            for b in self.batches],
+                "submitted": self.submitted, "reattached": self.reattached,
+                "price_factor": price_factor, "direct": direct}
+
+
+class BatchRun:
+    """The batched send of one run's requests (see the module docstring)."""
+
+    def __init__(self, plan: RequestPlan, *, run_id: str, gateway: Gateway, channel: Channel,
+                 progress: ProgressFn | None, services: Services, limits: BatchLimits,
+                 concurrency: int) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self.gateway = gateway
+        self.store = gateway.store
+        self.channel = channel
+        self.progress = progress
+        self.services = services
+        self.limits = limits
+        self.concurrency = max(1, concurrency)
+        self.params = plan.prompt.request_params
+        self.writer = RowWriter(self.store, gateway)
+        self.items: dict[str, WorkItem] = {}
+        self.options: dict[str, Any] = dict(self.store.get_run(run_id).get("options") or {})
+        loaded = [Submitted.load(b) for b in self.options.get("batches") or []]
+        self.report = BatchReport(batches=[b for b in loaded if b is not None])
+        # Rows waiting to be scored together (a judge's requests then overlap).
+        self._scoring: list[tuple[WorkItem, Answer]] = []
+
+    # -- the whole run ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._from_cache()
+            if not self.items:
+                return
+            support = self.channel.resolved.backend.batch
+            assert support is not None  # require_batch ran before the run was created
+            api = support.open(self.channel.resolved)
+            try:
+                await self._reattach(api)
+                await self._submit_rest(api)
+                await self._poll(api)
+            finally:
+                await api.aclose()
+        finally:
+            await self._score_pending()
+            self.writer.flush()
+
+    async def _from_cache(self) -> None:
+        state = self.gateway.progress
+        use_cache = self.gateway.use_cache
+        for item in self.plan:
+            key = cache_key(self.channel.resolved.cache_url, self.channel.model, item.messages,
+                            self.params, item.sample)
+            hit = self.store.cache_get(key) if use_cache else None
+            if hit is not None:
+                state.cached += 1
+                self.channel.usage.cached += 1
+                await self._add(item, Answer(hit, cached=True))
+            else:
+                self.items[custom_id(item.key)] = item
+        await self._score_pending()
+        self.writer.flush()
+
+    async def _reattach(self, api: BatchAPI) -> None:
+        """Learn what each batch a previous process submitted holds, from its input file."""
+        for batch in self.report.batches:
+            if batch.collected:
+                continue
+            self.report.reattached += 1
+            self._note(f"re-attaching to batch {batch.id}")
+            batch.ids = {cid async for cid in api.request_ids(batch.input_file_id)} \
+                if batch.input_file_id else set()
+
+    async def _submit_rest(self, api: BatchAPI) -> None:
+        covered: set[str] = set()
+        for batch in self.report.batches:
+            if not batch.collected and batch.ids is not None:
+                covered |= batch.ids
+        rest = [cid for cid in self.items if cid not in covered]
+        for path, ids in self._files(api, rest):
+            try:
+                self._note(f"uploading {len(ids)} requests")
+                file_id = await api.upload(path)
+            finally:
+                os.unlink(path)
+            info = await api.submit(file_id, {"promptctl_run": self.run_id})
+            batch = Submitted(info.id, file_id, len(ids), info.status, ids=set(ids))
+            self.report.batches.append(batch)
+            self.report.submitted += 1
+            self._save()  # at once: a kill from here on must not submit these requests again
+
+    def _files(self, api: BatchAPI, ids: list[str]) -> Iterator[tuple[str, list[str]]]:
+        """JSONL files of at most max_requests requests and max_bytes bytes each."""
+        chunk: list[str] = []
+        size = 0
+        handle: Any = None
+        try:
+            for cid in ids:
+                item = self.items[cid]
+                line = api.request_line(cid, ChatRequest(self.channel.model, item.messages,
+                                                         self.params))
+                if chunk and (len(chunk) >= self.limits.max_requests
+                              or size + len(line) > self.limits.max_bytes):
+                    handle.close()
+                    # From here the caller owns (and deletes) the file.
+                    name, handle = handle.name, None
+                    yield name, chunk
+                    chunk, size = [], 0
+                if handle is None:
+                    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed when yielded
+                        prefix=f"promptctl-{self.run_id}-", suffix=".jsonl", delete=False)
+                handle.write(line)
+                chunk.append(cid)
+                size += len(line)
+            if chunk:
+                handle.close()
+                name, handle = handle.name, None
+                yield name, chunk
+        finally:
+            if handle is not None:
+                handle.close()
+                os.unlink(handle.name)
+
+    # -- waiting and reading ---------------------------------------------------------------
+
+    async def _poll(self, api: BatchAPI) -> None:
+        while True:
+            pending = [b for b in self.report.batches if not b.collected]
+            if not pending:
+                return
+            for batch in pending:
+                info = await api.retrieve(batch.id)
+                changed = info.status != batch.status
+                batch.status = info.status
+                batch.counts = (info.completed, info.failed, info.total)
+                if info.done:
+                    await self._collect(api, batch, info)
+                elif changed:
+                    self._save()
+            self._report_state()
+            if any(not b.collected for b in self.report.batches):
+                await asyncio.sleep(self.limits.poll_seconds)
+
+    async def _collect(self, api: BatchAPI, batch: Submitted, info: BatchInfo) -> None:
+        """Store a finished batch's rows as its output and error files are read."""
+        self._note(f"reading the results of batch {batch.id}")
+        async for cid, result in api.results(info):
+            item = self.items.pop(cid, None)
+            if item is not None:  # else answered before a restart, or not this run's
+                await self._add(item, self._accept(item, result))
+        missing = _why_missing(info)
+        for cid in sorted(batch.ids or ()):
+            item = self.items.pop(cid, None)
+            if item is not None:
+                await self._add(item, Answer(None, error=missing, attempts=1))
+        await self._score_pending()
+        self.writer.flush()
+        batch.collected = True
+        self._save()
+
+    def _accept(self, item: WorkItem, result: ChatResponse | RequestFailed) -> Answer:
+        """A batch result as a direct request's answer would be: counted, priced, cached."""
+        if isinstance(result, RequestFailed):
+            return self._failed(str(result))
+        response: dict[str, Any] = {
+            "text": result.text, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens, "model": result.model,
+            "system_fingerprint": result.system_fingerprint,
+            "latency_ms": None,  # a batch has no per-request latency
+        }
+        if result.no_text is not None:
+            response["no_text"] = result.no_text
+        self.gateway.progress.spent_usd += self.channel.usage.add(
+            self.channel.price, result.prompt_tokens, result.completion_tokens)
+        if self.gateway.use_cache:
+            key = cache_key(self.channel.resolved.cache_url, self.channel.model, item.messages,
+                            self.params, item.sample)
+            self.gateway.new_cache.append((key, response))
+        return Answer(response, attempts=1)
+
+    def _failed(self, message: str) -> Answer:
+        self.channel.usage.errors += 1
+        return Answer(None, error=message, attempts=1)
+
+    async def _add(self, item: WorkItem, answer: Answer) -> None:
+        self._scoring.append((item, answer))
+        if len(self._scoring) >= self.concurrency:
+            await self._score_pending()
+
+    async def _score_pending(self) -> None:
+        """Score the waiting rows together and hand them to the writer."""
+        waiting, self._scoring = self._scoring, []
+        if not waiting:
+            return
+        records = await asyncio.gather(*(
+            row_record(self.run_id, item, answer, self.plan.prompt, self.services)
+            for item, answer in waiting))
+        state = self.gateway.progress
+        for record in records:
+            state.done += 1
+            state.errors += "error" in record
+            # Batched writes: a killed process re-reads the batch's files on resume.
+            self.writer.add(record, sent=False)
+        if self.progress is not None:
+            self.progress(state)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.options["batch"] = True
+        self.options["batches"] = [b.stored() for b in self.report.batches]
+        self.store.update_run(self.run_id, options=self.options)
+
+    def _note(self, text: str) -> None:
+        self.gateway.progress.note = text
+        if self.progress is not None:
+            self.progress(self.gateway.progress)
+
+    def _report_state(self) -> None:
+        batches = self.report.batches
+        states: dict[str, int] = {}
+        for b in batches:
+            states[b.status] = states.get(b.status, 0) + 1
+        done = sum(b.counts[0] + b.counts[1] for b in batches if not b.collected)
+        total = sum(b.counts[2] for b in batches if not b.collected)
+        text = f"{len(batches)} batch{'es' if len(batches) != 1 else ''}: " + ", ".join(
+            f"{n} {s}" for s, n in sorted(states.items()))
+        if total:
+            text += f" · server {done}/{total}"
+        self._note(text)
+
+
+def _why_missing(info: BatchInfo) -> str:
+    """The error of a request a finished batch has no result line for."""
+    if info.status == "failed":
+        reasons = "; ".join(info.errors[:3]) or "no reason given"
+        return f"the batch {info.id} failed: {reasons}"
+    if info.status == "expired":
+        return (f"the batch {info.id} expired (24 h) before this request was processed; "
+                "resume the run to send it again")
+    if info.status == "cancelled":
+        return f"the batch {info.id} was cancelled before this request was processed"
+    return f"the batch {info.id} ended ({info.status}) without a result for this request"
+
+
+async def send_batched(plan: RequestPlan, *, run_id: str, gateway: Gateway, channel: Channel,
+                       progress: ProgressFn | None, services: Services, concurrency: int,
+                       extra: dict[str, Any]) -> None:
+    """Send `plan` through the endpoint's batch API; `extra` receives the summary's "batch"."""
+    batch_run = BatchRun(plan, run_id=run_id, gateway=gateway, channel=channel,
+                         progress=progress, services=services, limits=BatchLimits.from_env(),
+                         concurrency=concurrency)
+    support = channel.resolved.backend.batch
+    try:
+        await batch_run.run()
+    finally:
+        try:
+            extra["batch"] = batch_run.report.as_dict(
+                support.price_factor if support is not None else 1.0, services)
+        finally:
+            try:
+                if channel.provider is not None:
+                    await channel.provider.aclose()
+            finally:
+                await services.aclose()

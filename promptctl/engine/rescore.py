@@ -1,0 +1,172 @@
+"""Rescoring: a stored run's completions scored again, as a new run linked to the old one.
+
+After a change to a judge prompt, an output pattern or a scorer, the completions a run
+paid for are still good: only the scores change. Nothing is sent to the evaluated model;
+judges (and other scorers) are asked only what the cache does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from promptctl.config import Config
+from promptctl.engine.gateway import Answer, Gateway, Progress, ProgressFn, Services
+from promptctl.engine.lifecycle import _owner_token, metric_identities, new_run_id
+from promptctl.engine.plan import WorkItem
+from promptctl.engine.send import RowWriter, row_record
+from promptctl.engine.summary import summarize
+from promptctl.errors import InputError, PromptctlError
+from promptctl.evalsets import MISSING, Row
+from promptctl.prompts import Prompt
+from promptctl.store import RowRecord, RunRecord, Store, utcnow
+
+# Run columns a rescored run keeps from the run it rescores: it is the same prompt on the
+# same answers.
+_KEPT = ("prompt_name", "prompt_path", "git_commit", "git_dirty", "git_branch", "model",
+         "endpoint", "base_url", "params", "evalset_path", "evalset_version", "n_planned")
+
+
+def rescore_prompt(run: RunRecord, config: Config) -> tuple[Prompt, str]:
+    """The prompt to score `run`'s completions with, and why that one.
+
+    The prompt file as it is now, when it asks exactly what the run asked (same messages
+    template and params: only `output:`, `metrics:` or thresholds changed); else the prompt
+    stored with the run. Judge prompts and scorers are always read as they are now.
+    """
+    from promptctl.prompts import load_prompt, parse_prompt
+
+    stored = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])
+    try:
+        current = load_prompt(config.root / run["prompt_path"], config.root)
+    except InputError:
+        return stored, "the run's own prompt (the prompt file cannot be read now)"
+    if current.version == stored.version:
+        return stored, "the run's prompt (unchanged)"
+    if (current.messages == stored.messages and current.examples == stored.examples
+            and current.request_params == stored.request_params):
+        return current, "the prompt file as it is now (its requests are the run's)"
+    return stored, "the run's own prompt (the prompt file now asks something else)"
+
+
+def _select(prompt: Prompt, names: Sequence[str] | None) -> tuple[Prompt, set[str]]:
+    """`prompt` with only the configured metrics named by `names` scored afresh; the names
+    of the configured metrics whose stored scores are kept."""
+    if not names:
+        return prompt, set()
+    for name in names:
+        if name not in prompt.metrics:
+            raise InputError(f"metric {name!r} is not a metric of prompt {prompt.name}",
+                             file=prompt.path, fix=f"use some of: {', '.join(prompt.metrics)}")
+    fresh = tuple(m for m in prompt.configured_metrics if m.name in names)
+    kept = {m.name for m in prompt.configured_metrics if m.name not in names}
+    return dataclasses.replace(prompt, configured_metrics=fresh), kept
+
+
+def _kept_scores(old: RowRecord, record: dict[str, Any], kept: set[str]) -> None:
+    """Carry the stored scores (and judge answers) of the metrics not scored afresh."""
+    if not kept or "scores" not in record:
+        return
+    scores = old.get("scores") or {}
+    for key, value in scores.items():
+        if key in kept or key.partition("__")[0] in kept:
+            record["scores"][key] = value
+    judges = {k: v for k, v in (old.get("judges") or {}).items() if k in kept}
+    if judges:
+        record["judges"] = {**(record.get("judges") or {}), **judges}
+
+
+def _item_and_answer(old: RowRecord) -> tuple[WorkItem, Answer]:
+    row = Row(id=old["row_id"], input=old["input"],
+              expected=old["expected"] if old.get("has_expected", "expected" in old) else MISSING)
+    item = WorkItem(old["kind"], old["position"], row, old["sample"], old["messages"])
+    if old.get("error") is not None:
+        return item, Answer(None, error=old["error"], attempts=old.get("attempts") or 0)
+    response = {"text": old.get("completion"), "prompt_tokens": old.get("prompt_tokens"),
+                "completion_tokens": old.get("completion_tokens"),
+                "model": old.get("response_model"),
+                "system_fingerprint": old.get("system_fingerprint"),
+                "latency_ms": old.get("latency_ms")}
+    if old.get("completion") is None:
+        response["no_text"] = old.get("extract_error") or "no text"
+    # Nothing is paid for the completion again: the rescored row counts it as cached.
+    return item, Answer(response, attempts=old.get("attempts") or 1, cached=True)
+
+
+def rescore_run(run_ref: str, *, store: Store, config: Config,
+                metrics: Sequence[str] | None = None, concurrency: int = 8,
+                use_cache: bool = True, timeout: float | None = None,
+                progress: ProgressFn | None = None) -> RunRecord:
+    """Score the stored completions of run `run_ref` again; store and return the new run."""
+    from promptctl.providers import open_provider, resolve_model
+
+    old = store.get_run(run_ref)
+    if (old.get("kind") or "prompt") != "prompt":
+        raise InputError(f"run {old['id']} is a {old.get('kind')} run; rescore takes prompt runs",
+                         fix="evaluate the pipeline again (its answers are cached)")
+    if old["status"] == "running":
+        raise InputError(f"run {old['id']} is still running or was interrupted",
+                         fix=f"finish it first: promptctl eval --resume {old['id']}")
+    prompt, why = rescore_prompt(old, config)
+    scoring, kept = _select(prompt, metrics)
+    resolved = resolve_model(old["model"], config)
+    run_id = new_run_id()
+    options = {**(old.get("options") or {}), "rescored_from": old["id"], "prompt_used": why,
+               "rescored_metrics": sorted(m.name for m in scoring.configured_metrics)}
+    options.pop("metric_identity", None)
+    options.update(metric_identities(prompt))
+    record: dict[str, Any] = {k: old.get(k) for k in _KEPT}
+    record.update(id=run_id, created_at=utcnow(), status="running", kind="prompt",
+                  prompt_version=prompt.version, prompt_source=prompt.source,
+                  owner=_owner_token(), parent_run=old["id"], options=options)
+    store.create_run(record)  # type: ignore[arg-type]
+    old_rows = list(store.iter_rows(old["id"]))
+    gateway = Gateway(store, use_cache=use_cache, cache_only=False,
+                      progress=Progress(total=len(old_rows)))
+    services = Services(gateway, config, concurrency, lambda r, c: open_provider(
+        r if timeout is None else dataclasses.replace(r, request_timeout=timeout), c, {}))
+    status = "interrupted"
+    try:
+        asyncio.run(_rescore_rows(old_rows, run_id, scoring, kept, gateway, services,
+                                  concurrency, progress))
+        status = "complete"
+    except PromptctlError:
+        status = "failed"
+        raise
+    finally:
+        repeat = int((old.get("options") or {}).get("repeat") or 1)
+        result = summarize(store, run_id, prompt, config.price(resolved.model, resolved.endpoint),
+                           repeat=repeat, scorers=services.usage())
+        full = old.get("coverage") == "full" and len(old_rows) > 0
+        store.update_run(run_id, status=status, finished_at=utcnow(),
+                         coverage="full" if full and status == "complete" else "partial", **result)
+    return store.get_run(run_id)
+
+
+async def _rescore_rows(old_rows: list[RowRecord], run_id: str, prompt: Prompt, kept: set[str],
+                        gateway: Gateway, services: Services, concurrency: int,
+                        progress: ProgressFn | None) -> None:
+    writer = RowWriter(gateway.store, gateway)
+    state = gateway.progress
+    rows = iter(old_rows)
+
+    async def worker() -> None:
+        for old in rows:
+            item, answer = _item_and_answer(old)
+            record = await row_record(run_id, item, answer, prompt, services)
+            record["created_at"] = old["created_at"]  # when the completion arrived
+            _kept_scores(old, record, kept)
+            state.done += 1
+            writer.add(record, sent=False)
+            if progress is not None:
+                progress(state)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    finally:
+        try:
+            writer.flush()
+        finally:
+            await services.aclose()

@@ -1,0 +1,253 @@
+"""The `custom` metric kind: the user's own scorer, `FILE.py:FUNCTION` or an installed one.
+
+```yaml
+metrics:
+  - name: short_enough
+    custom: ../scorers/length.py:score   # relative to the prompt file, inside the project
+  - name: toxicity
+    custom: toxicity                     # entry point `toxicity` of group promptctl.scorers
+```
+The function is called as `FUNCTION(answer, expected, row)` and returns a number, a bool
+(1/0) or None (no score for that row). An exception is that row's scoring error: kept with
+the row under the metric's name and counted in the run's summary, never a zero. The scorer
+is the user's code, like a pytest conftest: it is loaded (run) only when it is needed (by
+`validate`, `--dry-run` or a run), never when a prompt is merely read (by `history` or `diff`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import math
+import re
+import sys
+import traceback
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from promptctl.errors import InputError
+from promptctl.files import MiB, Reference, project_path, project_root, quote, read_file
+from promptctl.metrics.registry import (
+    PAIRED_MEAN,
+    Columns,
+    Kind,
+    Metric,
+    Result,
+    ScoreContext,
+    Scores,
+    register_kind,
+)
+
+ENTRY_POINT_GROUP = "promptctl.scorers"
+MAX_SCORER_BYTES = 1 * MiB
+# A scorer's message is shown with its row; a longer one is cut (it may quote a whole answer).
+MAX_ERROR_CHARS = 500
+# Keys the built-in metrics keep in a row's scores: a configured metric may not shadow them.
+RESERVED_KEYS = frozenset({"answer_num", "expected_num", "squared_error", "label_answer",
+                           "label_expected"})
+_SPEC = re.compile(r"(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
+_ENTRY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+ScorerFn = Callable[[Any, Any, dict[str, Any]], Any]
+
+
+def mean_of(key: str) -> Callable[[Columns], Result]:
+    """The aggregate of a configured metric: the mean over scored rows, with n and a 95%
+    bootstrap interval."""
+
+    def aggregate(columns: Columns) -> Result:
+        from promptctl.metrics.aggregates import share
+
+        return share(columns.get(key, []))
+
+    return aggregate
+
+
+def score_value(value: Any) -> float:
+    """A scorer's return value as a score; ValueError says why it is none."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"returned {value!r}, not a finite number")
+        return number
+    raise ValueError(f"returned a {type(value).__name__}, not a number, a bool or None")
+
+
+def error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "…"
+
+
+class Scorer:
+    """One configured scorer: where it comes from, and the function once it is loaded."""
+
+    def __init__(self, spec: str, prompt_path: Path, line: int | None) -> None:
+        self.spec = spec
+        self.prompt_path = prompt_path
+        self.line = line
+        self.identity: dict[str, Any] = {"custom": spec}
+        self._fn: ScorerFn | None = None
+        found = _SPEC.fullmatch(spec)
+        if found is not None:
+            self.file: Path | None = project_path(found["file"], prompt_path.parent)
+            self.function = found["function"]
+        elif _ENTRY_NAME.fullmatch(spec) and not spec.endswith(".py"):
+            self.file, self.function = None, spec
+        else:
+            raise InputError(f"custom scorer {quote(spec, 80)} is neither FILE.py:FUNCTION nor the "
+                             "name of an installed scorer", file=prompt_path, line=line,
+                             fix="e.g. custom: ../scorers/length.py:score (relative to this file), "
+                             f"or the name of an entry point of group {ENTRY_POINT_GROUP}")
+
+    def load(self) -> ScorerFn:
+        """The scorer function, loaded once; InputError names the file and line at fault."""
+        if self._fn is None:
+            fn = self._from_file() if self.file is not None else self._from_entry_point()
+            self._check_signature(fn)
+            self._fn = fn
+        return self._fn
+
+    def _from_file(self) -> ScorerFn:
+        assert self.file is not None
+        ref = Reference(self.prompt_path, self.line, "custom")
+        source = read_file(self.file, what="scorer", max_bytes=MAX_SCORER_BYTES,
+                           root=project_root(self.prompt_path), ref=ref)
+        digest = hashlib.sha256(source).hexdigest()
+        # Recorded with the run: which version of the scorer gave its scores.
+        self.identity["sha256"] = digest
+        try:
+            code = compile(source, str(self.file), "exec")
+        except SyntaxError as exc:
+            raise InputError(f"the scorer does not compile: {exc.msg}", file=self.file,
+                             line=exc.lineno, fix="fix the Python syntax") from None
+        except ValueError as exc:  # null bytes
+            raise InputError(f"the scorer cannot be read as Python: {exc}", file=self.file,
+                             fix="save it as UTF-8 Python source") from None
+        # A module of its own per version, so that two prompts naming the same file share it
+        # and a changed file is not confused with the old one.
+        module = types.ModuleType(f"promptctl_scorer_{digest[:16]}")
+        module.__file__ = str(self.file)
+        sys.modules[module.__name__] = module  # dataclasses and pickling look modules up
+        try:
+            exec(code, module.__dict__)  # noqa: S102 - the project's own scorer, like a conftest
+        except Exception as exc:
+            sys.modules.pop(module.__name__, None)
+            raise InputError(f"the scorer failed while loading: {error_text(exc)}",
+                             file=self.file, line=_line_in(exc, str(self.file)),
+                             fix="fix the module so that importing it runs cleanly") from None
+        fn = getattr(module, self.function, None)
+        if not callable(fn):
+            names = sorted(n for n, v in vars(module).items()
+                           if inspect.isfunction(v) and not n.startswith("_"))
+            raise InputError(f"the scorer file has no function {self.function!r}",
+                             file=self.prompt_path, line=self.line,
+                             fix=f"define def {self.function}(answer, expected, row) in "
+                             f"{self.file.name}" + (f", or name one of: {', '.join(names)}"
+                                                    if names else ""))
+        return fn  # type: ignore[no-any-return]
+
+    def _from_entry_point(self) -> ScorerFn:
+        from importlib.metadata import entry_points
+
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == self.function]
+        if not found:
+            known = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+            raise InputError(f"no installed scorer named {quote(self.function, 80)} (entry-point "
+                             f"group {ENTRY_POINT_GROUP})", file=self.prompt_path, line=self.line,
+                             fix=("installed scorers: " + ", ".join(known)) if known else
+                             "install the package that offers it, or name a file: "
+                             "custom: ../scorers/FILE.py:FUNCTION")
+        ep = found[0]
+        self.identity["entry_point"] = ep.value
+        if ep.dist is not None:
+            self.identity["package"] = f"{ep.dist.name} {ep.dist.version}"
+        try:
+            fn = ep.load()
+        except Exception as exc:
+            raise InputError(f"the installed scorer {ep.name!r} ({ep.value}) failed to load: "
+                             f"{error_text(exc)}", file=self.prompt_path, line=self.line,
+                             fix="reinstall or fix the package that offers it") from None
+        if not callable(fn):
+            raise InputError(f"the installed scorer {ep.name!r} ({ep.value}) is not a function",
+                             file=self.prompt_path, line=self.line,
+                             fix="the entry point must name a function (answer, expected, row)")
+        return fn  # type: ignore[no-any-return]
+
+    def _check_signature(self, fn: ScorerFn) -> None:
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return  # a builtin or C function: it tells at its first call
+        try:
+            signature.bind(None, None, {})
+        except TypeError:
+            code = getattr(fn, "__code__", None)
+            file = self.file if self.file is not None else getattr(code, "co_filename", None)
+            line = getattr(code, "co_firstlineno", None) if file is not None else self.line
+            raise InputError(f"the scorer {self.function}{signature} cannot be called with three "
+                             "arguments (answer, expected, row)", file=file or self.prompt_path,
+                             line=line, fix=f"def {self.function}(answer, expected, row): ...") \
+                from None
+
+    async def row(self, name: str, ctx: ScoreContext) -> Scores:
+        fn = self.load()
+        row = ctx.row
+        expected = row.expected if row.has_expected else None
+        answer = ctx.extraction.answer if ctx.extraction.valid else None
+        # Copies: a scorer that changes what it is given must not change the stored row.
+        data = copy.deepcopy({"id": row.id, "input": row.input, "expected": expected,
+                              "completion": ctx.completion})
+        try:
+            value = fn(copy.deepcopy(answer), copy.deepcopy(expected), data)
+            if inspect.isawaitable(value):  # an async scorer (it may call a service)
+                value = await value
+        except (Exception, SystemExit) as exc:
+            return _failed(ctx, name, error_text(exc))
+        if value is None:
+            return {}
+        try:
+            return {name: score_value(value)}
+        except ValueError as exc:
+            return _failed(ctx, name, f"the scorer {exc}")
+
+
+def _failed(ctx: ScoreContext, name: str, message: str) -> Scores:
+    """No score for the row: the message is kept with it (stored, shown and counted)."""
+    ctx.details[name] = {"score": None, "error": message}
+    return {}
+
+def _line_in(exc: BaseException, filename: str) -> int | None:
+    """The last line of `filename` in the traceback of `exc`."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == filename:
+            line = frame.lineno
+    return line
+
+
+def build(name: str, raw: Any, path: Path, line_of: Callable[..., int | None]) -> Metric:
+    if not isinstance(raw, str) or not raw.strip():
+        raise InputError(f"metric {name}: custom must be FILE.py:FUNCTION or an installed "
+                         "scorer's name", file=path, line=line_of(),
+                         fix="e.g. custom: ../scorers/length.py:score")
+    if name in RESERVED_KEYS:
+        raise InputError(f"metric name {name!r} is a key the built-in metrics keep", file=path,
+                         line=line_of(), fix="choose another name")
+    scorer = Scorer(raw.strip(), path, line_of())
+
+    async def row(ctx: ScoreContext) -> Scores:
+        return await scorer.row(name, ctx)
+
+    def check() -> None:
+        scorer.load()
+
+    return Metric(name, row, mean_of(name), PAIRED_MEAN, name, kind="custom",
+                  identity=scorer.identity, check=check)
+
+
+register_kind(Kind("custom", build, "the user's own scorer: FILE.py:FUNCTION or an installed one"))

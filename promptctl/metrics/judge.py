@@ -1,0 +1,204 @@
+"""The `llm_judge` kind: a judge prompt (an ordinary prompt file) scores each completion.
+
+The judge's template sees the evaluated row's input fields plus `completion`, `answer`
+and `expected` (its own few-shot `examples` as any prompt does, so the judge renders the
+same whether it scores a run or is itself evaluated on human verdicts). Its `output:`
+section reads the score. A judge answer that cannot be read, or a judge request that
+failed, leaves the row without a score for this metric: counted as `unscored`, never a 0.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptctl.errors import InputError
+from promptctl.files import Reference, project_path, project_root
+from promptctl.metrics.aggregates import share
+from promptctl.metrics.registry import PAIRED_MEAN, Columns, Kind, Metric, Result, ScoreContext, Scores
+
+if TYPE_CHECKING:
+    from promptctl.config import Config
+    from promptctl.evalsets import Row
+    from promptctl.prompts import Prompt
+
+SPEC_KEYS = ("prompt", "model")
+SCORE_TYPES = ("number", "integer", "label")
+# A judge's prompt may itself have judge metrics (it is evaluated like any prompt); a
+# judge that names itself, directly or not, would load forever.
+_loading: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("judges_loading",
+                                                                           default=())
+
+
+def unscored_key(name: str) -> str:
+    """The score key a row keeps when metric `name` could not score it (aggregated as a count)."""
+    return f"{name}__unscored"
+
+
+@dataclass(frozen=True)
+class Judge:
+    """A loaded judge: its prompt, the model it runs on and how its answer becomes a score."""
+
+    name: str
+    prompt: Prompt
+    model: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        # A judge is a measurement: always at temperature 0, whatever its file says.
+        return {**self.prompt.request_params, "temperature": 0}
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"prompt": self.prompt.name, "prompt_version": self.prompt.version,
+                "model": self.model}
+
+    def messages(self, ctx: ScoreContext) -> list[dict[str, str]]:
+        row = ctx.row
+        variables = {**row.input,
+                     "completion": ctx.completion,
+                     "answer": ctx.extraction.answer if ctx.extraction.valid else None,
+                     "expected": row.expected if row.has_expected else None}
+        return self.prompt.render(variables, row.id)
+
+    def check_row(self, row: Row) -> None:
+        """The judge's template renders for `row` (a missing variable is found before any
+        request is sent, naming the judge file and the row)."""
+        from promptctl.scoring import Extraction
+
+        self.messages(ScoreContext(row, Extraction(None, False), ""))
+
+    def estimate(self, contexts: Sequence[ScoreContext], config: Config,
+                 completion_tokens: int | None) -> dict[str, Any]:
+        """`--dry-run`: one judge request per answer; its prompt tokens are the judge's
+        messages for the row with the evaluated completion at its largest (max_tokens)."""
+        from promptctl.estimate import message_tokens
+        from promptctl.providers import resolve_model
+
+        resolved = resolve_model(self.model, config)
+        count, method = resolved.backend.token_counter(resolved.model)
+        prompt_tokens = 0
+        for ctx in contexts:
+            try:
+                messages = self.messages(ctx)
+            except InputError:
+                messages = [{"role": m.role, "content": m.content} for m in self.prompt.messages]
+            prompt_tokens += message_tokens(messages, count) + (completion_tokens or 0)
+        max_tokens = self.params.get("max_tokens") or self.params.get("max_completion_tokens")
+        out_tokens = len(contexts) * int(max_tokens) if max_tokens else None
+        price = config.price(resolved.model, resolved.endpoint)
+        cost = None
+        if price is not None:
+            cost = (prompt_tokens * price.input + (out_tokens or 0) * price.output) / 1e6
+        return {"metric": self.name, "kind": "llm_judge", "model": resolved.spec,
+                "requests": len(contexts), "prompt_tokens": prompt_tokens,
+                "token_count_method": method, "completion_tokens_max": out_tokens,
+                "estimated_cost_usd_max": None if cost is None else round(cost, 6)}
+
+    def score_of(self, text: str) -> tuple[float | None, str | None]:
+        """The score the judge's answer gives, or why it gives none."""
+        from promptctl.scoring import extract
+
+        output = self.prompt.output
+        found = extract(text, output)
+        if not found.valid:
+            return None, f"the judge's answer could not be read: {found.error or 'no answer'}"
+        if output.type == "label":
+            return (1.0 if str(found.answer) == output.labels[0] else 0.0), None
+        return float(found.answer), None
+
+
+def _fail(msg: str, path: Path, line: int | None, fix: str) -> InputError:
+    return InputError(msg, file=path, line=line, fix=fix)
+
+
+def load_judge(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) -> Judge:
+    """The judge of metric `name` configured by `spec` in prompt file `path`."""
+    from promptctl.prompts import load_prompt
+
+    if isinstance(spec, str):
+        spec = {"prompt": spec}
+    if not isinstance(spec, dict):
+        raise _fail(f"metric {name}: llm_judge must be a mapping", path, line_of(),
+                    "e.g. llm_judge: {prompt: ../judges/faithful.yaml}")
+    for key in spec:
+        if key not in SPEC_KEYS:
+            raise _fail(f"metric {name}: unknown key {key!r} in llm_judge", path, line_of(key),
+                        f"use {' and '.join(SPEC_KEYS)}")
+    target = spec.get("prompt")
+    if not isinstance(target, str) or not target.strip():
+        raise _fail(f"metric {name}: llm_judge needs prompt: the judge prompt file", path,
+                    line_of(), "add prompt: ../judges/NAME.yaml (relative to this file)")
+    model = spec.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise _fail(f"metric {name}: llm_judge.model must be a model name", path,
+                    line_of("model"), "e.g. model: gpt-4o, or leave it out")
+    judge_path = project_path(target, path.parent)
+    real = os.path.realpath(judge_path)
+    loading = _loading.get()
+    if real in loading or real == os.path.realpath(path):
+        raise _fail(f"metric {name}: the judge prompt {target!r} leads back to a prompt that "
+                    "names it", path, line_of("prompt"), "a judge may not judge itself")
+    token = _loading.set((*loading, os.path.realpath(path)))
+    try:
+        judge = load_prompt(judge_path, project_root(path),
+                            ref=Reference(path, line_of("prompt"), f"metrics {name} llm_judge.prompt"))
+    finally:
+        _loading.reset(token)
+    if judge.output.type not in SCORE_TYPES:
+        raise _fail(f"metric {name}: the judge prompt's output.type is {judge.output.type}; "
+                    "a judge gives a score", judge.path, None,
+                    "set output.type to number, integer, or label (the first label scores 1)")
+    chosen = model or judge.model
+    if not chosen:
+        raise _fail(f"metric {name}: no model for the judge", path, line_of(),
+                    f"add model: to llm_judge or to {target}")
+    return Judge(name, judge, chosen)
+
+
+def build(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) -> Metric:
+    judge = load_judge(name, spec, path, line_of)
+
+    async def row(ctx: ScoreContext) -> Scores:
+        return await judge_row(judge, ctx)
+
+    def aggregate(columns: Columns) -> Result:
+        return {**share(columns.get(name, [])),
+                "unscored": len(columns.get(unscored_key(name), []))}
+
+    return Metric(name, row, aggregate, PAIRED_MEAN, name, kind="llm_judge",
+                  identity=judge.identity, estimate=judge.estimate, check_row=judge.check_row)
+
+
+async def judge_row(judge: Judge, ctx: ScoreContext) -> Scores:
+    """Ask the judge about one row; its completion (or error) is kept with the row."""
+    services = ctx.services
+    if services is None:
+        raise InputError(f"metric {judge.name} needs the run's engine to send judge requests")
+    messages = judge.messages(ctx)
+    channel = services.channel(judge.model)
+    answer = await services.gateway.complete(channel, messages, judge.params, 0,
+                                             key_extra=judge.prompt.version)
+    detail: dict[str, Any] = {"model": judge.model, "version": judge.prompt.version,
+                              "cached": answer.cached}
+    score: float | None = None
+    if answer.response is None:
+        detail["error"] = f"the judge request failed: {answer.error}"
+    else:
+        response = answer.response
+        text = response.get("text") or ""
+        detail.update(completion=text, prompt_tokens=response.get("prompt_tokens"),
+                      completion_tokens=response.get("completion_tokens"))
+        score, error = judge.score_of(text)
+        if error is not None:
+            detail["error"] = error
+    detail["score"] = score
+    ctx.details[judge.name] = detail
+    return {judge.name: score} if score is not None else {unscored_key(judge.name): 1}
+
+
+KIND = Kind("llm_judge", build, summary="a judge prompt scores each completion (SPEC §8)")

@@ -1,0 +1,576 @@
+"""Pipeline files (`kind: pipeline`): prompts chained into steps, with conditions and loops.
+
+A pipeline is checked whole before anything is sent: every step's prompt loads, every
+template compiles in the sandbox, every `steps.ID` it names exists, the steps form no
+cycle, every prompt gets the variables its messages use, and every row of the eval set
+has the `input` fields the templates read. Errors name the file and the line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
+from promptctl.errors import InputError
+from promptctl.evalsets import EvalSet, Row, load_evalset
+from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
+from promptctl.prompts import OUTPUT_TYPES, OutputSpec, Prompt, load_prompt
+from promptctl.templates import Site, compile_template, render_template
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from promptctl.metrics.registry import Metric
+
+PIPELINE_KEYS = ("name", "kind", "description", "model", "steps", "output", "output_type",
+                 "labels", "metrics", "evalset", "thresholds")
+STEP_KEYS = ("id", "prompt", "input", "when", "for_each")
+_STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# A template that is one `{{ expression }}` and nothing else passes the expression's value
+# (a list, a number) rather than its text.
+_ONE_EXPRESSION = re.compile(r"\A\s*\{\{-?(?P<expr>.*?)-?\}\}\s*\Z", re.DOTALL)
+
+# Reads a prompt file a pipeline names: (path, where it is named) -> Prompt.
+PromptLoader = Callable[[Path, Reference], Prompt]
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A sandboxed template of the pipeline file and where it stands.
+
+    `kind` is "text" (rendered to text, or to the value of its only `{{ expression }}`),
+    "condition" (a bare expression, true or false) or "value" (a bare expression's value).
+    """
+
+    source: str
+    kind: str
+    site: Site
+    refs: frozenset[str]  # the step ids it reads
+    reads_inputs: frozenset[str]  # the input fields it reads (input.NAME)
+    template: jinja2.Template
+    value_template: jinja2.Template | None = None
+
+    def evaluate(self, context: Mapping[str, Any], who: str) -> Any:
+        """The template's result for one row: text, a value or a truth value."""
+        if self.kind == "condition":
+            return render_template(self.template, context, self.site, who) == "1"
+        if self.kind == "value":
+            return json.loads(render_template(self.template, context, self.site, who))
+        if self.value_template is not None:
+            return json.loads(render_template(self.value_template, context, self.site, who))
+        return render_template(self.template, context, self.site, who)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: a prompt, the variables it is given, an optional condition and loop."""
+
+    id: str
+    prompt: Prompt
+    prompt_rel: str  # the prompt's path relative to the project root
+    inputs: tuple[tuple[str, Expr], ...]
+    when: Expr | None
+    for_each: Expr | None
+    line: int | None
+
+    @property
+    def deps(self) -> frozenset[str]:
+        """The steps whose answers this one reads."""
+        out: set[str] = set()
+        for _, expr in self.inputs:
+            out |= expr.refs
+        for extra in (self.when, self.for_each):
+            if extra is not None:
+                out |= extra.refs
+        return frozenset(out)
+
+    def render_inputs(self, context: Mapping[str, Any], who: str) -> dict[str, Any]:
+        return {name: expr.evaluate(context, who) for name, expr in self.inputs}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline file. `version` covers the file and every prompt it uses."""
+
+    path: Path
+    name: str
+    version: str
+    source: str
+    steps: tuple[Step, ...]
+    output: Expr
+    output_spec: OutputSpec
+    description: str = ""
+    model: str | None = None
+    metrics: tuple[str, ...] = ("exact_match",)
+    evalset: Path | None = None
+    evalset_line: int | None = None
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None
+    kind: str = "pipeline"
+
+    @property
+    def metric_objects(self) -> tuple[Metric, ...]:
+        from promptctl.metrics.registry import builtin
+
+        return tuple(m for m in (builtin(n) for n in self.metrics) if m is not None)
+
+    @property
+    def configured_metrics(self) -> tuple[Metric, ...]:
+        return ()
+
+    @property
+    def examples(self) -> tuple[Row, ...]:
+        return ()
+
+    @property
+    def prompts(self) -> dict[str, Prompt]:
+        """Every prompt the pipeline uses, by its path relative to the project root."""
+        return {s.prompt_rel: s.prompt for s in self.steps}
+
+    @property
+    def files(self) -> list[Path]:
+        """The pipeline file and every prompt file it uses (git's dirty check covers them)."""
+        return [self.path, *(s.prompt.path for s in self.steps)]
+
+    def step(self, step_id: str) -> Step:
+        return next(s for s in self.steps if s.id == step_id)
+
+    @cached_property
+    def order(self) -> tuple[str, ...]:
+        """Step ids in an order where each comes after the steps it reads."""
+        return _topological(self.steps)
+
+    def load_evalset(self) -> EvalSet:
+        if self.evalset is None:
+            raise InputError("no eval set: the pipeline names none", file=self.path,
+                             fix="add evalset: ../evalsets/NAME.jsonl to the pipeline, or pass "
+                             "--evalset")
+        root = self.root if self.root is not None else project_root(self.path)
+        return load_evalset(self.evalset, root=root,
+                            ref=Reference(self.path, self.evalset_line, "evalset"))
+
+    def check_rows(self, rows: Iterable[Row], evalset_path: Path) -> None:
+        """Raise, naming the row's file and line, for the first row that a template of the
+        pipeline cannot render: a missing input field, a step id that is not a step, or a
+        row's `steps`/`should_run` naming an unknown step."""
+        ids = {s.id for s in self.steps}
+        for row in rows:
+            where = f"{evalset_path}:{row.line}" if row.line else str(evalset_path)
+            for key, mapping in (("steps", row.steps), ("should_run", row.should_run)):
+                for step_id in mapping or {}:
+                    if step_id not in ids:
+                        raise InputError(f"row {quote(row.id)} names unknown step {quote(step_id)} "
+                                         f"in {key}", file=evalset_path, line=row.line,
+                                         fix=f"use one of the pipeline's steps: {', '.join(sorted(ids))}")
+                if key == "should_run":
+                    for step_id, value in (mapping or {}).items():
+                        if not isinstance(value, bool):
+                            raise InputError(f"should_run of row {quote(row.id)} must map step ids "
+                                             f"to true or false ({quote(step_id)} is not)",
+                                             file=evalset_path, line=row.line,
+                                             fix='e.g. "should_run": {"refund": false}')
+            for expr in self._exprs():
+                for name in sorted(expr.reads_inputs):
+                    if name not in row.input:
+                        raise InputError(
+                            f"{expr.site.where} reads input.{name}, which row {quote(row.id)} lacks "
+                            f"(row at {where})", file=expr.site.file, line=expr.site.line_of(None),
+                            fix=f"add {name} to the row's input, or fix the template")
+            self._render_row(row, where)
+
+    def _exprs(self) -> Iterator[Expr]:
+        for step in self.steps:
+            for _, expr in step.inputs:
+                yield expr
+            if step.when is not None:
+                yield step.when
+            if step.for_each is not None:
+                yield step.for_each
+        yield self.output
+
+    def _render_row(self, row: Row, where: str) -> None:
+        """Render every template that depends only on the row and on answers of a known
+        shape, with a stand-in answer for each step: what fails here fails for every answer."""
+        stand_in = {s.id: {"answer": _stand_in(s), "skipped": False, "completion": "",
+                           "valid": True} for s in self.steps}
+        context: dict[str, Any] = {"input": row.input, "steps": stand_in}
+        who = f"row {quote(row.id)} ({where})"
+        vague = {s.id for s in self.steps if s.for_each is not None
+                 or s.prompt.output.type == "json"}
+        for step in self.steps:
+            if step.when is not None and not step.when.refs & vague:
+                step.when.evaluate(context, who)
+            if any(expr.refs & vague for _, expr in step.inputs):
+                continue
+            item_context = {**context, "item": "", "index": 0}
+            if step.for_each is not None:
+                # The items' shape is unknown before the answers come: only templates that
+                # do not read `item` can be checked.
+                if any("item" in _names(expr.source) for _, expr in step.inputs):
+                    continue
+            variables = step.render_inputs(item_context, who)
+            step.prompt.render(variables, row_id=row.id)
+
+
+@functools.lru_cache(maxsize=256)
+def _names(source: str) -> frozenset[str]:
+    from jinja2 import meta
+
+    from promptctl.templates import environment
+
+    return frozenset(meta.find_undeclared_variables(environment().parse(source)))
+
+
+def _stand_in(step: Step) -> Any:
+    if step.for_each is not None:
+        return []
+    spec = step.prompt.output
+    if spec.type in ("number", "integer"):
+        return 0
+    if spec.type == "label":
+        return spec.labels[0]
+    if spec.type == "json":
+        return []
+    return ""
+
+
+def _topological(steps: Iterable[Step]) -> tuple[str, ...]:
+    steps = list(steps)
+    done: list[str] = []
+    state: dict[str, int] = {}
+    by_id = {s.id: s for s in steps}
+
+    def visit(step_id: str, trail: list[str]) -> None:
+        if state.get(step_id) == 2:
+            return
+        if state.get(step_id) == 1:
+            cycle = trail[trail.index(step_id):] + [step_id]
+            raise _CycleError(cycle)
+        state[step_id] = 1
+        for dep in sorted(by_id[step_id].deps):
+            visit(dep, [*trail, step_id])
+        state[step_id] = 2
+        done.append(step_id)
+
+    for s in steps:
+        visit(s.id, [])
+    return tuple(done)
+
+
+class _CycleError(Exception):
+    def __init__(self, cycle: list[str]) -> None:
+        super().__init__(" -> ".join(cycle))
+        self.cycle = cycle
+
+
+def _references(source: str, site: Site, names: Iterable[str]) -> tuple[set[str], set[str]]:
+    """The step ids (`steps.ID`, `steps['ID']`) and input fields (`input.NAME`) a template
+    reads. `steps` used any other way hides which steps it needs, and is refused."""
+    from jinja2 import nodes
+
+    from promptctl.templates import environment
+
+    tree = environment().parse(source)
+    step_refs: set[str] = set()
+    input_refs: set[str] = set()
+    claimed: set[int] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        base = node.node
+        if not isinstance(base, nodes.Name) or base.name not in ("steps", "input"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            key: Any = node.attr
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            key = node.arg.value
+        else:
+            continue
+        claimed.add(id(base))
+        (step_refs if base.name == "steps" else input_refs).add(key)
+    for name in tree.find_all(nodes.Name):
+        if name.name == "steps" and name.ctx == "load" and id(name) not in claimed:
+            raise InputError(f"{site.where} uses `steps` other than as steps.ID", file=site.file,
+                             line=site.line_of(None),
+                             fix="name each step it reads as steps.ID (steps.route.answer)")
+    known = set(names)
+    for ref in sorted(step_refs):
+        if ref not in known:
+            close = difflib.get_close_matches(ref, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InputError(f"{site.where} reads steps.{ref}, which is not a step", file=site.file,
+                             line=site.line_of(None),
+                             fix=f"{hint}steps are: {', '.join(sorted(known))}")
+    return step_refs, input_refs
+
+
+def _one_expression(source: str) -> str | None:
+    """The expression of a template that is one `{{ expression }}` and nothing else."""
+    found = _ONE_EXPRESSION.match(source)
+    if found is None:
+        return None
+    expr = found.group("expr")
+    return None if any(mark in expr for mark in ("{{", "}}", "{%", "{#")) else expr
+
+
+def _expr(raw: Any, kind: str, site: Site, step_ids: Iterable[str]) -> Expr:
+    if isinstance(raw, bool) or raw is None:
+        raw = "true" if raw else "false" if raw is not None else ""
+    if isinstance(raw, int | float):
+        raw = str(raw)
+    if not isinstance(raw, str) or (kind != "text" and not raw.strip()):
+        raise InputError(f"{site.where} must be a string", file=site.file, line=site.line_of(None),
+                         fix="quote the template" if kind == "text" else
+                         "write an expression such as steps.route.answer == 'billing'")
+    source = raw
+    if kind != "text":
+        one = _one_expression(source)
+        expr = one if one is not None else source
+        text = (f"{{% if {expr} %}}1{{% endif %}}" if kind == "condition"
+                else f"{{{{ ({expr}) | tojson }}}}")
+        template = compile_template(text, site)
+        refs, inputs = _references(text, site, step_ids)
+        return Expr(source, kind, site, frozenset(refs), frozenset(inputs), template)
+    template = compile_template(source, site)
+    refs, inputs = _references(source, site, step_ids)
+    one = _one_expression(source)
+    value = compile_template(f"{{{{ ({one}) | tojson }}}}", site) if one is not None else None
+    return Expr(source, kind, site, frozenset(refs), frozenset(inputs), template, value)
+
+
+def _fail(msg: str, path: Path, lines: LineMap, *keys: str | int, fix: str) -> InputError:
+    return InputError(msg, file=path, line=lines.line(*keys), fix=fix)
+
+
+def _site(path: Path, lines: LineMap, where: str, *keys: str | int) -> Site:
+    line = lines.line(*keys)
+    return Site(file=path, where=where, line_of=lambda _template_line: line)
+
+
+def _check_step(raw: Any, i: int, path: Path, lines: LineMap, ids: list[str], root: Path,
+                load: PromptLoader) -> Step:
+    if not isinstance(raw, dict):
+        raise _fail(f"steps[{i}] must be a mapping with id and prompt", path, lines, "steps", i,
+                    fix="- id: route\n    prompt: ../prompts/NAME.yaml")
+    for key in raw:
+        if key not in STEP_KEYS:
+            close = difflib.get_close_matches(str(key), STEP_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _fail(f"unknown key {quote(key)} in steps[{i}]", path, lines, "steps", i, key,
+                        fix=f"{hint}allowed keys: {', '.join(STEP_KEYS)}")
+    step_id = ids[i]
+    prompt_raw = raw.get("prompt")
+    if not isinstance(prompt_raw, str) or not prompt_raw.strip():
+        raise _fail(f"step {step_id} needs prompt: the path of a prompt file", path, lines,
+                    "steps", i, "prompt", fix="e.g. prompt: ../prompts/NAME.yaml (relative to "
+                    "this file)")
+    prompt_path = path.parent / prompt_raw
+    ref = Reference(path, lines.line("steps", i, "prompt"), "prompt")
+    prompt = load(prompt_path, ref)
+    if getattr(prompt, "kind", "prompt") == "pipeline":
+        raise _fail(f"step {step_id} names a pipeline, not a prompt", path, lines, "steps", i,
+                    "prompt", fix="name a prompt file")
+    inputs_raw = raw.get("input")
+    if inputs_raw is None:
+        inputs_raw = {}
+    if not isinstance(inputs_raw, dict):
+        raise _fail(f"input of step {step_id} must map the prompt's variables to templates", path,
+                    lines, "steps", i, "input", fix='e.g. input: {text: "{{ input.text }}"}')
+    inputs = []
+    for name, value in inputs_raw.items():
+        if not isinstance(name, str) or not name.isidentifier() or name == "examples":
+            raise _fail(f"input variable {quote(name)} of step {step_id} is not a usable name", path,
+                        lines, "steps", i, "input", name,
+                        fix="use letters, digits and underscores (not 'examples')")
+        site = _site(path, lines, f"input.{name} of step {step_id}", "steps", i, "input", name)
+        inputs.append((name, _expr(value, "text", site, ids)))
+    needed: set[str] = set()
+    for message in prompt.messages:
+        needed |= _names(message.content)
+    needed.discard("examples")
+    missing = sorted(needed - set(inputs_raw))
+    if missing:
+        raise _fail(f"step {step_id}: its prompt {prompt_raw} uses {', '.join(missing)}, which the "
+                    "step's input does not give", path, lines, "steps", i,
+                    "input" if "input" in raw else "prompt",
+                    fix=f"add {missing[0]}: \"{{{{ input.{missing[0]} }}}}\" (or another template) "
+                    "to the step's input")
+    when = raw.get("when")
+    for_each = raw.get("for_each")
+    step = Step(
+        id=step_id, prompt=prompt, prompt_rel=_rel(prompt_path, root), inputs=tuple(inputs),
+        when=None if when is None else _expr(when, "condition", _site(
+            path, lines, f"when of step {step_id}", "steps", i, "when"), ids),
+        for_each=None if for_each is None else _expr(for_each, "value", _site(
+            path, lines, f"for_each of step {step_id}", "steps", i, "for_each"), ids),
+        line=lines.line("steps", i))
+    if step_id in step.deps:
+        raise _fail(f"step {step_id} reads its own answer", path, lines, "steps", i,
+                    fix="a step can read only other steps' answers")
+    if for_each is None:
+        for _, expr in step.inputs:
+            if "item" in _names(expr.source):
+                raise InputError(f"{expr.site.where} uses item, which only a for_each step has",
+                                 file=path, line=expr.site.line_of(None),
+                                 fix="add for_each: to the step, or use input.NAME / steps.ID")
+    return step
+
+
+def _rel(path: Path, root: Path) -> str:
+    absolute = Path(os.path.normpath(os.path.abspath(path)))
+    try:
+        return absolute.relative_to(Path(os.path.abspath(root))).as_posix()
+    except ValueError:
+        return absolute.as_posix()
+
+
+def pipeline_version(file_sha: str, prompts: Mapping[str, str]) -> str:
+    """sha256 over the file's sha256 and (path, version) of every prompt it uses."""
+    blob = json.dumps({"file": file_sha, "prompts": dict(sorted(prompts.items()))},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def is_pipeline_text(data: bytes) -> bool:
+    """Whether file bytes declare `kind: pipeline` (a cheap look before parsing)."""
+    return re.search(rb"(?m)^kind:\s*['\"]?pipeline['\"]?\s*(#.*)?$", data) is not None
+
+
+def is_pipeline_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return is_pipeline_text(f.read(MAX_PROMPT_BYTES + 1))
+    except OSError:
+        return False
+
+
+def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
+                   load: PromptLoader | None = None) -> Pipeline:
+    """Validate pipeline file bytes; `load` reads the prompt files it names (by default from
+    the work tree, inside the project root)."""
+    from promptctl.metrics.registry import builtin, unknown
+
+    root = root if root is not None else project_root(path)
+    if load is None:
+        def load(p: Path, ref: Reference) -> Prompt:
+            if not p.exists() and not os.path.islink(p):
+                raise InputError(f"the prompt file of this step does not exist: {p.name}",
+                                 file=ref.file, line=ref.line,
+                                 fix="fix the path (it is relative to the pipeline file's folder)")
+            return load_prompt(p, root, ref=ref)
+
+    text = decode_utf8(data, path)
+    raw, lines = load_yaml_text(text, path)
+    if not isinstance(raw, dict) or raw.get("kind") != "pipeline":
+        raise InputError("a pipeline file must be a YAML mapping with kind: pipeline", file=path,
+                         line=lines.line("kind"), fix="add kind: pipeline")
+    for key in raw:
+        if key not in PIPELINE_KEYS:
+            close = difflib.get_close_matches(str(key), PIPELINE_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _fail(f"unknown key {quote(key)}", path, lines, key,
+                        fix=f"{hint}allowed keys: {', '.join(PIPELINE_KEYS)}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise _fail("name must be a non-empty string", path, lines, "name", fix="quote it")
+    for key in ("description", "model"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise _fail(f"{key} must be a string", path, lines, key, fix="quote it")
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise _fail("steps must be a non-empty list", path, lines, "steps",
+                    fix="- id: route\n    prompt: ../prompts/NAME.yaml\n    input: {text: "
+                    "\"{{ input.text }}\"}")
+    ids: list[str] = []
+    for i, step in enumerate(steps_raw):
+        step_id = step.get("id") if isinstance(step, dict) else None
+        if not isinstance(step_id, str) or not _STEP_ID.match(step_id):
+            raise _fail(f"steps[{i}] needs an id made of letters, digits and underscores", path,
+                        lines, "steps", i, *(("id",) if isinstance(step, dict) and "id" in step
+                                             else ()), fix="e.g. id: route")
+        if step_id in ids:
+            raise _fail(f"step id {step_id!r} is used twice", path, lines, "steps", i, "id",
+                        fix="give every step its own id")
+        ids.append(step_id)
+    steps = tuple(_check_step(s, i, path, lines, ids, root, load) for i, s in enumerate(steps_raw))
+    try:
+        _topological(steps)
+    except _CycleError as exc:
+        first = next(i for i, s in enumerate(steps) if s.id == exc.cycle[0])
+        raise _fail(f"the steps form a cycle: {exc}", path, lines, "steps", first,
+                    fix="a step can read only steps that do not read it back") from None
+    if "output" not in raw:
+        raise _fail("a pipeline needs output: the template of its final answer", path, lines,
+                    fix='e.g. output: "{{ steps.LAST.answer }}"')
+    output = _expr(raw["output"], "text", _site(path, lines, "output", "output"), ids)
+    otype = raw.get("output_type", "string")
+    if otype not in OUTPUT_TYPES:
+        raise _fail(f"unknown output_type {quote(otype)}", path, lines, "output_type",
+                    fix=f"use one of: {', '.join(OUTPUT_TYPES)}")
+    labels = raw.get("labels") or []
+    if not isinstance(labels, list) or not all(isinstance(x, str | int) for x in labels):
+        raise _fail("labels must be a list of strings", path, lines, "labels",
+                    fix="e.g. labels: [billing, technical]")
+    if otype == "label" and not labels:
+        raise _fail("output_type label needs labels", path, lines, "output_type",
+                    fix="list the allowed labels: labels: [a, b, c]")
+    spec = OutputSpec(type=otype, labels=tuple(str(x) for x in labels))
+    metrics_raw = raw.get("metrics", ["exact_match"])
+    if not isinstance(metrics_raw, list) or not metrics_raw:
+        raise _fail("metrics must be a non-empty list", path, lines, "metrics",
+                    fix="e.g. metrics: [exact_match]")
+    metrics: list[str] = []
+    for i, m in enumerate(metrics_raw):
+        metric = builtin(m) if isinstance(m, str) else None
+        if metric is None:
+            error = unknown(m) if isinstance(m, str) else None
+            raise _fail(error.message if error else f"metrics[{i}] must be a built-in metric name",
+                        path, lines, "metrics", i,
+                        fix=(error.fix if error and error.fix else "e.g. exact_match")
+                        + " (a pipeline's end-to-end metrics are built-in ones)")
+        if metric.output_types is not None and otype not in metric.output_types:
+            raise _fail(f"metric {m} needs output_type {' or '.join(sorted(metric.output_types))}",
+                        path, lines, "metrics", i,
+                        fix=f"set output_type: {sorted(metric.output_types)[0]}")
+        if m in metrics:
+            raise _fail(f"metric {m!r} is listed twice", path, lines, "metrics", i,
+                        fix="list each metric once")
+        metrics.append(m)
+    evalset = raw.get("evalset")
+    if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):
+        raise _fail("evalset must be a path string", path, lines, "evalset",
+                    fix="e.g. evalset: ../evalsets/NAME.jsonl")
+    from promptctl.prompts import _check_thresholds
+
+    thresholds = _check_thresholds(raw.get("thresholds"), path, lines, tuple(metrics))
+    prompts = {s.prompt_rel: s.prompt.version for s in steps}
+    # Without model: in the file, the model its prompts share (when they share one).
+    models = {s.prompt.model for s in steps if s.prompt.model}
+    model = raw.get("model") or (models.pop() if len(models) == 1 else None)
+    return Pipeline(
+        path=path, name=name, source=text,
+        version=pipeline_version(hashlib.sha256(data).hexdigest(), prompts),
+        steps=steps, output=output, output_spec=spec, description=raw.get("description") or "",
+        model=model, metrics=tuple(metrics),
+        evalset=(path.parent / evalset) if evalset else None,
+        evalset_line=lines.line("evalset") if evalset else None,
+        thresholds=thresholds, root=root)
+
+
+def load_pipeline(path: str | Path, root: Path | None = None) -> Pipeline:
+    """Load and validate a pipeline file and every prompt it names (inside the project)."""
+    p = Path(path)
+    root = Path(root) if root is not None else project_root(p)
+    inside = Path(os.path.abspath(p)).is_relative_to(os.path.abspath(root)) or \
+        is_inside(p.parent, root)
+    data = read_file(p, what="pipeline file", max_bytes=MAX_PROMPT_BYTES,
+                     root=root if inside else None, missing_fix="check the path")
+    return parse_pipeline(data, p, root)
