@@ -24,7 +24,7 @@ from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
-from promptctl.prompts import OUTPUT_TYPES, OutputSpec, Prompt, load_prompt
+from promptctl.prompts import OUTPUT_TYPES, OutputSpec, Prompt, check_header, load_prompt
 from promptctl.templates import Site, compile_template, render_template
 
 if TYPE_CHECKING:
@@ -472,18 +472,7 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
     if not isinstance(raw, dict) or raw.get("kind") != "pipeline":
         raise InputError("a pipeline file must be a YAML mapping with kind: pipeline", file=path,
                          line=lines.line("kind"), fix="add kind: pipeline")
-    for key in raw:
-        if key not in PIPELINE_KEYS:
-            close = difflib.get_close_matches(str(key), PIPELINE_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise _fail(f"unknown key {quote(key)}", path, lines, key,
-                        fix=f"{hint}allowed keys: {', '.join(PIPELINE_KEYS)}")
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise _fail("name must be a non-empty string", path, lines, "name", fix="quote it")
-    for key in ("description", "model"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise _fail(f"{key} must be a string", path, lines, key, fix="quote it")
+    name = check_header(raw, path, lines, PIPELINE_KEYS)
     steps_raw = raw.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise _fail("steps must be a non-empty list", path, lines, "steps",

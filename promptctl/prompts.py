@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -151,6 +152,24 @@ class Prompt:
 
 def _fail(msg: str, path: Path, lines: LineMap, *keys: str | int, fix: str) -> InputError:
     return InputError(msg, file=path, line=lines.line(*keys), fix=fix)
+
+
+def check_header(raw: dict[Any, Any], path: Path, lines: LineMap, allowed: Sequence[str]) -> str:
+    """What a prompt file and a pipeline file check alike: only `allowed` keys; a name
+    (default: the file's stem); description and model as strings. Returns the name."""
+    for key in raw:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _fail(f"unknown key {quote(key)}", path, lines, key,
+                        fix=f"{hint}allowed keys: {', '.join(allowed)}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise _fail("name must be a non-empty string", path, lines, "name", fix="quote it")
+    for key in ("description", "model"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise _fail(f"{key} must be a string", path, lines, key, fix="quote it")
+    return name
 
 
 def _known_metric(name: Any) -> bool:
@@ -344,18 +363,7 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
     if not isinstance(raw, dict):
         raise InputError("a prompt file must be a YAML mapping", file=path, line=lines.line(),
                          fix="see the prompt format in the README (messages, output, metrics...)")
-    for key in raw:
-        if key not in PROMPT_KEYS:
-            close = difflib.get_close_matches(str(key), PROMPT_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise _fail(f"unknown key {quote(key)}", path, lines, key,
-                        fix=f"{hint}allowed keys: {', '.join(PROMPT_KEYS)}")
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise _fail("name must be a non-empty string", path, lines, "name", fix="quote it")
-    for key in ("description", "model"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise _fail(f"{key} must be a string", path, lines, key, fix="quote it")
+    name = check_header(raw, path, lines, PROMPT_KEYS)
     params = raw.get("params")
     if params is None:
         params = {}

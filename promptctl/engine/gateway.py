@@ -178,15 +178,7 @@ class Gateway:
         try:
             res = await client.complete(ChatRequest(channel.model, messages, params))
         except RequestFailed as exc:
-            channel.usage.errors += 1
-            self.progress.retries += max(0, exc.attempts - 1)
-            self._unreachable = self._unreachable + 1 if exc.unreachable else 0
-            if self._unreachable >= UNREACHABLE_STREAK:
-                raise ProviderError(
-                    f"endpoint {client.name} ({client.base_url}) is unreachable: "
-                    f"{self._unreachable} requests in a row failed after every retry ({exc})",
-                    fix="check that the server is up and reachable; if it is only slow, raise "
-                    "timeout: of the endpoint in promptctl.yaml or pass --timeout SECONDS") from None
+            self._failed(channel, client, exc)
             return Answer(None, error=str(exc), attempts=exc.attempts)
         response = {"text": res.text, "prompt_tokens": res.prompt_tokens,
                     "completion_tokens": res.completion_tokens, "model": res.model,
@@ -200,6 +192,19 @@ class Gateway:
         if self.use_cache:
             self.new_cache.append((key, response))
         return Answer(response, attempts=res.attempts)
+
+    def _failed(self, channel: Channel, client: Provider, exc: RequestFailed) -> None:
+        """Count a request that failed after every retry; stop the run once the endpoint
+        looks down (UNREACHABLE_STREAK such failures in a row)."""
+        channel.usage.errors += 1
+        self.progress.retries += max(0, exc.attempts - 1)
+        self._unreachable = self._unreachable + 1 if exc.unreachable else 0
+        if self._unreachable >= UNREACHABLE_STREAK:
+            raise ProviderError(
+                f"endpoint {client.name} ({client.base_url}) is unreachable: "
+                f"{self._unreachable} requests in a row failed after every retry ({exc})",
+                fix="check that the server is up and reachable; if it is only slow, raise "
+                "timeout: of the endpoint in promptctl.yaml or pass --timeout SECONDS") from None
 
     def cached_embedding(self, channel: Channel, text: str) -> list[float] | None:
         """The cached embedding of `text` on the channel's model, if the cache has it."""
@@ -228,15 +233,7 @@ class Gateway:
         try:
             res = await client.embed(channel.model, sent)
         except RequestFailed as exc:
-            channel.usage.errors += 1
-            self.progress.retries += max(0, exc.attempts - 1)
-            self._unreachable = self._unreachable + 1 if exc.unreachable else 0
-            if self._unreachable >= UNREACHABLE_STREAK:
-                raise ProviderError(
-                    f"endpoint {client.name} ({client.base_url}) is unreachable: "
-                    f"{self._unreachable} requests in a row failed after every retry ({exc})",
-                    fix="check that the server is up and reachable; if it is only slow, raise "
-                    "timeout: of the endpoint in promptctl.yaml or pass --timeout SECONDS") from None
+            self._failed(channel, client, exc)
             return Embedded(vectors, error=str(exc))
         self._unreachable = 0
         self.progress.retries += res.attempts - 1
