@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promptctl.config import Price
-from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services
+from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services, close_channels
 from promptctl.engine.plan import Key, RequestPlan, WorkItem, cache_key
 from promptctl.engine.send import RowWriter, row_record
 from promptctl.errors import InputError
@@ -387,8 +387,4 @@ async def send_batched(plan: RequestPlan, *, run_id: str, gateway: Gateway, chan
             extra["batch"] = batch_run.report.as_dict(
                 support.price_factor if support is not None else 1.0, services)
         finally:
-            try:
-                if channel.provider is not None:
-                    await channel.provider.aclose()
-            finally:
-                await services.aclose()
+            await close_channels(channel, services)

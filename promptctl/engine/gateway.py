@@ -298,6 +298,15 @@ class Services:
                 await channel.provider.aclose()
 
 
+async def close_channels(channel: Channel, services: Services) -> None:
+    """Close the evaluated model's provider and every scorer channel's, whatever fails."""
+    try:
+        if channel.provider is not None:
+            await channel.provider.aclose()
+    finally:
+        await services.aclose()
+
+
 def in_cache(store: Store, resolved: ResolvedModel, messages: list[dict[str, str]],
              params: dict[str, Any], sample: int) -> bool:
     """Whether the answer to this request is already in the cache."""

@@ -25,6 +25,7 @@ from promptctl.engine.gateway import (
     Progress,
     ProgressFn,
     Services,
+    close_channels,
     in_cache,
 )
 from promptctl.engine.jobs import Job, concurrency_for
@@ -256,11 +257,7 @@ async def _send(todo: RequestPlan, run_id: str, gateway: Gateway, channel: Chann
         await send_all(todo, run_id=run_id, gateway=gateway, channel=channel,
                        concurrency=concurrency, progress=progress, services=services)
     finally:
-        try:
-            if channel.provider is not None:
-                await channel.provider.aclose()
-        finally:
-            await services.aclose()
+        await close_channels(channel, services)
 
 
 def _stored_evalset(run: RunRecord, config: Config) -> EvalSet:
