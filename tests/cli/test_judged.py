@@ -19,9 +19,13 @@ from tests.helpers import (
     invoke,
     show_rows,
 )
-from tests.metrics.test_judge import JUDGE, eval_requests, judge_reply, judge_requests, write_judged_project
-
-LABEL_JUDGE = JUDGE.replace("type: number", "type: label\n  labels: [pass, fail]")
+from tests.judgekit import (
+    JUDGE,
+    eval_requests,
+    judge_reply,
+    judge_requests,
+    write_judged_project,
+)
 
 
 @pytest.fixture
@@ -35,6 +39,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def judged_api(api: FakeOpenAI) -> FakeOpenAI:
     api.add_rule("JUDGE", judge_reply)
     return api
+
+
+LABEL_JUDGE = JUDGE.replace("type: number", "type: label\n  labels: [pass, fail]")
 
 
 def test_resume_judges_only_the_rows_it_sends(project: Path, judged_api: FakeOpenAI) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.fakeserver import FakeOpenAI, last_user_message
 from tests.helpers import eval_run, invoke, runs_json, show_rows
-from tests.metrics.test_judge import (
+from tests.judgekit import (
     JUDGE,
     JUDGED_PROMPT,
     eval_requests,
