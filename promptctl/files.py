@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptctl.errors import InputError
+from promptctl.errors import InputError, display_path
 
 MiB = 1024 * 1024
 # Eval sets are streamed line by line (JSONL, CSV), so they may be large.
@@ -69,8 +69,9 @@ class _Failure:
 
     def __call__(self, problem: str, fix: str) -> InputError:
         if self.ref is not None:
-            return InputError(f"the {self.what} named by {self.ref.key}: {quote(self.path, 80)} "
-                              f"{problem}", file=self.ref.file, line=self.ref.line, fix=fix)
+            shown = quote(display_path(self.path), 80)
+            return InputError(f"the {self.what} named by {self.ref.key}: {shown} {problem}",
+                              file=self.ref.file, line=self.ref.line, fix=fix)
         return InputError(f"{self.what} {problem}", file=self.path, fix=fix)
 
 

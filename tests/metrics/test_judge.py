@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakeserver import FakeOpenAI, last_user_message
-from tests.helpers import eval_run, invoke, show_rows
+from tests.helpers import eval_run, git_init, invoke, show_rows
 from tests.judgekit import (
     JUDGE,
     JUDGED_PROMPT,
@@ -161,6 +161,17 @@ def test_a_judge_outside_the_project_is_refused(tmp_path: Path,
     result = invoke("validate", "prompts/echo.yaml", code=2)
     assert "outside the project" in result.stderr
     assert "echo.yaml" in result.stderr
+
+
+def test_a_missing_judge_is_named_by_its_path_from_the_project_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = write_judged_project(tmp_path / "proj", prompt=JUDGED_PROMPT.replace(
+        "../judges/length.yaml", "../judges/nope.yaml"))
+    git_init(root)  # the project root, found from a folder below it
+    monkeypatch.chdir(root / "prompts")
+    result = invoke("validate", "echo.yaml", code=2)
+    assert "'judges/nope.yaml' was not found" in result.stderr
+    assert "../" not in result.stderr
 
 
 def test_a_judge_that_judges_itself_is_refused(tmp_path: Path,
