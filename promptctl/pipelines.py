@@ -24,7 +24,8 @@ from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
-from promptctl.prompts import OUTPUT_TYPES, OutputSpec, Prompt, check_header, load_prompt
+from promptctl.prompts import Prompt, check_header, load_prompt
+from promptctl.scoring import OUTPUT_TYPES, OutputSpec
 from promptctl.templates import Site, compile_template, render_template
 
 if TYPE_CHECKING:

@@ -16,17 +16,16 @@ from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row, load_evalset, make_row
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
+from promptctl.metrics.registry import Metric, builtin, kinds, register_prompt_loader, unknown
+from promptctl.scoring import OUTPUT_TYPES, OutputSpec
 from promptctl.templates import Site, compile_template, render_template
 
 if TYPE_CHECKING:
     import jinja2
 
-    from promptctl.metrics.registry import Metric
-
 PROMPT_KEYS = ("name", "description", "model", "params", "messages", "examples", "output",
                "metrics", "evalset", "thresholds")
 OUTPUT_KEYS = ("pattern", "type", "labels", "json_schema")
-OUTPUT_TYPES = ("number", "integer", "string", "label", "json")
 ROLES = ("system", "user", "assistant", "developer")
 GATE_KEYS = ("min", "max")
 # Types of the well-known request parameters: a typo such as `temperature: O`
@@ -34,20 +33,6 @@ GATE_KEYS = ("min", "max")
 _PARAM_TYPES = {"temperature": "number", "top_p": "number", "frequency_penalty": "number",
                 "presence_penalty": "number", "max_tokens": "integer",
                 "max_completion_tokens": "integer", "seed": "integer", "n": "integer"}
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """How the answer is read out of a completion."""
-
-    pattern: str | None = None
-    type: str = "string"
-    labels: tuple[str, ...] = ()
-    json_schema: dict[str, Any] | None = None
-
-    @cached_property
-    def regex(self) -> re.Pattern[str] | None:
-        return re.compile(self.pattern) if self.pattern is not None else None
 
 
 @dataclass(frozen=True)
@@ -101,8 +86,6 @@ class Prompt:
     def metric_objects(self) -> tuple[Metric, ...]:
         """Every metric of the prompt, in its order: built-ins from the registry, and the
         configured ones."""
-        from promptctl.metrics.registry import builtin
-
         configured = {m.name: m for m in self.configured_metrics}
         out = []
         for name in self.metrics:
@@ -173,16 +156,12 @@ def check_header(raw: dict[Any, Any], path: Path, lines: LineMap, allowed: Seque
 
 
 def _known_metric(name: Any) -> bool:
-    from promptctl.metrics.registry import builtin
-
     return isinstance(name, str) and builtin(name) is not None
 
 
 def _check_metrics(raw: Any, path: Path, lines: LineMap,
                    output: OutputSpec) -> tuple[tuple[str, ...], tuple[Metric, ...]]:
     """The metric names of `metrics:`, and the configured metrics among them (mappings)."""
-    from promptctl.metrics.registry import builtin, kinds, unknown
-
     if not isinstance(raw, list) or not raw:
         raise _fail("metrics must be a non-empty list", path, lines, "metrics",
                     fix="e.g. metrics: [exact_match, format_validity]")
@@ -444,3 +423,6 @@ def load_prompt(path: str | Path, root: Path | None = None, *, ref: Reference | 
                      root=root if ref is not None or inside_as_named else None, ref=ref,
                      missing_fix="check the path")
     return parse_prompt(data, p, root)
+
+
+register_prompt_loader(load_prompt)

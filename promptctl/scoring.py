@@ -10,10 +10,8 @@ import math
 import re
 import string
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
-
-from promptctl.evalsets import Row
-from promptctl.prompts import OutputSpec
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
 # A decimal number; commas only as thousands separators (1,234,567.5), never as a decimal point.
@@ -23,6 +21,23 @@ _NUMBER = re.compile(
     r"(?:[eE][+-]?[0-9]+)?")
 _MINUS_SIGNS = str.maketrans({"\u2212": "-"})  # the typographic minus sign
 _LABEL_EDGES = string.whitespace + string.punctuation
+
+
+OUTPUT_TYPES = ("number", "integer", "string", "label", "json")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """How the answer is read out of a completion."""
+
+    pattern: str | None = None
+    type: str = "string"
+    labels: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = None
+
+    @cached_property
+    def regex(self) -> re.Pattern[str] | None:
+        return re.compile(self.pattern) if self.pattern is not None else None
 
 
 @dataclass(frozen=True)
@@ -198,19 +213,6 @@ def class_name(value: Any) -> str:
     if isinstance(norm, int | float | str):
         return str(norm)
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def score_row(extraction: Extraction, row: Row, metrics: tuple[str, ...]) -> dict[str, Any]:
-    """Per-row scores of the built-in metrics asked for (see `metrics.builtin`).
-
-    0/1 values for share metrics; `answer_num`/`expected_num` pairs for the numeric ones
-    (rmse, mae, pearson, spearman are computed over pairs); the answer and expected label
-    for f1_macro. A key is absent when the row cannot be scored for that metric (no
-    expected, no numeric answer).
-    """
-    from promptctl.metrics.registry import score_builtins
-
-    return score_builtins(extraction, row, metrics)
 
 
 def answer_text(extraction: Extraction) -> str:

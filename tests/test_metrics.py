@@ -12,7 +12,8 @@ import scipy.stats
 
 from promptctl.evalsets import MISSING, Row
 from promptctl.metrics import aggregates as M
-from promptctl.scoring import Extraction, score_row
+from promptctl.metrics.registry import score_builtins as score_row
+from promptctl.scoring import Extraction
 
 
 def rng_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

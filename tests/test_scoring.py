@@ -9,8 +9,8 @@ import pytest
 
 from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, Row
-from promptctl.prompts import OutputSpec
-from promptctl.scoring import Extraction, equals, extract, score_row
+from promptctl.metrics.registry import score_builtins as score_row
+from promptctl.scoring import Extraction, OutputSpec, equals, extract
 
 ALL_METRICS = ("format_validity", "exact_match", "accuracy", "rmse", "mae", "pearson",
                "spearman", "f1_macro", "contains", "regex")

@@ -20,11 +20,12 @@ from typing import Any
 
 from promptctl.config import Price
 from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services, close_channels
-from promptctl.engine.plan import Key, RequestPlan, WorkItem, cache_key
+from promptctl.engine.plan import Key, RequestPlan, WorkItem
 from promptctl.engine.send import RowWriter, row_record
 from promptctl.errors import InputError
 from promptctl.providers import ResolvedModel
 from promptctl.providers.base import BatchAPI, BatchInfo, ChatRequest, ChatResponse, RequestFailed
+from promptctl.store.keys import cache_key
 
 # The OpenAI Batch API's limits per input file.
 MAX_REQUESTS = 50_000

@@ -8,19 +8,17 @@ A row may make several requests (the evaluated model, then a judge); each is one
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from promptctl.config import Config, Price
-from promptctl.engine.plan import cache_key
 from promptctl.errors import ProviderError
 from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
 from promptctl.ratelimit import RateLimiter
 from promptctl.store import Store
+from promptctl.store.keys import cache_key, embedding_key
 
 
 @dataclass
@@ -252,14 +250,6 @@ class Embedded:
 
     vectors: list[list[float] | None]
     error: str | None = None
-
-
-def embedding_key(cache_url: str, model: str, text: str) -> str:
-    """sha256 of what determines an embedding: the server, the model and the text."""
-    blob = json.dumps({"url": cache_url, "model": model, "embed": text}, sort_keys=True,
-                      ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
 
 
 class Services:

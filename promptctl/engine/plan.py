@@ -6,12 +6,9 @@ here, with its file and line, whichever of them runs.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row
@@ -146,12 +143,3 @@ def plan_requests(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
                 kept = None
     result._kept = kept
     return result
-
-
-def cache_key(cache_url: str, model: str, messages: list[dict[str, str]], params: dict[str, Any],
-              sample: int, extra: str | None = None) -> str:
-    """sha256 of everything that determines the answer."""
-    blob = json.dumps({"url": cache_url, "model": model, "messages": messages, "params": params,
-                       "sample": sample, **({"extra": extra} if extra else {})},
-                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()

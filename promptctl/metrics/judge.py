@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any
 from promptctl.errors import InputError
 from promptctl.files import Reference, project_path, project_root
 from promptctl.metrics.aggregates import share
-from promptctl.metrics.registry import PAIRED_MEAN, Columns, Kind, Metric, Result, ScoreContext, Scores
+from promptctl.metrics.registry import (
+    PAIRED_MEAN,
+    Columns,
+    Kind,
+    Metric,
+    Result,
+    ScoreContext,
+    Scores,
+    prompt_loader,
+)
 
 if TYPE_CHECKING:
     from promptctl.config import Config
@@ -76,8 +85,8 @@ class Judge:
                  completion_tokens: int | None) -> dict[str, Any]:
         """`--dry-run`: one judge request per answer; its prompt tokens are the judge's
         messages for the row with the evaluated completion at its largest (max_tokens)."""
-        from promptctl.estimate import message_tokens
         from promptctl.providers import resolve_model
+        from promptctl.providers.tokens import message_tokens
 
         resolved = resolve_model(self.model, config)
         count, method = resolved.backend.token_counter(resolved.model)
@@ -118,8 +127,7 @@ def _fail(msg: str, path: Path, line: int | None, fix: str) -> InputError:
 
 def load_judge(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) -> Judge:
     """The judge of metric `name` configured by `spec` in prompt file `path`."""
-    from promptctl.prompts import load_prompt
-
+    load_prompt = prompt_loader()
     if isinstance(spec, str):
         spec = {"prompt": spec}
     if not isinstance(spec, dict):
@@ -145,8 +153,8 @@ def load_judge(name: str, spec: Any, path: Path, line_of: Callable[..., int | No
                     "names it", path, line_of("prompt"), "a judge may not judge itself")
     token = _loading.set((*loading, os.path.realpath(path)))
     try:
-        judge = load_prompt(judge_path, project_root(path),
-                            ref=Reference(path, line_of("prompt"), f"metrics {name} llm_judge.prompt"))
+        where = Reference(path, line_of("prompt"), f"metrics {name} llm_judge.prompt")
+        judge: Prompt = load_prompt(judge_path, project_root(path), ref=where)
     finally:
         _loading.reset(token)
     if judge.output.type not in SCORE_TYPES:

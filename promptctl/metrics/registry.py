@@ -14,12 +14,13 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from promptctl.errors import InputError
 
 if TYPE_CHECKING:
     from promptctl.evalsets import Row
+    from promptctl.files import Reference
     from promptctl.scoring import Extraction
 
 Scores = dict[str, Any]
@@ -35,6 +36,72 @@ PAIRED_CORRELATION = "correlation"  # pearson / spearman of answer_num against e
 PAIRED_F1 = "f1"                # macro F1 from (label_answer, label_expected)
 
 
+# What a scorer may ask of the run's engine. Metrics sit below the engine: they declare what
+# they need here and the engine hands them an object that has it.
+
+
+class AnswerLike(Protocol):
+    """One chat request's outcome: a response (from the server or the cache) or an error."""
+
+    @property
+    def response(self) -> dict[str, Any] | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def cached(self) -> bool: ...
+
+
+class EmbeddedLike(Protocol):
+    """One embeddings call's outcome: a vector per text (None where it failed) and why."""
+
+    @property
+    def vectors(self) -> list[list[float] | None]: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class ScorerGateway(Protocol):
+    """The run's cache, limits and accounting, for requests a scorer makes."""
+
+    async def complete(self, channel: Any, messages: list[dict[str, str]], params: dict[str, Any],
+                       sample: int, *, key_extra: str | None = None) -> AnswerLike: ...
+
+    async def embed(self, channel: Any, texts: list[str]) -> EmbeddedLike: ...
+
+    def cached_embedding(self, channel: Any, text: str) -> list[float] | None: ...
+
+
+class Services(Protocol):
+    """Channels to other models (a judge, an embeddings model) through the run's gateway."""
+
+    @property
+    def gateway(self) -> ScorerGateway: ...
+
+    def channel(self, spec: str) -> Any: ...
+
+
+class PromptLoader(Protocol):
+    """Loads a prompt file (a judge's): registered by the prompts module, which sits above
+    metrics, so that a judge metric can load its prompt without importing upward."""
+
+    def __call__(self, path: str | Path, root: Path | None = None, *,
+                 ref: Reference | None = None) -> Any: ...
+
+
+_prompt_loader: list[PromptLoader] = []
+
+
+def register_prompt_loader(load: PromptLoader) -> None:
+    _prompt_loader[:] = [load]
+
+
+def prompt_loader() -> PromptLoader:
+    if not _prompt_loader:
+        # Judges are built while a prompt file is parsed, so promptctl.prompts is imported.
+        raise RuntimeError("no prompt loader: import promptctl.prompts before building metrics")
+    return _prompt_loader[0]
+
+
 @dataclass
 class ScoreContext:
     """What a per-row scorer may look at. `services` reaches requests a scorer makes
@@ -44,7 +111,7 @@ class ScoreContext:
     extraction: Extraction
     completion: str
     metric_names: tuple[str, ...] = ()
-    services: Any = None
+    services: Services | None = None
     # What configured metrics keep with the row, by metric name (a judge's completion,
     # a scorer's error): stored as the row's `judges`.
     details: dict[str, Any] = field(default_factory=dict)

@@ -23,7 +23,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from promptctl.errors import InputError, PromptctlError
 from promptctl.metrics.custom import RESERVED_KEYS, mean_of
@@ -32,13 +32,12 @@ from promptctl.metrics.registry import (
     Kind,
     Metric,
     ScoreContext,
+    ScorerGateway,
     Scores,
+    Services,
     register_kind,
 )
 from promptctl.scoring import answer_text
-
-if TYPE_CHECKING:
-    from promptctl.engine.gateway import Channel, Gateway
 
 # Texts per embeddings request (OpenAI accepts 2048; local servers are happier with fewer).
 MAX_TEXTS = 64
@@ -61,7 +60,7 @@ class Batcher:
     holds a vector once its row is written.
     """
 
-    def __init__(self, gateway: Gateway, channel: Channel, *, max_texts: int = MAX_TEXTS,
+    def __init__(self, gateway: ScorerGateway, channel: Any, *, max_texts: int = MAX_TEXTS,
                  window_s: float = BATCH_WINDOW_S) -> None:
         self.gateway = gateway
         self.channel = channel
@@ -138,10 +137,10 @@ class Batcher:
 
 
 # One batcher per embeddings model of a run (its Services).
-_batchers: weakref.WeakKeyDictionary[Any, dict[str, Batcher]] = weakref.WeakKeyDictionary()
+_batchers: weakref.WeakKeyDictionary[Services, dict[str, Batcher]] = weakref.WeakKeyDictionary()
 
 
-def batcher(services: Any, model: str) -> Batcher:
+def batcher(services: Services, model: str) -> Batcher:
     per_run = _batchers.setdefault(services, {})
     if model not in per_run:
         per_run[model] = Batcher(services.gateway, services.channel(model))
@@ -248,8 +247,8 @@ def estimate(prompt: Any, items: Any, *, store: Any, config: Any, use_cache: boo
     """`--dry-run` for the similarity metrics of `prompt` over the planned `items`: answers are
     not known before they are sent, so every scored row counts one answer text (at most
     `max_tokens` tokens), plus the expected texts the cache lacks."""
-    from promptctl.engine.gateway import embedding_key
     from promptctl.providers import resolve_model
+    from promptctl.store.keys import embedding_key
 
     out: dict[str, Any] = {}
     for metric in prompt.configured_metrics:

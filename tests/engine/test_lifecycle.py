@@ -13,12 +13,13 @@ import promptctl.engine.plan
 from promptctl.config import Config
 from promptctl.engine import EvalOptions, Progress, run_eval
 from promptctl.engine.lifecycle import new_run_id
-from promptctl.engine.plan import RequestPlan, cache_key, plan_requests
+from promptctl.engine.plan import RequestPlan, plan_requests
 from promptctl.errors import InputError
 from promptctl.evalsets import load_evalset
 from promptctl.prompts import load_prompt
 from promptctl.providers import resolve_model
 from promptctl.store import SQLiteStore
+from promptctl.store.keys import cache_key
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import echo_evalset
 
