@@ -19,14 +19,16 @@ def install_command(extra: str | None = None) -> str:
     name = f"{DISTRIBUTION}[{extra}]" if extra else DISTRIBUTION
     return f"pip install '{name}=={__version__}'"
 
-__all__ = ["compare_runs", "history", "load_evalset", "load_pipeline", "load_prompt", "open_store",
-           "run_eval", "run_pipeline"]
+__all__ = ["compare_runs", "history", "load_evalset", "load_pipeline", "load_prompt", "load_target",
+           "open_store", "run_eval", "run_pipeline"]
 
 _LAZY = {
     "load_prompt": ("promptctl.prompts", "load_prompt"),
     "load_evalset": ("promptctl.evalsets", "load_evalset"),
     "load_pipeline": ("promptctl.pipelines", "load_pipeline"),
-    "run_pipeline": ("promptctl.engine.pipeline", "run_pipeline"),
+    "load_target": ("promptctl.target", "load_target"),
+    # One engine runs every target: run_pipeline is run_eval, kept under its earlier name.
+    "run_pipeline": ("promptctl.engine", "run_eval"),
     "run_eval": ("promptctl.engine", "run_eval"),
     "open_store": ("promptctl.store", "open_store"),
     "compare_runs": ("promptctl.compare", "compare_runs"),

@@ -401,7 +401,7 @@ def _details(rows: list[RowRecord]) -> dict[str, Mapping[str, Any]]:
 
 
 def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
-    from promptctl.selection import covers_evalset
+    from promptctl.runs import covers_evalset
 
     run_a, run_b = sa.run, sb.run
     out = []

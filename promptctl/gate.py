@@ -32,13 +32,13 @@ from typing import Any
 
 from promptctl.config import Config
 from promptctl.engine import EvalOptions
+from promptctl.engine.lifecycle import run_eval
 from promptctl.errors import InputError, PromptctlError, ProviderError
 from promptctl.gitinfo import Repo
 from promptctl.metrics.registry import higher_is_better
-from promptctl.pipelines import Pipeline
-from promptctl.prompts import Prompt
 from promptctl.selection import row_errors
 from promptctl.store import RunRecord, Store
+from promptctl.target import Target, evalset_of, load_target, model_of, target_at_ref
 
 DEFAULT_SIGNIFICANCE = 0.05
 DEFAULT_BASES = ("origin/main", "main")
@@ -298,7 +298,7 @@ def _p(p: float | None) -> str:
     return "p<0.001" if p < 0.001 else f"p={_num(p)}"
 
 
-def absolute_gates(prompt: Prompt | Pipeline, run: RunRecord) -> list[dict[str, Any]]:
+def absolute_gates(prompt: Target, run: RunRecord) -> list[dict[str, Any]]:
     """One gate per `thresholds: {metric: {min|max: N}}` bound, on the current value."""
     metrics = run.get("metrics") or {}
     gates = []
@@ -331,7 +331,7 @@ def absolute_gates(prompt: Prompt | Pipeline, run: RunRecord) -> list[dict[str, 
     return gates
 
 
-def regression_gates(prompt: Prompt | Pipeline, comparison: dict[str, Any] | None, *, significance: float,
+def regression_gates(prompt: Target, comparison: dict[str, Any] | None, *, significance: float,
                      strict: bool, why_none: str = "no baseline") -> list[dict[str, Any]]:
     """One gate per `max_regression: {metric: limit}`, on the paired comparison with the baseline.
 
@@ -417,7 +417,6 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
               config: Config, store: Store, options: CheckOptions, eval_options: EvalOptions,
               say: EventFn) -> RunRecord:
     """The run of the prompt at the base commit: from the store, else evaluated from git."""
-    from promptctl.engine.pipeline import run_target, target_at_ref
     from promptctl.providers import resolve_model
     from promptctl.selection import standing_run
 
@@ -426,11 +425,11 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
         raise InputError("the base version names no eval set")
     # Without --model each side runs the model its own file names, so a change
     # of `model:` in the pull request is measured too.
-    resolved = resolve_model(options.model or at.prompt.model or spec, config)
+    resolved = resolve_model(options.model or at.target.model or spec, config)
     entry["baseline_model"] = resolved.spec
     if resolved.spec != spec:
         entry["warnings"].append(f"the change switches the model from {resolved.spec} to {spec}")
-    found = standing_run(store, at.prompt.name, version=at.prompt.version,
+    found = standing_run(store, at.target.name, version=at.target.version,
                          evalset_version=at.evalset.version, model=resolved.spec,
                          base_url=resolved.cache_url, commit=base.commit, allow_errors=False)
     if found is not None:
@@ -439,7 +438,7 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
         say(f"{name}: baseline run {run['id']} from the store")
     else:
         say(f"{name}: evaluating the base version ({base.commit[:12]}) with {resolved.spec}")
-        run = run_target(at.prompt, resolved, store=store, config=config, evalset=at.evalset,
+        run = run_eval(at.target, resolved, store=store, config=config, evalset=at.evalset,
                          options=eval_options, git=at.git)
         entry["baseline_source"] = "evaluated"
     entry["baseline_run"] = run["id"]
@@ -447,12 +446,11 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
     return run
 
 
-def _current(prompt: Prompt | Pipeline, evalset: Any, resolved: Any, entry: dict[str, Any], *,
+def _current(prompt: Target, evalset: Any, resolved: Any, entry: dict[str, Any], *,
              config: Config, store: Store, eval_options: EvalOptions,
              say: EventFn) -> RunRecord:
     """The run of the current version: a stored run of the same prompt and eval set bytes,
     model and server when there is one, else evaluated now."""
-    from promptctl.engine.pipeline import run_target
     from promptctl.selection import standing_run
 
     found = standing_run(store, prompt.name, version=prompt.version,
@@ -465,14 +463,13 @@ def _current(prompt: Prompt | Pipeline, evalset: Any, resolved: Any, entry: dict
         return found.run
     say(f"{prompt.name}: evaluating the current version with {resolved.spec}")
     entry["current_source"] = "evaluated"
-    return run_target(prompt, resolved, store=store, config=config, evalset=evalset,
-                      options=eval_options)
+    return run_eval(prompt, resolved, store=store, config=config, evalset=evalset,
+                    options=eval_options)
 
 
 def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store: Store,
                options: CheckOptions, eval_options: EvalOptions, say: EventFn) -> dict[str, Any]:
     from promptctl.compare import compare_runs
-    from promptctl.engine.pipeline import evalset_of_target, load_target, model_of_target
     from promptctl.providers import resolve_model
 
     entry: dict[str, Any] = {
@@ -485,8 +482,8 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
     try:
         prompt = load_target(cand.path)
         entry["prompt"] = prompt.name
-        evalset = evalset_of_target(prompt)
-        resolved = resolve_model(model_of_target(prompt, options.model), config)
+        evalset = evalset_of(prompt)
+        resolved = resolve_model(model_of(prompt, options.model), config)
         entry["model"] = resolved.spec
 
         # The baseline first: it is what the base commit shipped.

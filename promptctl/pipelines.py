@@ -20,18 +20,26 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptctl import pipeline_rows
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
-from promptctl.prompts import Prompt, check_header, load_prompt
+from promptctl.metrics.registry import Metric, builtin
+from promptctl.prompts import (
+    Prompt,
+    _check_thresholds,
+    check_header,
+    check_metrics,
+    load_prompt,
+    unique_paths,
+)
 from promptctl.scoring import OUTPUT_TYPES, OutputSpec
 from promptctl.templates import Site, compile_template, render_template
+from promptctl.work import RowContext, WorkItem
 
 if TYPE_CHECKING:
     import jinja2
-
-    from promptctl.metrics.registry import Metric
 
 PIPELINE_KEYS = ("name", "kind", "description", "model", "steps", "output", "output_type",
                  "labels", "metrics", "evalset", "thresholds")
@@ -117,17 +125,27 @@ class Pipeline:
     evalset_line: int | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
     root: Path | None = None
-    kind: str = "pipeline"
+    # End-to-end metrics configured in the file (judges, similarity, scorers).
+    configured_metrics: tuple[Metric, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "pipeline"
 
     @property
     def metric_objects(self) -> tuple[Metric, ...]:
-        from promptctl.metrics.registry import builtin
-
-        return tuple(m for m in (builtin(n) for n in self.metrics) if m is not None)
+        """The end-to-end metrics, in order: built-in and configured."""
+        configured = {m.name: m for m in self.configured_metrics}
+        return tuple(m for m in (configured.get(n) or builtin(n) for n in self.metrics)
+                     if m is not None)
 
     @property
-    def configured_metrics(self) -> tuple[Metric, ...]:
-        return ()
+    def all_configured_metrics(self) -> tuple[Metric, ...]:
+        """The end-to-end configured metrics and every step prompt's."""
+        out = {id(m): m for m in self.configured_metrics}
+        for step in self.steps:
+            out.update((id(m), m) for m in step.prompt.configured_metrics)
+        return tuple(out.values())
 
     @property
     def examples(self) -> tuple[Row, ...]:
@@ -140,8 +158,41 @@ class Pipeline:
 
     @property
     def files(self) -> list[Path]:
-        """The pipeline file and every prompt file it uses (git's dirty check covers them)."""
-        return [self.path, *(s.prompt.path for s in self.steps)]
+        """The pipeline file, every prompt file it uses, and the judges' and scorers' files
+        their metrics and its own read."""
+        return unique_paths([self.path, *(f for s in self.steps for f in s.prompt.files),
+                             *(f for m in self.configured_metrics for f in m.files)])
+
+    # --- as a target of the engine (see `promptctl.target`): a row runs its steps ---------
+
+    @property
+    def request_params(self) -> dict[str, Any]:
+        return self.steps[0].prompt.request_params
+
+    @property
+    def max_tokens(self) -> int:
+        return max(s.prompt.max_tokens for s in self.steps)
+
+    @property
+    def run_params(self) -> dict[str, Any]:
+        return {s.id: s.prompt.request_params for s in self.steps}
+
+    def run_options(self) -> dict[str, Any]:
+        """The sources of its prompts, from which a resume rebuilds the pipeline as it was."""
+        return {"prompts": {rel: {"version": p.version, "source": p.source}
+                            for rel, p in self.prompts.items()}}
+
+    def default_model(self) -> str | None:
+        return self.model
+
+    def messages_for(self, row: Row) -> list[dict[str, str]]:
+        return []  # a step's request depends on the answers before it
+
+    async def run_row(self, item: WorkItem, ctx: RowContext) -> dict[str, Any]:
+        return await pipeline_rows.run_row(self, item.row, item.position, item.sample, ctx)
+
+    def summary_extra(self, rows: Callable[[], Iterable[Mapping[str, Any]]]) -> dict[str, Any]:
+        return pipeline_rows.summary_extra(self, rows)
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -457,8 +508,6 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
                    load: PromptLoader | None = None) -> Pipeline:
     """Validate pipeline file bytes; `load` reads the prompt files it names (by default from
     the work tree, inside the project root)."""
-    from promptctl.metrics.registry import builtin, unknown
-
     root = root if root is not None else project_root(path)
     if load is None:
         def load(p: Path, ref: Reference) -> Prompt:
@@ -513,34 +562,15 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
         raise _fail("output_type label needs labels", path, lines, "output_type",
                     fix="list the allowed labels: labels: [a, b, c]")
     spec = OutputSpec(type=otype, labels=tuple(str(x) for x in labels))
-    metrics_raw = raw.get("metrics", ["exact_match"])
-    if not isinstance(metrics_raw, list) or not metrics_raw:
-        raise _fail("metrics must be a non-empty list", path, lines, "metrics",
-                    fix="e.g. metrics: [exact_match]")
-    metrics: list[str] = []
-    for i, m in enumerate(metrics_raw):
-        metric = builtin(m) if isinstance(m, str) else None
-        if metric is None:
-            error = unknown(m) if isinstance(m, str) else None
-            raise _fail(error.message if error else f"metrics[{i}] must be a built-in metric name",
-                        path, lines, "metrics", i,
-                        fix=(error.fix if error and error.fix else "e.g. exact_match")
-                        + " (a pipeline's end-to-end metrics are built-in ones)")
-        if metric.output_types is not None and otype not in metric.output_types:
-            raise _fail(f"metric {m} needs output_type {' or '.join(sorted(metric.output_types))}",
-                        path, lines, "metrics", i,
-                        fix=f"set output_type: {sorted(metric.output_types)[0]}")
-        if m in metrics:
-            raise _fail(f"metric {m!r} is listed twice", path, lines, "metrics", i,
-                        fix="list each metric once")
-        metrics.append(m)
+    # End-to-end metrics: built-in or configured (a judge, similarity, a scorer), as in a
+    # prompt file.
+    metrics, configured = check_metrics(raw.get("metrics", ["exact_match"]), path, lines, spec,
+                                        type_key="output_type")
     evalset = raw.get("evalset")
     if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):
         raise _fail("evalset must be a path string", path, lines, "evalset",
                     fix="e.g. evalset: ../evalsets/NAME.jsonl")
-    from promptctl.prompts import _check_thresholds
-
-    thresholds = _check_thresholds(raw.get("thresholds"), path, lines, tuple(metrics))
+    thresholds = _check_thresholds(raw.get("thresholds"), path, lines, metrics)
     prompts = {s.prompt_rel: s.prompt.version for s in steps}
     # Without model: in the file, the model its prompts share (when they share one).
     models = {s.prompt.model for s in steps if s.prompt.model}
@@ -549,10 +579,10 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
         path=path, name=name, source=text,
         version=pipeline_version(hashlib.sha256(data).hexdigest(), prompts),
         steps=steps, output=output, output_spec=spec, description=raw.get("description") or "",
-        model=model, metrics=tuple(metrics),
+        model=model, metrics=metrics,
         evalset=(path.parent / evalset) if evalset else None,
         evalset_line=lines.line("evalset") if evalset else None,
-        thresholds=thresholds, root=root)
+        thresholds=thresholds, root=root, configured_metrics=configured)
 
 
 def load_pipeline(path: str | Path, root: Path | None = None) -> Pipeline:

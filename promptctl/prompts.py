@@ -6,7 +6,7 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,9 +16,20 @@ from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row, load_evalset, make_row
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
-from promptctl.metrics.registry import Metric, builtin, kinds, register_prompt_loader, unknown
+from promptctl.metrics.registry import (
+    AnswerLike,
+    Metric,
+    Services,
+    builtin,
+    kinds,
+    register_prompt_loader,
+    score_answer,
+    unknown,
+)
 from promptctl.scoring import OUTPUT_TYPES, OutputSpec
+from promptctl.store import utcnow
 from promptctl.templates import Site, compile_template, render_template
+from promptctl.work import RowContext, WorkItem
 
 if TYPE_CHECKING:
     import jinja2
@@ -132,6 +143,93 @@ class Prompt:
             params["temperature"] = 0
         return params
 
+    # --- as a target of the engine (see `promptctl.target`): one request per row ----------
+
+    @property
+    def kind(self) -> str:
+        return "prompt"
+
+    @property
+    def all_configured_metrics(self) -> tuple[Metric, ...]:
+        return self.configured_metrics
+
+    @property
+    def files(self) -> list[Path]:
+        """This file and the judges' and scorers' files its metrics read."""
+        return unique_paths([self.path, *(f for m in self.configured_metrics for f in m.files)])
+
+    @property
+    def max_tokens(self) -> int:
+        params = self.request_params
+        return int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
+
+    @property
+    def run_params(self) -> dict[str, Any]:
+        return self.request_params
+
+    def run_options(self) -> dict[str, Any]:
+        return {}
+
+    def default_model(self) -> str | None:
+        return self.model
+
+    def messages_for(self, row: Row) -> list[dict[str, str]]:
+        return self.render(row.input, row_id=row.id)
+
+    def check_rows(self, rows: Iterable[Row], evalset_path: Path) -> None:
+        """Nothing beyond rendering, which planning does for every row."""
+
+    async def run_row(self, item: WorkItem, ctx: RowContext) -> dict[str, Any]:
+        answer = await ctx.complete(item.messages, self.request_params, item.sample)
+        return await self.record(ctx.run_id, item, answer, ctx.services)
+
+    async def record(self, run_id: str, item: WorkItem, answer: AnswerLike,
+                     services: Services | None) -> dict[str, Any]:
+        """The stored row of one answered (or failed) request, scored."""
+        record: dict[str, Any] = {
+            "run_id": run_id, "kind": item.kind, "position": item.position, "row_id": item.row.id,
+            "sample": item.sample, "input": item.row.input, "messages": item.messages,
+            "cached": answer.cached, "attempts": answer.attempts,
+        }
+        if item.row.has_expected:
+            record["expected"] = item.row.expected
+        response = answer.response
+        if response is None:
+            record["error"] = answer.error
+        elif response.get("no_text"):
+            # The model answered without text (a tool call, null content): shown as such and
+            # not scored, rather than scored as a wrong answer.
+            record.update(completion=None, valid=False, scores={},
+                          extract_error=f"no text answer: {response['no_text']}")
+        else:
+            extraction, scores, details = await score_answer(
+                response["text"], self.output, item.row, self.metrics, self.configured_metrics,
+                services)
+            record.update(completion=response["text"], answer=extraction.answer,
+                          valid=extraction.valid, extract_error=extraction.error, scores=scores)
+            if details:
+                record["judges"] = details
+        if response is not None:
+            record.update(response_fields(response))
+        record["created_at"] = utcnow()  # when the answer arrived
+        return record
+
+    def summary_extra(self, rows: Callable[[], Iterable[Mapping[str, Any]]]) -> dict[str, Any]:
+        return {}
+
+
+def response_fields(response: Mapping[str, Any]) -> dict[str, Any]:
+    """What a stored row keeps of a response besides its text: tokens, latency, model."""
+    return {"prompt_tokens": response.get("prompt_tokens"),
+            "completion_tokens": response.get("completion_tokens"),
+            "latency_ms": response.get("latency_ms"), "response_model": response.get("model"),
+            "system_fingerprint": response.get("system_fingerprint")}
+
+
+def unique_paths(paths: Iterable[Path]) -> list[Path]:
+    """`paths` without repeats, in order."""
+    return list(dict.fromkeys(paths))
+
 
 def _fail(msg: str, path: Path, lines: LineMap, *keys: str | int, fix: str) -> InputError:
     return InputError(msg, file=path, line=lines.line(*keys), fix=fix)
@@ -159,8 +257,8 @@ def _known_metric(name: Any) -> bool:
     return isinstance(name, str) and builtin(name) is not None
 
 
-def _check_metrics(raw: Any, path: Path, lines: LineMap,
-                   output: OutputSpec) -> tuple[tuple[str, ...], tuple[Metric, ...]]:
+def check_metrics(raw: Any, path: Path, lines: LineMap, output: OutputSpec, *,
+                  type_key: str = "output.type") -> tuple[tuple[str, ...], tuple[Metric, ...]]:
     """The metric names of `metrics:`, and the configured metrics among them (mappings)."""
     if not isinstance(raw, list) or not raw:
         raise _fail("metrics must be a non-empty list", path, lines, "metrics",
@@ -201,8 +299,8 @@ def _check_metrics(raw: Any, path: Path, lines: LineMap,
                         fix="list each metric once")
         if metric.output_types is not None and output.type not in metric.output_types:
             needed = " or ".join(sorted(metric.output_types))
-            raise _fail(f"metric {name} needs output.type {needed}", path, lines, "metrics", i,
-                        fix=f"set output.type: {sorted(metric.output_types)[0]}"
+            raise _fail(f"metric {name} needs {type_key} {needed}", path, lines, "metrics", i,
+                        fix=f"set {type_key}: {sorted(metric.output_types)[0]}"
                         + (" with output.labels, or use exact_match" if "label" in metric.output_types
                            else ""))
         names.append(name)
@@ -379,7 +477,7 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
                              file=path, line=ex.line, fix="give every example a unique id")
         example_lines[ex.id] = ex.line
     output = _check_output(raw.get("output"), path, lines)
-    metrics, configured = _check_metrics(raw.get("metrics", ["format_validity"]), path, lines, output)
+    metrics, configured = check_metrics(raw.get("metrics", ["format_validity"]), path, lines, output)
     evalset = raw.get("evalset")
     if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):
         raise _fail("evalset must be a path string", path, lines, "evalset",

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from promptctl.config import Config
+from promptctl.engine.lifecycle import run_eval
 from promptctl.errors import InputError, display_path
+from promptctl.runs import covers_evalset
 from promptctl.store import RunRecord, Store
+from promptctl.target import TargetAt, load_target, model_of, target_at_ref
 
 SayFn = Callable[[str], None]
 RUN_PREFIX = "run:"
@@ -27,16 +30,6 @@ REF_PREFIX = "ref:"
 
 
 # --- the rule ---------------------------------------------------------------------------------
-
-
-def covers_evalset(run: Mapping[str, Any]) -> bool:
-    """Whether a run answered (or tried) every row of its whole eval set."""
-    if run.get("coverage") is not None:
-        return bool(run["coverage"] == "full")
-    # Runs stored before coverage was recorded: no --limit, and every planned row stored.
-    options = run.get("options") or {}
-    summary = run.get("summary") or {}
-    return options.get("limit") is None and summary.get("n", 0) >= (run.get("n_planned") or 0)
 
 
 def row_errors(run: Mapping[str, Any]) -> int:
@@ -126,8 +119,6 @@ def _prompt_files(root: Path) -> list[Path]:
 def _name_of(path: Path) -> str:
     """A prompt or pipeline file's name: its `name:`, else its stem (also for a file
     mid-edit)."""
-    from promptctl.engine.pipeline import load_target
-
     try:
         return load_target(path).name
     except InputError:
@@ -215,7 +206,6 @@ class Sides:
 
     def by_ref(self, ref: str, model: str | None, or_run: bool = False) -> str:
         """The run of the prompt at git ref `ref` (evaluated when missing, with run_missing)."""
-        from promptctl.engine.pipeline import TargetAt, target_at_ref
         from promptctl.gitinfo import open_repo
 
         if self.prompt is None:
@@ -243,8 +233,8 @@ class Sides:
                 except InputError:
                     at = None
         # Without --model each side is the model its own version of the file names.
-        wanted = model or (at.prompt.model if at is not None else None)
-        version = at.prompt.version if at is not None else None
+        wanted = model or (at.target.model if at is not None else None)
+        version = at.target.version if at is not None else None
         set_version = at.evalset.version if at is not None and at.evalset is not None else None
         found = standing_run(self.store, self.prompt.name, version=version,
                              evalset_version=set_version, model=wanted, commit=commit)
@@ -269,12 +259,10 @@ class Sides:
             raise InputError(f"the prompt at {ref} names no eval set", file=self.prompt.path,
                              fix=f"run: {command} --evalset FILE")
         self.say(f"{missing}: evaluating it now ({command})")
-        return self._evaluate(at.prompt, at.evalset, wanted, at.git, f"at {ref}")
+        return self._evaluate(at.target, at.evalset, wanted, at.git, f"at {ref}")
 
     def by_model(self, model: str) -> str:
         """The run of the prompt's current version with `model`."""
-        from promptctl.engine.pipeline import load_target
-
         assert self.prompt is not None
         prompt = load_target(self.prompt.path) if self.prompt.path is not None else None
         found = standing_run(self.store, self.prompt.name, model=model,
@@ -327,10 +315,9 @@ class Sides:
                          f"the same with --model {models[1]}")
 
     def _evaluate(self, prompt: Any, evalset: Any, model: str | None, git: Any, where: str) -> str:
-        from promptctl.engine.pipeline import model_of_target, run_target
         from promptctl.providers import resolve_model
 
-        run = run_target(prompt, resolve_model(model_of_target(prompt, model), self.config),
+        run = run_eval(prompt, resolve_model(model_of(prompt, model), self.config),
                          store=self.store, config=self.config, evalset=evalset, git=git)
         errors = row_errors(run)
         self.notes.append(f"run {run['id']} was evaluated {where} for this diff"

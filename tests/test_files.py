@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from promptctl import files
-from promptctl.engine.jobs import at_ref as prompt_at_ref
+from promptctl.target import target_at_ref as prompt_at_ref
 from promptctl.errors import InputError
 from promptctl.files import Reference, project_root, quote, read_file
 from promptctl.gitinfo import read_at_ref

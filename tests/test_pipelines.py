@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from promptctl.engine.pipeline import plan_rows
+from promptctl.engine.plan import plan_requests
 from promptctl.errors import InputError
 from promptctl.pipelines import is_pipeline_file, load_pipeline
 from tests import pipelinekit
@@ -23,7 +23,7 @@ def write(tmp_path: Path, pipeline: str = pipelinekit.PIPELINE,
 def error_of(path: Path) -> InputError:
     with pytest.raises(InputError) as info:
         pipeline = load_pipeline(path, path.parent.parent)
-        plan_rows(pipeline, pipeline.load_evalset())
+        plan_requests(pipeline, pipeline.load_evalset())
     return info.value
 
 
@@ -126,7 +126,9 @@ def test_the_repository_example_validates(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.chdir(REPO)
     pipeline = load_pipeline(REPO / "pipelines" / "capital.yaml", REPO)
-    rows = plan_rows(pipeline, pipeline.load_evalset())
+    evalset = pipeline.load_evalset()
+    plan_requests(pipeline, evalset)
+    rows = list(evalset)
     assert len(rows) >= 20
     assert pipeline.model == "gpt-4o-mini"  # the model its prompts share
     assert pipeline.step("capital").deps == {"kind", "country"}

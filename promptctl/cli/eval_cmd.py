@@ -102,6 +102,7 @@ def eval_(
     from promptctl.engine import EvalOptions, build_jobs, resume_eval, run_job
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import batch_note, console, run_summary
+    from promptctl.runs import RunResult, read_run
 
     if no_cache and cache_only:
         raise InputError("--no-cache and --cache-only contradict each other", fix="choose one")
@@ -118,38 +119,31 @@ def eval_(
     config = project()
     from promptctl.pipelines import is_pipeline_file
 
-    pipeline_paths = [p for p in prompts or [] if is_pipeline_file(p)]
-    jobs = build_jobs([p for p in prompts or [] if p not in pipeline_paths], models=model or [],
-                      evalset=evalset, ref=ref, config=config)
-    pipeline_jobs: list[Any] = []
-    if pipeline_paths:
-        from promptctl.engine.pipeline import build_pipeline_jobs, run_pipeline_job
-
-        if dry_run or repeat != 1 or batch:
-            flag = "--dry-run" if dry_run else "--repeat" if repeat != 1 else "--batch"
-            raise InputError(f"{flag} does not apply to pipelines (a step's request depends on "
-                             "the answers before it)",
-                             fix="run the pipeline with --limit 1 instead" if dry_run
-                             else f"drop {flag} for pipelines")
-        pipeline_jobs = build_pipeline_jobs(pipeline_paths, models=model or [], evalset=evalset,
-                                            ref=ref, config=config)
+    if any(is_pipeline_file(p) for p in prompts or []) and (dry_run or repeat != 1 or batch):
+        flag = "--dry-run" if dry_run else "--repeat" if repeat != 1 else "--batch"
+        raise InputError(f"{flag} does not apply to pipelines (a step's request depends on "
+                         "the answers before it)",
+                         fix="run the pipeline with --limit 1 instead" if dry_run
+                         else f"drop {flag} for pipelines")
+    jobs = build_jobs(prompts or [], models=model or [], evalset=evalset, ref=ref, config=config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm,
                           timeout=timeout, batch=batch)
     store = open_project_store(config)
     if dry_run:
-        from promptctl.estimate import estimate
+        from promptctl.engine.estimate import estimate
+        from promptctl.prompts import Prompt
         from promptctl.render.terminal import dry_run_table
 
-        plans = [estimate(j.prompt, j.evalset, j.resolved, config=config, store=store,
-                          options=options) for j in jobs]
+        plans = [estimate(j.target, j.evalset, j.resolved, config=config, store=store,
+                          options=options) for j in jobs if isinstance(j.target, Prompt)]
         if json_out:
             typer.echo(dumps({"dry_run": plans}))
         else:
             dry_run_table(console(), plans)
         return
     out = console()
-    done: list[dict[str, Any]] = []
+    done: list[RunResult] = []
     current: list[str] = []
     show_bar = not json_out and is_terminal(__import__("sys").stderr)
 
@@ -159,10 +153,10 @@ def eval_(
                 run = call(bar)
         else:
             run = call(None)
-        done.append(run)
+        done.append(read_run(run))
         if not json_out:
-            run_summary(out, run)
-            batch_note(out, run)
+            run_summary(out, done[-1])
+            batch_note(out, done[-1])
             out.print()
 
     try:
@@ -171,16 +165,12 @@ def eval_(
                 resume, store=store, config=config, options=options, progress=bar,
                 on_start=current.append))
         for job in jobs:
-            one(f"{job.prompt.name} · {job.resolved.spec}", lambda bar, j=job: run_job(
-                j, store=store, config=config, options=options, progress=bar,
-                on_start=current.append))
-        for pjob in pipeline_jobs:
-            one(f"{pjob.pipeline.name} · {pjob.resolved.spec}", lambda bar, j=pjob: run_pipeline_job(
+            one(f"{job.target.name} · {job.resolved.spec}", lambda bar, j=job: run_job(
                 j, store=store, config=config, options=options, progress=bar,
                 on_start=current.append))
     except ProviderError as exc:
         # The endpoint failed mid-run: the run keeps what was answered.
-        if current and (not done or done[-1]["id"] != current[-1]):
+        if current and (not done or done[-1].id != current[-1]):
             exc.message += (f"\n  the rows answered so far are stored in run {current[-1]}; finish "
                             f"it with: promptctl eval --resume {current[-1]}")
         raise
@@ -196,10 +186,9 @@ def eval_(
                    f"with: promptctl eval --resume {run_id}{batches}", 130) from None
     if json_out:
         typer.echo(dumps({"runs": [run_json(r) for r in done]}))
-    failed = [r for r in done if (r.get("summary") or {}).get("errors", 0)
-              + (r.get("summary") or {}).get("fewshot_errors", 0)]
+    failed = [r for r in done if r.failed_requests]
     if failed:
-        errors = sum(r["summary"]["errors"] + r["summary"]["fewshot_errors"] for r in failed)
-        again = "; ".join(f"promptctl eval --resume {r['id']}" for r in failed)
+        errors = sum(r.failed_requests for r in failed)
+        again = "; ".join(f"promptctl eval --resume {r.id}" for r in failed)
         raise fail(f"{errors} request(s) failed after every retry; they are stored as errors and "
                    f"not scored (see `promptctl show RUN`). Try them again with: {again}", 3)

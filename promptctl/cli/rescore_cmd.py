@@ -32,6 +32,7 @@ def rescore(
     from promptctl.engine.rescore import rescore_run
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import console, run_summary
+    from promptctl.runs import read_run
 
     config = project()
     store = open_project_store(config)
@@ -39,10 +40,11 @@ def rescore(
     new = rescore_run(run, store=store, config=config, metrics=[n.strip() for n in names],
                       concurrency=concurrency, use_cache=not no_cache,
                       timeout=timeout)
+    result = read_run(new)
     if json_out:
-        typer.echo(dumps({"runs": [run_json(new)]}))
+        typer.echo(dumps({"runs": [run_json(result)]}))
         return
     out = console()
-    out.print(f"rescored run {new['parent_run']} as run {new['id']}, with "
-              f"{(new.get('options') or {}).get('prompt_used', 'the run prompt')}")
-    run_summary(out, new)
+    out.print(f"rescored run {result.parent_run} as run {result.id}, with "
+              f"{result.options.get('prompt_used', 'the run prompt')}")
+    run_summary(out, result)

@@ -18,16 +18,17 @@ def runs(
     """List stored runs: id, time, commit, dirty, prompt version, model, metrics."""
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import console, runs_table
+    from promptctl.runs import read_run
 
     store = open_project_store(project(), create=False)
     found = store.list_runs(prompt, limit=limit)
     if json_out:
-        typer.echo(dumps({"runs": [run_json(r) for r in found]}))
+        typer.echo(dumps({"runs": [run_json(read_run(r)) for r in found]}))
         return
     if not found:
         typer.echo("no runs stored yet: run `promptctl eval prompts/NAME.yaml`")
         return
-    runs_table(console(), found)
+    runs_table(console(), [read_run(r) for r in found])
 
 
 @handle_errors
@@ -38,11 +39,13 @@ def show(
     """One run, row by row: input, completion, answer, expected, scores, tokens, latency."""
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import console, show_rows
+    from promptctl.runs import read_run
 
     store = open_project_store(project(), create=False)
     record = store.get_run(run)
     rows = list(store.iter_rows(record["id"]))
+    result = read_run(record)
     if json_out:
-        typer.echo(dumps({"run": run_json(record), "rows": rows}))
+        typer.echo(dumps({"run": run_json(result), "rows": rows}))
         return
-    show_rows(console(), record, rows)
+    show_rows(console(), result, rows)

@@ -77,11 +77,11 @@ def _kind(path: Path) -> str:
 
 def check_file(path: Path) -> str:
     """Validate one prompt (with its eval set, every row rendered) or eval set; nothing is sent."""
-    from promptctl.engine.jobs import evalset_of
     from promptctl.engine.plan import plan_requests
     from promptctl.errors import InputError
     from promptctl.evalsets import EvalSet, load_evalset
-    from promptctl.prompts import load_prompt
+    from promptctl.pipelines import Pipeline
+    from promptctl.target import evalset_of, load_target
 
     if path.is_dir():
         raise InputError("no prompt or eval set files in this directory", file=path,
@@ -93,32 +93,20 @@ def check_file(path: Path) -> str:
     if _kind(path) == "evalset":
         evalset = load_evalset(path)
         return f"eval set, {len(evalset)} rows"
-    from promptctl.pipelines import is_pipeline_file
-
-    if is_pipeline_file(path):
-        return _check_pipeline(path)
-    prompt = load_prompt(path)
-    if prompt.evalset is None:
-        plan_requests(prompt, EvalSet(path=path, version="", rows=()))
-        return f"prompt, {len(prompt.examples)} few-shot examples, no eval set named"
-    evalset = evalset_of(prompt)
-    plan_requests(prompt, evalset)
-    return (f"prompt, {len(prompt.examples)} few-shot examples, every row of "
-            f"{prompt.evalset.name} ({len(evalset)}) renders")
-
-
-def _check_pipeline(path: Path) -> str:
-    """A pipeline, every prompt it uses, and every row of its eval set through every template."""
-    from promptctl.engine.pipeline import evalset_of_pipeline, plan_rows
-    from promptctl.pipelines import load_pipeline
-
-    pipeline = load_pipeline(path)
-    if pipeline.evalset is None:
-        return f"pipeline, {len(pipeline.steps)} steps, no eval set named"
-    evalset = evalset_of_pipeline(pipeline)
-    plan_rows(pipeline, evalset)
-    return (f"pipeline, {len(pipeline.steps)} steps, every row of {pipeline.evalset.name} "
-            f"({len(evalset)}) checked")
+    target = load_target(path)
+    if target.kind == "pipeline":
+        assert isinstance(target, Pipeline)
+        what = f"pipeline, {len(target.steps)} steps"
+    else:
+        what = f"prompt, {len(target.examples)} few-shot examples"
+    if target.evalset is None:
+        # Still checks its metrics (a scorer that does not load, a judge that does not exist).
+        plan_requests(target, EvalSet(path=path, version="", rows=()))
+        return f"{what}, no eval set named"
+    evalset = evalset_of(target)
+    plan_requests(target, evalset)
+    done = "renders" if target.kind == "prompt" else "checked"
+    return f"{what}, every row of {target.evalset.name} ({len(evalset)}) {done}"
 
 
 def _report_once(results: list[dict[str, Any]]) -> None:

@@ -1,12 +1,16 @@
-"""Evaluation: plan every request, send them concurrently through one gateway (cache,
-rate limits, providers), store rows as they arrive, summarise, resume.
+"""Evaluation, one engine for every target (a prompt, a pipeline): plan every unit of work,
+send it through one worker pool and one gateway (cache, rate limits, providers), store rows
+as they arrive, summarise, resume.
 
     plan.py       what will be sent; `validate` and `--dry-run` share it
     gateway.py    one request: cache, limits, provider, accounting
-    send.py       the send loop and the stored row of each answer
-    lifecycle.py  a run's creation, ownership, end and resume
-    summary.py    a run's aggregates from its stored rows
-    jobs.py       prompts x models x eval sets to evaluate
+    send.py       the worker pool and the row context targets run their rows in
+    lifecycle.py  a run's creation, ownership, end and resume, for every target and rescore
+    summary.py    a run's aggregates from its stored rows, plus what the target's kind adds
+    jobs.py       targets x models x eval sets to evaluate
+    batch.py      a prompt's requests through an endpoint's Batch API
+    rescore.py    a stored run's completions scored again
+    estimate.py   --dry-run
 """
 
 from __future__ import annotations

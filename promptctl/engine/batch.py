@@ -20,12 +20,14 @@ from typing import Any
 
 from promptctl.config import Price
 from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services, close_channels
-from promptctl.engine.plan import Key, RequestPlan, WorkItem
+from promptctl.engine.plan import RequestPlan
 from promptctl.engine.send import RowWriter, row_record
 from promptctl.errors import InputError
+from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
 from promptctl.providers.base import BatchAPI, BatchInfo, ChatRequest, ChatResponse, RequestFailed
 from promptctl.store.keys import cache_key
+from promptctl.work import Key, WorkItem
 
 # The OpenAI Batch API's limits per input file.
 MAX_REQUESTS = 50_000
@@ -137,7 +139,11 @@ class BatchRun:
     def __init__(self, plan: RequestPlan, *, run_id: str, gateway: Gateway, channel: Channel,
                  progress: ProgressFn | None, services: Services, limits: BatchLimits,
                  concurrency: int) -> None:
+        if not isinstance(plan.target, Prompt):
+            raise InputError(f"--batch does not apply to a {plan.target.kind}",
+                             fix=f"drop --batch for {plan.target.kind}s")
         self.plan = plan
+        self.prompt = plan.target
         self.run_id = run_id
         self.gateway = gateway
         self.store = gateway.store
@@ -146,7 +152,7 @@ class BatchRun:
         self.services = services
         self.limits = limits
         self.concurrency = max(1, concurrency)
-        self.params = plan.prompt.request_params
+        self.params = self.prompt.request_params
         self.writer = RowWriter(self.store, gateway)
         self.items: dict[str, WorkItem] = {}
         self.options: dict[str, Any] = dict(self.store.get_run(run_id).get("options") or {})
@@ -323,7 +329,7 @@ class BatchRun:
         if not waiting:
             return
         records = await asyncio.gather(*(
-            row_record(self.run_id, item, answer, self.plan.prompt, self.services)
+            row_record(self.run_id, item, answer, self.prompt, self.services)
             for item, answer in waiting))
         state = self.gateway.progress
         for record in records:

@@ -1,8 +1,10 @@
-"""A run from start to finish: created, owned by one process, sent, summarised, resumed.
+"""The one lifecycle of a run, for every kind of target: created, owned by one process,
+sent through the one worker pool, summarised, finished, resumed.
 
 Rows are written as they arrive; on any interruption the run keeps them and
 `resume_eval` finishes it. Whether a run covered its whole eval set, and how many of
-its rows failed, is recorded when it ends: run selection relies on both.
+its rows failed, is recorded when it ends: run selection relies on both. `eval` (prompts
+and pipelines alike) and `rescore` go through here.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from promptctl.config import Config
+from promptctl.config import Config, Price
+from promptctl.engine.batch import batch_price, require_batch, send_batched
 from promptctl.engine.gateway import (
     Channel,
     Gateway,
@@ -29,17 +32,18 @@ from promptctl.engine.gateway import (
     in_cache,
 )
 from promptctl.engine.jobs import Job, concurrency_for
-from promptctl.engine.plan import RequestPlan, WorkItem, plan_requests
-from promptctl.engine.send import send_all
+from promptctl.engine.plan import RequestPlan, plan_requests
+from promptctl.engine.send import RunContext, send_all
 from promptctl.engine.summary import add_usage, summarize
 from promptctl.errors import InputError, PromptctlError
 from promptctl.evalsets import EvalSet, load_evalset, load_evalset_bytes
-from promptctl.gitinfo import git_state
+from promptctl.gitinfo import GitState, git_state
 from promptctl.project import relative
-from promptctl.prompts import Prompt
-from promptctl.providers import ResolvedModel
+from promptctl.providers import Provider, ResolvedModel
 from promptctl.ratelimit import RateLimiter
 from promptctl.store import RunRecord, Store, utcnow
+from promptctl.target import Target, evalset_of, metric_identities, target_from_run
+from promptctl.work import WorkItem
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -103,41 +107,42 @@ def _owner_alive(owner: str | None) -> bool:
 
 
 def require_cached(store: Store, plan: RequestPlan, resolved: ResolvedModel) -> None:
-    """--cache-only: every request must be in the cache, or nothing runs."""
-    params = plan.prompt.request_params
+    """--cache-only: every request known before the run must be in the cache, or nothing
+    runs (a pipeline's requests depend on answers: its misses are error rows)."""
+    params = plan.target.request_params
     missing = 0
     first: WorkItem | None = None
+    total = 0
     for item in plan:
+        if not item.messages:
+            continue
+        total += 1
         if not in_cache(store, resolved, item.messages, params, item.sample):
             missing += 1
             first = first or item
     if first is not None:
-        raise InputError(f"--cache-only: {missing} of {len(plan)} requests are not in the cache "
+        raise InputError(f"--cache-only: {missing} of {total} requests are not in the cache "
                          f"(first: {first.kind} row {first.row.id!r}, sample {first.sample})",
                          fix="run once without --cache-only to send them, or check --model and "
                          "params match the cached run")
 
 
-def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, cache_only: bool) -> None:
+def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, options: EvalOptions
+               ) -> None:
     from promptctl.providers import preflight
 
-    if cache_only:
+    if options.batch:
+        require_batch(resolved)
+    if options.cache_only:
         require_cached(store, plan, resolved)
     elif len(plan):
-        preflight(resolved, plan.prompt.request_params)
+        preflight(resolved, plan.target.request_params)
 
 
-def metric_identities(prompt: Prompt) -> dict[str, Any]:
-    """What defines the prompt's configured metrics (a judge prompt's sha256), recorded when
-    a run starts so a resume can tell whether they changed."""
-    found = {m.name: m.identity for m in prompt.configured_metrics if m.identity}
-    return {"metric_identity": found} if found else {}
-
-
-def check_identities(run: RunRecord, prompt: Prompt) -> None:
+def check_identities(run: RunRecord, target: Target) -> None:
     """A resumed run must score its remaining rows as it scored the first ones."""
     recorded = (run.get("options") or {}).get("metric_identity") or {}
-    now = metric_identities(prompt).get("metric_identity", {})
+    now = metric_identities(target).get("metric_identity", {})
     for name in sorted(set(recorded) | set(now)):
         if recorded.get(name) != now.get(name):
             raise InputError(f"run {run['id']}: metric {name} has changed since the run started "
@@ -146,38 +151,35 @@ def check_identities(run: RunRecord, prompt: Prompt) -> None:
                              "to score stored completions again use promptctl rescore")
 
 
-def run_eval(prompt: Prompt, resolved: ResolvedModel, *, store: Store, config: Config,
+def run_eval(target: Target, resolved: ResolvedModel, *, store: Store, config: Config,
              evalset: EvalSet | None = None, options: EvalOptions | None = None,
              progress: ProgressFn | None = None, on_start: Callable[[str], None] | None = None,
-             git: Any = None) -> RunRecord:
-    """Evaluate one prompt with one model; returns the stored run record."""
-    from promptctl.engine.jobs import evalset_of
-
+             git: GitState | None = None) -> RunRecord:
+    """Evaluate one target (a prompt, a pipeline) with one model; returns the stored run."""
     options = options or EvalOptions()
-    evalset = evalset if evalset is not None else evalset_of(prompt)
-    plan = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
-    if options.batch:
-        from promptctl.engine.batch import require_batch
-
-        require_batch(resolved)
-    _preflight(store, plan, resolved, options.cache_only)
-    git = git or git_state(prompt.path, [prompt.path, evalset.path])
+    if options.batch and target.kind != "prompt":
+        raise InputError(f"--batch does not apply to a {target.kind} (a step's request depends "
+                         "on the answers before it)", file=target.path,
+                         fix=f"drop --batch for {target.kind}s")
+    evalset = evalset if evalset is not None else evalset_of(target)
+    plan = plan_requests(target, evalset, limit=options.limit, repeat=options.repeat)
+    _preflight(store, plan, resolved, options)
+    git = git or git_state(target.path, [*target.files, evalset.path])
     concurrency = concurrency_for(options.concurrency, resolved, config)
     run_id = new_run_id()
-    owner = _owner_token()
     store.create_run({
-        "id": run_id, "created_at": utcnow(), "status": "running", "prompt_name": prompt.name,
-        "prompt_path": relative(prompt.path, config.root) or "", "prompt_version": prompt.version,
-        "prompt_source": prompt.source, "git_commit": git.commit, "git_dirty": git.dirty,
+        "id": run_id, "created_at": utcnow(), "status": "running", "prompt_name": target.name,
+        "prompt_path": relative(target.path, config.root) or "", "prompt_version": target.version,
+        "prompt_source": target.source, "git_commit": git.commit, "git_dirty": git.dirty,
         "git_branch": git.branch, "model": resolved.spec, "endpoint": resolved.endpoint_name,
-        "base_url": resolved.cache_url, "params": prompt.request_params,
+        "base_url": resolved.cache_url, "params": target.run_params,
         "evalset_path": relative(evalset.path, config.root), "evalset_version": evalset.version,
-        "n_planned": plan.eval_rows * plan.repeat, "owner": owner, "kind": "prompt",
+        "n_planned": plan.eval_rows * plan.repeat, "owner": _owner_token(), "kind": target.kind,
         "options": {"limit": options.limit, "repeat": options.repeat,
                     "concurrency": concurrency, "use_cache": options.use_cache,
                     "cache_only": options.cache_only, "evalset_rows": len(evalset),
                     **({"batch": True} if options.batch else {}),
-                    **metric_identities(prompt)},
+                    **target.run_options(), **metric_identities(target)},
     })
     if on_start is not None:
         on_start(run_id)
@@ -189,8 +191,18 @@ def run_job(job: Job, *, store: Store, config: Config, options: EvalOptions | No
             progress: ProgressFn | None = None,
             on_start: Callable[[str], None] | None = None) -> RunRecord:
     """`run_eval` for a job built by `build_jobs`."""
-    return run_eval(job.prompt, job.resolved, store=store, config=config, evalset=job.evalset,
+    return run_eval(job.target, job.resolved, store=store, config=config, evalset=job.evalset,
                     options=options, progress=progress, on_start=on_start, git=job.git)
+
+
+def scorer_services(gateway: Gateway, config: Config, concurrency: int,
+                    timeout: float | None) -> Services:
+    """Channels to the scorers' models; --timeout is the run's: a judge on the same slow
+    server needs it as much."""
+    from promptctl.providers import open_provider
+
+    return Services(gateway, config, concurrency, lambda r, c: open_provider(
+        r if timeout is None else dataclasses.replace(r, request_timeout=timeout), c, {}))
 
 
 def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *, store: Store,
@@ -198,66 +210,70 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
                      progress: ProgressFn | None, full: RequestPlan) -> RunRecord:
     from promptctl.providers import open_provider
 
-    prompt = todo.prompt
+    target = todo.target
     if options.timeout is not None:
         resolved = dataclasses.replace(resolved, request_timeout=options.timeout)
     price = config.price(resolved.model, resolved.endpoint)
     if options.batch:
-        from promptctl.engine.batch import batch_price
-
         price = batch_price(price, resolved)
     lazy = None if options.cache_only else LazyProvider(
-        lambda: open_provider(resolved, concurrency, prompt.request_params))
+        lambda: open_provider(resolved, concurrency, target.request_params))
     ep = resolved.endpoint
     limiter = RateLimiter(options.rpm or (ep.rpm if ep else None), options.tpm or (ep.tpm if ep else None))
-    params = prompt.request_params
     channel = Channel(resolved, lazy, price, limiter if limiter.active else None,
-                      max_tokens=int(params.get("max_tokens") or params.get("max_completion_tokens")
-                                     or 256))
+                      max_tokens=target.max_tokens)
     gateway = Gateway(store, use_cache=options.use_cache, cache_only=options.cache_only,
                       progress=Progress(total=len(todo)))
-    # --timeout is the run's: a judge on the same slow server needs it as much.
-    services = Services(gateway, config, concurrency, lambda r, c: open_provider(
-        r if options.timeout is None else dataclasses.replace(r, request_timeout=options.timeout),
-        c, {}))
-    status = "interrupted"
+    services = scorer_services(gateway, config, concurrency, options.timeout)
     extra: dict[str, Any] = {}
-    try:
-        if options.batch:
-            from promptctl.engine.batch import send_batched
 
-            asyncio.run(send_batched(todo, run_id=run_id, gateway=gateway, channel=channel,
-                                     progress=progress, services=services,
-                                     concurrency=concurrency, extra=extra))
-        else:
-            asyncio.run(_send(todo, run_id, gateway, channel, concurrency, progress, services))
+    async def send() -> None:
+        try:
+            if options.batch:
+                await send_batched(todo, run_id=run_id, gateway=gateway, channel=channel,
+                                   progress=progress, services=services,
+                                   concurrency=concurrency, extra=extra)
+            else:
+                ctx = RunContext(run_id, gateway, channel, concurrency, services)
+                await send_all(todo, lambda item: target.run_row(item, ctx), gateway=gateway,
+                               concurrency=concurrency, progress=progress)
+        finally:
+            await close_channels(channel, services)
+
+    def covered(n: int) -> bool:
+        return full.covers_evalset and n >= full.eval_rows * full.repeat
+
+    return drive(run_id, send, store=store, target=target, price=price, repeat=options.repeat,
+                 services=services, covered=covered, extra=extra,
+                 opened=lambda: lazy.opened if lazy is not None else None)
+
+
+def drive(run_id: str, send: Callable[[], Coroutine[Any, Any, None]], *, store: Store, target: Target,
+          price: Price | None, repeat: int, services: Services, covered: Callable[[int], bool],
+          extra: dict[str, Any] | None = None,
+          opened: Callable[[], Provider | None] = lambda: None) -> RunRecord:
+    """Run `send`, then, however it ended, summarise the stored rows and record how the run
+    ended (complete, failed, interrupted) and whether it covered its eval set."""
+    status = "interrupted"
+    try:
+        asyncio.run(send())
         status = "complete"
     except PromptctlError:
         status = "failed"
         raise
     finally:
         before = (store.get_run(run_id).get("summary") or {}).get("scorers")
-        result = summarize(store, run_id, prompt, price, repeat=options.repeat,
+        result = summarize(store, run_id, target, price, repeat=repeat,
                            scorers=add_usage(before, services.usage()))
-        result["summary"].update(extra)
-        opened = lazy.opened if lazy is not None else None
-        if opened is not None:
-            result["summary"].update(opened.describe())
-        expected = full.eval_rows * full.repeat
-        covered = full.covers_evalset and result["summary"]["n"] >= expected
+        result["summary"].update(extra or {})
+        provider = opened()
+        if provider is not None:
+            result["summary"].update(provider.describe())
+        full = covered(result["summary"]["n"])
         store.update_run(run_id, status=status, finished_at=utcnow(),
-                         coverage="full" if covered and status == "complete" else "partial",
+                         coverage="full" if full and status == "complete" else "partial",
                          **result)
     return store.get_run(run_id)
-
-
-async def _send(todo: RequestPlan, run_id: str, gateway: Gateway, channel: Channel,
-                concurrency: int, progress: ProgressFn | None, services: Services) -> None:
-    try:
-        await send_all(todo, run_id=run_id, gateway=gateway, channel=channel,
-                       concurrency=concurrency, progress=progress, services=services)
-    finally:
-        await close_channels(channel, services)
 
 
 def _stored_evalset(run: RunRecord, config: Config) -> EvalSet:
@@ -284,31 +300,39 @@ def _stored_evalset(run: RunRecord, config: Config) -> EvalSet:
                      fix="start a new run: promptctl eval " + run["prompt_path"])
 
 
-def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOptions | None = None,
-                progress: ProgressFn | None = None,
-                on_start: Callable[[str], None] | None = None) -> RunRecord:
-    """Finish a run: send only the rows it has no answer for (error rows are tried again).
-
-    The prompt is rebuilt from the source stored with the run, so editing the file
-    meanwhile does not mix two versions in one run. Taking the run over is one atomic
-    claim: of two resumes started at once, one proceeds and the other is refused.
-    """
-    from promptctl.prompts import parse_prompt
-    from promptctl.providers import resolve_model
-
-    run = store.get_run(run_ref)
-    if run.get("kind") == "pipeline":
-        from promptctl.engine.pipeline import resume_pipeline
-
-        return resume_pipeline(run, store=store, config=config, options=options or EvalOptions(),
-                               progress=progress, on_start=on_start)
+def refuse_running(run: RunRecord) -> None:
+    """A run its owner still runs is not taken over."""
     previous = run.get("owner")
     if run["status"] == "running" and _owner_alive(previous):
         raise InputError(f"run {run['id']} is still being run by {_describe_owner(previous or '')}",
                          fix="wait for it to finish (or stop that process), then resume")
+
+
+def claim(store: Store, run: RunRecord) -> None:
+    """Take a run over for this process, atomically: of two resumes started at once, one
+    proceeds and the other is refused."""
+    refuse_running(run)
+    if not store.claim_run(run["id"], _owner_token(), run.get("owner")):
+        raise InputError(f"run {run['id']} was just taken over by another process",
+                         fix="let that one finish it; see `promptctl show " + run["id"] + "`")
+
+
+def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOptions | None = None,
+                progress: ProgressFn | None = None,
+                on_start: Callable[[str], None] | None = None) -> RunRecord:
+    """Finish a run of any target: send only the rows it has no answer for (error rows are
+    tried again).
+
+    The target is rebuilt from the sources stored with the run, so editing the files
+    meanwhile does not mix two versions in one run.
+    """
+    from promptctl.providers import resolve_model
+
+    run = store.get_run(run_ref)
+    refuse_running(run)
     stored = run.get("options") or {}
-    prompt = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])
-    check_identities(run, prompt)
+    target = target_from_run(run, config.root)
+    check_identities(run, target)
     evalset = _stored_evalset(run, config)
     given = options or EvalOptions()
     options = EvalOptions(concurrency=given.concurrency or stored.get("concurrency"),
@@ -316,18 +340,13 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                           use_cache=given.use_cache and stored.get("use_cache", True),
                           cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm,
                           timeout=given.timeout,
-                          batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only)
-    full = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
+                          batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only
+                          and target.kind == "prompt")
+    full = plan_requests(target, evalset, limit=options.limit, repeat=options.repeat)
     todo = full.without(store.answered_keys(run["id"]))
     resolved = resolve_model(run["model"], config)
-    _preflight(store, todo, resolved, options.cache_only)
-    if options.batch:
-        from promptctl.engine.batch import require_batch
-
-        require_batch(resolved)
-    if not store.claim_run(run["id"], _owner_token(), previous):
-        raise InputError(f"run {run['id']} was just taken over by another process",
-                         fix="let that one finish it; see `promptctl show " + run["id"] + "`")
+    _preflight(store, todo, resolved, options)
+    claim(store, run)
     if on_start is not None:
         on_start(run["id"])
     return _send_and_finish(run["id"], todo, resolved, store=store, config=config,

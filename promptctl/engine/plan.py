@@ -8,41 +8,24 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 
 from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row
-from promptctl.prompts import Prompt
+from promptctl.target import Target
+from promptctl.work import Key, WorkItem
 
 # Plans of up to this many requests keep them rendered (see `plan_requests`).
 KEEP_REQUESTS = 5000
 
-Key = tuple[str, str, int]  # (kind, row id, sample)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    """One request to make: a row (or few-shot example), its sample index and its messages."""
-
-    kind: str
-    position: int
-    row: Row
-    sample: int
-    messages: list[dict[str, str]]
-
-    @property
-    def key(self) -> Key:
-        return self.kind, self.row.id, self.sample
-
-
 class RequestPlan:
-    """Every request of a run, rendered as it is iterated: a 50,000-row run never holds
-    50,000 rendered requests. `plan_requests()` renders everything once first, so bad input
-    is found before anything is sent."""
+    """Every unit of a run (a row or few-shot example, times its samples), with the request a
+    prompt renders for it, rendered as it is iterated: a 50,000-row run never holds 50,000
+    rendered requests. `plan_requests()` renders everything once first, so bad input is
+    found before anything is sent."""
 
-    def __init__(self, prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
+    def __init__(self, target: Target, evalset: EvalSet, *, limit: int | None = None,
                  repeat: int = 1, skip: Collection[Key] = ()) -> None:
-        self.prompt = prompt
+        self.target = target
         self.evalset = evalset
         self.limit = limit
         self.repeat = repeat
@@ -64,7 +47,7 @@ class RequestPlan:
 
     def keys(self) -> Iterator[Key]:
         """(kind, row id, sample) of every request, without rendering."""
-        for kind, group in (("fewshot", iter(self.prompt.examples)), ("eval", self.rows())):
+        for kind, group in (("fewshot", iter(self.target.examples)), ("eval", self.rows())):
             for row in group:
                 for sample in range(self.repeat):
                     if (kind, row.id, sample) not in self.skip:
@@ -72,12 +55,12 @@ class RequestPlan:
 
     def without(self, done: Collection[Key]) -> RequestPlan:
         """The same plan minus the requests already answered."""
-        return RequestPlan(self.prompt, self.evalset, limit=self.limit, repeat=self.repeat,
+        return RequestPlan(self.target, self.evalset, limit=self.limit, repeat=self.repeat,
                            skip=done)
 
     def __len__(self) -> int:
         if not self.skip:
-            return (len(self.prompt.examples) + self.eval_rows) * self.repeat
+            return (len(self.target.examples) + self.eval_rows) * self.repeat
         return sum(1 for _ in self.keys())
 
     def __iter__(self) -> Iterator[WorkItem]:
@@ -89,13 +72,13 @@ class RequestPlan:
         # A system prompt or few-shot turn rendered for every row is the same text each
         # time: a message equal to the previous row's at the same place shares its object.
         previous: list[dict[str, str]] = []
-        for kind, group in (("fewshot", iter(self.prompt.examples)), ("eval", self.rows())):
+        for kind, group in (("fewshot", iter(self.target.examples)), ("eval", self.rows())):
             for position, row in enumerate(group):
                 samples = [s for s in range(self.repeat) if (kind, row.id, s) not in self.skip]
                 if not samples:
                     continue
                 try:
-                    messages = self.prompt.render(row.input, row_id=row.id)
+                    messages = self.target.messages_for(row)
                 except InputError as exc:
                     if kind == "eval" and exc.fix:
                         exc.fix += f" (row at {self.evalset.path}:{row.line})"
@@ -108,22 +91,22 @@ class RequestPlan:
                     yield WorkItem(kind, position, row, sample, messages)
 
 
-def plan_requests(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
+def plan_requests(target: Target, evalset: EvalSet, *, limit: int | None = None,
                   repeat: int = 1) -> RequestPlan:
-    """Check every row and few-shot example renders; raise before anything is sent."""
-    result = RequestPlan(prompt, evalset, limit=limit, repeat=repeat)
-    for metric in prompt.configured_metrics:
+    """Check every row and few-shot example can run; raise before anything is sent."""
+    result = RequestPlan(target, evalset, limit=limit, repeat=repeat)
+    for metric in target.all_configured_metrics:
         if metric.check is not None:
             metric.check()
-    if "regex" in prompt.metrics:
+    if "regex" in target.metrics:
         for row in result.rows():
             if row.pattern is None:
                 raise InputError(f"metric regex needs a pattern in every row; row {row.id!r} has none",
                                  file=evalset.path, line=row.line,
                                  fix='add "pattern": "..." to the row, or drop regex from metrics')
-    checks = [m.check_row for m in prompt.configured_metrics if m.check_row is not None]
+    checks = [m.check_row for m in target.configured_metrics if m.check_row is not None]
     if checks:
-        for kind, group in (("fewshot", prompt.examples), ("eval", result.rows())):
+        for kind, group in (("fewshot", target.examples), ("eval", result.rows())):
             for row in group:
                 for check in checks:
                     try:
@@ -133,6 +116,7 @@ def plan_requests(prompt: Prompt, evalset: EvalSet, *, limit: int | None = None,
                             exc.fix += f" (row at {evalset.path}:{row.line})"
                             exc.args = (str(exc),)
                         raise
+    target.check_rows(result.rows(), evalset.path)
     # Render everything once now. A small plan keeps what it rendered (sending then costs
     # no second rendering); a large one renders again as it sends, so memory stays flat.
     kept: list[WorkItem] | None = []

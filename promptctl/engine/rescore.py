@@ -7,21 +7,20 @@ judges (and other scorers) are asked only what the cache does not hold.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from promptctl.config import Config
-from promptctl.engine.gateway import Answer, Gateway, Progress, ProgressFn, Services
-from promptctl.engine.lifecycle import _owner_token, metric_identities, new_run_id
-from promptctl.engine.plan import WorkItem
-from promptctl.engine.send import RowWriter, row_record
-from promptctl.engine.summary import summarize
-from promptctl.errors import InputError, PromptctlError
+from promptctl.engine.gateway import Answer, Gateway, Progress, ProgressFn
+from promptctl.engine.lifecycle import _owner_token, drive, new_run_id, scorer_services
+from promptctl.engine.send import row_record, send_all
+from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, Row
 from promptctl.prompts import Prompt
 from promptctl.store import RowRecord, RunRecord, Store, utcnow
+from promptctl.target import metric_identities
+from promptctl.work import WorkItem
 
 # Run columns a rescored run keeps from the run it rescores: it is the same prompt on the
 # same answers.
@@ -100,7 +99,7 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
                 use_cache: bool = True, timeout: float | None = None,
                 progress: ProgressFn | None = None) -> RunRecord:
     """Score the stored completions of run `run_ref` again; store and return the new run."""
-    from promptctl.providers import open_provider, resolve_model
+    from promptctl.providers import resolve_model
 
     old = store.get_run(run_ref)
     if (old.get("kind") or "prompt") != "prompt":
@@ -125,48 +124,24 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
     old_rows = list(store.iter_rows(old["id"]))
     gateway = Gateway(store, use_cache=use_cache, cache_only=False,
                       progress=Progress(total=len(old_rows)))
-    services = Services(gateway, config, concurrency, lambda r, c: open_provider(
-        r if timeout is None else dataclasses.replace(r, request_timeout=timeout), c, {}))
-    status = "interrupted"
-    try:
-        asyncio.run(_rescore_rows(old_rows, run_id, scoring, kept, gateway, services,
-                                  concurrency, progress))
-        status = "complete"
-    except PromptctlError:
-        status = "failed"
-        raise
-    finally:
-        repeat = int((old.get("options") or {}).get("repeat") or 1)
-        result = summarize(store, run_id, prompt, config.price(resolved.model, resolved.endpoint),
-                           repeat=repeat, scorers=services.usage())
-        full = old.get("coverage") == "full" and len(old_rows) > 0
-        store.update_run(run_id, status=status, finished_at=utcnow(),
-                         coverage="full" if full and status == "complete" else "partial", **result)
-    return store.get_run(run_id)
+    services = scorer_services(gateway, config, concurrency, timeout)
 
+    async def rescore_row(old_row: RowRecord) -> dict[str, Any]:
+        item, answer = _item_and_answer(old_row)
+        row = await row_record(run_id, item, answer, scoring, services)
+        row["created_at"] = old_row["created_at"]  # when the completion arrived
+        _kept_scores(old_row, row, kept)
+        return row
 
-async def _rescore_rows(old_rows: list[RowRecord], run_id: str, prompt: Prompt, kept: set[str],
-                        gateway: Gateway, services: Services, concurrency: int,
-                        progress: ProgressFn | None) -> None:
-    writer = RowWriter(gateway.store, gateway)
-    state = gateway.progress
-    rows = iter(old_rows)
-
-    async def worker() -> None:
-        for old in rows:
-            item, answer = _item_and_answer(old)
-            record = await row_record(run_id, item, answer, prompt, services)
-            record["created_at"] = old["created_at"]  # when the completion arrived
-            _kept_scores(old, record, kept)
-            state.done += 1
-            writer.add(record, sent=False)
-            if progress is not None:
-                progress(state)
-
-    try:
-        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-    finally:
+    async def send() -> None:
         try:
-            writer.flush()
+            await send_all(old_rows, rescore_row, gateway=gateway, concurrency=concurrency,
+                           progress=progress)
         finally:
             await services.aclose()
+
+    full = old.get("coverage") == "full" and len(old_rows) > 0
+    return drive(run_id, send, store=store, target=prompt,
+                 price=config.price(resolved.model, resolved.endpoint),
+                 repeat=int((old.get("options") or {}).get("repeat") or 1), services=services,
+                 covered=lambda n: full)

@@ -1,20 +1,20 @@
-"""The send loop: every planned request through the gateway, each answer scored and stored
-as it arrives."""
+"""The one worker pool: every unit of a run (a prompt's request, a pipeline's row, a stored
+row to rescore) through the gateway, each record stored as it is made."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, TypeVar, cast
 
-from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn
-from promptctl.engine.plan import RequestPlan, WorkItem
+from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services
 from promptctl.errors import PromptctlError
-from promptctl.metrics.registry import ScoreContext, score_builtins
 from promptctl.prompts import Prompt
-from promptctl.scoring import extract
-from promptctl.store import RowRecord, Store, utcnow
+from promptctl.store import RowRecord, Store
+from promptctl.work import WorkItem
+
+T = TypeVar("T")
 
 FLUSH_ROWS = 64
 FLUSH_SECONDS = 0.1
@@ -49,79 +49,63 @@ class RowWriter:
 
 
 async def row_record(run_id: str, item: WorkItem, answer: Answer, prompt: Prompt,
-                     services: Any = None) -> dict[str, Any]:
-    """The stored row of one answered (or failed) request, scored."""
-    record: dict[str, Any] = {
-        "run_id": run_id, "kind": item.kind, "position": item.position, "row_id": item.row.id,
-        "sample": item.sample, "input": item.row.input, "messages": item.messages,
-        "cached": answer.cached, "attempts": answer.attempts,
-    }
-    if item.row.has_expected:
-        record["expected"] = item.row.expected
-    response = answer.response
-    if response is None:
-        record["error"] = answer.error
-    elif response.get("no_text"):
-        # The model answered without text (a tool call, null content): shown as such and
-        # not scored, rather than scored as a wrong answer.
-        record.update(completion=None, valid=False, scores={},
-                      extract_error=f"no text answer: {response['no_text']}")
-    else:
-        extraction = extract(response["text"], prompt.output)
-        scores = score_builtins(extraction, item.row, prompt.metrics)
-        details: dict[str, Any] = {}
-        if prompt.configured_metrics:
-            ctx = ScoreContext(item.row, extraction, response["text"], prompt.metrics, services)
-            for metric in prompt.configured_metrics:
-                scores.update(await metric.score(ctx))
-            details = ctx.details
-        record.update(completion=response["text"], answer=extraction.answer,
-                      valid=extraction.valid, extract_error=extraction.error, scores=scores)
-        if details:
-            record["judges"] = details
-    if response is not None:
-        record.update(prompt_tokens=response.get("prompt_tokens"),
-                      completion_tokens=response.get("completion_tokens"),
-                      latency_ms=response.get("latency_ms"), response_model=response.get("model"),
-                      system_fingerprint=response.get("system_fingerprint"))
-    record["created_at"] = utcnow()  # when the answer arrived
-    return record
+                     services: Services | None = None) -> dict[str, Any]:
+    """The stored row of one answered (or failed) prompt request, scored (batch and rescore
+    make their answers elsewhere and score them here)."""
+    return await prompt.record(run_id, item, answer, services)
 
 
-async def send_all(plan: RequestPlan, *, run_id: str, gateway: Gateway, channel: Channel,
-                   concurrency: int, progress: ProgressFn | None = None,
-                   services: Any = None) -> None:
-    """Send every planned request (or take it from the cache); store each row as it arrives.
+class RunContext:
+    """What a target's row runner asks of the engine (`promptctl.work.RowContext`): requests
+    to the evaluated model through the run's gateway and channel, at most `concurrency` in
+    flight however many a row makes (a pipeline's independent steps, a loop's items), and the
+    scorers' services."""
 
-    A PromptctlError from any request (a refused key, an unknown model) stops every worker
-    and is raised once the rows answered so far are stored.
+    def __init__(self, run_id: str, gateway: Gateway, channel: Channel, concurrency: int,
+                 services: Services | None) -> None:
+        self.run_id = run_id
+        self.gateway = gateway
+        self.channel = channel
+        self._services = services
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+
+    @property
+    def services(self) -> Services | None:
+        return self._services
+
+    async def complete(self, messages: list[dict[str, str]], params: dict[str, Any],
+                       sample: int) -> Answer:
+        async with self._slots:
+            return await self.gateway.complete(self.channel, messages, params, sample)
+
+
+async def send_all(items: Iterable[T], run_item: Callable[[T], Awaitable[dict[str, Any]]], *,
+                   gateway: Gateway, concurrency: int, progress: ProgressFn | None = None) -> None:
+    """The one worker pool: run every item (a planned row, a stored row to rescore), store
+    each record as it is made.
+
+    A PromptctlError from any item (a refused key, an unknown model) stops every worker and
+    is raised once the rows made so far are stored.
     """
-    prompt = plan.prompt
-    params = prompt.request_params
     state = gateway.progress
     writer = RowWriter(gateway.store, gateway)
     fatal: list[BaseException] = []
-
-    async def one(item: WorkItem) -> None:
-        answer = await gateway.complete(channel, item.messages, params, item.sample)
-        record = await row_record(run_id, item, answer, prompt, services)
-        state.done += 1
-        state.errors += "error" in record
-        writer.add(record, sent=not answer.cached)
-        if progress is not None:
-            progress(state)
-
-    items: Iterator[WorkItem] = iter(plan)
+    queue: Iterator[T] = iter(items)
 
     async def worker() -> None:
-        for item in items:
+        for item in queue:
             if fatal:
                 return
             try:
-                await one(item)
+                record = await run_item(item)
             except PromptctlError as exc:
                 fatal.append(exc)
                 return
+            state.done += 1
+            state.errors += "error" in record
+            writer.add(record, sent=not record["cached"])
+            if progress is not None:
+                progress(state)
 
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))

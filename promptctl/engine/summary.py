@@ -9,8 +9,8 @@ from promptctl.config import Price
 from promptctl.consistency import analyze
 from promptctl.engine.gateway import cost_of
 from promptctl.metrics.aggregates import aggregate_columns, fold_scores, percentiles
-from promptctl.prompts import Prompt
 from promptctl.store import Store
+from promptctl.target import Target
 
 
 def add_usage(*usages: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
@@ -28,11 +28,12 @@ def add_usage(*usages: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, 
     return out
 
 
-def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
+def summarize(store: Store, run_id: str, target: Target, price: Price | None,
               repeat: int = 1, scorers: dict[str, dict[str, Any]] | None = None
               ) -> dict[str, Any]:
-    """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency;
-    `scorers` is what the judges' and embeddings' requests cost (reported apart)."""
+    """Aggregate a run from its stored rows: metrics, few-shot metrics, tokens, cost, latency,
+    and what the target's kind adds (a pipeline's steps); `scorers` is what the judges' and
+    embeddings' requests cost (reported apart)."""
     # Aggregated by the store and from score columns: no run-sized list of row dicts, so
     # memory stays flat as eval sets grow.
     totals = store.run_totals(run_id)
@@ -49,27 +50,36 @@ def summarize(store: Store, run_id: str, prompt: Prompt, price: Price | None,
     latencies = store.answered_column(run_id, "latency_ms")
     fingerprints = {f for f in store.answered_column(run_id, "system_fingerprint") if f}
     models = {m for m in store.answered_column(run_id, "response_model") if m}
+    extra = target.summary_extra(lambda: store.iter_rows(run_id, kind="eval"))
+    more = dict(extra.get("summary") or {})
+    spent = more.pop("spent_tokens", spent)
     cost = cost_of(price, tokens["prompt"], tokens["completion"])
     spent_cost = cost_of(price, spent["prompt"], spent["completion"])
     consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
-    failed = scoring_errors(store, run_id) if prompt.configured_metrics else {}
+    failed = scoring_errors(store, run_id) if target.configured_metrics else {}
+    failed.update(extra.get("step_scoring_errors") or {})
+    summary: dict[str, Any] = {
+        **counts, "tokens": tokens,
+        # cost_usd is what the run's answers cost (cached or not), the price of the
+        # target on this eval set; spent_usd is what this run paid.
+        "cost_usd": None if cost is None else round(cost, 8),
+        "spent_usd": None if spent_cost is None else round(spent_cost, 8),
+        "consistency": consistency,
+        "latency_ms": percentiles(latencies),
+        "system_fingerprints": sorted(fingerprints),
+        "response_models": sorted(models),
+    }
+    summary.update(more)
+    if failed:
+        summary["scoring_errors"] = failed
+    if scorers:
+        summary["scorers"] = scorers
     return {
-        "metrics": aggregate_columns(prompt.metric_objects, scores["eval"]),
-        "fewshot_metrics": aggregate_columns(prompt.metric_objects, scores["fewshot"]),
+        "metrics": aggregate_columns(target.metric_objects, scores["eval"]),
+        "fewshot_metrics": extra["fewshot_metrics"] if "fewshot_metrics" in extra
+        else aggregate_columns(target.metric_objects, scores["fewshot"]),
         "errors": counts["errors"] + counts["fewshot_errors"],
-        "summary": {
-            **counts, "tokens": tokens,
-            # cost_usd is what the run's answers cost (cached or not), the price of the
-            # prompt on this eval set; spent_usd is what this run paid.
-            "cost_usd": None if cost is None else round(cost, 8),
-            "spent_usd": None if spent_cost is None else round(spent_cost, 8),
-            "consistency": consistency,
-            "latency_ms": percentiles(latencies),
-            "system_fingerprints": sorted(fingerprints),
-            "response_models": sorted(models),
-            **({"scoring_errors": failed} if failed else {}),
-            **({"scorers": scorers} if scorers else {}),
-        },
+        "summary": summary,
     }
 
 

@@ -247,7 +247,8 @@ def build(name: str, raw: Any, path: Path, line_of: Callable[..., int | None]) -
         scorer.load()
 
     return Metric(name, row, mean_of(name), PAIRED_MEAN, name, kind="custom",
-                  identity=scorer.identity, check=check)
+                  identity=scorer.identity, check=check,
+                  files=(scorer.file,) if scorer.file is not None else ())
 
 
 register_kind(Kind("custom", build, "the user's own scorer: FILE.py:FUNCTION or an installed one"))

@@ -178,8 +178,10 @@ def build(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) 
         return {**share(columns.get(name, [])),
                 "unscored": len(columns.get(unscored_key(name), []))}
 
+    files = (judge.prompt.path, *(f for m in judge.prompt.configured_metrics for f in m.files))
     return Metric(name, row, aggregate, PAIRED_MEAN, name, kind="llm_judge",
-                  identity=judge.identity, estimate=judge.estimate, check_row=judge.check_row)
+                  identity=judge.identity, estimate=judge.estimate, check_row=judge.check_row,
+                  files=files)
 
 
 async def judge_row(judge: Judge, ctx: ScoreContext) -> Scores:

@@ -21,7 +21,7 @@ from promptctl.errors import InputError
 if TYPE_CHECKING:
     from promptctl.evalsets import Row
     from promptctl.files import Reference
-    from promptctl.scoring import Extraction
+    from promptctl.scoring import Extraction, OutputSpec
 
 Scores = dict[str, Any]
 Columns = dict[str, list[Any]]
@@ -49,6 +49,8 @@ class AnswerLike(Protocol):
     def error(self) -> str | None: ...
     @property
     def cached(self) -> bool: ...
+    @property
+    def attempts(self) -> int: ...
 
 
 class EmbeddedLike(Protocol):
@@ -146,6 +148,9 @@ class Metric:
     # Checks one row (or few-shot example) before anything is sent: a judge's template
     # renders for it. Raises InputError.
     check_row: Callable[[Row], None] | None = None
+    # Files the metric's scores depend on (a judge's prompt, a scorer's module): inputs of
+    # every target that uses it.
+    files: tuple[Path, ...] = ()
 
     async def score(self, ctx: ScoreContext) -> Scores:
         value = self.row(ctx)
@@ -268,3 +273,30 @@ def score_builtins(extraction: Extraction, row: Row, names: Sequence[str]) -> Sc
             assert isinstance(value, dict)
             scores.update(value)
     return scores
+
+
+async def score_answer(text: str, output: OutputSpec, row: Row, names: Sequence[str],
+                       configured: Sequence[Metric], services: Services | None
+                       ) -> tuple[Extraction, Scores, dict[str, Any]]:
+    """One completion read and scored: the answer, the scores of every metric asked for
+    (built-in and configured), and what configured metrics keep with the row (a judge's
+    answer, a scorer's error). Prompts, pipeline steps and pipelines' final answers, eval
+    and rescore all score through here."""
+    from promptctl.scoring import extract
+
+    extraction = extract(text, output)
+    scores, details = await score_extraction(extraction, text, row, names, configured, services)
+    return extraction, scores, details
+
+
+async def score_extraction(extraction: Extraction, text: str, row: Row, names: Sequence[str],
+                           configured: Sequence[Metric], services: Services | None
+                           ) -> tuple[Scores, dict[str, Any]]:
+    """`score_answer` for an answer already read out of its completion `text`."""
+    scores = score_builtins(extraction, row, names)
+    if not configured:
+        return scores, {}
+    ctx = ScoreContext(row, extraction, text, tuple(names), services)
+    for metric in configured:
+        scores.update(await metric.score(ctx))
+    return scores, ctx.details

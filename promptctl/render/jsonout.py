@@ -6,79 +6,76 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from promptctl.redact import redact
 from promptctl.render.inert import UNSAFE_BEYOND_C0
+from promptctl.runs import RunResult
 
 
-def coverage(run: Mapping[str, Any]) -> dict[str, Any]:
+def coverage(run: RunResult) -> dict[str, Any]:
     """Whether a run covered its whole eval set: only such a run stands for its prompt version
     (a --limit run, an unfinished one or an interrupted resume does not)."""
-    from promptctl.selection import covers_evalset
-
-    options = run.get("options") or {}
-    summary = run.get("summary") or {}
-    return {"full": covers_evalset(run), "rows": summary.get("n", 0),
-            "planned": run.get("n_planned"), "evalset_rows": options.get("evalset_rows"),
-            "limit": options.get("limit")}
+    return {"full": run.covers_evalset, "rows": run.summary.n, "planned": run.n_planned,
+            "evalset_rows": run.options.get("evalset_rows"), "limit": run.options.get("limit")}
 
 
-def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
-    """One run in the shape of SPEC.md section 5 (plus a few extra keys)."""
-    summary = run.get("summary") or {}
-    latency = summary.get("latency_ms") or {}
+def run_json(run: RunResult) -> dict[str, Any]:
+    """One run as `--json` prints it (docs/reference/json-output.md)."""
+    s = run.summary
     return {
-        "id": run["id"],
-        "prompt": run["prompt_name"],
-        "prompt_path": run["prompt_path"],
-        "prompt_version": run["prompt_version"],
-        "git_commit": run["git_commit"],
-        "git_dirty": run["git_dirty"],
-        "git_branch": run["git_branch"],
-        "model": run["model"],
-        "endpoint": run["endpoint"],
-        "evalset": run["evalset_path"],
-        "evalset_version": run["evalset_version"],
-        "status": run["status"],
+        "id": run.id,
+        "prompt": run.prompt_name,
+        "prompt_path": run.prompt_path,
+        "prompt_version": run.prompt_version,
+        "git_commit": run.git_commit,
+        "git_dirty": run.git_dirty,
+        "git_branch": run.git_branch,
+        "model": run.model,
+        "endpoint": run.endpoint,
+        "evalset": run.evalset_path,
+        "evalset_version": run.evalset_version,
+        "status": run.status,
         "coverage": coverage(run),
-        "kind": run.get("kind") or "prompt",
-        "parent_run": run.get("parent_run"),
-        "created_at": run["created_at"],
-        "n": summary.get("n", 0),
-        "errors": summary.get("errors", 0),
-        "no_text": summary.get("no_text", 0),
-        "metrics": run.get("metrics") or {},
-        "fewshot_metrics": run.get("fewshot_metrics") or {},
-        "tokens": summary.get("tokens", {"prompt": 0, "completion": 0}),
-        "cost_usd": summary.get("cost_usd"),
-        "latency_ms": {k: latency.get(k) for k in ("p50", "p75", "p90", "p99")},
-        "cached": summary.get("cached", 0),
+        "kind": run.kind,
+        "parent_run": run.parent_run,
+        "created_at": run.created_at,
+        "n": s.n,
+        "errors": s.errors,
+        "no_text": s.no_text,
+        "metrics": {k: v.to_json() for k, v in run.metrics.items()},
+        "fewshot_metrics": {k: v.to_json() for k, v in run.fewshot_metrics.items()},
+        "tokens": {"prompt": s.tokens.prompt, "completion": s.tokens.completion},
+        "cost_usd": s.cost_usd,
+        "latency_ms": {k: s.latency_ms.get(k) for k in ("p50", "p75", "p90", "p99")},
+        "cached": s.cached,
         # Requests of judges and embeddings models, by model, apart from the evaluated one's.
-        "scorers": summary.get("scorers") or {},
-        "retries": summary.get("retries", 0),
-        "system_fingerprints": summary.get("system_fingerprints", []),
-        "consistency": summary.get("consistency"),
+        "scorers": s.scorers,
+        "retries": s.retries,
+        "system_fingerprints": list(s.system_fingerprints),
+        "consistency": s.consistency,
         # How the requests were served or sent, when not plainly in-process.
-        **{k: summary[k] for k in ("server", "batch") if summary.get(k)},
+        **({"server": s.server} if s.server else {}),
+        **({"batch": s.batch} if s.batch else {}),
         **_pipeline_json(run),
         # Rows a configured metric could not score, with their messages.
-        **{k: summary[k] for k in ("scoring_errors",) if summary.get(k)},
+        **({"scoring_errors": {k: {"count": v.count, "rows": list(v.rows)}
+                               for k, v in s.scoring_errors.items()}}
+           if s.scoring_errors else {}),
     }
 
 
-def _pipeline_json(run: Mapping[str, Any]) -> dict[str, Any]:
-    """SPEC §9: a pipeline run's steps with their own metrics, its composability gap and its
+def _pipeline_json(run: RunResult) -> dict[str, Any]:
+    """A pipeline run's steps with their own metrics, its composability gap and its
     control-flow correctness."""
-    if (run.get("kind") or "prompt") != "pipeline":
+    if run.kind != "pipeline":
         return {}
-    summary = run.get("summary") or {}
-    gap = summary.get("composability_gap") or {}
-    return {"steps": summary.get("steps") or {},
-            "composability_gap": {"value": gap.get("value"), "n": gap.get("n", 0),
-                                  "wrong": gap.get("wrong", 0)},
-            "control_flow": summary.get("control_flow")}
+    s = run.summary
+    gap = s.composability_gap
+    return {"steps": {k: v.to_json() for k, v in s.steps.items()},
+            "composability_gap": {"value": gap.value if gap else None, "n": gap.n if gap else 0,
+                                  "wrong": gap.wrong if gap else 0},
+            "control_flow": s.control_flow.to_json() if s.control_flow is not None else None}
 
 
 def _plain(value: Any) -> Any:

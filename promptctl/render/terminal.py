@@ -18,7 +18,7 @@ from rich.text import Text
 
 from promptctl.metrics.registry import higher_is_better
 from promptctl.render import fmt, inert
-from promptctl.selection import covers_evalset
+from promptctl.runs import MetricResult, RunResult, RunSummary
 
 
 class InertConsole(Console):
@@ -87,15 +87,13 @@ def _short(sha: Any, n: int = 10) -> str:
     return cell(sha[:n]) if isinstance(sha, str) and sha else "-"
 
 
-def _partial(run: Mapping[str, Any]) -> str:
+def _partial(run: RunResult) -> str:
     """Why a complete run stands for no version: how much of its eval set it covered."""
-    options = run.get("options") or {}
-    summary = run.get("summary") or {}
-    total = options.get("evalset_rows")
-    done = summary.get("n", 0)
+    total = run.evalset_rows
+    done = run.summary.n
     text = f"{done} of {total} rows" if total else f"{done} rows"
-    if options.get("limit") is not None:
-        text += f" (--limit {options['limit']})"
+    if run.limit is not None:
+        text += f" (--limit {run.limit})"
     return text + ", not a result for its prompt version"
 
 
@@ -103,100 +101,95 @@ def _count(value: Any) -> str:
     return str(value) if isinstance(value, int) else fmt.num(value, 0)
 
 
-def run_summary(con: Console, run: Mapping[str, Any]) -> None:
+def run_summary(con: Console, run: RunResult) -> None:
     """The summary table of one run: metrics with intervals, few-shot side by side, accounting."""
-    summary = run.get("summary") or {}
-    dirty = " (dirty)" if run.get("git_dirty") else ""
-    status = "" if run["status"] == "complete" else f"  [bold red]{cell(run['status'])}[/]"
-    if run["status"] == "complete" and not covers_evalset(run):
+    summary = run.summary
+    dirty = " (dirty)" if run.git_dirty else ""
+    status = "" if run.status == "complete" else f"  [bold red]{cell(run.status)}[/]"
+    if run.status == "complete" and not run.covers_evalset:
         status = f"  [yellow]partial: {_partial(run)}[/]"
-    con.print(f"[bold]{cell(run['prompt_name'])}[/] with [bold]{cell(run['model'])}[/]  "
-              f"run {cell(run['id'])}  commit {_short(run['git_commit'])}{dirty}  "
-              f"prompt {_short(run['prompt_version'], 12)}{status}")
+    con.print(f"[bold]{cell(run.prompt_name)}[/] with [bold]{cell(run.model)}[/]  "
+              f"run {cell(run.id)}  commit {_short(run.git_commit)}{dirty}  "
+              f"prompt {_short(run.prompt_version, 12)}{status}")
     table = Table(show_edge=False, header_style="bold")
     table.add_column("metric")
     table.add_column("eval set (95% CI)", justify="right")
     table.add_column("n", justify="right")
     table.add_column("few-shot examples", justify="right")
     table.add_column("n", justify="right")
-    metrics = run.get("metrics") or {}
-    fewshot = run.get("fewshot_metrics") or {}
-    for name, result in metrics.items():
-        label = cell(name) + ("" if (result or {}).get("higher_is_better", higher_is_better(name))
+    for name, result in run.metrics.items():
+        better = result.higher_is_better
+        label = cell(name) + ("" if (better if better is not None else higher_is_better(name))
                               else " (lower is better)")
-        fs = fewshot.get(name) or {}
-        table.add_row(label, fmt.metric(result), _count(result.get("n", 0)),
-                      fmt.metric(fs) if fs.get("n") else "-", _count(fs.get("n", 0)))
+        fs = run.fewshot_metrics.get(name)
+        table.add_row(label, fmt.metric(result.to_json()), _count(result.n),
+                      fmt.metric(fs.to_json()) if fs is not None and fs.n else "-",
+                      _count(fs.n if fs is not None else 0))
     con.print(table)
-    latency = summary.get("latency_ms") or {}
-    tokens = summary.get("tokens") or {}
-    lat = "  ".join(f"{cell(k)} {fmt.num(v, 0)}" for k, v in latency.items()) or "-"
-    errors = summary.get("errors", 0) + summary.get("fewshot_errors", 0)
-    no_text = f"  no text answer {_count(summary['no_text'])}" if summary.get("no_text") else ""
-    con.print(f"rows {_count(summary.get('n', 0))}  errors {_count(errors)}{no_text}  "
-              f"cached {_count(summary.get('cached', 0))}  "
-              f"retries {_count(summary.get('retries', 0))}  "
-              f"tokens {_count(tokens.get('prompt', 0))} in / "
-              f"{_count(tokens.get('completion', 0))} out  cost {fmt_cost(summary.get('cost_usd'))}")
+    lat = "  ".join(f"{cell(k)} {fmt.num(v, 0)}" for k, v in summary.latency_ms.items()) or "-"
+    no_text = f"  no text answer {_count(summary.no_text)}" if summary.no_text else ""
+    con.print(f"rows {_count(summary.n)}  errors {_count(run.failed_requests)}{no_text}  "
+              f"cached {_count(summary.cached)}  "
+              f"retries {_count(summary.retries)}  "
+              f"tokens {_count(summary.tokens.prompt)} in / "
+              f"{_count(summary.tokens.completion)} out  cost {fmt_cost(summary.cost_usd)}")
     con.print(f"latency ms  {lat}")
-    for metric, failed in (summary.get("scoring_errors") or {}).items():
-        shown = "; ".join(f"{cell(r['row_id'], 40)}: {cell(r['error'], 200)}"
-                          for r in failed.get("rows") or [])
-        more = failed["count"] - len(failed.get("rows") or [])
-        con.print(f"[yellow]{cell(metric)}: no score for {_count(failed['count'])} rows[/] "
+    for metric, failed in summary.scoring_errors.items():
+        shown = "; ".join(f"{cell(r.get('row_id'), 40)}: {cell(r.get('error'), 200)}"
+                          for r in failed.rows)
+        more = failed.count - len(failed.rows)
+        con.print(f"[yellow]{cell(metric)}: no score for {_count(failed.count)} rows[/] "
                   f"({shown}{f'; and {more} more' if more > 0 else ''})", soft_wrap=True)
-    scorer_usage(con, summary.get("scorers") or {}, metrics, summary.get("scoring_errors") or {})
-    consistency = summary.get("consistency")
-    if consistency:
-        repeat_summary(con, consistency)
-    if summary.get("kind") == "pipeline":
+    scorer_usage(con, summary.scorers, run.metrics, summary.scoring_errors)
+    if summary.consistency:
+        repeat_summary(con, dict(summary.consistency))
+    if run.kind == "pipeline":
         pipeline_summary(con, summary)
-    fps = summary.get("system_fingerprints") or []
-    models = summary.get("response_models") or []
+    fps = list(summary.system_fingerprints)
+    models = list(summary.response_models)
     if len(fps) > 1 or len(models) > 1:
         con.print(f"[yellow]warning:[/] the server answered as several models/fingerprints "
                   f"({cell(', '.join(map(str, models + fps)), 400)}): results may mix model "
                   "versions")
 
 
-def pipeline_summary(con: Console, summary: Mapping[str, Any]) -> None:
+def pipeline_summary(con: Console, summary: RunSummary) -> None:
     """A pipeline run's steps (ran, skipped, errors, their own metrics), its composability gap
     and its control-flow correctness."""
     table = Table(show_edge=False, header_style="bold")
     for name in ("step", "ran", "skipped", "errors", "metric", "value (95% CI)", "n"):
         table.add_column(name, justify="left" if name in ("step", "metric") else "right")
-    for step_id, step in (summary.get("steps") or {}).items():
-        metrics = (step or {}).get("metrics") or {}
-        counts = [_count(step.get(k, 0)) for k in ("ran", "skipped", "errors")]
-        scored = [(k, v) for k, v in metrics.items() if (v or {}).get("n")]
+    for step_id, step in summary.steps.items():
+        counts = [_count(step.ran), _count(step.skipped), _count(step.errors)]
+        scored = [(k, v) for k, v in step.metrics.items() if v.n]
         if not scored:
             table.add_row(cell(step_id), *counts, "-", "-", "-")
         for i, (name, result) in enumerate(scored):
             table.add_row(cell(step_id) if i == 0 else "", *(counts if i == 0 else ["", "", ""]),
-                          cell(name), fmt.metric(result), _count(result.get("n", 0)))
+                          cell(name), fmt.metric(result.to_json()), _count(result.n))
     con.print(table)
-    gap = summary.get("composability_gap") or {}
-    value = gap.get("value")
+    gap = summary.composability_gap
+    value = gap.value if gap is not None else None
     con.print(f"composability gap {'-' if value is None else fmt.num(value, 3)}  "
-              f"(n {_count(gap.get('n', 0))}: rows whose every step with an expected value was "
-              f"right; {_count(gap.get('wrong', 0))} of them wrong end to end)")
-    flow = summary.get("control_flow")
+              f"(n {_count(gap.n if gap else 0)}: rows whose every step with an expected value "
+              f"was right; {_count(gap.wrong if gap else 0)} of them wrong end to end)")
+    flow = summary.control_flow
     if flow:
-        con.print(f"control flow correct {fmt.metric(flow)}  (n {_count(flow.get('n', 0))})")
+        con.print(f"control flow correct {fmt.metric(flow.to_json())}  (n {_count(flow.n)})")
 
 
-def scorer_usage(con: Console, scorers: Mapping[str, Any], metrics: Mapping[str, Any],
-                 listed: Collection[str] = ()) -> None:
+def scorer_usage(con: Console, scorers: Mapping[str, Mapping[str, Any]],
+                 metrics: Mapping[str, MetricResult], listed: Collection[str] = ()) -> None:
     """What judges and embeddings models cost, apart from the evaluated model; and the rows
     they could not score."""
     parts = [f"{cell(model)} {_count(u.get('requests', 0))} requests "
              f"(cached {_count(u.get('cached', 0))}, errors {_count(u.get('errors', 0))}) "
              f"tokens {_count(u.get('prompt_tokens', 0))} in / "
              f"{_count(u.get('completion_tokens', 0))} out cost {fmt_cost(u.get('cost_usd'))}"
-             for model, u in scorers.items() if isinstance(u, Mapping)]
+             for model, u in scorers.items()]
     # Metrics listed with their rows' messages (scoring_errors) are not counted again.
-    unscored = [f"{cell(name)} {_count(r['unscored'])}" for name, r in metrics.items()
-                if isinstance(r, Mapping) and r.get("unscored") and name not in listed]
+    unscored = [f"{cell(name)} {_count(r.unscored)}" for name, r in metrics.items()
+                if r.unscored and name not in listed]
     if parts:
         con.print("scorers  " + "; ".join(parts))
     if unscored:
@@ -219,22 +212,20 @@ def repeat_summary(con: Console, c: dict[str, Any]) -> None:
         con.print("flaky rows: none (every sample of every row gave the same answer)")
 
 
-def runs_table(con: Console, runs: Sequence[Mapping[str, Any]]) -> None:
+def runs_table(con: Console, runs: Sequence[RunResult]) -> None:
     """Stored runs, newest first."""
     table = Table(show_edge=False, header_style="bold")
     for col in ("id", "time (UTC)", "prompt", "commit", "dirty", "version", "model", "status",
                 "n", "err", "metrics"):
         table.add_column(col, no_wrap=col != "metrics")
     for run in runs:
-        summary = run.get("summary") or {}
-        metrics = run.get("metrics") or {}
-        shown = "  ".join(f"{cell(k)} {fmt.num(v.get('value'))}" for k, v in metrics.items())
-        table.add_row(cell(run["id"]), cell(run["created_at"][:19].replace("T", " ")),
-                      cell(run["prompt_name"]), _short(run["git_commit"], 8),
-                      "yes" if run["git_dirty"] else ("-" if run["git_dirty"] is None else "no"),
-                      _short(run["prompt_version"], 8), cell(run["model"]),
-                      cell(run["status"]) + ("" if covers_evalset(run) else " (partial)"),
-                      _count(summary.get("n", 0)), _count(summary.get("errors", 0)), shown)
+        shown = "  ".join(f"{cell(k)} {fmt.num(v.value)}" for k, v in run.metrics.items())
+        table.add_row(cell(run.id), cell(run.created_at[:19].replace("T", " ")),
+                      cell(run.prompt_name), _short(run.git_commit, 8),
+                      "yes" if run.git_dirty else ("-" if run.git_dirty is None else "no"),
+                      _short(run.prompt_version, 8), cell(run.model),
+                      cell(run.status) + ("" if run.covers_evalset else " (partial)"),
+                      _count(run.summary.n), _count(run.summary.errors), shown)
     con.print(table)
 
 
@@ -317,10 +308,10 @@ def judge_lines(judges: Any) -> str:
     return "".join(out)
 
 
-def show_rows(con: Console, run: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> None:
+def show_rows(con: Console, run: RunResult, rows: Iterable[Mapping[str, Any]]) -> None:
     """One run row by row."""
     run_summary(con, run)
-    asked = list(run.get("metrics") or run.get("fewshot_metrics") or {})  # none: unfinished
+    asked = list(run.metrics or run.fewshot_metrics)  # none: unfinished
     table = Table(show_edge=False, header_style="bold", show_lines=True)
     for col in ("row", "input", "completion", "answer", "expected", "scores", "tokens", "ms"):
         table.add_column(col, overflow="fold")
@@ -427,10 +418,10 @@ def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
                           soft_wrap=True)
 
 
-def batch_note(con: Console, run: Mapping[str, Any]) -> None:
+def batch_note(con: Console, run: RunResult) -> None:
     """A batched run's batches, its price, and the requests that were not batched."""
-    batch = (run.get("summary") or {}).get("batch")
-    if not isinstance(batch, dict):
+    batch = run.summary.batch
+    if batch is None:
         return
     batches = batch.get("batches") or []
     ids = ", ".join(cell(str(b.get("id"))) for b in batches[:4]) + (" ..." if len(batches) > 4 else "")

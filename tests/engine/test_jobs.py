@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from promptctl.engine.jobs import at_ref as prompt_at_ref
+from promptctl.target import target_at_ref as prompt_at_ref
 from promptctl.errors import InputError
 from tests.helpers import commit_all, git, git_identity, git_init
 
@@ -53,9 +53,9 @@ def test_reads_the_prompt_and_its_eval_set_as_committed(repo: Path) -> None:
     first = git(repo, "rev-parse", "HEAD~1").strip()
     at = prompt_at_ref(repo / "prompts" / "greet.yaml", "HEAD~1")
     committed = git(repo, "show", f"{first}:prompts/greet.yaml").encode()
-    assert at.prompt.version == hashlib.sha256(committed).hexdigest()
-    assert at.prompt.source == committed.decode()
-    assert at.prompt.render({"who": "x"}, row_id="1")[0]["content"] == "Hello x"
+    assert at.target.version == hashlib.sha256(committed).hexdigest()
+    assert at.target.source == committed.decode()
+    assert at.target.render({"who": "x"}, row_id="1")[0]["content"] == "Hello x"
     assert at.evalset is not None
     assert [r.id for r in at.evalset.rows] == ["ann", "bob"]
     assert at.git.commit == first and at.git.dirty is False and at.git.branch is None
@@ -73,13 +73,13 @@ def test_a_dirty_work_tree_and_index_are_left_exactly_as_they_were(repo: Path) -
     before = snapshot(repo)
     at = prompt_at_ref(repo / "prompts" / "greet.yaml", "HEAD~1")
     assert at.evalset is not None and [r.id for r in at.evalset.rows] == ["ann", "bob"]
-    assert at.prompt.render({"who": "x"}, row_id="1")[0]["content"] == "Hello x"
+    assert at.target.render({"who": "x"}, row_id="1")[0]["content"] == "Hello x"
     assert snapshot(repo) == before
 
 
 def test_without_the_eval_set(repo: Path) -> None:
     at = prompt_at_ref(repo / "prompts" / "greet.yaml", "HEAD~1", with_evalset=False)
-    assert at.evalset is None and at.prompt.evalset is not None
+    assert at.evalset is None and at.target.evalset is not None
 
 
 def test_unknown_ref(repo: Path) -> None:

@@ -168,7 +168,7 @@ def test_retries_are_counted_per_request(api: FakeOpenAI, project: Path) -> None
 
 
 def test_composability_gap_counts_only_rows_whose_tested_steps_were_right() -> None:
-    from promptctl.engine.pipeline import composability_gap
+    from promptctl.pipeline_rows import composability_gap
 
     right, wrong = {"correct": True}, {"correct": False}
     rows: list[dict[str, Any]] = [

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from promptctl.config import Config
+from promptctl.engine.batch import batch_price, require_batch
 from promptctl.engine.gateway import in_cache
 from promptctl.engine.lifecycle import EvalOptions
 from promptctl.engine.plan import RequestPlan, plan_requests
 from promptctl.evalsets import EvalSet
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
+from promptctl.providers.tokens import message_tokens
 from promptctl.store import Store
-
-# Chat formatting adds a few tokens per message around the content (OpenAI's
-# published accounting for its chat models).
-_TOKENS_PER_MESSAGE = 3
-_TOKENS_PER_REPLY = 3
-
-
-def message_tokens(messages: list[dict[str, str]], count: Callable[[str], int]) -> int:
-    """Estimated prompt tokens of one chat request."""
-    return _TOKENS_PER_REPLY + sum(_TOKENS_PER_MESSAGE + count(m["content"]) for m in messages)
 
 
 def scorer_estimates(prompt: Prompt, items: RequestPlan, config: Config,
@@ -58,8 +49,6 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
     completion_tokens = to_send * int(max_tokens) if max_tokens else None
     price = config.price(resolved.model, resolved.endpoint)
     if options.batch:
-        from promptctl.engine.batch import batch_price, require_batch
-
         require_batch(resolved)
         price = batch_price(price, resolved)
     cost = None

@@ -1,0 +1,321 @@
+"""A stored run as typed results: what renderers take and `--json` serialises.
+
+A run record comes from a store that other writers share (an import, another version of
+promptctl, a hand edit), so reading one validates it: a record of the wrong shape is a
+`BadRun` naming the run and the field, never an exception deep in a renderer.
+
+Only the standard library is used: these are built on every command that shows a run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptctl.errors import PromptctlError
+
+_MISSING = object()
+
+
+class BadRun(PromptctlError):
+    """A stored run whose record does not have the shape of a run."""
+
+
+def _fail(run_id: str, where: str, why: str) -> BadRun:
+    return BadRun(f"run {run_id}: {where} {why}",
+                  fix=f"list malformed runs with `promptctl store check`; delete or re-import "
+                  f"run {run_id}")
+
+
+class _Reader:
+    """Typed reads of one run record's fields, each failure naming the run and the field."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise _fail(self.run_id, where, f"is a {type(value).__name__}, not a mapping")
+        return value
+
+    def count(self, value: Any, where: str) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or value < 0:
+            raise _fail(self.run_id, where, f"is {value!r}, not a count")
+        return int(value)
+
+    def number(self, value: Any, where: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(self.run_id, where, f"is {value!r}, not a number")
+        return value
+
+    def text(self, value: Any, where: str, *, optional: bool = True) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise _fail(self.run_id, where, f"is {value!r}, not text")
+        return value
+
+    def texts(self, value: Any, where: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise _fail(self.run_id, where, "is not a list of text")
+        return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """One metric over a run's rows: its value, how many rows it rests on, its 95% interval,
+    and what the metric's kind adds (a configured metric's kind and paired test, a judge's
+    unscored rows)."""
+
+    value: float | None
+    n: int
+    ci95: tuple[float, float] | None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def unscored(self) -> int:
+        value = self.details.get("unscored")
+        return value if isinstance(value, int) else 0
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        """As the stored result says (configured metrics carry it), else None."""
+        value = self.details.get("higher_is_better")
+        return value if isinstance(value, bool) else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "n": self.n,
+                "ci95": list(self.ci95) if self.ci95 is not None else None, **self.details}
+
+
+def _metric(read: _Reader, raw: Any, where: str) -> MetricResult:
+    data = read.mapping(raw, where)
+    ci = data.get("ci95")
+    if ci is not None and (not isinstance(ci, list | tuple) or len(ci) != 2):
+        raise _fail(read.run_id, f"{where}.ci95", "is not a pair of numbers")
+    pair = None if ci is None else (read.number(ci[0], f"{where}.ci95") or 0.0,
+                                    read.number(ci[1], f"{where}.ci95") or 0.0)
+    return MetricResult(read.number(data.get("value"), f"{where}.value"),
+                        read.count(data.get("n"), f"{where}.n"), pair,
+                        {k: v for k, v in data.items() if k not in ("value", "n", "ci95")})
+
+
+def _metrics(read: _Reader, raw: Any, where: str) -> dict[str, MetricResult]:
+    return {str(name): _metric(read, value, f"{where}.{name}")
+            for name, value in read.mapping(raw, where).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class StepSummary:
+    """One step of a pipeline run: its prompt, its own metrics and how often it ran."""
+
+    prompt: str
+    prompt_version: str | None
+    metrics: dict[str, MetricResult]
+    ran: int
+    skipped: int
+    errors: int
+    not_run: int
+    unrendered: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "prompt_version": self.prompt_version,
+                "metrics": {k: v.to_json() for k, v in self.metrics.items()}, "ran": self.ran,
+                "skipped": self.skipped, "errors": self.errors, "not_run": self.not_run,
+                "unrendered": self.unrendered}
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """The composability gap: of the rows whose every tested step was right, the share wrong
+    end to end."""
+
+    value: float | None
+    n: int
+    wrong: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringErrors:
+    """Rows a configured metric could not score: how many, and the first few with why."""
+
+    count: int
+    rows: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    prompt: int
+    completion: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run's accounting and what its kind adds (a pipeline's steps)."""
+
+    n: int
+    errors: int
+    fewshot_errors: int
+    cached: int
+    retries: int
+    no_text: int
+    tokens: Tokens
+    cost_usd: float | None
+    latency_ms: dict[str, float | None]
+    system_fingerprints: tuple[str, ...]
+    response_models: tuple[str, ...]
+    consistency: Mapping[str, Any] | None
+    scorers: dict[str, Mapping[str, Any]]
+    scoring_errors: dict[str, ScoringErrors]
+    server: Any
+    batch: Mapping[str, Any] | None
+    kind: str
+    steps: dict[str, StepSummary]
+    composability_gap: Gap | None
+    control_flow: MetricResult | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One stored run, typed."""
+
+    id: str
+    kind: str
+    status: str
+    created_at: str
+    prompt_name: str
+    prompt_path: str
+    prompt_version: str
+    git_commit: str | None
+    git_dirty: bool | None
+    git_branch: str | None
+    model: str
+    endpoint: str | None
+    evalset_path: str | None
+    evalset_version: str | None
+    parent_run: str | None
+    n_planned: int | None
+    options: Mapping[str, Any]
+    metrics: dict[str, MetricResult]
+    fewshot_metrics: dict[str, MetricResult]
+    summary: RunSummary
+    coverage: str | None
+
+    @property
+    def evalset_rows(self) -> int | None:
+        value = self.options.get("evalset_rows")
+        return value if isinstance(value, int) else None
+
+    @property
+    def limit(self) -> int | None:
+        value = self.options.get("limit")
+        return value if isinstance(value, int) else None
+
+    @property
+    def covers_evalset(self) -> bool:
+        """Whether the run answered (or tried) every row of its whole eval set."""
+        if self.coverage is not None:
+            return self.coverage == "full"
+        # Runs stored before coverage was recorded: no --limit, and every planned row stored.
+        return self.limit is None and self.summary.n >= (self.n_planned or 0)
+
+    @property
+    def failed_requests(self) -> int:
+        return self.summary.errors + self.summary.fewshot_errors
+
+
+def read_run(record: Mapping[str, Any]) -> RunResult:
+    """A run record validated into a `RunResult`; `BadRun` names the run and the field."""
+    run_id = record.get("id")
+    if not isinstance(run_id, str) or not run_id:
+        raise BadRun("a stored run has no id", fix="list malformed runs with `promptctl store check`")
+    read = _Reader(run_id)
+    summary = read.mapping(record.get("summary"), "summary")
+    latency = read.mapping(summary.get("latency_ms"), "summary.latency_ms")
+    tokens = read.mapping(summary.get("tokens"), "summary.tokens")
+    steps = read.mapping(summary.get("steps"), "summary.steps")
+    gap = summary.get("composability_gap")
+    gap_data = read.mapping(gap, "summary.composability_gap")
+    flow = summary.get("control_flow")
+    failed = read.mapping(summary.get("scoring_errors"), "summary.scoring_errors")
+    batch = summary.get("batch")
+    typed_summary = RunSummary(
+        n=read.count(summary.get("n"), "summary.n"),
+        errors=read.count(summary.get("errors"), "summary.errors"),
+        fewshot_errors=read.count(summary.get("fewshot_errors"), "summary.fewshot_errors"),
+        cached=read.count(summary.get("cached"), "summary.cached"),
+        retries=read.count(summary.get("retries"), "summary.retries"),
+        no_text=read.count(summary.get("no_text"), "summary.no_text"),
+        tokens=Tokens(read.count(tokens.get("prompt"), "summary.tokens.prompt"),
+                      read.count(tokens.get("completion"), "summary.tokens.completion")),
+        cost_usd=read.number(summary.get("cost_usd"), "summary.cost_usd"),
+        latency_ms={str(k): read.number(v, f"summary.latency_ms.{k}") for k, v in latency.items()},
+        system_fingerprints=read.texts(summary.get("system_fingerprints"),
+                                       "summary.system_fingerprints"),
+        response_models=read.texts(summary.get("response_models"), "summary.response_models"),
+        consistency=read.mapping(summary.get("consistency"), "summary.consistency") or None,
+        scorers={str(k): read.mapping(v, f"summary.scorers.{k}")
+                 for k, v in read.mapping(summary.get("scorers"), "summary.scorers").items()},
+        scoring_errors={
+            str(k): ScoringErrors(
+                read.count(read.mapping(v, f"summary.scoring_errors.{k}").get("count"),
+                           f"summary.scoring_errors.{k}.count"),
+                tuple(r for r in (v.get("rows") or []) if isinstance(r, Mapping)))
+            for k, v in failed.items()},
+        server=summary.get("server"),
+        batch=read.mapping(batch, "summary.batch") if batch is not None else None,
+        kind=read.text(summary.get("kind"), "summary.kind") or "",
+        steps={str(k): StepSummary(
+            prompt=str(read.mapping(v, f"summary.steps.{k}").get("prompt") or ""),
+            prompt_version=read.text(v.get("prompt_version"), f"summary.steps.{k}.prompt_version"),
+            metrics=_metrics(read, v.get("metrics"), f"summary.steps.{k}.metrics"),
+            **{c: read.count(v.get(c), f"summary.steps.{k}.{c}")
+               for c in ("ran", "skipped", "errors", "not_run", "unrendered")})
+            for k, v in steps.items()},
+        composability_gap=None if gap is None else Gap(
+            read.number(gap_data.get("value"), "summary.composability_gap.value"),
+            read.count(gap_data.get("n"), "summary.composability_gap.n"),
+            read.count(gap_data.get("wrong"), "summary.composability_gap.wrong")),
+        control_flow=None if not flow else _metric(read, flow, "summary.control_flow"),
+    )
+    return RunResult(
+        id=run_id, kind=read.text(record.get("kind"), "kind") or "prompt",
+        status=read.text(record.get("status"), "status", optional=False) or "",
+        created_at=read.text(record.get("created_at"), "created_at", optional=False) or "",
+        prompt_name=read.text(record.get("prompt_name"), "prompt_name", optional=False) or "",
+        prompt_path=read.text(record.get("prompt_path"), "prompt_path") or "",
+        prompt_version=read.text(record.get("prompt_version"), "prompt_version") or "",
+        git_commit=read.text(record.get("git_commit"), "git_commit"),
+        git_dirty=None if record.get("git_dirty") is None else bool(record.get("git_dirty")),
+        git_branch=read.text(record.get("git_branch"), "git_branch"),
+        model=read.text(record.get("model"), "model", optional=False) or "",
+        endpoint=read.text(record.get("endpoint"), "endpoint"),
+        evalset_path=read.text(record.get("evalset_path"), "evalset_path"),
+        evalset_version=read.text(record.get("evalset_version"), "evalset_version"),
+        parent_run=read.text(record.get("parent_run"), "parent_run"),
+        n_planned=None if record.get("n_planned") is None
+        else read.count(record.get("n_planned"), "n_planned"),
+        options=read.mapping(record.get("options"), "options"),
+        metrics=_metrics(read, record.get("metrics"), "metrics"),
+        fewshot_metrics=_metrics(read, record.get("fewshot_metrics"), "fewshot_metrics"),
+        summary=typed_summary, coverage=read.text(record.get("coverage"), "coverage"))
+
+
+def covers_evalset(record: Mapping[str, Any]) -> bool:
+    """`RunResult.covers_evalset` of a run record (selection reads records by the thousand)."""
+    if record.get("coverage") is not None:
+        return bool(record["coverage"] == "full")
+    options = record.get("options") or {}
+    summary = record.get("summary") or {}
+    return options.get("limit") is None and summary.get("n", 0) >= (record.get("n_planned") or 0)
