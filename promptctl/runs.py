@@ -292,7 +292,7 @@ def read_run(record: Mapping[str, Any]) -> RunResult:
     return RunResult(
         id=run_id, kind=read.text(record.get("kind"), "kind") or "prompt",
         status=read.text(record.get("status"), "status", optional=False) or "",
-        created_at=read.text(record.get("created_at"), "created_at", optional=False) or "",
+        created_at=read.text(record.get("created_at"), "created_at") or "",
         prompt_name=read.text(record.get("prompt_name"), "prompt_name", optional=False) or "",
         prompt_path=read.text(record.get("prompt_path"), "prompt_path") or "",
         prompt_version=read.text(record.get("prompt_version"), "prompt_version") or "",

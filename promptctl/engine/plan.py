@@ -91,6 +91,17 @@ class RequestPlan:
                     yield WorkItem(kind, position, row, sample, messages)
 
 
+def _name_row(exc: InputError, evalset: EvalSet, row: Row) -> None:
+    """Say which eval set row an error is about: as its file and line when it names no file
+    of its own, else after its fix."""
+    if exc.file is None:
+        exc.file = str(evalset.path)
+        exc.line = row.line
+    elif exc.fix:
+        exc.fix += f" (row at {evalset.path}:{row.line})"
+    exc.args = (str(exc),)
+
+
 def plan_requests(target: Target, evalset: EvalSet, *, limit: int | None = None,
                   repeat: int = 1) -> RequestPlan:
     """Check every row and few-shot example can run; raise before anything is sent."""
@@ -98,24 +109,22 @@ def plan_requests(target: Target, evalset: EvalSet, *, limit: int | None = None,
     for metric in target.all_configured_metrics:
         if metric.check is not None:
             metric.check()
-    if "regex" in target.metrics:
-        for row in result.rows():
-            if row.pattern is None:
-                raise InputError(f"metric regex needs a pattern in every row; row {row.id!r} has none",
-                                 file=evalset.path, line=row.line,
-                                 fix='add "pattern": "..." to the row, or drop regex from metrics')
-    checks = [m.check_row for m in target.configured_metrics if m.check_row is not None]
-    if checks:
-        for kind, group in (("fewshot", target.examples), ("eval", result.rows())):
-            for row in group:
-                for check in checks:
-                    try:
-                        check(row)
-                    except InputError as exc:
-                        if kind == "eval" and exc.fix:
-                            exc.fix += f" (row at {evalset.path}:{row.line})"
-                            exc.args = (str(exc),)
-                        raise
+    # Each metric's own check of a row (a judge's template renders for it, regex has a
+    # pattern), before anything is sent.
+    checked = [m for m in target.metric_objects if m.check_row is not None]
+    for kind, group in (("fewshot", target.examples), ("eval", result.rows())):
+        metrics = [m for m in checked if kind == "eval" or m.check_examples]
+        if not metrics:
+            continue
+        for row in group:
+            for metric in metrics:
+                assert metric.check_row is not None
+                try:
+                    metric.check_row(row)
+                except InputError as exc:
+                    if kind == "eval":
+                        _name_row(exc, evalset, row)
+                    raise
     target.check_rows(result.rows(), evalset.path)
     # Render everything once now. A small plan keeps what it rendered (sending then costs
     # no second rendering); a large one renders again as it sends, so memory stays flat.

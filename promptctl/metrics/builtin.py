@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from promptctl.errors import InputError
 from promptctl.metrics.aggregates import f1_macro, mae, pearson, rmse, share, spearman
@@ -25,6 +26,9 @@ from promptctl.metrics.registry import (
     register,
 )
 from promptctl.scoring import answer_text, class_name, equals, numeric
+
+if TYPE_CHECKING:
+    from promptctl.evalsets import Row
 
 NUMERIC_TYPES = frozenset({"number", "integer"})
 
@@ -84,6 +88,30 @@ def regex(ctx: ScoreContext) -> Scores:
     return {"regex": 1.0 if ctx.extraction.valid and found else 0.0}
 
 
+def _abs_error(scores: Scores, number: Callable[[Any], str]) -> str:
+    a, e = scores.get("answer_num"), scores.get("expected_num")
+    if isinstance(a, int | float) and isinstance(e, int | float):
+        return f"abs error {number(abs(a - e))}"
+    return "abs error -"
+
+
+def _label_right(scores: Scores, number: Callable[[Any], str]) -> str:
+    if "label_expected" not in scores:
+        return "f1_macro -"
+    return f"label {'right' if scores.get('label_answer') == scores['label_expected'] else 'wrong'}"
+
+
+def _no_row_value(scores: Scores, number: Callable[[Any], str]) -> None:
+    return None
+
+
+def _check_pattern(row: Row) -> None:
+    if row.pattern is None:
+        raise InputError(f"metric regex needs a pattern in every row; row {row.id!r} has none",
+                         line=row.line, fix='add "pattern": "..." to the row, or drop regex from '
+                         "metrics")
+
+
 def _rmse(columns: Columns) -> Result:
     return rmse(columns.get("squared_error", []))
 
@@ -98,16 +126,25 @@ register(Metric("exact_match", exact_match, _share_of("exact_match"), PAIRED_BIN
                 "exact_match", needs_expected=True))
 register(Metric("accuracy", exact_match, _share_of("exact_match"), PAIRED_BINARY, "exact_match",
                 output_types=frozenset({"label"}), needs_expected=True))
+NUMERIC_HELPERS = frozenset({"answer_num", "expected_num", "squared_error"})
+LABEL_HELPERS = frozenset({"label_answer", "label_expected"})
+
 register(Metric("rmse", numeric_pair, _rmse, PAIRED_RMSE, "squared_error", higher_is_better=False,
-                output_types=NUMERIC_TYPES, needs_expected=True))
+                output_types=NUMERIC_TYPES, needs_expected=True, row_text=_abs_error,
+                helper_keys=NUMERIC_HELPERS))
 register(Metric("mae", numeric_pair, _of_pairs(mae), PAIRED_MAE, "answer_num",
-                higher_is_better=False, output_types=NUMERIC_TYPES, needs_expected=True))
+                higher_is_better=False, output_types=NUMERIC_TYPES, needs_expected=True,
+                row_text=_abs_error, helper_keys=NUMERIC_HELPERS))
 register(Metric("pearson", numeric_pair, _of_pairs(pearson), PAIRED_CORRELATION, "answer_num",
-                output_types=NUMERIC_TYPES, needs_expected=True))
+                output_types=NUMERIC_TYPES, needs_expected=True, row_text=_no_row_value,
+                helper_keys=NUMERIC_HELPERS))
 register(Metric("spearman", numeric_pair, _of_pairs(spearman), PAIRED_CORRELATION, "answer_num",
-                output_types=NUMERIC_TYPES, needs_expected=True))
+                output_types=NUMERIC_TYPES, needs_expected=True, row_text=_no_row_value,
+                helper_keys=NUMERIC_HELPERS))
 register(Metric("f1_macro", labels, _f1, PAIRED_F1, "label_answer",
-                output_types=frozenset({"label"}), needs_expected=True))
+                output_types=frozenset({"label"}), needs_expected=True, row_text=_label_right,
+                helper_keys=LABEL_HELPERS))
 register(Metric("contains", contains, _share_of("contains"), PAIRED_BINARY, "contains",
                 needs_expected=True))
-register(Metric("regex", regex, _share_of("regex"), PAIRED_BINARY, "regex"))
+register(Metric("regex", regex, _share_of("regex"), PAIRED_BINARY, "regex",
+                check_row=_check_pattern, check_examples=False))

@@ -148,9 +148,29 @@ class Metric:
     # Checks one row (or few-shot example) before anything is sent: a judge's template
     # renders for it. Raises InputError.
     check_row: Callable[[Row], None] | None = None
+    # Whether `check_row` applies to few-shot examples too (a judge scores them; regex
+    # leaves an example without a pattern unscored).
+    check_examples: bool = True
     # Files the metric's scores depend on (a judge's prompt, a scorer's module): inputs of
     # every target that uses it.
     files: tuple[Path, ...] = ()
+    # How one row's score reads in `show` ("exact_match 1", "abs error 2", "label right"),
+    # given the renderer's number format; returning None leaves the metric out of a row (a
+    # correlation has no per-row value).
+    row_text: Callable[[Scores, Callable[[Any], str]], str | None] | None = None
+    # Score keys kept only for the aggregate (answer_num ...), never shown as a score.
+    helper_keys: frozenset[str] = frozenset()
+
+    @property
+    def pass_fail(self) -> bool:
+        """Whether a row's score is 0 or 1 under `key` (a 0 is a failed row)."""
+        return self.paired == PAIRED_BINARY
+
+    def describe_row(self, scores: Scores, number: Callable[[Any], str]) -> str | None:
+        """One row's score as `show` prints it, numbers written by `number`."""
+        if self.row_text is not None:
+            return self.row_text(scores, number)
+        return f"{self.name} {number(scores.get(self.key))}"
 
     async def score(self, ctx: ScoreContext) -> Scores:
         value = self.row(ctx)
@@ -192,6 +212,11 @@ def _load() -> None:
     # Always: a kind's module imported on its own registers that kind alone, so "some kinds
     # are known" does not mean all are (the import is a dictionary lookup once done).
     import promptctl.metrics.kinds  # noqa: F401 - registers llm_judge, similarity, custom
+
+
+def builtin_metrics() -> tuple[Metric, ...]:
+    _load()
+    return tuple(_BUILTIN.values())
 
 
 def builtin_names() -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from promptctl.metrics.registry import higher_is_better
+from promptctl.metrics.registry import builtin, builtin_metrics, higher_is_better
 from promptctl.render import fmt, inert
 from promptctl.runs import MetricResult, RunResult, RunSummary
 
@@ -229,10 +229,6 @@ def runs_table(con: Console, runs: Sequence[RunResult]) -> None:
     con.print(table)
 
 
-# The per-row key each metric reads (`accuracy` is scored as exact match).
-_ROW_KEY = {"accuracy": "exact_match"}
-
-
 def _score(value: Any) -> str:
     if isinstance(value, bool):
         value = int(value)
@@ -240,37 +236,29 @@ def _score(value: Any) -> str:
 
 
 def row_scores(asked: Iterable[str], scores: dict[str, Any]) -> str:
-    """A row's scores for the metrics the run asked for, as a reader takes them in: shares as
-    0/1, rmse and mae as the row's absolute error, f1_macro as whether the label was right.
-    A correlation (pearson, spearman) has no value for one row and is left out."""
+    """A row's scores for the metrics the run asked for, each as its metric says a row's
+    score reads (a share as 0/1, an error as the row's absolute error); a metric with no
+    per-row value is left out, and a reading two metrics share is shown once."""
     parts: list[str] = []
     for name in asked:
-        if name in ("pearson", "spearman"):
-            continue
-        if name in ("rmse", "mae"):
-            if any(p.startswith("abs error") for p in parts):
-                continue
-            a, e = scores.get("answer_num"), scores.get("expected_num")
-            if isinstance(a, int | float) and isinstance(e, int | float):
-                parts.append(f"abs error {_score(abs(a - e))}")
-            else:
-                parts.append("abs error -")
-        elif name == "f1_macro":
-            if "label_expected" not in scores:
-                parts.append("f1_macro -")
-            else:
-                right = scores.get("label_answer") == scores["label_expected"]
-                parts.append(f"label {'right' if right else 'wrong'}")
-        else:
-            parts.append(f"{cell(name, 40)} {_score(scores.get(_ROW_KEY.get(name, name)))}")
+        # A configured metric (a judge, a scorer) keeps its score under its own name.
+        metric = builtin(name)
+        text = metric.describe_row(scores, _score) if metric is not None \
+            else f"{cell(name, 40)} {_score(scores.get(name))}"
+        if text is not None and text not in parts:
+            parts.append(text if metric is None else cell(text, 60))
     return "  ".join(parts)
 
 
 def _implied(scores: dict[str, Any]) -> list[str]:
     """The metrics a row's scores were kept for, when the run has no totals to name them (it
-    was interrupted): the shares it holds, and an error for numeric answers."""
-    asked = [k for k in ("format_validity", "exact_match", "contains", "regex") if k in scores]
-    return asked + (["mae"] if "answer_num" in scores else [])
+    was interrupted): the built-in pass/fail shares it holds, then one reading of its
+    numeric answer."""
+    metrics = builtin_metrics()
+    shares = [m.name for m in metrics if m.pass_fail and m.key == m.name and m.key in scores]
+    numeric = [m.name for m in metrics if not m.pass_fail and m.key in scores
+               and m.row_text is not None and m.describe_row(scores, _score) is not None]
+    return shares + numeric[:1]
 
 
 def scoring_notes(row: Mapping[str, Any]) -> str:
