@@ -35,7 +35,7 @@ from promptctl.prompts import (
     unique_paths,
 )
 from promptctl.scoring import OUTPUT_TYPES, OutputSpec
-from promptctl.templates import Site, compile_template, render_template
+from promptctl.templates import Site, compile_template, environment, render_template
 from promptctl.work import RowContext, WorkItem
 
 if TYPE_CHECKING:
@@ -278,7 +278,6 @@ class Pipeline:
 def _names(source: str) -> frozenset[str]:
     from jinja2 import meta
 
-    from promptctl.templates import environment
 
     return frozenset(meta.find_undeclared_variables(environment().parse(source)))
 
@@ -330,7 +329,6 @@ def _references(source: str, site: Site, names: Iterable[str]) -> tuple[set[str]
     reads. `steps` used any other way hides which steps it needs, and is refused."""
     from jinja2 import nodes
 
-    from promptctl.templates import environment
 
     tree = environment().parse(source)
     step_refs: set[str] = set()

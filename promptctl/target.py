@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from promptctl.errors import InputError, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset_bytes
 from promptctl.files import Reference
+from promptctl.gitinfo import GitState, open_repo
 from promptctl.metrics.registry import Metric
 from promptctl.pipelines import (
     Pipeline,
@@ -206,7 +207,6 @@ def target_at_ref(path: str | Path, ref: str, *, with_evalset: bool = True) -> T
     """The prompt or pipeline at `path` as committed at `ref`, with the prompts it names and
     its eval set at the same commit, read from git without touching the work tree (safe in a
     dirty checkout and in CI)."""
-    from promptctl.gitinfo import GitState, open_repo
 
     path = Path(path)
     repo = open_repo(path, purpose="--ref needs the file to live in a git work tree")

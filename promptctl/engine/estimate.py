@@ -10,17 +10,18 @@ from promptctl.engine.gateway import in_cache
 from promptctl.engine.lifecycle import EvalOptions
 from promptctl.engine.plan import RequestPlan, plan_requests
 from promptctl.evalsets import EvalSet
+from promptctl.metrics.registry import ScoreContext
+from promptctl.metrics.similarity import estimate as embeddings
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
 from promptctl.providers.tokens import message_tokens
+from promptctl.scoring import Extraction
 from promptctl.store import Store
 
 
 def scorer_estimates(prompt: Prompt, items: RequestPlan, config: Config,
                      completion_tokens: int | None) -> list[dict[str, Any]]:
     """The requests the prompt's configured metrics (judges) would send: one per answer."""
-    from promptctl.metrics.registry import ScoreContext
-    from promptctl.scoring import Extraction
 
     contexts = [ScoreContext(item.row, Extraction(None, False), "") for item in items]
     return [metric.estimate(contexts, config, completion_tokens)
@@ -75,7 +76,6 @@ def _embeddings(prompt: Prompt, items: Any, *, store: Store, config: Config,
     """The embeddings requests of the prompt's similarity metrics, when it has any."""
     if not any(m.kind == "similarity" for m in prompt.configured_metrics):
         return {}
-    from promptctl.metrics.similarity import estimate as embeddings
 
     return {"embeddings": embeddings(prompt, items, store=store, config=config,
                                      use_cache=options.use_cache, max_tokens=max_tokens)}

@@ -15,7 +15,7 @@ from typing import Any
 
 from promptctl.config import Config, Price
 from promptctl.errors import ProviderError
-from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel
+from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel, resolve_model
 from promptctl.ratelimit import RateLimiter
 from promptctl.store import Store
 from promptctl.store.keys import cache_key, embedding_key
@@ -266,7 +266,6 @@ class Services:
 
     def channel(self, spec: str, params: dict[str, Any] | None = None) -> Channel:
         """The channel of model `spec` (ENDPOINT/MODEL or an OpenAI model name)."""
-        from promptctl.providers import resolve_model
 
         if spec not in self._channels:
             resolved = resolve_model(spec, self.config)

@@ -37,9 +37,9 @@ from promptctl.engine.send import RunContext, send_all
 from promptctl.engine.summary import add_usage, summarize
 from promptctl.errors import InputError, PromptctlError
 from promptctl.evalsets import EvalSet, load_evalset, load_evalset_bytes
-from promptctl.gitinfo import GitState, git_state
+from promptctl.gitinfo import GitState, find_repo, git_state
 from promptctl.project import relative
-from promptctl.providers import Provider, ResolvedModel
+from promptctl.providers import Provider, ResolvedModel, open_provider, preflight, resolve_model
 from promptctl.ratelimit import RateLimiter
 from promptctl.store import RunRecord, Store, utcnow
 from promptctl.target import Target, evalset_of, metric_identities, target_from_run
@@ -129,7 +129,6 @@ def require_cached(store: Store, plan: RequestPlan, resolved: ResolvedModel) -> 
 
 def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, options: EvalOptions
                ) -> None:
-    from promptctl.providers import preflight
 
     if options.batch:
         require_batch(resolved)
@@ -199,7 +198,6 @@ def scorer_services(gateway: Gateway, config: Config, concurrency: int,
                     timeout: float | None) -> Services:
     """Channels to the scorers' models; --timeout is the run's: a judge on the same slow
     server needs it as much."""
-    from promptctl.providers import open_provider
 
     return Services(gateway, config, concurrency, lambda r, c: open_provider(
         r if timeout is None else dataclasses.replace(r, request_timeout=timeout), c, {}))
@@ -208,7 +206,6 @@ def scorer_services(gateway: Gateway, config: Config, concurrency: int,
 def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *, store: Store,
                      config: Config, options: EvalOptions, concurrency: int,
                      progress: ProgressFn | None, full: RequestPlan) -> RunRecord:
-    from promptctl.providers import open_provider
 
     target = todo.target
     if options.timeout is not None:
@@ -278,7 +275,6 @@ def drive(run_id: str, send: Callable[[], Coroutine[Any, Any, None]], *, store: 
 
 def _stored_evalset(run: RunRecord, config: Config) -> EvalSet:
     """The eval set a run used: the file if unchanged, else the file at the run's commit."""
-    from promptctl.gitinfo import find_repo
 
     path = config.root / (run.get("evalset_path") or "")
     current: EvalSet | None = None
@@ -326,7 +322,6 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     The target is rebuilt from the sources stored with the run, so editing the files
     meanwhile does not mix two versions in one run.
     """
-    from promptctl.providers import resolve_model
 
     run = store.get_run(run_ref)
     refuse_running(run)

@@ -17,7 +17,8 @@ from promptctl.engine.lifecycle import _owner_token, drive, new_run_id, scorer_s
 from promptctl.engine.send import row_record, send_all
 from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, Row
-from promptctl.prompts import Prompt
+from promptctl.prompts import Prompt, load_prompt, parse_prompt
+from promptctl.providers import resolve_model
 from promptctl.store import RowRecord, RunRecord, Store, utcnow
 from promptctl.target import metric_identities
 from promptctl.work import WorkItem
@@ -35,7 +36,6 @@ def rescore_prompt(run: RunRecord, config: Config) -> tuple[Prompt, str]:
     template and params: only `output:`, `metrics:` or thresholds changed); else the prompt
     stored with the run. Judge prompts and scorers are always read as they are now.
     """
-    from promptctl.prompts import load_prompt, parse_prompt
 
     stored = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])
     try:
@@ -99,7 +99,6 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
                 use_cache: bool = True, timeout: float | None = None,
                 progress: ProgressFn | None = None) -> RunRecord:
     """Score the stored completions of run `run_ref` again; store and return the new run."""
-    from promptctl.providers import resolve_model
 
     old = store.get_run(run_ref)
     if (old.get("kind") or "prompt") != "prompt":

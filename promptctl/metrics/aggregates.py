@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from promptctl.metrics.registry import Metric, annotate, builtin
+
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20230411
 # Resamples drawn per chunk so memory stays bounded for very large runs.
@@ -219,7 +221,6 @@ def aggregate_columns(metrics: Sequence[Any], columns: dict[str, list[Any]]) -> 
     """`aggregate` over scores already folded into columns (see `fold_scores`): a large run
     keeps a list of numbers per metric instead of a dict per row. `metrics` are names of
     built-in metrics or `Metric` objects (configured ones)."""
-    from promptctl.metrics.registry import Metric, annotate, builtin
 
     out: dict[str, Result] = {}
     for item in metrics:

@@ -30,6 +30,7 @@ from typing import Any
 
 from promptctl.errors import InputError
 from promptctl.files import MiB, Reference, project_path, project_root, quote, read_file
+from promptctl.metrics.aggregates import share
 from promptctl.metrics.registry import (
     PAIRED_MEAN,
     Columns,
@@ -59,7 +60,6 @@ def mean_of(key: str) -> Callable[[Columns], Result]:
     bootstrap interval."""
 
     def aggregate(columns: Columns) -> Result:
-        from promptctl.metrics.aggregates import share
 
         return share(columns.get(key, []))
 

@@ -29,6 +29,9 @@ from promptctl.metrics.registry import (
     Scores,
     prompt_loader,
 )
+from promptctl.providers import resolve_model
+from promptctl.providers.tokens import message_tokens
+from promptctl.scoring import Extraction, extract
 
 if TYPE_CHECKING:
     from promptctl.config import Config
@@ -77,7 +80,6 @@ class Judge:
     def check_row(self, row: Row) -> None:
         """The judge's template renders for `row` (a missing variable is found before any
         request is sent, naming the judge file and the row)."""
-        from promptctl.scoring import Extraction
 
         self.messages(ScoreContext(row, Extraction(None, False), ""))
 
@@ -85,8 +87,6 @@ class Judge:
                  completion_tokens: int | None) -> dict[str, Any]:
         """`--dry-run`: one judge request per answer; its prompt tokens are the judge's
         messages for the row with the evaluated completion at its largest (max_tokens)."""
-        from promptctl.providers import resolve_model
-        from promptctl.providers.tokens import message_tokens
 
         resolved = resolve_model(self.model, config)
         count, method = resolved.backend.token_counter(resolved.model)
@@ -110,7 +110,6 @@ class Judge:
 
     def score_of(self, text: str) -> tuple[float | None, str | None]:
         """The score the judge's answer gives, or why it gives none."""
-        from promptctl.scoring import extract
 
         output = self.prompt.output
         found = extract(text, output)

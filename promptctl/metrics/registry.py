@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from promptctl.errors import InputError
+from promptctl.scoring import extract
 
 if TYPE_CHECKING:
     from promptctl.evalsets import Row
@@ -307,7 +308,6 @@ async def score_answer(text: str, output: OutputSpec, row: Row, names: Sequence[
     (built-in and configured), and what configured metrics keep with the row (a judge's
     answer, a scorer's error). Prompts, pipeline steps and pipelines' final answers, eval
     and rescore all score through here."""
-    from promptctl.scoring import extract
 
     extraction = extract(text, output)
     scores, details = await score_extraction(extraction, text, row, names, configured, services)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from promptctl.config import load_config
 from promptctl.errors import InputError, PromptctlError
 from promptctl.metrics.custom import RESERVED_KEYS, mean_of
 from promptctl.metrics.registry import (
@@ -37,7 +38,9 @@ from promptctl.metrics.registry import (
     Services,
     register_kind,
 )
+from promptctl.providers import resolve_model
 from promptctl.scoring import answer_text
+from promptctl.store.keys import embedding_key
 
 # Texts per embeddings request (OpenAI accepts 2048; local servers are happier with fewer).
 MAX_TEXTS = 64
@@ -183,8 +186,6 @@ class Similarity:
 
     def check(self) -> None:
         """The model resolves to an endpoint (checked by validate and before a run)."""
-        from promptctl.config import load_config
-        from promptctl.providers import resolve_model
 
         try:
             resolved = resolve_model(self.model, load_config())
@@ -247,8 +248,6 @@ def estimate(prompt: Any, items: Any, *, store: Any, config: Any, use_cache: boo
     """`--dry-run` for the similarity metrics of `prompt` over the planned `items`: answers are
     not known before they are sent, so every scored row counts one answer text (at most
     `max_tokens` tokens), plus the expected texts the cache lacks."""
-    from promptctl.providers import resolve_model
-    from promptctl.store.keys import embedding_key
 
     out: dict[str, Any] = {}
     for metric in prompt.configured_metrics:

@@ -229,16 +229,16 @@ def test_requests_in_flight_never_exceed_the_concurrency(api: FakeOpenAI, concur
 
 def test_all_workers_share_one_provider(api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     # One provider is one SDK client, so every worker draws on one connection pool.
-    import promptctl.providers
+    import promptctl.engine.lifecycle
 
-    real = promptctl.providers.open_provider
+    real = promptctl.engine.lifecycle.open_provider
     opened: list[tuple[Any, ...]] = []
 
     def counting_open(*args: Any, **kwargs: Any) -> Provider:
         opened.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(promptctl.providers, "open_provider", counting_open)
+    monkeypatch.setattr(promptctl.engine.lifecycle, "open_provider", counting_open)
     api.latency = 0.05
     eval_json("prompts/wide.yaml", "--concurrency", "4")
     assert api.count == 12
@@ -293,7 +293,7 @@ def test_lazy_provider_never_opened_is_never_closed() -> None:
 
 def test_a_provider_that_cannot_be_opened_stops_the_run_after_one_try(
         api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
-    import promptctl.providers
+    import promptctl.engine.lifecycle
 
     calls: list[int] = []
 
@@ -301,7 +301,7 @@ def test_a_provider_that_cannot_be_opened_stops_the_run_after_one_try(
         calls.append(1)
         raise ProviderError("the model server did not start", fix="look at its log")
 
-    monkeypatch.setattr(promptctl.providers, "open_provider", failing_open)
+    monkeypatch.setattr(promptctl.engine.lifecycle, "open_provider", failing_open)
     result = invoke("eval", "prompts/wide.yaml", "--concurrency", "8", code=3)
     assert "the model server did not start" in result.stderr
     assert calls == [1]
