@@ -39,7 +39,7 @@ def show(
     """One run, row by row: input, completion, answer, expected, scores, tokens, latency."""
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import console, show_rows
-    from promptctl.runs import read_run
+    from promptctl.runs import read_row, read_run
 
     store = open_project_store(project(), create=False)
     record = store.get_run(run)
@@ -48,4 +48,4 @@ def show(
     if json_out:
         typer.echo(dumps({"run": run_json(result), "rows": rows}))
         return
-    show_rows(console(), result, rows)
+    show_rows(console(), result, [read_row(r) for r in rows])

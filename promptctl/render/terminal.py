@@ -18,7 +18,7 @@ from rich.text import Text
 
 from promptctl.metrics.registry import builtin, builtin_metrics, higher_is_better
 from promptctl.render import fmt, inert
-from promptctl.runs import MetricResult, RunResult, RunSummary
+from promptctl.runs import MetricResult, RowResult, RunResult, RunSummary
 
 
 class InertConsole(Console):
@@ -261,11 +261,8 @@ def _implied(scores: dict[str, Any]) -> list[str]:
     return shares + numeric[:1]
 
 
-def scoring_notes(row: Mapping[str, Any]) -> str:
+def scoring_notes(details: Mapping[str, Any]) -> str:
     """Why a configured metric gave a row no score (a scorer's exception, a failed request)."""
-    details = row.get("judges")
-    if not isinstance(details, Mapping):
-        return ""
     # A judge's error is shown with its answer (judge_lines).
     return "".join(f"\n[red]{cell(metric, 40)}: {cell(d['error'], 400)}[/]"
                    for metric, d in details.items()
@@ -296,7 +293,7 @@ def judge_lines(judges: Any) -> str:
     return "".join(out)
 
 
-def show_rows(con: Console, run: RunResult, rows: Iterable[Mapping[str, Any]]) -> None:
+def show_rows(con: Console, run: RunResult, rows: Iterable[RowResult]) -> None:
     """One run row by row."""
     run_summary(con, run)
     asked = list(run.metrics or run.fewshot_metrics)  # none: unfinished
@@ -304,69 +301,61 @@ def show_rows(con: Console, run: RunResult, rows: Iterable[Mapping[str, Any]]) -
     for col in ("row", "input", "completion", "answer", "expected", "scores", "tokens", "ms"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        tag = cell(row["row_id"], 80) + ("" if row["kind"] == "eval" else " (few-shot)")
-        if row["sample"]:
-            tag += f" #{_count(row['sample'])}"
-        if row.get("error"):
-            table.add_row(tag, cell(row["input"]), f"[red]error:[/] {cell(row['error'], 1000)}",
+        tag = cell(row.row_id, 80) + ("" if row.kind == "eval" else " (few-shot)")
+        if row.sample:
+            tag += f" #{_count(row.sample)}"
+        if row.error:
+            table.add_row(tag, cell(row.input), f"[red]error:[/] {cell(row.error, 1000)}",
                           "", "", "", "", "")
             _step_rows(table, row)
             continue
-        answer = (cell(row["answer"]) if row["valid"]
-                  else f"[red]{cell(no_answer(row.get('extract_error')))}[/]")
-        tokens = f"{_count(row['prompt_tokens'] or 0)}/{_count(row['completion_tokens'] or 0)}"
-        judged = judge_lines(row.get("judges"))
-        expected = cell(row["expected"]) if row.get("has_expected") else "-"
-        table.add_row(tag, cell(row["input"]), cell(row["completion"] or ""), answer, expected,
-                      row_scores(asked or _implied(row.get("scores") or {}),
-                                 row.get("scores") or {}) + judged + scoring_notes(row),
-                      tokens + (" cached" if row["cached"] else ""),
-                      fmt.num(row["latency_ms"], 0))
+        answer = (cell(row.answer) if row.valid
+                  else f"[red]{cell(no_answer(row.extract_error))}[/]")
+        tokens = f"{_count(row.prompt_tokens)}/{_count(row.completion_tokens)}"
+        expected = cell(row.expected) if row.has_expected else "-"
+        table.add_row(tag, cell(row.input), cell(row.completion or ""), answer, expected,
+                      row_scores(asked or _implied(dict(row.scores)), dict(row.scores))
+                      + judge_lines(row.judges) + scoring_notes(row.judges),
+                      tokens + (" cached" if row.cached else ""),
+                      fmt.num(row.latency_ms, 0))
         _step_rows(table, row)
     con.print(table)
 
 
-def _step_rows(table: Table, row: Mapping[str, Any]) -> None:
+def _step_rows(table: Table, row: RowResult) -> None:
     """Under a pipeline row, one line per step: what it was given, what it answered."""
-    steps = row.get("steps")
-    if not isinstance(steps, Mapping):
-        return
-    for step_id, st in steps.items():
-        if not isinstance(st, Mapping):
-            continue
+    for step_id, st in row.steps.items():
         tag = f"  step {cell(step_id, 80)}"
-        expected = cell(st["expected"]) if "expected" in st else "-"
+        expected = cell(st.expected) if st.has_expected else "-"
         flow = ""
-        if "should_run" in st:
-            flow = f"  flow {'right' if st.get('flow_correct') else 'wrong'}"
-        if st.get("not_run"):
-            table.add_row(tag, "", f"[dim]not run: {cell(st['not_run'])}[/]", "", expected, "",
+        if st.should_run is not None:
+            flow = f"  flow {'right' if st.flow_correct else 'wrong'}"
+        if st.not_run:
+            table.add_row(tag, "", f"[dim]not run: {cell(st.not_run)}[/]", "", expected, "",
                           "", "")
             continue
-        if st.get("error") is not None:
-            table.add_row(tag, "", f"[red]error:[/] {cell(st['error'], 1000)}", "", expected,
+        if st.error is not None:
+            table.add_row(tag, "", f"[red]error:[/] {cell(st.error, 1000)}", "", expected,
                           flow.strip(), "", "")
             continue
-        if st.get("skipped"):
+        if st.skipped:
             table.add_row(tag, "", "[dim]skipped (when: was false)[/]", "null", expected,
                           flow.strip(), "", "")
             continue
-        if st.get("unrendered"):
-            table.add_row(tag, "", f"[red]{cell(st.get('extract_error'), 1000)}[/]", "", expected,
+        if st.unrendered:
+            table.add_row(tag, "", f"[red]{cell(st.extract_error, 1000)}[/]", "", expected,
                           flow.strip(), "", "")
             continue
-        items = st.get("items")
-        given = cell([i.get("input") for i in items]) if isinstance(items, list) \
-            else cell(st.get("input"))
-        completion = cell([i.get("completion") for i in items]) if isinstance(items, list) \
-            else cell(st.get("completion") or "")
-        answer = cell(st.get("answer")) if st.get("valid") \
-            else f"[red]{cell(no_answer(st.get('extract_error')))}[/]"
-        verdict = "" if "correct" not in st else ("right" if st["correct"] else "wrong")
-        tokens = f"{_count(st.get('prompt_tokens') or 0)}/{_count(st.get('completion_tokens') or 0)}"
-        table.add_row(tag, given, completion, answer, expected, (verdict + flow).strip(),
-                      tokens + (" cached" if st.get("cached") else ""),
-                      fmt.num(st.get("latency_ms"), 0))
+        given = cell([i.input for i in st.items]) if st.items is not None else cell(st.input)
+        completion = cell([i.completion for i in st.items]) if st.items is not None \
+            else cell(st.completion or "")
+        answer = cell(st.answer) if st.valid \
+            else f"[red]{cell(no_answer(st.extract_error))}[/]"
+        verdict = "" if st.correct is None else ("right" if st.correct else "wrong")
+        tokens = f"{_count(st.prompt_tokens)}/{_count(st.completion_tokens)}"
+        table.add_row(tag, given, completion, answer, expected,
+                      (verdict + flow).strip() + judge_lines(st.judges) + scoring_notes(st.judges),
+                      tokens + (" cached" if st.cached else ""), fmt.num(st.latency_ms, 0))
 
 
 def dry_run_table(con: Console, plans: list[dict[str, Any]]) -> None:
