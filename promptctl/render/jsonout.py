@@ -26,7 +26,7 @@ def coverage(run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
-    """One run in the shape of SPEC.md section 5 (plus a few extra keys)."""
+    """One run as `eval`, `rescore` and `runs` print it (docs/schema/run.schema.json)."""
     summary = run.get("summary") or {}
     latency = summary.get("latency_ms") or {}
     return {
@@ -69,7 +69,7 @@ def run_json(run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pipeline_json(run: Mapping[str, Any]) -> dict[str, Any]:
-    """SPEC §9: a pipeline run's steps with their own metrics, its composability gap and its
+    """A pipeline run's steps with their own metrics, its composability gap and its
     control-flow correctness."""
     if (run.get("kind") or "prompt") != "pipeline":
         return {}
