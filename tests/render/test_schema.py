@@ -9,9 +9,9 @@ draft 2020-12 meta-schema, and a command that prints `--json` without a schema f
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -236,24 +236,39 @@ def test_prompt_runs_and_every_command_that_reads_them(git_echo: Path, tmp_path:
     assert sorted(imported["unchanged"]) == sorted([first["id"], second["id"]])
 
 
-_calls = itertools.count()
+# Per word, the calls (counted across both runs of the test) answered with a wrong word: in
+# the first run `one` is wrong once in three samples; in the second `two` is wrong twice.
+WRONG_CALLS = {"one": {0}, "two": {3, 4}}
 
 
-def flaky(body: Body) -> str:
-    """Every third request answers a wrong word: repeated samples disagree."""
-    word = str(body["messages"][-1]["content"]).split()[-1]
-    return f"echo: Question {word if next(_calls) % 3 else 'zzz'}"
+class Flaky:
+    """A responder whose answers to the same request differ from call to call, by a count
+    kept per word, so the outcome does not depend on the order requests arrive in."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, body: Body) -> str:
+        word = str(body["messages"][-1]["content"]).split()[-1]
+        with self.lock:
+            call = self.calls.get(word, 0)
+            self.calls[word] = call + 1
+        return f"echo: Question {'zzz' if call in WRONG_CALLS.get(word, ()) else word}"
 
 
 def test_repeat_runs_and_their_diff(api: FakeOpenAI, echo_project: Path) -> None:
-    api.responder = flaky
+    api.responder = Flaky()
     (a,) = run_json("eval", "prompts/echo.yaml", "--repeat", "3")["runs"]
-    assert a["consistency"]["k"] == 3 and a["consistency"]["flaky_rows"]
+    assert a["consistency"]["k"] == 3
+    assert [r["row_id"] for r in a["consistency"]["flaky_rows"]] == ["r1"]
     (b,) = run_json("eval", "prompts/echo.yaml", "--repeat", "3", "--no-cache")["runs"]
     compared = run_json("diff", a["id"], b["id"])
     assert compared["samples"] == {"a": 3, "b": 3}
-    flips = compared["flipped"]["pass_to_fail"] + compared["flipped"]["fail_to_pass"]
-    assert flips and all("pass_a" in f for f in flips)
+    flipped = compared["flipped"]
+    assert [f["row_id"] for f in flipped["fail_to_pass"]] == ["r1"]
+    assert [f["row_id"] for f in flipped["pass_to_fail"]] == ["r2"]
+    assert flipped["pass_to_fail"][0]["pass_b"] == pytest.approx(1 / 3)
     run_json("show", a["id"])
 
 
