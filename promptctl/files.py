@@ -152,7 +152,7 @@ def _check_stat(st: os.stat_result, fail: _Failure, max_bytes: int) -> None:
 def project_root(path: Path) -> Path:
     """The root that the files a project file names must lie in.
 
-    The git work tree containing the file, else the current directory (SPEC §1).
+    The git work tree containing the file, else the current directory.
     Symbolic links are not followed to find it: a link inside the project belongs
     to the project whatever it points at. A file outside git and outside the
     current directory belongs to no project that promptctl can tell (and no pull

@@ -49,7 +49,7 @@ MAX_ERROR_CHARS = 500
 # Keys the built-in metrics keep in a row's scores: a configured metric may not shadow them.
 RESERVED_KEYS = frozenset({"answer_num", "expected_num", "squared_error", "label_answer",
                            "label_expected"})
-_SPEC = re.compile(r"(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
+_FILE_FUNCTION = re.compile(r"(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
 _ENTRY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 ScorerFn = Callable[[Any, Any, dict[str, Any]], Any]
@@ -92,7 +92,7 @@ class Scorer:
         self.line = line
         self.identity: dict[str, Any] = {"custom": spec}
         self._fn: ScorerFn | None = None
-        found = _SPEC.fullmatch(spec)
+        found = _FILE_FUNCTION.fullmatch(spec)
         if found is not None:
             self.file: Path | None = project_path(found["file"], prompt_path.parent)
             self.function = found["function"]

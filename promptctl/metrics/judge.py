@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from promptctl.evalsets import Row
     from promptctl.prompts import Prompt
 
-SPEC_KEYS = ("prompt", "model")
+JUDGE_KEYS = ("prompt", "model")
 SCORE_TYPES = ("number", "integer", "label")
 # A judge's prompt may itself have judge metrics (it is evaluated like any prompt); a
 # judge that names itself, directly or not, would load forever.
@@ -133,9 +133,9 @@ def load_judge(name: str, spec: Any, path: Path, line_of: Callable[..., int | No
         raise _fail(f"metric {name}: llm_judge must be a mapping", path, line_of(),
                     "e.g. llm_judge: {prompt: ../judges/faithful.yaml}")
     for key in spec:
-        if key not in SPEC_KEYS:
+        if key not in JUDGE_KEYS:
             raise _fail(f"metric {name}: unknown key {key!r} in llm_judge", path, line_of(key),
-                        f"use {' and '.join(SPEC_KEYS)}")
+                        f"use {' and '.join(JUDGE_KEYS)}")
     target = spec.get("prompt")
     if not isinstance(target, str) or not target.strip():
         raise _fail(f"metric {name}: llm_judge needs prompt: the judge prompt file", path,
@@ -210,4 +210,4 @@ async def judge_row(judge: Judge, ctx: ScoreContext) -> Scores:
     return {judge.name: score} if score is not None else {unscored_key(judge.name): 1}
 
 
-KIND = Kind("llm_judge", build, summary="a judge prompt scores each completion (SPEC §8)")
+KIND = Kind("llm_judge", build, summary="a judge prompt scores each completion")

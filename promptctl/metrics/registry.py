@@ -242,7 +242,7 @@ def unknown(name: str) -> InputError:
     hint = f"did you mean {close[0]!r}? " if close else ""
     return InputError(f"unknown metric {name!r}",
                       fix=f"{hint}use one of: {', '.join(names)}, or a mapping with one of "
-                      f"{', '.join(kinds())} (see SPEC §8)")
+                      f"{', '.join(kinds())} (see docs/reference/prompt-files.md)")
 
 
 def higher_is_better(name: str, configured: Sequence[Metric] = ()) -> bool:

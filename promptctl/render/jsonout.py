@@ -21,7 +21,7 @@ def coverage(run: RunResult) -> dict[str, Any]:
 
 
 def run_json(run: RunResult) -> dict[str, Any]:
-    """One run as `--json` prints it (docs/reference/json-output.md)."""
+    """One run as `eval`, `rescore` and `runs` print it (docs/schema/run.schema.json)."""
     s = run.summary
     return {
         "id": run.id,

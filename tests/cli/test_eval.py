@@ -43,7 +43,7 @@ FEWSHOT_ANSWERS = {
 }
 INVALID_REPLY = "I would rather not rate this text."
 
-SPEC_RUN_KEYS = {"id", "prompt", "prompt_version", "git_commit", "git_dirty", "model", "evalset",
+RUN_KEYS = {"id", "prompt", "prompt_version", "git_commit", "git_dirty", "model", "evalset",
                  "n", "errors", "metrics", "fewshot_metrics", "tokens", "cost_usd", "latency_ms",
                  "cached"}
 
@@ -100,7 +100,7 @@ def test_eval_json_has_the_spec_shape_and_exact_values(scripted: FakeOpenAI) -> 
     assert list(document) == ["runs"]
     (run,) = document["runs"]
 
-    assert SPEC_RUN_KEYS <= set(run)
+    assert RUN_KEYS <= set(run)
     assert run["prompt"] == "controversy"
     assert run["prompt_version"] == hashlib.sha256(
         (REPO / "prompts" / "controversy.yaml").read_bytes()).hexdigest()

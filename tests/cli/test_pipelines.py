@@ -1,4 +1,4 @@
-"""Pipelines through the commands that take a prompt file: eval --json (SPEC §9), show,
+"""Pipelines through the commands that take a prompt file: eval --json, show,
 runs, history, diff and check, against the fake server and real git repositories."""
 
 from __future__ import annotations
