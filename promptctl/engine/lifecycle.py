@@ -327,7 +327,6 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     refuse_running(run)
     stored = run.get("options") or {}
     target = target_from_run(run, config.root)
-    check_identities(run, target)
     evalset = _stored_evalset(run, config)
     given = options or EvalOptions()
     options = EvalOptions(concurrency=given.concurrency or stored.get("concurrency"),
@@ -338,6 +337,9 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                           batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only
                           and target.kind == "prompt")
     full = plan_requests(target, evalset, limit=options.limit, repeat=options.repeat)
+    # After planning: a metric's checks complete its identity (the server an embeddings
+    # model resolves to), as they did before the run was recorded.
+    check_identities(run, target)
     todo = full.without(store.answered_keys(run["id"]))
     resolved = resolve_model(run["model"], config)
     _preflight(store, todo, resolved, options)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakeserver import FakeOpenAI, letter_vector
-from tests.helpers import ECHO_PROMPT, eval_run, invoke, show, show_rows
+from tests.helpers import ECHO_PROMPT, eval_json, eval_run, invoke, show, show_rows
 
 # (word asked and echoed back, expected value, cosine of their letter counts)
 ROWS = [
@@ -93,6 +93,18 @@ def test_values_and_a_second_run_that_sends_nothing(project: Path, api: FakeOpen
     cached = eval_run("prompts/echo.yaml", "--cache-only")
     assert cached["metrics"]["close"]["value"] == pytest.approx(MEAN)
     assert api.count == sent
+
+
+def test_a_run_with_a_similarity_metric_resumes(project: Path, api: FakeOpenAI) -> None:
+    api.fail_matching("Question aab", status=400)  # no other row's question holds it
+    first, _ = eval_json("prompts/echo.yaml", code=3)
+    assert first["metrics"]["close"]["n"] == 4
+    api.reset()
+    api.embedder = letter_vector
+    done, _ = eval_json("--resume", first["id"])
+    assert done["id"] == first["id"]
+    assert done["metrics"]["close"]["n"] == 5
+    assert done["metrics"]["close"]["value"] == pytest.approx(MEAN)
 
 
 def test_rows_share_embeddings_requests(project: Path, api: FakeOpenAI) -> None:
