@@ -84,7 +84,8 @@ def check(
         err.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
     result = run_check(config, store, options, on_event=say)
-    text = check_markdown(result)
+    document = result.to_json()
+    text = check_markdown(document)
     summary_file = os.environ.get(GITHUB_SUMMARY_ENV)
     if summary_file:
         _write(Path(summary_file), text + "\n", append=True)
@@ -93,14 +94,14 @@ def check(
     if junit is not None:
         from promptctl.render.junit import check_junit
 
-        _write(junit, check_junit(result))
+        _write(junit, check_junit(document))
     if html is not None:
         write_check_report(store, result, html)
     if json_out:
-        typer.echo(dumps(result))
+        typer.echo(dumps(document))
     else:
         from promptctl.render.check import check_terminal
 
-        check_terminal(console(), result)
-    if result["exit_code"]:
-        raise typer.Exit(result["exit_code"])
+        check_terminal(console(), document)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

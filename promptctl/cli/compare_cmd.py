@@ -50,7 +50,7 @@ def diff(
         console(stderr=True).print(message, markup=False, soft_wrap=True)
 
     result = pick_and_compare(store, config, a, b, prompt=prompt, models=list(model or []),
-                              run_missing=run_missing, say=say)
+                              run_missing=run_missing, say=say).to_json()
     if json_out:
         typer.echo(dumps(result))
     elif markdown:
@@ -81,7 +81,8 @@ def history(
 
     config = project()
     store = open_project_store(config, create=False)
-    result = build(store, find_prompt(store, config, prompt).name, model=model, root=config.root)
+    result = build(store, find_prompt(store, config, prompt).name, model=model,
+                   root=config.root).to_json()
     if json_out:
         typer.echo(dumps(result))
     else:
