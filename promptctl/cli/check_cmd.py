@@ -84,8 +84,7 @@ def check(
         err.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
     result = run_check(config, store, options, on_event=say)
-    document = result.to_json()
-    text = check_markdown(document)
+    text = check_markdown(result)
     summary_file = os.environ.get(GITHUB_SUMMARY_ENV)
     if summary_file:
         _write(Path(summary_file), text + "\n", append=True)
@@ -94,14 +93,14 @@ def check(
     if junit is not None:
         from promptctl.render.junit import check_junit
 
-        _write(junit, check_junit(document))
+        _write(junit, check_junit(result))
     if html is not None:
         write_check_report(store, result, html)
     if json_out:
-        typer.echo(dumps(document))
+        typer.echo(dumps(result.to_json()))
     else:
         from promptctl.render.check import check_terminal
 
-        check_terminal(console(), document)
+        check_terminal(console(), result)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
