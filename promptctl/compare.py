@@ -16,6 +16,18 @@ from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptctl.results import (
+    DiffResult,
+    Flipped,
+    FlippedRow,
+    HistoryPoint,
+    HistoryResult,
+    MetricDelta,
+    RunBrief,
+    SampleCounts,
+    interval,
+)
+
 if TYPE_CHECKING:
     import numpy.typing as npt
 
@@ -335,7 +347,7 @@ def _run_plans(plans: list[_Plan]) -> dict[str, dict[str, Any]]:
 # --- flipped rows and warnings ----------------------------------------------------------------
 
 
-def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> dict[str, list[dict[str, Any]]]:
+def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> Flipped:
     import numpy as np
 
     regressed: list[tuple[int, str, float, float]] = []
@@ -370,24 +382,24 @@ def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> dict[str, lis
     details_b = _details(store.rows_by_id(sb.run["id"], wanted, columns=columns)) if wanted else {}
     repeated = max(sa.max_samples, sb.max_samples) > 1
 
-    def entry(item: tuple[int, str, float, float], *, error: bool = False) -> dict[str, Any]:
+    def entry(item: tuple[int, str, float, float], *, error: bool = False) -> FlippedRow:
         i, key, va, vb = item
         row_id = sa.ids[pairs.a[i]]
         ra, rb = details_a.get(row_id, {}), details_b.get(row_id, {})
-        out = {"row_id": row_id, "input": ra.get("input"), "expected": ra.get("expected"),
-               "answer_a": ra.get("answer"), "answer_b": rb.get("answer"),
-               "completion_a": ra.get("completion"), "completion_b": rb.get("completion")}
+        error_a = error_b = pass_a = pass_b = None
         if error:
-            out.update(error_a=va, error_b=vb)
-        else:
-            out["metric"] = key
-            if repeated:
-                out.update(pass_a=va, pass_b=vb)
-        return out
+            error_a, error_b = va, vb
+        elif repeated:
+            pass_a, pass_b = va, vb
+        return FlippedRow(row_id=row_id, input=ra.get("input"), expected=ra.get("expected"),
+                          answer_a=ra.get("answer"), answer_b=rb.get("answer"),
+                          completion_a=ra.get("completion"), completion_b=rb.get("completion"),
+                          metric=None if error else key, pass_a=pass_a, pass_b=pass_b,
+                          error_a=error_a, error_b=error_b)
 
-    return {"pass_to_fail": [entry(r) for r in regressed],
-            "fail_to_pass": [entry(r) for r in improved],
-            "biggest_error_increases": [entry(r, error=True) for r in error_up]}
+    return Flipped(pass_to_fail=tuple(entry(r) for r in regressed),
+                   fail_to_pass=tuple(entry(r) for r in improved),
+                   biggest_error_increases=tuple(entry(r, error=True) for r in error_up))
 
 
 def _details(rows: list[RowRecord]) -> dict[str, Mapping[str, Any]]:
@@ -438,14 +450,18 @@ def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
     return out
 
 
-def _run_brief(run: RunRecord) -> dict[str, Any]:
-    keep = ("id", "created_at", "status", "prompt_name", "prompt_path", "prompt_version",
-            "git_commit", "git_dirty", "git_branch", "model", "endpoint", "evalset_path",
-            "evalset_version", "metrics", "summary")
-    return {k: run.get(k) for k in keep}
+def _run_brief(run: RunRecord) -> RunBrief:
+    return RunBrief(id=run["id"], created_at=run["created_at"], status=run["status"],
+                    prompt_name=run["prompt_name"], prompt_path=run["prompt_path"],
+                    prompt_version=run["prompt_version"], git_commit=run.get("git_commit"),
+                    git_dirty=run.get("git_dirty"), git_branch=run.get("git_branch"),
+                    model=run["model"], endpoint=run["endpoint"],
+                    evalset_path=run.get("evalset_path"),
+                    evalset_version=run.get("evalset_version"), metrics=run.get("metrics"),
+                    summary=run.get("summary"))
 
 
-def compare_runs(store: Store, a_ref: str, b_ref: str) -> dict[str, Any]:
+def compare_runs(store: Store, a_ref: str, b_ref: str) -> DiffResult:
     """Paired comparison of run B against run A (B - A), by row id.
 
     Per metric: A and B on the paired rows, the delta, a 95% paired bootstrap
@@ -463,35 +479,37 @@ def compare_runs(store: Store, a_ref: str, b_ref: str) -> dict[str, Any]:
     known = [stored(m, metrics_b[m]) for m in metrics_b if m in metrics_a]
     described = {s.name: s for s in known if s is not None}
     tested = _run_plans(_plans(list(described.values()), pairs, sa, sb))
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, MetricDelta] = {}
     for name, how in described.items():
         if name not in tested:
             continue
-        entry: dict[str, Any] = dict(tested[name])
-        entry.update(a_run=(metrics_a[name] or {}).get("value"),
-                     b_run=(metrics_b[name] or {}).get("value"),
-                     higher_is_better=how.higher_is_better)
-        if entry["delta"] is not None:
-            worse = entry["delta"] < 0 if how.higher_is_better else entry["delta"] > 0
-            entry["direction"] = "same" if entry["delta"] == 0 else ("worse" if worse else "better")
-        metrics[name] = entry
+        t = tested[name]
+        direction = None
+        if t["delta"] is not None:
+            worse = t["delta"] < 0 if how.higher_is_better else t["delta"] > 0
+            direction = "same" if t["delta"] == 0 else ("worse" if worse else "better")
+        metrics[name] = MetricDelta(
+            a=t["a"], b=t["b"], delta=t["delta"], ci95=interval(t["ci95"]), p_value=t["p_value"],
+            test=t["test"], n=t["n"], n01=t.get("n01"), n10=t.get("n10"),
+            a_run=(metrics_a[name] or {}).get("value"), b_run=(metrics_b[name] or {}).get("value"),
+            higher_is_better=how.higher_is_better, direction=direction)
     answered = int(pairs.answered.sum())
-    return {
-        "a": _run_brief(run_a), "b": _run_brief(run_b), "metrics": metrics,
-        "paired_rows": answered, "only_in_a": len(sa.ids) - int(pairs.a.size),
-        "only_in_b": len(sb.ids) - int(pairs.b.size),
-        "errors_excluded": int(pairs.a.size) - answered,
-        "samples": {"a": sa.max_samples, "b": sb.max_samples},
-        "flipped": _flipped(store, sa, sb, pairs),
-        "warnings": _warnings(sa, sb, pairs),
-    }
+    return DiffResult(
+        a=_run_brief(run_a), b=_run_brief(run_b), metrics=metrics,
+        paired_rows=answered, only_in_a=len(sa.ids) - int(pairs.a.size),
+        only_in_b=len(sb.ids) - int(pairs.b.size),
+        errors_excluded=int(pairs.a.size) - answered,
+        samples=SampleCounts(a=sa.max_samples, b=sb.max_samples),
+        flipped=_flipped(store, sa, sb, pairs),
+        warnings=tuple(_warnings(sa, sb, pairs)),
+    )
 
 
 # --- history ----------------------------------------------------------------------------------
 
 
 def history(store: Store, prompt: str, *, model: str | None = None,
-            root: Path | None = None) -> dict[str, Any]:
+            root: Path | None = None) -> HistoryResult:
     """One entry per (prompt version, model): the run that stands for it (see `selection`),
     newest version first.
 
@@ -513,29 +531,30 @@ def history(store: Store, prompt: str, *, model: str | None = None,
     facts = repo.commit_facts({r["git_commit"] for r in chosen if r["git_commit"]}) \
         if repo is not None else {}
     depths = _depths(facts)
-    entries: list[dict[str, Any]] = []
+    entries: list[HistoryPoint] = []
     order: dict[str, tuple[float, int, str]] = {}
     for run in chosen:
         fact = facts.get(run.get("git_commit") or "", {})
         summary = run.get("summary") or {}
-        entries.append({
-            "run": run["id"], "created_at": run["created_at"],
-            "prompt_version": run["prompt_version"], "model": run["model"],
-            "git_commit": run["git_commit"], "git_dirty": run["git_dirty"],
-            "date": fact.get("date"), "author": fact.get("author"), "subject": fact.get("subject"),
-            "evalset_version": run["evalset_version"],
-            "metrics": {k: (v or {}).get("value") for k, v in (run["metrics"] or {}).items()},
-            "n": summary.get("n"), "errors": row_errors(run),
-        })
+        entries.append(HistoryPoint(
+            run=run["id"], created_at=run["created_at"],
+            prompt_version=run["prompt_version"], model=run["model"],
+            git_commit=run["git_commit"], git_dirty=run["git_dirty"],
+            date=fact.get("date"), author=fact.get("author"), subject=fact.get("subject"),
+            evalset_version=run["evalset_version"],
+            metrics={k: (v or {}).get("value") for k, v in (run["metrics"] or {}).items()},
+            n=summary.get("n"), errors=row_errors(run),
+        ))
         order[run["id"]] = _order_key(run, fact, depths)
-    entries.sort(key=lambda e: order[e["run"]], reverse=True)
+    entries.sort(key=lambda e: order[e.run], reverse=True)
     warnings = []
-    for m in sorted({e["model"] for e in entries}):
-        sets = {e["evalset_version"] for e in entries if e["model"] == m}
+    for m in sorted({e.model for e in entries}):
+        sets = {e.evalset_version for e in entries if e.model == m}
         if len(sets) > 1:
             warnings.append(f"{m}: the versions were evaluated on {len(sets)} different eval set "
                             "versions, so their metrics are not strictly comparable")
-    return {"prompt": prompt, "model": model, "versions": entries, "warnings": warnings}
+    return HistoryResult(prompt=prompt, model=model, versions=tuple(entries),
+                         warnings=tuple(warnings))
 
 
 def _epoch(iso: str) -> float:

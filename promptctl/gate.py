@@ -19,13 +19,13 @@ Exit codes, most important first: 2 when a prompt or eval set cannot be used
 `ProviderError` or error rows in a run: the verdict would rest on missing
 rows, and re-running may mend it), 1 when a gate failed, else 0.
 
-Everything returned is plain data (dicts, lists, numbers, strings) so the CLI
-can render it as a table, Markdown, JUnit XML or JSON.
+What `run_check` returns is a `CheckResult` (promptctl.results): the CLI renders it
+as a table, Markdown or JUnit XML, and its `to_json()` is the `--json` document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,20 @@ from promptctl.engine import EvalOptions
 from promptctl.engine.lifecycle import run_eval
 from promptctl.errors import InputError, PromptctlError, ProviderError
 from promptctl.gitinfo import Repo
-from promptctl.metrics.registry import higher_is_better
+from promptctl.results import (
+    CheckBase,
+    CheckError,
+    CheckHead,
+    CheckResult,
+    CheckSummary,
+    Comparison,
+    DiffResult,
+    Gate,
+    PromptCheck,
+    PromptFile,
+    RowErrors,
+    interval,
+)
 from promptctl.selection import row_errors
 from promptctl.store import RunRecord, Store
 from promptctl.target import Target, evalset_of, load_target, model_of, target_at_ref
@@ -298,7 +311,7 @@ def _p(p: float | None) -> str:
     return "p<0.001" if p < 0.001 else f"p={_num(p)}"
 
 
-def absolute_gates(prompt: Target, run: RunRecord) -> list[dict[str, Any]]:
+def absolute_gates(prompt: Target, run: RunRecord) -> list[Gate]:
     """One gate per `thresholds: {metric: {min|max: N}}` bound, on the current value."""
     metrics = run.get("metrics") or {}
     gates = []
@@ -311,28 +324,30 @@ def absolute_gates(prompt: Target, run: RunRecord) -> list[dict[str, Any]]:
             if kind not in bounds:
                 continue
             limit = float(bounds[kind])
-            gate: dict[str, Any] = {"id": f"{metric}.{kind}", "metric": metric, "kind": kind,
-                                    "limit": limit, "value": value, "ci95": result.get("ci95"),
-                                    "n": result.get("n")}
             bound = "minimum" if kind == "min" else "maximum"
             if metric not in metrics:
-                gate.update(status="fail", message=f"{metric} is not computed by this prompt "
-                            "(add it to metrics:)")
+                status, message = "fail", (f"{metric} is not computed by this prompt "
+                                           "(add it to metrics:)")
             elif value is None:
-                gate.update(status="fail", message=f"{metric} has no value: no row gave a "
-                            "usable answer")
+                status, message = "fail", (f"{metric} has no value: no row gave a "
+                                           "usable answer")
             elif (value >= limit - TOLERANCE) if kind == "min" else (value <= limit + TOLERANCE):
-                gate.update(status="pass", message=f"{metric} {_num(value, limit)} "
-                            f"{'meets' if kind == 'min' else 'is within'} the {bound} {limit:g}")
+                status, message = "pass", (f"{metric} {_num(value, limit)} "
+                                           f"{'meets' if kind == 'min' else 'is within'} the "
+                                           f"{bound} {limit:g}")
             else:
-                gate.update(status="fail", message=f"{metric} {_num(value, limit)} is "
-                            f"{'below' if kind == 'min' else 'above'} the {bound} {limit:g}")
-            gates.append(gate)
+                status, message = "fail", (f"{metric} {_num(value, limit)} is "
+                                           f"{'below' if kind == 'min' else 'above'} the "
+                                           f"{bound} {limit:g}")
+            gates.append(Gate(id=f"{metric}.{kind}", metric=metric, kind=kind, limit=limit,
+                              status=status, message=message, value=value,
+                              ci95=interval(result.get("ci95")), n=result.get("n")))
     return gates
 
 
-def regression_gates(prompt: Target, comparison: dict[str, Any] | None, *, significance: float,
-                     strict: bool, why_none: str = "no baseline") -> list[dict[str, Any]]:
+def regression_gates(prompt: Target, comparison: DiffResult | Comparison | None, *,
+                     significance: float,
+                     strict: bool, why_none: str = "no baseline") -> list[Gate]:
     """One gate per `max_regression: {metric: limit}`, on the paired comparison with the baseline.
 
     The drop is -delta for a metric where higher is better and +delta where
@@ -343,54 +358,89 @@ def regression_gates(prompt: Target, comparison: dict[str, Any] | None, *, signi
     gates = []
     for metric, raw_limit in limits.items():
         limit = float(raw_limit)
-        gate: dict[str, Any] = {"id": f"{metric}.max_regression", "metric": metric,
-                                "kind": "max_regression", "limit": limit}
-        entry = (comparison or {}).get("metrics", {}).get(metric) if comparison else None
+        ident = f"{metric}.max_regression"
+        entry = comparison.metrics.get(metric) if comparison is not None else None
         if comparison is None:
-            gate.update(status="skip", message=f"not applied: {why_none}")
-        elif entry is None or entry.get("delta") is None:
-            gate.update(status="skip", message=f"not applied: {metric} could not be compared "
-                        "with the baseline (not computed on both sides, or too few paired rows)")
+            gates.append(Gate(id=ident, metric=metric, kind="max_regression", limit=limit,
+                              status="skip", message=f"not applied: {why_none}"))
+            continue
+        if entry is None or entry.delta is None:
+            gates.append(Gate(id=ident, metric=metric, kind="max_regression", limit=limit,
+                              status="skip", message=f"not applied: {metric} could not be "
+                              "compared with the baseline (not computed on both sides, or too "
+                              "few paired rows)"))
+            continue
+        higher = entry.higher_is_better
+        delta = float(entry.delta)
+        drop = -delta if higher else delta
+        p = entry.p_value
+        # How the value moved, in words: "accuracy fell by 0.04", "rmse rose by 0.2".
+        moved = f"{metric} {'rose' if delta > 0 else 'fell'} by {_num(abs(delta), limit)}"
+        beyond = f"{moved}, more than the limit {limit:g}"
+        if abs(delta) <= TOLERANCE:
+            status, message = "pass", f"no change in {metric}"
+        elif drop < 0:
+            status, message = "pass", f"{moved}: better than the baseline"
+        elif drop <= limit + TOLERANCE:
+            status, message = "pass", f"{moved}, within the limit {limit:g}"
+        elif strict:
+            status, message = "fail", (f"{beyond} ({_p(p)}; --strict fails on the drop "
+                                       "alone)")
+        elif p is not None and p < significance:
+            status, message = "fail", (f"{beyond}, and significantly ({_p(p)}, below "
+                                       f"{significance:g})")
         else:
-            higher = entry.get("higher_is_better", higher_is_better(metric, prompt.configured_metrics))
-            delta = float(entry["delta"])
-            drop = -delta if higher else delta
-            p = entry.get("p_value")
-            gate.update(value=entry.get("b"), baseline=entry.get("a"), delta=delta, drop=drop,
-                        ci95=entry.get("ci95"), p_value=p, test=entry.get("test"),
-                        n=entry.get("n"), higher_is_better=higher)
-            # How the value moved, in words: "accuracy fell by 0.04", "rmse rose by 0.2".
-            moved = f"{metric} {'rose' if delta > 0 else 'fell'} by {_num(abs(delta), limit)}"
-            beyond = f"{moved}, more than the limit {limit:g}"
-            if abs(delta) <= TOLERANCE:
-                gate.update(status="pass", message=f"no change in {metric}")
-            elif drop < 0:
-                gate.update(status="pass", message=f"{moved}: better than the baseline")
-            elif drop <= limit + TOLERANCE:
-                gate.update(status="pass", message=f"{moved}, within the limit {limit:g}")
-            elif strict:
-                gate.update(status="fail", message=f"{beyond} ({_p(p)}; --strict fails on "
-                            "the drop alone)")
-            elif p is not None and p < significance:
-                gate.update(status="fail", message=f"{beyond}, and significantly ({_p(p)}, "
-                            f"below {significance:g})")
-            else:
-                gate.update(status="warn", message=f"{beyond}, but not significantly ({_p(p)}, "
-                            f"not below {significance:g}): could be noise; --strict would fail it")
-        gates.append(gate)
+            status, message = "warn", (f"{beyond}, but not significantly ({_p(p)}, not below "
+                                       f"{significance:g}): could be noise; --strict would "
+                                       "fail it")
+        gates.append(Gate(id=ident, metric=metric, kind="max_regression", limit=limit,
+                          status=status, message=message, value=entry.b, baseline=entry.a,
+                          delta=delta, drop=drop, ci95=entry.ci95, p_value=p, test=entry.test,
+                          n=entry.n, higher_is_better=higher))
     return gates
 
 
-def _trim_comparison(comparison: dict[str, Any]) -> dict[str, Any]:
-    keep = ("metrics", "paired_rows", "only_in_a", "only_in_b", "errors_excluded", "flipped",
-            "warnings")
-    return {k: comparison.get(k) for k in keep}
+def _trim_comparison(comparison: DiffResult) -> Comparison:
+    return comparison.comparison()
 
 
-def _verdict(entry: dict[str, Any]) -> str:
-    if entry.get("error") is not None:
+@dataclass
+class _Entry:
+    """A prompt's check while it is being made; `result` freezes it."""
+
+    prompt: str
+    path: str
+    new: bool
+    reasons: list[str]
+    model: str | None = None
+    baseline_model: str | None = None
+    current_run: str | None = None
+    current_source: str | None = None
+    baseline_run: str | None = None
+    baseline_source: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    comparison: Comparison | None = None
+    gates: list[Gate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: CheckError | None = None
+    current_errors: int = 0
+    baseline_errors: int = 0
+
+    def result(self, status: str) -> PromptCheck:
+        return PromptCheck(
+            prompt=self.prompt, path=self.path, new=self.new, reasons=tuple(self.reasons),
+            status=status, model=self.model, baseline_model=self.baseline_model,
+            current_run=self.current_run, current_source=self.current_source,
+            baseline_run=self.baseline_run, baseline_source=self.baseline_source,
+            metrics=self.metrics, comparison=self.comparison, gates=tuple(self.gates),
+            warnings=tuple(self.warnings), error=self.error,
+            row_errors=RowErrors(current=self.current_errors, baseline=self.baseline_errors))
+
+
+def _verdict(entry: _Entry) -> str:
+    if entry.error is not None:
         return "error"
-    statuses = {g["status"] for g in entry["gates"]}
+    statuses = {g.status for g in entry.gates}
     if "fail" in statuses:
         return "fail"
     if "warn" in statuses:
@@ -398,14 +448,14 @@ def _verdict(entry: dict[str, Any]) -> str:
     return "pass"
 
 
-def exit_code(prompts: list[dict[str, Any]]) -> int:
+def exit_code(prompts: Sequence[PromptCheck]) -> int:
     """2 input error, else 3 provider failure, else 1 failed gate, else 0."""
-    codes = {(p.get("error") or {}).get("exit_code") for p in prompts}
+    codes = {p.error.exit_code for p in prompts if p.error is not None}
     if EXIT_INPUT in codes:
         return EXIT_INPUT
     if EXIT_PROVIDER in codes:
         return EXIT_PROVIDER
-    if any(p["status"] == "fail" for p in prompts):
+    if any(p.status == "fail" for p in prompts):
         return EXIT_GATE
     return EXIT_OK
 
@@ -413,7 +463,7 @@ def exit_code(prompts: list[dict[str, Any]]) -> int:
 # --- the check -------------------------------------------------------------------------------
 
 
-def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: Base,
+def _baseline(path: Path, name: str, spec: str, entry: _Entry, *, base: Base,
               config: Config, store: Store, options: CheckOptions, eval_options: EvalOptions,
               say: EventFn) -> RunRecord:
     """The run of the prompt at the base commit: from the store, else evaluated from git."""
@@ -426,27 +476,27 @@ def _baseline(path: Path, name: str, spec: str, entry: dict[str, Any], *, base: 
     # Without --model each side runs the model its own file names, so a change
     # of `model:` in the pull request is measured too.
     resolved = resolve_model(options.model or at.target.model or spec, config)
-    entry["baseline_model"] = resolved.spec
+    entry.baseline_model = resolved.spec
     if resolved.spec != spec:
-        entry["warnings"].append(f"the change switches the model from {resolved.spec} to {spec}")
+        entry.warnings.append(f"the change switches the model from {resolved.spec} to {spec}")
     found = standing_run(store, at.target.name, version=at.target.version,
                          evalset_version=at.evalset.version, model=resolved.spec,
                          base_url=resolved.cache_url, commit=base.commit, allow_errors=False)
     if found is not None:
         run = found.run
-        entry["baseline_source"] = "stored"
+        entry.baseline_source = "stored"
         say(f"{name}: baseline run {run['id']} from the store")
     else:
         say(f"{name}: evaluating the base version ({base.commit[:12]}) with {resolved.spec}")
         run = run_eval(at.target, resolved, store=store, config=config, evalset=at.evalset,
                          options=eval_options, git=at.git)
-        entry["baseline_source"] = "evaluated"
-    entry["baseline_run"] = run["id"]
-    entry["row_errors"]["baseline"] = row_errors(run)
+        entry.baseline_source = "evaluated"
+    entry.baseline_run = run["id"]
+    entry.baseline_errors = row_errors(run)
     return run
 
 
-def _current(prompt: Target, evalset: Any, resolved: Any, entry: dict[str, Any], *,
+def _current(prompt: Target, evalset: Any, resolved: Any, entry: _Entry, *,
              config: Config, store: Store, eval_options: EvalOptions,
              say: EventFn) -> RunRecord:
     """The run of the current version: a stored run of the same prompt and eval set bytes,
@@ -457,34 +507,29 @@ def _current(prompt: Target, evalset: Any, resolved: Any, entry: dict[str, Any],
                          evalset_version=evalset.version, model=resolved.spec,
                          base_url=resolved.cache_url, allow_errors=False)
     if found is not None:
-        entry["current_source"] = "stored"
+        entry.current_source = "stored"
         say(f"{prompt.name}: current version already evaluated: run {found.run['id']} from the "
             "store (same prompt, eval set, model and server)")
         return found.run
     say(f"{prompt.name}: evaluating the current version with {resolved.spec}")
-    entry["current_source"] = "evaluated"
+    entry.current_source = "evaluated"
     return run_eval(prompt, resolved, store=store, config=config, evalset=evalset,
                     options=eval_options)
 
 
 def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store: Store,
-               options: CheckOptions, eval_options: EvalOptions, say: EventFn) -> dict[str, Any]:
+               options: CheckOptions, eval_options: EvalOptions, say: EventFn) -> PromptCheck:
     from promptctl.compare import compare_runs
     from promptctl.providers import resolve_model
 
-    entry: dict[str, Any] = {
-        "prompt": Path(cand.rel).stem, "path": cand.rel, "new": cand.new,
-        "reasons": cand.reasons, "status": "error", "model": None, "baseline_model": None,
-        "current_run": None, "current_source": None, "baseline_run": None,
-        "baseline_source": None, "metrics": {}, "comparison": None, "gates": [], "warnings": [],
-        "error": None, "row_errors": {"current": 0, "baseline": 0},
-    }
+    entry = _Entry(prompt=Path(cand.rel).stem, path=cand.rel, new=cand.new,
+                   reasons=cand.reasons)
     try:
         prompt = load_target(cand.path)
-        entry["prompt"] = prompt.name
+        entry.prompt = prompt.name
         evalset = evalset_of(prompt)
         resolved = resolve_model(model_of(prompt, options.model), config)
-        entry["model"] = resolved.spec
+        entry.model = resolved.spec
 
         # The baseline first: it is what the base commit shipped.
         baseline, why_none = None, "a new prompt has no baseline; only its absolute thresholds apply"
@@ -497,37 +542,36 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
                 # The base version may be unusable now (invalid, no eval set, a model or
                 # endpoint that is gone): the change must still be checkable.
                 why_none = f"no baseline: {exc.message}"
-                entry["warnings"].append(f"no baseline: the prompt at {base.commit[:12]} cannot "
+                entry.warnings.append(f"no baseline: the prompt at {base.commit[:12]} cannot "
                                          f"be evaluated: {exc.message}")
 
         current = _current(prompt, evalset, resolved, entry, config=config, store=store,
                            eval_options=eval_options, say=say)
-        entry["current_run"] = current["id"]
-        entry["metrics"] = current.get("metrics") or {}
-        entry["row_errors"]["current"] = row_errors(current)
+        entry.current_run = current["id"]
+        entry.metrics = current.get("metrics") or {}
+        entry.current_errors = row_errors(current)
         comparison = None
         if baseline is not None:
             comparison = compare_runs(store, baseline["id"], current["id"])
-            entry["comparison"] = _trim_comparison(comparison)
-        entry["gates"] = absolute_gates(prompt, current) + regression_gates(
+            entry.comparison = _trim_comparison(comparison)
+        entry.gates = absolute_gates(prompt, current) + regression_gates(
             prompt, comparison, significance=options.significance, strict=options.strict,
             why_none=why_none)
-        failed_rows = entry["row_errors"]["current"] + entry["row_errors"]["baseline"]
+        failed_rows = entry.current_errors + entry.baseline_errors
         if failed_rows:
             raise ProviderError(f"{failed_rows} request(s) failed after every retry (current "
-                                f"{entry['row_errors']['current']}, baseline "
-                                f"{entry['row_errors']['baseline']}): the verdict would rest on "
+                                f"{entry.current_errors}, baseline "
+                                f"{entry.baseline_errors}): the verdict would rest on "
                                 "missing rows",
                                 fix="re-run when the provider is back (answers so far are cached)")
     except PromptctlError as exc:
-        entry["error"] = {"message": str(exc), "exit_code": exc.exit_code,
-                          "kind": "provider" if exc.exit_code == EXIT_PROVIDER else "input"}
-    entry["status"] = _verdict(entry)
-    return entry
+        entry.error = CheckError(message=str(exc), exit_code=exc.exit_code,
+                                 kind="provider" if exc.exit_code == EXIT_PROVIDER else "input")
+    return entry.result(_verdict(entry))
 
 
 def run_check(config: Config, store: Store, options: CheckOptions,
-              on_event: EventFn | None = None) -> dict[str, Any]:
+              on_event: EventFn | None = None) -> CheckResult:
     """Find the prompts a change affects, evaluate them and their baselines, apply the gates."""
     from promptctl.gitinfo import open_repo
 
@@ -543,17 +587,18 @@ def run_check(config: Config, store: Store, options: CheckOptions,
     results = [_check_one(c, root=repo.root, base=base, config=config, store=store,
                           options=options, eval_options=eval_options, say=say) for c in affected]
     head = repo.state()
-    counts = {s: sum(1 for r in results if r["status"] == s)
+    counts = {s: sum(1 for r in results if r.status == s)
               for s in ("pass", "warn", "fail", "error")}
-    return {
-        "base": {"ref": base.ref, "commit": base.commit, "how": base.how},
-        "head": {"commit": head.commit, "dirty": head.dirty, "branch": head.branch},
-        "significance": options.significance,
-        "strict": options.strict,
-        "prompts": results,
-        "unchanged": unchanged,
-        "deleted": deleted,
-        "summary": {"checked": len(results), **counts, "unchanged": len(unchanged),
-                    "deleted": len(deleted)},
-        "exit_code": exit_code(results),
-    }
+    return CheckResult(
+        base=CheckBase(ref=base.ref, commit=base.commit, how=base.how),
+        head=CheckHead(commit=head.commit, dirty=head.dirty, branch=head.branch),
+        significance=options.significance,
+        strict=options.strict,
+        prompts=tuple(results),
+        unchanged=tuple(PromptFile(prompt=u["prompt"], path=u["path"]) for u in unchanged),
+        deleted=tuple(PromptFile(prompt=d["prompt"], path=d["path"]) for d in deleted),
+        summary=CheckSummary(checked=len(results), pass_=counts["pass"], warn=counts["warn"],
+                             fail=counts["fail"], error=counts["error"],
+                             unchanged=len(unchanged), deleted=len(deleted)),
+        exit_code=exit_code(results),
+    )

@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptctl.config import Config
 from promptctl.engine.lifecycle import run_eval
@@ -23,6 +23,9 @@ from promptctl.errors import InputError, display_path
 from promptctl.runs import covers_evalset
 from promptctl.store import RunRecord, Store
 from promptctl.target import TargetAt, load_target, model_of, target_at_ref
+
+if TYPE_CHECKING:
+    from promptctl.results import DiffResult
 
 SayFn = Callable[[str], None]
 RUN_PREFIX = "run:"
@@ -326,8 +329,10 @@ class Sides:
 
 
 def diff(store: Store, config: Config, a: str | None, b: str | None, *, prompt: str | None,
-         models: list[str], run_missing: bool = False, say: SayFn | None = None) -> dict[str, Any]:
+         models: list[str], run_missing: bool = False, say: SayFn | None = None) -> DiffResult:
     """`promptctl diff`: find (or evaluate) both sides, then compare them row by row."""
+    from dataclasses import replace
+
     from promptctl.compare import compare_runs
 
     ref = find_prompt(store, config, prompt) if prompt is not None else None
@@ -350,6 +355,5 @@ def diff(store: Store, config: Config, a: str | None, b: str | None, *, prompt: 
         raise InputError("diff needs two runs (A B), or --prompt with --model twice",
                          fix="e.g. promptctl diff RUN_A RUN_B, promptctl diff main HEAD --prompt NAME, "
                          "or promptctl diff --prompt NAME -m gpt-4o-mini -m gpt-4o")
-    result: dict[str, Any] = compare_runs(store, a_id, b_id)
-    result["warnings"] = sides.notes + result["warnings"]
-    return result
+    result = compare_runs(store, a_id, b_id)
+    return replace(result, warnings=(*sides.notes, *result.warnings))

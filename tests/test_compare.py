@@ -92,65 +92,66 @@ def test_rows_are_paired_by_id_and_errors_and_strays_left_out(store: SQLiteStore
     # B lists its rows in another order, lacks r1, has r7, and its request for r3 failed.
     put_run(store, "B", {"r7": 7, "r6": 6, "r5": 8, "r4": 4, "r3": ERR, "r2": 2})
     r = compare_runs(store, "A", "B")
-    assert (r["paired_rows"], r["only_in_a"], r["only_in_b"], r["errors_excluded"]) == (4, 1, 1, 1)
-    em = r["metrics"]["exact_match"]
+    assert (r.paired_rows, r.only_in_a, r.only_in_b, r.errors_excluded) == (4, 1, 1, 1)
+    em = r.metrics["exact_match"]
     # Paired rows r2, r4, r5, r6: A hits r2, r5; B hits r2, r4, r6.
-    assert em["a"] == pytest.approx(2 / 4) and em["b"] == pytest.approx(3 / 4)
-    assert (em["n"], em["n01"], em["n10"]) == (4, 2, 1)
-    assert em["delta"] == pytest.approx(0.25)
-    assert em["p_value"] == pytest.approx(binomial_two_sided(2, 1))
+    assert em.a == pytest.approx(2 / 4) and em.b == pytest.approx(3 / 4)
+    assert (em.n, em.n01, em.n10) == (4, 2, 1)
+    assert em.delta == pytest.approx(0.25)
+    assert em.p_value == pytest.approx(binomial_two_sided(2, 1))
     # The stored run-level values cover each run's own rows.
-    assert em["a_run"] == pytest.approx(4 / 6) and em["b_run"] == pytest.approx(4 / 5)
-    assert em["direction"] == "better" and em["higher_is_better"] is True
-    rmse = r["metrics"]["rmse"]
+    assert em.a_run == pytest.approx(4 / 6) and em.b_run == pytest.approx(4 / 5)
+    assert em.direction == "better" and em.higher_is_better is True
+    rmse = r.metrics["rmse"]
     # Numeric answers on both sides: r2 (0, 0), r4 (25, 0), r5 (0, 9).
-    assert rmse["n"] == 3
-    assert rmse["a"] == pytest.approx(math.sqrt(25 / 3)) and rmse["b"] == pytest.approx(math.sqrt(3))
-    assert rmse["delta"] == pytest.approx(math.sqrt(3) - math.sqrt(25 / 3))
-    assert rmse["direction"] == "better" and rmse["higher_is_better"] is False
-    assert any("1 row(s) only in A and 1 only in B" in w for w in r["warnings"])
-    assert any("1 row(s) with a failed request" in w for w in r["warnings"])
+    assert rmse.n == 3
+    assert rmse.a == pytest.approx(math.sqrt(25 / 3)) and rmse.b == pytest.approx(math.sqrt(3))
+    assert rmse.delta == pytest.approx(math.sqrt(3) - math.sqrt(25 / 3))
+    assert rmse.direction == "better" and rmse.higher_is_better is False
+    assert any("1 row(s) only in A and 1 only in B" in w for w in r.warnings)
+    assert any("1 row(s) with a failed request" in w for w in r.warnings)
 
 
 def test_flipped_rows_carry_input_answers_and_expected(store: SQLiteStore) -> None:
     put_run(store, "A", answers_for(8, {3: 30}))
     put_run(store, "B", answers_for(8, {1: 4, 2: None, 6: 9}))
     r = compare_runs(store, "A", "B")
-    flipped = r["flipped"]
-    assert [f["row_id"] for f in flipped["pass_to_fail"]] == ["r1", "r2", "r6"]
-    assert [f["row_id"] for f in flipped["fail_to_pass"]] == ["r3"]
-    first = flipped["pass_to_fail"][0]
-    assert first == {"row_id": "r1", "input": {"q": "r1"}, "expected": 1, "answer_a": 1,
+    flipped = r.flipped
+    assert [f.row_id for f in flipped.pass_to_fail] == ["r1", "r2", "r6"]
+    assert [f.row_id for f in flipped.fail_to_pass] == ["r3"]
+    first = flipped.pass_to_fail[0]
+    assert first.to_json() == {"row_id": "r1", "input": {"q": "r1"}, "expected": 1, "answer_a": 1,
                      "answer_b": 4, "completion_a": "Answer: 1", "completion_b": "Answer: 4",
                      "metric": "exact_match"}
-    assert flipped["pass_to_fail"][1]["answer_b"] is None  # unreadable
+    assert flipped.pass_to_fail[1].answer_b is None  # unreadable
     # Error increases, largest first: r1 0 -> 3, r6 0 -> 3 (r2 has no number in B).
-    assert [(f["row_id"], f["error_a"], f["error_b"]) for f in flipped["biggest_error_increases"]] \
+    assert [(f.row_id, f.error_a, f.error_b) for f in flipped.biggest_error_increases] \
         == [("r1", 0.0, 3.0), ("r6", 0.0, 3.0)]
 
 
 def test_error_increases_are_the_twenty_largest(store: SQLiteStore) -> None:
     put_run(store, "A", answers_for(30))
     put_run(store, "B", answers_for(30, {i: i + i for i in range(1, 31)}))
-    ups = compare_runs(store, "A", "B")["flipped"]["biggest_error_increases"]
-    assert [u["row_id"] for u in ups] == [f"r{i}" for i in range(30, 10, -1)]
+    ups = compare_runs(store, "A", "B").flipped.biggest_error_increases
+    assert [u.row_id for u in ups] == [f"r{i}" for i in range(30, 10, -1)]
 
 
 def test_a_run_against_itself(store: SQLiteStore) -> None:
     put_run(store, "A", answers_for(12, {2: 5, 7: None, 9: 1}))
     r = compare_runs(store, "A", "A")
-    for name, e in r["metrics"].items():
-        assert e["delta"] == 0 and e["p_value"] == 1.0, name
-        assert e["direction"] == "same", name
-    assert r["flipped"] == {"pass_to_fail": [], "fail_to_pass": [], "biggest_error_increases": []}
-    assert r["warnings"] == []
+    for name, e in r.metrics.items():
+        assert e.delta == 0 and e.p_value == 1.0, name
+        assert e.direction == "same", name
+    assert r.flipped.to_json() == {"pass_to_fail": [], "fail_to_pass": [],
+                                   "biggest_error_increases": []}
+    assert r.warnings == ()
 
 
 def test_prefixes_name_runs(store: SQLiteStore) -> None:
     put_run(store, "01abc", answers_for(3))
     put_run(store, "01xyz", answers_for(3, {1: 2}))
     r = compare_runs(store, "01a", "01x")
-    assert (r["a"]["id"], r["b"]["id"]) == ("01abc", "01xyz")
+    assert (r.a.id, r.b.id) == ("01abc", "01xyz")
 
 
 def test_correlations_and_mae_on_the_paired_rows(store: SQLiteStore) -> None:
@@ -161,25 +162,25 @@ def test_correlations_and_mae_on_the_paired_rows(store: SQLiteStore) -> None:
     metrics = ("mae", "pearson", "spearman")
     put_run(store, "A", a, expected=expected, metrics=metrics)
     put_run(store, "B", b, expected=expected, metrics=metrics)
-    r = compare_runs(store, "A", "B")["metrics"]
+    r = compare_runs(store, "A", "B").metrics
     e = list(expected.values())
-    assert r["spearman"]["a"] == pytest.approx(sp.spearmanr(list(a.values()), e).statistic)
-    assert r["spearman"]["b"] == pytest.approx(sp.spearmanr(list(b.values()), e).statistic)
-    assert r["pearson"]["a"] == pytest.approx(sp.pearsonr(list(a.values()), e).statistic)
-    assert r["mae"]["b"] == pytest.approx(np.mean(np.abs(np.array(list(b.values())) - e)))
+    assert r["spearman"].a == pytest.approx(sp.spearmanr(list(a.values()), e).statistic)
+    assert r["spearman"].b == pytest.approx(sp.spearmanr(list(b.values()), e).statistic)
+    assert r["pearson"].a == pytest.approx(sp.pearsonr(list(a.values()), e).statistic)
+    assert r["mae"].b == pytest.approx(np.mean(np.abs(np.array(list(b.values())) - e)))
     for name in metrics:
-        assert r[name]["a"] == pytest.approx(r[name]["a_run"]), name
-        assert r[name]["test"] == "paired_permutation"
-        lo, hi = r[name]["ci95"]
-        assert lo <= r[name]["delta"] <= hi, name
+        assert r[name].a == pytest.approx(r[name].a_run), name
+        assert r[name].test == "paired_permutation"
+        lo, hi = r[name].ci95
+        assert lo <= r[name].delta <= hi, name
 
 
 def test_constant_answers_give_no_correlation_and_valid_json(store: SQLiteStore) -> None:
     put_run(store, "A", {f"r{i}": 5 for i in range(1, 7)}, metrics=("pearson", "spearman"))
     put_run(store, "B", answers_for(6), metrics=("pearson", "spearman"))
     r = compare_runs(store, "A", "B")
-    assert r["metrics"]["spearman"]["delta"] is None and r["metrics"]["spearman"]["b"] == 1.0
-    json.dumps(r, allow_nan=False)
+    assert r.metrics["spearman"].delta is None and r.metrics["spearman"].b == 1.0
+    json.dumps(r.to_json(), allow_nan=False)
 
 
 def test_a_null_score_counts_as_missing(store: SQLiteStore) -> None:
@@ -188,11 +189,11 @@ def test_a_null_score_counts_as_missing(store: SQLiteStore) -> None:
     nulled = json.dumps({"format_validity": 1.0, "exact_match": 0.0, "answer_num": 1.0,
                          "expected_num": 4.0, "squared_error": None})
     store.conn.execute("UPDATE rows SET scores = ? WHERE run_id = 'B' AND row_id = 'r4'", (nulled,))
-    r = compare_runs(store, "A", "B")["metrics"]
-    assert r["exact_match"]["n"] == 6
-    assert r["rmse"]["n"] == 5  # r4 has no squared error in B
-    assert r["rmse"]["a"] == pytest.approx(math.sqrt(4 / 5))
-    assert r["rmse"]["b"] == pytest.approx(math.sqrt(9 / 5))
+    r = compare_runs(store, "A", "B").metrics
+    assert r["exact_match"].n == 6
+    assert r["rmse"].n == 5  # r4 has no squared error in B
+    assert r["rmse"].a == pytest.approx(math.sqrt(4 / 5))
+    assert r["rmse"].b == pytest.approx(math.sqrt(9 / 5))
 
 
 def test_score_columns_read_back_what_was_written(store: SQLiteStore) -> None:
@@ -221,26 +222,26 @@ def test_f1_macro(store: SQLiteStore) -> None:
     b = {k: v if rng.random() < 0.8 else None for k, v in expected.items()}
     put_run(store, "A", a, expected=expected, metrics=("f1_macro",))
     put_run(store, "B", b, expected=expected, metrics=("f1_macro",))
-    r = compare_runs(store, "A", "B")["metrics"]["f1_macro"]
-    assert r["a"] == pytest.approx(f1_macro(list(a.values()), list(expected.values()))["value"])
-    assert r["b"] == pytest.approx(f1_macro(list(b.values()), list(expected.values()))["value"])
-    assert r["delta"] == pytest.approx(r["b"] - r["a"])
-    assert r["ci95"] is not None and 0 < r["p_value"] <= 1
+    r = compare_runs(store, "A", "B").metrics["f1_macro"]
+    assert r.a == pytest.approx(f1_macro(list(a.values()), list(expected.values()))["value"])
+    assert r.b == pytest.approx(f1_macro(list(b.values()), list(expected.values()))["value"])
+    assert r.delta == pytest.approx(r.b - r.a)
+    assert r.ci95 is not None and 0 < r.p_value <= 1
 
 
 def test_warnings_make_a_comparison_suspect(store: SQLiteStore) -> None:
     put_run(store, "A", answers_for(4), model="gpt-4o-mini", evalset="e1")
     put_run(store, "B", answers_for(4), model="gpt-4o", evalset="e2", dirty=True, status="failed",
             fingerprints=("fp2",))
-    w = compare_runs(store, "A", "B")["warnings"]
+    w = compare_runs(store, "A", "B").warnings
     assert any("different eval set versions" in x for x in w)
     assert any("different models: gpt-4o-mini vs gpt-4o" in x for x in w)
     assert any("B (B) ran on a dirty work tree" in x for x in w)
     assert any("B (B) is failed" in x for x in w)
     put_run(store, "C", answers_for(4), model="gpt-4o-mini", fingerprints=("fp9",))
-    w = compare_runs(store, "A", "C")["warnings"]
-    assert w == ["the server reported different system fingerprints (fp1 vs fp9): the model "
-                 "behind the name may have changed"]
+    w = compare_runs(store, "A", "C").warnings
+    assert w == ("the server reported different system fingerprints (fp1 vs fp9): the model "
+                 "behind the name may have changed",)
 
 
 # --- repeated samples -------------------------------------------------------------------------
@@ -251,34 +252,34 @@ def test_repeated_samples_of_a_row_stay_together(store: SQLiteStore) -> None:
     put_run(store, "A", {"r1": [1, 0, 0], "r2": [2, 2, 2], "r3": [3, 3, 3], "r4": [4, 4, 0]})
     put_run(store, "B", {"r1": [1, 1, 0], "r2": [2, 2, 2], "r3": [3, 0, 0], "r4": [4, 4, 0]})
     r = compare_runs(store, "A", "B")
-    em = r["metrics"]["exact_match"]
-    assert em["test"] == "paired_permutation" and em["n"] == 4  # rows, not 12 samples
-    assert em["a"] == pytest.approx(9 / 12) and em["b"] == pytest.approx(8 / 12)
-    assert em["a"] == pytest.approx(em["a_run"])
-    assert r["samples"] == {"a": 3, "b": 3}
-    (down,) = r["flipped"]["pass_to_fail"]
-    assert down["row_id"] == "r3" and down["pass_a"] == 1 and down["pass_b"] == pytest.approx(1 / 3)
-    (up,) = r["flipped"]["fail_to_pass"]
-    assert up["row_id"] == "r1" and up["pass_a"] == pytest.approx(1 / 3)
-    rmse = r["metrics"]["rmse"]
-    assert rmse["a"] == pytest.approx(math.sqrt((1 + 1 + 16) / 12))
-    assert rmse["b"] == pytest.approx(math.sqrt((1 + 9 + 9 + 16) / 12))
+    em = r.metrics["exact_match"]
+    assert em.test == "paired_permutation" and em.n == 4  # rows, not 12 samples
+    assert em.a == pytest.approx(9 / 12) and em.b == pytest.approx(8 / 12)
+    assert em.a == pytest.approx(em.a_run)
+    assert r.samples.to_json() == {"a": 3, "b": 3}
+    (down,) = r.flipped.pass_to_fail
+    assert down.row_id == "r3" and down.pass_a == 1 and down.pass_b == pytest.approx(1 / 3)
+    (up,) = r.flipped.fail_to_pass
+    assert up.row_id == "r1" and up.pass_a == pytest.approx(1 / 3)
+    rmse = r.metrics["rmse"]
+    assert rmse.a == pytest.approx(math.sqrt((1 + 1 + 16) / 12))
+    assert rmse.b == pytest.approx(math.sqrt((1 + 9 + 9 + 16) / 12))
     # Correlations pool every sample; resampling still moves whole rows.
     expected = [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
-    spearman = r["metrics"]["spearman"]
-    assert spearman["a"] == pytest.approx(sp.spearmanr([1, 0, 0, 2, 2, 2, 3, 3, 3, 4, 4, 0],
+    spearman = r.metrics["spearman"]
+    assert spearman.a == pytest.approx(sp.spearmanr([1, 0, 0, 2, 2, 2, 3, 3, 3, 4, 4, 0],
                                                        expected).statistic)
-    assert spearman["b"] == pytest.approx(sp.spearmanr([1, 1, 0, 2, 2, 2, 3, 0, 0, 4, 4, 0],
+    assert spearman.b == pytest.approx(sp.spearmanr([1, 1, 0, 2, 2, 2, 3, 0, 0, 4, 4, 0],
                                                        expected).statistic)
-    assert spearman["n"] == 4 and spearman["ci95"] is not None
+    assert spearman.n == 4 and spearman.ci95 is not None
 
 
 def test_different_sample_counts_are_pooled_with_a_warning(store: SQLiteStore) -> None:
     put_run(store, "A", {"r1": [1, 1, 0], "r2": [2, 2, 2]})
     put_run(store, "B", {"r1": 1, "r2": 2})
     r = compare_runs(store, "A", "B")
-    assert r["metrics"]["exact_match"]["a"] == pytest.approx(5 / 6)
-    assert any("A has 3 sample(s) per row and B 1" in w for w in r["warnings"])
+    assert r.metrics["exact_match"].a == pytest.approx(5 / 6)
+    assert any("A has 3 sample(s) per row and B 1" in w for w in r.warnings)
 
 
 # --- history ----------------------------------------------------------------------------------
@@ -323,17 +324,17 @@ def test_history_is_newest_first_by_commit_with_its_facts(store: SQLiteStore,
         put_run(store, run_id, answers_for(4, {1: 0} if i % 2 else {}), commit=shas[i],
                 version=f"v{i}", created=f"2026-04-0{int(run_id[-1])}T00:00:00.000Z")
     h = history(store, "p", root=root)
-    assert [v["git_commit"] for v in h["versions"]] == shas[::-1]
-    assert [v["subject"] for v in h["versions"]] == ["prompt v3", "prompt v2", "prompt v1",
+    assert [v.git_commit for v in h.versions] == shas[::-1]
+    assert [v.subject for v in h.versions] == ["prompt v3", "prompt v2", "prompt v1",
                                                      "prompt v0"]
-    newest = h["versions"][0]
+    newest = h.versions[0]
     log = git(root, "log", "-1", "--format=%an|%cI|%s", shas[3]).strip().split("|")
-    assert (newest["author"], newest["date"], newest["subject"]) == (log[0], log[1], log[2])
-    assert newest["date"] == "2026-03-03T10:00:00+02:00"
-    assert newest["prompt_version"] == "v3" and newest["run"] == "01r1"
-    assert newest["metrics"]["exact_match"] == pytest.approx(0.75)
-    assert h["versions"][-1]["metrics"]["exact_match"] == 1.0
-    assert h["warnings"] == []
+    assert (newest.author, newest.date, newest.subject) == (log[0], log[1], log[2])
+    assert newest.date == "2026-03-03T10:00:00+02:00"
+    assert newest.prompt_version == "v3" and newest.run == "01r1"
+    assert newest.metrics["exact_match"] == pytest.approx(0.75)
+    assert h.versions[-1].metrics["exact_match"] == 1.0
+    assert h.warnings == ()
 
 
 def test_history_keeps_one_run_per_version_and_model(store: SQLiteStore,
@@ -344,9 +345,9 @@ def test_history_keeps_one_run_per_version_and_model(store: SQLiteStore,
     put_run(store, "01c", answers_for(2), commit=shas[1], version="v1", model="big")
     put_run(store, "01d", answers_for(2), commit=shas[1], version="v1", status="failed")
     h = history(store, "p", root=root)
-    assert [(v["run"], v["model"]) for v in h["versions"]] == [("01c", "big"), ("01b", "m")]
+    assert [(v.run, v.model) for v in h.versions] == [("01c", "big"), ("01b", "m")]
     only = history(store, "p", model="big", root=root)
-    assert [v["run"] for v in only["versions"]] == ["01c"] and only["model"] == "big"
+    assert [v.run for v in only.versions] == ["01c"] and only.model == "big"
 
 
 def test_a_dirty_run_is_placed_by_its_own_time(store: SQLiteStore,
@@ -357,14 +358,14 @@ def test_a_dirty_run_is_placed_by_its_own_time(store: SQLiteStore,
     put_run(store, "01c", answers_for(2), commit=shas[2], version="wip", dirty=True,
             created="2026-03-02T12:00:00.000Z")  # edited on top of v1 before v2 was committed
     h = history(store, "p", root=root)
-    assert [v["prompt_version"] for v in h["versions"]] == ["v3", "v2", "wip"]
+    assert [v.prompt_version for v in h.versions] == ["v3", "v2", "wip"]
 
 
 def test_a_clean_run_of_a_version_wins_over_a_dirty_one(store: SQLiteStore) -> None:
     put_run(store, "01a", answers_for(2), version="v1", commit="c1")
     put_run(store, "01b", answers_for(2, {1: 0}), version="v1", commit="c1", dirty=True)
-    (entry,) = history(store, "p")["versions"]
-    assert entry["run"] == "01a" and entry["git_dirty"] is False
+    (entry,) = history(store, "p").versions
+    assert entry.run == "01a" and entry.git_dirty is False
 
 
 def test_commits_git_does_not_know_and_runs_outside_git(store: SQLiteStore,
@@ -376,18 +377,18 @@ def test_commits_git_does_not_know_and_runs_outside_git(store: SQLiteStore,
             created="2026-05-02T00:00:00.000Z")
     put_run(store, "01c", answers_for(2), commit=shas[0], version="v0")
     h = history(store, "p", root=root)
-    assert [v["prompt_version"] for v in h["versions"]] == ["nogit", "gone", "v0"]
-    assert h["versions"][0]["date"] is None and h["versions"][1]["subject"] is None
-    assert history(store, "p")["versions"][0]["subject"] is None  # no root: no git facts
+    assert [v.prompt_version for v in h.versions] == ["nogit", "gone", "v0"]
+    assert h.versions[0].date is None and h.versions[1].subject is None
+    assert history(store, "p").versions[0].subject is None  # no root: no git facts
 
 
 def test_eval_set_changes_are_flagged(store: SQLiteStore) -> None:
     put_run(store, "01a", answers_for(2), version="v1", evalset="e1")
     put_run(store, "01b", answers_for(2), version="v2", evalset="e2")
-    (w,) = history(store, "p")["warnings"]
+    (w,) = history(store, "p").warnings
     assert "2 different eval set versions" in w
 
 
 def test_history_of_an_unknown_prompt_is_empty(store: SQLiteStore) -> None:
-    assert history(store, "nothing") == {"prompt": "nothing", "model": None, "versions": [],
+    assert history(store, "nothing").to_json() == {"prompt": "nothing", "model": None, "versions": [],
                                          "warnings": []}

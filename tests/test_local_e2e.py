@@ -95,18 +95,18 @@ def test_two_runs_at_temperature_zero_compare_row_by_row(project: Path) -> None:
     assert first["id"] != second["id"]
     store = open_store(os.environ["PROMPTCTL_STORE"])
     result = compare_runs(store, first["id"], second["id"])
-    assert result["paired_rows"] == 3
-    assert set(result["metrics"]) >= {"exact_match", "format_validity"}
-    for entry in result["metrics"].values():
-        if entry.get("p_value") is not None:
-            assert 0.0 <= entry["p_value"] <= 1.0
+    assert result.paired_rows == 3
+    assert set(result.metrics) >= {"exact_match", "format_validity"}
+    for entry in result.metrics.values():
+        if entry.p_value is not None:
+            assert 0.0 <= entry.p_value <= 1.0
     # Whether the answers agree is the server's business (a fresh server's first
     # answer may differ); the comparison must report what happened either way.
     a = {r["row_id"]: r["completion"] for r in store.iter_rows(first["id"], kind="eval")}
     b = {r["row_id"]: r["completion"] for r in store.iter_rows(second["id"], kind="eval")}
     changed = {k for k in a if a[k] != b[k]}
-    flipped = result["flipped"]
-    flipped_ids = {r["row_id"] for r in flipped["pass_to_fail"] + flipped["fail_to_pass"]}
+    flipped = result.flipped
+    flipped_ids = {r.row_id for r in flipped.pass_to_fail + flipped.fail_to_pass}
     assert flipped_ids <= changed
 
 

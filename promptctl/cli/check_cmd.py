@@ -97,10 +97,10 @@ def check(
     if html is not None:
         write_check_report(store, result, html)
     if json_out:
-        typer.echo(dumps(result))
+        typer.echo(dumps(result.to_json()))
     else:
         from promptctl.render.check import check_terminal
 
         check_terminal(console(), result)
-    if result["exit_code"]:
-        raise typer.Exit(result["exit_code"])
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -52,7 +52,7 @@ def diff(
     result = pick_and_compare(store, config, a, b, prompt=prompt, models=list(model or []),
                               run_missing=run_missing, say=say)
     if json_out:
-        typer.echo(dumps(result))
+        typer.echo(dumps(result.to_json()))
     elif markdown:
         from promptctl.render.compare import diff_markdown
 
@@ -83,7 +83,7 @@ def history(
     store = open_project_store(config, create=False)
     result = build(store, find_prompt(store, config, prompt).name, model=model, root=config.root)
     if json_out:
-        typer.echo(dumps(result))
+        typer.echo(dumps(result.to_json()))
     else:
         from promptctl.render.compare import history_terminal
         from promptctl.render.terminal import console

@@ -11,6 +11,7 @@ from promptctl.cli.common import handle_errors, open_project_store, project
 from promptctl.errors import InputError
 
 if TYPE_CHECKING:
+    from promptctl.results import CheckResult
     from promptctl.store import Store
 
 
@@ -44,21 +45,22 @@ def html_option(value: Path | None) -> Path | None:
     return value
 
 
-def write_check_report(store: Store, result: dict[str, Any], path: Path) -> None:
+def write_check_report(store: Store, result: CheckResult, path: Path) -> None:
     """The report of `promptctl check`: each checked prompt's current run, and its diff
     against the baseline where there is one."""
     from promptctl.compare import compare_runs
     from promptctl.render.html import render_report
 
     runs, diffs = [], []
-    for entry in result.get("prompts") or []:
-        current, baseline = entry.get("current_run"), entry.get("baseline_run")
+    for entry in result.prompts:
+        current, baseline = entry.current_run, entry.baseline_run
         if current:
             runs.append(run_document(store, current))
             if baseline:
-                diffs.append(compare_runs(store, baseline, current))
-    head = (result.get("head") or {}).get("commit") or ""
-    base = (result.get("base") or {}).get("commit") or ""
+                # html.py still takes the JSON form
+                diffs.append(compare_runs(store, baseline, current).to_json())
+    head = result.head.commit or ""
+    base = result.base.commit or ""
     title = "promptctl check" + (f": {head[:12]} against {base[:12]}" if head and base else "")
     write_html(path, render_report(runs, diffs, title=title))
 
@@ -104,7 +106,9 @@ def report(
     if diff is not None:
         from promptctl.selection import diff as pick_and_compare
 
-        diffs.append(pick_and_compare(store, config, diff[0], diff[1], prompt=None, models=[]))
+        # html.py still takes the JSON form
+        diffs.append(pick_and_compare(store, config, diff[0], diff[1], prompt=None,
+                                      models=[]).to_json())
     histories = []
     if history is not None:
         from promptctl.compare import history as build_history
@@ -112,10 +116,11 @@ def report(
 
         name = find_prompt(store, config, history).name
         found = build_history(store, name, root=config.root)
-        if not found["versions"]:
+        if not found.versions:
             raise InputError(f"no complete run of {name!r} in the store",
                              fix=f"evaluate it first: promptctl eval prompts/{name}.yaml")
-        histories.append(found)
+        # html.py still takes the JSON form
+        histories.append(found.to_json())
     write_html(output, render_report(documents, diffs, histories))
     size = output.stat().st_size
     typer.echo(f"wrote {output} ({size / 1e6:.1f} MB)" if size >= 1_000_000

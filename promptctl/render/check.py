@@ -2,77 +2,76 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
 
 from promptctl.render import fmt
 from promptctl.render.markdown import gate_label, headline
 from promptctl.render.terminal import block, cell
+from promptctl.results import CheckResult
 
 STYLES = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]",
           "error": "[bold red]ERROR[/]", "skip": "[dim]skip[/]"}
 
 
-def _status(status: Any) -> str:
+def _status(status: str) -> str:
     return STYLES.get(status) or cell(status)
 
 
-def check_terminal(con: Console, result: dict[str, Any]) -> None:
+def check_terminal(con: Console, result: CheckResult) -> None:
     """Per prompt: verdict, why it was checked, runs, gates; then deleted prompts and a summary."""
-    base = result["base"]
-    con.print(f"base {cell(base['ref'])} ({cell(base['how'])}, {cell(str(base['commit'])[:12])})  "
-              f"significance {result['significance']:g}" + ("  strict" if result["strict"] else ""))
-    if not result["prompts"]:
-        con.print(f"no prompt changed since the base ({cell(result['summary']['unchanged'])} "
+    base = result.base
+    con.print(f"base {cell(base.ref)} ({cell(base.how)}, {cell(str(base.commit)[:12])})  "
+              f"significance {result.significance:g}" + ("  strict" if result.strict else ""))
+    if not result.prompts:
+        con.print(f"no prompt changed since the base ({cell(result.summary.unchanged)} "
                   "unchanged)")
-    for entry in result["prompts"]:
+    for entry in result.prompts:
         con.print()
-        con.print(f"[bold]{cell(entry['prompt'])}[/]  {_status(entry['status'])}"
-                  f"  {cell('; '.join(entry['reasons']), 400)}")
+        con.print(f"[bold]{cell(entry.prompt)}[/]  {_status(entry.status)}"
+                  f"  {cell('; '.join(entry.reasons), 400)}")
         runs = []
-        if entry.get("model"):
-            runs.append(f"model {cell(entry['model'])}")
-        if entry.get("baseline_run"):
-            runs.append(f"baseline {cell(entry['baseline_run'])} ({cell(entry['baseline_source'])})")
-        if entry.get("current_run"):
-            reused = " (stored, reused)" if entry.get("current_source") == "stored" else ""
-            runs.append(f"current {cell(entry['current_run'])}{reused}")
+        if entry.model:
+            runs.append(f"model {cell(entry.model)}")
+        if entry.baseline_run:
+            runs.append(f"baseline {cell(entry.baseline_run)} ({cell(entry.baseline_source)})")
+        if entry.current_run:
+            reused = " (stored, reused)" if entry.current_source == "stored" else ""
+            runs.append(f"current {cell(entry.current_run)}{reused}")
         if runs:
             con.print("  " + "  ".join(runs))
-        if entry.get("error"):
-            con.print(f"  [bold red]{'provider failure' if entry['error']['kind'] == 'provider' else 'error'}"
-                      f":[/] {block(entry['error']['message'])}", soft_wrap=True)
-        if entry["gates"]:
+        if entry.error:
+            con.print(f"  [bold red]{'provider failure' if entry.error.kind == 'provider' else 'error'}"
+                      f":[/] {block(entry.error.message)}", soft_wrap=True)
+        if entry.gates:
             table = Table(show_edge=False, header_style="bold", padding=(0, 1))
             for col in ("gate", "current", "baseline", "change", "95% CI", "p", "verdict", "why"):
                 table.add_column(col, justify="right" if col in ("current", "baseline", "change",
                                                                  "95% CI", "p") else "left",
                                  overflow="fold" if col == "why" else "ellipsis")
-            for g in entry["gates"]:
-                regression = g["kind"] == "max_regression"
-                table.add_row(cell(gate_label(g)), fmt.num(g.get("value")),
-                              fmt.num(g.get("baseline")),
-                              fmt.signed(g.get("delta")) if regression else "-",
-                              fmt.interval(g.get("ci95")) if regression else "-",
-                              fmt.p_value(g.get("p_value")), _status(g["status"]),
-                              cell(g["message"], 1000))
+            for g in entry.gates:
+                table.add_row(cell(gate_label(g)), fmt.num(g.value),
+                              fmt.num(g.baseline),
+                              fmt.signed(g.delta) if g.regression else "-",
+                              fmt.interval(g.ci95) if g.regression else "-",
+                              fmt.p_value(g.p_value), _status(g.status),
+                              cell(g.message, 1000))
             con.print(table)
-        elif not entry.get("error"):
+        elif not entry.error:
             con.print("  no thresholds in this prompt file: nothing to gate")
-        comparison = entry.get("comparison") or {}
-        flipped = comparison.get("flipped") or {}
-        worse, better = len(flipped.get("pass_to_fail") or []), len(flipped.get("fail_to_pass") or [])
-        if worse or better:
-            con.print(f"  flipped rows: {worse} pass → fail, {better} fail → pass "
-                      f"(promptctl diff {cell(entry['baseline_run'])} {cell(entry['current_run'])})")
-        for w in entry["warnings"] + (comparison.get("warnings") or []):
+        comparison = entry.comparison
+        if comparison is not None:
+            worse = len(comparison.flipped.pass_to_fail)
+            better = len(comparison.flipped.fail_to_pass)
+            if worse or better:
+                con.print(f"  flipped rows: {worse} pass → fail, {better} fail → pass "
+                          f"(promptctl diff {cell(entry.baseline_run)} {cell(entry.current_run)})")
+        for w in entry.warnings + (comparison.warnings if comparison is not None else ()):
             con.print(f"  [yellow]warning:[/] {cell(w, 2000)}", soft_wrap=True)
-    for d in result["deleted"]:
-        con.print(f"\n[bold]{cell(d['prompt'])}[/]  deleted ({cell(d['path'])})")
+    for d in result.deleted:
+        con.print(f"\n[bold]{cell(d.prompt)}[/]  deleted ({cell(d.path)})")
     con.print()
-    code = result["exit_code"]
+    code = result.exit_code
     verdict = {0: "[green]check passed[/]", 1: "[bold red]check failed[/]",
                2: "[bold red]check could not run: input error[/]",
                3: "[bold red]check could not run: provider failure[/]"}.get(code, f"exit {code}")

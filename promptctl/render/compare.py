@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -11,34 +10,35 @@ from rich.table import Table
 from promptctl.render import fmt
 from promptctl.render.markdown import code, plain
 from promptctl.render.terminal import cell
+from promptctl.results import DiffResult, FlippedRow, HistoryResult, MetricDelta, RunBrief
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def fmt_delta(entry: dict[str, Any]) -> str:
-    return fmt.signed(entry.get("delta"))
+def fmt_delta(entry: MetricDelta) -> str:
+    return fmt.signed(entry.delta)
 
 
-def fmt_ci(entry: dict[str, Any]) -> str:
-    return fmt.interval(entry.get("ci95"))
+def fmt_ci(entry: MetricDelta) -> str:
+    return fmt.interval(entry.ci95)
 
 
-def fmt_p(entry: dict[str, Any]) -> str:
-    return fmt.p_value(entry.get("p_value"))
+def fmt_p(entry: MetricDelta) -> str:
+    return fmt.p_value(entry.p_value)
 
 
-def _side(run: dict[str, Any]) -> tuple[str, str, str, str]:
+def _side(run: RunBrief) -> tuple[str, str, str, str]:
     """A run's id, model, commit (`*` when dirty) and prompt version: untrusted text each."""
-    commit = str(run.get("git_commit") or "-")[:10] + ("*" if run.get("git_dirty") else "")
-    return (str(run["id"]), str(run["model"]), commit, str(run["prompt_version"])[:8])
+    commit = str(run.git_commit or "-")[:10] + ("*" if run.git_dirty else "")
+    return (str(run.id), str(run.model), commit, str(run.prompt_version)[:8])
 
 
-def _side_terminal(run: dict[str, Any]) -> str:
+def _side_terminal(run: RunBrief) -> str:
     rid, model, commit, version = (cell(v, 80) for v in _side(run))
     return f"{rid} ({model}, {commit}, prompt {version})"
 
 
-def _side_markdown(run: dict[str, Any]) -> str:
+def _side_markdown(run: RunBrief) -> str:
     rid, model, commit, version = _side(run)
     return f"{code(rid)} ({code(model)}, {code(commit)}, prompt {code(version)})"
 
@@ -47,9 +47,9 @@ SHOWN_ROWS = 20
 SPARK_WIDTH = 60
 
 
-def _verdict(e: dict[str, Any], markup: bool = True) -> str:
-    verdict = str(e.get("direction", ""))
-    significant = e.get("p_value") is not None and e["p_value"] < 0.05
+def _verdict(e: MetricDelta, markup: bool = True) -> str:
+    verdict = e.direction or ""
+    significant = e.p_value is not None and e.p_value < 0.05
     if verdict in ("worse", "better") and not significant:
         return verdict + " (not significant)"
     if markup and verdict == "worse":
@@ -59,36 +59,36 @@ def _verdict(e: dict[str, Any], markup: bool = True) -> str:
     return cell(verdict) if markup else plain(verdict)
 
 
-def _flip_groups(result: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    flipped = result["flipped"]
-    return [("pass → fail", flipped["pass_to_fail"]), ("fail → pass", flipped["fail_to_pass"]),
-            ("biggest error increases", flipped["biggest_error_increases"])]
+def _flip_groups(result: DiffResult) -> list[tuple[str, tuple[FlippedRow, ...]]]:
+    flipped = result.flipped
+    return [("pass → fail", flipped.pass_to_fail), ("fail → pass", flipped.fail_to_pass),
+            ("biggest error increases", flipped.biggest_error_increases)]
 
 
-def _metric_label(name: str, e: dict[str, Any]) -> str:
-    return name + (" (lower is better)" if not e.get("higher_is_better", True) else "")
+def _metric_label(name: str, e: MetricDelta) -> str:
+    return name + (" (lower is better)" if not e.higher_is_better else "")
 
 
-def diff_terminal(con: Console, result: dict[str, Any]) -> None:
+def diff_terminal(con: Console, result: DiffResult) -> None:
     """Per-metric deltas with intervals and p-values, then flipped rows and warnings."""
-    con.print(f"A: {_side_terminal(result['a'])}")
-    con.print(f"B: {_side_terminal(result['b'])}")
+    con.print(f"A: {_side_terminal(result.a)}")
+    con.print(f"B: {_side_terminal(result.b)}")
     table = Table(show_edge=False, header_style="bold")
     for col in ("metric", "A", "B", "delta (B-A)", "95% CI", "p", "test", "n", ""):
         table.add_column(col, justify="left" if col in ("metric", "test", "") else "right")
-    for name, e in result["metrics"].items():
-        table.add_row(cell(_metric_label(name, e)), fmt.num(e["a"]), fmt.num(e["b"]),
-                      fmt_delta(e), fmt_ci(e), fmt_p(e), cell(e.get("test") or "-"),
-                      cell(e.get("n", 0)), _verdict(e))
+    for name, e in result.metrics.items():
+        table.add_row(cell(_metric_label(name, e)), fmt.num(e.a), fmt.num(e.b),
+                      fmt_delta(e), fmt_ci(e), fmt_p(e), cell(e.test or "-"),
+                      cell(e.n), _verdict(e))
     con.print(table)
-    samples = result.get("samples") or {}
+    samples = result.samples
     repeat = ""
-    if max(samples.get("a", 1), samples.get("b", 1)) > 1:
-        repeat = (f"  samples per row A {cell(samples['a'])}, B {cell(samples['b'])} "
+    if max(samples.a, samples.b) > 1:
+        repeat = (f"  samples per row A {cell(samples.a)}, B {cell(samples.b)} "
                   "(a row's samples move together)")
-    con.print(f"paired rows {cell(result['paired_rows'])}  errors excluded "
-              f"{cell(result['errors_excluded'])}  only in A {cell(result['only_in_a'])}  "
-              f"only in B {cell(result['only_in_b'])}{repeat}")
+    con.print(f"paired rows {cell(result.paired_rows)}  errors excluded "
+              f"{cell(result.errors_excluded)}  only in A {cell(result.only_in_a)}  "
+              f"only in B {cell(result.only_in_b)}{repeat}")
     for title, rows in _flip_groups(result):
         if not rows:
             continue
@@ -98,37 +98,37 @@ def diff_terminal(con: Console, result: dict[str, Any]) -> None:
         cols = ["row", "input", "expected", "answer A", "answer B"]
         if errors:
             cols += ["|error| A", "|error| B"]
-        elif "pass_a" in rows[0]:
+        elif rows[0].pass_a is not None:
             cols += ["pass A", "pass B"]
         for col in cols:
             t.add_column(col, overflow="fold")
         for r in rows[:SHOWN_ROWS]:
-            cells = [cell(r["row_id"], 80)] + [cell(r.get(k), 120) for k in
-                                               ("input", "expected", "answer_a", "answer_b")]
+            cells = [cell(r.row_id, 80)] + [cell(v, 120) for v in
+                                            (r.input, r.expected, r.answer_a, r.answer_b)]
             if errors:
-                cells += [fmt.num(r["error_a"]), fmt.num(r["error_b"])]
-            elif "pass_a" in r:
-                cells += [fmt.num(r["pass_a"], 2), fmt.num(r["pass_b"], 2)]
+                cells += [fmt.num(r.error_a), fmt.num(r.error_b)]
+            elif r.pass_a is not None:
+                cells += [fmt.num(r.pass_a, 2), fmt.num(r.pass_b, 2)]
             t.add_row(*cells)
         con.print(t)
         if len(rows) > SHOWN_ROWS:
             con.print(f"… and {len(rows) - SHOWN_ROWS} more (all of them with --json)")
-    for w in result["warnings"]:
+    for w in result.warnings:
         con.print(f"[yellow]warning:[/] {cell(w, 2000)}", soft_wrap=True)
 
 
-def diff_markdown(result: dict[str, Any]) -> str:
+def diff_markdown(result: DiffResult) -> str:
     """The diff as GitHub-flavoured Markdown (flipped rows in a collapsible section)."""
-    lines = [f"**A** {_side_markdown(result['a'])}  ", f"**B** {_side_markdown(result['b'])}", "",
+    lines = [f"**A** {_side_markdown(result.a)}  ", f"**B** {_side_markdown(result.b)}", "",
              "| metric | A | B | delta (B-A) | 95% CI | p | test | n | |",
              "|---|---:|---:|---:|---:|---:|---|---:|---|"]
-    for name, e in result["metrics"].items():
-        lines.append(f"| {plain(_metric_label(name, e))} | {fmt.num(e['a'])} | {fmt.num(e['b'])} "
-                     f"| {fmt_delta(e)} | {fmt_ci(e)} | {fmt_p(e)} | {plain(e.get('test') or '-')} "
-                     f"| {plain(e.get('n', 0))} | {_verdict(e, markup=False)} |")
-    lines += ["", f"{plain(result['paired_rows'])} paired rows, {plain(result['errors_excluded'])} "
-              f"excluded for errors, {plain(result['only_in_a'])} only in A, "
-              f"{plain(result['only_in_b'])} only in B."]
+    for name, e in result.metrics.items():
+        lines.append(f"| {plain(_metric_label(name, e))} | {fmt.num(e.a)} | {fmt.num(e.b)} "
+                     f"| {fmt_delta(e)} | {fmt_ci(e)} | {fmt_p(e)} | {plain(e.test or '-')} "
+                     f"| {plain(e.n)} | {_verdict(e, markup=False)} |")
+    lines += ["", f"{plain(result.paired_rows)} paired rows, {plain(result.errors_excluded)} "
+              f"excluded for errors, {plain(result.only_in_a)} only in A, "
+              f"{plain(result.only_in_b)} only in B."]
     for title, rows in _flip_groups(result):
         if not rows:
             continue
@@ -139,17 +139,17 @@ def diff_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"<details><summary>{title} ({len(rows)})</summary>", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows[:SHOWN_ROWS]:
-            cells = [code(r.get(k), 120) for k in ("row_id", "input", "expected", "answer_a",
-                                                   "answer_b")]
+            cells = [code(v, 120) for v in (r.row_id, r.input, r.expected, r.answer_a,
+                                            r.answer_b)]
             if errors:
-                cells += [fmt.num(r["error_a"]), fmt.num(r["error_b"])]
+                cells += [fmt.num(r.error_a), fmt.num(r.error_b)]
             lines.append("| " + " | ".join(cells) + " |")
         if len(rows) > SHOWN_ROWS:
             lines += ["", f"… and {len(rows) - SHOWN_ROWS} more (`promptctl diff --json`)"]
         lines += ["", "</details>"]
-    if result["warnings"]:
+    if result.warnings:
         lines.append("")
-    for w in result["warnings"]:
+    for w in result.warnings:
         lines += [f"> **warning:** {plain(w, 2000)}", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -171,17 +171,17 @@ def sparkline(values: list[float | None]) -> str:
     return "".join(out)
 
 
-def history_terminal(con: Console, result: dict[str, Any]) -> None:
+def history_terminal(con: Console, result: HistoryResult) -> None:
     """One line per prompt version, newest first, with a trend per metric (and model)."""
-    versions = result["versions"]
+    versions = result.versions
     if not versions:
-        scope = f" with model {result['model']}" if result.get("model") else ""
-        con.print(f"no complete runs of {cell(result['prompt'])}{cell(scope)} stored yet")
+        scope = f" with model {result.model}" if result.model else ""
+        con.print(f"no complete runs of {cell(result.prompt)}{cell(scope)} stored yet")
         return
     metric_names: list[str] = []
     for v in versions:
-        metric_names += [m for m in v["metrics"] if m not in metric_names]
-    models = list(dict.fromkeys(v["model"] for v in versions))
+        metric_names += [m for m in v.metrics if m not in metric_names]
+    models = list(dict.fromkeys(v.model for v in versions))
     table = Table(show_edge=False, header_style="bold")
     for col in ("commit", "date", "author", "subject", "version", *(["model"] if len(models) > 1
                                                                     else []), "run"):
@@ -189,25 +189,25 @@ def history_terminal(con: Console, result: dict[str, Any]) -> None:
     for m in metric_names:
         table.add_column(cell(m, 40), no_wrap=True, justify="right")
     for v in versions:
-        commit = str(v["git_commit"] or "-")[:10] + ("*" if v["git_dirty"] else "")
-        cells = [cell(commit), cell(str(v.get("date") or v["created_at"])[:10]),
-                 cell(v.get("author") or "-", 40), cell(v.get("subject") or "-", 50),
-                 cell(str(v["prompt_version"])[:8])]
+        commit = str(v.git_commit or "-")[:10] + ("*" if v.git_dirty else "")
+        cells = [cell(commit), cell(str(v.date or v.created_at)[:10]),
+                 cell(v.author or "-", 40), cell(v.subject or "-", 50),
+                 cell(str(v.prompt_version)[:8])]
         if len(models) > 1:
-            cells.append(cell(v["model"], 60))
-        cells.append(cell(v["run"]))
-        cells += [fmt.num(v["metrics"].get(m)) for m in metric_names]
+            cells.append(cell(v.model, 60))
+        cells.append(cell(v.run))
+        cells += [fmt.num(v.metrics.get(m)) for m in metric_names]
         table.add_row(*cells)
     con.print(table)
     width = max(len(m) for m in metric_names) if metric_names else 0
     for model in models:
-        series_of = [v for v in reversed(versions) if v["model"] == model]
+        series_of = [v for v in reversed(versions) if v.model == model]
         shown = series_of[-SPARK_WIDTH:]
         scope = f"  {cell(model, 60)}" if len(models) > 1 else ""
         more = f", last {len(shown)} of {len(series_of)}" if len(shown) < len(series_of) else ""
         for m in metric_names:
-            line = sparkline([v["metrics"].get(m) for v in shown])
+            line = sparkline([v.metrics.get(m) for v in shown])
             if line.strip():
                 con.print(f"{cell(m, 40):>{width}}  {line}  (oldest → newest{more}){scope}")
-    for w in result.get("warnings") or []:
+    for w in result.warnings:
         con.print(f"[yellow]warning:[/] {cell(w, 2000)}", soft_wrap=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 from promptctl.render import fmt, inert
 from promptctl.render.markdown import gate_label
+from promptctl.results import CheckResult, Gate
 
 
 def _clean(value: Any) -> str:
@@ -39,9 +40,11 @@ def _detail_value(value: Any) -> str:
     return inert.as_text(value)
 
 
-def _gate_detail(gate: dict[str, Any]) -> str:
-    keys = ("value", "baseline", "delta", "drop", "ci95", "p_value", "test", "n")
-    return "\n".join(f"{k}: {_detail_value(gate[k])}" for k in keys if gate.get(k) is not None)
+def _gate_detail(gate: Gate) -> str:
+    values = (("value", gate.value), ("baseline", gate.baseline), ("delta", gate.delta),
+              ("drop", gate.drop), ("ci95", gate.ci95), ("p_value", gate.p_value),
+              ("test", gate.test), ("n", gate.n))
+    return "\n".join(f"{k}: {_detail_value(v)}" for k, v in values if v is not None)
 
 
 def _counts(suite: ET.Element, counts: dict[str, int]) -> None:
@@ -49,52 +52,52 @@ def _counts(suite: ET.Element, counts: dict[str, int]) -> None:
         suite.set(k, str(counts[k]))
 
 
-def check_junit(result: dict[str, Any]) -> str:
+def check_junit(result: CheckResult) -> str:
     """The report as a JUnit XML document (UTF-8, with an XML declaration)."""
     root = ET.Element("testsuites", name="promptctl check")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for entry in result["prompts"]:
-        classname = f"promptctl.{entry['prompt']}"
-        suite = ET.SubElement(root, "testsuite", name=_clean(f"promptctl check {entry['prompt']}"))
+    for entry in result.prompts:
+        classname = f"promptctl.{entry.prompt}"
+        suite = ET.SubElement(root, "testsuite", name=_clean(f"promptctl check {entry.prompt}"))
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         ET.SubElement(ET.SubElement(suite, "properties"), "property", name="path",
-                      value=_clean(entry["path"]))
+                      value=_clean(entry.path))
         case = _case(suite, classname, "evaluate")
         counts["tests"] += 1
-        if entry.get("error"):
-            message = inert.as_text(entry["error"]["message"])
-            err = ET.SubElement(case, "error", type=_clean(entry["error"]["kind"]),
+        if entry.error:
+            message = inert.as_text(entry.error.message)
+            err = ET.SubElement(case, "error", type=_clean(entry.error.kind),
                                 message=_clean(message.split("\n")[0]))
-            err.text = _clean(entry["error"]["message"])
+            err.text = _clean(entry.error.message)
             counts["errors"] += 1
         else:
             out = ET.SubElement(case, "system-out")
-            baseline = (f"{entry['baseline_run']} ({entry['baseline_source']})"
-                        if entry.get("baseline_run") else "none")
-            out.text = _clean(f"{'; '.join(entry['reasons'])}\nmodel: {entry['model']}\n"
-                              f"current run: {entry['current_run']}\nbaseline run: {baseline}")
-        for gate in entry["gates"]:
-            case = _case(suite, classname, f"{gate['id']} ({gate_label(gate)})")
+            baseline = (f"{entry.baseline_run} ({entry.baseline_source})"
+                        if entry.baseline_run else "none")
+            out.text = _clean(f"{'; '.join(entry.reasons)}\nmodel: {entry.model}\n"
+                              f"current run: {entry.current_run}\nbaseline run: {baseline}")
+        for gate in entry.gates:
+            case = _case(suite, classname, f"{gate.id} ({gate_label(gate)})")
             counts["tests"] += 1
-            if gate["status"] == "fail":
-                failure = ET.SubElement(case, "failure", type="gate", message=_clean(gate["message"]))
+            if gate.status == "fail":
+                failure = ET.SubElement(case, "failure", type="gate", message=_clean(gate.message))
                 failure.text = _clean(_gate_detail(gate))
                 counts["failures"] += 1
-            elif gate["status"] == "skip":
-                ET.SubElement(case, "skipped").text = _clean(gate["message"])
+            elif gate.status == "skip":
+                ET.SubElement(case, "skipped").text = _clean(gate.message)
                 counts["skipped"] += 1
-            elif gate["status"] == "warn":
+            elif gate.status == "warn":
                 out = ET.SubElement(case, "system-out")
-                out.text = _clean(f"warning: {gate['message']}\n{_gate_detail(gate)}")
+                out.text = _clean(f"warning: {gate.message}\n{_gate_detail(gate)}")
         _counts(suite, counts)
         for k, v in counts.items():
             totals[k] += v
-    if result["deleted"]:
+    if result.deleted:
         suite = ET.SubElement(root, "testsuite", name="promptctl check deleted prompts")
-        for d in result["deleted"]:
-            case = _case(suite, f"promptctl.{d['prompt']}", "deleted")
-            ET.SubElement(case, "skipped").text = _clean(f"{d['path']} was deleted")
-        n = len(result["deleted"])
+        for d in result.deleted:
+            case = _case(suite, f"promptctl.{d.prompt}", "deleted")
+            ET.SubElement(case, "skipped").text = _clean(f"{d.path} was deleted")
+        n = len(result.deleted)
         _counts(suite, {"tests": n, "failures": 0, "errors": 0, "skipped": n})
         totals["tests"] += n
         totals["skipped"] += n

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from promptctl.render import fmt, inert
+from promptctl.results import CheckResult, Flipped, Gate, PromptCheck
 
 MARKER = "<!-- promptctl-check -->"
 FLIPPED_SHOWN = 10
@@ -53,95 +54,94 @@ def quoted(label: str, message: Any, limit: int = 1000) -> list[str]:
     return [*out, ""]
 
 
-def gate_label(gate: dict[str, Any]) -> str:
+def gate_label(gate: Gate) -> str:
     """`rmse ≤ 1.5`, `format_validity ≥ 0.95`, `exact_match drop ≤ 0.02` (untrusted: the
     metric name comes from the prompt file)."""
-    if gate["kind"] == "min":
-        return f"{gate['metric']} ≥ {gate['limit']:g}"
-    if gate["kind"] == "max":
-        return f"{gate['metric']} ≤ {gate['limit']:g}"
-    return f"{gate['metric']} drop ≤ {gate['limit']:g}"
+    if gate.kind == "min":
+        return f"{gate.metric} ≥ {gate.limit:g}"
+    if gate.kind == "max":
+        return f"{gate.metric} ≤ {gate.limit:g}"
+    return f"{gate.metric} drop ≤ {gate.limit:g}"
 
 
-def headline(result: dict[str, Any]) -> str:
-    s = result["summary"]
-    if not result["prompts"]:
+def headline(result: CheckResult) -> str:
+    s = result.summary
+    if not result.prompts:
         return "no prompt changed"
-    parts = [f"{s[k]} {label}" for k, label in (("fail", "failed"), ("error", "could not be checked"),
-                                                 ("warn", "warned"), ("pass", "passed")) if s[k]]
+    parts = [f"{n} {label}" for n, label in ((s.fail, "failed"), (s.error, "could not be checked"),
+                                              (s.warn, "warned"), (s.pass_, "passed")) if n]
     return ", ".join(parts)
 
 
-def overall(result: dict[str, Any]) -> str:
-    code_ = result["exit_code"]
+def overall(result: CheckResult) -> str:
+    code_ = result.exit_code
     return {0: "✅ passed", 1: "❌ failed", 2: "💥 input error", 3: "💥 provider failure"}.get(
         code_, f"exit {plain(code_)}")
 
 
-def _prompt_section(entry: dict[str, Any], significance: float) -> list[str]:
-    lines = [f"### {plain(entry['prompt'])}: {ICONS.get(entry['status'], plain(entry['status']))}",
+def _prompt_section(entry: PromptCheck, significance: float) -> list[str]:
+    lines = [f"### {plain(entry.prompt)}: {ICONS.get(entry.status, plain(entry.status))}",
              ""]
-    facts = [plain("; ".join(entry["reasons"]))]
-    if entry.get("model"):
-        facts.append(f"model {code(entry['model'])}")
-    if entry.get("baseline_run"):
-        facts.append(f"baseline run {code(entry['baseline_run'])} "
-                     f"({plain(entry['baseline_source'])}"
-                     + (f", {code(entry['baseline_model'])}"
-                        if entry.get("baseline_model") not in (None, entry.get("model")) else "")
+    facts = [plain("; ".join(entry.reasons))]
+    if entry.model:
+        facts.append(f"model {code(entry.model)}")
+    if entry.baseline_run:
+        facts.append(f"baseline run {code(entry.baseline_run)} "
+                     f"({plain(entry.baseline_source)}"
+                     + (f", {code(entry.baseline_model)}"
+                        if entry.baseline_model not in (None, entry.model) else "")
                      + ")")
-    if entry.get("current_run"):
-        reused = " (stored, reused)" if entry.get("current_source") == "stored" else ""
-        facts.append(f"current run {code(entry['current_run'])}{reused}")
+    if entry.current_run:
+        reused = " (stored, reused)" if entry.current_source == "stored" else ""
+        facts.append(f"current run {code(entry.current_run)}{reused}")
     lines += [" · ".join(facts), ""]
-    if entry.get("error"):
-        kind = "provider failure" if entry["error"]["kind"] == "provider" else "error"
-        lines += quoted(kind, entry["error"]["message"])
-    if entry["gates"]:
+    if entry.error:
+        kind = "provider failure" if entry.error.kind == "provider" else "error"
+        lines += quoted(kind, entry.error.message)
+    if entry.gates:
         lines += ["| gate | current | baseline | change | 95% CI | p | verdict |",
                   "|---|---:|---:|---:|---:|---:|---|"]
-        for g in entry["gates"]:
-            regression = g["kind"] == "max_regression"
-            lines.append(f"| {plain(gate_label(g))} | {num(g.get('value'))} | "
-                         f"{num(g.get('baseline'))} | {signed(g.get('delta')) if regression else '-'}"
-                         f" | {interval(g.get('ci95')) if regression else '-'}"
-                         f" | {p_text(g.get('p_value'))} | "
-                         f"{ICONS.get(g['status'], plain(g['status']))} |")
+        for g in entry.gates:
+            lines.append(f"| {plain(gate_label(g))} | {num(g.value)} | "
+                         f"{num(g.baseline)} | {signed(g.delta) if g.regression else '-'}"
+                         f" | {interval(g.ci95) if g.regression else '-'}"
+                         f" | {p_text(g.p_value)} | "
+                         f"{ICONS.get(g.status, plain(g.status))} |")
         lines.append("")
-        notes = [g for g in entry["gates"] if g["status"] in ("fail", "warn", "skip")]
+        notes = [g for g in entry.gates if g.status in ("fail", "warn", "skip")]
         for g in notes:
-            lines.append(f"- **{plain(gate_label(g))}**: {plain(g['message'])}")
+            lines.append(f"- **{plain(gate_label(g))}**: {plain(g.message)}")
         if notes:
             lines.append("")
-    elif not entry.get("error"):
+    elif not entry.error:
         lines += ["No thresholds in this prompt file: nothing to gate.", ""]
-    comparison = entry.get("comparison")
-    if comparison and comparison.get("metrics"):
+    comparison = entry.comparison
+    if comparison and comparison.metrics:
         lines += ["<details><summary>All metrics versus the baseline</summary>", "",
                   "| metric | baseline | current | delta | 95% CI | p | test | n |",
                   "|---|---:|---:|---:|---:|---:|---|---:|"]
-        for name, e in comparison["metrics"].items():
+        for name, e in comparison.metrics.items():
             mark = ""
-            if e.get("direction") in ("better", "worse") and (e.get("p_value") or 1) < significance:
-                mark = f" ({e['direction']})"
-            lines.append(f"| {plain(name)}{mark} | {num(e.get('a'))} | {num(e.get('b'))} | "
-                         f"{signed(e.get('delta'))} | {interval(e.get('ci95'))} | "
-                         f"{p_text(e.get('p_value'))} | {plain(e.get('test') or '-')} | "
-                         f"{plain(e.get('n', 0))} |")
-        lines += ["", f"Paired rows {plain(comparison['paired_rows'])}, errors excluded "
-                  f"{plain(comparison['errors_excluded'])}, only in baseline "
-                  f"{plain(comparison['only_in_a'])}, only in current "
-                  f"{plain(comparison['only_in_b'])}.", "", "</details>", ""]
-        lines += _flipped(comparison["flipped"], entry)
-    warnings = entry["warnings"] + ((comparison or {}).get("warnings") or [])
+            if e.direction in ("better", "worse") and (e.p_value or 1) < significance:
+                mark = f" ({e.direction})"
+            lines.append(f"| {plain(name)}{mark} | {num(e.a)} | {num(e.b)} | "
+                         f"{signed(e.delta)} | {interval(e.ci95)} | "
+                         f"{p_text(e.p_value)} | {plain(e.test or '-')} | "
+                         f"{plain(e.n)} |")
+        lines += ["", f"Paired rows {plain(comparison.paired_rows)}, errors excluded "
+                  f"{plain(comparison.errors_excluded)}, only in baseline "
+                  f"{plain(comparison.only_in_a)}, only in current "
+                  f"{plain(comparison.only_in_b)}.", "", "</details>", ""]
+        lines += _flipped(comparison.flipped, entry)
+    warnings = entry.warnings + (comparison.warnings if comparison is not None else ())
     for w in warnings:
         lines += [f"> ⚠️ {plain(w)}", ""]
     return lines
 
 
-def _flipped(flipped: dict[str, list[dict[str, Any]]], entry: dict[str, Any]) -> list[str]:
-    worse, better = flipped.get("pass_to_fail") or [], flipped.get("fail_to_pass") or []
-    errors_up = flipped.get("biggest_error_increases") or []
+def _flipped(flipped: Flipped, entry: PromptCheck) -> list[str]:
+    worse, better = flipped.pass_to_fail, flipped.fail_to_pass
+    errors_up = flipped.biggest_error_increases
     if not (worse or better or errors_up):
         return []
     lines = [f"<details><summary>Flipped rows: {len(worse)} pass → fail, {len(better)} fail → pass"
@@ -151,12 +151,12 @@ def _flipped(flipped: dict[str, list[dict[str, Any]]], entry: dict[str, Any]) ->
                   "|---|---|---|---|---|---|"]
         for change, group in (("pass → fail", worse), ("fail → pass", better)):
             for r in group[:FLIPPED_SHOWN]:
-                lines.append(f"| {code(r['row_id'])} | {change} | {code(r['input'])} | "
-                             f"{code(r.get('expected'))} | {code(r.get('answer_a'))} | "
-                             f"{code(r.get('answer_b'))} |")
+                lines.append(f"| {code(r.row_id)} | {change} | {code(r.input)} | "
+                             f"{code(r.expected)} | {code(r.answer_a)} | "
+                             f"{code(r.answer_b)} |")
         hidden = max(0, len(worse) - FLIPPED_SHOWN) + max(0, len(better) - FLIPPED_SHOWN)
         if hidden:
-            command = f"promptctl diff {entry['baseline_run']} {entry['current_run']}"
+            command = f"promptctl diff {entry.baseline_run} {entry.current_run}"
             lines += ["", f"{hidden} more: {code(command, 200)}"]
         lines.append("")
     if errors_up:
@@ -164,45 +164,45 @@ def _flipped(flipped: dict[str, list[dict[str, Any]]], entry: dict[str, Any]) ->
                   "| row | input | expected | baseline answer | current answer |",
                   "|---|---|---|---|---|"]
         for r in errors_up[:FLIPPED_SHOWN]:
-            lines.append(f"| {code(r['row_id'])} | {code(r['input'])} | {code(r.get('expected'))} | "
-                         f"{code(r.get('answer_a'))} | {code(r.get('answer_b'))} |")
+            lines.append(f"| {code(r.row_id)} | {code(r.input)} | {code(r.expected)} | "
+                         f"{code(r.answer_a)} | {code(r.answer_b)} |")
         lines.append("")
     return [*lines, "</details>", ""]
 
 
-def check_markdown(result: dict[str, Any]) -> str:
+def check_markdown(result: CheckResult) -> str:
     """The whole report: headline, one verdict row per prompt, then a section per prompt."""
-    base = result["base"]
-    head = result["head"]
+    base = result.base
+    head = result.head
     lines = [MARKER, f"## promptctl check: {overall(result)}", "",
-             f"{headline(result)}. Base {code(base['ref'])} ({plain(base['how'])}, "
-             f"{code(str(base['commit'])[:12])}), head {code(str(head.get('commit') or '-')[:12])}"
-             + (" with uncommitted changes" if head.get("dirty") else "")
-             + f"; significance {plain(format(result['significance'], 'g'))}"
-             + (", strict" if result["strict"] else "") + ".", ""]
-    prompts = result["prompts"]
+             f"{headline(result)}. Base {code(base.ref)} ({plain(base.how)}, "
+             f"{code(str(base.commit)[:12])}), head {code(str(head.commit or '-')[:12])}"
+             + (" with uncommitted changes" if head.dirty else "")
+             + f"; significance {plain(format(result.significance, 'g'))}"
+             + (", strict" if result.strict else "") + ".", ""]
+    prompts = result.prompts
     if prompts:
         lines += ["| prompt | verdict | why checked | gates |", "|---|---|---|---|"]
         for p in prompts:
-            failed = [gate_label(g) for g in p["gates"] if g["status"] == "fail"]
-            warned = [gate_label(g) for g in p["gates"] if g["status"] == "warn"]
+            failed = [gate_label(g) for g in p.gates if g.status == "fail"]
+            warned = [gate_label(g) for g in p.gates if g.status == "warn"]
             gates = []
             if failed:
                 gates.append("failed: " + plain(", ".join(failed)))
             if warned:
                 gates.append("warned: " + plain(", ".join(warned)))
-            if p.get("error"):
+            if p.error:
                 gates.append("not checked")
             if not gates:
-                passed = sum(1 for g in p["gates"] if g["status"] == "pass")
+                passed = sum(1 for g in p.gates if g.status == "pass")
                 gates.append(f"{passed} passed")
-            lines.append(f"| {plain(p['prompt'])} | {ICONS.get(p['status'], plain(p['status']))} | "
-                         f"{plain('; '.join(p['reasons']))} | {'; '.join(gates)} |")
+            lines.append(f"| {plain(p.prompt)} | {ICONS.get(p.status, plain(p.status))} | "
+                         f"{plain('; '.join(p.reasons))} | {'; '.join(gates)} |")
         lines.append("")
         for p in prompts:
-            lines += _prompt_section(p, result["significance"])
-    if result["deleted"]:
+            lines += _prompt_section(p, result.significance)
+    if result.deleted:
         lines += ["### Deleted prompts", ""]
-        lines += [f"- {plain(d['prompt'])} ({code(d['path'])})" for d in result["deleted"]]
+        lines += [f"- {plain(d.prompt)} ({code(d.path)})" for d in result.deleted]
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -2,7 +2,7 @@
 
 `TERMINAL` holds one payload per class of terminal escape, `MARKDOWN` one per way
 Markdown on GitHub turns text into something else. `check_result` and `diff_result`
-are documents as `promptctl check` and `diff` return them, with a payload in every
+are results as `promptctl check` and `diff` return them, with a payload in every
 value that comes from data; `project` is a git repository whose eval set, model
 answers, server errors, commit subject and author all carry one.
 """
@@ -16,6 +16,24 @@ from typing import Any
 
 import pytest
 
+from promptctl.results import (
+    CheckBase,
+    CheckError,
+    CheckHead,
+    CheckResult,
+    CheckSummary,
+    Comparison,
+    DiffResult,
+    Flipped,
+    FlippedRow,
+    Gate,
+    MetricDelta,
+    PromptCheck,
+    PromptFile,
+    RowErrors,
+    RunBrief,
+    SampleCounts,
+)
 from tests.fakeserver import FakeOpenAI, error_body, last_user_message
 from tests.helpers import GitRepo, git_identity, git_init, use_fake_openai
 
@@ -77,63 +95,75 @@ EVERY_ESCAPE = " ".join(v for k, v in TERMINAL.items() if k != "lone-surrogate")
 IN_ARGV = EVERY_ESCAPE.replace("\x00", "")
 
 
-def _rows(payload: str) -> list[dict[str, Any]]:
-    return [{"row_id": payload, "input": {"text": payload}, "expected": payload,
-             "answer_a": payload, "answer_b": "x" + payload, "completion_a": payload,
-             "completion_b": payload, "metric": "exact_match", "error_a": 0.0, "error_b": 1.0}]
+def _rows(payload: str) -> tuple[FlippedRow, ...]:
+    return (FlippedRow(row_id=payload, input={"text": payload}, expected=payload,
+                       answer_a=payload, answer_b="x" + payload, completion_a=payload,
+                       completion_b=payload, metric="exact_match", error_a=0.0, error_b=1.0),)
 
 
-def _comparison(payload: str) -> dict[str, Any]:
-    return {
-        "metrics": {payload: {"a": 1.0, "b": 0.5, "delta": -0.5, "ci95": [-0.9, -0.1],
-                              "p_value": 0.01, "test": payload, "n": 4, "direction": "worse",
-                              "higher_is_better": True}},
-        "paired_rows": 4, "only_in_a": 0, "only_in_b": 0, "errors_excluded": 0,
-        "flipped": {"pass_to_fail": _rows(payload), "fail_to_pass": _rows(payload),
-                    "biggest_error_increases": _rows(payload)},
-        "warnings": [f"warning about {payload}"],
-    }
+def _comparison(payload: str) -> Comparison:
+    return Comparison(
+        metrics={payload: MetricDelta(a=1.0, b=0.5, delta=-0.5, ci95=(-0.9, -0.1), p_value=0.01,
+                                      test=payload, n=4, a_run=1.0, b_run=0.5,
+                                      higher_is_better=True, direction="worse")},
+        paired_rows=4, only_in_a=0, only_in_b=0, errors_excluded=0,
+        flipped=Flipped(pass_to_fail=_rows(payload), fail_to_pass=_rows(payload),
+                        biggest_error_increases=_rows(payload)),
+        warnings=(f"warning about {payload}",),
+    )
 
 
-def check_result(payload: str) -> dict[str, Any]:
+def check_result(payload: str) -> CheckResult:
     """A `check` result with every gate status, an error, a deleted prompt, and `payload` in
     every value that comes from data."""
-    gates = [
-        {"id": f"{payload}.min", "metric": payload, "kind": "min", "limit": 0.9, "value": 0.95,
-         "ci95": [0.9, 1.0], "n": 4, "status": "pass", "message": f"{payload} meets"},
-        {"id": f"{payload}.max", "metric": payload, "kind": "max", "limit": 1.5, "value": 2.0,
-         "ci95": [1.0, 3.0], "n": 4, "status": "fail", "message": f"{payload} is above"},
-        {"id": f"{payload}.max_regression", "metric": payload, "kind": "max_regression",
-         "limit": 0.02, "value": 0.5, "baseline": 1.0, "delta": -0.5, "drop": 0.5,
-         "ci95": [-0.9, -0.1], "p_value": 0.2, "test": payload, "n": 4, "status": "warn",
-         "message": f"{payload} fell"},
-        {"id": "x.max_regression", "metric": "x", "kind": "max_regression", "limit": 0.1,
-         "status": "skip", "message": f"not applied: {payload}"},
-    ]
-    ok = {"prompt": payload, "path": f"prompts/{payload}.yaml", "new": False,
-          "reasons": [f"eval set {payload} changed"], "status": "fail", "model": payload,
-          "baseline_model": "other " + payload, "current_run": payload, "baseline_run": payload,
-          "baseline_source": payload, "gates": gates, "warnings": [payload],
-          "comparison": _comparison(payload), "error": None}
-    broken = {"prompt": "b" + payload, "path": f"prompts/b{payload}.yaml", "new": True,
-              "reasons": ["new prompt"], "status": "error", "model": None, "gates": [],
-              "warnings": [], "comparison": None,
-              "error": {"message": f"prompts/x.yaml:3: server said {payload}\n  fix: {payload}",
-                        "exit_code": 3, "kind": "provider"}}
-    return {"base": {"ref": payload, "commit": "0123456789abcdef" + payload, "how": payload},
-            "head": {"commit": payload, "dirty": True, "branch": payload},
-            "significance": 0.05, "strict": False, "prompts": [ok, broken], "unchanged": [],
-            "deleted": [{"prompt": payload, "path": payload}],
-            "summary": {"checked": 2, "pass": 0, "warn": 0, "fail": 1, "error": 1,
-                        "unchanged": 0, "deleted": 1},
-            "exit_code": 3}
+    gates = (
+        Gate(id=f"{payload}.min", metric=payload, kind="min", limit=0.9, value=0.95,
+             ci95=(0.9, 1.0), n=4, status="pass", message=f"{payload} meets"),
+        Gate(id=f"{payload}.max", metric=payload, kind="max", limit=1.5, value=2.0,
+             ci95=(1.0, 3.0), n=4, status="fail", message=f"{payload} is above"),
+        Gate(id=f"{payload}.max_regression", metric=payload, kind="max_regression",
+             limit=0.02, value=0.5, baseline=1.0, delta=-0.5, drop=0.5,
+             ci95=(-0.9, -0.1), p_value=0.2, test=payload, n=4, status="warn",
+             message=f"{payload} fell"),
+        Gate(id="x.max_regression", metric="x", kind="max_regression", limit=0.1,
+             status="skip", message=f"not applied: {payload}"),
+    )
+    ok = PromptCheck(prompt=payload, path=f"prompts/{payload}.yaml", new=False,
+                     reasons=(f"eval set {payload} changed",), status="fail", model=payload,
+                     baseline_model="other " + payload, current_run=payload,
+                     current_source=None, baseline_run=payload, baseline_source=payload,
+                     metrics={}, gates=gates, warnings=(payload,),
+                     comparison=_comparison(payload), error=None,
+                     row_errors=RowErrors(current=0, baseline=0))
+    broken = PromptCheck(prompt="b" + payload, path=f"prompts/b{payload}.yaml", new=True,
+                         reasons=("new prompt",), status="error", model=None,
+                         baseline_model=None, current_run=None, current_source=None,
+                         baseline_run=None, baseline_source=None, metrics={}, gates=(),
+                         warnings=(), comparison=None,
+                         error=CheckError(message=f"prompts/x.yaml:3: server said {payload}\n"
+                                          f"  fix: {payload}", exit_code=3, kind="provider"),
+                         row_errors=RowErrors(current=0, baseline=0))
+    return CheckResult(base=CheckBase(ref=payload, commit="0123456789abcdef" + payload,
+                                      how=payload),
+                       head=CheckHead(commit=payload, dirty=True, branch=payload),
+                       significance=0.05, strict=False, prompts=(ok, broken), unchanged=(),
+                       deleted=(PromptFile(prompt=payload, path=payload),),
+                       summary=CheckSummary(checked=2, pass_=0, warn=0, fail=1, error=1,
+                                            unchanged=0, deleted=1),
+                       exit_code=3)
 
 
-def diff_result(payload: str) -> dict[str, Any]:
+def diff_result(payload: str) -> DiffResult:
     """A `diff` result with `payload` in every value that comes from data."""
-    side = {"id": payload, "model": payload, "git_commit": payload, "git_dirty": True,
-            "prompt_version": payload}
-    return {"a": side, "b": side, "samples": {"a": 1, "b": 1}, **_comparison(payload)}
+    side = RunBrief(id=payload, created_at=payload, status=payload, prompt_name=payload,
+                    prompt_path=payload, prompt_version=payload, git_commit=payload,
+                    git_dirty=True, git_branch=payload, model=payload, endpoint=payload,
+                    evalset_path=payload, evalset_version=payload, metrics=None, summary=None)
+    c = _comparison(payload)
+    return DiffResult(a=side, b=side, metrics=c.metrics, paired_rows=c.paired_rows,
+                      only_in_a=c.only_in_a, only_in_b=c.only_in_b,
+                      errors_excluded=c.errors_excluded, samples=SampleCounts(a=1, b=1),
+                      flipped=c.flipped, warnings=c.warnings)
 
 
 # -- a project whose every input carries a payload ----------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -118,5 +119,6 @@ def test_a_lone_surrogate_is_shown_not_a_crash() -> None:
 def test_a_reused_current_run_says_so() -> None:
     result = hostile.check_result("x")
     assert "stored, reused" not in check_markdown(result)
-    result["prompts"][0]["current_source"] = "stored"
+    reused = replace(result.prompts[0], current_source="stored")
+    result = replace(result, prompts=(reused, *result.prompts[1:]))
     assert "current run <code>x</code> (stored, reused)" in check_markdown(result)

@@ -1,0 +1,437 @@
+"""What `diff`, `history` and `check` return: frozen dataclasses, one per JSON object.
+
+Each field is named as the key `--json` prints, and each class's `to_json()` gives
+that document exactly (keys in the same order; a key the document leaves out when
+it has no value is left out again). Values absent here are `None`, or an empty
+tuple for a list. Renderers read the attributes, so a misspelt field is a type error.
+
+Only the standard library is imported: this module sits below everything that
+builds or renders these results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Interval = tuple[float, ...]
+
+
+def interval(value: Any) -> Interval | None:
+    """A stored or computed interval (a JSON list of two numbers) as a tuple."""
+    return None if value is None else tuple(value)
+
+
+def _listed(value: Interval | None) -> list[float] | None:
+    return None if value is None else list(value)
+
+
+# --- diff -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunBrief:
+    """One side of a diff: the run's identity, where it ran, and its stored metrics and summary
+    (as the store keeps them)."""
+
+    id: str
+    created_at: str
+    status: str
+    prompt_name: str
+    prompt_path: str
+    prompt_version: str
+    git_commit: str | None
+    git_dirty: bool | None
+    git_branch: str | None
+    model: str
+    endpoint: str
+    evalset_path: str | None
+    evalset_version: str | None
+    metrics: Mapping[str, Any] | None
+    summary: Mapping[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "created_at": self.created_at, "status": self.status,
+                "prompt_name": self.prompt_name, "prompt_path": self.prompt_path,
+                "prompt_version": self.prompt_version, "git_commit": self.git_commit,
+                "git_dirty": self.git_dirty, "git_branch": self.git_branch, "model": self.model,
+                "endpoint": self.endpoint, "evalset_path": self.evalset_path,
+                "evalset_version": self.evalset_version, "metrics": self.metrics,
+                "summary": self.summary}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricDelta:
+    """One metric of a diff: A and B on the paired rows, B - A with its 95% interval and
+    p-value, and which way it moved.
+
+    `n01` and `n10` (rows that went 0 -> 1 and 1 -> 0) only for McNemar's test;
+    `direction` (better, worse, same) only when there is a delta.
+    """
+
+    a: float | None
+    b: float | None
+    delta: float | None
+    ci95: Interval | None
+    p_value: float | None
+    test: str
+    n: int
+    n01: int | None = None
+    n10: int | None = None
+    a_run: float | None
+    b_run: float | None
+    higher_is_better: bool
+    direction: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"a": self.a, "b": self.b, "delta": self.delta,
+                               "ci95": _listed(self.ci95), "p_value": self.p_value,
+                               "test": self.test, "n": self.n}
+        if self.n01 is not None or self.n10 is not None:
+            out.update(n01=self.n01, n10=self.n10)
+        out.update(a_run=self.a_run, b_run=self.b_run, higher_is_better=self.higher_is_better)
+        if self.direction is not None:
+            out["direction"] = self.direction
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlippedRow:
+    """A row whose verdict changed between A and B, or whose error grew.
+
+    A row that passed on one side and failed on the other names its `metric`, with
+    `pass_a` and `pass_b` (the share of its samples that passed) when rows were
+    sampled more than once; a row whose absolute error grew has `error_a` and `error_b`.
+    """
+
+    row_id: str
+    input: Any
+    expected: Any
+    answer_a: Any
+    answer_b: Any
+    completion_a: str | None
+    completion_b: str | None
+    metric: str | None = None
+    pass_a: float | None = None
+    pass_b: float | None = None
+    error_a: float | None = None
+    error_b: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"row_id": self.row_id, "input": self.input,
+                               "expected": self.expected, "answer_a": self.answer_a,
+                               "answer_b": self.answer_b, "completion_a": self.completion_a,
+                               "completion_b": self.completion_b}
+        if self.metric is not None:
+            out["metric"] = self.metric
+            if self.pass_a is not None or self.pass_b is not None:
+                out.update(pass_a=self.pass_a, pass_b=self.pass_b)
+        if self.error_a is not None or self.error_b is not None:
+            out.update(error_a=self.error_a, error_b=self.error_b)
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flipped:
+    """The rows that flipped, each group in the order the diff found them."""
+
+    pass_to_fail: tuple[FlippedRow, ...]
+    fail_to_pass: tuple[FlippedRow, ...]
+    biggest_error_increases: tuple[FlippedRow, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pass_to_fail": [r.to_json() for r in self.pass_to_fail],
+                "fail_to_pass": [r.to_json() for r in self.fail_to_pass],
+                "biggest_error_increases": [r.to_json() for r in self.biggest_error_increases]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SampleCounts:
+    """The most samples a row has on each side (more than 1 with `eval --repeat`)."""
+
+    a: int
+    b: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b}
+
+
+def _metrics_json(metrics: Mapping[str, MetricDelta]) -> dict[str, Any]:
+    return {name: m.to_json() for name, m in metrics.items()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    """A diff without its sides and sample counts: what `check` keeps of the comparison of a
+    prompt with its baseline."""
+
+    metrics: Mapping[str, MetricDelta]
+    paired_rows: int
+    only_in_a: int
+    only_in_b: int
+    errors_excluded: int
+    flipped: Flipped
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metrics": _metrics_json(self.metrics), "paired_rows": self.paired_rows,
+                "only_in_a": self.only_in_a, "only_in_b": self.only_in_b,
+                "errors_excluded": self.errors_excluded, "flipped": self.flipped.to_json(),
+                "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiffResult:
+    """`promptctl diff`: run B against run A, paired by row id."""
+
+    a: RunBrief
+    b: RunBrief
+    metrics: Mapping[str, MetricDelta]
+    paired_rows: int
+    only_in_a: int
+    only_in_b: int
+    errors_excluded: int
+    samples: SampleCounts
+    flipped: Flipped
+    warnings: tuple[str, ...]
+
+    def comparison(self) -> Comparison:
+        return Comparison(metrics=self.metrics, paired_rows=self.paired_rows,
+                          only_in_a=self.only_in_a, only_in_b=self.only_in_b,
+                          errors_excluded=self.errors_excluded, flipped=self.flipped,
+                          warnings=self.warnings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a.to_json(), "b": self.b.to_json(),
+                "metrics": _metrics_json(self.metrics), "paired_rows": self.paired_rows,
+                "only_in_a": self.only_in_a, "only_in_b": self.only_in_b,
+                "errors_excluded": self.errors_excluded, "samples": self.samples.to_json(),
+                "flipped": self.flipped.to_json(), "warnings": list(self.warnings)}
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryPoint:
+    """One prompt version with one model: the run that stands for it, its commit (with date,
+    author and subject when git was asked) and its metric values."""
+
+    run: str
+    created_at: str
+    prompt_version: str
+    model: str
+    git_commit: str | None
+    git_dirty: bool | None
+    date: str | None
+    author: str | None
+    subject: str | None
+    evalset_version: str | None
+    metrics: Mapping[str, float | None]
+    n: int | None
+    errors: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "created_at": self.created_at,
+                "prompt_version": self.prompt_version, "model": self.model,
+                "git_commit": self.git_commit, "git_dirty": self.git_dirty, "date": self.date,
+                "author": self.author, "subject": self.subject,
+                "evalset_version": self.evalset_version, "metrics": dict(self.metrics),
+                "n": self.n, "errors": self.errors}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryResult:
+    """`promptctl history`: the versions of a prompt, newest first."""
+
+    prompt: str
+    model: str | None
+    versions: tuple[HistoryPoint, ...]
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "model": self.model,
+                "versions": [v.to_json() for v in self.versions],
+                "warnings": list(self.warnings)}
+
+
+# --- check ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gate:
+    """One threshold of a prompt applied: `min`/`max` on the current value, or
+    `max_regression` on the change versus the baseline.
+
+    A min/max gate has `value`, `ci95` and `n`. A regression gate that could be applied
+    also has `baseline`, `delta`, `drop`, `p_value`, `test` and `higher_is_better`; one
+    that could not (status skip) has none of them.
+    """
+
+    id: str
+    metric: str
+    kind: str
+    limit: float
+    status: str
+    message: str
+    value: float | None = None
+    baseline: float | None = None
+    delta: float | None = None
+    drop: float | None = None
+    ci95: Interval | None = None
+    p_value: float | None = None
+    test: str | None = None
+    n: int | None = None
+    higher_is_better: bool | None = None
+
+    @property
+    def regression(self) -> bool:
+        return self.kind == "max_regression"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "metric": self.metric, "kind": self.kind,
+                               "limit": self.limit}
+        if not self.regression:
+            out.update(value=self.value, ci95=_listed(self.ci95), n=self.n)
+        elif self.delta is not None:
+            out.update(value=self.value, baseline=self.baseline, delta=self.delta,
+                       drop=self.drop, ci95=_listed(self.ci95), p_value=self.p_value,
+                       test=self.test, n=self.n, higher_is_better=self.higher_is_better)
+        out.update(status=self.status, message=self.message)
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckError:
+    """Why a prompt could not be checked; `kind` is input or provider."""
+
+    message: str
+    exit_code: int
+    kind: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message": self.message, "exit_code": self.exit_code, "kind": self.kind}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RowErrors:
+    """Rows whose request failed, in the current run and in the baseline run."""
+
+    current: int
+    baseline: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"current": self.current, "baseline": self.baseline}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptCheck:
+    """One prompt a change affects: why it was checked, the two runs, its gates and verdict
+    (pass, warn, fail or error)."""
+
+    prompt: str
+    path: str
+    new: bool
+    reasons: tuple[str, ...]
+    status: str
+    model: str | None
+    baseline_model: str | None
+    current_run: str | None
+    current_source: str | None
+    baseline_run: str | None
+    baseline_source: str | None
+    metrics: Mapping[str, Any]
+    comparison: Comparison | None
+    gates: tuple[Gate, ...]
+    warnings: tuple[str, ...]
+    error: CheckError | None
+    row_errors: RowErrors
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "path": self.path, "new": self.new,
+                "reasons": list(self.reasons), "status": self.status, "model": self.model,
+                "baseline_model": self.baseline_model, "current_run": self.current_run,
+                "current_source": self.current_source, "baseline_run": self.baseline_run,
+                "baseline_source": self.baseline_source, "metrics": self.metrics,
+                "comparison": None if self.comparison is None else self.comparison.to_json(),
+                "gates": [g.to_json() for g in self.gates], "warnings": list(self.warnings),
+                "error": None if self.error is None else self.error.to_json(),
+                "row_errors": self.row_errors.to_json()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptFile:
+    """A prompt file `check` did not evaluate: unchanged, or deleted since the base."""
+
+    prompt: str
+    path: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "path": self.path}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckBase:
+    """The commit the change is measured against, and how it was chosen."""
+
+    ref: str
+    commit: str
+    how: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.ref, "commit": self.commit, "how": self.how}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckHead:
+    """The work tree that was checked."""
+
+    commit: str | None
+    dirty: bool | None
+    branch: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit, "dirty": self.dirty, "branch": self.branch}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckSummary:
+    """How many prompts were checked, by verdict. `pass_` is the JSON key `pass` (a Python
+    keyword)."""
+
+    checked: int
+    pass_: int
+    warn: int
+    fail: int
+    error: int
+    unchanged: int
+    deleted: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checked": self.checked, "pass": self.pass_, "warn": self.warn,
+                "fail": self.fail, "error": self.error, "unchanged": self.unchanged,
+                "deleted": self.deleted}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckResult:
+    """`promptctl check`: every affected prompt's verdict and the exit code."""
+
+    base: CheckBase
+    head: CheckHead
+    significance: float
+    strict: bool
+    prompts: tuple[PromptCheck, ...]
+    unchanged: tuple[PromptFile, ...]
+    deleted: tuple[PromptFile, ...]
+    summary: CheckSummary
+    exit_code: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base": self.base.to_json(), "head": self.head.to_json(),
+                "significance": self.significance, "strict": self.strict,
+                "prompts": [p.to_json() for p in self.prompts],
+                "unchanged": [u.to_json() for u in self.unchanged],
+                "deleted": [d.to_json() for d in self.deleted],
+                "summary": self.summary.to_json(), "exit_code": self.exit_code}
