@@ -13,6 +13,8 @@ import pytest
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import ECHO_WORDS, cli_process, eval_json, eval_run, invoke, runs_json, show_rows
 
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 # gpt-4o-mini's built-in price is $0.15 / $0.60 per million tokens; batches cost half.
 BATCH_IN, BATCH_OUT = 0.075, 0.30
 # The fake server counts words: "Question one" is 2 prompt tokens, "echo: Question one" 3.

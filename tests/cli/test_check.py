@@ -16,6 +16,8 @@ from tests.checkrepo import Repo, evalset_text, prompt_text, repo
 from tests.fakeserver import FakeOpenAI
 from tests.render import gfm
 
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 __all__ = ["repo"]  # the fixture, imported for this module's tests
 
 JUNIT_SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "data" / "jenkins-junit.xsd")
