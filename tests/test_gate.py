@@ -13,11 +13,9 @@ from promptctl.errors import InputError
 from promptctl.gate import CheckOptions, absolute_gates, exit_code, regression_gates, run_check
 from promptctl.prompts import parse_prompt
 from promptctl.store import open_store
-from tests.checkrepo import ROWS, Repo, evalset_text, prompt_text, repo
+from tests.checkrepo import ROWS, Repo, evalset_text, prompt_text
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import git
-
-__all__ = ["repo"]  # the fixture, imported for this module's tests
 
 
 def check(root: Path, **options: Any) -> dict[str, Any]:

@@ -12,13 +12,12 @@ import xmlschema
 from typer.testing import Result
 
 from tests import helpers
-from tests.checkrepo import Repo, evalset_text, prompt_text, repo
+from tests.checkrepo import Repo, evalset_text, prompt_text
 from tests.fakeserver import FakeOpenAI
 from tests.render import gfm
 
 pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
 
-__all__ = ["repo"]  # the fixture, imported for this module's tests
 
 JUNIT_SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "data" / "jenkins-junit.xsd")
 
