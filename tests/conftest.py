@@ -16,10 +16,11 @@ if TYPE_CHECKING:
     # is not assertion-rewritten (and pytest warns).
     from tests.fakeserver import FakeOpenAI
 
-# Modules whose fixtures every test may ask for by name (pytest reads this list only in the
-# root conftest.py): fake_openai and server from fakeserver, repo (the `check` repository) from checkrepo,
-# project and judged_api (the judged echo project) from judgekit. A module or a directory's
-# conftest.py that defines a fixture of the same name overrides it, as usual.
+# Modules whose fixtures every test may ask for by name, without importing them (pytest reads
+# this list only in the root conftest.py): fake_openai and server from fakeserver; repo (the
+# `check` repository) from checkrepo; project and judged_api (the judged echo project) from
+# judgekit. A test module, or a directory's conftest.py, that defines a fixture of the same
+# name overrides it there (tests/providers and tests/store have a `project` of their own).
 pytest_plugins = ["tests.fakeserver", "tests.checkrepo", "tests.judgekit"]
 
 
@@ -71,6 +72,13 @@ def api(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
     fixture of the same name that asks for it; one that looks for its own key in the output
     sets the endpoint up with `use_fake_openai`."""
     return use_fake_openai(monkeypatch, fake_openai, "sk-test-api-9d8c7b6a5f4e")
+
+
+@pytest.fixture
+def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch jobs polled without waiting; the batch tests use it for every test
+    (`pytest.mark.usefixtures("quick_polls")`)."""
+    monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "0")
 
 
 @pytest.fixture
