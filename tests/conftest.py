@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests import fakeserver, helpers, pg
-from tests.fakeserver import fake_openai  # noqa: F401  (re-exported fixture)
+from tests import helpers, pg
 from tests.helpers import use_fake_openai, write_echo_project
+
+if TYPE_CHECKING:
+    # Not imported at run time: a plugin module imported before pytest registers it below
+    # is not assertion-rewritten (and pytest warns).
+    from tests.fakeserver import FakeOpenAI
+
+# Modules whose fixtures every test may ask for by name, without importing them (pytest reads
+# this list only in the root conftest.py): fake_openai and server from fakeserver; repo (the
+# `check` repository) from checkrepo; project and judged_api (the judged echo project) from
+# judgekit. A test module, or a directory's conftest.py, that defines a fixture of the same
+# name overrides it there (tests/providers and tests/store have a `project` of their own).
+pytest_plugins = ["tests.fakeserver", "tests.checkrepo", "tests.judgekit"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -53,21 +65,20 @@ def _no_stray_cli_processes() -> Iterator[None]:
 
 
 @pytest.fixture
-def server() -> Iterator[fakeserver.FakeOpenAI]:
-    """A fake server of its own, for tests that talk to it directly rather than through the CLI."""
-    with fakeserver.FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def api(fake_openai: fakeserver.FakeOpenAI,  # noqa: F811  (the re-exported fixture)
-        monkeypatch: pytest.MonkeyPatch) -> fakeserver.FakeOpenAI:
+def api(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
     """The fake server as the OpenAI endpoint: OPENAI_BASE_URL points at it, with a dummy key.
 
     A module whose tests need more (a project to run in, a responder) overrides this with a
     fixture of the same name that asks for it; one that looks for its own key in the output
     sets the endpoint up with `use_fake_openai`."""
     return use_fake_openai(monkeypatch, fake_openai, "sk-test-api-9d8c7b6a5f4e")
+
+
+@pytest.fixture
+def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch jobs polled without waiting; the batch tests use it for every test
+    (`pytest.mark.usefixtures("quick_polls")`)."""
+    monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "0")
 
 
 @pytest.fixture

@@ -954,6 +954,14 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         yield server
 
 
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    """A fake server of its own, for tests that talk to it directly rather than through the CLI
+    (`fake_openai` is the one `api` points the CLI at)."""
+    with FakeOpenAI() as fake:
+        yield fake
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a fake OpenAI-compatible API.")
     parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose")

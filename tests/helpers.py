@@ -11,13 +11,15 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from promptctl.cli.app import app
-from tests.fakeserver import FakeOpenAI
+
+if TYPE_CHECKING:
+    from tests.fakeserver import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]  # this repository: its prompts/ and evalsets/
 

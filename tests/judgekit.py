@@ -2,12 +2,18 @@
 
 The fake server plays the judge: it reads the answer out of the judge request and gives
 its length as the score, except for the word `three`, which it answers unreadably.
+
+Registered in tests/conftest.py's pytest_plugins: its fixtures `project` (the judged echo
+project, the current directory) and `judged_api` (the fake server with the judge's rule)
+serve every module that defines no `project` of its own.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pytest
 
 from tests.fakeserver import Body, FakeOpenAI, last_user_message
 from tests.helpers import ECHO_PROMPT, write_echo_project
@@ -56,3 +62,18 @@ def write_judged_project(root: Path, judge: str = JUDGE, prompt: str = JUDGED_PR
     (root / "judges").mkdir(exist_ok=True)
     (root / "judges" / "length.yaml").write_text(judge, encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path/proj with the judged echo prompt and the length judge, and the current directory."""
+    root = write_judged_project(tmp_path / "proj")
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def judged_api(api: FakeOpenAI) -> FakeOpenAI:
+    """The fake server as the endpoint, answering judge requests with `judge_reply`."""
+    api.add_rule("JUDGE", judge_reply)
+    return api

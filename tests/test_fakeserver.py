@@ -17,7 +17,6 @@ import openai
 import pytest
 
 from tests.fakeserver import FakeOpenAI, embedding_vector
-from tests.fakeserver import fake_openai as fake_openai  # re-exported as a fixture
 
 MODEL = "gpt-4o-mini"
 

@@ -24,11 +24,9 @@ from promptctl.results import (
     RowErrors,
 )
 from promptctl.store import open_store
-from tests.checkrepo import ROWS, Repo, evalset_text, prompt_text, repo
+from tests.checkrepo import ROWS, Repo, evalset_text, prompt_text
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import git
-
-__all__ = ["repo"]  # the fixture, imported for this module's tests
 
 
 def check(root: Path, **options: Any) -> CheckResult:

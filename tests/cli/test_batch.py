@@ -13,15 +13,13 @@ import pytest
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import ECHO_WORDS, cli_process, eval_json, eval_run, invoke, runs_json, show_rows
 
+pytestmark = [pytest.mark.both_stores,  # run on SQLite, then on PostgreSQL
+              pytest.mark.usefixtures("quick_polls")]
+
 # gpt-4o-mini's built-in price is $0.15 / $0.60 per million tokens; batches cost half.
 BATCH_IN, BATCH_OUT = 0.075, 0.30
 # The fake server counts words: "Question one" is 2 prompt tokens, "echo: Question one" 3.
 PROMPT_TOKENS, COMPLETION_TOKENS = 2, 3
-
-
-@pytest.fixture(autouse=True)
-def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "0")
 
 
 @pytest.fixture

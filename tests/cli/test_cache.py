@@ -13,6 +13,8 @@ import pytest
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import eval_run, invoke, run_cli, show, store_db
 
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 
 def eval_echo(*args: str, code: int = 0) -> dict[str, Any]:
     return eval_run("prompts/echo.yaml", *args, code=code)
@@ -43,6 +45,7 @@ def test_stats_on_an_empty_store(api: FakeOpenAI) -> None:
     assert "entries   0" in human
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_stats_counts_the_entries_a_run_wrote(api: FakeOpenAI, tmp_path: Path) -> None:
     before = datetime.now(UTC) - timedelta(seconds=1)
     eval_echo()
@@ -86,6 +89,7 @@ def test_clear_older_than_keeps_fresh_entries(api: FakeOpenAI) -> None:
     assert "deleted 0 cached completion(s) older than 1d" in human
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_clear_older_than_deletes_only_old_entries(api: FakeOpenAI, tmp_path: Path) -> None:
     eval_echo()
     old = (datetime.now(UTC) - timedelta(days=2)).isoformat(timespec="milliseconds")

@@ -12,11 +12,12 @@ import xmlschema
 from typer.testing import Result
 
 from tests import helpers
-from tests.checkrepo import Repo, evalset_text, prompt_text, repo
+from tests.checkrepo import Repo, evalset_text, prompt_text
 from tests.fakeserver import FakeOpenAI
 from tests.render import gfm
 
-__all__ = ["repo"]  # the fixture, imported for this module's tests
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 
 JUNIT_SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "data" / "jenkins-junit.xsd")
 

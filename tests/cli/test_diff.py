@@ -17,6 +17,8 @@ from tests.helpers import GitRepo, eval_run, git, git_identity, git_init, invoke
 from tests.render import gfm
 from tests.test_stats import binomial_two_sided
 
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 ROWS = 12
 # Items each prompt version answers wrongly (item + 3), and unreadably.
 WRONG = {"V1": {5}, "V2": {5, 7}, "V3": {1, 2, 7}}

@@ -24,6 +24,8 @@ from tests.helpers import (
     use_fake_openai,
 )
 
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 KEY = "sk-test-cli-3f9a1c7e5b2d4f60"
 MODEL = "gpt-4o-mini"
 USER_PREFIX = "Give this text a controversy score from 0 to 10.\n\n"

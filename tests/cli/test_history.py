@@ -13,6 +13,8 @@ from promptctl.render.compare import sparkline
 from tests.cli.test_diff import ROWS, Repo, eval_ref, exact_match, repo
 from tests.helpers import git, invoke, use_fake_openai
 
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 __all__ = ["repo"]  # the fixture, imported for this module's tests
 
 

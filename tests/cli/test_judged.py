@@ -27,20 +27,6 @@ from tests.judgekit import (
     write_judged_project,
 )
 
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = write_judged_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    return root
-
-
-@pytest.fixture
-def judged_api(api: FakeOpenAI) -> FakeOpenAI:
-    api.add_rule("JUDGE", judge_reply)
-    return api
-
-
 LABEL_JUDGE = JUDGE.replace("type: number", "type: label\n  labels: [pass, fail]")
 
 

@@ -13,6 +13,8 @@ from tests import pipelinekit
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import GitRepo, eval_json, git_identity, git_init, invoke, use_fake_openai
 
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 KEY = "sk-test-chain-cli-5e4d3c2b1a09"
 PIPELINE = "pipelines/support.yaml"
 

@@ -11,6 +11,8 @@ import pytest
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import copy_examples, eval_run, invoke, runs_json, show
 
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 ECHO_PROMPT = """\
 name: echo
 model: gpt-4o-mini

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.checkrepo import Repo, prompt_text, repo  # noqa: F401 - the fixture
+from tests.checkrepo import Repo, prompt_text
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import eval_json, git, invoke, runs_json, show
 

@@ -32,10 +32,7 @@ from promptctl.store import SQLiteStore
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import ECHO_WORDS, invoke, store_db
 
-
-@pytest.fixture(autouse=True)
-def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "0")
+pytestmark = pytest.mark.usefixtures("quick_polls")
 
 
 @pytest.fixture

@@ -14,23 +14,9 @@ from tests.judgekit import (
     JUDGE,
     JUDGED_PROMPT,
     eval_requests,
-    judge_reply,
     judge_requests,
     write_judged_project,
 )
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = write_judged_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    return root
-
-
-@pytest.fixture
-def judged_api(api: FakeOpenAI) -> FakeOpenAI:
-    api.add_rule("JUDGE", judge_reply)
-    return api
 
 
 def test_the_judge_scores_each_row_and_an_unreadable_answer_is_unscored(

@@ -15,16 +15,9 @@ from typing import Any
 import pytest
 
 from tests.fakeserver import Body, FakeOpenAI, error_body, last_user_message
-from tests.helpers import eval_json, invoke, show_rows, use_fake_openai, write_echo_project
+from tests.helpers import eval_json, invoke, show_rows, use_fake_openai
 
 KEY = "sk-test-hostile-71c4e9a2d05b8f36"
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = write_echo_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    return root
 
 
 @pytest.fixture

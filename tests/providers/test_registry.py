@@ -11,7 +11,7 @@ import pytest
 
 from promptctl import providers
 from promptctl.providers import Backend, ChatRequest, ChatResponse, Provider, ResolvedModel
-from tests.helpers import eval_json, invoke, write_echo_project
+from tests.helpers import eval_json, invoke
 
 
 class ReverseProvider(Provider):
@@ -51,13 +51,6 @@ def registered() -> Iterator[None]:
     yield
     providers._loaded.pop("reverse", None)  # noqa: SLF001
     providers.BACKENDS.pop("reverse", None)
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = write_echo_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    return root
 
 
 def config(project: Path, body: str) -> None:

@@ -29,11 +29,9 @@ import pytest
 import yaml
 
 from promptctl.render.html import CSP, render_report, row_failed, sanitize_svg, text
-from tests.checkrepo import Repo, prompt_text, repo
+from tests.checkrepo import Repo, prompt_text
 from tests.fakeserver import FakeOpenAI, last_user_message
 from tests.helpers import git, git_init, invoke, run_cli
-
-__all__ = ["repo"]  # the fixture, imported for the check --html test
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -14,12 +14,10 @@ import xmlschema
 
 from promptctl.render.files import write_atomic
 from tests import helpers
-from tests.checkrepo import Repo, prompt_text, repo
+from tests.checkrepo import Repo, prompt_text
 from tests.fakeserver import FakeOpenAI, error_body
 from tests.render import gfm
 from tests.render.hostile import ACTS_ON_TERMINAL, EVERY_ESCAPE
-
-__all__ = ["repo"]  # the fixture, imported for this module's tests
 
 SCHEMA = xmlschema.XMLSchema(Path(__file__).parents[1] / "data" / "jenkins-junit.xsd")
 

@@ -1,4 +1,5 @@
-"""The store tests run against both back-ends: `any_url` and `any_store` are parametrised."""
+"""The store tests run against both back-ends: `any_url` and `any_store` are parametrised.
+`project` is the echo project with no store in the environment."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from promptctl.store import Store, open_store
+from tests.fakeserver import FakeOpenAI
+from tests.helpers import write_echo_project
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -23,3 +26,13 @@ def any_store(any_url: str) -> Iterator[Store]:
     store = open_store(any_url)
     yield store
     store.close()
+
+
+@pytest.fixture
+def project(api: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The echo project as the current directory, the fake server as the endpoint, and no
+    PROMPTCTL_STORE: the store is the default .promptctl/results.db, or what a test chooses."""
+    root = write_echo_project(tmp_path / "proj")
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("PROMPTCTL_STORE")
+    return root

@@ -22,15 +22,6 @@ from tests.fakeserver import FakeOpenAI
 from tests.helpers import eval_run, invoke, run_cli, write_echo_project
 
 
-@pytest.fixture
-def project(api: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The echo project as the current directory, its store the default .promptctl/results.db."""
-    root = write_echo_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    monkeypatch.delenv("PROMPTCTL_STORE")
-    return root
-
-
 def db_of(root: Path) -> Path:
     return root / ".promptctl" / "results.db"
 

@@ -11,8 +11,7 @@ import pytest
 from promptctl import redact
 from promptctl.store import open_store, public_url
 from promptctl.store.urls import url_secrets
-from tests.fakeserver import FakeOpenAI
-from tests.helpers import eval_run, invoke, run_cli, write_echo_project
+from tests.helpers import eval_run, invoke, run_cli
 
 
 @pytest.mark.parametrize(("url", "shown", "secrets"), [
@@ -41,14 +40,6 @@ def test_a_password_registered_from_a_url_is_masked_everywhere(tmp_path: Path) -
         assert public_url("postgresql://ci:Another%2FSecret%2B99@db/p") == "postgresql://ci@db/p"
     finally:
         redact.forget_all()
-
-
-@pytest.fixture
-def project(api: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = write_echo_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    monkeypatch.delenv("PROMPTCTL_STORE")
-    return root
 
 
 def test_store_flag_beats_the_environment_which_beats_the_file(project: Path, tmp_path: Path,
