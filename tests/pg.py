@@ -144,18 +144,3 @@ def parametrize(metafunc: pytest.Metafunc) -> None:
     node = metafunc.definition
     if node.get_closest_marker(BOTH_STORES) and not node.get_closest_marker(SQLITE_ONLY):
         metafunc.parametrize("store_kind", ["sqlite", "postgresql"], indirect=True)
-
-
-# The rule the markers replaced (by module name, and words in the test's source), kept only
-# because tests/store/test_pg_fixture.py still checks it; it selects nothing.
-_LEGACY_CLI_MODULES = ("test_eval.py", "test_runs.py", "test_diff.py", "test_history.py",
-                       "test_check.py", "test_cache.py", "test_batch.py", "test_pipelines.py")
-_LEGACY_SQLITE_WORDS = ("sqlite", "store_db", "results.db")
-
-
-def runs_on_both(module_file: str, source: str) -> bool:
-    """The former rule: a test in one of the listed CLI modules whose source never names the
-    SQLite file. Not used for selection; see `parametrize`."""
-    path = Path(module_file)
-    return (path.parent.name == "cli" and path.name in _LEGACY_CLI_MODULES
-            and not any(word in source for word in _LEGACY_SQLITE_WORDS))
