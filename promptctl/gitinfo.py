@@ -37,7 +37,7 @@ _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_NO_REPLACE_OBJECTS": "1", "GIT_OPTIONAL
 # Set by the caller's environment (a git hook, say), these would redirect a command run inside a
 # project to another repository or index: they are pinned to the repository found instead.
 _REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")
-_OBJECT_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}")
 _NOT_INSTALLED = "git is not installed"
 _INSTALL_FIX = "install git (promptctl keys runs by commit)"
 
@@ -188,10 +188,18 @@ class Repo:
             if not found:
                 return None
             sha = found
+        binsha = bytes.fromhex(sha)
+        if binsha == git.Object.NULL_BIN_SHA:  # GitPython's stand-in for "no commit"
+            return None
         try:
-            return self._repo.commit(sha)
+            # Typed from the object's header: a missing object is an error here, where
+            # `repo.commit(sha)` would hand back a commit that fails only when read.
+            found = git.Object.new_from_sha(self._repo, binsha)
+            while found.type == "tag":
+                found = found.object
         except (ValueError, git.BadName, git.BadObject):
             return None
+        return found if found.type == "commit" else None
 
     def has_commit(self, sha: str) -> bool:
         return self._commit(sha) is not None
