@@ -54,10 +54,11 @@ class GitState:
 
 @functools.cache
 def _gitpython() -> ModuleType:
-    """The `git` package (GitPython), imported on first use: it costs tens of milliseconds."""
+    """The `git` package (GitPython), imported on first use: every command that never reads
+    git (--help above all) is spared its import time (see bench/git_import.py)."""
     try:
         import git
-    except ModuleNotFoundError:
+    except ModuleNotFoundError:  # GitPython itself missing: an installation bug, not the user's
         raise
     except ImportError:  # GitPython refuses to load without a git executable
         raise InputError(_NOT_INSTALLED, fix=_INSTALL_FIX) from None
@@ -76,8 +77,8 @@ class _Found:
 def _discover(start: Path) -> _Found | None:
     """The repository containing `start` (a file or directory), or None outside git."""
     here = start if start.is_dir() else start.parent
-    if not here.exists():
-        return None
+    if not here.exists() or not os.access(here, os.X_OK):
+        return None  # (GitPython would run git in the current directory instead)
     if any(name in os.environ for name in ("GIT_DIR", "GIT_WORK_TREE")):
         return _discover_from(here)
     git = _gitpython()
@@ -99,8 +100,11 @@ def _discover(start: Path) -> _Found | None:
 
 
 def _discover_from(here: Path) -> _Found | None:
-    """`_discover` when the environment names a repository (GIT_DIR): git would answer with
-    that one wherever it runs, so GitPython walks up from `here` the way git discovers."""
+    """`_discover` when the environment names a repository (GIT_DIR, GIT_WORK_TREE): git
+    would answer with that one wherever it runs, so GitPython walks up from `here` the way git
+    discovers. Unlike git's own discovery it takes GIT_WORK_TREE as the work tree, and it
+    does not check who owns the repository (safe.directory); the commands that follow name
+    the repository found explicitly (see `Repo._repo`)."""
     git = _gitpython()
     try:
         found = git.Repo(os.path.abspath(here), search_parent_directories=True)
