@@ -1,19 +1,25 @@
 """Every read of git: commit, dirty flag, branch; refs; files as they were at a commit;
 commit facts for history; merge bases for `check`.
 
-No other module talks to git. Everything goes through git's own plumbing commands (rev-parse,
-ls-tree, cat-file, status): git parses every ref form itself, and a command costs a few
-milliseconds where loading a git library costs a tenth of a second on every promptctl command.
+No other module talks to git. Git is read through GitPython: commits, trees and blobs through
+its object model, whose object database keeps one `git cat-file` process per repository, so
+reading many files at one commit costs one process, not one per file. Refs are resolved by
+`git rev-parse` itself (GitPython's own parser walks `~N` in Python and does not know every
+ref form), and the repository is found by git's own discovery (which refuses a repository
+owned by another user, as git does). GitPython is imported on the first read of git, never
+by `promptctl --help`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import subprocess
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from promptctl.errors import InputError
@@ -24,8 +30,16 @@ MAX_BLOB_BYTES = MAX_EVALSET_BYTES
 MAX_REF_LENGTH = 256
 SHALLOW_FIX = "this is a shallow clone: fetch more history (in GitHub Actions, actions/checkout " \
               "with fetch-depth: 0; locally, git fetch --unshallow)"
-_SYMLINK_MODE = "120000"
-_SUBMODULE_MODE = "160000"
+_SYMLINK_MODE = 0o120000
+_SUBMODULE_MODE = 0o160000
+# No prompts, no replacement objects rewriting history behind our back, no index writes.
+_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_NO_REPLACE_OBJECTS": "1", "GIT_OPTIONAL_LOCKS": "0"}
+# Set by the caller's environment (a git hook, say), these would redirect a command run inside a
+# project to another repository or index: they are pinned to the repository found instead.
+_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}")
+_NOT_INSTALLED = "git is not installed"
+_INSTALL_FIX = "install git (promptctl keys runs by commit)"
 
 
 @dataclass(frozen=True)
@@ -38,23 +52,22 @@ class GitState:
     branch: str | None = None
 
 
-def _run(cwd: Path, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    # No pager, no prompts, no replacement objects rewriting history behind our back; the
-    # environment's GIT_DIR must not redirect a command run inside a project.
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_NO_REPLACE_OBJECTS="1", GIT_OPTIONAL_LOCKS="0")
+@functools.cache
+def _gitpython() -> ModuleType:
+    """The `git` package (GitPython), imported on first use: every command that never reads
+    git (--help above all) is spared its import time (see bench/git_import.py)."""
     try:
-        return subprocess.run(["git", *args], cwd=cwd, input=data, capture_output=True,
-                              timeout=60, check=False, env=env)
-    except FileNotFoundError:
-        raise InputError("git is not installed", fix="install git (promptctl keys runs by commit)") \
-            from None
+        import git
+    except ModuleNotFoundError:  # GitPython itself missing: an installation bug, not the user's
+        raise
+    except ImportError:  # GitPython refuses to load without a git executable
+        raise InputError(_NOT_INSTALLED, fix=_INSTALL_FIX) from None
+    return git
 
 
 @dataclass(frozen=True)
 class _Found:
-    """What `git rev-parse` says of a directory."""
+    """What git says of a directory."""
 
     work_tree: Path | None
     git_dir: Path
@@ -64,18 +77,43 @@ class _Found:
 def _discover(start: Path) -> _Found | None:
     """The repository containing `start` (a file or directory), or None outside git."""
     here = start if start.is_dir() else start.parent
-    if not here.exists():
-        return None
-    done = _run(here, "rev-parse", "--is-bare-repository", "--absolute-git-dir",
-                "--show-toplevel")
-    lines = done.stdout.decode("utf-8", "surrogateescape").splitlines()
-    if done.returncode != 0 and len(lines) >= 2 and lines[0] == "true":
+    if not here.exists() or not os.access(here, os.X_OK):
+        return None  # (GitPython would run git in the current directory instead)
+    if any(name in os.environ for name in ("GIT_DIR", "GIT_WORK_TREE")):
+        return _discover_from(here)
+    git = _gitpython()
+    command = git.Git(str(here))
+    try:
+        code, out, _err = command.rev_parse(
+            "--is-bare-repository", "--absolute-git-dir", "--show-toplevel", env=_ENV,
+            with_extended_output=True, with_exceptions=False, stdout_as_string=False)
+    except git.GitCommandNotFound:
+        raise InputError(_NOT_INSTALLED, fix=_INSTALL_FIX) from None
+    lines = out.decode("utf-8", "surrogateescape").splitlines()
+    if code != 0 and len(lines) >= 2 and lines[0] == "true":
         return _Found(None, Path(lines[1]), True)  # bare: --show-toplevel fails
-    if done.returncode != 0 or len(lines) < 2:
+    if code != 0 or len(lines) < 2:
         return None
     bare = lines[0] == "true"
     top = Path(lines[2]).resolve() if len(lines) > 2 and not bare else None
     return _Found(top, Path(lines[1]), bare or top is None)
+
+
+def _discover_from(here: Path) -> _Found | None:
+    """`_discover` when the environment names a repository (GIT_DIR, GIT_WORK_TREE): git
+    would answer with that one wherever it runs, so GitPython walks up from `here` the way git
+    discovers. Unlike git's own discovery it takes GIT_WORK_TREE as the work tree, and it
+    does not check who owns the repository (safe.directory); the commands that follow name
+    the repository found explicitly (see `Repo._repo`)."""
+    git = _gitpython()
+    try:
+        found = git.Repo(os.path.abspath(here), search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    git_dir = Path(found.git_dir).absolute()
+    if found.bare or found.working_tree_dir is None:
+        return _Found(None, git_dir, True)
+    return _Found(Path(found.working_tree_dir).resolve(), git_dir, False)
 
 
 def work_tree(start: Path) -> Path | None:
@@ -88,12 +126,6 @@ def work_tree(start: Path) -> Path | None:
     return None if found is None or found.bare else found.work_tree
 
 
-def is_bare(start: Path) -> bool:
-    """Whether `start` lies in a bare repository (a git directory with no checkout)."""
-    found = _discover(start)
-    return bool(found is not None and found.bare)
-
-
 class Repo:
     """A git work tree: refs, files at a commit, facts about commits."""
 
@@ -101,26 +133,48 @@ class Repo:
         self.root = root
         self.git_dir = git_dir
 
+    @functools.cached_property
+    def _repo(self) -> Any:
+        """The GitPython repository, opened on first use."""
+        git = _gitpython()
+        repo = git.Repo(str(self.root))
+        repo.git.update_environment(**_ENV)
+        if any(name in os.environ for name in _REDIRECTS):
+            repo.git.update_environment(GIT_DIR=str(self.git_dir), GIT_WORK_TREE=str(self.root),
+                                        GIT_INDEX_FILE=str(self.git_dir / "index"))
+        return repo
+
+    def _out(self, command: str, *args: str) -> str | None:
+        """The stripped output of `git COMMAND ARGS`, or None when git fails."""
+        git = _gitpython()
+        try:
+            out: bytes = getattr(self._repo.git, command)(*args, stdout_as_string=False)
+        except git.GitCommandNotFound:
+            raise InputError(_NOT_INSTALLED, fix=_INSTALL_FIX) from None
+        except git.GitCommandError:
+            return None
+        return out.decode("utf-8", "surrogateescape").strip()
+
     @property
     def shallow(self) -> bool:
-        return (self.git_dir / "shallow").exists()
-
-    def _git(self, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return _run(self.root, *args, data=data)
-
-    def _out(self, *args: str) -> str | None:
-        done = self._git(*args)
-        return done.stdout.decode("utf-8", "surrogateescape").strip() if done.returncode == 0 else None
+        return self._out("rev_parse", "--is-shallow-repository") == "true"
 
     def head(self) -> str | None:
         """HEAD's commit, or None in a repository with no commit yet."""
-        return self._out("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+        try:
+            return str(self._repo.head.commit.hexsha)
+        except ValueError:  # HEAD names a branch with no commit yet
+            return None
+
+    def _rev_parse(self, ref: str) -> str | None:
+        """The commit `ref` names, by git's own parser (every ref form git knows)."""
+        return self._out("rev_parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
 
     def resolve(self, ref: str, *, what: str = "git ref", context: str = "",
                 fix: str | None = None) -> str:
         """The commit sha `ref` names; an error that says why when it names none."""
         check_ref_syntax(ref, what)
-        found = self._out("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+        found = self._rev_parse(ref)
         if found:
             return found
         if self.shallow:
@@ -128,22 +182,42 @@ class Repo:
         raise InputError(f"unknown {what} {ref!r}{context}",
                          fix=fix or "name a branch, tag or commit (see `git log --oneline`)")
 
-    def has_commit(self, sha: str) -> bool:
-        return self._git("cat-file", "-e", f"{sha}^{{commit}}").returncode == 0
-
-    def _entry(self, sha: str, rel: str) -> tuple[str, str, str, int] | None:
-        """(mode, type, object id, size) of `rel` in commit `sha`, or None."""
-        rel = rel.strip("/")
-        if not rel:
+    def _commit(self, sha: str) -> Any:
+        """The GitPython commit `sha` names, or None when this clone has no such commit."""
+        git = _gitpython()
+        if not _OBJECT_ID.fullmatch(sha):
+            if not sha or any(c in sha for c in "\0\n\r"):
+                return None
+            found = self._rev_parse(sha)
+            if not found:
+                return None
+            sha = found
+        binsha = bytes.fromhex(sha)
+        if binsha == git.Object.NULL_BIN_SHA:  # GitPython's stand-in for "no commit"
             return None
-        done = self._git("ls-tree", "-l", "--full-tree", "-z", sha, "--", rel)
-        for entry in done.stdout.split(b"\0"):
-            head, _, name = entry.partition(b"\t")
-            if name.decode("utf-8", "surrogateescape") != rel:
-                continue
-            mode, kind, oid, size = head.decode("ascii").split()
-            return mode, kind, oid, int(size) if size.isdigit() else 0
-        return None
+        try:
+            # Typed from the object's header: a missing object is an error here, where
+            # `repo.commit(sha)` would hand back a commit that fails only when read.
+            found = git.Object.new_from_sha(self._repo, binsha)
+            while found.type == "tag":
+                found = found.object
+        except (ValueError, git.BadName, git.BadObject):
+            return None
+        return found if found.type == "commit" else None
+
+    def has_commit(self, sha: str) -> bool:
+        return self._commit(sha) is not None
+
+    def _entry(self, sha: str, rel: str) -> Any:
+        """The tree entry (blob, tree or submodule) at path `rel` in commit `sha`, or None."""
+        rel = rel.strip("/")
+        commit = self._commit(sha) if rel else None
+        if commit is None:
+            return None
+        try:
+            return commit.tree / rel
+        except KeyError:
+            return None
 
     def read(self, sha: str, rel: str, max_bytes: int = MAX_BLOB_BYTES) -> bytes | None:
         """The bytes of file `rel` (a path from the root) in commit `sha`, or None when the
@@ -153,42 +227,44 @@ class Repo:
         entry = self._entry(sha, rel)
         if entry is None:
             return None
-        mode, kind, oid, size = entry
-        if kind == "commit" or mode == _SUBMODULE_MODE:
+        if entry.type == "submodule" or entry.mode == _SUBMODULE_MODE:
             raise InputError(f"{rel} is a git submodule at {sha[:12]}, not a file",
                              fix="run promptctl inside the submodule's own work tree")
-        if kind == "tree":
+        if entry.type == "tree":
             raise InputError(f"{rel} is a directory at {sha[:12]}, not a file", file=rel,
                              fix="name a file")
-        if mode == _SYMLINK_MODE:
+        if entry.type != "blob":
+            return None
+        if entry.mode == _SYMLINK_MODE:
             raise InputError(f"{rel} is a symbolic link at {sha[:12]}", file=rel,
                              fix="commit the file itself: files a prompt references must be "
                              "regular files inside the repository")
+        # The size comes from the object's header: a blob over the limit is never read.
+        size = int(entry.size)
         if size > max_bytes:
             raise InputError(f"{rel} is larger than {max_bytes // 2**20} MiB at {sha[:12]} "
                              f"({size} bytes)", file=rel,
                              fix="split the eval set into smaller files")
-        done = self._git("cat-file", "blob", oid)
-        if done.returncode != 0:
-            return None
-        return done.stdout
+        data: bytes = entry.data_stream.read()
+        return data
 
     def list_files(self, sha: str, directory: str, suffixes: Sequence[str]) -> list[str]:
         """Paths (from the root) of the files directly in `directory` at commit `sha`."""
-        done = self._git("ls-tree", "--full-tree", "-z", sha, "--", directory.strip("/") + "/")
-        out = []
-        for entry in done.stdout.split(b"\0"):
-            head, _, name = entry.partition(b"\t")
-            if not name:
-                continue
-            mode, kind, _oid = head.decode("ascii").split()
-            path = name.decode("utf-8", "surrogateescape")
-            if kind == "blob" and path.lower().endswith(tuple(suffixes)):
-                out.append(path)
-        return sorted(out)
+        tree = self._entry(sha, directory)
+        if tree is None or tree.type != "tree":
+            return []
+        return sorted(str(blob.path) for blob in tree.blobs
+                      if str(blob.path).lower().endswith(tuple(suffixes)))
 
     def merge_base(self, a: str, b: str) -> str | None:
-        return self._out("merge-base", a, b) or None
+        git = _gitpython()
+        try:
+            found = self._repo.merge_base(a, b)
+        except git.GitCommandNotFound:
+            raise InputError(_NOT_INSTALLED, fix=_INSTALL_FIX) from None
+        except (git.GitCommandError, ValueError, git.BadName, git.BadObject):
+            return None
+        return str(found[0].hexsha) if found else None
 
     def state(self, files: Sequence[Path] = ()) -> GitState:
         """Commit, dirty flag and branch of the work tree.
@@ -196,10 +272,19 @@ class Repo:
         Dirty means tracked changes anywhere, or any of `files` (the prompt and its eval
         set) not yet tracked: either way HEAD alone does not reproduce the run.
         """
+        git = _gitpython()
+        repo = self._repo
         commit = self.head()
-        branch = self._out("symbolic-ref", "--quiet", "--short", "HEAD") or None
-        status = self._git("status", "--porcelain", "--untracked-files=no", "-z")
-        dirty = status.returncode != 0 or bool(status.stdout.strip(b"\0"))
+        try:
+            branch = None if repo.head.is_detached else str(repo.active_branch.name)
+        except (TypeError, ValueError):
+            branch = None
+        try:
+            dirty = bool(repo.is_dirty(index=True, working_tree=True, untracked_files=False))
+        except git.GitCommandNotFound:
+            raise InputError(_NOT_INSTALLED, fix=_INSTALL_FIX) from None
+        except git.GitCommandError:
+            dirty = True
         if not dirty and files:
             rels = []
             for f in files:
@@ -208,38 +293,54 @@ class Repo:
                 except ValueError:
                     continue
             if rels:
-                untracked = self._git("ls-files", "--others", "--exclude-standard", "-z", "--", *rels)
-                dirty = bool(untracked.stdout.strip(b"\0"))
+                untracked = self._out("ls_files", "--others", "--exclude-standard", "-z", "--", *rels)
+                dirty = bool((untracked or "").strip("\0"))
         if commit is None:
             dirty = True
         return GitState(root=self.root, commit=commit, dirty=dirty, branch=branch)
 
     def commit_facts(self, shas: set[str]) -> dict[str, dict[str, Any]]:
-        """Date, author, subject and parents of each commit, read with one
-        `git cat-file --batch`. Commits this clone lacks are left out."""
-        if not shas:
+        """Date, author, subject and parents of each commit. Commits this clone lacks are
+        left out."""
+        commits = {}
+        for sha in sorted(shas):
+            found = self._commit(sha)
+            if found is not None:
+                commits[str(found.hexsha)] = found
+        if not commits:
             return {}
-        try:
-            done = self._git("cat-file", "--batch",
-                             data="".join(f"{s}\n" for s in sorted(shas)).encode("ascii"))
-        except (OSError, subprocess.SubprocessError):
-            return {}
-        if done.returncode != 0:
-            return {}
-        out: dict[str, dict[str, Any]] = {}
-        data, pos = done.stdout, 0
-        while pos < len(data):
-            end = data.index(b"\n", pos)
-            header = data[pos:end].split()
-            pos = end + 1
-            if len(header) != 3:  # "<sha> missing"
-                continue
-            sha, kind, size = header[0].decode(), header[1], int(header[2])
-            body = data[pos:pos + size]
-            pos += size + 1
-            if kind == b"commit":
-                out[sha] = _parse_commit(body)
-        return out
+        subjects = self._subjects(list(commits))
+        return {sha: _facts(commit, subjects.get(sha, "")) for sha, commit in commits.items()}
+
+    def _subjects(self, shas: list[str]) -> dict[str, str]:
+        """git's own subject (%s: the first paragraph of the message, its lines joined, in
+        UTF-8) of each commit, read with one `git log`: GitPython's `summary` is only the
+        first line."""
+        out = self._out("log", "--no-walk=unsorted", "-z", "--format=%H %s", *shas, "--")
+        subjects = {}
+        for record in (out or "").split("\0"):
+            sha, _, subject = record.partition(" ")
+            if sha:
+                subjects[sha.strip()] = subject
+        return subjects
+
+
+def _facts(commit: Any, subject: str) -> dict[str, Any]:
+    """Author, subject, parents, and the commit's time and date (in its committer's zone)."""
+    fact: dict[str, Any] = {"author": None, "subject": subject, "parents": []}
+    try:
+        fact["parents"] = [str(p.hexsha) for p in commit.parents]
+        fact["author"] = str(commit.author.name) if commit.author is not None else None
+        seconds, west = int(commit.committed_date), int(commit.committer_tz_offset)
+    except (ValueError, TypeError, IndexError, UnicodeError):
+        return fact  # a hand-made commit GitPython cannot parse: fewer facts rather than a crash
+    try:
+        zone = timezone(timedelta(seconds=-west))
+        fact["date"] = datetime.fromtimestamp(seconds, UTC).astimezone(zone).isoformat()
+        fact["time"] = seconds
+    except (ValueError, OverflowError, OSError):
+        pass  # a hand-made commit with a nonsense date: no date rather than a crash
+    return fact
 
 
 def check_ref_syntax(ref: str, what: str = "git ref") -> None:
@@ -289,8 +390,6 @@ def read_at_ref(path: Path, ref: str, *, max_bytes: int = MAX_BLOB_BYTES) -> tup
     Reads from the object store: neither the work tree nor the index is touched.
     """
     repo = open_repo(path, purpose="--ref needs the prompt to live in a git work tree")
-    import os
-
     # Normalised, not resolved: a symbolic link in the work tree must not lead the read
     # to another path of the repository than the one named.
     try:
@@ -304,39 +403,3 @@ def read_at_ref(path: Path, ref: str, *, max_bytes: int = MAX_BLOB_BYTES) -> tup
         raise InputError(f"file did not exist at {ref} ({commit[:12]})", file=path,
                          fix="choose a ref where the file exists")
     return data, commit
-
-
-def _parse_commit(body: bytes) -> dict[str, Any]:
-    head, _, message = body.partition(b"\n\n")
-    encoding = "utf-8"
-    parents: list[str] = []
-    author = committer = b""
-    for line in head.split(b"\n"):
-        field, _, value = line.partition(b" ")
-        if field == b"parent":
-            parents.append(value.decode("ascii"))
-        elif field == b"author":
-            author = value
-        elif field == b"committer":
-            committer = value
-        elif field == b"encoding":
-            encoding = value.decode("ascii", "replace")
-    try:
-        text = message.decode(encoding, "replace")
-    except LookupError:
-        text = message.decode("utf-8", "replace")
-    # git's %s: the first paragraph, lines joined by spaces.
-    subject = " ".join(text.strip().split("\n\n")[0].split())
-    name = author.rsplit(b" <", 1)[0].decode("utf-8", "replace") if author else None
-    when = committer.rsplit(b"> ", 1)[-1].split()
-    fact: dict[str, Any] = {"author": name, "subject": subject, "parents": parents}
-    if len(when) == 2:
-        try:
-            seconds, tz = int(when[0]), when[1].decode("ascii")
-            sign = -1 if tz.startswith("-") else 1
-            offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5])) * sign
-            fact["time"] = seconds
-            fact["date"] = datetime.fromtimestamp(seconds, UTC).astimezone(timezone(offset)).isoformat()
-        except (ValueError, OverflowError, OSError):
-            pass  # a hand-made commit with a nonsense date: no date rather than a crash
-    return fact

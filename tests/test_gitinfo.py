@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from promptctl.errors import InputError
-from promptctl.gitinfo import GitState, git_state, read_at_ref
+from promptctl.gitinfo import (
+    SHALLOW_FIX,
+    GitState,
+    find_repo,
+    git_state,
+    open_repo,
+    read_at_ref,
+    work_tree,
+)
 from tests import helpers
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import commit_all, copy_examples, git, git_init
@@ -181,3 +189,146 @@ def test_runs_outside_git_have_no_commit(tmp_path: Path, api: FakeOpenAI,
     assert run["git_branch"] is None
     assert run["n"] == 2
     assert run["metrics"]["format_validity"]["value"] == 1.0
+
+
+# -- the repository through GitPython -------------------------------------------------
+
+
+def test_a_bare_repository_has_no_work_tree(repo: Path, tmp_path: Path) -> None:
+    commit_all(repo, "prompts")
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    assert work_tree(bare) is None and find_repo(bare) is None
+    assert git_state(bare) == GitState()
+    with pytest.raises(InputError, match="bare git repository") as info:
+        open_repo(bare, purpose="test")
+    assert "clone with a checkout" in (info.value.fix or "")
+
+
+def test_a_shallow_clone_is_named_when_a_ref_is_missing(repo: Path, tmp_path: Path) -> None:
+    commit_all(repo, "one")
+    (repo / "x.txt").write_text("x\n", encoding="utf-8")
+    commit_all(repo, "two")
+    clone = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(clone))
+    shallow = open_repo(clone, purpose="test")
+    assert shallow.shallow and not open_repo(repo, purpose="test").shallow
+    with pytest.raises(InputError, match="not in this clone") as info:
+        shallow.resolve("HEAD~1")
+    assert info.value.fix == SHALLOW_FIX
+
+
+@pytest.mark.parametrize("ref", ["--output=/tmp/promptctl-pwned", "-h", "HEAD@{1}", "", "a\nb",
+                                 "x" * 300])
+def test_refs_that_are_options_or_reflog_entries_never_reach_git(repo: Path, ref: str) -> None:
+    commit_all(repo, "prompts")
+    with pytest.raises(InputError):
+        open_repo(repo, purpose="test").resolve(ref)
+    assert not Path("/tmp/promptctl-pwned").exists()
+
+
+def test_stored_commit_ids_that_are_not_commits_are_not_found(repo: Path) -> None:
+    head = commit_all(repo, "prompts")
+    found = open_repo(repo, purpose="test")
+    assert found.has_commit(head) and found.has_commit("HEAD")
+    tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    for sha in ("0" * 40, tree, "--output=/tmp/promptctl-pwned", "../../etc/passwd", "a\nb", ""):
+        assert not found.has_commit(sha), sha
+        assert found.read(sha, PROMPT) is None
+    assert found.commit_facts({"0" * 40, tree}) == {}
+
+
+def test_files_at_a_commit_and_what_is_not_a_file(repo: Path) -> None:
+    (repo / "prompts" / "link.yaml").symlink_to("controversy.yaml")
+    head = commit_all(repo, "prompts")
+    found = open_repo(repo, purpose="test")
+    assert found.read(head, PROMPT) == (repo / PROMPT).read_bytes()
+    assert found.read(head, "/" + PROMPT) == (repo / PROMPT).read_bytes()
+    for missing in ("prompts/none.yaml", "", "/", PROMPT + "/x", "prompts//controversy.yaml"):
+        assert found.read(head, missing) is None, missing
+    with pytest.raises(InputError, match="symbolic link"):
+        found.read(head, "prompts/link.yaml")
+    with pytest.raises(InputError, match="directory"):
+        found.read(head, "prompts")
+    with pytest.raises(InputError, match="larger than"):
+        found.read(head, PROMPT, max_bytes=10)
+    listed = found.list_files(head, "prompts", (".yaml",))
+    assert "prompts/controversy.yaml" in listed and "prompts/link.yaml" in listed
+    assert listed == sorted(listed) and all(p.startswith("prompts/") for p in listed)
+    assert found.list_files(head, "no-such-dir", (".yaml",)) == []
+    assert found.list_files(head, PROMPT, (".yaml",)) == []
+
+
+def test_a_submodule_is_not_read_as_a_file(repo: Path, tmp_path: Path) -> None:
+    commit_all(repo, "prompts")
+    top = git_init(tmp_path / "top")
+    (top / "README").write_text("top\n", encoding="utf-8")
+    git(top, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(repo), "sub")
+    head = commit_all(top, "add the submodule")
+    with pytest.raises(InputError, match="submodule"):
+        open_repo(top, purpose="test").read(head, "sub")
+
+
+def test_many_files_at_one_commit_are_read_through_one_git_process(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(30):
+        (repo / "prompts" / f"p{i}.yaml").write_text(f"name: p{i}\n", encoding="utf-8")
+    head = commit_all(repo, "prompts")
+    found = open_repo(repo, purpose="test")
+    import git as gitpython
+
+    started: list[list[str]] = []
+    real = gitpython.cmd.safer_popen
+
+    def counting(command: list[str], *args: Any, **kwargs: Any) -> Any:
+        started.append(list(command))
+        return real(command, *args, **kwargs)
+
+    monkeypatch.setattr(gitpython.cmd, "safer_popen", counting)
+    for i in range(30):
+        assert found.read(head, f"prompts/p{i}.yaml") == f"name: p{i}\n".encode()
+    # The object database's cat-file processes, started once each and reused.
+    assert len(started) <= 3, started
+
+
+def test_commit_facts_are_what_git_log_says(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Ada Lovelace")
+    monkeypatch.setenv("GIT_COMMITTER_DATE", "2026-03-03T10:00:00+05:30")
+    first = commit_all(repo, "prompts")
+    (repo / "x.txt").write_text("x\n", encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a subject\non two lines\n\nand a body")
+    second = git(repo, "rev-parse", "HEAD").strip()
+    facts = open_repo(repo, purpose="test").commit_facts({first, second, "f" * 40})
+    assert set(facts) == {first, second}
+    for sha in (first, second):
+        author, date, subject, ct = git(repo, "log", "-1", "--format=%an%x00%cI%x00%s%x00%ct",
+                                        sha).rstrip("\n").split("\0")
+        assert facts[sha]["author"] == author == "Ada Lovelace"
+        assert (facts[sha]["date"], facts[sha]["subject"], facts[sha]["time"]) == (date, subject, int(ct))
+    assert facts[second]["subject"] == "a subject on two lines"
+    assert facts[second]["date"] == "2026-03-03T10:00:00+05:30"
+    assert facts[second]["parents"] == [first] and facts[first]["parents"] == []
+
+
+def test_a_git_dir_in_the_environment_does_not_redirect_the_project(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    head = commit_all(repo, "prompts")
+    other = git_init(tmp_path / "other")
+    (other / "o.txt").write_text("o\n", encoding="utf-8")
+    commit_all(other, "other")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    assert git_state(repo / PROMPT, [repo / PROMPT]) == GitState(
+        root=repo.resolve(), commit=head, dirty=False, branch="main")
+    assert read_at_ref(repo / PROMPT, "HEAD") == ((repo / PROMPT).read_bytes(), head)
+
+
+def test_a_linked_worktree_is_its_own_project(repo: Path, tmp_path: Path) -> None:
+    head = commit_all(repo, "prompts")
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "-b", "side", str(linked))
+    assert work_tree(linked / "prompts") == linked.resolve()
+    assert git_state(linked / PROMPT) == GitState(root=linked.resolve(), commit=head, dirty=False,
+                                                  branch="side")
+    assert not open_repo(linked, purpose="test").shallow

@@ -1,4 +1,4 @@
-"""`promptctl --help` stays instant: the SDK, numpy and Jinja2 load only when used."""
+"""`promptctl --help` stays instant: the SDK, numpy, GitPython and Jinja2 load only when used."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+# "git" is GitPython: gitinfo imports it on the first read of a repository.
 HEAVY = ("openai", "numpy", "git", "jinja2")
 
 # Runs the CLI in-process the way the console script does, then reports which heavy
@@ -46,6 +47,7 @@ def test_help_imports_no_heavy_module(args: list[str]) -> None:
     code, heavy, out = imported(*args)
     assert code == 0, out
     assert heavy == [], f"promptctl {' '.join(args)} imported {heavy}"
+    assert "git" not in heavy
     if args == ["--help"]:
         for command in ("eval", "cache", "show", "check"):
             assert command in out
@@ -60,3 +62,11 @@ def test_the_wrapper_sees_heavy_imports_when_a_command_needs_them(tmp_path: Path
     code, heavy, out = imported("validate", "p.yaml", cwd=tmp_path)
     assert code == 0, out
     assert "jinja2" in heavy
+
+
+def test_gitpython_loads_when_a_command_reads_git(tmp_path: Path) -> None:
+    # The "git" entry above can fail too: `runs` finds the project root through git.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, capture_output=True)
+    code, heavy, out = imported("runs", cwd=tmp_path)
+    assert code == 0, out
+    assert "git" in heavy
