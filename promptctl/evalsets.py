@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +136,51 @@ def _bad_name(name: Any) -> str:
     return f"{quote(name[:good])}… (character {good + 1} is not a letter, digit or underscore)"
 
 
+# A UTF-16 surrogate code point: JSON and YAML escapes (\\udc80) can make one that is not
+# half of a pair, which no UTF-8 writer (a request, the store, a report) can encode.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_data(raw: Any, path: Path | str, line: int | None, what: str) -> None:
+    """The one rule for what a row (or a few-shot example) may hold, whatever the format it
+    was read from: text that is valid Unicode (no lone surrogate), and numbers a 64-bit
+    float can hold. InputError names the file, the line and the fix."""
+    stack = [raw]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            found = _SURROGATE.search(v)
+            if found is not None:
+                raise InputError(f"{what} holds a lone surrogate (U+{ord(found.group()):04X}), "
+                                 "which is not text: it cannot be sent, stored or shown",
+                                 file=path, line=line,
+                                 fix="write the character itself (the file is UTF-8), or escape a "
+                                 "character beyond U+FFFF as a pair (\\ud83d\\ude00 is one emoji); "
+                                 "a lone \\udXXX escape is not a character")
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise InputError(f"{what} holds {v!r}, which is not a finite number: values must "
+                                 "be JSON numbers", file=path, line=line,
+                                 fix="write a finite number, or quote it to keep it as text")
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > sys.float_info.max:
+            digits = v.bit_length() * 30103 // 100000 + 1  # never str(): it may be over the limit
+            raise InputError(f"{what} holds a number of about {digits:,} digits, too large",
+                             file=path, line=line,
+                             fix="numbers must fit a 64-bit float (up to about 1.8e308): quote it "
+                             "to keep it as text")
+
+
 def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: str = "row") -> Row:
-    """Validate one raw row mapping; `number` is its 1-based position (the default id)."""
+    """Validate one raw row mapping; `number` is its 1-based position (the default id).
+
+    Every eval set row (JSONL, YAML, CSV) and every few-shot example passes here, on every
+    read: `validate`, `eval`, `--dry-run` and `check` accept and refuse the same rows."""
+    check_data(raw, path, line, f"{what} {number}")
     if not isinstance(raw, dict):
         raise InputError(f"{what} {number} must be a mapping with input (and expected), "
                          f"not {type(raw).__name__}", file=path, line=line,
@@ -239,6 +283,7 @@ def _json_float(text: str) -> float:
 
 # A run of digits this long may be an integer larger than a 64-bit float: worth a closer look.
 _LONG_DIGITS = re.compile(r"[0-9]{309}")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _check_json_value(value: Any, path: Path, lineno: int) -> None:
@@ -274,7 +319,9 @@ def _jsonl_rows(text: str, path: Path) -> Iterator[tuple[Any, int]]:
                              line=lineno, fix="nest lists and objects less deeply") from None
         except ValueError:
             # int() of a number over Python's digit limit (4,300 digits)
-            raise number_too_long("9" * (MAX_NUMBER_CHARS + 1), path, lineno) from None
+            longest = max((m.group() for m in _DIGITS.finditer(line)), key=len,
+                          default="9" * (MAX_NUMBER_CHARS + 1))
+            raise number_too_long(longest, path, lineno) from None
         # Cheap tests first: most rows can be neither too deep nor hold a huge integer.
         if line.count("[") + line.count("{") > MAX_DEPTH or _LONG_DIGITS.search(line):
             _check_json_value(value, path, lineno)

@@ -296,25 +296,32 @@ def _stand_in(step: Step) -> Any:
 
 
 def _topological(steps: Iterable[Step]) -> tuple[str, ...]:
+    """The step ids, each after every step it reads (depth first, in file order); a cycle is
+    a _CycleError. Walked with a stack of its own, not by recursion, so a graph thousands of
+    steps deep is no deeper for Python than a flat one."""
     steps = list(steps)
     done: list[str] = []
-    state: dict[str, int] = {}
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
     by_id = {s.id: s for s in steps}
-
-    def visit(step_id: str, trail: list[str]) -> None:
-        if state.get(step_id) == 2:
-            return
-        if state.get(step_id) == 1:
-            cycle = trail[trail.index(step_id):] + [step_id]
-            raise _CycleError(cycle)
-        state[step_id] = 1
-        for dep in sorted(by_id[step_id].deps):
-            visit(dep, [*trail, step_id])
-        state[step_id] = 2
-        done.append(step_id)
-
     for s in steps:
-        visit(s.id, [])
+        if state.get(s.id) == 2:
+            continue
+        # The current path: each step with the dependencies it has still to visit.
+        path: list[tuple[str, Iterator[str]]] = [(s.id, iter(sorted(by_id[s.id].deps)))]
+        state[s.id] = 1
+        while path:
+            step_id, pending = path[-1]
+            dep = next(pending, None)
+            if dep is None:
+                path.pop()
+                state[step_id] = 2
+                done.append(step_id)
+            elif state.get(dep) == 1:
+                trail = [i for i, _ in path]
+                raise _CycleError(trail[trail.index(dep):] + [dep])
+            elif state.get(dep) != 2:
+                state[dep] = 1
+                path.append((dep, iter(sorted(by_id[dep].deps))))
     return tuple(done)
 
 

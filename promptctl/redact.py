@@ -5,6 +5,14 @@ header (the key in base64), an error message quotes the first characters of a
 refused key, a URL carries it percent-encoded. Every secret is registered where it
 is read (an API key, URL credentials, a database password), and every sink (stored
 rows and runs, terminal, reports, messages) passes its text through `redact`.
+
+A secret is masked as text, and text can be a word: a database password `postgres` must
+not turn "PostgreSQL" into "P***SQL". So a secret made of letters only is masked where it
+stands as a word of its own, never inside a longer word, and an echoed piece of a secret
+is masked only when it holds a digit or a symbol. Passwords too short or too common to be
+masked as text (`a`) are removed by their place instead: the user information of every
+database URL in a text (`postgresql://USER:PASSWORD@HOST`) is cut out, whatever is
+registered (`strip_dsn_userinfo`).
 """
 
 from __future__ import annotations
@@ -51,7 +59,18 @@ def _forms(secret: str) -> set[str]:
 
 
 def _fragments(secret: str) -> set[str]:
-    return {secret[i:i + MIN_FRAGMENT] for i in range(len(secret) - MIN_FRAGMENT + 1)}
+    """Every window of MIN_FRAGMENT characters of `secret` that holds a digit or a symbol:
+    a run of letters may be part of an ordinary word."""
+    windows = {secret[i:i + MIN_FRAGMENT] for i in range(len(secret) - MIN_FRAGMENT + 1)}
+    return {w for w in windows if not w.isalpha()}
+
+
+def _alternative(text: str) -> str:
+    """The regular expression that finds `text`: a run of letters only where it is a word of
+    its own (not inside a longer word), anything else wherever it is."""
+    if text.isalpha():
+        return rf"(?<!\w){re.escape(text)}(?!\w)"
+    return re.escape(text)
 
 
 def register(secret: str | None, *, user: str | None = None) -> None:
@@ -77,7 +96,7 @@ def register(secret: str | None, *, user: str | None = None) -> None:
         # every position (a lookahead, so overlapping windows are all seen): the union of
         # what they cover is masked.
         alternatives = sorted(whole | pieces, key=len, reverse=True)
-        _pattern = re.compile("(?=(" + "|".join(re.escape(a) for a in alternatives) + "))")
+        _pattern = re.compile("(?=(" + "|".join(_alternative(a) for a in alternatives) + "))")
 
 
 def forget_all() -> None:
@@ -94,11 +113,60 @@ def active() -> bool:
 
 
 def redact(text: str) -> str:
-    """`text` with every registered secret, its encodings and echoed pieces of it masked."""
+    """`text` with every registered secret, its encodings and echoed pieces of it masked, and
+    the user information of every database URL in it removed."""
+    if not text:
+        return text
+    if "://" in text and "@" in text:
+        text = strip_dsn_userinfo(text)
     pattern = _pattern
-    if pattern is None or not text:
+    if pattern is None:
         return text
     return _expand(pattern, text)
+
+
+# --- database URLs -------------------------------------------------------------------------
+
+# A database URL in running text, up to the first space or quote (libpq quotes URLs in "").
+_DSN = re.compile(r"(?i)\b(?:postgres(?:ql)?|mysql|mariadb|redis|mongodb(?:\+srv)?)://"
+                  r"[^\s\"'<>]*")
+
+
+def userinfo_end(rest: str) -> int:
+    """Where the user information of a URL ends (the index of its "@" in `rest`, the URL
+    after "://"), or -1 when it has none.
+
+    As libpq reads it: the first "@" before any "/". A password with an unencoded "/"
+    (which libpq then does not read as a password, and may quote with the whole URL in its
+    message) ends at the last "@" when a ":" comes before the first "/": more may be cut
+    than the user information of an odd URL, never less.
+    """
+    for i, c in enumerate(rest):
+        if c == "@":
+            return i
+        if c == "/":
+            break
+    at = rest.rfind("@")
+    slash = rest.find("/")
+    if at > 0 and 0 <= rest.find(":") < slash:
+        return at
+    return -1
+
+
+def strip_dsn_userinfo(text: str) -> str:
+    """`text` with the password of every database URL in it removed (the user is kept:
+    `postgresql://USER@HOST/DB`)."""
+
+    def strip(found: re.Match[str]) -> str:
+        url = found.group(0)
+        head, _, rest = url.partition("://")
+        end = userinfo_end(rest)
+        if end < 0:
+            return url
+        user = rest[:end].split(":", 1)[0]
+        return f"{head}://{user + '@' if user else ''}{rest[end + 1:]}"
+
+    return _DSN.sub(strip, text)
 
 
 def _expand(pattern: re.Pattern[str], text: str) -> str:

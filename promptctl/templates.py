@@ -46,6 +46,10 @@ MAX_CHARS = 4_000_000
 # Text written in all while rendering one template (macro bodies and {% set %} blocks are
 # written, then written again where they are used).
 MAX_WRITTEN = 4 * MAX_CHARS
+# Text (and items) built in all while rendering one template: the real size of every result
+# of a filter, a text method, an operator (`*`, `+`, `%`, `~`) or a call, whether it is
+# written or not, so a loop that builds large values and drops them is bounded too.
+MAX_BUILT = 8 * MAX_CHARS
 # Items of a list a template builds.
 MAX_ITEMS = 1_000_000
 # Items of range(); Jinja2's sandbox has the same limit.
@@ -108,10 +112,41 @@ class _Budget:
             raise TemplateTooBig(f"rendering takes more than {MAX_SECONDS:g} seconds",
                                  fix="loop over fewer items, or use fewer filters on long text")
 
+    built: int = 0
+
     def write(self, chars: int) -> None:
         self.written += chars
         if self.written > MAX_WRITTEN:
             raise TemplateTooBig(f"rendering writes more than {MAX_WRITTEN:,} characters")
+
+    def build(self, size: int, what: str) -> None:
+        self.built += size
+        if self.built > MAX_BUILT:
+            raise TemplateTooBig(f"rendering builds more than {MAX_BUILT:,} characters of text "
+                                 f"in all (filters, methods and operators; the last: {what})",
+                                 fix="loop over fewer items, or build smaller values in the loop")
+
+
+class _BoundedText:
+    """A stream that keeps what a filter writes and stops it once it passes MAX_CHARS: the real
+    output is counted as it is made, so no estimate can let a filter build more."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.parts: list[str] = []
+        self.total = 0
+
+    def write(self, piece: str) -> int:
+        self.total += len(piece)
+        if self.total > MAX_CHARS:
+            raise TemplateTooBig(f"{self.what} would make more than {MAX_CHARS:,} characters; a "
+                                 f"template may build at most {MAX_CHARS:,}")
+        self.parts.append(piece)
+        _charge(len(piece) // 1024)
+        return len(piece)
+
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 # jinja2.Undefined, once the environment is built (jinja2 loads lazily).
@@ -379,7 +414,12 @@ def _as_int(value: Any, what: str) -> int:
 
 
 def check_result(value: Any, what: str) -> Any:
-    """Refuse a value a template computed that is larger than a template may build."""
+    """Refuse a value a template computed that is larger than a template may build, and
+    charge its real size to the render's budget of text built."""
+    if isinstance(value, str | list | tuple | dict):
+        budget = _budget()
+        if budget is not None:
+            budget.build(len(value), what)
     if isinstance(value, str):
         _need(len(value), what)
     elif isinstance(value, list | tuple | dict):
@@ -403,6 +443,9 @@ def _printf_bound(fmt: str, args: Any) -> int:
     widest = max((measure(v, "repr").chars for v in values), default=0)
     # %f of a large float writes every digit of it (up to 309) before the precision.
     widest = max(widest, 330) if any(isinstance(v, float) for v in values) else widest
+    conversions = {m.group(3) for m in _PRINTF.finditer(fmt)}
+    if "a" in conversions:  # ascii(): \U0001f600 is ten characters for one
+        widest *= 5
     specs = extra = 0
     for m in _PRINTF.finditer(fmt):
         if m.group(3) == "%":
@@ -544,12 +587,12 @@ def _str_method(s: str, name: str) -> Callable[..., Any]:
             _need_items(len(items), "join")
             _need(_joined_size(items, len(s)), "join here")
             _charge(1 + len(items) + len(s) // 64)
-            return method(items)
+            return check_result(method(items), "join here")
         if bound is not _STR_BOUNDS["count"]:
             _need(len(s), f"{name}() of this text")
             _need(bound(s, *args, **kwargs), f"{name}() here")
         _charge(1 + len(s) // 64)
-        return method(*args, **kwargs)
+        return check_result(method(*args, **kwargs), f"{name}() here")
 
     checked.__name__ = name
     checked.__qualname__ = f"str.{name}"  # describe() calls it a method
@@ -627,6 +670,9 @@ _GROWTH = {"e": 6, "escape": 6, "forceescape": 6, "urlencode": 12, "upper": 3, "
            "title": 3, "capitalize": 3, "pprint": 3, "xmlattr": 6, "tojson": 1}
 
 
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
 def _filter_bound(name: str, value: Any, size: int, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> int:
     """Upper bound of the length of the text filter `name` makes of `value` (whose own text
@@ -638,7 +684,9 @@ def _filter_bound(name: str, value: Any, size: int, args: tuple[Any, ...],
             if indent is None:
                 return shape.chars
             step = len(indent) if isinstance(indent, str) else _as_int(indent, "the indent")
-            return shape.chars + shape.nodes * (1 + shape.depth * max(step, 0))
+            # Each value starts a line indented once more than the container that holds
+            # it: one level deeper than the deepest container.
+            return shape.chars + shape.nodes * (1 + (shape.depth + 1) * max(step, 0))
 
         return tojson(value, *args, **kwargs)
     if name == "pprint":
@@ -652,7 +700,8 @@ def _filter_bound(name: str, value: Any, size: int, args: tuple[Any, ...],
     if name == "indent":
         def indent(s: Any, width: Any = 4, first: Any = False, blank: Any = False) -> int:
             w = len(width) if isinstance(width, str) else max(_as_int(width, "the width"), 0)
-            lines = str(s).count("\n") + 1 if isinstance(s, str) else size
+            # splitlines() breaks at \r, \v, \f, \x1c-\x1e, \x85, \u2028 and \u2029 too.
+            lines = 1 + sum(s.count(c) for c in _LINE_BREAKS) if isinstance(s, str) else size
             return size + lines * w
 
         return indent(value, *args, **kwargs)
@@ -766,7 +815,7 @@ def environment() -> Any:
 
 def _make_environment() -> Any:
     import jinja2
-    from jinja2 import nodes, pass_context, pass_environment
+    from jinja2 import nodes, pass_context, pass_environment, pass_eval_context
     from jinja2.compiler import CodeGenerator
     from jinja2.runtime import BlockReference, LoopContext, Macro
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -1017,14 +1066,44 @@ def _make_environment() -> Any:
             _need(total, "~ here")
             out.append(item)
         _charge(1 + total // 1024)
-        return "".join(out)
+        joined = "".join(out)
+        check_result(joined, "~ here")
+        return joined
 
     @pass_environment
     def attr(environment: Any, obj: Any, name: Any) -> Any:
         # Jinja2 before 3.1.6 looked the attribute up itself, around the sandbox's getattr.
         return environment._attribute(obj, str(name), keys=False)
 
+    @pass_eval_context
+    def tojson(eval_ctx: Any, value: Any, indent: Any = None) -> Any:
+        # Jinja2's tojson (json.dumps with the environment's policies, then <, >, & and '
+        # escaped), written through a bounded stream.
+        import json
+
+        import markupsafe
+
+        kwargs = dict(eval_ctx.environment.policies["json.dumps_kwargs"])
+        if indent is not None:
+            kwargs["indent"] = indent
+        out = _BoundedText("|tojson here")
+        for chunk in json.JSONEncoder(**kwargs).iterencode(value):
+            out.write(chunk.replace("<", "\\u003c").replace(">", "\\u003e")
+                      .replace("&", "\\u0026").replace("'", "\\u0027"))
+        return markupsafe.Markup(out.text())
+
+    def pprint(value: Any) -> str:
+        # pprint.pformat, written through a bounded stream: a value under a long key is
+        # indented by the key's width on every line.
+        import pprint as pretty
+
+        out = _BoundedText("|pprint here")
+        pretty.PrettyPrinter(stream=out).pprint(value)  # type: ignore[arg-type]
+        return out.text()[:-1]  # pprint ends with a newline pformat does not write
+
     env.filters["attr"] = attr
+    env.filters["tojson"] = tojson
+    env.filters["pprint"] = pprint
     for name, fn in list(env.filters.items()):
         env.filters[name] = _wrap_filter(name, fn)
     env.filters[_STEP_FILTER] = step

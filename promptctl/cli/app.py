@@ -74,6 +74,14 @@ EXIT_BUG = 4
 EXIT_INTERRUPTED = 130
 
 
+def _broken_pipe(exc: SystemExit) -> bool:
+    """Whether click raised `exc` because stdout's reader closed the pipe."""
+    import errno
+
+    context = exc.__context__
+    return isinstance(context, OSError) and context.errno == errno.EPIPE
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every way out has a deliberate exit code."""
     import sys
@@ -95,7 +103,21 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
-    except Exception:  # noqa: BLE001 - the last line of defence: report the bug, never exit 1
+    except SystemExit as exc:
+        if _broken_pipe(exc):  # the reader of stdout went away (`| head`): click's own exit
+            raise
+        # promptctl's commands end with typer.Exit, which the app returns as a code: a
+        # SystemExit here was raised by code that is not promptctl's (a sys.exit() in code the
+        # project loads), and must not pass for a verdict, exit 0 least of all.
+        import traceback
+
+        traceback.print_exc()
+        print(f"error: promptctl {__version__} stopped: sys.exit({exc.code!r}) was called while "
+              "the command ran, before it finished (its reports may not be written); the "
+              "traceback above says where; this is not a verdict on your prompts",
+              file=sys.stderr)
+        code = EXIT_BUG
+    except BaseException:  # noqa: BLE001 - the last line of defence: report the bug, never exit 1
         import traceback
 
         traceback.print_exc()

@@ -9,13 +9,16 @@ metrics:
 ```
 The function is called as `FUNCTION(answer, expected, row)` and returns a number, a bool
 (1/0) or None (no score for that row). An exception is that row's scoring error: kept with
-the row under the metric's name and counted in the run's summary, never a zero. The scorer
+the row under the metric's name and counted in the run's summary, never a zero; so is a
+`SystemExit` (`sys.exit()` in a scorer) or any other BaseException the code raises, on import
+or on call, save a genuine interrupt (see `user_fault`): user code cannot end the run. The scorer
 is the user's code, like a pytest conftest: it is loaded (run) only when it is needed (by
 `validate`, `--dry-run` or a run), never when a prompt is merely read (by `history` or `diff`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import inspect
@@ -78,8 +81,40 @@ def score_value(value: Any) -> float:
     raise ValueError(f"returned a {type(value).__name__}, not a number, a bool or None")
 
 
+def user_fault(exc: BaseException) -> bool:
+    """Whether `exc`, raised while user code ran, is that code's error (True) or an interrupt
+    to pass on (False).
+
+    Any Exception, `SystemExit` (`sys.exit()` in a scorer), `GeneratorExit` and any other
+    BaseException subclass is the code's error: it must not end the run, silently or with a
+    traceback. Passed on: `KeyboardInterrupt` (Ctrl-C, which must still stop the run) and the
+    `asyncio.CancelledError` of a task that is being cancelled; a CancelledError the code
+    raises itself while nothing cancels its task is its error."""
+    if isinstance(exc, KeyboardInterrupt):
+        return False
+    if isinstance(exc, asyncio.CancelledError):
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no event loop: nothing can be cancelling us
+            return True
+        return task is None or task.cancelling() == 0
+    return True
+
+
 def error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """`Type: message`, cut; the message of an exception whose __str__ fails is left out."""
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except BaseException as failed:  # noqa: BLE001 - the user's __str__
+        if not user_fault(failed):
+            raise
+        message = ""
+    if isinstance(exc, SystemExit):  # sys.exit(0) has the message "0"
+        name = f"SystemExit (sys.exit({message}) in the scorer)" if message else \
+            "SystemExit (sys.exit() in the scorer)"
+        message = ""
+    text = f"{name}: {message}" if message else name
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "…"
 
 
@@ -135,13 +170,17 @@ class Scorer:
         sys.modules[module.__name__] = module  # dataclasses and pickling look modules up
         try:
             exec(code, module.__dict__)  # noqa: S102 - the project's own scorer, like a conftest
-        except Exception as exc:
+            fn = getattr(module, self.function, None)  # a module __getattr__ is user code too
+            is_function = callable(fn)
+        except BaseException as exc:
             sys.modules.pop(module.__name__, None)
+            if not user_fault(exc):
+                raise
             raise InputError(f"the scorer failed while loading: {error_text(exc)}",
                              file=self.file, line=_line_in(exc, str(self.file)),
-                             fix="fix the module so that importing it runs cleanly") from None
-        fn = getattr(module, self.function, None)
-        if not callable(fn):
+                             fix="fix the module so that importing it runs cleanly (a scorer "
+                             "module must not call sys.exit or raise)") from None
+        if not is_function:
             names = sorted(n for n, v in vars(module).items()
                            if inspect.isfunction(v) and not n.startswith("_"))
             raise InputError(f"the scorer file has no function {self.function!r}",
@@ -149,7 +188,7 @@ class Scorer:
                              fix=f"define def {self.function}(answer, expected, row) in "
                              f"{self.file.name}" + (f", or name one of: {', '.join(names)}"
                                                     if names else ""))
-        return fn  # type: ignore[no-any-return]
+        return fn  # type: ignore[return-value]
 
     def _from_entry_point(self) -> ScorerFn:
         from importlib.metadata import entry_points
@@ -168,11 +207,16 @@ class Scorer:
             self.identity["package"] = f"{ep.dist.name} {ep.dist.version}"
         try:
             fn = ep.load()
-        except Exception as exc:
-            raise InputError(f"the installed scorer {ep.name!r} ({ep.value}) failed to load: "
-                             f"{error_text(exc)}", file=self.prompt_path, line=self.line,
+            is_function = callable(fn)
+        except BaseException as exc:
+            if not user_fault(exc):
+                raise
+            where = _where(exc, None)
+            raise InputError(f"the installed scorer {ep.name!r} ({ep.value}) failed to load"
+                             f"{f' at {where}' if where else ''}: {error_text(exc)}",
+                             file=self.prompt_path, line=self.line,
                              fix="reinstall or fix the package that offers it") from None
-        if not callable(fn):
+        if not is_function:
             raise InputError(f"the installed scorer {ep.name!r} ({ep.value}) is not a function",
                              file=self.prompt_path, line=self.line,
                              fix="the entry point must name a function (answer, expected, row)")
@@ -181,8 +225,10 @@ class Scorer:
     def _check_signature(self, fn: ScorerFn) -> None:
         try:
             signature = inspect.signature(fn)
-        except (TypeError, ValueError):
-            return  # a builtin or C function: it tells at its first call
+        except BaseException as exc:  # noqa: BLE001 - a builtin, or a __signature__ that fails
+            if not user_fault(exc):
+                raise
+            return  # it tells at its first call
         try:
             signature.bind(None, None, {})
         except TypeError:
@@ -206,20 +252,46 @@ class Scorer:
             value = fn(copy.deepcopy(answer), copy.deepcopy(expected), data)
             if inspect.isawaitable(value):  # an async scorer (it may call a service)
                 value = await value
-        except (Exception, SystemExit) as exc:
-            return _failed(ctx, name, error_text(exc))
+        except BaseException as exc:  # noqa: BLE001 - see user_fault
+            if not user_fault(exc):
+                raise
+            return _failed(ctx, name, self._message(exc, fn))
         if value is None:
             return {}
         try:
             return {name: score_value(value)}
         except ValueError as exc:
             return _failed(ctx, name, f"the scorer {exc}")
+        except BaseException as exc:  # noqa: BLE001 - the value's own __float__ or __repr__
+            if not user_fault(exc):
+                raise
+            return _failed(ctx, name, self._message(exc, fn))
+
+    def _message(self, exc: BaseException, fn: Any) -> str:
+        """The row's error: what was raised, and where (file:line) in the scorer."""
+        code = getattr(fn, "__code__", None)
+        filename = str(self.file) if self.file is not None else getattr(code, "co_filename", None)
+        where = _where(exc, filename)
+        text = error_text(exc)
+        return f"{text} (at {where})" if where else text
 
 
 def _failed(ctx: ScoreContext, name: str, message: str) -> Scores:
     """No score for the row: the message is kept with it (stored, shown and counted)."""
     ctx.details[name] = {"score": None, "error": message}
     return {}
+
+def _where(exc: BaseException, filename: str | None) -> str | None:
+    """`FILE:LINE` of the user code that raised `exc`: the last frame of `filename` in its
+    traceback, else the last frame outside this module."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    chosen = [f for f in frames if filename is not None and f.filename == filename] or frames
+    if not chosen:
+        return None
+    from promptctl.errors import display_path
+
+    return f"{display_path(chosen[-1].filename)}:{chosen[-1].lineno}"
+
 
 def _line_in(exc: BaseException, filename: str) -> int | None:
     """The last line of `filename` in the traceback of `exc`."""

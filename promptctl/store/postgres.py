@@ -44,7 +44,7 @@ from promptctl.store.base import (
     zero_totals,
 )
 from promptctl.store.migrations import POSTGRESQL
-from promptctl.store.urls import public_url, register_url_secrets
+from promptctl.store.urls import public_url, register_url_secrets, scrub
 
 _ROW_SELECT = ", ".join(ROW_COLUMNS)
 _KEY = ("run_id", "kind", "row_id", "sample")
@@ -82,7 +82,7 @@ class PostgresStore(Store):
             self.conn = psycopg.connect(url, **kwargs)
         except (psycopg.Error, OSError) as exc:
             raise self._storage_error(exc) or StoreError(
-                f"cannot connect to the PostgreSQL store: {redact.redact(str(exc))}",
+                f"cannot connect to the PostgreSQL store: {scrub(str(exc), url)}",
                 file=self.location, fix=_URL_FIX) from None
         # The password libpq used, wherever it found it (URL, PGPASSWORD, ~/.pgpass).
         redact.register(self.conn.info.password)
@@ -92,7 +92,7 @@ class PostgresStore(Store):
     # -- errors ----------------------------------------------------------------------------
 
     def _storage_error(self, exc: Exception) -> StoreError | None:
-        return storage_error(exc, self.location)
+        return storage_error(exc, self.location, url=self.url)
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -420,15 +420,17 @@ _PASSWORD_FIX = ("give the password in PGPASSWORD or ~/.pgpass (hostname:port:da
 _RESUME = "then run the command again (`promptctl eval --resume RUN` finishes an interrupted run)"
 
 
-def storage_error(exc: Exception, where: str) -> StoreError | None:
-    """What a psycopg failure means for the store at `where`, with the fix; None for a bug."""
+def storage_error(exc: Exception, where: str, *, url: str | None = None) -> StoreError | None:
+    """What a psycopg failure means for the store at `where` (its URL `url`), with the fix;
+    None for a bug. No password reaches the message (`urls.scrub`)."""
     if isinstance(exc, OSError):
-        return StoreUnavailable(f"cannot reach the PostgreSQL store: {exc}", file=where,
+        return StoreUnavailable(f"cannot reach the PostgreSQL store: {scrub(str(exc), url)}",
+                                file=where,
                                 fix=f"start the server or check its host and port in the URL, {_RESUME}")
     if not isinstance(exc, psycopg.Error):
         return None
     raw = " ".join(str(exc).split())
-    text = redact.redact(raw)  # shown; `raw` is only matched
+    text = scrub(raw, url)  # shown; `raw` is only matched
     state = exc.sqlstate or ""
     if isinstance(exc, pgerrors.InvalidPassword | pgerrors.InvalidAuthorizationSpecification) or \
             "password authentication failed" in raw or "no password supplied" in raw:

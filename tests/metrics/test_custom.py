@@ -82,15 +82,15 @@ def test_values_errors_and_no_scores(project: Path, api: FakeOpenAI) -> None:
     failed = run["scoring_errors"]
     assert failed == {"length": {"count": 1, "rows": [
         {"row_id": "r3", "kind": "eval", "sample": 0,
-         "error": "ZeroDivisionError: boom on r3"}]}}
+         "error": "ZeroDivisionError: boom on r3 (at scorers/length.py:3)"}]}}
     document = show(run["id"])
     rows = {r["row_id"]: r for r in document["rows"]}
-    assert rows["r3"]["judges"] == {"length": {"score": None,
-                                               "error": "ZeroDivisionError: boom on r3"}}
+    assert rows["r3"]["judges"] == {"length": {
+        "score": None, "error": "ZeroDivisionError: boom on r3 (at scorers/length.py:3)"}}
     assert "length" not in rows["r3"]["scores"] and "length" not in rows["r4"]["scores"]
     assert rows["r1"]["scores"]["length"] == pytest.approx(0.3)
     shown = invoke("show", run["id"]).stdout
-    assert "length: no score for 1 rows (r3: ZeroDivisionError: boom on r3)" in shown
+    assert "length: no score for 1 rows (r3: ZeroDivisionError: boom on r3 (at scorers/length.py:3))" in shown
     assert shown.count("boom on r3") == 2  # the summary line and the row
 
 
@@ -103,7 +103,7 @@ def test_a_scorer_returning_text_is_that_rows_error(project: Path, api: FakeOpen
     errors = {r["row_id"]: r["error"] for r in run["scoring_errors"]["length"]["rows"]}
     assert errors == {"r1": "the scorer returned a str, not a number, a bool or None",
                       "r2": "the scorer returned nan, not a finite number",
-                      "r3": "ZeroDivisionError: boom on r3"}
+                      "r3": "ZeroDivisionError: boom on r3 (at scorers/length.py:3)"}
 
 
 def test_diff_compares_a_custom_metric_by_paired_test(project: Path, api: FakeOpenAI) -> None:
@@ -220,8 +220,9 @@ def test_an_installed_scorer_by_entry_point(installed_scorer: Path, tmp_path: Pa
     assert run["metrics"]["letters"]["identity"] == {
         "custom": "word_length", "entry_point": "wordscore:word_length",
         "package": "wordscore 1.2"}
-    assert run["scoring_errors"]["letters"]["rows"][0]["error"] == \
-        "ValueError: four is unlucky"
+    error = run["scoring_errors"]["letters"]["rows"][0]["error"]
+    assert error.startswith("ValueError: four is unlucky (at ")
+    assert error.endswith("wordscore/__init__.py:3)")
 
 
 def test_an_unknown_entry_point_names_the_installed_ones(installed_scorer: Path, tmp_path: Path,
@@ -260,4 +261,5 @@ def test_an_async_scorer_is_awaited(project: Path, api: FakeOpenAI) -> None:
     run = eval_run("prompts/echo.yaml")
     # "echo: Question one" is 18 characters; three 20, four 19, five 19; r2 raised.
     assert run["metrics"]["same"]["value"] == pytest.approx((18 + 20 + 19 + 19) / 4)
-    assert run["scoring_errors"]["same"]["rows"][0]["error"] == "KeyError: 'late'"
+    assert run["scoring_errors"]["same"]["rows"][0]["error"] == \
+        "KeyError: 'late' (at scorers/length.py:19)"

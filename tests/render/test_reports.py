@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import xmlschema
 
-from promptctl.render.files import write_atomic
+from promptctl.render.files import LinkRefused, write_atomic
 from tests import helpers
 from tests.checkrepo import Repo, prompt_text
 from tests.fakeserver import FakeOpenAI, error_body
@@ -32,8 +32,9 @@ def test_write_atomic_writes_appends_and_keeps_the_mode(tmp_path: Path) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
     link = tmp_path / "link.md"
     link.symlink_to(target)
-    write_atomic(link, "three\n", append=True)
-    assert link.is_symlink() and target.read_text(encoding="utf-8") == "one\ntwo\nthree\n"
+    with pytest.raises(LinkRefused):  # never through a link (tests/render/test_report_links.py)
+        write_atomic(link, "three\n", append=True)
+    assert link.is_symlink() and target.read_text(encoding="utf-8") == "one\ntwo\n"
     assert sorted(p.name for p in target.parent.iterdir()) == ["report.md"]  # no temp left
 
 
@@ -45,7 +46,7 @@ def test_a_failure_mid_write_leaves_the_old_file_whole(tmp_path: Path, where: st
     target = tmp_path / "summary.md"
     target.write_text("earlier step\n", encoding="utf-8")
 
-    def disk_full(*args: Any) -> None:
+    def disk_full(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, where, disk_full)
