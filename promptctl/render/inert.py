@@ -13,6 +13,10 @@ mentions). Every value from data passes through the function here for its output
 
 Both also mask the secrets in use (`promptctl.redact`). JSON output keeps the exact
 text: see `promptctl.render.jsonout.dumps`.
+
+Which characters are shown as marks is decided once, in `VISIBLE_MARKS`: these functions
+write them as escapes (`\\x1b`), the HTML report (`promptctl.render.html`, and its page
+script) as `U+001B` marks.
 """
 
 from __future__ import annotations
@@ -23,17 +27,60 @@ from typing import Any
 
 from promptctl.redact import redact
 
-# What acts on a terminal or on a reader instead of showing: C0 controls (tab and newline
-# are layout, kept where a layout allows them), DEL, the C1 controls (U+009B alone is a CSI
-# to many terminals), the bidi controls that reorder what is shown (U+061C, U+200E/F,
-# U+202A-E, U+2066-9), the line and paragraph separators, lone surrogates (no encoding can
-# write them) and the two non-characters XML refuses.
-# JSON escapes C0 itself; the rest it must be told about (see jsonout.dumps).
-UNSAFE_BEYOND_C0 = ("\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-                    "\ud800-\udfff\ufffe\uffff")
-_CONTROLS = "\x00-\x08\x0b-\x1f" + UNSAFE_BEYOND_C0
-_CONTROL = re.compile(f"[{_CONTROLS}]")
-_CONTROL_OR_LAYOUT = re.compile(f"[\t\n{_CONTROLS}]")
+# The characters every renderer (terminal, Markdown, HTML) shows as a visible mark instead of
+# passing them on, as (first, last, what) code point ranges. They act on a terminal or on a
+# reader instead of showing, hide text, or cannot be written. Tab and newline are layout:
+# each renderer keeps them where its layout allows. U+2060 (WORD JOINER) is left out: it
+# hides nothing, and `markdown` below inserts it on purpose.
+VISIBLE_MARKS: tuple[tuple[int, int, str], ...] = (
+    (0x00, 0x08, "C0 controls before tab"),
+    (0x0B, 0x1F, "C0 controls after newline: vertical tab, form feed, CR, escape, ..."),
+    (0x7F, 0x9F, "DEL and the C1 controls (U+009B alone is a CSI to many terminals)"),
+    (0x061C, 0x061C, "arabic letter mark (bidi)"),
+    (0x200B, 0x200B, "zero width space"),
+    (0x200E, 0x200F, "left-to-right and right-to-left marks (bidi)"),
+    (0x2028, 0x2029, "line and paragraph separators"),
+    (0x202A, 0x202E, "bidi embeddings and overrides"),
+    (0x2066, 0x2069, "bidi isolates"),
+    (0xD800, 0xDFFF, "lone surrogates: no encoding can write them"),
+    (0xFEFF, 0xFEFF, "byte order mark (zero width no-break space)"),
+    (0xFFFE, 0xFFFF, "the two non-characters XML refuses"),
+    (0xE0000, 0xE007F, "tag characters, which spell hidden ASCII"),
+)
+
+
+def _escape(code: int) -> str:
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _char_class(ranges: tuple[tuple[int, int, str], ...]) -> str:
+    """`ranges` as the body of a regular expression character class (inside `[...]`)."""
+    return "".join(_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b, _ in ranges)
+
+
+MARKED_CLASS = _char_class(VISIBLE_MARKS)
+MARKED = re.compile(f"[{MARKED_CLASS}]")
+
+# What JSON output writes as \u escapes (see jsonout.dumps): the marked characters beyond C0
+# (which JSON escapes itself) that a \u escape can spell, that is in the Basic Multilingual
+# Plane. They parse back to the same text.
+UNSAFE_BEYOND_C0 = _char_class(tuple(r for r in VISIBLE_MARKS if r[0] > 0x1F and r[1] <= 0xFFFF))
+
+
+def marks_js_class() -> str:
+    """VISIBLE_MARKS as a JavaScript character class, for a regular expression with the `u` flag."""
+    def one(code: int) -> str:
+        return f"\\u{{{code:x}}}"
+    return "[" + "".join(one(a) if a == b else f"{one(a)}-{one(b)}"
+                         for a, b, _ in VISIBLE_MARKS) + "]"
+
+
+def mark_name(char: str) -> str:
+    """A marked character by its code point, as the HTML report shows it: `U+202E`."""
+    return f"U+{ord(char):04X}"
+
+
+_CONTROL_OR_LAYOUT = re.compile(f"[\t\n{MARKED_CLASS}]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
@@ -42,7 +89,9 @@ def _visible(match: re.Match[str]) -> str:
     if char in _NAMED:
         return _NAMED[char]
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def as_text(value: Any) -> str:
@@ -61,7 +110,7 @@ def text(value: Any, *, layout: bool = True) -> str:
     stay; a CRLF line end reads as a newline, a bare CR (which overwrites a line) does not."""
     raw = redact(as_text(value))
     if layout:
-        return _CONTROL.sub(_visible, raw.replace("\r\n", "\n"))
+        return MARKED.sub(_visible, raw.replace("\r\n", "\n"))
     return _CONTROL_OR_LAYOUT.sub(_visible, raw)
 
 

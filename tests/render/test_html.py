@@ -562,6 +562,27 @@ def test_judges_steps_and_failed_requests_are_shown(browser: Browser, counter: C
     assert counter.hits == []
 
 
+def test_the_page_script_marks_the_characters_the_renderers_mark(browser: Browser,
+                                                                 tmp_path: Path) -> None:
+    from promptctl.render.inert import VISIBLE_MARKS
+
+    marked = [chr(c) for first, last, _ in VISIBLE_MARKS for c in sorted({first, last})]
+    kept = "a\u200d\u2060é\u00ad"  # joiners and a soft hyphen: shown as they are
+    completion = "-".join(marked) + kept  # apart: two lone surrogates side by side are a pair
+    rows = [{"row_id": "m1", "kind": "eval", "input": {"t": "x"}, "completion": completion,
+             "answer": "x", "valid": True, "error": None, "scores": {}}]
+    page = tmp_path / "marks.html"
+    page.write_text(render_report([{"run": {"id": "01marks"}, "rows": rows}], title="marks"),
+                    encoding="utf-8")
+    browser.open(page)
+    cell = "document.querySelector('#run-1 div.rows tbody tr').cells[2]"
+    shown = browser.js(f"return [...{cell}.querySelectorAll('span.ctl')].map(s => s.textContent)")
+    assert shown == [f"U+{ord(c):04X}" for c in marked]
+    assert browser.js(f"return {cell}.textContent").endswith(kept)
+    # The server-side text() marks the same characters the same way.
+    assert text(completion).count('class="ctl"') == len(marked)
+
+
 # --- tests: the file itself ----------------------------------------------------------------------
 
 
@@ -579,6 +600,19 @@ def test_the_policy_allows_only_the_inline_script_and_style(project: Project) ->
         assert directives[directive] == f"'sha256-{digest}'"
     # The head ends before anything that came from the data.
     assert document.index("Content-Security-Policy") < document.index("<title>")
+
+
+def test_templates_read_fields_by_attribute() -> None:
+    # Documents are mappings today and records tomorrow: templates read both by attribute.
+    from importlib import resources
+
+    templates = resources.files("promptctl.render").joinpath("templates")
+    names = [t.name for t in templates.iterdir() if t.name.endswith(".j2")]
+    assert {"report.html.j2", "run.html.j2", "diff.html.j2", "history.html.j2"} <= set(names)
+    for name in names:
+        source = templates.joinpath(name).read_text(encoding="utf-8")
+        for tag in re.findall(r"\{[{%].*?[}%]\}", source, re.S):
+            assert ".get(" not in tag and not re.search(r"\[\s*['\"]", tag), (name, tag)
 
 
 def test_text_escapes_and_makes_invisible_characters_visible() -> None:
