@@ -183,7 +183,7 @@ class Similarity:
 
     def check(self) -> None:
         """The model resolves to an endpoint (checked by validate and before a run)."""
-        from promptctl.config import load_config
+        from promptctl.project import project_config as load_config
         from promptctl.providers import resolve_model
 
         try:

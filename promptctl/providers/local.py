@@ -20,11 +20,11 @@ from promptctl.providers.base import (
     ChatRequest,
     ChatResponse,
     EmbeddingResponse,
+    Endpoint,
     Provider,
 )
 
 if TYPE_CHECKING:
-    from promptctl.config import Endpoint
     from promptctl.providers import ResolvedModel
     from promptctl.providers.llamacpp import LlamaServer
 

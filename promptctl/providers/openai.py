@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from promptctl import redact
-from promptctl.config import Price
 from promptctl.errors import InputError, ProviderError
 from promptctl.providers.base import (
     Backend,
@@ -25,6 +24,7 @@ from promptctl.providers.base import (
     ChatRequest,
     ChatResponse,
     EmbeddingResponse,
+    Price,
     Provider,
     RequestFailed,
 )
