@@ -36,7 +36,7 @@ from promptctl.engine.lifecycle import run_eval
 from promptctl.errors import InputError, PromptctlError, ProviderError
 from promptctl.gitinfo import Repo
 from promptctl.metrics.registry import higher_is_better
-from promptctl.selection import row_errors
+from promptctl.runs import row_errors
 from promptctl.store import RunRecord, Store
 from promptctl.target import Target, evalset_of, load_target, model_of, target_at_ref
 

@@ -12,15 +12,16 @@ resume) is used only when named by its id.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptctl.compare import compare_runs
 from promptctl.config import Config
 from promptctl.engine.lifecycle import run_eval
 from promptctl.errors import InputError, display_path
-from promptctl.runs import covers_evalset
+from promptctl.runs import best, row_errors, stands_for_version
 from promptctl.store import RunRecord, Store
 from promptctl.target import TargetAt, load_target, model_of, target_at_ref
 
@@ -30,26 +31,6 @@ REF_PREFIX = "ref:"
 
 
 # --- the rule ---------------------------------------------------------------------------------
-
-
-def row_errors(run: Mapping[str, Any]) -> int:
-    """Error rows of a run (eval set and few-shot examples)."""
-    if run.get("errors") is not None:
-        return int(run["errors"])
-    summary = run.get("summary") or {}
-    return int(summary.get("errors") or 0) + int(summary.get("fewshot_errors") or 0)
-
-
-def stands_for_version(run: Mapping[str, Any]) -> bool:
-    """Whether a run may stand for its prompt version: complete, whole eval set covered."""
-    return run.get("status") == "complete" and covers_evalset(run)
-
-
-def best(runs: Iterable[RunRecord]) -> RunRecord | None:
-    """The run that stands for a group of runs of the same thing: without error rows
-    first, then on a clean work tree, then the newest (ids sort by time)."""
-    return max(runs, key=lambda r: (row_errors(r) == 0, not r.get("git_dirty"), r["id"]),
-               default=None)
 
 
 @dataclass(frozen=True)
@@ -328,8 +309,6 @@ class Sides:
 def diff(store: Store, config: Config, a: str | None, b: str | None, *, prompt: str | None,
          models: list[str], run_missing: bool = False, say: SayFn | None = None) -> dict[str, Any]:
     """`promptctl diff`: find (or evaluate) both sides, then compare them row by row."""
-    from promptctl.compare import compare_runs
-
     ref = find_prompt(store, config, prompt) if prompt is not None else None
     sides = Sides(store, config, ref, run_missing, say or (lambda _m: None))
     if len(models) > 2:
