@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from promptctl import files
-from promptctl.target import target_at_ref as prompt_at_ref
 from promptctl.errors import InputError
 from promptctl.files import Reference, project_root, quote, read_file
 from promptctl.gitinfo import read_at_ref
 from promptctl.prompts import load_prompt
+from promptctl.target import target_at_ref as prompt_at_ref
 from tests.helpers import commit_all, git_identity, git_init
 
 SECRET = "OPENAI_API_KEY=sk-live-5ecret-do-not-echo"

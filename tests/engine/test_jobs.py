@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from promptctl.target import target_at_ref as prompt_at_ref
 from promptctl.errors import InputError
+from promptctl.target import target_at_ref as prompt_at_ref
 from tests.helpers import commit_all, git, git_identity, git_init
 
 PROMPT = """\
