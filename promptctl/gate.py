@@ -33,7 +33,15 @@ from typing import Any
 from promptctl.config import Config
 from promptctl.engine import EvalOptions
 from promptctl.engine.lifecycle import run_eval
-from promptctl.errors import InputError, PromptctlError, ProviderError
+from promptctl.errors import (
+    EXIT_GATE,
+    EXIT_INPUT,
+    EXIT_OK,
+    EXIT_PROVIDER,
+    InputError,
+    PromptctlError,
+    ProviderError,
+)
 from promptctl.gitinfo import Repo
 from promptctl.metrics.registry import higher_is_better
 from promptctl.runs import row_errors
@@ -47,8 +55,6 @@ PIPELINES_DIR = "pipelines"
 PROMPT_SUFFIXES = (".yaml", ".yml")
 # Float noise in a delta must not turn "exactly at the limit" into a failure.
 TOLERANCE = 1e-9
-
-EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_PROVIDER = 0, 1, 2, 3
 
 EventFn = Callable[[str], None]
 

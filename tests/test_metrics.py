@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from promptctl.evalsets import MISSING, Row
 from promptctl import stats as S
+from promptctl.evalsets import MISSING, Row
 from promptctl.metrics import aggregates as M
 from promptctl.metrics.registry import score_builtins as score_row
 from promptctl.scoring import Extraction

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from promptctl.cli.common import handle_errors, project
-from promptctl.errors import PromptctlError, display_path
+from promptctl.errors import EXIT_INPUT, PromptctlError, display_path
 
 PROMPT_SUFFIXES = (".yaml", ".yml")
 EVALSET_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
@@ -167,7 +167,7 @@ def validate(
             else:
                 err.print(f"[bold red]error[/]  {escape(r['error'])}", soft_wrap=True)
     if bad:
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_INPUT)
 
 
 @handle_errors
