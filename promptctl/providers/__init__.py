@@ -155,8 +155,6 @@ class ResolvedModel:
 
         A key is registered as a secret the moment it is read, so no output shows it.
         """
-        from promptctl import redact
-
         env = self.api_key_env
         if env is None:
             return "none"  # a configured endpoint without api_key_env: local servers need none
