@@ -171,9 +171,10 @@ def test_requests_made_while_scoring_are_sent_directly_and_reported(
     from rich.console import Console
 
     from promptctl.render.terminal import batch_note
+    from promptctl.runs import read_run
 
     con = Console(record=True, width=200)
-    batch_note(con, run)
+    batch_note(con, read_run(run))
     assert "sent directly, not batched (judge / embedding requests made while scoring): gpt-4o " \
         "5 requests" in con.export_text()
 
