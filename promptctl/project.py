@@ -16,6 +16,28 @@ from promptctl.config import Config, load_config
 from promptctl.errors import InputError, set_display_root
 from promptctl.gitinfo import work_tree
 
+# The project layout: prompt files live in prompts/, pipeline files in pipelines/ (both are
+# targets: evaluated, compared and gated alike), eval sets in evalsets/.
+PROMPTS_DIR = "prompts"
+PIPELINES_DIR = "pipelines"
+EVALSETS_DIR = "evalsets"
+TARGET_DIRS = (PROMPTS_DIR, PIPELINES_DIR)
+TARGET_SUFFIXES = (".yaml", ".yml")
+
+
+def is_target_file(path: Path) -> bool:
+    """A file a target folder holds as a prompt or pipeline (by its extension)."""
+    return path.is_file() and path.suffix.lower() in TARGET_SUFFIXES
+
+
+def target_files(root: Path) -> list[Path]:
+    """The prompt files of prompts/, then the pipeline files of pipelines/, each folder sorted."""
+    out: list[Path] = []
+    for folder in TARGET_DIRS:
+        if (root / folder).is_dir():
+            out += sorted(p for p in (root / folder).iterdir() if is_target_file(p))
+    return out
+
 
 def find_root(cwd: Path | None = None) -> Path:
     """The project root: the git work tree containing `cwd` (default: the current

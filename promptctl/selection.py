@@ -21,6 +21,9 @@ from promptctl.compare import compare_runs
 from promptctl.config import Config
 from promptctl.engine.lifecycle import run_eval
 from promptctl.errors import InputError, display_path
+from promptctl.gitinfo import find_repo, open_repo
+from promptctl.project import PROMPTS_DIR, target_files
+from promptctl.providers import resolve_model
 from promptctl.runs import best, row_errors, stands_for_version
 from promptctl.store import RunRecord, Store
 from promptctl.target import TargetAt, load_target, model_of, target_at_ref
@@ -87,16 +90,6 @@ class PromptRef:
     path: Path | None
 
 
-def _prompt_files(root: Path) -> list[Path]:
-    """The prompt files of prompts/ and the pipeline files of pipelines/."""
-    out: list[Path] = []
-    for folder in (root / "prompts", root / "pipelines"):
-        if folder.is_dir():
-            out += sorted(p for p in folder.iterdir()
-                          if p.is_file() and p.suffix.lower() in (".yaml", ".yml"))
-    return out
-
-
 def _name_of(path: Path) -> str:
     """A prompt or pipeline file's name: its `name:`, else its stem (also for a file
     mid-edit)."""
@@ -111,7 +104,7 @@ def find_prompt(store: Store | None, config: Config, given: str) -> PromptRef:
     path = Path(given)
     if path.is_file():
         return PromptRef(_name_of(path), path)
-    files = _prompt_files(config.root)
+    files = target_files(config.root)
     for candidate in files:
         if candidate.stem == given or _name_of(candidate) == given:
             return PromptRef(given if candidate.stem == given else _name_of(candidate), candidate)
@@ -143,7 +136,7 @@ class Sides:
     def _eval_command(self, ref: str | None, model: str | None) -> str:
         assert self.prompt is not None
         shown = display_path(self.prompt.path) if self.prompt.path is not None \
-            else f"prompts/{self.prompt.name}.yaml"
+            else f"{PROMPTS_DIR}/{self.prompt.name}.yaml"
         parts = ["promptctl", "eval", shown]
         if ref is not None:
             parts += ["--ref", ref]
@@ -174,8 +167,6 @@ class Sides:
         return run_id
 
     def _is_ref(self, token: str) -> bool:
-        from promptctl.gitinfo import find_repo
-
         repo = find_repo(self.config.root)
         if repo is None:
             return False
@@ -187,8 +178,6 @@ class Sides:
 
     def by_ref(self, ref: str, model: str | None, or_run: bool = False) -> str:
         """The run of the prompt at git ref `ref` (evaluated when missing, with run_missing)."""
-        from promptctl.gitinfo import open_repo
-
         if self.prompt is None:
             raise InputError(f"{ref!r} is not a stored run id",
                              fix="pass --prompt NAME to compare the prompt at two git refs")
@@ -235,7 +224,7 @@ class Sides:
             raise problem
         if at is None:
             raise InputError(f"{missing}, and --run-missing needs the prompt file",
-                             fix=f"pass --prompt prompts/{self.prompt.name}.yaml, or run: {command}")
+                             fix=f"pass --prompt {PROMPTS_DIR}/{self.prompt.name}.yaml, or run: {command}")
         if at.evalset is None:
             raise InputError(f"the prompt at {ref} names no eval set", file=self.prompt.path,
                              fix=f"run: {command} --evalset FILE")
@@ -296,8 +285,6 @@ class Sides:
                          f"the same with --model {models[1]}")
 
     def _evaluate(self, prompt: Any, evalset: Any, model: str | None, git: Any, where: str) -> str:
-        from promptctl.providers import resolve_model
-
         run = run_eval(prompt, resolve_model(model_of(prompt, model), self.config),
                          store=self.store, config=self.config, evalset=evalset, git=git)
         errors = row_errors(run)
