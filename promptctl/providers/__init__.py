@@ -35,11 +35,11 @@ from promptctl.providers.endpoints import (
     positive_int,
     price_of,
 )
-from promptctl.providers.registry import BACKENDS, _loaded, backend, register
+from promptctl.providers.registry import BACKENDS, backend, register
 
 __all__ = ["BACKENDS", "COMMON_ENDPOINT_KEYS", "MAX_SETTING", "MAX_TIMEOUT", "Backend", "ChatRequest",
            "ChatResponse", "EmbeddingResponse", "Endpoint", "Endpoints", "Price", "Provider",
-           "RequestFailed", "ResolvedModel", "_loaded", "backend", "check_endpoint", "open_provider",
+           "RequestFailed", "ResolvedModel", "backend", "check_endpoint", "open_provider",
            "positive_int", "preflight", "price_of", "register", "resolve_model"]
 
 
