@@ -85,8 +85,10 @@ def test_an_unfinished_run_shows_the_scores_its_rows_hold() -> None:
     import io
 
     from promptctl.render.terminal import InertConsole, show_rows
+    from promptctl.runs import read_run
 
-    run = {"id": "r", "prompt_name": "p", "model": "m", "git_commit": None, "git_dirty": None,
+    run = {"id": "r", "created_at": "2026-01-01T00:00:00Z", "prompt_name": "p", "model": "m",
+           "git_commit": None, "git_dirty": None,
            "prompt_version": "v", "status": "running", "metrics": None, "summary": None}
     row = {"row_id": "a", "kind": "eval", "sample": 0, "input": {"q": 1}, "completion": "7",
            "answer": 7, "valid": True, "expected": 6, "has_expected": True, "cached": False,
@@ -94,6 +96,6 @@ def test_an_unfinished_run_shows_the_scores_its_rows_hold() -> None:
                       "expected_num": 6.0, "squared_error": 1.0},
            "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 3.0, "error": None}
     buffer = io.StringIO()
-    show_rows(InertConsole(file=buffer, width=300), run, [row])
+    show_rows(InertConsole(file=buffer, width=300), read_run(run), [row])
     out = buffer.getvalue()
     assert "format_validity 1  exact_match 0  abs error 1" in out and "squared" not in out
