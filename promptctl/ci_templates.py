@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptctl import install_command
+from promptctl.config import CONFIG_FILE
 from promptctl.errors import InputError
+from promptctl.project import PROMPTS_DIR
 
 WORKFLOW_PATH = Path(".github") / "workflows" / "promptctl.yml"
 
@@ -109,7 +111,7 @@ WORKFLOW = WORKFLOW.replace("INSTALL_COMMAND", install_command("report"))
 
 def is_project(directory: Path) -> bool:
     """A promptctl project is already there (a config file or a prompts/ folder)."""
-    return (directory / "promptctl.yaml").exists() or (directory / "prompts").is_dir()
+    return (directory / CONFIG_FILE).exists() or (directory / PROMPTS_DIR).is_dir()
 
 
 def check_workflow_free(directory: Path) -> Path:

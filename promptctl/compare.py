@@ -16,6 +16,9 @@ from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptctl.gitinfo import find_repo
+from promptctl.metrics import registry
+from promptctl.metrics.registry import Stored, stored
 from promptctl.results import (
     DiffResult,
     Flipped,
@@ -27,13 +30,27 @@ from promptctl.results import (
     SampleCounts,
     interval,
 )
+from promptctl.runs import best, covers_evalset, row_errors, stands_for_version
+from promptctl.stats import (
+    MAX_TABLE_CELLS,
+    Statistic,
+    Sums,
+    Table,
+    f1_macro_table,
+    paired_binary,
+    paired_continuous,
+    paired_resampling,
+    pearson_rows,
+    pearson_table,
+    rank_rows,
+    ratio,
+    ratio_sqrt,
+    spearman_table,
+)
+from promptctl.store import RowRecord, RunRecord, ScoreColumns, Store
 
 if TYPE_CHECKING:
     import numpy.typing as npt
-
-    from promptctl.metrics.registry import Stored
-    from promptctl.stats import Statistic
-    from promptctl.store import RowRecord, RunRecord, ScoreColumns, Store
 
     FloatArray = npt.NDArray[Any]
 
@@ -158,7 +175,6 @@ def _sums_plan(name: str, pairs: _Pairs, a: tuple[FloatArray, FloatArray],
     """A statistic of (sum, count) totals per row; McNemar when every count is one 0/1 score."""
     import numpy as np
 
-    from promptctl.stats import Sums
 
     sum_a, n_a = a[0][pairs.a], a[1][pairs.a]
     sum_b, n_b = b[0][pairs.b], b[1][pairs.b]
@@ -193,7 +209,6 @@ def _correlation_plan(name: str, pairs: _Pairs, sa: _Side, sb: _Side) -> _Plan:
     """
     import numpy as np
 
-    from promptctl.stats import MAX_TABLE_CELLS, Table, pearson_table, spearman_table
 
     xa, ya, xb, yb = sa.column("answer_num"), sa.column("expected_num"), \
         sb.column("answer_num"), sb.column("expected_num")
@@ -227,7 +242,6 @@ def _f1_plan(pairs: _Pairs, sa: _Side, sb: _Side) -> _Plan | None:
     """Macro F1 from the confusion table of (answer label or none, expected label)."""
     import numpy as np
 
-    from promptctl.stats import MAX_TABLE_CELLS, Table, f1_macro_table
 
     def labels(side: _Side) -> tuple[list[Any], list[Any], Any]:
         answers, expected, keep = [], [], np.zeros(side.code.size, dtype=bool)
@@ -267,8 +281,6 @@ def _plans(metrics: Sequence[Stored], pairs: _Pairs, sa: _Side, sb: _Side) -> li
     """How each metric is tested, by the paired statistic the registry names for it."""
     import numpy as np
 
-    from promptctl.metrics import registry as R
-    from promptctl.stats import ratio, ratio_sqrt
 
     plans: list[_Plan] = []
     cache: dict[str, tuple[tuple[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]] = {}
@@ -289,18 +301,18 @@ def _plans(metrics: Sequence[Stored], pairs: _Pairs, sa: _Side, sb: _Side) -> li
         return bool(np.all((values == 0) | (values == 1)))
 
     for m in metrics:
-        if m.paired == R.PAIRED_BINARY:
+        if m.paired == registry.PAIRED_BINARY:
             plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio, binary=True))
-        elif m.paired == R.PAIRED_MEAN:
+        elif m.paired == registry.PAIRED_MEAN:
             # A judge that answers pass/fail is a 0/1 score: McNemar's test, as for exact_match.
             plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio, binary=zero_one(m.key)))
-        elif m.paired == R.PAIRED_RMSE:
+        elif m.paired == registry.PAIRED_RMSE:
             plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio_sqrt))
-        elif m.paired == R.PAIRED_MAE:
+        elif m.paired == registry.PAIRED_MAE:
             plans.append(_sums_plan(m.name, pairs, *totals("abs_error"), ratio))
-        elif m.paired == R.PAIRED_CORRELATION:
+        elif m.paired == registry.PAIRED_CORRELATION:
             plans.append(_correlation_plan(m.name, pairs, sa, sb))
-        elif m.paired == R.PAIRED_F1:
+        elif m.paired == registry.PAIRED_F1:
             plan = _f1_plan(pairs, sa, sb)
             if plan is not None:
                 plans.append(plan)
@@ -311,8 +323,6 @@ def _run_plans(plans: list[_Plan]) -> dict[str, dict[str, Any]]:
     """Test every plan; plans over the same pairs share one stream of random draws."""
     import numpy as np
 
-    from promptctl.metrics.aggregates import _pearson_rows
-    from promptctl.stats import paired_binary, paired_continuous, paired_resampling, rank_rows
 
     out: dict[str, dict[str, Any]] = {}
     groups: dict[bytes, list[_Plan]] = {}
@@ -325,8 +335,8 @@ def _run_plans(plans: list[_Plan]) -> dict[str, dict[str, Any]]:
 
             def stat(m: FloatArray, kind: str = kind) -> FloatArray:
                 if kind == "spearman":
-                    return _pearson_rows(rank_rows(m[..., 0]), rank_rows(m[..., 1]))
-                return _pearson_rows(m[..., 0], m[..., 1])
+                    return pearson_rows(rank_rows(m[..., 0]), rank_rows(m[..., 1]))
+                return pearson_rows(m[..., 0], m[..., 1])
 
             out[plan.name] = paired_continuous(a if n >= 3 else a[:0], b if n >= 3 else b[:0],
                                                stat) | {"n": n}
@@ -413,8 +423,6 @@ def _details(rows: list[RowRecord]) -> dict[str, Mapping[str, Any]]:
 
 
 def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
-    from promptctl.runs import covers_evalset
-
     run_a, run_b = sa.run, sb.run
     out = []
     if run_a["evalset_version"] != run_b["evalset_version"]:
@@ -469,7 +477,6 @@ def compare_runs(store: Store, a_ref: str, b_ref: str) -> DiffResult:
     permutation otherwise); the run-level values as `a_run` and `b_run`. Then
     the rows that flipped and the warnings that make a comparison suspect.
     """
-    from promptctl.metrics.registry import stored
 
     run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
     cols_a, cols_b = store.score_columns_of([run_a["id"], run_b["id"]], kind="eval")
@@ -517,8 +524,6 @@ def history(store: Store, prompt: str, *, model: str | None = None,
     before children when dates tie), the run's own time for a run on a dirty work tree or
     outside git. With `root`, each entry gets the commit's date, author and subject from git.
     """
-    from promptctl.gitinfo import find_repo
-    from promptctl.selection import best, row_errors, stands_for_version
 
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     wanted = ("id", "created_at", "status", "prompt_version", "model", "git_commit", "git_dirty",

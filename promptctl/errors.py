@@ -8,6 +8,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Exit codes, the one list of them: what CI and scripts read.
+EXIT_OK = 0
+EXIT_GATE = 1  # a `check` gate failed: the only verdict on prompts
+EXIT_INPUT = 2  # a prompt, eval set, config or command line that cannot be used
+EXIT_PROVIDER = 3  # the model server or the store failed in a way no retry mends
+EXIT_BUG = 4  # a crash: a bug in promptctl, never mistaken for a verdict
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
 # Paths in messages are shown relative to the project root (set once the project is known),
 # normalised: `prompts/../evalsets/x.jsonl` is `evalsets/x.jsonl`.
 _display_root: Path | None = None
@@ -40,7 +48,7 @@ def display_path(path: str | Path) -> str:
 class PromptctlError(Exception):
     """Base class: a message, where it happened (file, line) and the fix."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
     def __init__(
         self,
@@ -71,16 +79,10 @@ class PromptctlError(Exception):
 class InputError(PromptctlError):
     """A prompt, eval set, config or command line that cannot be used as given (exit 2)."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class ProviderError(PromptctlError):
     """The model server failed in a way no retry could mend (exit 3)."""
 
-    exit_code = 3
-
-
-class GateFailed(PromptctlError):
-    """A `check` gate failed (exit 1)."""
-
-    exit_code = 1
+    exit_code = EXIT_PROVIDER

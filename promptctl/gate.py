@@ -25,16 +25,31 @@ as a table, Markdown or JUnit XML, and its `to_json()` is the `--json` document.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptctl._yaml import decode_utf8, load_yaml_text
+from promptctl.compare import compare_runs
 from promptctl.config import Config
 from promptctl.engine import EvalOptions
 from promptctl.engine.lifecycle import run_eval
-from promptctl.errors import InputError, PromptctlError, ProviderError
-from promptctl.gitinfo import Repo
+from promptctl.errors import (
+    EXIT_GATE,
+    EXIT_INPUT,
+    EXIT_OK,
+    EXIT_PROVIDER,
+    InputError,
+    PromptctlError,
+    ProviderError,
+)
+from promptctl.files import MAX_EVALSET_BYTES, read_file
+from promptctl.gitinfo import SHALLOW_FIX, Repo, open_repo
+from promptctl.pipelines import is_pipeline_text
+from promptctl.project import PROMPTS_DIR, TARGET_DIRS, TARGET_SUFFIXES, target_files
+from promptctl.providers import resolve_model
 from promptctl.results import (
     CheckBase,
     CheckError,
@@ -49,19 +64,15 @@ from promptctl.results import (
     RowErrors,
     interval,
 )
-from promptctl.selection import row_errors
+from promptctl.runs import row_errors
+from promptctl.selection import standing_run
 from promptctl.store import RunRecord, Store
 from promptctl.target import Target, evalset_of, load_target, model_of, target_at_ref
 
 DEFAULT_SIGNIFICANCE = 0.05
 DEFAULT_BASES = ("origin/main", "main")
-PROMPTS_DIR = "prompts"
-PIPELINES_DIR = "pipelines"
-PROMPT_SUFFIXES = (".yaml", ".yml")
 # Float noise in a delta must not turn "exactly at the limit" into a failure.
 TOLERANCE = 1e-9
-
-EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_PROVIDER = 0, 1, 2, 3
 
 EventFn = Callable[[str], None]
 
@@ -107,7 +118,6 @@ class Candidate:
 
 def resolve_base(repo: Repo, ref: str | None) -> Base:
     """`ref` as given, else the merge base of HEAD with origin/main (or main)."""
-    from promptctl.gitinfo import SHALLOW_FIX
 
     head = repo.head()
     if head is None:
@@ -142,8 +152,6 @@ def _rel(path: Path, root: Path) -> str | None:
 
 
 def _read(path: Path) -> bytes | None:
-    from promptctl.files import MAX_EVALSET_BYTES, read_file
-
     try:  # a regular file of a sane size only: a FIFO or /dev/zero committed here never ends
         return read_file(path, what="file", max_bytes=MAX_EVALSET_BYTES)
     except InputError:
@@ -153,31 +161,28 @@ def _read(path: Path) -> bytes | None:
 # --- finding affected prompts ----------------------------------------------------------------
 
 
+def _data(data: bytes, rel: str) -> Any:
+    """A file's bytes as plain data, read as every prompt file is (`_yaml`: its limits, strict
+    JSON values); None when they are not readable YAML."""
+    try:
+        return load_yaml_text(decode_utf8(data, rel), rel)[0]
+    except InputError:
+        return None
+
+
 def _prompt_name(data: bytes | None, rel: str) -> str:
     """The `name:` of a prompt file's bytes, without validating the rest."""
-    import yaml
-
     stem = Path(rel).stem
     if data is None:
         return stem
-    try:
-        raw = yaml.safe_load(data)
-    except yaml.YAMLError:
-        return stem
+    raw = _data(data, rel)
     name = raw.get("name") if isinstance(raw, dict) else None
     return name if isinstance(name, str) and name else stem
 
 
 def _evalset_rel(data: bytes, rel: str) -> str | None:
     """The eval set a prompt file's bytes name, relative to the repository root."""
-    import posixpath
-
-    import yaml
-
-    try:
-        raw = yaml.safe_load(data)
-    except yaml.YAMLError:
-        return None
+    raw = _data(data, rel)
     evalset = raw.get("evalset") if isinstance(raw, dict) else None
     if not isinstance(evalset, str) or not evalset.strip():
         return None
@@ -187,14 +192,7 @@ def _evalset_rel(data: bytes, rel: str) -> str | None:
 
 def _pipeline_prompts(data: bytes, rel: str) -> list[str]:
     """The prompt files a pipeline file's bytes name, relative to the repository root."""
-    import posixpath
-
-    import yaml
-
-    try:
-        raw = yaml.safe_load(data)
-    except yaml.YAMLError:
-        return []
+    raw = _data(data, rel)
     steps = raw.get("steps") if isinstance(raw, dict) else None
     out: list[str] = []
     for step in steps if isinstance(steps, list) else []:
@@ -214,14 +212,11 @@ def find_affected(repo: Repo, commit: str, selected: list[str]) -> tuple[
     prompts are listed only when nothing is selected.
     """
     root = repo.root
-    current: list[Path] = []
     base_files: list[str] = []
     # Pipelines are checked like prompts: they live in pipelines/.
-    for folder in (PROMPTS_DIR, PIPELINES_DIR):
-        if (root / folder).is_dir():
-            current += sorted(p for p in (root / folder).iterdir()
-                              if p.is_file() and p.suffix.lower() in PROMPT_SUFFIXES)
-        base_files += list(repo.list_files(commit, folder, PROMPT_SUFFIXES))
+    current = target_files(root)
+    for folder in TARGET_DIRS:
+        base_files += list(repo.list_files(commit, folder, TARGET_SUFFIXES))
     current_rels = {_rel(p, root) for p in current}
     gone = [r for r in base_files if r not in current_rels]
     gone_by_name = {_prompt_name(repo.read(commit, r), r): r for r in gone}
@@ -263,8 +258,6 @@ def find_affected(repo: Repo, commit: str, selected: list[str]) -> tuple[
                 reasons.append("new prompt")
         if base_data is not None and base_data != data:
             reasons.append("prompt file changed")
-        from promptctl.pipelines import is_pipeline_text
-
         if base_data is not None and is_pipeline_text(data):
             # A pipeline's inputs are its file, its eval set and every prompt it uses.
             for prompt_rel in _pipeline_prompts(data, rel):
@@ -467,8 +460,6 @@ def _baseline(path: Path, name: str, spec: str, entry: _Entry, *, base: Base,
               config: Config, store: Store, options: CheckOptions, eval_options: EvalOptions,
               say: EventFn) -> RunRecord:
     """The run of the prompt at the base commit: from the store, else evaluated from git."""
-    from promptctl.providers import resolve_model
-    from promptctl.selection import standing_run
 
     at = target_at_ref(path, base.commit)
     if at.evalset is None:
@@ -501,7 +492,6 @@ def _current(prompt: Target, evalset: Any, resolved: Any, entry: _Entry, *,
              say: EventFn) -> RunRecord:
     """The run of the current version: a stored run of the same prompt and eval set bytes,
     model and server when there is one, else evaluated now."""
-    from promptctl.selection import standing_run
 
     found = standing_run(store, prompt.name, version=prompt.version,
                          evalset_version=evalset.version, model=resolved.spec,
@@ -519,8 +509,6 @@ def _current(prompt: Target, evalset: Any, resolved: Any, entry: _Entry, *,
 
 def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store: Store,
                options: CheckOptions, eval_options: EvalOptions, say: EventFn) -> PromptCheck:
-    from promptctl.compare import compare_runs
-    from promptctl.providers import resolve_model
 
     entry = _Entry(prompt=Path(cand.rel).stem, path=cand.rel, new=cand.new,
                    reasons=cand.reasons)
@@ -573,7 +561,6 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
 def run_check(config: Config, store: Store, options: CheckOptions,
               on_event: EventFn | None = None) -> CheckResult:
     """Find the prompts a change affects, evaluate them and their baselines, apply the gates."""
-    from promptctl.gitinfo import open_repo
 
     if not 0 < options.significance < 1:
         raise InputError(f"significance must be between 0 and 1, not {options.significance}",

@@ -13,14 +13,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptctl.config import Config, load_config
-from promptctl.errors import InputError
+from promptctl.errors import InputError, set_display_root
+from promptctl.gitinfo import work_tree
+
+# The project layout: prompt files live in prompts/, pipeline files in pipelines/ (both are
+# targets: evaluated, compared and gated alike), eval sets in evalsets/.
+PROMPTS_DIR = "prompts"
+PIPELINES_DIR = "pipelines"
+EVALSETS_DIR = "evalsets"
+TARGET_DIRS = (PROMPTS_DIR, PIPELINES_DIR)
+TARGET_SUFFIXES = (".yaml", ".yml")
+
+
+def is_target_file(path: Path) -> bool:
+    """A file a target folder holds as a prompt or pipeline (by its extension)."""
+    return path.is_file() and path.suffix.lower() in TARGET_SUFFIXES
+
+
+def target_files(root: Path) -> list[Path]:
+    """The prompt files of prompts/, then the pipeline files of pipelines/, each folder sorted."""
+    out: list[Path] = []
+    for folder in TARGET_DIRS:
+        if (root / folder).is_dir():
+            out += sorted(p for p in (root / folder).iterdir() if is_target_file(p))
+    return out
 
 
 def find_root(cwd: Path | None = None) -> Path:
     """The project root: the git work tree containing `cwd` (default: the current
     directory), else `cwd` itself."""
-    from promptctl.gitinfo import work_tree
-
     here = (cwd or Path.cwd()).resolve()
     return work_tree(here) or here
 
@@ -28,17 +49,19 @@ def find_root(cwd: Path | None = None) -> Path:
 def open_project(cwd: Path | None = None) -> Config:
     """The project's configuration (promptctl.yaml at its root, if any); messages from now
     on show paths relative to its root."""
-    from promptctl.errors import set_display_root
-
     root = find_root(cwd)
     set_display_root(root)
     return load_config(root)
 
 
+def project_config(cwd: Path | None = None) -> Config:
+    """The configuration of the project containing `cwd` (default: the current directory),
+    leaving how paths are shown as it is."""
+    return load_config(find_root(cwd))
+
+
 def check_belongs(path: Path, config: Config) -> None:
     """Refuse a prompt or pipeline file that lives in another git work tree."""
-    from promptctl.gitinfo import work_tree
-
     if not path.exists():
         return  # the loader says "not found" with the path as given
     owner = work_tree(path.resolve())

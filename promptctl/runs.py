@@ -10,9 +10,9 @@ Only the standard library is used: these are built on every command that shows a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from promptctl.errors import PromptctlError
 
@@ -422,3 +422,28 @@ def read_row(record: Mapping[str, Any]) -> RowResult:
         latency_ms=read.number(record.get("latency_ms"), f"{where} latency_ms"),
         cached=bool(record.get("cached")),
         steps={str(k): _step(read, v, f"{where} steps.{k}") for k, v in steps.items()})
+
+
+# --- which run stands for a prompt version (see `selection`) ---------------------------------
+
+R = TypeVar("R", bound=Mapping[str, Any])
+
+
+def row_errors(run: Mapping[str, Any]) -> int:
+    """Error rows of a run (eval set and few-shot examples)."""
+    if run.get("errors") is not None:
+        return int(run["errors"])
+    summary = run.get("summary") or {}
+    return int(summary.get("errors") or 0) + int(summary.get("fewshot_errors") or 0)
+
+
+def stands_for_version(run: Mapping[str, Any]) -> bool:
+    """Whether a run may stand for its prompt version: complete, whole eval set covered."""
+    return run.get("status") == "complete" and covers_evalset(run)
+
+
+def best(runs: Iterable[R]) -> R | None:
+    """The run that stands for a group of runs of the same thing: without error rows
+    first, then on a clean work tree, then the newest (ids sort by time)."""
+    return max(runs, key=lambda r: (row_errors(r) == 0, not r.get("git_dirty"), r["id"]),
+               default=None)

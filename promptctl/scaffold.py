@@ -6,7 +6,10 @@ import shlex
 from pathlib import Path
 
 from promptctl import install_command
+from promptctl.ci_templates import WORKFLOW_PATH
 from promptctl.errors import InputError
+from promptctl.gitinfo import work_tree
+from promptctl.project import EVALSETS_DIR, PROMPTS_DIR
 
 CONFIG = """\
 # promptctl project configuration. Every key is optional.
@@ -18,8 +21,8 @@ CONFIG = """\
 # store: sqlite:///.promptctl/results.db
 """
 
-PROMPT_PATH = Path("prompts") / "language.yaml"
-EVALSET_PATH = Path("evalsets") / "language.jsonl"
+PROMPT_PATH = Path(PROMPTS_DIR) / "language.yaml"
+EVALSET_PATH = Path(EVALSETS_DIR) / "language.jsonl"
 
 PROMPT = """\
 # Which language a customer message is written in, so it reaches a team that
@@ -149,9 +152,6 @@ def next_steps(directory: Path, created: list[Path], *, scaffolded: bool) -> str
 
     `created` are the files init wrote (paths under `directory`); `scaffolded` says
     whether the example project was written, or only the workflow."""
-    from promptctl.ci_templates import WORKFLOW_PATH
-    from promptctl.gitinfo import work_tree
-
     here = directory.resolve()
     lines = ["", "Next steps:"]
     if here != Path.cwd().resolve():

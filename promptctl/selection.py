@@ -12,15 +12,19 @@ resume) is used only when named by its id.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptctl.compare import compare_runs
 from promptctl.config import Config
 from promptctl.engine.lifecycle import run_eval
 from promptctl.errors import InputError, display_path
-from promptctl.runs import covers_evalset
+from promptctl.gitinfo import find_repo, open_repo
+from promptctl.project import PROMPTS_DIR, target_files
+from promptctl.providers import resolve_model
+from promptctl.runs import best, row_errors, stands_for_version
 from promptctl.store import RunRecord, Store
 from promptctl.target import TargetAt, load_target, model_of, target_at_ref
 
@@ -33,26 +37,6 @@ REF_PREFIX = "ref:"
 
 
 # --- the rule ---------------------------------------------------------------------------------
-
-
-def row_errors(run: Mapping[str, Any]) -> int:
-    """Error rows of a run (eval set and few-shot examples)."""
-    if run.get("errors") is not None:
-        return int(run["errors"])
-    summary = run.get("summary") or {}
-    return int(summary.get("errors") or 0) + int(summary.get("fewshot_errors") or 0)
-
-
-def stands_for_version(run: Mapping[str, Any]) -> bool:
-    """Whether a run may stand for its prompt version: complete, whole eval set covered."""
-    return run.get("status") == "complete" and covers_evalset(run)
-
-
-def best(runs: Iterable[RunRecord]) -> RunRecord | None:
-    """The run that stands for a group of runs of the same thing: without error rows
-    first, then on a clean work tree, then the newest (ids sort by time)."""
-    return max(runs, key=lambda r: (row_errors(r) == 0, not r.get("git_dirty"), r["id"]),
-               default=None)
 
 
 @dataclass(frozen=True)
@@ -109,16 +93,6 @@ class PromptRef:
     path: Path | None
 
 
-def _prompt_files(root: Path) -> list[Path]:
-    """The prompt files of prompts/ and the pipeline files of pipelines/."""
-    out: list[Path] = []
-    for folder in (root / "prompts", root / "pipelines"):
-        if folder.is_dir():
-            out += sorted(p for p in folder.iterdir()
-                          if p.is_file() and p.suffix.lower() in (".yaml", ".yml"))
-    return out
-
-
 def _name_of(path: Path) -> str:
     """A prompt or pipeline file's name: its `name:`, else its stem (also for a file
     mid-edit)."""
@@ -133,7 +107,7 @@ def find_prompt(store: Store | None, config: Config, given: str) -> PromptRef:
     path = Path(given)
     if path.is_file():
         return PromptRef(_name_of(path), path)
-    files = _prompt_files(config.root)
+    files = target_files(config.root)
     for candidate in files:
         if candidate.stem == given or _name_of(candidate) == given:
             return PromptRef(given if candidate.stem == given else _name_of(candidate), candidate)
@@ -165,7 +139,7 @@ class Sides:
     def _eval_command(self, ref: str | None, model: str | None) -> str:
         assert self.prompt is not None
         shown = display_path(self.prompt.path) if self.prompt.path is not None \
-            else f"prompts/{self.prompt.name}.yaml"
+            else f"{PROMPTS_DIR}/{self.prompt.name}.yaml"
         parts = ["promptctl", "eval", shown]
         if ref is not None:
             parts += ["--ref", ref]
@@ -196,8 +170,6 @@ class Sides:
         return run_id
 
     def _is_ref(self, token: str) -> bool:
-        from promptctl.gitinfo import find_repo
-
         repo = find_repo(self.config.root)
         if repo is None:
             return False
@@ -209,8 +181,6 @@ class Sides:
 
     def by_ref(self, ref: str, model: str | None, or_run: bool = False) -> str:
         """The run of the prompt at git ref `ref` (evaluated when missing, with run_missing)."""
-        from promptctl.gitinfo import open_repo
-
         if self.prompt is None:
             raise InputError(f"{ref!r} is not a stored run id",
                              fix="pass --prompt NAME to compare the prompt at two git refs")
@@ -257,7 +227,7 @@ class Sides:
             raise problem
         if at is None:
             raise InputError(f"{missing}, and --run-missing needs the prompt file",
-                             fix=f"pass --prompt prompts/{self.prompt.name}.yaml, or run: {command}")
+                             fix=f"pass --prompt {PROMPTS_DIR}/{self.prompt.name}.yaml, or run: {command}")
         if at.evalset is None:
             raise InputError(f"the prompt at {ref} names no eval set", file=self.prompt.path,
                              fix=f"run: {command} --evalset FILE")
@@ -318,8 +288,6 @@ class Sides:
                          f"the same with --model {models[1]}")
 
     def _evaluate(self, prompt: Any, evalset: Any, model: str | None, git: Any, where: str) -> str:
-        from promptctl.providers import resolve_model
-
         run = run_eval(prompt, resolve_model(model_of(prompt, model), self.config),
                          store=self.store, config=self.config, evalset=evalset, git=git)
         errors = row_errors(run)
@@ -331,10 +299,6 @@ class Sides:
 def diff(store: Store, config: Config, a: str | None, b: str | None, *, prompt: str | None,
          models: list[str], run_missing: bool = False, say: SayFn | None = None) -> DiffResult:
     """`promptctl diff`: find (or evaluate) both sides, then compare them row by row."""
-    from dataclasses import replace
-
-    from promptctl.compare import compare_runs
-
     ref = find_prompt(store, config, prompt) if prompt is not None else None
     sides = Sides(store, config, ref, run_missing, say or (lambda _m: None))
     if len(models) > 2:

@@ -17,14 +17,17 @@ rows; their distribution is exactly that of resampling and swapping row by row
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from promptctl.metrics.aggregates import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap
-
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 20230411
+# Resamples drawn per chunk so memory stays bounded for very large runs.
+# 500,000 cells is 4 MB per matrix; a statistic such as spearman holds several at once.
+_BOOTSTRAP_CHUNK_CELLS = 500_000
 PERMUTATIONS = 2000
 # Values per chunk of random draws: large enough that numpy's per-call cost vanishes,
 # small enough to stay in cache and keep memory flat at any number of rows.
@@ -48,6 +51,101 @@ if TYPE_CHECKING:
     # numpy.typing costs ~0.1 s to import; annotations alone need it.
     FloatArray = npt.NDArray[np.float64]
     IntArray = npt.NDArray[np.int64]
+
+
+# --- the bootstrap every interval uses -------------------------------------------------
+
+
+def _resample_indices(n: int, seed: int, resamples: int) -> Any:
+    """The resampled row indices, chunk by chunk. Every metric of a run draws the same
+    indices (same seed, same n): a matrix that fits one chunk is kept for the next
+    metric, which then costs a gather instead of half a million random draws."""
+    per_chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // max(n, 1))
+    key = (n, seed, resamples, per_chunk)
+    if _last_indices and _last_indices[0] == key:
+        yield from _last_indices[1]
+        return
+    rng = np.random.default_rng(seed)
+    if per_chunk >= resamples:
+        chunk = rng.integers(0, n, size=(resamples, n))
+        _last_indices[:] = [key, [chunk]]
+        yield chunk
+        return
+    # Larger runs draw chunk after chunk and keep none: holding them all would be the
+    # whole resampling matrix (400 MB at 50,000 rows).
+    _last_indices.clear()
+    done = 0
+    while done < resamples:
+        k = min(per_chunk, resamples - done)
+        yield rng.integers(0, n, size=(k, n))
+        done += k
+
+
+_last_indices: list[Any] = []
+
+
+def bootstrap(
+    columns: Sequence[FloatArray],
+    statistic: Callable[..., FloatArray],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """95% percentile interval of a row-wise statistic.
+
+    `statistic` takes each column resampled as a (k, n) matrix and returns k
+    values; the same row indices are used for every column, which keeps pairs
+    paired.
+    """
+    n = len(columns[0])
+    values = np.concatenate([statistic(*(c[idx] for c in columns))
+                             for idx in _resample_indices(n, seed, resamples)])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def pearson_rows(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Pearson correlation along the last axis (the rows of a resampling matrix).
+
+    The form of `_table_corr` for rows; the table form weighs each distinct value by its count.
+    """
+    # A constant row has no correlation (NaN, as scipy): test equality exactly, since the
+    # centred values of e.g. [0.1, 0.1, 0.1] are rounding noise, not zeros.
+    constant = (a == a[..., :1]).all(axis=-1) | (b == b[..., :1]).all(axis=-1)
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    denom = np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.clip((a * b).sum(axis=-1) / denom, -1.0, 1.0)
+    return np.asarray(np.where(constant, np.nan, r), dtype=np.float64)
+
+
+def _f1_per_label(tp: Any, pred: Any, true: Any) -> tuple[Any, Any]:
+    """Per label its F1 from true positives, predictions and true counts, and whether the
+    label occurs in predictions or expected values (macro F1 averages over those)."""
+    denom = pred + true
+    present = denom > 0
+    return np.where(present, 2 * tp / np.where(present, denom, 1), 0.0), present
+
+
+def f1_macro_rows(expected: Any, answers: Any, labels: int) -> FloatArray:
+    """Macro F1 of each row of label codes: `expected` in [0, labels), `answers` in
+    [0, labels], where `labels` stands for no readable answer (a miss for its true label and
+    no label's prediction). The row form of `f1_macro_table`."""
+    ea = np.atleast_2d(expected)
+    aa = np.atleast_2d(answers)
+    k = labels
+    out = np.empty(ea.shape[0])
+    for r in range(ea.shape[0]):
+        tp = np.bincount(ea[r][ea[r] == aa[r]], minlength=k + 1)[:k]
+        pred = np.bincount(aa[r], minlength=k + 1)[:k]
+        true = np.bincount(ea[r], minlength=k + 1)[:k]
+        f1, present = _f1_per_label(tp, pred, true)
+        out[r] = f1[present].mean() if present.any() else np.nan
+    return out
+
 
 
 def mcnemar_exact(n01: int, n10: int) -> float:
@@ -613,9 +711,7 @@ def f1_macro_table(tables: FloatArray) -> FloatArray:
     tp = np.einsum("kii->ki", tables[:, :labels, :])
     pred = tables[:, :labels, :].sum(axis=2)
     true = tables.sum(axis=1)
-    denom = pred + true
-    present = denom > 0
-    f1 = np.where(present, 2 * tp / np.where(present, denom, 1), 0.0)
+    f1, present = _f1_per_label(tp, pred, true)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.asarray(f1.sum(axis=1) / present.sum(axis=1), dtype=np.float64)
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from promptctl.errors import InputError, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset_bytes
@@ -33,8 +33,6 @@ from promptctl.pipelines import _rel as pipeline_rel
 from promptctl.prompts import Prompt, load_prompt, parse_prompt
 from promptctl.work import RowContext, WorkItem
 
-if TYPE_CHECKING:
-    from promptctl.gitinfo import GitState
 
 class Target(Protocol):
     """A prompt, a pipeline, an agent: anything the engine evaluates row by row."""
@@ -207,7 +205,6 @@ def target_at_ref(path: str | Path, ref: str, *, with_evalset: bool = True) -> T
     """The prompt or pipeline at `path` as committed at `ref`, with the prompts it names and
     its eval set at the same commit, read from git without touching the work tree (safe in a
     dirty checkout and in CI)."""
-
     path = Path(path)
     repo = open_repo(path, purpose="--ref needs the file to live in a git work tree")
     commit = repo.resolve(ref)

@@ -207,9 +207,11 @@ def test_bare_store_path_is_a_sqlite_file_under_the_root(root: Path) -> None:
     assert load_config(root).store_url() == f"sqlite:///{root.resolve() / 'runs' / 'results.db'}"
 
 
-def test_load_config_defaults_to_the_current_project(root: Path) -> None:
+def test_project_config_defaults_to_the_current_project(root: Path) -> None:
+    from promptctl.project import project_config
+
     write_config(root, "concurrency: 3\n")
-    assert load_config().concurrency == 3
+    assert project_config().concurrency == 3
 
 
 # --- prices -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from promptctl import stats as S
 from promptctl.evalsets import MISSING, Row
 from promptctl.metrics import aggregates as M
 from promptctl.metrics.registry import score_builtins as score_row
@@ -261,16 +262,16 @@ class TestBootstrap:
     def test_chunking_does_not_change_the_interval(self, monkeypatch: pytest.MonkeyPatch) -> None:
         a, e = rng_data(501, seed=9)
         whole = {name: fn() for name, fn in self._cases(a, e).items()}
-        monkeypatch.setattr(M, "_CHUNK_CELLS", 501 * 7)  # 7 resamples per chunk, 143 chunks
+        monkeypatch.setattr(S, "_BOOTSTRAP_CHUNK_CELLS", 501 * 7)  # 7 resamples per chunk, 143 chunks
         calls: list[int] = []
-        original = M._resample_indices
+        original = S._resample_indices
 
         def spy(n: int, rng: np.random.Generator, resamples: int) -> Any:
             for chunk in original(n, rng, resamples):
                 calls.append(chunk.shape[0])
                 yield chunk
 
-        monkeypatch.setattr(M, "_resample_indices", spy)
+        monkeypatch.setattr(S, "_resample_indices", spy)
         chunked = {name: fn() for name, fn in self._cases(a, e).items()}
         assert max(calls) == 7
         assert sum(calls) == len(whole) * M.BOOTSTRAP_RESAMPLES
@@ -279,7 +280,7 @@ class TestBootstrap:
     def test_chunk_smaller_than_one_row(self, monkeypatch: pytest.MonkeyPatch) -> None:
         a, e = rng_data(101, seed=10)
         whole = M.mae(list(a), list(e))
-        monkeypatch.setattr(M, "_CHUNK_CELLS", 3)
+        monkeypatch.setattr(S, "_BOOTSTRAP_CHUNK_CELLS", 3)
         assert M.mae(list(a), list(e)) == whole
 
     def test_a_large_run_holds_one_chunk_of_indices_at_a_time(self) -> None:
@@ -295,7 +296,7 @@ class TestBootstrap:
         # The whole resampling matrix would be 1000 x 20,000 int64 = 160 MB; a chunk is 4 MB
         # and a statistic holds a few arrays of its size.
         assert peak < 40 * 2**20, peak / 2**20
-        assert not M._last_indices  # and nothing of it is kept afterwards
+        assert not S._last_indices  # and nothing of it is kept afterwards
 
     @staticmethod
     def _cases(a: np.ndarray, e: np.ndarray) -> dict[str, Any]:

@@ -18,6 +18,10 @@ from promptctl.cli import (
     store_cmd,
     validate_cmd,
 )
+from promptctl.cli.common import root_options
+from promptctl.errors import EXIT_BUG, EXIT_INPUT, EXIT_INTERRUPTED
+
+__all__ = ["EXIT_BUG", "EXIT_INTERRUPTED", "app", "main"]
 
 app = typer.Typer(
     name="promptctl",
@@ -29,11 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-
-# Options given before the command (`promptctl --store URL runs`), set afresh by every
-# invocation's callback; cli.common.open_project_store reads the store URL here.
-root_options: dict[str, str | None] = {"store": None}
 
 
 def _version(value: bool) -> None:
@@ -69,11 +68,6 @@ app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(store_cmd.app, name="store")
 
 
-# A crash is a bug, and must never look like a verdict: exit 1 means "a gate failed" to CI.
-EXIT_BUG = 4
-EXIT_INTERRUPTED = 130
-
-
 def _broken_pipe(exc: SystemExit) -> bool:
     """Whether click raised `exc` because stdout's reader closed the pipe."""
     import errno
@@ -99,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             show()
         else:
             print(f"error: {exc}", file=sys.stderr)
-        code = 2  # a command line that cannot be used: exit 2, as input errors are
+        code = EXIT_INPUT  # a command line that cannot be used, as input errors are
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Options given before the command (`promptctl --store URL runs`), set afresh by every
+# invocation's callback (cli.app); open_project_store reads the store URL here.
+root_options: dict[str, str | None] = {"store": None}
+
 
 def fail(message: str, code: int) -> typer.Exit:
     """Print an error on stderr and return the Exit to raise. The message may quote a server,
@@ -60,7 +64,6 @@ def open_project_store(config: Config, *, create: bool = True) -> Store:
     """The project's store: `promptctl --store URL` > $PROMPTCTL_STORE > promptctl.yaml >
     default. With `create=False` (commands that only read) a store that does not exist yet
     is not made: an empty one stands in for it."""
-    from promptctl.cli.app import root_options
     from promptctl.store import open_store
 
     return open_store(config.store_url(root_options["store"]), create=create)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from promptctl.cli.common import fail, handle_errors, is_terminal, open_project_store, project
-from promptctl.errors import InputError, ProviderError
+from promptctl.errors import EXIT_INTERRUPTED, EXIT_PROVIDER, InputError, ProviderError
 
 if TYPE_CHECKING:
     from promptctl.engine import Progress
@@ -179,11 +179,11 @@ def eval_(
         if json_out and done:
             typer.echo(dumps({"runs": [run_json(r) for r in done]}))
         if run_id is None:
-            raise fail("interrupted before any run started", 130) from None
+            raise fail("interrupted before any run started", EXIT_INTERRUPTED) from None
         batches = " (its batches keep running on the server; the resume re-attaches to them)" \
             if batch else ""
         raise fail(f"interrupted: the rows answered so far are stored in run {run_id}; finish it "
-                   f"with: promptctl eval --resume {run_id}{batches}", 130) from None
+                   f"with: promptctl eval --resume {run_id}{batches}", EXIT_INTERRUPTED) from None
     if json_out:
         typer.echo(dumps({"runs": [run_json(r) for r in done]}))
     failed = [r for r in done if r.failed_requests]
@@ -191,4 +191,4 @@ def eval_(
         errors = sum(r.failed_requests for r in failed)
         again = "; ".join(f"promptctl eval --resume {r.id}" for r in failed)
         raise fail(f"{errors} request(s) failed after every retry; they are stored as errors and "
-                   f"not scored (see `promptctl show RUN`). Try them again with: {again}", 3)
+                   f"not scored (see `promptctl show RUN`). Try them again with: {again}", EXIT_PROVIDER)

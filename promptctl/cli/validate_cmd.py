@@ -8,9 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from promptctl.cli.common import handle_errors, project
-from promptctl.errors import PromptctlError, display_path
+from promptctl.errors import EXIT_INPUT, PromptctlError, display_path
 
-PROMPT_SUFFIXES = (".yaml", ".yml")
 EVALSET_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
 
 
@@ -28,14 +27,11 @@ def _files_in(directory: Path) -> list[Path]:
 
 
 def _discover(root: Path) -> list[Path]:
-    found = sorted(p for p in (root / "prompts").iterdir()
-                   if p.is_file() and p.suffix.lower() in PROMPT_SUFFIXES) \
-        if (root / "prompts").is_dir() else []
-    if (root / "pipelines").is_dir():
-        found += sorted(p for p in (root / "pipelines").iterdir()
-                        if p.is_file() and p.suffix.lower() in PROMPT_SUFFIXES)
-    if (root / "evalsets").is_dir():
-        found += _files_in(root / "evalsets")
+    from promptctl.project import EVALSETS_DIR, target_files
+
+    found = target_files(root)
+    if (root / EVALSETS_DIR).is_dir():
+        found += _files_in(root / EVALSETS_DIR)
     return [_shown(p) for p in found]
 
 
@@ -57,12 +53,14 @@ def _kind(path: Path) -> str:
     A .yaml file in a folder named prompts/ or evalsets/ is what the folder
     says; elsewhere it is an eval set if its top level is a list.
     """
+    from promptctl.project import EVALSETS_DIR, TARGET_DIRS
+
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".csv"):
         return "evalset"
-    if path.parent.name == "evalsets":
+    if path.parent.name == EVALSETS_DIR:
         return "evalset"
-    if path.parent.name in ("prompts", "pipelines"):
+    if path.parent.name in TARGET_DIRS:
         return "prompt"
     try:
         head = path.read_bytes()[:65536].decode("utf-8", "replace")
@@ -167,7 +165,7 @@ def validate(
             else:
                 err.print(f"[bold red]error[/]  {escape(r['error'])}", soft_wrap=True)
     if bad:
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_INPUT)
 
 
 @handle_errors

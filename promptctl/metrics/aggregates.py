@@ -5,18 +5,20 @@ Pure functions over lists; numpy does the arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from promptctl.metrics.registry import Metric, annotate, builtin
-
-BOOTSTRAP_RESAMPLES = 1000
-BOOTSTRAP_SEED = 20230411
-# Resamples drawn per chunk so memory stays bounded for very large runs.
-# 500,000 cells is 4 MB per matrix; a statistic such as spearman holds several at once.
-_CHUNK_CELLS = 500_000
+from promptctl.stats import (  # noqa: F401 - the bootstrap's settings, named here too
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    bootstrap,
+    f1_macro_rows,
+)
+from promptctl.stats import pearson_rows as _pearson_rows
+from promptctl.stats import rank_rows as rankdata
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -31,56 +33,6 @@ def _result(value: float | None, n: int, ci: tuple[float, float] | None) -> Resu
     if ci is not None and clean is not None and np.isfinite(ci[0]) and np.isfinite(ci[1]):
         interval = [float(ci[0]), float(ci[1])]
     return {"value": clean, "n": n, "ci95": interval}
-
-
-def _resample_indices(n: int, seed: int, resamples: int) -> Any:
-    """The resampled row indices, chunk by chunk. Every metric of a run draws the same
-    indices (same seed, same n): a matrix that fits one chunk is kept for the next
-    metric, which then costs a gather instead of half a million random draws."""
-    per_chunk = max(1, _CHUNK_CELLS // max(n, 1))
-    key = (n, seed, resamples, per_chunk)
-    if _last_indices and _last_indices[0] == key:
-        yield from _last_indices[1]
-        return
-    rng = np.random.default_rng(seed)
-    if per_chunk >= resamples:
-        chunk = rng.integers(0, n, size=(resamples, n))
-        _last_indices[:] = [key, [chunk]]
-        yield chunk
-        return
-    # Larger runs draw chunk after chunk and keep none: holding them all would be the
-    # whole resampling matrix (400 MB at 50,000 rows).
-    _last_indices.clear()
-    done = 0
-    while done < resamples:
-        k = min(per_chunk, resamples - done)
-        yield rng.integers(0, n, size=(k, n))
-        done += k
-
-
-_last_indices: list[Any] = []
-
-
-def bootstrap(
-    columns: Sequence[FloatArray],
-    statistic: Callable[..., FloatArray],
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float]:
-    """95% percentile interval of a row-wise statistic.
-
-    `statistic` takes each column resampled as a (k, n) matrix and returns k
-    values; the same row indices are used for every column, which keeps pairs
-    paired.
-    """
-    n = len(columns[0])
-    values = np.concatenate([statistic(*(c[idx] for c in columns))
-                             for idx in _resample_indices(n, seed, resamples)])
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return (float("nan"), float("nan"))
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def _mean_rows(x: FloatArray) -> FloatArray:
@@ -110,39 +62,6 @@ def mae(answers: Sequence[float], expected: Sequence[float]) -> Result:
     if x.size == 0:
         return _result(None, 0, None)
     return _result(float(x.mean()), int(x.size), bootstrap([x], _mean_rows))
-
-
-def _pearson_rows(a: FloatArray, b: FloatArray) -> FloatArray:
-    # A constant row has no correlation (NaN, as scipy): test equality exactly, since the
-    # centred values of e.g. [0.1, 0.1, 0.1] are rounding noise, not zeros.
-    constant = (a == a[..., :1]).all(axis=-1) | (b == b[..., :1]).all(axis=-1)
-    a = a - a.mean(axis=-1, keepdims=True)
-    b = b - b.mean(axis=-1, keepdims=True)
-    denom = np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.clip((a * b).sum(axis=-1) / denom, -1.0, 1.0)
-    return np.asarray(np.where(constant, np.nan, r), dtype=np.float64)
-
-
-def rankdata(x: FloatArray) -> FloatArray:
-    """Ranks along the last axis, ties given their average rank (as scipy's 'average')."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 0:
-        return x.copy()
-    flat = x.reshape(-1, x.shape[-1])
-    out = np.empty_like(flat)
-    for i, row in enumerate(flat):
-        order = np.argsort(row, kind="mergesort")
-        sorted_row = row[order]
-        starts = np.concatenate(([True], sorted_row[1:] != sorted_row[:-1]))
-        group = np.cumsum(starts) - 1
-        first = np.flatnonzero(starts)
-        counts = np.diff(np.append(first, row.size))
-        avg = first + (counts - 1) / 2.0 + 1.0
-        ranks = np.empty(row.size)
-        ranks[order] = avg[group]
-        out[i] = ranks
-    return out.reshape(x.shape)
 
 
 def pearson(answers: Sequence[float], expected: Sequence[float]) -> Result:
@@ -181,18 +100,7 @@ def f1_macro(answers: Sequence[str | None], expected: Sequence[str]) -> Result:
     a = np.asarray([index[x] if x is not None else k for x in answers], dtype=np.int64)
 
     def stat(ea: Any, aa: Any) -> FloatArray:
-        ea = np.atleast_2d(ea)
-        aa = np.atleast_2d(aa)
-        out = np.empty(ea.shape[0])
-        for r in range(ea.shape[0]):
-            tp = np.bincount(ea[r][ea[r] == aa[r]], minlength=k + 1)[:k]
-            pred = np.bincount(aa[r], minlength=k + 1)[:k]
-            true = np.bincount(ea[r], minlength=k + 1)[:k]
-            denom = pred + true
-            present = denom > 0
-            f1 = np.where(present, 2 * tp / np.where(present, denom, 1), 0.0)
-            out[r] = f1[present].mean() if present.any() else np.nan
-        return out
+        return f1_macro_rows(ea, aa, k)
 
     value = float(stat(e, a)[0])
     return _result(value, len(expected), bootstrap([e.astype(np.float64), a.astype(np.float64)],

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from promptctl.config import load_config
 from promptctl.errors import InputError, PromptctlError
 from promptctl.metrics.custom import RESERVED_KEYS, mean_of
 from promptctl.metrics.registry import (
@@ -38,6 +37,7 @@ from promptctl.metrics.registry import (
     Services,
     register_kind,
 )
+from promptctl.project import project_config as load_config
 from promptctl.providers import resolve_model
 from promptctl.scoring import answer_text
 from promptctl.store.keys import embedding_key

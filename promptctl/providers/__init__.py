@@ -8,33 +8,52 @@ a provider is opened, so `promptctl --help` stays fast.
 
 from __future__ import annotations
 
-import importlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from promptctl.config import Config, Endpoint
+from promptctl import redact
 from promptctl.errors import InputError
 from promptctl.providers.base import (
     Backend,
     ChatRequest,
     ChatResponse,
     EmbeddingResponse,
+    Endpoint,
+    Price,
     Provider,
     RequestFailed,
 )
+from promptctl.providers.endpoints import (
+    COMMON_ENDPOINT_KEYS,
+    MAX_SETTING,
+    MAX_TIMEOUT,
+    check_endpoint,
+    positive_int,
+    price_of,
+)
+from promptctl.providers.registry import BACKENDS, backend, register
 
-__all__ = ["BACKENDS", "Backend", "ChatRequest", "ChatResponse", "EmbeddingResponse", "Provider",
-           "RequestFailed", "ResolvedModel", "backend", "open_provider", "preflight", "register",
-           "resolve_model"]
+__all__ = ["BACKENDS", "COMMON_ENDPOINT_KEYS", "MAX_SETTING", "MAX_TIMEOUT", "Backend", "ChatRequest",
+           "ChatResponse", "EmbeddingResponse", "Endpoint", "Endpoints", "Price", "Provider",
+           "RequestFailed", "ResolvedModel", "backend", "check_endpoint", "open_provider",
+           "positive_int", "preflight", "price_of", "register", "resolve_model"]
 
-# Endpoint type -> the module that defines its BACKEND.
-BACKENDS: dict[str, str] = {
-    "openai": "promptctl.providers.openai",
-    "llamacpp": "promptctl.providers.local",
-}
-_loaded: dict[str, Backend] = {}
+
+class Endpoints(Protocol):
+    """What resolving a model reads of the project's configuration (`config.Config`)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def path(self) -> Path | None: ...
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]: ...
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 BUILTIN_LOCAL = "local"
@@ -42,27 +61,6 @@ BUILTIN_LOCAL_MODEL = "smollm2"
 # Query parameters whose values are credentials (`?api_key=...`, `?sig=...`), not options
 # such as Azure's `api-version`.
 _SECRET_QUERY = ("key", "token", "secret", "password", "passwd", "sig", "auth", "credential")
-
-
-def register(backend_: Backend) -> None:
-    """Make a backend available under its type (third-party and test backends)."""
-    _loaded[backend_.type] = backend_
-    BACKENDS.setdefault(backend_.type, "")
-
-
-def backend(kind: str) -> Backend:
-    """The backend of endpoint type `kind`, importing its module on first use."""
-    found = _loaded.get(kind)
-    if found is not None:
-        return found
-    module = BACKENDS.get(kind)
-    if not module:
-        raise InputError(f"unknown endpoint type {kind!r}",
-                         fix=f"use one of: {', '.join(sorted(BACKENDS))}")
-    found = importlib.import_module(module).BACKEND
-    assert isinstance(found, Backend)
-    _loaded[kind] = found
-    return found
 
 
 @dataclass(frozen=True)
@@ -80,8 +78,6 @@ class ServerURL:
 
     @classmethod
     def parse(cls, raw: str | None, where: str) -> ServerURL:
-        from promptctl import redact
-
         if raw is None:
             return cls(None, None)
         try:
@@ -97,8 +93,6 @@ class ServerURL:
                              fix="remove the part from # on")
         basic = None
         if parts.username is not None or parts.password is not None:
-            from urllib.parse import unquote
-
             user, password = unquote(parts.username or ""), unquote(parts.password or "")
             redact.register(password, user=user)
             basic = (user, password)
@@ -161,8 +155,6 @@ class ResolvedModel:
 
         A key is registered as a secret the moment it is read, so no output shows it.
         """
-        from promptctl import redact
-
         env = self.api_key_env
         if env is None:
             return "none"  # a configured endpoint without api_key_env: local servers need none
@@ -181,7 +173,7 @@ class ResolvedModel:
                          fix=f"export {env}=... (the endpoint's api_key_env in promptctl.yaml)")
 
 
-def resolve_model(spec: str, config: Config) -> ResolvedModel:
+def resolve_model(spec: str, config: Endpoints) -> ResolvedModel:
     """Resolve `MODEL` (OpenAI) or `ENDPOINT/MODEL` (promptctl.yaml or the built-in `local`)."""
     if not spec or not spec.strip():
         raise InputError("empty model name", fix="pass --model NAME or set model: in the prompt file")
@@ -214,7 +206,7 @@ def resolve_model(spec: str, config: Config) -> ResolvedModel:
                          "OPENAI_API_KEY", "openai", server)
 
 
-def _on_endpoint(spec: str, model: str, ep: Endpoint, config: Config) -> ResolvedModel:
+def _on_endpoint(spec: str, model: str, ep: Endpoint, config: Endpoints) -> ResolvedModel:
     chosen = backend(ep.type)
     server = ServerURL.parse(ep.base_url, f"base_url of endpoint {ep.name!r}")
     partial = ResolvedModel(spec, model, ep, server.url, server.shown or "", ep.api_key_env,

@@ -12,8 +12,45 @@ from typing import TYPE_CHECKING, Any
 from promptctl.errors import InputError
 
 if TYPE_CHECKING:
-    from promptctl.config import Price
     from promptctl.providers import ResolvedModel
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A model server named in promptctl.yaml: its backend `type` and that backend's settings.
+
+    The common settings are fields; backend-specific ones (base_url, gguf, ...) live in
+    `settings`, checked against what the backend declares (see `providers.Backend`).
+    """
+
+    name: str
+    type: str = "openai"
+    settings: dict[str, Any] = field(default_factory=dict)
+    concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    timeout: float | None = None
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+    @property
+    def base_url(self) -> str | None:
+        value = self.settings.get("base_url")
+        return str(value) if value is not None else None
+
+    @property
+    def api_key_env(self) -> str | None:
+        value = self.settings.get("api_key_env")
+        return str(value) if value is not None else None
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,30 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from promptctl.errors import InputError, ProviderError
+from promptctl.providers._openai_wire import chat_response, clean_text, error_message, request_body
 from promptctl.providers.base import BatchAPI, BatchInfo, ChatRequest, ChatResponse, RequestFailed
 
-if TYPE_CHECKING:
-    from promptctl.providers import ResolvedModel
-    from promptctl.providers.openai import OpenAIProvider
+
+class ChatClient(Protocol):
+    """What the batches share of the `openai` backend's chat provider (`OpenAIProvider`):
+    the SDK module, its client (key, URL credentials, timeouts, retries), its names."""
+
+    @property
+    def _openai(self) -> Any: ...
+
+    @property
+    def client(self) -> Any: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+    async def aclose(self) -> None: ...
 
 CHAT_ENDPOINT: Final = "/v1/chat/completions"
 COMPLETION_WINDOW: Final = "24h"
@@ -26,7 +42,7 @@ COMPLETION_WINDOW: Final = "24h"
 class OpenAIBatches(BatchAPI):
     """`POST /files` (purpose batch), `POST /batches`, `GET /batches/ID`, `GET /files/ID/content`."""
 
-    def __init__(self, provider: OpenAIProvider) -> None:
+    def __init__(self, provider: ChatClient) -> None:
         self._provider = provider
         self._openai = provider._openai
         self.client = provider.client
@@ -36,11 +52,10 @@ class OpenAIBatches(BatchAPI):
     def _fail(self, exc: Exception, what: str) -> Exception:
         """The error to raise for a failed call: a server without the Batch API is a usage
         error (exit 2) with the fix; anything else a provider failure (exit 3)."""
-        from promptctl.providers.openai import _error_message, clean_text
 
         where = f"endpoint {self.name} ({self.base_url})"
         status = getattr(exc, "status_code", None)
-        message = clean_text(_error_message(exc))
+        message = clean_text(error_message(exc))
         if status == 404 and what.startswith("GET"):
             return ProviderError(f"{where}: {what} answered HTTP 404 (it no longer exists, or "
                                  f"belongs to another account): {message}",
@@ -89,7 +104,6 @@ class OpenAIBatches(BatchAPI):
         return _info(batch)
 
     def request_line(self, custom_id: str, request: ChatRequest) -> bytes:
-        from promptctl.providers.openai import request_body
 
         line = {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT,
                 "body": request_body(request)}
@@ -143,7 +157,6 @@ def _json_line(raw: bytes) -> dict[str, Any] | None:
 
 def _result(doc: dict[str, Any]) -> ChatResponse | RequestFailed:
     """One line of an output or error file: the response, or why the request failed."""
-    from promptctl.providers.openai import _error_message, chat_response, clean_text
 
     response = doc.get("response")
     if isinstance(response, dict):
@@ -155,7 +168,7 @@ def _result(doc: dict[str, Any]) -> ChatResponse | RequestFailed:
                 return chat_response(body, latency_ms=0.0, attempts=1)
             except RequestFailed as exc:
                 return exc
-        message = _error_message(_Errored(body)) if isinstance(body, dict) else str(body)[:500]
+        message = error_message(_Errored(body)) if isinstance(body, dict) else str(body)[:500]
         return RequestFailed(f"HTTP {status}: {clean_text(message)}",
                              status=status if isinstance(status, int) else None)
     error = doc.get("error")
@@ -184,12 +197,3 @@ def _info(batch: Any) -> BatchInfo:
         completed=int(getattr(counts, "completed", 0) or 0),
         failed=int(getattr(counts, "failed", 0) or 0),
         total=int(getattr(counts, "total", 0) or 0), errors=messages)
-
-
-def open_batches(resolved: ResolvedModel) -> BatchAPI:
-    """The batch API of an `openai` endpoint (one connection is plenty for a few calls)."""
-    from promptctl.providers.openai import OpenAIProvider, _open
-
-    provider = _open(resolved, 1, {})
-    assert isinstance(provider, OpenAIProvider)
-    return OpenAIBatches(provider)

@@ -15,18 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptctl.errors import InputError
+from promptctl.providers import llamacpp
 from promptctl.providers.base import (
     Backend,
     ChatRequest,
     ChatResponse,
     EmbeddingResponse,
+    Endpoint,
     Provider,
 )
+from promptctl.providers.llamacpp import LlamaServer
+from promptctl.providers.openai import OpenAIProvider
 
 if TYPE_CHECKING:
-    from promptctl.config import Endpoint
     from promptctl.providers import ResolvedModel
-    from promptctl.providers.llamacpp import LlamaServer
 
 BUILTIN_GGUF = "builtin:smollm2"
 DEFAULT_CTX = 4096
@@ -39,8 +41,6 @@ MAX_SLOTS = 16
 
 def model_file(ep: Endpoint, params: dict[str, Any]) -> Path:
     """Check a managed endpoint can serve: extra installed, file valid, params accepted."""
-    from promptctl.providers import llamacpp
-
     llamacpp.require_xllamacpp()
     llamacpp.check_params(params, ep.name)
     gguf = ep.setting("gguf")
@@ -120,8 +120,6 @@ class ManagedProvider(Provider):
 
 def server_for(ep: Endpoint, path: Path, concurrency: int) -> LlamaServer:
     """The (not yet started) server for a managed endpoint at `concurrency`."""
-    from promptctl.providers import llamacpp
-
     slots = slots_for(ep, concurrency)
     # llama.cpp divides its context among the slots; each keeps the endpoint's ctx.
     return llamacpp.LlamaServer(path, ctx=int(ep.setting("ctx", DEFAULT_CTX)) * slots,
@@ -131,8 +129,6 @@ def server_for(ep: Endpoint, path: Path, concurrency: int) -> LlamaServer:
 
 
 def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> Provider:
-    from promptctl.providers.openai import OpenAIProvider
-
     ep = resolved.endpoint
     assert ep is not None
     path = model_file(ep, params)

@@ -16,8 +16,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from promptctl import redact
-from promptctl.config import Price
 from promptctl.errors import InputError, ProviderError
+from promptctl.providers._openai_wire import (
+    chat_response,
+    clean_text,
+    error_message,
+    int_or_none,
+    request_body,
+)
 from promptctl.providers.base import (
     Backend,
     BatchAPI,
@@ -25,9 +31,11 @@ from promptctl.providers.base import (
     ChatRequest,
     ChatResponse,
     EmbeddingResponse,
+    Price,
     Provider,
     RequestFailed,
 )
+from promptctl.providers.batch import OpenAIBatches
 
 if TYPE_CHECKING:
     from promptctl.providers import ResolvedModel, ServerURL
@@ -44,8 +52,6 @@ POOL_SIZE = 8
 # request) pays for its extra ~0.35 s of import.
 AIOHTTP_FROM = 16
 # The largest token count taken as real: usage fields are integers a store must hold.
-_MAX_TOKENS = 2**53
-_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class _Attempt:
@@ -108,30 +114,6 @@ async def _on_response(response: Any) -> None:
             del headers["retry-after-ms"]
 
 
-def clean_text(value: Any) -> str:
-    """Server text made storable: lone surrogates (invalid in UTF-8) replaced, secrets masked."""
-    text = value if isinstance(value, str) else str(value)
-    return redact.redact(_SURROGATES.sub("\ufffd", text))
-
-
-def _opt_text(value: Any, limit: int = 200) -> str | None:
-    """A short string field of a response (model name, fingerprint): None unless a string."""
-    if not isinstance(value, str):
-        return None
-    return clean_text(value[:limit])
-
-
-def _error_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-    return str(getattr(exc, "message", None) or exc)
-
-
 def _dropped_connection(exc: BaseException) -> BaseException | None:
     """The aiohttp error behind a "timeout", when it was in fact a dropped or refused connection.
 
@@ -146,72 +128,6 @@ def _dropped_connection(exc: BaseException) -> BaseException | None:
             return cause
         cause = cause.__cause__
     return None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_TOKENS:
-        return value
-    return None
-
-
-def _content(message: Any) -> tuple[str | None, str | None]:
-    """(text, why there is none) of a response message.
-
-    Content may be a string, a list of parts (`[{"type": "text", "text": ...}]`), or null
-    beside tool calls or a refusal.
-    """
-    if not isinstance(message, dict):
-        return None, "the response has no choices[0].message"
-    content = message.get("content")
-    if isinstance(content, str) and content:
-        return content, None
-    if isinstance(content, list):
-        parts = [str(p["text"]) for p in content
-                 if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        if parts:
-            return "".join(parts), None
-    calls = message.get("tool_calls") or message.get("function_call")
-    if calls:
-        names = []
-        for call in calls if isinstance(calls, list) else [calls]:
-            fn = call.get("function", call) if isinstance(call, dict) else None
-            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-                names.append(fn["name"][:60])
-        return None, "the model called a tool" + (f" ({', '.join(names)})" if names else "")
-    if isinstance(message.get("refusal"), str) and message["refusal"]:
-        return None, f"the model refused: {message['refusal'][:200]}"
-    if content == "":
-        return "", None
-    return None, "the message content was null"
-
-
-def request_body(request: ChatRequest) -> dict[str, Any]:
-    """The JSON body of a chat completions request (sent directly or as a batch line)."""
-    params = dict(request.params)
-    extra = params.pop("extra_body", None)  # the SDK's spelling, accepted in prompt params
-    return {**params, **(extra if isinstance(extra, dict) else {}),
-            "model": request.model, "messages": request.messages}
-
-
-def chat_response(data: Any, *, latency_ms: float, attempts: int) -> ChatResponse:
-    """A chat completion document as a response; RequestFailed when it holds no message."""
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise RequestFailed("the response has no choices[0].message", attempts=attempts)
-    text, no_text = _content(choices[0].get("message"))
-    if text is None and no_text == "the response has no choices[0].message":
-        raise RequestFailed(no_text, attempts=attempts)
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return ChatResponse(
-        text=clean_text(text) if text is not None else "",
-        prompt_tokens=_int(usage.get("prompt_tokens")),
-        completion_tokens=_int(usage.get("completion_tokens")),
-        model=_opt_text(data.get("model")),
-        system_fingerprint=_opt_text(data.get("system_fingerprint")),
-        latency_ms=latency_ms,
-        attempts=attempts,
-        no_text=clean_text(no_text) if no_text is not None else None,
-    )
 
 
 class OpenAIProvider(Provider):
@@ -282,7 +198,7 @@ class OpenAIProvider(Provider):
             data = await self._post(path, body, state)
         except openai.APIStatusError as exc:
             self._raise_fatal(exc, model, params)
-            raise RequestFailed(self._failure(f"HTTP {exc.status_code}: {_error_message(exc)}", state),
+            raise RequestFailed(self._failure(f"HTTP {exc.status_code}: {error_message(exc)}", state),
                                 status=exc.status_code, attempts=state.count) from None
         except openai.APITimeoutError as exc:
             dropped = _dropped_connection(exc)
@@ -296,7 +212,7 @@ class OpenAIProvider(Provider):
             raise RequestFailed(self._failure(f"connection failed: {cause}", state),
                                 attempts=state.count, unreachable=True) from None
         except openai.APIError as exc:
-            raise RequestFailed(self._failure(f"bad response: {_error_message(exc)}", state),
+            raise RequestFailed(self._failure(f"bad response: {error_message(exc)}", state),
                                 attempts=state.count) from None
         except RecursionError:
             raise RequestFailed("the server sent a malformed response (JSON nested too deeply)",
@@ -340,7 +256,7 @@ class OpenAIProvider(Provider):
             raise RequestFailed("the embeddings response misses a vector", attempts=attempts)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         return EmbeddingResponse([v for v in vectors if v is not None],
-                                 prompt_tokens=_int(usage.get("prompt_tokens")), attempts=attempts)
+                                 prompt_tokens=int_or_none(usage.get("prompt_tokens")), attempts=attempts)
 
     def _failure(self, message: str, state: _Attempt) -> str:
         text = clean_text(message)
@@ -352,7 +268,7 @@ class OpenAIProvider(Provider):
     def _raise_fatal(self, exc: Any, model: str, params: dict[str, Any]) -> None:
         """Failures that every row would meet stop the run at once."""
         status = exc.status_code
-        message = clean_text(_error_message(exc))
+        message = clean_text(error_message(exc))
         where = f"endpoint {self.name} ({self.base_url})"
         if status in (401, 403):
             raise ProviderError(f"{where} refused the credentials: HTTP {status}: {message}",
@@ -431,9 +347,10 @@ def _token_counter(model: str) -> tuple[Callable[[str], int], str]:
 
 
 def _open_batches(resolved: ResolvedModel) -> BatchAPI:
-    from promptctl.providers.batch import open_batches
-
-    return open_batches(resolved)
+    """The batch API of an `openai` endpoint (one connection is plenty for a few calls)."""
+    provider = _open(resolved, 1, {})
+    assert isinstance(provider, OpenAIProvider)
+    return OpenAIBatches(provider)
 
 
 # The Batch API bills every OpenAI model at half its standard price.

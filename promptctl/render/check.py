@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from promptctl.errors import EXIT_GATE, EXIT_INPUT, EXIT_OK, EXIT_PROVIDER
 from promptctl.render import fmt
 from promptctl.render.markdown import gate_label, headline
 from promptctl.render.terminal import block, cell
@@ -72,7 +73,8 @@ def check_terminal(con: Console, result: CheckResult) -> None:
         con.print(f"\n[bold]{cell(d.prompt)}[/]  deleted ({cell(d.path)})")
     con.print()
     code = result.exit_code
-    verdict = {0: "[green]check passed[/]", 1: "[bold red]check failed[/]",
-               2: "[bold red]check could not run: input error[/]",
-               3: "[bold red]check could not run: provider failure[/]"}.get(code, f"exit {code}")
+    verdict = {EXIT_OK: "[green]check passed[/]", EXIT_GATE: "[bold red]check failed[/]",
+               EXIT_INPUT: "[bold red]check could not run: input error[/]",
+               EXIT_PROVIDER: "[bold red]check could not run: provider failure[/]"
+               }.get(code, f"exit {code}")
     con.print(f"{verdict}: {headline(result)}")

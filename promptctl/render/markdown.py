@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from promptctl.errors import EXIT_GATE, EXIT_INPUT, EXIT_OK, EXIT_PROVIDER
 from promptctl.render import fmt, inert
 from promptctl.results import CheckResult, Flipped, Gate, PromptCheck
 
@@ -75,8 +76,8 @@ def headline(result: CheckResult) -> str:
 
 def overall(result: CheckResult) -> str:
     code_ = result.exit_code
-    return {0: "✅ passed", 1: "❌ failed", 2: "💥 input error", 3: "💥 provider failure"}.get(
-        code_, f"exit {plain(code_)}")
+    return {EXIT_OK: "✅ passed", EXIT_GATE: "❌ failed", EXIT_INPUT: "💥 input error",
+            EXIT_PROVIDER: "💥 provider failure"}.get(code_, f"exit {plain(code_)}")
 
 
 def _prompt_section(entry: PromptCheck, significance: float) -> list[str]:

@@ -21,11 +21,12 @@ from promptctl.store.base import (
     StoreUnavailable,
     utcnow,
 )
+from promptctl.store.empty import EmptyStore
+from promptctl.store.sqlite import SQLiteStore
 from promptctl.store.urls import public_url
 
 if TYPE_CHECKING:
     from promptctl.store.postgres import PostgresStore
-    from promptctl.store.sqlite import SQLiteStore
 
 __all__ = ["CacheStats", "KindTotals", "PostgresStore", "RowRecord", "RunRecord", "SQLiteStore",
            "ScoreColumns", "Store", "StoreError", "StoreUnavailable", "open_store", "public_url",
@@ -41,12 +42,8 @@ def open_store(url: str, *, create: bool = True) -> Store:
     store that refuses writes stands in for it (read-only commands use this).
     """
     if url.startswith("sqlite:///"):
-        from promptctl.store.sqlite import SQLiteStore
-
         path = url[len("sqlite:///"):]
         if not create and path != ":memory:" and not Path(path).exists():
-            from promptctl.store.empty import EmptyStore
-
             return EmptyStore(path)
         return SQLiteStore(path)
     if url.startswith(_SCHEMES):
@@ -60,8 +57,6 @@ def open_store(url: str, *, create: bool = True) -> Store:
         store = PostgresStore(url, migrate=create)
         if not create:
             if not store.has_schema():
-                from promptctl.store.empty import EmptyStore
-
                 store.close()
                 return EmptyStore(store.location)
             store.migrate()
@@ -72,11 +67,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
 
 
 def __getattr__(name: str) -> Any:
-    # The back-ends load on first use: psycopg is optional, and --help stays fast.
-    if name == "SQLiteStore":
-        from promptctl.store.sqlite import SQLiteStore
-
-        return SQLiteStore
+    # The PostgreSQL back-end loads on first use: psycopg is an optional extra.
     if name == "PostgresStore":
         from promptctl.store.postgres import PostgresStore
 

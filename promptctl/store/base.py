@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
-from promptctl.errors import PromptctlError
+from promptctl.errors import EXIT_INPUT, EXIT_PROVIDER, PromptctlError
 
 # --- records ------------------------------------------------------------------------------
 
@@ -197,13 +197,13 @@ def check_run_fields(fields: Iterable[str]) -> None:
 class StoreError(PromptctlError):
     """The store cannot be used as configured: damaged, read-only, refused (exit 2)."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class StoreUnavailable(StoreError):
     """The store failed for a reason that passes: a full disk, a server that is down (exit 3)."""
 
-    exit_code = 3
+    exit_code = EXIT_PROVIDER
 
 
 def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:

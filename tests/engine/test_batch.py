@@ -285,7 +285,7 @@ def memory_backend(echo_project: Path) -> Iterator[Path]:
         "endpoints:\n  mem: {type: memory}\npricing:\n  mem/m: {input: 4, output: 8}\n",
         encoding="utf-8")
     yield echo_project
-    providers._loaded.pop("memory", None)
+    providers.registry._loaded.pop("memory", None)
     providers.BACKENDS.pop("memory", None)
 
 

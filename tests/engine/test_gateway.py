@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from promptctl.config import load_config
 from promptctl.engine.gateway import Gateway, Progress, Services
 from promptctl.metrics.similarity import MAX_TEXTS, Batcher, EmbeddingFailed
+from promptctl.project import project_config
 from promptctl.providers import open_provider
 from promptctl.store import Store, open_store
 from tests.fakeserver import FakeOpenAI, embedding_vector
@@ -20,7 +20,7 @@ MODEL = "text-embedding-3-small"  # priced at $0.02 per million tokens
 
 def services(store: Store, *, cache_only: bool = False) -> Services:
     gateway = Gateway(store, use_cache=True, cache_only=cache_only, progress=Progress(total=0))
-    return Services(gateway, load_config(), 4, lambda r, c: open_provider(r, c, {}))
+    return Services(gateway, project_config(), 4, lambda r, c: open_provider(r, c, {}))
 
 
 def vectors(svc: Services, texts: list[str], *later: list[str]

@@ -49,7 +49,7 @@ def registered() -> Iterator[None]:
     providers.register(BACKEND)
     ReverseProvider.opened.clear()
     yield
-    providers._loaded.pop("reverse", None)  # noqa: SLF001
+    providers.registry._loaded.pop("reverse", None)  # noqa: SLF001
     providers.BACKENDS.pop("reverse", None)
 
 

@@ -87,7 +87,8 @@ def test_an_unfinished_run_shows_the_scores_its_rows_hold() -> None:
     from promptctl.render.terminal import InertConsole, show_rows
     from promptctl.runs import read_row, read_run
 
-    run = {"id": "r", "prompt_name": "p", "model": "m", "git_commit": None, "git_dirty": None,
+    run = {"id": "r", "created_at": "2026-01-01T00:00:00Z", "prompt_name": "p", "model": "m",
+           "git_commit": None, "git_dirty": None,
            "prompt_version": "v", "status": "running", "metrics": None, "summary": None}
     row = {"row_id": "a", "kind": "eval", "sample": 0, "input": {"q": 1}, "completion": "7",
            "answer": 7, "valid": True, "expected": 6, "has_expected": True, "cached": False,
