@@ -12,21 +12,62 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, Row
 from promptctl.files import quote
 from promptctl.metrics.aggregates import aggregate_columns, fold_scores, share
-from promptctl.metrics.registry import Services, score_builtins, score_extraction
-from promptctl.prompts import response_fields
-from promptctl.scoring import Extraction, equals, extract
+from promptctl.metrics.registry import Metric, Services, score_builtins, score_extraction
+from promptctl.prompts import Prompt, response_fields
+from promptctl.scoring import Extraction, OutputSpec, equals, extract
 from promptctl.store import utcnow
 from promptctl.work import RowContext
 
-if TYPE_CHECKING:
-    from promptctl.pipelines import Pipeline, Step
+
+class Expression(Protocol):
+    """A compiled template of a pipeline file (`input`, `when`, `for_each`, `output`)."""
+
+    def evaluate(self, context: Mapping[str, Any], who: str) -> Any: ...
+
+
+class Step(Protocol):
+    """What running a step reads of it (`pipelines.Step`; pipelines sit above this module)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def prompt(self) -> Prompt: ...
+    @property
+    def prompt_rel(self) -> str: ...
+    @property
+    def when(self) -> Expression | None: ...
+    @property
+    def for_each(self) -> Expression | None: ...
+    @property
+    def deps(self) -> frozenset[str]: ...
+
+    def render_inputs(self, context: Mapping[str, Any], who: str) -> dict[str, Any]: ...
+
+
+class Pipeline(Protocol):
+    """What running a row reads of a pipeline (`pipelines.Pipeline`)."""
+
+    @property
+    def steps(self) -> Sequence[Step]: ...
+    @property
+    def order(self) -> tuple[str, ...]: ...
+    @property
+    def output(self) -> Expression: ...
+    @property
+    def output_spec(self) -> OutputSpec: ...
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
+    @property
+    def configured_metrics(self) -> tuple[Metric, ...]: ...
+
+    def step(self, step_id: str) -> Step: ...
 
 # Rows listed by name per metric in a summary's scoring errors.
 SCORING_ERRORS_SHOWN = 10

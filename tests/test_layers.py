@@ -12,7 +12,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "promptctl"
 
 
-@pytest.mark.xfail(strict=True, reason="engine layering in progress")
 def test_import_contracts_are_kept(capsys: pytest.CaptureFixture[str]) -> None:
     cli = pytest.importorskip("importlinter.cli")
     code = cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True,
@@ -26,36 +25,8 @@ def test_import_contracts_are_kept(capsys: pytest.CaptureFixture[str]) -> None:
 ALLOWED: dict[tuple[str, str], str] = {
     ("promptctl/store/__init__.py", "promptctl.store.postgres"):
         "psycopg is an optional extra: the PostgreSQL back-end loads only for a postgresql:// URL",
-    ("promptctl/metrics/__init__.py", "promptctl.metrics"):
-        "the aggregates load numpy: they are imported on first use of one of their names",
 }
 
-# Files another change is rewriting (the engine, metrics, pipelines, the HTML report): their
-# imports inside functions are listed here until that change lands, then deleted from here.
-PENDING = "engine layering in progress"
-ALLOWED_PENDING: dict[tuple[str, str], str] = {
-    ("promptctl/engine/estimate.py", "promptctl.metrics.registry"): PENDING,
-    ("promptctl/engine/estimate.py", "promptctl.metrics.similarity"): PENDING,
-    ("promptctl/engine/estimate.py", "promptctl.scoring"): PENDING,
-    ("promptctl/engine/gateway.py", "promptctl.providers"): PENDING,
-    ("promptctl/engine/lifecycle.py", "promptctl.gitinfo"): PENDING,
-    ("promptctl/engine/lifecycle.py", "promptctl.providers"): PENDING,
-    ("promptctl/engine/rescore.py", "promptctl.prompts"): PENDING,
-    ("promptctl/engine/rescore.py", "promptctl.providers"): PENDING,
-    ("promptctl/metrics/aggregates.py", "promptctl.metrics.registry"): PENDING,
-    ("promptctl/metrics/custom.py", "promptctl.metrics.aggregates"): PENDING,
-    ("promptctl/metrics/judge.py", "promptctl.providers"): PENDING,
-    ("promptctl/metrics/judge.py", "promptctl.providers.tokens"): PENDING,
-    ("promptctl/metrics/judge.py", "promptctl.scoring"): PENDING,
-    ("promptctl/metrics/registry.py", "promptctl.metrics.builtin"): PENDING,
-    ("promptctl/metrics/registry.py", "promptctl.metrics.kinds"): PENDING,
-    ("promptctl/metrics/registry.py", "promptctl.scoring"): PENDING,
-    ("promptctl/metrics/similarity.py", "promptctl.project"): PENDING,
-    ("promptctl/metrics/similarity.py", "promptctl.providers"): PENDING,
-    ("promptctl/metrics/similarity.py", "promptctl.store.keys"): PENDING,
-    ("promptctl/pipelines.py", "promptctl.templates"): PENDING,
-    ("promptctl/render/html.py", "promptctl"): PENDING,
-}
 
 
 def _imported(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:
@@ -96,7 +67,7 @@ def test_the_walk_sees_imports_inside_functions() -> None:
 
 def test_imports_inside_functions_are_only_the_listed_ones() -> None:
     found = function_level_imports()
-    allowed = {**ALLOWED, **ALLOWED_PENDING}
+    allowed = dict(ALLOWED)
     unlisted = sorted(found - set(allowed))
     assert not unlisted, ("import these at the top of the file (or, for a heavy or optional "
                           f"library's module, list it in ALLOWED with the reason): {unlisted}")
@@ -105,4 +76,4 @@ def test_imports_inside_functions_are_only_the_listed_ones() -> None:
 
 
 def test_every_allowed_import_says_why() -> None:
-    assert all(reason.strip() for reason in {**ALLOWED, **ALLOWED_PENDING}.values())
+    assert all(reason.strip() for reason in ALLOWED.values())

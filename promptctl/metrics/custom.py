@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from promptctl.errors import InputError
+from promptctl.errors import InputError, display_path
 from promptctl.files import MiB, Reference, project_path, project_root, quote, read_file
 from promptctl.metrics.aggregates import share
 from promptctl.metrics.registry import (
@@ -288,8 +288,6 @@ def _where(exc: BaseException, filename: str | None) -> str | None:
     chosen = [f for f in frames if filename is not None and f.filename == filename] or frames
     if not chosen:
         return None
-    from promptctl.errors import display_path
-
     return f"{display_path(chosen[-1].filename)}:{chosen[-1].lineno}"
 
 

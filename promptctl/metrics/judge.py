@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from promptctl.errors import InputError
 from promptctl.files import Reference, project_path, project_root
@@ -31,12 +31,11 @@ from promptctl.metrics.registry import (
 )
 from promptctl.providers import resolve_model
 from promptctl.providers.tokens import message_tokens
-from promptctl.scoring import Extraction, extract
+from promptctl.scoring import Extraction, OutputSpec, extract
 
 if TYPE_CHECKING:
     from promptctl.config import Config
     from promptctl.evalsets import Row
-    from promptctl.prompts import Prompt
 
 JUDGE_KEYS = ("prompt", "model")
 SCORE_TYPES = ("number", "integer", "label")
@@ -51,12 +50,37 @@ def unscored_key(name: str) -> str:
     return f"{name}__unscored"
 
 
+class JudgePrompt(Protocol):
+    """What a judge uses of its prompt file (a prompt, loaded through the registry's loader:
+    metrics sit below prompts)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def request_params(self) -> dict[str, Any]: ...
+    @property
+    def output(self) -> OutputSpec: ...
+    @property
+    def messages(self) -> Sequence[Any]: ...
+    @property
+    def configured_metrics(self) -> tuple[Metric, ...]: ...
+
+    def render(self, variables: dict[str, Any], row_id: str | None = None
+               ) -> list[dict[str, str]]: ...
+
+
 @dataclass(frozen=True)
 class Judge:
     """A loaded judge: its prompt, the model it runs on and how its answer becomes a score."""
 
     name: str
-    prompt: Prompt
+    prompt: JudgePrompt
     model: str
 
     @property
@@ -153,7 +177,7 @@ def load_judge(name: str, spec: Any, path: Path, line_of: Callable[..., int | No
     token = _loading.set((*loading, os.path.realpath(path)))
     try:
         where = Reference(path, line_of("prompt"), f"metrics {name} llm_judge.prompt")
-        judge: Prompt = load_prompt(judge_path, project_root(path), ref=where)
+        judge: JudgePrompt = load_prompt(judge_path, project_root(path), ref=where)
     finally:
         _loading.reset(token)
     if judge.output.type not in SCORE_TYPES:

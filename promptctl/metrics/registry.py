@@ -207,31 +207,19 @@ def register_kind(kind: Kind) -> Kind:
     return kind
 
 
-def _load() -> None:
-    if not _BUILTIN:
-        import promptctl.metrics.builtin  # noqa: F401 - registers the built-ins
-    # Always: a kind's module imported on its own registers that kind alone, so "some kinds
-    # are known" does not mean all are (the import is a dictionary lookup once done).
-    import promptctl.metrics.kinds  # noqa: F401 - registers llm_judge, similarity, custom
-
-
 def builtin_metrics() -> tuple[Metric, ...]:
-    _load()
     return tuple(_BUILTIN.values())
 
 
 def builtin_names() -> tuple[str, ...]:
-    _load()
     return tuple(_BUILTIN)
 
 
 def builtin(name: str) -> Metric | None:
-    _load()
     return _BUILTIN.get(name)
 
 
 def kinds() -> dict[str, Kind]:
-    _load()
     return KINDS
 
 
@@ -289,7 +277,6 @@ def annotate(metric: Metric, result: Result) -> Result:
 def score_builtins(extraction: Extraction, row: Row, names: Sequence[str]) -> Scores:
     """The per-row scores of the built-in metrics among `names` (format validity always:
     it is what every other score rests on)."""
-    _load()
     ctx = ScoreContext(row, extraction, "", tuple(names))
     scores: Scores = {}
     for name in ("format_validity", *names):

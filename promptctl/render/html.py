@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import jinja2
 from markupsafe import Markup
 
-from promptctl import install_command
+from promptctl import __version__, install_command
 from promptctl.errors import InputError
 from promptctl.redact import redact
 from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
@@ -720,7 +720,7 @@ def render_report(runs: Sequence[Mapping[str, Any]] = (), diffs: Sequence[Mappin
     """
     require_charts()
     if version is None:
-        from promptctl import __version__ as version
+        version = __version__
     charts = Charts()  # in page order: chart ids count up through the sections
     run_sections = [_run_section(i, doc, charts) for i, doc in enumerate(runs, 1)]
     diff_sections = [_diff_section(i, diff, charts) for i, diff in enumerate(diffs, 1)]
