@@ -74,6 +74,18 @@ class _Found:
     bare: bool
 
 
+def _may_be_in_repo(here: Path) -> bool:
+    """Whether `here` or a folder above it holds `.git` or looks like a bare repository: where
+    none does (and GIT_DIR is not set), git finds no repository either."""
+    for folder in (here.resolve(), *here.resolve().parents):
+        if os.path.lexists(folder / ".git"):
+            return True
+        if (folder / "HEAD").is_file() and (folder / "objects").is_dir() \
+                and (folder / "refs").is_dir():
+            return True
+    return False
+
+
 def _discover(start: Path) -> _Found | None:
     """The repository containing `start` (a file or directory), or None outside git."""
     here = start if start.is_dir() else start.parent
@@ -81,6 +93,8 @@ def _discover(start: Path) -> _Found | None:
         return None  # (GitPython would run git in the current directory instead)
     if any(name in os.environ for name in ("GIT_DIR", "GIT_WORK_TREE")):
         return _discover_from(here)
+    if not _may_be_in_repo(here):
+        return None  # outside git: not worth GitPython's import and a git process
     git = _gitpython()
     command = git.Git(str(here))
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -332,3 +333,18 @@ def test_a_linked_worktree_is_its_own_project(repo: Path, tmp_path: Path) -> Non
     assert git_state(linked / PROMPT) == GitState(root=linked.resolve(), commit=head, dirty=False,
                                                   branch="side")
     assert not open_repo(linked, purpose="test").shallow
+
+
+def test_outside_git_no_git_process_runs_and_gitpython_is_not_loaded(tmp_path: Path) -> None:
+    """A project outside any repository (a temporary folder, a bench) pays nothing for git."""
+    import subprocess
+    import sys
+
+    (tmp_path / "p.yaml").write_text("x: 1\n", encoding="utf-8")
+    code = ("import sys; from pathlib import Path; from promptctl.gitinfo import git_state; "
+            "s = git_state(Path('p.yaml'), [Path('p.yaml')]); "
+            "print(s.commit, s.dirty, 'git' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PATH": ""}).stdout.split()
+    # With no git on PATH, any attempt to run git would fail: none is made.
+    assert out == ["None", "None", "False"]
