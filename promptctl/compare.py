@@ -477,7 +477,6 @@ def compare_runs(store: Store, a_ref: str, b_ref: str) -> DiffResult:
     permutation otherwise); the run-level values as `a_run` and `b_run`. Then
     the rows that flipped and the warnings that make a comparison suspect.
     """
-
     run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
     cols_a, cols_b = store.score_columns_of([run_a["id"], run_b["id"]], kind="eval")
     sa, sb = _side(run_a, cols_a), _side(run_b, cols_b)
@@ -524,7 +523,6 @@ def history(store: Store, prompt: str, *, model: str | None = None,
     before children when dates tie), the run's own time for a run on a dirty work tree or
     outside git. With `root`, each entry gets the commit's date, author and subject from git.
     """
-
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     wanted = ("id", "created_at", "status", "prompt_version", "model", "git_commit", "git_dirty",
               "evalset_version", "metrics", "summary", "options", "n_planned", "coverage", "errors")

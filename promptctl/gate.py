@@ -118,7 +118,6 @@ class Candidate:
 
 def resolve_base(repo: Repo, ref: str | None) -> Base:
     """`ref` as given, else the merge base of HEAD with origin/main (or main)."""
-
     head = repo.head()
     if head is None:
         raise InputError("the repository has no commit yet",
@@ -460,7 +459,6 @@ def _baseline(path: Path, name: str, spec: str, entry: _Entry, *, base: Base,
               config: Config, store: Store, options: CheckOptions, eval_options: EvalOptions,
               say: EventFn) -> RunRecord:
     """The run of the prompt at the base commit: from the store, else evaluated from git."""
-
     at = target_at_ref(path, base.commit)
     if at.evalset is None:
         raise InputError("the base version names no eval set")
@@ -492,7 +490,6 @@ def _current(prompt: Target, evalset: Any, resolved: Any, entry: _Entry, *,
              say: EventFn) -> RunRecord:
     """The run of the current version: a stored run of the same prompt and eval set bytes,
     model and server when there is one, else evaluated now."""
-
     found = standing_run(store, prompt.name, version=prompt.version,
                          evalset_version=evalset.version, model=resolved.spec,
                          base_url=resolved.cache_url, allow_errors=False)
@@ -561,7 +558,6 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
 def run_check(config: Config, store: Store, options: CheckOptions,
               on_event: EventFn | None = None) -> CheckResult:
     """Find the prompts a change affects, evaluate them and their baselines, apply the gates."""
-
     if not 0 < options.significance < 1:
         raise InputError(f"significance must be between 0 and 1, not {options.significance}",
                          fix="e.g. --significance 0.05")

@@ -22,7 +22,6 @@ from promptctl.store import Store
 def scorer_estimates(prompt: Prompt, items: RequestPlan, config: Config,
                      completion_tokens: int | None) -> list[dict[str, Any]]:
     """The requests the prompt's configured metrics (judges) would send: one per answer."""
-
     contexts = [ScoreContext(item.row, Extraction(None, False), "") for item in items]
     return [metric.estimate(contexts, config, completion_tokens)
             for metric in prompt.configured_metrics if metric.estimate is not None]

@@ -266,7 +266,6 @@ class Services:
 
     def channel(self, spec: str, params: dict[str, Any] | None = None) -> Channel:
         """The channel of model `spec` (ENDPOINT/MODEL or an OpenAI model name)."""
-
         if spec not in self._channels:
             resolved = resolve_model(spec, self.config)
             lazy = None if self.gateway.cache_only else LazyProvider(

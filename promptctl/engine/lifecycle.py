@@ -198,7 +198,6 @@ def scorer_services(gateway: Gateway, config: Config, concurrency: int,
                     timeout: float | None) -> Services:
     """Channels to the scorers' models; --timeout is the run's: a judge on the same slow
     server needs it as much."""
-
     return Services(gateway, config, concurrency, lambda r, c: open_provider(
         r if timeout is None else dataclasses.replace(r, request_timeout=timeout), c, {}))
 
@@ -275,7 +274,6 @@ def drive(run_id: str, send: Callable[[], Coroutine[Any, Any, None]], *, store: 
 
 def _stored_evalset(run: RunRecord, config: Config) -> EvalSet:
     """The eval set a run used: the file if unchanged, else the file at the run's commit."""
-
     path = config.root / (run.get("evalset_path") or "")
     current: EvalSet | None = None
     try:
@@ -322,7 +320,6 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     The target is rebuilt from the sources stored with the run, so editing the files
     meanwhile does not mix two versions in one run.
     """
-
     run = store.get_run(run_ref)
     refuse_running(run)
     stored = run.get("options") or {}

@@ -36,7 +36,6 @@ def rescore_prompt(run: RunRecord, config: Config) -> tuple[Prompt, str]:
     template and params: only `output:`, `metrics:` or thresholds changed); else the prompt
     stored with the run. Judge prompts and scorers are always read as they are now.
     """
-
     stored = parse_prompt(run["prompt_source"].encode("utf-8"), config.root / run["prompt_path"])
     try:
         current = load_prompt(config.root / run["prompt_path"], config.root)
@@ -99,7 +98,6 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
                 use_cache: bool = True, timeout: float | None = None,
                 progress: ProgressFn | None = None) -> RunRecord:
     """Score the stored completions of run `run_ref` again; store and return the new run."""
-
     old = store.get_run(run_ref)
     if (old.get("kind") or "prompt") != "prompt":
         raise InputError(f"run {old['id']} is a {old.get('kind')} run; rescore takes prompt runs",

@@ -129,7 +129,6 @@ def aggregate_columns(metrics: Sequence[Any], columns: dict[str, list[Any]]) -> 
     """`aggregate` over scores already folded into columns (see `fold_scores`): a large run
     keeps a list of numbers per metric instead of a dict per row. `metrics` are names of
     built-in metrics or `Metric` objects (configured ones)."""
-
     out: dict[str, Result] = {}
     for item in metrics:
         metric = item if isinstance(item, Metric) else builtin(str(item))

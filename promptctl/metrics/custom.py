@@ -61,7 +61,6 @@ ScorerFn = Callable[[Any, Any, dict[str, Any]], Any]
 def mean_of(key: str) -> Callable[[Columns], Result]:
     """The aggregate of a configured metric: the mean over scored rows, with n and a 95%
     bootstrap interval."""
-
     def aggregate(columns: Columns) -> Result:
 
         return share(columns.get(key, []))

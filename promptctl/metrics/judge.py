@@ -104,14 +104,12 @@ class Judge:
     def check_row(self, row: Row) -> None:
         """The judge's template renders for `row` (a missing variable is found before any
         request is sent, naming the judge file and the row)."""
-
         self.messages(ScoreContext(row, Extraction(None, False), ""))
 
     def estimate(self, contexts: Sequence[ScoreContext], config: Config,
                  completion_tokens: int | None) -> dict[str, Any]:
         """`--dry-run`: one judge request per answer; its prompt tokens are the judge's
         messages for the row with the evaluated completion at its largest (max_tokens)."""
-
         resolved = resolve_model(self.model, config)
         count, method = resolved.backend.token_counter(resolved.model)
         prompt_tokens = 0
@@ -134,7 +132,6 @@ class Judge:
 
     def score_of(self, text: str) -> tuple[float | None, str | None]:
         """The score the judge's answer gives, or why it gives none."""
-
         output = self.prompt.output
         found = extract(text, output)
         if not found.valid:

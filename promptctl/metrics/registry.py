@@ -295,7 +295,6 @@ async def score_answer(text: str, output: OutputSpec, row: Row, names: Sequence[
     (built-in and configured), and what configured metrics keep with the row (a judge's
     answer, a scorer's error). Prompts, pipeline steps and pipelines' final answers, eval
     and rescore all score through here."""
-
     extraction = extract(text, output)
     scores, details = await score_extraction(extraction, text, row, names, configured, services)
     return extraction, scores, details

@@ -186,7 +186,6 @@ class Similarity:
 
     def check(self) -> None:
         """The model resolves to an endpoint (checked by validate and before a run)."""
-
         try:
             resolved = resolve_model(self.model, load_config())
             resolved.backend  # noqa: B018 - an unknown endpoint type fails here
@@ -248,7 +247,6 @@ def estimate(prompt: Any, items: Any, *, store: Any, config: Any, use_cache: boo
     """`--dry-run` for the similarity metrics of `prompt` over the planned `items`: answers are
     not known before they are sent, so every scored row counts one answer text (at most
     `max_tokens` tokens), plus the expected texts the cache lacks."""
-
     out: dict[str, Any] = {}
     for metric in prompt.configured_metrics:
         if metric.kind != "similarity":

@@ -52,7 +52,6 @@ class OpenAIBatches(BatchAPI):
     def _fail(self, exc: Exception, what: str) -> Exception:
         """The error to raise for a failed call: a server without the Batch API is a usage
         error (exit 2) with the fix; anything else a provider failure (exit 3)."""
-
         where = f"endpoint {self.name} ({self.base_url})"
         status = getattr(exc, "status_code", None)
         message = clean_text(error_message(exc))
@@ -157,7 +156,6 @@ def _json_line(raw: bytes) -> dict[str, Any] | None:
 
 def _result(doc: dict[str, Any]) -> ChatResponse | RequestFailed:
     """One line of an output or error file: the response, or why the request failed."""
-
     response = doc.get("response")
     if isinstance(response, dict):
         status = response.get("status_code")
