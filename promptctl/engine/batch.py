@@ -21,7 +21,7 @@ from typing import Any
 from promptctl.config import Price
 from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services, close_channels
 from promptctl.engine.plan import RequestPlan
-from promptctl.engine.send import RowWriter, row_record
+from promptctl.engine.send import RowWriter
 from promptctl.errors import InputError
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
@@ -329,7 +329,7 @@ class BatchRun:
         if not waiting:
             return
         records = await asyncio.gather(*(
-            row_record(self.run_id, item, answer, self.prompt, self.services)
+            self.prompt.record(self.run_id, item, answer, self.services)
             for item, answer in waiting))
         state = self.gateway.progress
         for record in records:

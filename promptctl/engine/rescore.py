@@ -14,7 +14,7 @@ from typing import Any
 from promptctl.config import Config
 from promptctl.engine.gateway import Answer, Gateway, Progress, ProgressFn
 from promptctl.engine.lifecycle import _owner_token, drive, new_run_id, scorer_services
-from promptctl.engine.send import row_record, send_all
+from promptctl.engine.send import send_all
 from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, Row
 from promptctl.prompts import Prompt, load_prompt, parse_prompt
@@ -125,7 +125,7 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
 
     async def rescore_row(old_row: RowRecord) -> dict[str, Any]:
         item, answer = _item_and_answer(old_row)
-        row = await row_record(run_id, item, answer, scoring, services)
+        row = await scoring.record(run_id, item, answer, services)
         row["created_at"] = old_row["created_at"]  # when the completion arrived
         _kept_scores(old_row, row, kept)
         return row

@@ -10,9 +10,7 @@ from typing import Any, TypeVar, cast
 
 from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services
 from promptctl.errors import PromptctlError
-from promptctl.prompts import Prompt
 from promptctl.store import RowRecord, Store
-from promptctl.work import WorkItem
 
 T = TypeVar("T")
 
@@ -46,13 +44,6 @@ class RowWriter:
             self.buffer = []
             self.gateway.new_cache = []
         self.last_flush = time.monotonic()
-
-
-async def row_record(run_id: str, item: WorkItem, answer: Answer, prompt: Prompt,
-                     services: Services | None = None) -> dict[str, Any]:
-    """The stored row of one answered (or failed) prompt request, scored (batch and rescore
-    make their answers elsewhere and score them here)."""
-    return await prompt.record(run_id, item, answer, services)
 
 
 class RunContext:
