@@ -322,12 +322,11 @@ def covers_evalset(record: Mapping[str, Any]) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class StepResult:
-    """One step of a stored pipeline row: what it was given and answered, or why it did not
-    run, and how it was judged."""
+class Answered:
+    """What a stored row and each of a pipeline row's steps both hold: what was asked, what
+    came back and was read from it, and what it cost."""
 
     input: Any
-    items: tuple[StepResult, ...] | None
     completion: str | None
     answer: Any
     valid: bool
@@ -335,40 +334,35 @@ class StepResult:
     expected: Any
     extract_error: str | None
     error: str | None
+    judges: Mapping[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float | None
+    cached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult(Answered):
+    """One step of a stored pipeline row: what it was given and answered, or why it did not
+    run, and how it was judged."""
+
+    items: tuple[StepResult, ...] | None
     skipped: bool
     not_run: str | None
     unrendered: bool
     should_run: bool | None
     flow_correct: bool | None
     correct: bool | None
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float | None
-    cached: bool
-    judges: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class RowResult:
+class RowResult(Answered):
     """One stored row of a run (a row or few-shot example, one sample), with its steps."""
 
     row_id: str
     kind: str
     sample: int
-    input: Any
-    completion: str | None
-    answer: Any
-    valid: bool
-    has_expected: bool
-    expected: Any
-    extract_error: str | None
-    error: str | None
     scores: Mapping[str, Any]
-    judges: Mapping[str, Any]
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float | None
-    cached: bool
     steps: dict[str, StepResult]
 
 
@@ -376,27 +370,37 @@ def _flag(value: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _answered(read: _Reader, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The `Answered` fields of a stored row or step, validated; `where` prefixes each field's
+    name in an error."""
+    return {
+        "input": data.get("input"),
+        "completion": read.text(data.get("completion"), f"{where}completion"),
+        "answer": data.get("answer"), "valid": bool(data.get("valid")),
+        "has_expected": bool(data.get("has_expected", "expected" in data)),
+        "expected": data.get("expected"),
+        "extract_error": read.text(data.get("extract_error"), f"{where}extract_error"),
+        "error": None if data.get("error") is None else str(data.get("error")),
+        "judges": read.mapping(data.get("judges"), f"{where}judges"),
+        "prompt_tokens": read.count(data.get("prompt_tokens"), f"{where}prompt_tokens"),
+        "completion_tokens": read.count(data.get("completion_tokens"),
+                                        f"{where}completion_tokens"),
+        "latency_ms": read.number(data.get("latency_ms"), f"{where}latency_ms"),
+        "cached": bool(data.get("cached")),
+    }
+
+
 def _step(read: _Reader, raw: Any, where: str) -> StepResult:
     data = read.mapping(raw, where)
     items = data.get("items")
     return StepResult(
-        input=data.get("input"),
+        **_answered(read, data, f"{where}."),
         items=None if not isinstance(items, list)
         else tuple(_step(read, i, f"{where}.items[{n}]") for n, i in enumerate(items)),
-        completion=read.text(data.get("completion"), f"{where}.completion"),
-        answer=data.get("answer"), valid=bool(data.get("valid")),
-        has_expected="expected" in data, expected=data.get("expected"),
-        extract_error=read.text(data.get("extract_error"), f"{where}.extract_error"),
-        error=None if data.get("error") is None else str(data.get("error")),
         skipped=bool(data.get("skipped")),
         not_run=None if not data.get("not_run") else str(data.get("not_run")),
         unrendered=bool(data.get("unrendered")), should_run=_flag(data.get("should_run")),
-        flow_correct=_flag(data.get("flow_correct")), correct=_flag(data.get("correct")),
-        prompt_tokens=read.count(data.get("prompt_tokens"), f"{where}.prompt_tokens"),
-        completion_tokens=read.count(data.get("completion_tokens"), f"{where}.completion_tokens"),
-        latency_ms=read.number(data.get("latency_ms"), f"{where}.latency_ms"),
-        cached=bool(data.get("cached")),
-        judges=read.mapping(data.get("judges"), f"{where}.judges"))
+        flow_correct=_flag(data.get("flow_correct")), correct=_flag(data.get("correct")))
 
 
 def read_row(record: Mapping[str, Any]) -> RowResult:
@@ -406,21 +410,10 @@ def read_row(record: Mapping[str, Any]) -> RowResult:
     where = f"row {row_id}:"
     steps = read.mapping(record.get("steps"), f"{where} steps")
     return RowResult(
+        **_answered(read, record, f"{where} "),
         row_id=row_id, kind=str(record.get("kind") or "eval"),
         sample=read.count(record.get("sample"), f"{where} sample"),
-        input=record.get("input"),
-        completion=read.text(record.get("completion"), f"{where} completion"),
-        answer=record.get("answer"), valid=bool(record.get("valid")),
-        has_expected=bool(record.get("has_expected", "expected" in record)),
-        expected=record.get("expected"),
-        extract_error=read.text(record.get("extract_error"), f"{where} extract_error"),
-        error=None if record.get("error") is None else str(record.get("error")),
         scores=read.mapping(record.get("scores"), f"{where} scores"),
-        judges=read.mapping(record.get("judges"), f"{where} judges"),
-        prompt_tokens=read.count(record.get("prompt_tokens"), f"{where} prompt_tokens"),
-        completion_tokens=read.count(record.get("completion_tokens"), f"{where} completion_tokens"),
-        latency_ms=read.number(record.get("latency_ms"), f"{where} latency_ms"),
-        cached=bool(record.get("cached")),
         steps={str(k): _step(read, v, f"{where} steps.{k}") for k, v in steps.items()})
 
 
