@@ -25,6 +25,8 @@ as a table, Markdown or JUnit XML, and its `to_json()` is the `--json` document.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from typing import Any
 
 from promptctl._yaml import decode_utf8, load_yaml_text
 from promptctl.compare import compare_runs
-from promptctl.config import Config
+from promptctl.config import CONFIG_FILE, ENV_CONFIG, Config, config_from_text
 from promptctl.engine import EvalOptions
 from promptctl.engine.lifecycle import run_eval
 from promptctl.errors import (
@@ -52,6 +54,7 @@ from promptctl.project import PROMPTS_DIR, TARGET_DIRS, TARGET_SUFFIXES, target_
 from promptctl.providers import resolve_model
 from promptctl.results import (
     CheckBase,
+    CheckConfig,
     CheckError,
     CheckHead,
     CheckResult,
@@ -555,8 +558,86 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
     return entry.result(_verdict(entry))
 
 
+def _config_changes(base: Config, head: Config) -> list[str]:
+    """What `head`'s promptctl.yaml changes against `base`'s, one phrase per difference."""
+    out: list[str] = []
+    for name in sorted(set(base.endpoints) | set(head.endpoints)):
+        old, new = base.endpoints.get(name), head.endpoints.get(name)
+        if old == new:
+            continue
+        if old is None:
+            out.append(f"adds endpoint {name!r}")
+        elif new is None:
+            out.append(f"removes endpoint {name!r}")
+        else:
+            keys = sorted(k for k in {*old.settings, *new.settings}
+                          if old.settings.get(k) != new.settings.get(k))
+            keys += [f.name for f in dataclasses.fields(old)
+                     if f.name not in ("name", "settings")
+                     and getattr(old, f.name) != getattr(new, f.name)]
+            out.append(f"changes endpoint {name!r} ({', '.join(keys)})")
+    for model in sorted(set(base.pricing) | set(head.pricing)):
+        if base.pricing.get(model) != head.pricing.get(model):
+            verb = "adds" if model not in base.pricing else \
+                "removes" if model not in head.pricing else "changes"
+            out.append(f"{verb} the price of {model!r}")
+    if base.store != head.store:
+        out.append("changes store")
+    if base.concurrency != head.concurrency:
+        out.append("changes concurrency")
+    return out
+
+
+def trusted_config(config: Config, base_ref: str | None, *,
+                   trust_pr_config: bool = False) -> tuple[Config, CheckConfig]:
+    """The configuration `check` may use, and where it came from.
+
+    promptctl.yaml says where requests go (`base_url`), which secret goes with them
+    (`api_key_env`), what they cost and where results are written. A pull request
+    changes the work tree's copy, and CI runs `check` with its secrets in the
+    environment, so by default the base commit's copy decides all of that; the
+    differences are reported. `trust_pr_config` takes the work tree's copy instead (for
+    repositories whose pull requests come only from people who hold the secrets anyway).
+    A file named by $PROMPTCTL_CONFIG outside the repository is the operator's, not the
+    pull request's, and is used as it is."""
+    root = config.root
+    env_path = os.environ.get(ENV_CONFIG)
+    path = Path(env_path).resolve() if env_path else root / CONFIG_FILE
+    try:
+        rel: str | None = path.relative_to(root).as_posix()
+    except ValueError:
+        rel = None
+    if rel is None:
+        return config, CheckConfig(source="operator", path=str(path), changes=())
+    repo = open_repo(root, purpose="promptctl check compares with a git commit: run it in the "
+                     "repository that holds the prompts")
+    base = resolve_base(repo, base_ref)
+    raw = repo.read(base.commit, rel)
+    label = Path(f"{rel} at {base.commit[:12]}")
+    if raw is None:
+        base_config = Config(root=root)
+    else:
+        try:
+            base_config = config_from_text(root, decode_utf8(raw, label), label)
+        except InputError as exc:
+            if not trust_pr_config:
+                raise InputError(f"the base commit's promptctl.yaml cannot be used: {exc.message}",
+                                 file=label, line=exc.line,
+                                 fix="fix it on the base branch, or pass --trust-pr-config to "
+                                 "use this change's promptctl.yaml") from None
+            base_config = Config(root=root)
+    changes = tuple(_config_changes(base_config, config))
+    if trust_pr_config:
+        return config, CheckConfig(source="work tree", path=rel, changes=changes)
+    withheld = frozenset(set(config.endpoints) - set(base_config.endpoints))
+    # Messages still name the work tree's file, so an error points where the user edits.
+    trusted = dataclasses.replace(base_config, path=config.path or root / rel, withheld=withheld)
+    return trusted, CheckConfig(source="base", path=rel, changes=changes)
+
+
 def run_check(config: Config, store: Store, options: CheckOptions,
-              on_event: EventFn | None = None) -> CheckResult:
+              on_event: EventFn | None = None,
+              config_source: CheckConfig | None = None) -> CheckResult:
     """Find the prompts a change affects, evaluate them and their baselines, apply the gates."""
     if not 0 < options.significance < 1:
         raise InputError(f"significance must be between 0 and 1, not {options.significance}",
@@ -584,4 +665,5 @@ def run_check(config: Config, store: Store, options: CheckOptions,
                              fail=counts["fail"], error=counts["error"],
                              unchanged=len(unchanged), deleted=len(deleted)),
         exit_code=exit_code(results),
+        config=config_source,
     )

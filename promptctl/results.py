@@ -396,6 +396,33 @@ class CheckHead:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CheckConfig:
+    """Which promptctl.yaml `check` took its endpoints, keys, prices and store from.
+
+    `source` is "base" (the base commit's file: the default, because a pull request must
+    not choose where CI's secrets are sent), "work tree" (`--trust-pr-config`) or
+    "operator" ($PROMPTCTL_CONFIG naming a file outside the repository). `changes` lists
+    what the work tree's file changes against the base commit's."""
+
+    source: str
+    path: str | None
+    changes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "path": self.path, "changes": list(self.changes)}
+
+    def note(self) -> str | None:
+        """One sentence for a report, or None when there is nothing to say."""
+        if not self.changes:
+            return None
+        what = f"this change's {self.path} " + ", ".join(self.changes)
+        if self.source == "work tree":
+            return f"{what}; used, as --trust-pr-config asks."
+        return (f"{what}; not used: endpoints, API key variables, prices and the store come "
+                "from the base commit's (pass --trust-pr-config to use this change's).")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckSummary:
     """How many prompts were checked, by verdict. `pass_` is the JSON key `pass` (a Python
     keyword)."""
@@ -427,9 +454,11 @@ class CheckResult:
     deleted: tuple[PromptFile, ...]
     summary: CheckSummary
     exit_code: int
+    config: CheckConfig | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"base": self.base.to_json(), "head": self.head.to_json(),
+                "config": self.config.to_json() if self.config else None,
                 "significance": self.significance, "strict": self.strict,
                 "prompts": [p.to_json() for p in self.prompts],
                 "unchanged": [u.to_json() for u in self.unchanged],

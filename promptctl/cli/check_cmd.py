@@ -52,6 +52,10 @@ def check(
         metavar="FILE", callback=html_option,
         help="Write the HTML report (runs, diffs, rows) to FILE (needs the report extra).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    trust_pr_config: Annotated[bool, typer.Option(
+        "--trust-pr-config",
+        help="Use the work tree's promptctl.yaml (endpoints, API key variables, prices, store) "
+        "instead of the base commit's.")] = False,
 ) -> None:
     """Evaluate each prompt changed since the base and apply its thresholds.
 
@@ -63,15 +67,19 @@ def check(
     baseline, which fails only when also significant (p < --significance)
     unless --strict. The Markdown report goes to $GITHUB_STEP_SUMMARY when set.
 
+    Endpoints, API key variables, prices and the store come from the base
+    commit's promptctl.yaml: a pull request cannot choose where CI's secrets are
+    sent. What it changes there is reported; --trust-pr-config uses it instead.
+
     Exit 0 all gates pass, 1 a gate failed, 2 input or usage error, 3 the
     provider failed (then the verdict is unknown: 3 wins over 1).
     """
-    from promptctl.gate import CheckOptions, run_check
+    from promptctl.gate import CheckOptions, run_check, trusted_config
     from promptctl.render.jsonout import dumps
     from promptctl.render.markdown import check_markdown
     from promptctl.render.terminal import console
 
-    config = project()
+    config, config_source = trusted_config(project(), base, trust_pr_config=trust_pr_config)
     store = open_project_store(config)
     err = console(stderr=True)
     options = CheckOptions(base=base, prompts=list(prompt or []), model=model,
@@ -83,7 +91,7 @@ def check(
 
         err.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
-    result = run_check(config, store, options, on_event=say)
+    result = run_check(config, store, options, on_event=say, config_source=config_source)
     text = check_markdown(result)
     summary_file = os.environ.get(GITHUB_SUMMARY_ENV)
     if summary_file:

@@ -55,6 +55,9 @@ class Endpoints(Protocol):
     @property
     def endpoints(self) -> Mapping[str, Endpoint]: ...
 
+    @property
+    def withheld(self) -> frozenset[str]: ...
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 BUILTIN_LOCAL = "local"
 BUILTIN_LOCAL_MODEL = "smollm2"
@@ -178,6 +181,13 @@ def resolve_model(spec: str, config: Endpoints) -> ResolvedModel:
     if not spec or not spec.strip():
         raise InputError("empty model name", fix="pass --model NAME or set model: in the prompt file")
     head, sep, tail = spec.partition("/")
+    if sep and head in config.withheld:
+        raise InputError(f"endpoint {head!r} of model {spec!r} is defined only by this "
+                         "change's promptctl.yaml, which promptctl check does not use: the base "
+                         "commit's decides where requests and API keys go",
+                         file=config.path or (config.root / "promptctl.yaml"),
+                         fix="merge the endpoint to the base branch first, or, if you trust "
+                         "this change, pass --trust-pr-config")
     if sep and head in config.endpoints:
         ep = config.endpoints[head]
         if not tail:

@@ -24,6 +24,9 @@ def check_terminal(con: Console, result: CheckResult) -> None:
     base = result.base
     con.print(f"base {cell(base.ref)} ({cell(base.how)}, {cell(str(base.commit)[:12])})  "
               f"significance {result.significance:g}" + ("  strict" if result.strict else ""))
+    note = result.config.note() if result.config else None
+    if note:
+        con.print(f"[yellow]promptctl.yaml:[/] {cell(note, 2000)}", soft_wrap=True)
     if not result.prompts:
         con.print(f"no prompt changed since the base ({cell(result.summary.unchanged)} "
                   "unchanged)")

@@ -181,6 +181,9 @@ def check_markdown(result: CheckResult) -> str:
              + (" with uncommitted changes" if head.dirty else "")
              + f"; significance {plain(format(result.significance, 'g'))}"
              + (", strict" if result.strict else "") + ".", ""]
+    note = result.config.note() if result.config else None
+    if note:
+        lines += [f"> **promptctl.yaml:** {plain(note)}", ""]
     prompts = result.prompts
     if prompts:
         lines += ["| prompt | verdict | why checked | gates |", "|---|---|---|---|"]
