@@ -23,6 +23,7 @@ from promptctl.metrics.registry import Metric, Services, score_builtins, score_e
 from promptctl.prompts import Prompt, response_fields
 from promptctl.scoring import Extraction, OutputSpec, equals, extract
 from promptctl.store import utcnow
+from promptctl.templates import row_budget
 from promptctl.work import RowContext
 
 
@@ -71,6 +72,19 @@ class Pipeline(Protocol):
 
 # Rows listed by name per metric in a summary's scoring errors.
 SCORING_ERRORS_SHOWN = 10
+# Items one for_each step of one row may loop over: each is a request. A list this long
+# from a model's answer is a runaway, not a workload.
+MAX_FOR_EACH_ITEMS = 1_000
+
+
+def loop_items(items: Any) -> list[Any]:
+    """What a for_each expression gave, as the items to loop over; an InputError says why not."""
+    if not isinstance(items, list):
+        raise InputError(f"for_each gave {type(items).__name__}, not a list")
+    if len(items) > MAX_FOR_EACH_ITEMS:
+        raise InputError(f"for_each gave {len(items):,} items; a step loops over at most "
+                         f"{MAX_FOR_EACH_ITEMS:,} in one row")
+    return items
 
 
 class RowRunner:
@@ -119,10 +133,7 @@ class RowRunner:
             if step.for_each is None:
                 record.update(await self._request(step, step.render_inputs(context, who), row))
                 return record
-            items = step.for_each.evaluate(context, who)
-            if not isinstance(items, list):
-                return {**record, **_unrendered(f"for_each gave {type(items).__name__}, not a "
-                                                "list")}
+            items = loop_items(step.for_each.evaluate(context, who))
             variables = [step.render_inputs({**context, "item": item, "index": i}, who)
                          for i, item in enumerate(items)]
         except InputError as exc:
@@ -240,7 +251,8 @@ async def score_step(step: Step, record: dict[str, Any], row: Row, services: Ser
 async def run_row(pipeline: Pipeline, row: Row, position: int, sample: int,
                   ctx: RowContext) -> dict[str, Any]:
     """The stored row: the final answer and its scores, and every step's request and answer."""
-    steps = await RowRunner(pipeline, ctx, sample).steps(row)
+    with row_budget():
+        steps = await RowRunner(pipeline, ctx, sample).steps(row)
     for step in pipeline.steps:
         await score_step(step, steps[step.id], row, ctx.services)
     requests = list(_requests_of(steps))

@@ -35,7 +35,7 @@ from promptctl.prompts import (
     unique_paths,
 )
 from promptctl.scoring import OUTPUT_TYPES, OutputSpec
-from promptctl.templates import Site, compile_template, environment, render_template
+from promptctl.templates import Site, compile_template, environment, render_template, row_budget
 from promptctl.work import RowContext, WorkItem
 
 if TYPE_CHECKING:
@@ -252,26 +252,44 @@ class Pipeline:
 
     def _render_row(self, row: Row, where: str) -> None:
         """Render every template that depends only on the row and on answers of a known
-        shape, with a stand-in answer for each step: what fails here fails for every answer."""
-        stand_in = {s.id: {"answer": _stand_in(s), "skipped": False, "completion": "",
-                           "valid": True} for s in self.steps}
+        shape, with a stand-in answer for each step: what fails here fails for every answer.
+        A step the row gives an expected answer for (its `steps:`) stands in with that
+        answer, so a loop over it renders its real items; a loop over the row's input
+        renders every item. The row's budget applies, as when it runs."""
+        expected = {k: v for k, v in (row.steps or {}).items() if v is not None}
+        stand_in = {s.id: {"answer": expected[s.id] if s.id in expected else _stand_in(s),
+                           "skipped": False, "completion": "", "valid": True} for s in self.steps}
         context: dict[str, Any] = {"input": row.input, "steps": stand_in}
         who = f"row {quote(row.id)} ({where})"
-        vague = {s.id for s in self.steps if s.for_each is not None
-                 or s.prompt.output.type == "json"}
-        for step in self.steps:
-            if step.when is not None and not step.when.refs & vague:
-                step.when.evaluate(context, who)
-            if any(expr.refs & vague for _, expr in step.inputs):
-                continue
-            item_context = {**context, "item": "", "index": 0}
-            if step.for_each is not None:
-                # The items' shape is unknown before the answers come: only templates that
-                # do not read `item` can be checked.
-                if any("item" in _names(expr.source) for _, expr in step.inputs):
+        vague = {s.id for s in self.steps if s.id not in expected
+                 and (s.for_each is not None or s.prompt.output.type == "json")}
+        with row_budget():
+            for step in self.steps:
+                if step.when is not None and not step.when.refs & vague:
+                    step.when.evaluate(context, who)
+                if any(expr.refs & vague for _, expr in step.inputs):
                     continue
-            variables = step.render_inputs(item_context, who)
-            step.prompt.render(variables, row_id=row.id)
+                items: list[Any] = [None]
+                if step.for_each is not None:
+                    if not step.for_each.refs & vague:
+                        items = self._items(step.for_each, context, who)
+                    elif any("item" in _names(expr.source) for _, expr in step.inputs):
+                        continue  # items of a shape unknown before the answers come
+                for index, item in enumerate(items):
+                    scope = context if step.for_each is None else \
+                        {**context, "item": item, "index": index}
+                    step.prompt.render(step.render_inputs(scope, who), row_id=row.id)
+
+    @staticmethod
+    def _items(expr: Expr, context: Mapping[str, Any], who: str) -> list[Any]:
+        try:
+            return pipeline_rows.loop_items(expr.evaluate(context, who))
+        except InputError as exc:
+            if exc.file is not None:
+                raise
+            raise InputError(f"{expr.site.where}: {exc.message}, for {who}", file=expr.site.file,
+                             line=expr.site.line_of(None),
+                             fix="loop over a list, split long inputs across rows") from None
 
 
 @functools.lru_cache(maxsize=256)

@@ -25,6 +25,7 @@ method, ...); this one does not rely on Jinja2's checks alone:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import re
 import time
@@ -69,6 +70,12 @@ MAX_NESTING = 100
 MAX_LIPSUM_WORDS = 100_000
 # A last resort for work the step count does not see.
 MAX_SECONDS = 10.0
+# One eval row renders many templates when a pipeline loops (`for_each`: every item renders
+# its step's inputs and prompt): the row as a whole has a budget too, so a loop cannot
+# multiply the limits of one render by its number of items.
+MAX_ROW_STEPS = 4 * MAX_STEPS
+MAX_ROW_WRITTEN = MAX_WRITTEN
+MAX_ROW_SECONDS = 3 * MAX_SECONDS
 
 _FIX_SIZE = "a prompt cannot hold that much: make the numbers, widths and repetitions smaller"
 
@@ -96,14 +103,68 @@ class TemplateTooBig(Exception):
 
 
 @dataclass
+class RowBudget:
+    """What all the renders of one row have spent (see `row_budget`). Time counts only
+    while a template renders: the row's requests may take as long as they take."""
+
+    seconds: float = 0.0
+    steps: int = 0
+    written: int = 0
+
+    def charge(self, steps: int, rendering_for: float) -> None:
+        self.steps += steps
+        if self.steps > MAX_ROW_STEPS:
+            raise TemplateTooBig(f"the templates of one row take more than {MAX_ROW_STEPS:,} "
+                                 "steps in all (every item of a for_each renders its step)",
+                                 fix="loop over fewer items, or make each item's templates "
+                                 "smaller")
+        if self.seconds + rendering_for > MAX_ROW_SECONDS:
+            raise TemplateTooBig(f"the templates of one row take more than {MAX_ROW_SECONDS:g} "
+                                 "seconds in all (every item of a for_each renders its step)",
+                                 fix="loop over fewer items, or make each item's templates "
+                                 "smaller")
+
+    def write(self, chars: int) -> None:
+        self.written += chars
+        if self.written > MAX_ROW_WRITTEN:
+            raise TemplateTooBig(f"the templates of one row write more than "
+                                 f"{MAX_ROW_WRITTEN:,} characters in all (every item of a "
+                                 "for_each renders its step)",
+                                 fix="loop over fewer items, or make each item's text shorter")
+
+
+_ROW: contextvars.ContextVar[RowBudget | None] = contextvars.ContextVar("promptctl_row_budget",
+                                                                       default=None)
+
+
+@contextlib.contextmanager
+def row_budget() -> Iterator[RowBudget]:
+    """Every render inside this block (tasks it starts included: they copy the context)
+    also spends from one budget for the row."""
+    budget = RowBudget()
+    token = _ROW.set(budget)
+    try:
+        yield budget
+    finally:
+        _ROW.reset(token)
+
+
+@dataclass
 class _Budget:
-    deadline: float
+    started: float
     steps: int = 0
     written: int = 0
     depth: int = 0
+    row: RowBudget | None = None
+
+    @property
+    def deadline(self) -> float:
+        return self.started + MAX_SECONDS
 
     def charge(self, steps: int) -> None:
         self.steps += steps
+        if self.row is not None:
+            self.row.charge(steps, time.monotonic() - self.started)
         if self.steps > MAX_STEPS:
             raise TemplateTooBig(f"rendering takes more than {MAX_STEPS:,} steps (loops, calls "
                                  "and filters on large values)",
@@ -116,6 +177,8 @@ class _Budget:
 
     def write(self, chars: int) -> None:
         self.written += chars
+        if self.row is not None:
+            self.row.write(chars)
         if self.written > MAX_WRITTEN:
             raise TemplateTooBig(f"rendering writes more than {MAX_WRITTEN:,} characters")
 
@@ -895,11 +958,14 @@ def _make_environment() -> Any:
 
     class Template(jinja2.Template):
         def render(self, *args: Any, **kwargs: Any) -> str:
-            token = _BUDGET.set(_Budget(deadline=time.monotonic() + MAX_SECONDS))
+            budget = _Budget(started=time.monotonic(), row=_ROW.get())
+            token = _BUDGET.set(budget)
             try:
                 return str(super().render(*args, **kwargs))
             finally:
                 _BUDGET.reset(token)
+                if budget.row is not None:
+                    budget.row.seconds += time.monotonic() - budget.started
 
     def checked_concat(pieces: Iterable[str]) -> str:
         out: list[str] = []
