@@ -11,10 +11,14 @@ a sane size: a FIFO would hang, /dev/zero would never end.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from promptctl.errors import InputError, display_path
 
@@ -54,6 +58,34 @@ def project_path(path: str | Path, base: Path) -> Path:
     return base / Path(path).expanduser() if not Path(path).is_absolute() else Path(path)
 
 
+class ProjectFiles(Protocol):
+    """The project's files as some commit has them (see `reading_from`)."""
+
+    root: Path
+    where: str  # e.g. "at main (0a1b2c3d4e5f)", for messages
+
+    def read(self, path: Path, max_bytes: int) -> bytes | None:
+        """The file's bytes at that commit, None when it has none there; InputError for a
+        link, a folder or a file over `max_bytes`."""
+        ...
+
+
+_FILES_FROM: contextvars.ContextVar[ProjectFiles | None] = contextvars.ContextVar(
+    "promptctl_files_from", default=None)
+
+
+@contextlib.contextmanager
+def reading_from(files: ProjectFiles) -> Iterator[None]:
+    """Inside this block, every file the project names (`read_file` with a root) is read
+    from `files` instead of the work tree: a version at a commit is loaded whole from that
+    commit, its judges' and scorers' files included, never half from the work tree."""
+    token = _FILES_FROM.set(files)
+    try:
+        yield
+    finally:
+        _FILES_FROM.reset(token)
+
+
 def is_inside(path: Path, root: Path) -> bool:
     """Whether `path`, with every symbolic link resolved, lies inside `root`."""
     real = Path(os.path.realpath(path))
@@ -86,6 +118,9 @@ def read_file(path: Path, *, what: str, max_bytes: int, root: Path | None = None
     file itself.
     """
     fail = _Failure(path, what, ref)
+    committed = _FILES_FROM.get()
+    if root is not None and committed is not None:
+        return _read_committed(committed, path, root, fail, what, max_bytes)
     if root is not None and not is_inside(path, root):
         inside_as_named = Path(os.path.abspath(path)).is_relative_to(os.path.realpath(root)) or \
             Path(os.path.abspath(path)).is_relative_to(os.path.abspath(root))
@@ -133,6 +168,21 @@ def read_file(path: Path, *, what: str, max_bytes: int, root: Path | None = None
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+def _read_committed(files: ProjectFiles, path: Path, root: Path, fail: _Failure, what: str,
+                    max_bytes: int) -> bytes:
+    # A commit's tree has no links to follow (reading one is refused), so inside is by name.
+    lexical = Path(os.path.normpath(os.path.abspath(path)))
+    if not lexical.is_relative_to(Path(os.path.abspath(files.root))) \
+            or not Path(os.path.abspath(root)).is_relative_to(Path(os.path.abspath(files.root))):
+        raise fail(f"lies outside the project (the project root is {files.root})",
+                   f"keep the {what} inside the project and name it by a path relative to the "
+                   "naming file")
+    data = files.read(lexical, max_bytes)
+    if data is None:
+        raise fail(f"did not exist {files.where}", "choose a ref where it exists")
+    return data
 
 
 def _check_stat(st: os.stat_result, fail: _Failure, max_bytes: int) -> None:

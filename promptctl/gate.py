@@ -1,11 +1,12 @@
 """The CI gate behind `promptctl check`: which prompts a change affects, and whether they pass.
 
-A prompt is affected when its file or the eval set it names differs between
-the base commit and the work tree (prompts have no include mechanism, so those
-two files are all of a prompt's inputs). For each affected prompt the current
-version is evaluated (the completion cache makes a re-run free), the baseline
-is taken from the store (a complete run of the same prompt bytes, eval set
-bytes and model) or evaluated from git's object store at the base commit, and
+A prompt (or pipeline) is affected when one of its inputs differs between the
+base commit and the work tree: its file, its eval set, and the files
+`target.inputs_of` lists (a pipeline's prompts, judge prompts, scorers). For
+each affected prompt the current version is evaluated (the completion cache
+makes a re-run free), the baseline is taken from the store (a complete run of
+the same version, which covers those files, eval set and model) or evaluated
+from git's object store at the base commit, every input read there, and
 the prompt's `thresholds` are applied:
 
 - `{metric: {min, max}}` on the current value;
@@ -70,7 +71,15 @@ from promptctl.results import (
 from promptctl.runs import row_errors
 from promptctl.selection import standing_run
 from promptctl.store import RunRecord, Store
-from promptctl.target import Target, evalset_of, load_target, model_of, target_at_ref
+from promptctl.target import (
+    Target,
+    evalset_of,
+    inputs_of,
+    load_target,
+    model_of,
+    rel_in,
+    target_at_ref,
+)
 
 DEFAULT_SIGNIFICANCE = 0.05
 DEFAULT_BASES = ("origin/main", "main")
@@ -206,6 +215,30 @@ def _pipeline_prompts(data: bytes, rel: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _input_reasons(repo: Repo, commit: str, path: Path, base_path: Path) -> list[str] | None:
+    """What changed among the files a target's result depends on besides its own file and
+    eval set (`target.inputs_of`: a pipeline's prompts, judge prompts, scorers), between
+    `commit` and the work tree; None when either version cannot be loaded."""
+    root = repo.root
+    try:
+        now = inputs_of(load_target(path))[1:]
+        then = inputs_of(target_at_ref(base_path, commit, with_evalset=False).target)[1:]
+        now_rels = {rel_in(f, root): what for f, what in now}
+        then_rels = {rel_in(f, root): what for f, what in then}
+    except PromptctlError:
+        return None
+    reasons = []
+    for rel, what in now_rels.items():
+        if rel not in then_rels:
+            reasons.append(f"{what} {rel} is new" if repo.read(commit, rel) is None
+                           else f"uses {what} {rel}")
+        elif _read(root / rel) != repo.read(commit, rel):
+            reasons.append(f"{what} {rel} changed")
+    reasons += [f"no longer uses {what} {rel}" for rel, what in then_rels.items()
+                if rel not in now_rels]
+    return reasons
+
+
 def find_affected(repo: Repo, commit: str, selected: list[str]) -> tuple[
         list[Candidate], list[dict[str, Any]], list[dict[str, Any]]]:
     """(affected prompts, unchanged prompts, deleted prompts) between `commit` and the work tree.
@@ -260,8 +293,13 @@ def find_affected(repo: Repo, commit: str, selected: list[str]) -> tuple[
                 reasons.append("new prompt")
         if base_data is not None and base_data != data:
             reasons.append("prompt file changed")
-        if base_data is not None and is_pipeline_text(data):
-            # A pipeline's inputs are its file, its eval set and every prompt it uses.
+        inputs = _input_reasons(repo, commit, path, root / base_rel) \
+            if base_data is not None and base_rel is not None else None
+        if inputs is not None:
+            reasons += inputs
+        elif base_data is not None and is_pipeline_text(data):
+            # Either version cannot be loaded (its error is reported when it is evaluated):
+            # a pipeline's prompts are still read from its file.
             for prompt_rel in _pipeline_prompts(data, rel):
                 then = repo.read(commit, prompt_rel)
                 if then is None:

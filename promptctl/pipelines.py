@@ -31,6 +31,7 @@ from promptctl.prompts import (
     _check_thresholds,
     check_header,
     check_metrics,
+    inputs_version,
     load_prompt,
     unique_paths,
 )
@@ -600,7 +601,9 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
     model = raw.get("model") or (models.pop() if len(models) == 1 else None)
     return Pipeline(
         path=path, name=name, source=text,
-        version=pipeline_version(hashlib.sha256(data).hexdigest(), prompts),
+        version=pipeline_version(inputs_version(hashlib.sha256(data).hexdigest(),
+                                                [f for m in configured for f in m.files], root),
+                                 prompts),
         steps=steps, output=output, output_spec=spec, description=raw.get("description") or "",
         model=model, metrics=metrics,
         evalset=(path.parent / evalset) if evalset else None,

@@ -485,7 +485,8 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
     prompt = Prompt(
         path=path,
         name=name,
-        version=hashlib.sha256(data).hexdigest(),
+        version=inputs_version(hashlib.sha256(data).hexdigest(),
+                               [f for m in configured for f in m.files], root or project_root(path)),
         source=text,
         messages=_check_messages(raw.get("messages"), path, lines),
         description=raw.get("description") or "",
@@ -502,6 +503,25 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
     )
     _ = prompt._templates  # compile now so syntax errors surface at load time
     return prompt
+
+
+def inputs_version(own_sha: str, files: Iterable[Path], root: Path) -> str:
+    """A version that changes when the file or any file its results depend on (a judge
+    prompt, a scorer) changes: the file's own sha256 when it names none, else a sha256 over
+    it and each such file's path and sha256."""
+    parts = []
+    for f in unique_paths(list(files)):
+        try:
+            digest = hashlib.sha256(read_file(f, what="file", max_bytes=MAX_PROMPT_BYTES,
+                                              root=root)).hexdigest()
+        except InputError:
+            digest = "unreadable"  # loading the metric says why, naming the line
+        rel = Path(os.path.abspath(f)).relative_to(os.path.abspath(root)).as_posix() \
+            if Path(os.path.abspath(f)).is_relative_to(os.path.abspath(root)) else f.as_posix()
+        parts.append(f"{rel}\0{digest}\n")
+    if not parts:
+        return own_sha
+    return hashlib.sha256(f"{own_sha}\n{''.join(sorted(parts))}".encode()).hexdigest()
 
 
 def load_prompt(path: str | Path, root: Path | None = None, *, ref: Reference | None = None) -> Prompt:

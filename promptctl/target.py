@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 from promptctl.errors import InputError, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset_bytes
-from promptctl.files import Reference
-from promptctl.gitinfo import GitState, open_repo
+from promptctl.files import Reference, reading_from
+from promptctl.gitinfo import GitState, Repo, open_repo
 from promptctl.metrics.registry import Metric
 from promptctl.pipelines import (
     Pipeline,
@@ -126,6 +126,16 @@ class Target(Protocol):
         ...
 
 
+def inputs_of(target: Target) -> list[tuple[Path, str]]:
+    """Every file the target's result depends on, each with what it is ("prompt file",
+    "pipeline file", "prompt", "judge prompt", "scorer"), the target's own file first; its
+    eval set apart. The one list `check`, `eval --ref` and stored runs go by."""
+    kinds = {f: "judge prompt" if m.kind == "llm_judge" else "scorer" if m.kind == "custom"
+             else f"{m.kind} file" for m in target.all_configured_metrics for f in m.files}
+    own = f"{target.kind} file"
+    return [(f, own if f == target.path else kinds.get(f, "prompt")) for f in target.files]
+
+
 def metric_identities(target: Target) -> dict[str, Any]:
     """What defines the target's configured metrics (a judge prompt's sha256), recorded when a
     run starts so a resume can tell whether they changed."""
@@ -201,6 +211,19 @@ def rel_in(path: Path, root: Path) -> str:
                          fix="use a path inside the repository") from None
 
 
+class CommitFiles:
+    """The project's files at one commit, for `files.reading_from`."""
+
+    def __init__(self, repo: Repo, commit: str, ref: str) -> None:
+        self.repo, self.commit = repo, commit
+        self.root = repo.root
+        self.where = f"at {ref} ({commit[:12]})" if not commit.startswith(ref) \
+            else f"at {commit[:12]}"
+
+    def read(self, path: Path, max_bytes: int) -> bytes | None:
+        return self.repo.read(self.commit, rel_in(path, self.root), max_bytes=max_bytes)
+
+
 def target_at_ref(path: str | Path, ref: str, *, with_evalset: bool = True) -> TargetAt:
     """The prompt or pipeline at `path` as committed at `ref`, with the prompts it names and
     its eval set at the same commit, read from git without touching the work tree (safe in a
@@ -221,8 +244,14 @@ def target_at_ref(path: str | Path, ref: str, *, with_evalset: bool = True) -> T
                              file=where.file, line=where.line, fix="choose a ref where it exists")
         return parse_prompt(blob, p, repo.root)
 
-    target: Target = parse_pipeline(data, path, repo.root, load=load) if is_pipeline_text(data) \
-        else parse_prompt(data, path)
+    # Judges, scorers and few-shot files come from the same commit as the file naming them;
+    # scorers are loaded now, while the commit is the source (they load lazily otherwise).
+    with reading_from(CommitFiles(repo, commit, ref)):
+        target: Target = parse_pipeline(data, path, repo.root, load=load) \
+            if is_pipeline_text(data) else parse_prompt(data, path)
+        for metric in target.all_configured_metrics:
+            if metric.kind == "custom" and metric.check is not None:
+                metric.check()
     evalset = None
     if with_evalset and target.evalset is not None:
         try:
