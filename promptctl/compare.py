@@ -430,6 +430,9 @@ def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
                    "paired, and an edited row compares different questions")
     if run_a["model"] != run_b["model"]:
         out.append(f"different models: {run_a['model']} vs {run_b['model']}")
+    elif (run_a.get("base_url") or None) != (run_b.get("base_url") or None):
+        out.append(f"different servers for {run_a['model']}: {run_a.get('base_url') or '-'} vs "
+                   f"{run_b.get('base_url') or '-'}")
     for side, run in (("A", run_a), ("B", run_b)):
         if run["git_dirty"]:
             out.append(f"{side} ({run['id']}) ran on a dirty work tree: its commit does not "

@@ -202,6 +202,8 @@ class RunResult:
     git_branch: str | None
     model: str
     endpoint: str | None
+    # The server the requests went to (a URL without credentials): part of what a run is.
+    base_url: str | None
     evalset_path: str | None
     evalset_version: str | None
     parent_run: str | None
@@ -301,6 +303,7 @@ def read_run(record: Mapping[str, Any]) -> RunResult:
         git_branch=read.text(record.get("git_branch"), "git_branch"),
         model=read.text(record.get("model"), "model", optional=False) or "",
         endpoint=read.text(record.get("endpoint"), "endpoint"),
+        base_url=read.text(record.get("base_url"), "base_url"),
         evalset_path=read.text(record.get("evalset_path"), "evalset_path"),
         evalset_version=read.text(record.get("evalset_version"), "evalset_version"),
         parent_run=read.text(record.get("parent_run"), "parent_run"),

@@ -135,6 +135,23 @@ class Sides:
     say: SayFn = field(default=lambda _m: None)
     notes: list[str] = field(default_factory=list)
     version: str | None = None
+    # Runs chosen for a git ref, by id: the ref.
+    by_refs: dict[str, str] = field(default_factory=dict)
+
+    def same_model(self, a_id: str, b_id: str) -> None:
+        """Two versions at git refs, each with the model its own file names, are compared
+        only when that is one model: otherwise the diff would measure the model change and
+        the prompt change together, and call it the prompt's."""
+        if a_id not in self.by_refs or b_id not in self.by_refs:
+            return
+        ma, mb = self.store.get_run(a_id)["model"], self.store.get_run(b_id)["model"]
+        if ma != mb:
+            raise InputError(f"the two versions name different models ({ma} at "
+                             f"{self.by_refs[a_id]}, {mb} at {self.by_refs[b_id]}): a diff of "
+                             "two refs compares them on one model",
+                             fix=f"pass --model {ma} (or --model {mb}) to evaluate both versions "
+                             f"with it; to compare the two runs as they are: promptctl diff "
+                             f"run:{a_id} run:{b_id}")
 
     def _eval_command(self, ref: str | None, model: str | None) -> str:
         assert self.prompt is not None
@@ -210,12 +227,24 @@ class Sides:
         version = at.target.version if at is not None else None
         set_version = at.evalset.version if at is not None and at.evalset is not None else None
         found = standing_run(self.store, self.prompt.name, version=version,
-                             evalset_version=set_version, model=wanted, commit=commit)
+                             evalset_version=set_version, model=wanted, commit=commit,
+                             base_url=self._server(wanted))
         if found is None and model is None and wanted is not None:
-            found = standing_run(self.store, self.prompt.name, version=version, commit=commit)
+            # A run at that commit with another model (or server) is not this side: say so
+            # rather than compare something the user did not ask for.
+            other = standing_run(self.store, self.prompt.name, version=version, commit=commit)
+            if other is not None:
+                run = other.run
+                raise InputError(
+                    f"no stored run of {self.prompt.name!r} at {ref} ({commit[:12]}) with "
+                    f"{wanted} on {self._server(wanted) or 'its server'}; run {run['id']} there "
+                    f"used {run['model']} on {run.get('base_url') or 'another server'}",
+                    fix=f"compare one model on both sides with --model {run['model']}, or "
+                    f"evaluate this one: {self._eval_command(ref, wanted)}")
         if found is not None:
             if found.note:
                 self.notes.append(found.note)
+            self.by_refs[str(found.run["id"])] = ref
             return str(found.run["id"])
         missing = (f"no stored run of {self.prompt.name!r} at {ref} ({commit[:12]})"
                    + (f" with model {wanted}" if wanted else ""))
@@ -232,14 +261,17 @@ class Sides:
             raise InputError(f"the prompt at {ref} names no eval set", file=self.prompt.path,
                              fix=f"run: {command} --evalset FILE")
         self.say(f"{missing}: evaluating it now ({command})")
-        return self._evaluate(at.target, at.evalset, wanted, at.git, f"at {ref}")
+        run_id = self._evaluate(at.target, at.evalset, wanted, at.git, f"at {ref}")
+        self.by_refs[run_id] = ref
+        return run_id
 
     def by_model(self, model: str) -> str:
         """The run of the prompt's current version with `model`."""
         assert self.prompt is not None
         prompt = load_target(self.prompt.path) if self.prompt.path is not None else None
         found = standing_run(self.store, self.prompt.name, model=model,
-                             version=prompt.version if prompt else self.version)
+                             version=prompt.version if prompt else self.version,
+                             base_url=self._server(model))
         if found is not None:
             return str(found.run["id"])
         command = self._eval_command(None, model)
@@ -251,6 +283,16 @@ class Sides:
                              + ("  (or add --run-missing to diff)" if prompt else ""))
         self.say(f"{missing}: evaluating it now ({command})")
         return self._evaluate(prompt, None, model, None, "now")
+
+    def _server(self, model: str | None) -> str | None:
+        """The server `model` is sent to now (a run against another server under the same
+        model name is another side), or None when it cannot be told."""
+        if model is None:
+            return None
+        try:
+            return resolve_model(model, self.config).cache_url
+        except InputError:
+            return None
 
     def are_models(self, tokens: list[str]) -> bool:
         """True when every one of `tokens` is neither a run id nor a git ref, but a model that
@@ -315,6 +357,8 @@ def diff(store: Store, config: Config, a: str | None, b: str | None, *, prompt: 
     elif a is not None and b is not None and len(models) <= 1:
         one = models[0] if models else None
         a_id, b_id = sides.run_or_ref(a, one), sides.run_or_ref(b, one)
+        if one is None:
+            sides.same_model(a_id, b_id)
     else:
         raise InputError("diff needs two runs (A B), or --prompt with --model twice",
                          fix="e.g. promptctl diff RUN_A RUN_B, promptctl diff main HEAD --prompt NAME, "

@@ -33,6 +33,7 @@ def run_json(run: RunResult) -> dict[str, Any]:
         "git_branch": run.git_branch,
         "model": run.model,
         "endpoint": run.endpoint,
+        "base_url": run.base_url,
         "evalset": run.evalset_path,
         "evalset_version": run.evalset_version,
         "status": run.status,

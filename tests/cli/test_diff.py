@@ -14,6 +14,7 @@ import pytest
 
 from tests.fakeserver import FakeOpenAI, last_user_message
 from tests.helpers import GitRepo, eval_run, git, git_identity, git_init, invoke, use_fake_openai
+from tests.helpers import runs_json as helpers_runs_json
 from tests.render import gfm
 from tests.test_stats import binomial_two_sided
 
@@ -317,3 +318,55 @@ def test_an_ambiguous_run_prefix_says_so(repo: Repo) -> None:
         common += x
     assert common  # ids share their leading time digits
     assert "ambiguous" in invoke("diff", common, second["id"], code=2).stderr
+
+
+# --- what a side is: model and server ------------------------------------------------------------
+
+
+def test_refs_whose_versions_name_different_models_are_refused(repo: Repo) -> None:
+    repo.write("prompts/score.yaml", prompt_text("V3").replace("model: gpt-4o-mini",
+                                                              "model: gpt-4o"))
+    repo.commit("switch the model")
+    eval_ref("HEAD~1")
+    eval_ref("HEAD")
+    err = invoke("diff", "HEAD~1", "HEAD", "--prompt", "score", code=2).stderr
+    assert "name different models (gpt-4o-mini at HEAD~1, gpt-4o at HEAD)" in err
+    assert "--model gpt-4o-mini" in err and "promptctl diff run:" in err
+    eval_ref("HEAD", "--model", "gpt-4o-mini")
+    one = diff_json("HEAD~1", "HEAD", "--prompt", "score", "--model", "gpt-4o-mini")
+    assert one["a"]["model"] == one["b"]["model"] == "gpt-4o-mini"
+
+
+def test_a_ref_with_only_another_models_run_is_not_taken_for_it(repo: Repo) -> None:
+    eval_ref("HEAD")
+    eval_ref("HEAD~2", "--model", "gpt-4o")  # the only run at V1 is of another model
+    err = invoke("diff", "HEAD~2", "HEAD", "--prompt", "score", code=2).stderr
+    assert "with gpt-4o-mini" in err and "used gpt-4o" in err
+    assert "--model gpt-4o" in err
+
+
+def test_a_run_on_another_server_is_another_side(
+        repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOpenAI() as other:
+        other.responder = lambda body: "Answer: 0"
+        monkeypatch.setenv("OPENAI_BASE_URL", other.base_url)
+        elsewhere = eval_ref("HEAD")
+        other_url = other.base_url.rstrip("/")
+        assert elsewhere["base_url"] == other_url
+    monkeypatch.setenv("OPENAI_BASE_URL", repo.server.base_url)
+    # The stored run of that version and model is from another server: not this side.
+    err = invoke("diff", "HEAD~2", "HEAD", "--prompt", "score", code=2).stderr
+    assert "no stored run of 'score' at HEAD~2" in err
+    eval_ref("HEAD~2")
+    assert "no stored run of 'score' at HEAD " in invoke(
+        "diff", "HEAD~2", "HEAD", "--prompt", "score", code=2).stderr + " "
+    here = eval_ref("HEAD")
+    assert here["base_url"] == repo.server.base_url.rstrip("/")
+    result = diff_json("HEAD~2", "HEAD", "--prompt", "score")
+    assert result["b"]["id"] == here["id"]
+    # Two runs given by id may differ in server: that is said.
+    warned = diff_json(here["id"], elsewhere["id"])["warnings"]
+    assert any("different servers for gpt-4o-mini" in w for w in warned)
+    shown = helpers_runs_json()
+    assert {r["base_url"] for r in shown} == {other_url,
+                                               repo.server.base_url.rstrip("/")}

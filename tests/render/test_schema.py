@@ -154,7 +154,8 @@ def test_every_reference_resolves() -> None:
 RUN: dict[str, Any] = {
     "id": "01abc", "prompt": "echo", "prompt_path": "prompts/echo.yaml", "prompt_version": "0" * 64,
     "git_commit": None, "git_dirty": None, "git_branch": None, "model": "gpt-4o-mini",
-    "endpoint": "openai", "evalset": "evalsets/echo.jsonl", "evalset_version": "1" * 64,
+    "endpoint": "openai", "base_url": "https://api.openai.com/v1",
+    "evalset": "evalsets/echo.jsonl", "evalset_version": "1" * 64,
     "status": "complete",
     "coverage": {"full": True, "rows": 1, "planned": 1, "evalset_rows": 1, "limit": None},
     "kind": "prompt", "parent_run": None, "created_at": "2026-01-01T00:00:00.000Z", "n": 1,
