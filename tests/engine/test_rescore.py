@@ -41,7 +41,8 @@ def test_rescore_after_a_judge_change_sends_only_judge_requests(
     assert new["metrics"]["long"]["value"] == pytest.approx(3 / 5)  # type: ignore[index]
     assert new["metrics"]["exact_match"]["value"] == 1.0  # type: ignore[index]
     assert new["parent_run"] == old["id"]
-    assert new["prompt_version"] == old["prompt_version"]
+    # The version covers the judge: the rescored run stands for the prompt with the new one.
+    assert new["prompt_version"] != old["prompt_version"]
     assert new["scorers"]["gpt-4o"]["requests"] == 5  # type: ignore[index]
     rows = {r["row_id"]: r for r in show_rows(str(new["id"]))}
     assert rows["r1"]["completion"] == "echo: Question one"
@@ -53,6 +54,9 @@ def test_rescore_after_a_judge_change_sends_only_judge_requests(
     assert judged_api.count == count
     assert again["metrics"]["long"]["value"] == pytest.approx(3 / 5)  # type: ignore[index]
     assert {r["id"] for r in runs_json()} == {old["id"], new["id"], again["id"]}
+    # An eval of the files as they are now is that same version (and sends nothing).
+    assert eval_run("prompts/echo.yaml")["prompt_version"] == new["prompt_version"]
+    assert judged_api.count == count
 
 
 def test_rescore_reads_a_changed_output_pattern(project: Path, judged_api: FakeOpenAI) -> None:
