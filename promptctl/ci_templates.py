@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promptctl import install_command
+from promptctl import index_install_command
 from promptctl.config import CONFIG_FILE
 from promptctl.errors import InputError
 from promptctl.project import PROMPTS_DIR
@@ -106,7 +106,7 @@ jobs:
 """
 
 
-WORKFLOW = WORKFLOW.replace("INSTALL_COMMAND", install_command("report"))
+WORKFLOW = WORKFLOW.replace("INSTALL_COMMAND", index_install_command("report"))
 
 
 def is_project(directory: Path) -> bool:

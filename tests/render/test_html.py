@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from promptctl import install_command
 from promptctl.render.html import CSP, render_report, row_failed, sanitize_svg, text
 from tests.checkrepo import Repo, prompt_text
 from tests.fakeserver import FakeOpenAI, last_user_message
@@ -712,7 +713,7 @@ def test_without_the_report_extra_the_error_names_the_install_command(
     done = subprocess.run([sys.executable, "-c", WITHOUT_CHARTS, *args], cwd=project.root, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
-    assert "pip install 'promptctl-eval[report]==" in done.stderr
+    assert install_command("report") in done.stderr
     assert "Traceback" not in done.stderr
     assert not (project.root / "r.html").exists()
 
