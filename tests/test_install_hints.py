@@ -3,6 +3,7 @@ index once released, else a checkout's root; and the README says the same."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import promptctl
-from promptctl import __version__, index_install_command, install_command
+from promptctl import RELEASED, __version__, index_install_command, install_command
 from tests.helpers import REPO
 
 
@@ -63,3 +64,22 @@ def test_a_copy_beside_another_projects_pyproject_has_no_source_tree(tmp_path: P
 def test_a_copy_beside_promptctls_pyproject_is_a_source_tree(tmp_path: Path) -> None:
     found = _source_tree_of_a_copy(tmp_path, (REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert Path(found) == tmp_path.resolve()
+
+
+# A pinned install from the index, written as a command (the workflow's comment shows one as
+# what to write once the version is released: a line that starts with #).
+PINNED = re.compile(r"^(?!\s*#).*pip install '?promptctl-eval\S*==", re.MULTILINE)
+
+
+def test_the_readme_names_an_index_install_only_once_released() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    if RELEASED:
+        assert "not on the package index yet" not in readme
+    else:
+        assert PINNED.findall(readme) == []
+        assert "pip install -e '.[report]'" in readme
+
+
+def test_the_pinned_pattern_finds_a_pinned_install() -> None:
+    assert PINNED.findall("run: pip install 'promptctl-eval[report]==0.2.0'\n")
+    assert not PINNED.findall("        #   run: pip install 'promptctl-eval[report]==0.2.0'\n")
