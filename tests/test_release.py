@@ -1,5 +1,5 @@
-"""The distribution checks of .ci/run (scripts/smoke_wheel.py: here its checks that need no
-build, no venv and no network)."""
+"""The release workflow and the distribution checks it shares with .ci/run
+(scripts/smoke_wheel.py: here its checks that need no build, no venv and no network)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import tomllib
 import zipfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+import yaml
 
 from promptctl import __version__
 from tests.helpers import REPO
@@ -73,6 +75,38 @@ def test_a_tag_that_is_not_a_release_is_refused(tag: str, installed: str, releas
 def test_the_package_names_one_version() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert pyproject["project"]["version"] == __version__
+
+
+def _release() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(
+        (REPO / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8"))
+    return document
+
+
+def test_the_release_runs_on_version_tags_only() -> None:
+    document = _release()
+    # YAML 1.1 reads the key `on` as True; GitHub reads it as "on".
+    trigger = document.get("on", document.get(True))
+    assert trigger == {"push": {"tags": ["v*"]}}
+    assert document["permissions"] == {"contents": "read"}
+
+
+def test_the_release_checks_before_it_publishes_with_trusted_publishing() -> None:
+    jobs = _release()["jobs"]
+    runs = [s.get("run", "") for s in jobs["build"]["steps"]]
+    assert "python -m build" in runs
+    assert "twine check --strict dist/*" in runs
+    assert 'python scripts/smoke_wheel.py dist --tag "$TAG"' in runs
+    [tagged] = [s for s in jobs["build"]["steps"] if "smoke_wheel.py" in s.get("run", "")]
+    assert tagged["env"]["TAG"] == "${{ github.ref_name }}"
+    publish = jobs["publish"]
+    assert publish["needs"] == "build"
+    assert publish["environment"]["name"] == "pypi"
+    assert publish["permissions"] == {"id-token": "write"}
+    uses = [s.get("uses", "") for s in publish["steps"]]
+    assert uses[-1] == "pypa/gh-action-pypi-publish@release/v1"
+    # Trusted publishing: no token is passed to the upload.
+    assert "with" not in publish["steps"][-1] and "secrets." not in str(publish)
 
 
 def test_ci_builds_and_smoke_checks_the_wheel_too() -> None:
