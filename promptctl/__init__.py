@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 __version__ = "0.2.0"
-# The name on the package index: `promptctl` there is an unrelated project, so every install
-# instruction names this distribution, pinned to this version.
+# The name on the package index: `promptctl` there is an unrelated project, so an install from
+# the index names this distribution, pinned to this version.
 DISTRIBUTION = "promptctl-eval"
 # Whether this version can be installed from the package index. Nothing offline can tell, so it
-# is stated here: the commit that sets a version for release sets this True, and the release
-# workflow refuses a tag while it is False (docs/releasing.md). Install hints and the workflow
+# is stated here: the first release's commit sets it True for good, and the release workflow
+# refuses a tag while it is False (docs/releasing.md). Install hints and the workflow
 # `init --github` writes print a pinned install from the index only when it is True.
 RELEASED = False
 
