@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promptctl import install_command
+from promptctl import RELEASED, __version__, index_install_command
 from promptctl.config import CONFIG_FILE
 from promptctl.errors import InputError
 from promptctl.project import PROMPTS_DIR
@@ -13,7 +13,7 @@ WORKFLOW_PATH = Path(".github") / "workflows" / "promptctl.yml"
 
 # Values from the event reach the shell through env:, never pasted into the
 # script, so a branch name cannot inject commands.
-WORKFLOW = """\
+WORKFLOW_TEMPLATE = """\
 # promptctl: evaluate every prompt a pull request changes and gate it on the
 # thresholds in its prompt file. Needs the repository secret OPENAI_API_KEY
 # (or the keys your promptctl.yaml endpoints name, passed the same way).
@@ -47,11 +47,7 @@ jobs:
         with:
           python-version: "3.12"
 
-      - name: Install promptctl
-        # promptctl-eval is promptctl's name on the package index (`promptctl` there is
-        # another project); pinned to the version that wrote this workflow.
-        run: INSTALL_COMMAND
-
+INSTALL_STEP
       # A shared PostgreSQL store instead of this cache (README, "Stores"): every
       # job reads and writes the same runs and completions, so a pull request
       # finds the baselines that the main branch's runs stored (evaluate the
@@ -105,8 +101,38 @@ jobs:
         run: gh pr comment "$PR" --edit-last --create-if-none --body-file promptctl-report.md
 """
 
+INSTALL_STEP = """\
+      - name: Install promptctl
+        # promptctl-eval is promptctl's name on the package index (`promptctl` there is
+        # another project); pinned to the version that wrote this workflow.
+        run: INDEX_INSTALL
+"""
 
-WORKFLOW = WORKFLOW.replace("INSTALL_COMMAND", install_command("report"))
+# Before its first release promptctl cannot be installed from the index, and the workflow runs
+# in the user's repository, where no checkout of promptctl is at hand: the step names what to
+# write and stops with a message saying so, rather than run a pip command that fails obscurely.
+UNRELEASED_INSTALL_STEP = """\
+      - name: Install promptctl
+        # Set this step's command before the workflow's first run: promptctl VERSION, which
+        # wrote this workflow, is not on the package index yet, so install it from the git
+        # repository you have it from, pinned to a tag or commit, with its report extra:
+        #   run: pip install 'promptctl-eval[report] @ git+https://github.com/OWNER/REPO@COMMIT'
+        # Once VERSION is released (promptctl-eval is promptctl's name on the package index;
+        # `promptctl` there is another project):
+        #   run: INDEX_INSTALL
+        run: echo "::error::set the promptctl install command in the step Install promptctl" && exit 1
+"""
+
+
+def workflow(released: bool | None = None) -> str:
+    """The workflow's text: it installs this version from the package index once released
+    (RELEASED unless `released` says otherwise)."""
+    step = INSTALL_STEP if (RELEASED if released is None else released) else UNRELEASED_INSTALL_STEP
+    step = step.replace("INDEX_INSTALL", index_install_command("report"))
+    return WORKFLOW_TEMPLATE.replace("INSTALL_STEP", step.replace("VERSION", __version__))
+
+
+WORKFLOW = workflow()
 
 
 def is_project(directory: Path) -> bool:
@@ -127,5 +153,5 @@ def write_workflow(directory: Path) -> Path:
     """Write .github/workflows/promptctl.yml under `directory`."""
     target = check_workflow_free(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(WORKFLOW, encoding="utf-8")
+    target.write_text(workflow(), encoding="utf-8")
     return target

