@@ -6,8 +6,9 @@ from pathlib import Path
 
 from promptctl import RELEASED, __version__, index_install_command
 from promptctl.config import CONFIG_FILE
-from promptctl.errors import InputError
-from promptctl.project import PROMPTS_DIR
+from promptctl.errors import InputError, PromptctlError
+from promptctl.project import EVALSETS_DIR, PROMPTS_DIR, TARGET_DIRS, target_files
+from promptctl.target import inputs_of, load_target, rel_in
 
 WORKFLOW_PATH = Path(".github") / "workflows" / "promptctl.yml"
 
@@ -21,10 +22,11 @@ name: promptctl
 
 on:
   pull_request:
+    # Every file a prompt's or pipeline's result depends on (its file, eval set, a
+    # pipeline's prompts, judge prompts, scorers) and promptctl.yaml, as the project
+    # had them when this was written: a folder of inputs added later goes here too.
     paths:
-      - "prompts/**"
-      - "evalsets/**"
-      - ".github/workflows/promptctl.yml"
+PATHS
 
 permissions:
   contents: read
@@ -124,12 +126,43 @@ UNRELEASED_INSTALL_STEP = """\
 """
 
 
-def workflow(released: bool | None = None) -> str:
+def workflow_paths(directory: Path | None = None) -> list[str]:
+    """The pull-request paths that trigger the check: the project's folders of targets and
+    eval sets, promptctl.yaml, this workflow, and the folder of every input of every prompt
+    and pipeline in `directory` (`target.inputs_of`, the list `check` itself goes by). A
+    target that does not load adds its own folder only: `check` reports it."""
+    paths = {f"{d}/**" for d in (*TARGET_DIRS, EVALSETS_DIR)}
+    paths |= {CONFIG_FILE, WORKFLOW_PATH.as_posix()}
+    if directory is not None:
+        root = directory.resolve()
+        for path in target_files(root):
+            try:
+                target = load_target(path, root)
+            except PromptctlError:
+                continue
+            files = [f for f, _ in inputs_of(target)]
+            if target.evalset is not None:
+                files.append(target.evalset)
+            for f in files:
+                try:
+                    rel = rel_in(f, root)
+                except InputError:
+                    continue
+                top = rel.split("/", 1)
+                paths.add(f"{top[0]}/**" if len(top) == 2 else rel)
+    globs = sorted(p for p in paths if p.endswith("/**"))
+    return globs + sorted(p for p in paths if not p.endswith("/**"))
+
+
+def workflow(released: bool | None = None, directory: Path | None = None) -> str:
     """The workflow's text: it installs this version from the package index once released
-    (RELEASED unless `released` says otherwise)."""
+    (RELEASED unless `released` says otherwise), and runs when a pull request touches an
+    input of the project in `directory` (see `workflow_paths`)."""
     step = INSTALL_STEP if (RELEASED if released is None else released) else UNRELEASED_INSTALL_STEP
     step = step.replace("INDEX_INSTALL", index_install_command("report"))
-    return WORKFLOW_TEMPLATE.replace("INSTALL_STEP", step.replace("VERSION", __version__))
+    paths = "\n".join(f'      - "{p}"' for p in workflow_paths(directory))
+    return WORKFLOW_TEMPLATE.replace("INSTALL_STEP", step.replace("VERSION", __version__)) \
+        .replace("PATHS\n", paths + "\n")
 
 
 WORKFLOW = workflow()
@@ -153,5 +186,5 @@ def write_workflow(directory: Path) -> Path:
     """Write .github/workflows/promptctl.yml under `directory`."""
     target = check_workflow_free(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(workflow(), encoding="utf-8")
+    target.write_text(workflow(directory=directory), encoding="utf-8")
     return target

@@ -123,3 +123,30 @@ def test_once_released_the_install_step_pins_the_version_from_the_index(
     assert install_step(text)["run"] == f"pip install 'promptctl-eval[report]=={__version__}'"
     assert "::error::" not in text and "OWNER" not in text
     assert "Install promptctl" not in result.stdout.split("Next steps:")[1]
+
+
+def test_the_workflow_runs_on_every_input_of_the_project(tmp_path: Path) -> None:
+    """Its paths come from the files the prompts' results depend on: a pull request that
+    changes only a judge, a scorer or promptctl.yaml still runs the check."""
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "graders").mkdir()
+    (tmp_path / "code" / "scoring").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "graders" / "judge.yaml").write_text(
+        "model: gpt-4o-mini\nmessages:\n  - {role: user, content: 'Rate {{ answer }}'}\n"
+        "output: {type: number}\n", encoding="utf-8")
+    (tmp_path / "code" / "scoring" / "length.py").write_text(
+        "def score(answer, expected, row):\n    return 1.0\n", encoding="utf-8")
+    (tmp_path / "data" / "qa.jsonl").write_text('{"id": "a", "input": {"q": "x"}}\n',
+                                                encoding="utf-8")
+    (tmp_path / "prompts" / "qa.yaml").write_text(
+        "model: gpt-4o-mini\nmessages:\n  - {role: user, content: '{{ q }}'}\n"
+        "metrics:\n  - format_validity\n  - {name: rated, llm_judge: ../graders/judge.yaml}\n"
+        "  - {name: long, custom: ../code/scoring/length.py:score}\n"
+        "evalset: ../data/qa.jsonl\n", encoding="utf-8")
+    result = run_cli("init", str(tmp_path), "--github")
+    assert result.exit_code == 0, result.output
+    document = yaml.safe_load((tmp_path / WORKFLOW).read_text(encoding="utf-8"))
+    paths = document.get("on", document.get(True))["pull_request"]["paths"]
+    assert {"graders/**", "code/**", "data/**", "prompts/**", "pipelines/**",
+            "promptctl.yaml", ".github/workflows/promptctl.yml"} <= set(paths)
