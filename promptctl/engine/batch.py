@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -25,7 +26,16 @@ from promptctl.engine.send import RowWriter
 from promptctl.errors import InputError
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
-from promptctl.providers.base import BatchAPI, BatchInfo, ChatRequest, ChatResponse, RequestFailed
+from promptctl.providers.base import (
+    ENV_MAX_LINE_BYTES,
+    ENV_MAX_RESULT_BYTES,
+    BatchAPI,
+    BatchInfo,
+    ChatRequest,
+    ChatResponse,
+    ReadLimits,
+    RequestFailed,
+)
 from promptctl.store.keys import cache_key
 from promptctl.work import Key, WorkItem
 
@@ -41,11 +51,13 @@ ENV_MAX_BYTES = "PROMPTCTL_BATCH_MAX_BYTES"
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """Requests and bytes per input file, and seconds between polls."""
+    """Requests and bytes per input file, seconds between polls, and how much of a
+    downloaded file is read."""
 
     max_requests: int = MAX_REQUESTS
     max_bytes: int = MAX_BYTES
     poll_seconds: float = DEFAULT_POLL_SECONDS
+    read: ReadLimits = ReadLimits()
 
     @classmethod
     def from_env(cls) -> BatchLimits:
@@ -57,14 +69,18 @@ class BatchLimits:
                 value = float(raw)
             except ValueError:
                 value = float("nan")
-            if not value >= low:
+            if not value >= low or not math.isfinite(value):
                 raise InputError(f"${name} is {raw!r}: not a number of at least {low:g}",
                                  fix=f"unset {name} or set it to a number >= {low:g}")
             return value
 
+        read = ReadLimits(
+            line_bytes=int(number(ENV_MAX_LINE_BYTES, ReadLimits.line_bytes, 1)),
+            file_bytes=int(number(ENV_MAX_RESULT_BYTES, ReadLimits.file_bytes, 1)))
         return cls(max_requests=int(number(ENV_MAX_REQUESTS, MAX_REQUESTS, 1)),
                    max_bytes=int(number(ENV_MAX_BYTES, MAX_BYTES, 1)),
-                   poll_seconds=number(ENV_POLL, DEFAULT_POLL_SECONDS, 0))
+                   poll_seconds=number(ENV_POLL, DEFAULT_POLL_SECONDS, 0),
+                   read=read)
 
 
 def require_batch(resolved: ResolvedModel) -> None:
@@ -171,6 +187,7 @@ class BatchRun:
             support = self.channel.resolved.backend.batch
             assert support is not None  # require_batch ran before the run was created
             api = support.open(self.channel.resolved)
+            api.limits = self.limits.read
             try:
                 await self._reattach(api)
                 await self._submit_rest(api)

@@ -154,6 +154,24 @@ class BatchInfo:
         return self.status in self.TERMINAL
 
 
+# Environment variables that override ReadLimits (read by the engine, named in messages).
+ENV_MAX_LINE_BYTES = "PROMPTCTL_BATCH_MAX_LINE_BYTES"
+ENV_MAX_RESULT_BYTES = "PROMPTCTL_BATCH_MAX_RESULT_BYTES"
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """The most a batch API reads of one line of a downloaded file, and of one file.
+
+    A chat completion line is a few kilobytes; 16 MiB leaves room for long answers with
+    logprobs while a hostile line cannot fill memory. A file holds one line per request
+    (at most 50,000): 4 GiB is far above any real one, and stops an endless download.
+    """
+
+    line_bytes: int = 16 * 1024 * 1024
+    file_bytes: int = 4 * 1024 * 1024 * 1024
+
+
 class BatchAPI(ABC):
     """A server's asynchronous batch interface (the OpenAI Batch API's shape): a file of
     requests is uploaded and submitted, polled, and its results read back.
@@ -164,6 +182,8 @@ class BatchAPI(ABC):
 
     name: str
     base_url: str
+    # Set by the caller before reading files (`results`, `request_ids`).
+    limits: ReadLimits = ReadLimits()
 
     @abstractmethod
     def request_line(self, custom_id: str, request: ChatRequest) -> bytes:

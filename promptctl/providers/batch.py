@@ -14,7 +14,14 @@ from typing import Any, Final, Protocol
 
 from promptctl.errors import InputError, ProviderError
 from promptctl.providers._openai_wire import chat_response, clean_text, error_message, request_body
-from promptctl.providers.base import BatchAPI, BatchInfo, ChatRequest, ChatResponse, RequestFailed
+from promptctl.providers.base import (
+    ENV_MAX_RESULT_BYTES,
+    BatchAPI,
+    BatchInfo,
+    ChatRequest,
+    ChatResponse,
+    RequestFailed,
+)
 
 
 class ChatClient(Protocol):
@@ -111,21 +118,54 @@ class OpenAIBatches(BatchAPI):
     async def _lines(self, file_id: str) -> AsyncIterator[dict[str, Any]]:
         """Each JSON object line of a file, read as it streams in (an output file may be
         hundreds of megabytes)."""
+        async for raw in self._raw_lines(file_id):
+            doc = _json_line(raw) if raw is not None else None
+            if doc is not None:
+                yield doc
+
+    async def _raw_lines(self, file_id: str) -> AsyncIterator[bytes | None]:
+        """Each line of a file as it streams in; None for a line over `limits.line_bytes`,
+        which is skipped, not held.
+
+        Each chunk is split once and a line spanning chunks is joined once, so the work
+        is linear in the file's size however long its lines are.
+        """
+        what = f"GET /files/{file_id}/content"
+        line_cap, file_cap = self.limits.line_bytes, self.limits.file_bytes
+        parts: list[bytes] = []  # the line so far, when it spans chunks
+        held = 0  # its length; -1 once it is over the cap (the rest of it is dropped)
+        total = 0
         try:
             async with self.client.files.with_streaming_response.content(file_id) as response:
-                rest = b""
                 async for chunk in response.iter_bytes():
-                    lines = (rest + chunk).split(b"\n")
-                    rest = lines.pop()
-                    for raw in lines:
-                        doc = _json_line(raw)
-                        if doc is not None:
-                            yield doc
-                doc = _json_line(rest)
-                if doc is not None:
-                    yield doc
+                    total += len(chunk)
+                    if total > file_cap:
+                        raise ProviderError(
+                            f"endpoint {self.name} ({self.base_url}): {what}: the file is over "
+                            f"{_size(file_cap)} (${ENV_MAX_RESULT_BYTES}); stopped reading it",
+                            fix=f"if the batch's files are really this large, raise "
+                            f"{ENV_MAX_RESULT_BYTES} (bytes) and resume with promptctl eval "
+                            "--resume RUN")
+                    pieces = chunk.split(b"\n")
+                    for piece in pieces[:-1]:
+                        if held < 0 or held + len(piece) > line_cap:
+                            yield None
+                        else:
+                            yield b"".join((*parts, piece)) if parts else piece
+                        parts, held = [], 0
+                    rest = pieces[-1]
+                    if held >= 0 and rest:
+                        if held + len(rest) > line_cap:
+                            parts, held = [], -1
+                        else:
+                            parts.append(rest)
+                            held += len(rest)
+                if held < 0:
+                    yield None
+                elif parts:
+                    yield b"".join(parts)
         except self._openai.APIError as exc:
-            raise self._fail(exc, f"GET /files/{file_id}/content") from None
+            raise self._fail(exc, what) from None
 
     async def request_ids(self, file_id: str) -> AsyncIterator[str]:
         async for doc in self._lines(file_id):
@@ -149,9 +189,13 @@ def _json_line(raw: bytes) -> dict[str, Any] | None:
         return None
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _size(count: int) -> str:
+    return f"{count / (1024 * 1024):g} MiB" if count >= 1024 * 1024 else f"{count:,} bytes"
 
 
 def _result(doc: dict[str, Any]) -> ChatResponse | RequestFailed:
