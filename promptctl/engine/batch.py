@@ -6,6 +6,8 @@ submitted, so an interrupted run resumes by re-attaching to them rather than pay
 same requests twice. Only the evaluated model's requests are batched: a judge's or an
 embeddings model's requests, made while rows are scored, are sent directly and reported
 apart in the run's summary.
+
+The server is not trusted: its answers are checked before they are stored.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +26,7 @@ from promptctl.config import Price
 from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services, close_channels
 from promptctl.engine.plan import RequestPlan
 from promptctl.engine.send import RowWriter
-from promptctl.errors import InputError
+from promptctl.errors import InputError, ProviderError
 from promptctl.prompts import Prompt
 from promptctl.providers import ResolvedModel
 from promptctl.providers.base import (
@@ -35,7 +38,9 @@ from promptctl.providers.base import (
     ChatResponse,
     ReadLimits,
     RequestFailed,
+    is_batch_ref,
 )
+from promptctl.redact import redact
 from promptctl.store.keys import cache_key
 from promptctl.work import Key, WorkItem
 
@@ -118,6 +123,9 @@ class Submitted:
     # The custom ids it holds (read back from its input file after a restart).
     ids: set[str] | None = None
     counts: tuple[int, int, int] = (0, 0, 0)  # completed, failed, total
+    # Lines of its result files that answered none of its requests (unreadable, not its own,
+    # repeated): left out, and counted in the summary.
+    ignored: int = 0
 
     def stored(self) -> dict[str, Any]:
         return {"id": self.id, "input_file_id": self.input_file_id, "requests": self.requests,
@@ -129,6 +137,26 @@ class Submitted:
             return None
         return cls(raw["id"], str(raw.get("input_file_id") or ""), int(raw.get("requests") or 0),
                    str(raw.get("status") or "validating"), bool(raw.get("collected")))
+
+
+_MAX_STATUS = 40
+
+
+def _shown(value: Any) -> str:
+    """A stored or served value in a message: short, one line, no secrets."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    try:
+        text = json.dumps(value)
+    except ValueError:  # an integer of more digits than Python converts
+        text = "a huge number"
+    return redact(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _is_status(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_STATUS and value.isprintable()
 
 
 @dataclass
@@ -143,7 +171,8 @@ class BatchReport:
         # Requests made while scoring (judges, embeddings) go through the run's other channels.
         direct = {spec: ch.usage.as_dict() for spec, ch in services._channels.items()
                   if ch.usage.requests or ch.usage.cached or ch.usage.errors}
-        return {"batches": [{"id": b.id, "status": b.status, "requests": b.requests}
+        return {"batches": [{"id": b.id, "status": b.status, "requests": b.requests,
+                             **({"ignored": b.ignored} if b.ignored else {})}
                             for b in self.batches],
                 "submitted": self.submitted, "reattached": self.reattached,
                 "price_factor": price_factor, "direct": direct}
@@ -221,8 +250,24 @@ class BatchRun:
                 continue
             self.report.reattached += 1
             self._note(f"re-attaching to batch {batch.id}")
-            batch.ids = {cid async for cid in api.request_ids(batch.input_file_id)} \
+            batch.ids = {cid async for cid, _ in api.request_lines(batch.input_file_id)} \
                 if batch.input_file_id else set()
+
+    def _checked(self, batch: Submitted, info: BatchInfo) -> BatchInfo:
+        """A batch's state as the server gave it, checked to describe this batch in a form
+        the run can store."""
+        where = f"endpoint {self.channel.resolved.endpoint_name}: batch {batch.id}"
+        if info.id != batch.id:
+            raise ProviderError(f"{where}: the server answered for batch {_shown(info.id)} instead",
+                                fix=_SERVER_FIX)
+        if not _is_status(info.status):
+            raise ProviderError(f"{where}: the server gave the status {_shown(info.status)}",
+                                fix=_SERVER_FIX)
+        if info.input_file_id is not None and info.input_file_id != batch.input_file_id:
+            raise ProviderError(f"{where}: the server says it holds the input file "
+                                f"{_shown(info.input_file_id)}, not {batch.input_file_id} that "
+                                "was submitted", fix=_SERVER_FIX)
+        return info
 
     async def _submit_rest(self, api: BatchAPI) -> None:
         covered: set[str] = set()
@@ -237,10 +282,20 @@ class BatchRun:
             finally:
                 os.unlink(path)
             info = await api.submit(file_id, {"promptctl_run": self.run_id})
-            batch = Submitted(info.id, file_id, len(ids), info.status, ids=set(ids))
+            where = f"endpoint {self.channel.resolved.endpoint_name}"
+            if not is_batch_ref(file_id) or not is_batch_ref(info.id):
+                raise ProviderError(f"{where}: the server gave the id {_shown(file_id)} to the "
+                                    f"uploaded file and {_shown(info.id)} to its batch",
+                                    fix=_SERVER_FIX)
+            if any(b.id == info.id or b.input_file_id == file_id for b in self.report.batches):
+                raise ProviderError(f"{where}: the server gave batch {info.id} (input file "
+                                    f"{file_id}) to a second batch of the run", fix=_SERVER_FIX)
+            status = info.status if _is_status(info.status) else "submitted"
+            batch = Submitted(info.id, file_id, len(ids), status, ids=set(ids))
             self.report.batches.append(batch)
             self.report.submitted += 1
             self._save()  # at once: a kill from here on must not submit these requests again
+            self._checked(batch, info)
 
     def _files(self, api: BatchAPI, ids: list[str]) -> Iterator[tuple[str, list[str]]]:
         """JSONL files of at most max_requests requests and max_bytes bytes each."""
@@ -282,7 +337,7 @@ class BatchRun:
             if not pending:
                 return
             for batch in pending:
-                info = await api.retrieve(batch.id)
+                info = self._checked(batch, await api.retrieve(batch.id))
                 changed = info.status != batch.status
                 batch.status = info.status
                 batch.counts = (info.completed, info.failed, info.total)
@@ -295,14 +350,43 @@ class BatchRun:
                 await asyncio.sleep(self.limits.poll_seconds)
 
     async def _collect(self, api: BatchAPI, batch: Submitted, info: BatchInfo) -> None:
-        """Store a finished batch's rows as its output and error files are read."""
+        """Store a finished batch's rows as its output and error files are read.
+
+        Only its own requests are answered, each once (the first line for it counts); lines
+        that answer nothing of it are counted, and past as many as it has requests (plus a
+        few), the files are not this batch's and reading stops.
+        """
         self._note(f"reading the results of batch {batch.id}")
-        async for cid, result in api.results(info):
-            item = self.items.pop(cid, None)
-            if item is not None:  # else answered before a restart, or not this run's
-                await self._add(item, self._accept(item, result))
+        held = batch.ids or set()
+        answered: set[str] = set()
+        unreadable: list[str] = []
+        foreign = repeated = 0
+        most = len(held) + 100
+        async with aclosing(api.results(info)) as results:
+            async for cid, result in results:
+                if cid is None:
+                    unreadable.append(str(result))
+                elif cid not in held:
+                    foreign += 1
+                elif cid in answered:
+                    repeated += 1
+                else:
+                    answered.add(cid)
+                    item = self.items.pop(cid, None)
+                    if item is not None:  # else answered before a restart
+                        await self._add(item, self._accept(item, result))
+                    continue
+                batch.ignored += 1
+                if batch.ignored > most:
+                    raise ProviderError(
+                        f"endpoint {self.channel.resolved.endpoint_name}: the result files of batch "
+                        f"{batch.id} hold over {most:,} lines that answer none of its {len(held):,} "
+                        f"requests ({_ignored(unreadable, foreign, repeated)}); stopped reading them",
+                        fix=_SERVER_FIX)
         missing = _why_missing(info)
-        for cid in sorted(batch.ids or ()):
+        if batch.ignored:
+            missing += f"; left out of its result files: {_ignored(unreadable, foreign, repeated)}"
+        for cid in sorted(held):
             item = self.items.pop(cid, None)
             if item is not None:
                 await self._add(item, Answer(None, error=missing, attempts=1))
@@ -381,6 +465,22 @@ class BatchRun:
         if total:
             text += f" · server {done}/{total}"
         self._note(text)
+
+
+_SERVER_FIX = ("the server does not answer as the OpenAI Batch API does; once it does, promptctl "
+               "eval --resume RUN picks the run up (or drop --batch to send the requests directly)")
+
+
+def _ignored(unreadable: list[str], foreign: int, repeated: int) -> str:
+    """The lines of a batch's result files that answered none of its requests, described."""
+    parts = []
+    if unreadable:
+        parts.append(f"{len(unreadable)} unreadable line(s) (first: {unreadable[0]})")
+    if foreign:
+        parts.append(f"{foreign} line(s) for requests it was not given")
+    if repeated:
+        parts.append(f"{repeated} repeated answer(s) to a request already answered")
+    return ", ".join(parts)
 
 
 def _why_missing(info: BatchInfo) -> str:
