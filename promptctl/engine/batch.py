@@ -7,7 +7,9 @@ same requests twice. Only the evaluated model's requests are batched: a judge's 
 embeddings model's requests, made while rows are scored, are sent directly and reported
 apart in the run's summary.
 
-The server is not trusted: its answers are checked before they are stored.
+The server is not trusted: its answers are checked before they are stored, and a batch it
+has not finished by its own expiry time (plus a margin) is no longer polled, leaving the run
+resumable.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 from promptctl.config import Price
 from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services, close_channels
@@ -48,21 +52,29 @@ from promptctl.work import Key, WorkItem
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
 DEFAULT_POLL_SECONDS = 15.0
+# How long after a batch's own expiry time (`expires_at`) it is still polled: the server may
+# take a few minutes to move it to "expired" and write its files.
+DEFAULT_EXPIRY_MARGIN = 600.0
+# How long a batch is waited for when the server gives no usable expiry time, and the most it
+# is ever waited for by one process: the completion window it was submitted with.
+COMPLETION_WINDOW_SECONDS = 24 * 3600.0
 # Overrides, for tests and for servers with other limits.
 ENV_POLL = "PROMPTCTL_BATCH_POLL"
 ENV_MAX_REQUESTS = "PROMPTCTL_BATCH_MAX_REQUESTS"
 ENV_MAX_BYTES = "PROMPTCTL_BATCH_MAX_BYTES"
+ENV_EXPIRY_MARGIN = "PROMPTCTL_BATCH_EXPIRY_MARGIN"
 
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """Requests and bytes per input file, seconds between polls, and how much of a
-    downloaded file is read."""
+    """Requests and bytes per input file, seconds between polls, how much of a downloaded
+    file is read, and how long past its expiry a batch is waited for."""
 
     max_requests: int = MAX_REQUESTS
     max_bytes: int = MAX_BYTES
     poll_seconds: float = DEFAULT_POLL_SECONDS
     read: ReadLimits = ReadLimits()
+    expiry_margin: float = DEFAULT_EXPIRY_MARGIN
 
     @classmethod
     def from_env(cls) -> BatchLimits:
@@ -85,7 +97,20 @@ class BatchLimits:
         return cls(max_requests=int(number(ENV_MAX_REQUESTS, MAX_REQUESTS, 1)),
                    max_bytes=int(number(ENV_MAX_BYTES, MAX_BYTES, 1)),
                    poll_seconds=number(ENV_POLL, DEFAULT_POLL_SECONDS, 0),
-                   read=read)
+                   read=read,
+                   expiry_margin=number(ENV_EXPIRY_MARGIN, DEFAULT_EXPIRY_MARGIN, 0))
+
+
+def poll_deadline(expires_at: float | None, first_seen: float, margin: float) -> float:
+    """When to stop polling a batch (seconds since the epoch): its expiry time plus the margin.
+
+    Without a usable expiry time, or with one beyond the completion window from when this
+    process first saw the batch (a batch expires within 24 h of its creation), the window
+    from then stands in for it.
+    """
+    window_end = first_seen + COMPLETION_WINDOW_SECONDS
+    end = window_end if expires_at is None else min(expires_at, window_end)
+    return end + margin
 
 
 def require_batch(resolved: ResolvedModel) -> None:
@@ -123,6 +148,8 @@ class Submitted:
     # The custom ids it holds (read back from its input file after a restart).
     ids: set[str] | None = None
     counts: tuple[int, int, int] = (0, 0, 0)  # completed, failed, total
+    # When this process first saw it (time.time()): the start of its deadline without an expiry.
+    first_seen: float | None = None
     # Lines of its result files that answered none of its requests (unreadable, not its own,
     # repeated): left out, and counted in the summary.
     ignored: int = 0
@@ -250,6 +277,7 @@ class BatchRun:
                 continue
             self.report.reattached += 1
             self._note(f"re-attaching to batch {batch.id}")
+            batch.first_seen = time.time()
             batch.ids = {cid async for cid, _ in api.request_lines(batch.input_file_id)} \
                 if batch.input_file_id else set()
 
@@ -291,7 +319,8 @@ class BatchRun:
                 raise ProviderError(f"{where}: the server gave batch {info.id} (input file "
                                     f"{file_id}) to a second batch of the run", fix=_SERVER_FIX)
             status = info.status if _is_status(info.status) else "submitted"
-            batch = Submitted(info.id, file_id, len(ids), status, ids=set(ids))
+            batch = Submitted(info.id, file_id, len(ids), status, ids=set(ids),
+                              first_seen=time.time())
             self.report.batches.append(batch)
             self.report.submitted += 1
             self._save()  # at once: a kill from here on must not submit these requests again
@@ -332,10 +361,13 @@ class BatchRun:
     # -- waiting and reading ---------------------------------------------------------------
 
     async def _poll(self, api: BatchAPI) -> None:
+        """Poll until every batch is collected, or has outlived its deadline (`poll_deadline`):
+        those are left running on the server, and the run stops, resumable, with exit 3."""
+        overdue: dict[str, tuple[Submitted, BatchInfo]] = {}
         while True:
-            pending = [b for b in self.report.batches if not b.collected]
+            pending = [b for b in self.report.batches if not b.collected and b.id not in overdue]
             if not pending:
-                return
+                break
             for batch in pending:
                 info = self._checked(batch, await api.retrieve(batch.id))
                 changed = info.status != batch.status
@@ -343,11 +375,41 @@ class BatchRun:
                 batch.counts = (info.completed, info.failed, info.total)
                 if info.done:
                     await self._collect(api, batch, info)
-                elif changed:
+                    continue
+                now = time.time()
+                if batch.first_seen is None:
+                    batch.first_seen = now
+                if now > poll_deadline(info.expires_at, batch.first_seen, self.limits.expiry_margin):
+                    overdue[batch.id] = (batch, info)
+                if changed:
                     self._save()
             self._report_state()
-            if any(not b.collected for b in self.report.batches):
+            if any(not b.collected and b.id not in overdue for b in self.report.batches):
                 await asyncio.sleep(self.limits.poll_seconds)
+        if overdue:
+            self._overdue(list(overdue.values()))
+
+    def _overdue(self, late: list[tuple[Submitted, BatchInfo]]) -> NoReturn:
+        margin = self.limits.expiry_margin
+        after = f" + {margin / 60:g} min" if margin else ""
+        described = []
+        for batch, info in late[:3]:
+            first_seen = batch.first_seen if batch.first_seen is not None else time.time()
+            if info.expires_at is not None and \
+                    info.expires_at <= first_seen + COMPLETION_WINDOW_SECONDS:
+                described.append(f"{batch.id} is still {info.status} after its expiry time "
+                                 f"({_utc(info.expires_at)}{after})")
+            else:
+                described.append(f"{batch.id} is still {info.status} after 24 h{after} (the "
+                                 "server gave no usable expiry time)")
+        more = f" (and {len(late) - 3} more)" if len(late) > 3 else ""
+        raise ProviderError(
+            f"run {self.run_id}: batch {'; batch '.join(described)}{more}: promptctl stopped "
+            "waiting. The batch is left on the server, not cancelled",
+            fix=f"promptctl eval --resume {self.run_id} later re-attaches to it and stores its "
+            "results once the server has finished it; a batch that never ends can be cancelled "
+            f"on the server, after which the resume sends its requests again (${ENV_EXPIRY_MARGIN} "
+            "sets the margin, in seconds)")
 
     async def _collect(self, api: BatchAPI, batch: Submitted, info: BatchInfo) -> None:
         """Store a finished batch's rows as its output and error files are read.
@@ -469,6 +531,13 @@ class BatchRun:
 
 _SERVER_FIX = ("the server does not answer as the OpenAI Batch API does; once it does, promptctl "
                "eval --resume RUN picks the run up (or drop --batch to send the requests directly)")
+
+
+def _utc(seconds: float) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:g} s after 1970"
 
 
 def _ignored(unreadable: list[str], foreign: int, repeated: int) -> str:

@@ -1,6 +1,7 @@
 """`eval --batch` against a batch server that cannot be trusted: long and hostile result
-lines, files without end, malformed batch objects. Each ends as error rows or a clear error
-(exit 3) that leaves the run resumable, never as a crash (exit 4) or a hang."""
+lines, files without end, malformed batch objects, a batch that never finishes. Each ends as
+error rows or a clear error (exit 3) that leaves the run resumable, never as a crash (exit 4)
+or a hang."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rich.console import Console
 
 from promptctl.config import Config
 from promptctl.engine import EvalOptions, resume_eval, run_eval
-from promptctl.engine.batch import BatchLimits
+from promptctl.engine.batch import COMPLETION_WINDOW_SECONDS, BatchLimits, poll_deadline
 from promptctl.errors import InputError, ProviderError
 from promptctl.prompts import load_prompt
 from promptctl.providers import resolve_model
@@ -57,6 +58,10 @@ def rows(store: SQLiteStore, run_id: str) -> dict[str, dict[str, Any]]:
 
 def uploads(api: FakeOpenAI) -> int:
     return sum(1 for r in api.requests if r.method == "POST" and r.path == "/v1/files")
+
+
+def polls(api: FakeOpenAI) -> int:
+    return sum(1 for r in api.requests if r.method == "GET" and r.path.startswith("/v1/batches/"))
 
 
 def only_run(store: SQLiteStore) -> dict[str, Any]:
@@ -159,18 +164,6 @@ def test_a_result_file_over_the_cap_stops_the_run_which_resumes(
     resumed = json.loads(invoke("eval", "--resume", run_id, "--json").stdout)["runs"][0]
     assert resumed["n"] == 5 and resumed["errors"] == 0
     assert len(api.batch_creations) == 1 and resumed["batch"]["reattached"] == 1
-
-
-def test_limits_read_the_read_caps_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert BatchLimits.from_env().read == ReadLimits(16 * 1024 * 1024, 4 * 1024**3)
-    monkeypatch.setenv("PROMPTCTL_BATCH_MAX_LINE_BYTES", "100")
-    monkeypatch.setenv("PROMPTCTL_BATCH_MAX_RESULT_BYTES", "1000")
-    assert BatchLimits.from_env().read == ReadLimits(100, 1000)
-    for name, value in [("PROMPTCTL_BATCH_POLL", "inf"), ("PROMPTCTL_BATCH_MAX_LINE_BYTES", "0")]:
-        monkeypatch.setenv(name, value)
-        with pytest.raises(InputError, match=f"\\${name} is '{value}'"):
-            BatchLimits.from_env()
-        monkeypatch.delenv(name)
 
 
 def test_a_download_cut_short_is_a_provider_error_and_the_run_resumes(
@@ -351,3 +344,81 @@ def test_junk_reasons_of_a_failed_batch_leave_its_rows_errors_without_reasons(
     (batch_id,) = api.batches
     assert {r["error"] for r in rows(store, run["id"]).values()} == {
         f"the batch {batch_id} failed: no reason given"}
+
+
+# -- a batch that never finishes: polled until its expiry time, plus a margin ----------------
+
+
+def test_the_poll_deadline_is_the_expiry_plus_the_margin_within_a_day() -> None:
+    day = COMPLETION_WINDOW_SECONDS
+    assert day == 24 * 3600
+    assert poll_deadline(5000.0, 1000.0, 600) == 5600.0
+    assert poll_deadline(500.0, 1000.0, 0) == 500.0  # expired before this process saw it
+    # No usable expiry time, or one beyond a day from when it was first seen: a day.
+    assert poll_deadline(None, 1000.0, 600) == 1000.0 + day + 600
+    assert poll_deadline(1e12, 1000.0, 600) == 1000.0 + day + 600
+
+
+def test_limits_read_the_margin_and_the_read_caps_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert BatchLimits.from_env().expiry_margin == 600
+    assert BatchLimits.from_env().read == ReadLimits(16 * 1024 * 1024, 4 * 1024**3)
+    monkeypatch.setenv("PROMPTCTL_BATCH_EXPIRY_MARGIN", "0")
+    monkeypatch.setenv("PROMPTCTL_BATCH_MAX_LINE_BYTES", "100")
+    monkeypatch.setenv("PROMPTCTL_BATCH_MAX_RESULT_BYTES", "1000")
+    limits = BatchLimits.from_env()
+    assert limits.expiry_margin == 0 and limits.read == ReadLimits(100, 1000)
+    for name, value in [("PROMPTCTL_BATCH_EXPIRY_MARGIN", "-1"), ("PROMPTCTL_BATCH_POLL", "inf"),
+                        ("PROMPTCTL_BATCH_MAX_LINE_BYTES", "0")]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(InputError, match=f"\\${name} is '{value}'"):
+            BatchLimits.from_env()
+        monkeypatch.delenv(name)
+
+
+def cancelled_after(api: FakeOpenAI, retrieves: int) -> None:
+    """Batch objects say "cancelled" from the `retrieves`-th GET on: a run that misses its
+    deadline ends then (with other messages) rather than polling for ever."""
+    def reshape(batch: dict[str, Any]) -> dict[str, Any]:
+        return {**batch, "status": "cancelled"} if polls(api) >= retrieves else batch
+
+    api.batch_reshape = reshape
+
+
+def test_a_batch_still_running_after_its_expiry_is_left_resumable(
+        api: FakeOpenAI, echo_project: Path, store: SQLiteStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTCTL_BATCH_EXPIRY_MARGIN", "0")
+    api.batch_polls = (10**6, 0)  # validating for ever
+    api.batch_expires_in = -60  # ... though it expired a minute ago
+    cancelled_after(api, 100)
+    result = invoke("eval", "prompts/echo.yaml", "--batch", code=3)
+    run = only_run(store)
+    (batch_id,) = api.batches
+    assert f"run {run['id']}: batch {batch_id} is still validating after its expiry time (" \
+        in result.stderr
+    assert "promptctl stopped waiting. The batch is left on the server, not cancelled" \
+        in result.stderr
+    assert f"promptctl eval --resume {run['id']} later re-attaches to it" in result.stderr
+    assert polls(api) == 1  # stopped at the first answer past the deadline
+    assert run["status"] == "failed"
+    assert run["options"]["batches"][0]["collected"] is False
+    assert store.answered_keys(run["id"]) == set()
+
+    api.batch_polls = (0, 0)  # the server finally runs it
+    api.batch_reshape = None
+    resumed = json.loads(invoke("eval", "--resume", run["id"], "--json").stdout)["runs"][0]
+    assert resumed["n"] == 5 and resumed["errors"] == 0
+    assert len(api.batch_creations) == 1 and resumed["batch"]["reattached"] == 1
+
+
+def test_a_batch_expiring_while_polled_stops_the_polling(
+        api: FakeOpenAI, echo_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTCTL_BATCH_EXPIRY_MARGIN", "0")
+    monkeypatch.setenv("PROMPTCTL_BATCH_POLL", "0.05")
+    api.batch_polls = (10**6, 0)
+    api.batch_expires_in = 2
+    cancelled_after(api, 2000)  # 100 s of polls
+    result = invoke("eval", "prompts/echo.yaml", "--batch", code=3)
+    assert "is still validating after its expiry time" in result.stderr
+    assert polls(api) > 1
