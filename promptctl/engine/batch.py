@@ -7,8 +7,9 @@ same requests twice. Only the evaluated model's requests are batched: a judge's 
 embeddings model's requests, made while rows are scored, are sent directly and reported
 apart in the run's summary.
 
-The server is not trusted: its answers are checked before they are stored, and a batch it
-has not finished by its own expiry time (plus a margin) is no longer polled, leaving the run
+Neither the stored batches nor the server are trusted: a resume checks the stored state,
+that each batch is this run's and still holds the requests the run sends, and stops polling
+a batch the server has not finished by its own expiry time (plus a margin), leaving the run
 resumable.
 """
 
@@ -20,7 +21,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +64,9 @@ ENV_POLL = "PROMPTCTL_BATCH_POLL"
 ENV_MAX_REQUESTS = "PROMPTCTL_BATCH_MAX_REQUESTS"
 ENV_MAX_BYTES = "PROMPTCTL_BATCH_MAX_BYTES"
 ENV_EXPIRY_MARGIN = "PROMPTCTL_BATCH_EXPIRY_MARGIN"
+# A damaged store cannot make a resume poll without end: more batches than this in one run
+# (each holds up to 50,000 requests) is not a run promptctl made.
+MAX_STORED_BATCHES = 10_000
 
 
 @dataclass(frozen=True)
@@ -158,14 +162,8 @@ class Submitted:
         return {"id": self.id, "input_file_id": self.input_file_id, "requests": self.requests,
                 "status": self.status, "collected": self.collected}
 
-    @classmethod
-    def load(cls, raw: Any) -> Submitted | None:
-        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
-            return None
-        return cls(raw["id"], str(raw.get("input_file_id") or ""), int(raw.get("requests") or 0),
-                   str(raw.get("status") or "validating"), bool(raw.get("collected")))
 
-
+_STORED_KEYS = ("id", "input_file_id", "requests", "status", "collected")
 _MAX_STATUS = 40
 
 
@@ -184,6 +182,75 @@ def _shown(value: Any) -> str:
 
 def _is_status(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= _MAX_STATUS and value.isprintable()
+
+
+def _damaged(run_id: str, where: str, problem: str) -> NoReturn:
+    name = f"options.{where}" if where else "options"
+    raise InputError(f"run {run_id}: its stored batch state cannot be used: {name} {problem}",
+                     fix="the store was edited or damaged: restore the run's options from a backup "
+                     "to resume it; or start a new run (promptctl eval PROMPT --batch), which sends "
+                     "every request again, also those this run's batches already hold")
+
+
+def stored_batches(run_id: str, options: Any) -> list[Submitted]:
+    """The batches stored with a run, checked before any is used: a damaged or edited state
+    must stop the resume, not crash it, poll without end, or submit its requests again."""
+    if not isinstance(options, Mapping):
+        _damaged(run_id, "", f"is {_shown(options)}, not an object")
+    flag = options.get("batch", False)
+    if not isinstance(flag, bool):
+        _damaged(run_id, "batch", f"is {_shown(flag)}, not true or false")
+    raw = options.get("batches")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        _damaged(run_id, "batches", f"is {_shown(raw)}, not a list")
+    if raw and not flag:
+        _damaged(run_id, "batches", "lists batches, but options.batch is not true")
+    if len(raw) > MAX_STORED_BATCHES:
+        _damaged(run_id, "batches", f"lists {len(raw):,} batches, more than the "
+                 f"{MAX_STORED_BATCHES:,} a run can have")
+    batches: list[Submitted] = []
+    ids: set[str] = set()
+    files: set[str] = set()
+    for index, entry in enumerate(raw):
+        where = f"batches[{index}]"
+        if not isinstance(entry, dict):
+            _damaged(run_id, where, f"is {_shown(entry)}, not an object")
+        missing = [k for k in _STORED_KEYS if k not in entry]
+        unknown = sorted(str(k) for k in entry if k not in _STORED_KEYS)
+        if missing or unknown:
+            _damaged(run_id, where, f"lacks {', '.join(missing)}" if missing
+                     else f"has the unknown key {_shown(unknown[0])}")
+        batch_id, file_id = entry["id"], entry["input_file_id"]
+        requests, status, collected = entry["requests"], entry["status"], entry["collected"]
+        if not is_batch_ref(batch_id):
+            _damaged(run_id, f"{where}.id", f"is {_shown(batch_id)}, not a batch id")
+        if not is_batch_ref(file_id):
+            _damaged(run_id, f"{where}.input_file_id", f"is {_shown(file_id)}, not a file id")
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+            _damaged(run_id, f"{where}.requests", f"is {_shown(requests)}, not a count of requests")
+        if not _is_status(status):
+            _damaged(run_id, f"{where}.status", f"is {_shown(status)}, not a batch status")
+        if not isinstance(collected, bool):
+            _damaged(run_id, f"{where}.collected", f"is {_shown(collected)}, not true or false")
+        if batch_id in ids:
+            _damaged(run_id, f"{where}.id", f"repeats batch {batch_id}")
+        if file_id in files:
+            _damaged(run_id, f"{where}.input_file_id", f"repeats the input file {file_id} of "
+                     "another batch")
+        ids.add(batch_id)
+        files.add(file_id)
+        batches.append(Submitted(batch_id, file_id, requests, status, collected))
+    return batches
+
+
+def check_resumable(run_id: str, options: Any, kind: str) -> None:
+    """Before a resume uses a run's options: its batch state is sound, and a run with batches
+    still running on the server resumes by re-attaching to them (only prompts are batched)."""
+    pending = [b for b in stored_batches(run_id, options) if not b.collected]
+    if pending and kind != "prompt":
+        _damaged(run_id, "batches", f"lists batches of a {kind}, which is never batched")
 
 
 @dataclass
@@ -227,9 +294,9 @@ class BatchRun:
         self.params = self.prompt.request_params
         self.writer = RowWriter(self.store, gateway)
         self.items: dict[str, WorkItem] = {}
-        self.options: dict[str, Any] = dict(self.store.get_run(run_id).get("options") or {})
-        loaded = [Submitted.load(b) for b in self.options.get("batches") or []]
-        self.report = BatchReport(batches=[b for b in loaded if b is not None])
+        stored = self.store.get_run(run_id).get("options") or {}
+        self.report = BatchReport(batches=stored_batches(run_id, stored))
+        self.options: dict[str, Any] = dict(stored)
         # Rows waiting to be scored together (a judge's requests then overlap).
         self._scoring: list[tuple[WorkItem, Answer]] = []
 
@@ -271,15 +338,48 @@ class BatchRun:
         self.writer.flush()
 
     async def _reattach(self, api: BatchAPI) -> None:
-        """Learn what each batch a previous process submitted holds, from its input file."""
+        """Learn what each batch a previous process submitted holds, from its input file,
+        after checking it is this run's batch and holds the requests this run sends."""
         for batch in self.report.batches:
             if batch.collected:
                 continue
             self.report.reattached += 1
             self._note(f"re-attaching to batch {batch.id}")
+            info = await api.retrieve(batch.id)
+            # A stored id changed to another batch of the account: its answers are not this run's.
+            owner = info.metadata.get("promptctl_run")
+            if owner is not None and owner != self.run_id:
+                _damaged(self.run_id, "batches", f"names batch {batch.id}, which run {_shown(owner)} "
+                         "submitted, not this one")
+            if info.input_file_id is not None and info.input_file_id != batch.input_file_id:
+                _damaged(self.run_id, "batches", f"gives batch {batch.id} the input file "
+                         f"{batch.input_file_id}; the server says it holds {_shown(info.input_file_id)}")
+            self._checked(batch, info)
             batch.first_seen = time.time()
-            batch.ids = {cid async for cid, _ in api.request_lines(batch.input_file_id)} \
-                if batch.input_file_id else set()
+            batch.ids = await self._held(api, batch)
+
+    async def _held(self, api: BatchAPI, batch: Submitted) -> set[str]:
+        """The custom ids of a batch's input file, each of this run's requests among them
+        checked to be the request the run would send now: the same model, parameters and
+        messages (else its answers would be stored as another configuration's)."""
+        held: set[str] = set()
+        async with aclosing(api.request_lines(batch.input_file_id)) as lines:
+            async for cid, line in lines:
+                held.add(cid)
+                item = self.items.get(cid)
+                if item is None:
+                    continue
+                sent = json.loads(api.request_line(cid, ChatRequest(
+                    self.channel.model, item.messages, self.params)))
+                if line != sent:
+                    raise InputError(
+                        f"run {self.run_id}: batch {batch.id} holds request {_shown(cid)} with "
+                        f"{_difference(line, sent)}: the batch was submitted for another model, "
+                        "parameters or messages than the run sends now",
+                        fix="resume with the configuration the run started with (its endpoint "
+                        "and model in promptctl.yaml); or start a new run (promptctl eval PROMPT "
+                        "--batch)")
+        return held
 
     def _checked(self, batch: Submitted, info: BatchInfo) -> BatchInfo:
         """A batch's state as the server gave it, checked to describe this batch in a form
@@ -550,6 +650,25 @@ def _ignored(unreadable: list[str], foreign: int, repeated: int) -> str:
     if repeated:
         parts.append(f"{repeated} repeated answer(s) to a request already answered")
     return ", ".join(parts)
+
+
+def _difference(found: Any, sent: Any, path: str = "") -> str:
+    """Where a request line read back differs from the one the run sends, for a message."""
+    if isinstance(found, dict) and isinstance(sent, dict):
+        for key in [*sent, *(k for k in found if k not in sent)]:
+            name = f"{path}.{key}" if path else str(key)
+            name = name if len(name) <= 80 else name[:77] + "..."
+            if key not in found:
+                return f"no {redact(name)} (the run sends {_shown(sent[key])})"
+            if key not in sent:
+                return f"{redact(name)} {_shown(found[key])} (the run sends none)"
+            if found[key] != sent[key]:
+                return _difference(found[key], sent[key], name)
+    if isinstance(found, list) and isinstance(sent, list) and len(found) == len(sent):
+        for index, (a, b) in enumerate(zip(found, sent, strict=True)):
+            if a != b:
+                return _difference(a, b, f"{path}[{index}]")
+    return f"{redact(path) or 'the line'} {_shown(found)} (the run sends {_shown(sent)})"
 
 
 def _why_missing(info: BatchInfo) -> str:

@@ -1,12 +1,14 @@
-"""`eval --batch` against a batch server that cannot be trusted: long and hostile result
-lines, files without end, malformed batch objects, a batch that never finishes. Each ends as
-error rows or a clear error (exit 3) that leaves the run resumable, never as a crash (exit 4)
-or a hang."""
+"""`eval --batch` against a batch server and a store that cannot be trusted: long and hostile
+result lines, malformed batch objects, a batch that never finishes, and a stored batch state
+edited between an interruption and its resume. Each ends as error rows or a clear error
+(exit 2 or 3) that leaves the run resumable, never as a crash (exit 4), a hang, or requests
+submitted twice."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from promptctl.config import Config
-from promptctl.engine import EvalOptions, resume_eval, run_eval
+from promptctl.engine import EvalOptions, Progress, resume_eval, run_eval
 from promptctl.engine.batch import COMPLETION_WINDOW_SECONDS, BatchLimits, poll_deadline
 from promptctl.errors import InputError, ProviderError
 from promptctl.prompts import load_prompt
@@ -62,6 +64,10 @@ def uploads(api: FakeOpenAI) -> int:
 
 def polls(api: FakeOpenAI) -> int:
     return sum(1 for r in api.requests if r.method == "GET" and r.path.startswith("/v1/batches/"))
+
+
+def options_of(store: SQLiteStore, run_id: str) -> dict[str, Any]:
+    return dict(store.get_run(run_id).get("options") or {})
 
 
 def only_run(store: SQLiteStore) -> dict[str, Any]:
@@ -422,3 +428,152 @@ def test_a_batch_expiring_while_polled_stops_the_polling(
     result = invoke("eval", "prompts/echo.yaml", "--batch", code=3)
     assert "is still validating after its expiry time" in result.stderr
     assert polls(api) > 1
+
+
+# -- the stored batch state, edited between an interruption and its resume -------------------
+
+
+class Stop(KeyboardInterrupt):
+    """Ctrl-C once the batch is submitted and polled."""
+
+
+def interrupted(root: Path, store: SQLiteStore, api: FakeOpenAI) -> str:
+    """A batched run stopped while its batch is validating; its id."""
+    api.batch_polls = (10**6, 0)
+
+    def progress(state: Progress) -> None:
+        if state.note.startswith("1 batch: 1 validating"):
+            raise Stop
+
+    before = {r["id"] for r in store.list_runs()}
+    with pytest.raises(Stop):
+        batched(root, store, progress=progress)
+    (run_id,) = {str(r["id"]) for r in store.list_runs()} - before
+    return run_id
+
+
+def edit_run(tmp_path: Path, run_id: str, column: str, value: Any) -> None:
+    """Change a run's column in the SQLite file itself, as a damaged or edited store would."""
+    conn = sqlite3.connect(store_db(tmp_path))
+    with conn:
+        conn.execute(f"UPDATE runs SET {column} = ? WHERE id = ?",
+                     (json.dumps(value) if column == "options" else value, run_id))
+    conn.close()
+
+
+def entry(change: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    return lambda options: {**options, "batches": [change(options["batches"][0])]}
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda o: {**o, "batches": "garbage"}, 'options.batches is "garbage", not a list'),
+    (lambda o: {**o, "batches": {"0": o["batches"][0]}}, "options.batches is an object, not a list"),
+    (lambda o: {**o, "batch": "yes"}, 'options.batch is "yes", not true or false'),
+    (lambda o: {**o, "batch": False}, "options.batches lists batches, but options.batch is not true"),
+    (lambda o: [o], "options is a list, not an object"),
+    (lambda o: {**o, "batches": o["batches"] * 2}, "options.batches[1].id repeats batch"),
+    (lambda o: {**o, "batches": [*o["batches"], {**o["batches"][0], "id": "batch_2"}]},
+     "options.batches[1].input_file_id repeats the input file"),
+    (lambda o: {**o, "batches": [5]}, "options.batches[0] is 5, not an object"),
+    (entry(lambda b: {**b, "id": 5}), "options.batches[0].id is 5, not a batch id"),
+    (entry(lambda b: {**b, "id": "../files/x"}), 'options.batches[0].id is "../files/x", not a batch id'),
+    (entry(lambda b: {**b, "id": ""}), 'options.batches[0].id is "", not a batch id'),
+    (entry(lambda b: {**b, "input_file_id": None}),
+     "options.batches[0].input_file_id is null, not a file id"),
+    (entry(lambda b: {**b, "requests": "5"}),
+     'options.batches[0].requests is "5", not a count of requests'),
+    (entry(lambda b: {**b, "requests": 0}), "options.batches[0].requests is 0, not a count"),
+    (entry(lambda b: {**b, "status": ["validating"]}),
+     "options.batches[0].status is a list, not a batch status"),
+    (entry(lambda b: {**b, "collected": "no"}),
+     'options.batches[0].collected is "no", not true or false'),
+    (entry(lambda b: {k: v for k, v in b.items() if k != "input_file_id"}),
+     "options.batches[0] lacks input_file_id"),
+    (entry(lambda b: {**b, "owner": "x"}), 'options.batches[0] has the unknown key "owner"'),
+])
+def test_a_damaged_batch_state_stops_the_resume_before_anything_is_sent(
+        api: FakeOpenAI, echo_project: Path, store: SQLiteStore, tmp_path: Path,
+        change: Callable[[dict[str, Any]], Any], message: str) -> None:
+    run_id = interrupted(echo_project, store, api)
+    requests = api.count
+    options = options_of(store, run_id)
+    edit_run(tmp_path, run_id, "options", change(options))
+    result = invoke("eval", "--resume", run_id, code=2)
+    assert f"run {run_id}: its stored batch state cannot be used: {message}" in result.stderr
+    assert "restore the run's options from a backup" in result.stderr
+    assert api.count == requests  # nothing sent, not even a poll
+
+    edit_run(tmp_path, run_id, "options", options)
+    api.batch_polls = (0, 0)
+    resumed = json.loads(invoke("eval", "--resume", run_id, "--json").stdout)["runs"][0]
+    assert resumed["n"] == 5 and resumed["errors"] == 0 and len(api.batch_creations) == 1
+
+
+@pytest.mark.sqlite_only
+def test_a_stored_batch_of_another_run_is_refused(api: FakeOpenAI, echo_project: Path,
+                                                  store: SQLiteStore, tmp_path: Path) -> None:
+    mine = interrupted(echo_project, store, api)
+    other = interrupted(echo_project, store, api)
+    theirs = options_of(store, other)["batches"][0]
+    options = options_of(store, mine)
+    edit_run(tmp_path, mine, "options", {**options, "batches": [theirs]})
+    result = invoke("eval", "--resume", mine, code=2)
+    assert (f"run {mine}: its stored batch state cannot be used: options.batches names batch "
+            f'{theirs["id"]}, which run "{other}" submitted, not this one') in result.stderr
+    assert len(api.batch_creations) == 2 and uploads(api) == 2
+
+
+@pytest.mark.sqlite_only
+def test_a_stored_input_file_of_another_batch_is_refused(api: FakeOpenAI, echo_project: Path,
+                                                         store: SQLiteStore, tmp_path: Path) -> None:
+    mine = interrupted(echo_project, store, api)
+    other = interrupted(echo_project, store, api)
+    options = options_of(store, mine)
+    (batch,) = options["batches"]
+    elsewhere = options_of(store, other)["batches"][0]["input_file_id"]
+    edit_run(tmp_path, mine, "options", {**options, "batches": [
+        {**batch, "input_file_id": elsewhere}]})
+    result = invoke("eval", "--resume", mine, code=2)
+    assert (f"options.batches gives batch {batch['id']} the input file {elsewhere}; the server "
+            f'says it holds "{batch["input_file_id"]}"') in result.stderr
+    assert len(api.batch_creations) == 2
+
+
+@pytest.mark.sqlite_only
+def test_a_stored_batch_the_server_does_not_know_is_exit_3(api: FakeOpenAI, echo_project: Path,
+                                                           store: SQLiteStore, tmp_path: Path) -> None:
+    run_id = interrupted(echo_project, store, api)
+    options = options_of(store, run_id)
+    edit_run(tmp_path, run_id, "options", entry(lambda b: {**b, "id": "batch_unknown"})(options))
+    result = invoke("eval", "--resume", run_id, code=3)
+    assert "GET /batches/batch_unknown answered HTTP 404 (it no longer exists" in result.stderr
+    assert len(api.batch_creations) == 1
+
+
+@pytest.mark.sqlite_only
+def test_a_run_whose_model_changed_does_not_take_its_batch_answers(
+        api: FakeOpenAI, echo_project: Path, store: SQLiteStore, tmp_path: Path) -> None:
+    run_id = interrupted(echo_project, store, api)
+    edit_run(tmp_path, run_id, "model", "gpt-4o")
+    result = invoke("eval", "--resume", run_id, code=2)
+    (batch_id,) = api.batches
+    assert (f'run {run_id}: batch {batch_id} holds request "[\\"eval\\",\\"r1\\",0]" with '
+            'body.model "gpt-4o-mini" (the run sends "gpt-4o"): the batch was submitted for '
+            "another model, parameters or messages than the run sends now") in result.stderr
+    assert len(api.batch_creations) == 1 and api.chat_requests == []
+
+    edit_run(tmp_path, run_id, "model", "gpt-4o-mini")
+    api.batch_polls = (0, 0)
+    resumed = json.loads(invoke("eval", "--resume", run_id, "--json").stdout)["runs"][0]
+    assert resumed["n"] == 5 and resumed["errors"] == 0 and len(api.batch_creations) == 1
+
+
+@pytest.mark.sqlite_only
+def test_a_pipeline_run_with_stored_batches_is_refused(api: FakeOpenAI, echo_project: Path,
+                                                       store: SQLiteStore, tmp_path: Path) -> None:
+    run_id = interrupted(echo_project, store, api)
+    edit_run(tmp_path, run_id, "kind", "pipeline")
+    result = invoke("eval", "--resume", run_id, code=2)
+    assert "options.batches lists batches of a pipeline, which is never batched" in result.stderr
+    assert len(api.batch_creations) == 1
