@@ -30,6 +30,14 @@ only that many lines answered, ``batch_refuse`` fails them whole at validation, 
     server.batch_polls = (1, 2)
     server.batch_fail.append(("three", 500, "error"))
 
+A hostile batch server: ``batch_expires_in`` sets each new batch's ``expires_at`` (seconds
+from its creation), ``batch_reshape`` rewrites every batch object served (create and
+retrieve), ``file_reshape`` every file's content as it is downloaded, and ``file_cut_at``
+sends only that many bytes of a download while announcing all of them, then closes::
+
+    server.batch_reshape = lambda batch: {**batch, "status": 7}
+    server.file_reshape = lambda file_id, content: content + b"not json\n"
+
 Faults apply to the endpoints named in ``fault_endpoints`` (chat completions
 only by default), so that a test arming ``fail_next`` is not surprised by an
 embeddings or health request consuming the fault.
@@ -144,6 +152,8 @@ class _Outcome:
     payload: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     drop: bool = False
+    # The Content-Length to announce instead of the payload's (then the connection closes).
+    length: int | None = None
 
 
 def error_body(
@@ -276,6 +286,11 @@ class FakeOpenAI:
         self._batch_lock = threading.Lock()
         self._batch_polls_seen: dict[str, int] = {}
         self._batch_started: dict[str, float] = {}
+        # Hostile batch servers (see the module docstring).
+        self.batch_expires_in: float = 86400
+        self.batch_reshape: Callable[[Body], Body | bytes] | None = None
+        self.file_reshape: Callable[[str, bytes], bytes] | None = None
+        self.file_cut_at: int | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -378,6 +393,9 @@ class FakeOpenAI:
         self.rules.clear()
         self.responder = None
         self.reshape = None
+        self.batch_reshape = None
+        self.file_reshape = None
+        self.file_cut_at = None
         self.embedder = embedding_vector
         self.errors.clear()
 
@@ -679,7 +697,7 @@ class FakeOpenAI:
                 found = self.files.get(parts[1])
                 if found is None:
                     return _json_outcome(404, error_body(404, f"No such File object: {parts[1]}"))
-                return _Outcome(200, found["content"], (("Content-Type", "application/octet-stream"),))
+                return self._file_content(parts[1], found["content"])
             if method == "GET" and len(parts) == 2 and parts[1] in self.files:
                 return _json_outcome(200, self._file_document(parts[1]))
         if endpoint == "batches":
@@ -690,7 +708,7 @@ class FakeOpenAI:
                 if batch is None:
                     return _json_outcome(404, error_body(404, f"No such Batch object: {parts[1]}"))
                 self._advance(batch)
-                return _json_outcome(200, batch)
+                return self._batch_outcome(batch)
         return _json_outcome(404, error_body(404, f"Unknown endpoint {method} {path}.", code="unknown_url"))
 
     def _new_file(self, content: bytes, filename: str, purpose: str) -> str:
@@ -734,13 +752,31 @@ class FakeOpenAI:
             "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
             "input_file_id": file_id, "completion_window": "24h", "status": "validating",
             "output_file_id": None, "error_file_id": None, "created_at": now,
-            "in_progress_at": None, "expires_at": now + 86400, "completed_at": None,
+            "in_progress_at": None, "expires_at": int(now + self.batch_expires_in), "completed_at": None,
             "expired_at": None, "metadata": body.get("metadata"),
             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
         }
         self._batch_polls_seen[batch_id] = 0
         self._batch_started[batch_id] = time.monotonic()
-        return _json_outcome(200, self.batches[batch_id])
+        return self._batch_outcome(self.batches[batch_id])
+
+    def _batch_outcome(self, batch: Body) -> _Outcome:
+        """A batch object as served: rewritten by ``batch_reshape``, when set."""
+        if self.batch_reshape is None:
+            return _json_outcome(200, batch)
+        reshaped = self.batch_reshape(json.loads(json.dumps(batch)))
+        if isinstance(reshaped, bytes):
+            return _Outcome(200, reshaped, (("Content-Type", "application/json"),))
+        return _json_outcome(200, reshaped)
+
+    def _file_content(self, file_id: str, content: bytes) -> _Outcome:
+        """A file's content as served: rewritten by ``file_reshape``, cut at ``file_cut_at``."""
+        if self.file_reshape is not None:
+            content = self.file_reshape(file_id, content)
+        headers = (("Content-Type", "application/octet-stream"),)
+        if self.file_cut_at is not None and self.file_cut_at < len(content):
+            return _Outcome(200, content[:self.file_cut_at], headers, length=len(content))
+        return _Outcome(200, content, headers)
 
     def _advance(self, batch: Body) -> None:
         """One retrieve's worth of progress: validating, in_progress, then the results."""
@@ -896,10 +932,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(outcome.status)
         for name, value in outcome.headers:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(outcome.payload)))
+        self.send_header("Content-Length", str(len(outcome.payload) if outcome.length is None
+                                               else outcome.length))
         self.send_header("x-request-id", f"req_fake_{time.monotonic_ns()}")
         self.end_headers()
         self.wfile.write(outcome.payload)
+        if outcome.length is not None:
+            self.close_connection = True
 
 
 class _Server(ThreadingHTTPServer):

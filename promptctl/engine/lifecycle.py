@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptctl.config import Config, Price
-from promptctl.engine.batch import batch_price, require_batch, send_batched
+from promptctl.engine.batch import batch_price, check_resumable, require_batch, send_batched
 from promptctl.engine.gateway import (
     Channel,
     Gateway,
@@ -323,6 +323,8 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     run = store.get_run(run_ref)
     refuse_running(run)
     stored = run.get("options") or {}
+    # Before any option is read: a damaged batch state must not send its requests twice.
+    check_resumable(run["id"], stored, str(run.get("kind") or "prompt"))
     target = target_from_run(run, config.root)
     evalset = _stored_evalset(run, config)
     given = options or EvalOptions()

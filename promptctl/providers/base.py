@@ -4,10 +4,11 @@ optional capabilities (embeddings), and the `Backend` a provider module register
 from __future__ import annotations
 
 import builtins
+import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from promptctl.errors import InputError
 
@@ -131,6 +132,16 @@ class Provider(ABC):
         """Release connections and any server this provider started."""
 
 
+# What a batch or file id may look like: it goes into URL paths (`/batches/ID`) and is stored
+# with the run, so nothing that could leave its path segment (`/`, `?`, `..`, spaces).
+_BATCH_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
+
+
+def is_batch_ref(value: object) -> TypeGuard[str]:
+    """A batch or file id as a server may give it and a run may store it."""
+    return isinstance(value, str) and _BATCH_REF.fullmatch(value) is not None and ".." not in value
+
+
 @dataclass(frozen=True)
 class BatchInfo:
     """A submitted batch as the server last described it."""
@@ -145,6 +156,10 @@ class BatchInfo:
     total: int = 0
     # Why a batch failed as a whole (its input was refused), from the server's `errors`.
     errors: tuple[str, ...] = ()
+    # When the server will give up on the batch (seconds since the epoch), if it said.
+    expires_at: float | None = None
+    # The string metadata it was submitted with, as the server returns it.
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     # States after which a batch changes no more: its files are final.
     TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -154,20 +169,42 @@ class BatchInfo:
         return self.status in self.TERMINAL
 
 
+# Environment variables that override ReadLimits (read by the engine, named in messages).
+ENV_MAX_LINE_BYTES = "PROMPTCTL_BATCH_MAX_LINE_BYTES"
+ENV_MAX_RESULT_BYTES = "PROMPTCTL_BATCH_MAX_RESULT_BYTES"
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """The most a batch API reads of one line of a downloaded file, and of one file.
+
+    A chat completion line is a few kilobytes; 16 MiB leaves room for long answers with
+    logprobs while a hostile line cannot fill memory. A file holds one line per request
+    (at most 50,000): 4 GiB is far above any real one, and stops an endless download.
+    """
+
+    line_bytes: int = 16 * 1024 * 1024
+    file_bytes: int = 4 * 1024 * 1024 * 1024
+
+
 class BatchAPI(ABC):
     """A server's asynchronous batch interface (the OpenAI Batch API's shape): a file of
     requests is uploaded and submitted, polled, and its results read back.
 
     Requests are named by a caller's id (`custom_id`), unique within the run, by which
-    results and a submitted file's requests are matched after a restart.
+    results and a submitted file's requests are matched after a restart. Everything read
+    back comes from the server and is checked: a batch API raises `ProviderError` for a
+    batch object it cannot use, and reports a result line it cannot read as a failure.
     """
 
     name: str
     base_url: str
+    # Set by the caller before reading files (`results`, `request_lines`).
+    limits: ReadLimits = ReadLimits()
 
     @abstractmethod
     def request_line(self, custom_id: str, request: ChatRequest) -> bytes:
-        """One request as a line of the file to upload (ending in a newline)."""
+        """One request as a line of the file to upload: a JSON object ending in a newline."""
 
     @abstractmethod
     async def upload(self, path: str) -> str:
@@ -182,13 +219,17 @@ class BatchAPI(ABC):
         """The batch's current state."""
 
     @abstractmethod
-    def request_ids(self, file_id: str) -> AsyncIterator[str]:
-        """The custom ids of the requests in an uploaded file (to re-attach after a restart)."""
+    def request_lines(self, file_id: str) -> AsyncGenerator[tuple[str, Any]]:
+        """The requests of an uploaded file, as the server returns it: each one's custom id
+        and its line as JSON (to re-attach after a restart, and check the batch still
+        holds the requests this run would send)."""
 
     @abstractmethod
-    def results(self, info: BatchInfo) -> AsyncIterator[tuple[str, ChatResponse | RequestFailed]]:
+    def results(self, info: BatchInfo) -> AsyncGenerator[tuple[str | None,
+                                                             ChatResponse | RequestFailed]]:
         """Each result of a finished batch, as its output and error files are read: the
-        request's custom id and its response, or why it failed."""
+        request's custom id and its response, or why it failed. A line that names no
+        request (unreadable, too long, without a custom id) comes with None and why."""
 
     async def aclose(self) -> None:  # noqa: B027 - nothing to release by default
         """Release connections."""

@@ -412,3 +412,9 @@ def batch_note(con: Console, run: RunResult) -> None:
                          for spec, u in direct.items())
         con.print(f"[yellow]sent directly, not batched[/] (judge / embedding requests made while "
                   f"scoring): {sent}")
+    for b in batches:
+        ignored = b.get("ignored")
+        if isinstance(ignored, int) and ignored:
+            con.print(f"[yellow]batch {cell(str(b.get('id')))}: {_count(ignored)} line(s) of its "
+                      "result files left out[/] (unreadable, for requests it was not given, or "
+                      "repeated)")

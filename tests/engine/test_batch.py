@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,11 +255,12 @@ class MemoryBatches(BatchAPI):
         return BatchInfo(id=batch_id, status=status, input_file_id=batch_id,
                          output_file_id=batch_id if status == "completed" else None)
 
-    async def request_ids(self, file_id: str) -> AsyncIterator[str]:
+    async def request_lines(self, file_id: str) -> AsyncGenerator[tuple[str, Any]]:
         for line in self.files[file_id]:
-            yield line["id"]
+            yield line["id"], line
 
-    async def results(self, info: BatchInfo) -> AsyncIterator[tuple[str, ChatResponse | RequestFailed]]:
+    async def results(self, info: BatchInfo) -> AsyncGenerator[tuple[str | None,
+                                                                     ChatResponse | RequestFailed]]:
         for line in self.files[info.output_file_id or ""]:
             if "three" in line["text"]:
                 yield line["id"], RequestFailed("refused by memory")
