@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -9,6 +10,7 @@ import typer
 
 from promptctl.cli.common import handle_errors, open_project_store, project
 from promptctl.errors import InputError
+from promptctl.render import TEXT_LIMIT
 
 if TYPE_CHECKING:
     from promptctl.results import CheckResult
@@ -16,15 +18,16 @@ if TYPE_CHECKING:
 
 
 def run_document(store: Store, ref: str) -> dict[str, Any]:
-    """A run and its rows, as `promptctl show RUN --json` prints them."""
+    """A run as `promptctl show RUN --json` prints it, its rows read from the store as the
+    report takes them (never all held at once, however long their texts)."""
     from promptctl.render.jsonout import run_json
     from promptctl.runs import read_run
 
     record = store.get_run(ref)
-    return {"run": run_json(read_run(record)), "rows": list(store.iter_rows(record["id"]))}
+    return {"run": run_json(read_run(record)), "rows": store.iter_rows_paged(record["id"])}
 
 
-def write_html(path: Path, document: str) -> None:
+def write_html(path: Path, document: str | Iterable[str]) -> None:
     """Write the report to `path` (creating its folder), or an InputError naming it."""
     from promptctl.render.files import write_atomic
 
@@ -49,7 +52,7 @@ def write_check_report(store: Store, result: CheckResult, path: Path) -> None:
     """The report of `promptctl check`: each checked prompt's current run, and its diff
     against the baseline where there is one."""
     from promptctl.compare import compare_runs
-    from promptctl.render.html import render_report
+    from promptctl.render.html import iter_report
 
     runs, diffs = [], []
     for entry in result.prompts:
@@ -62,7 +65,7 @@ def write_check_report(store: Store, result: CheckResult, path: Path) -> None:
     head = result.head.commit or ""
     base = result.base.commit or ""
     title = "promptctl check" + (f": {head[:12]} against {base[:12]}" if head and base else "")
-    write_html(path, render_report(runs, diffs, title=title))
+    write_html(path, iter_report(runs, diffs, title=title))
 
 
 @handle_errors
@@ -79,6 +82,10 @@ def report(
     history: Annotated[str | None, typer.Option(
         "--history", metavar="PROMPT", help="Also the prompt's metrics across its versions "
         "(prompt file or name).", show_default=False)] = None,
+    text_limit: Annotated[int, typer.Option(
+        "--text-limit", metavar="N", min=1, help="Characters of each text a cell shows (input, "
+        "completion, answer, expected, judge and step texts); a cut cell says how many more "
+        "there are, and `promptctl show RUN --row ID` prints them.")] = TEXT_LIMIT,
 ) -> None:
     """Write one self-contained HTML report: runs, a diff, a history.
 
@@ -87,10 +94,12 @@ def report(
     answer, expected, scores) with a search box and a failures-only filter.
     --diff adds deltas with intervals and p-values and the rows that flipped;
     --history a trend per metric across commits. The file loads nothing from
-    the network and runs none of the text it shows. Needs the `report` extra
-    (vl-convert-python); without it, the error names the command that installs it.
+    the network and runs none of the text it shows. Each text is cut to
+    --text-limit characters, so the file grows by a few kilobytes a row
+    however long the texts are. Needs the `report` extra (vl-convert-python);
+    without it, the error names the command that installs it.
     """
-    from promptctl.render.html import render_report, require_charts
+    from promptctl.render.html import iter_report, require_charts
 
     if output is None:
         raise InputError("no output file", fix="add -o FILE.html")
@@ -121,7 +130,7 @@ def report(
                              fix=f"evaluate it first: promptctl eval prompts/{name}.yaml")
         # html.py still takes the JSON form
         histories.append(found.to_json())
-    write_html(output, render_report(documents, diffs, histories))
+    write_html(output, iter_report(documents, diffs, histories, text_limit=text_limit))
     size = output.stat().st_size
     typer.echo(f"wrote {output} ({size / 1e6:.1f} MB)" if size >= 1_000_000
                else f"wrote {output} ({size / 1e3:.0f} kB)")

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from promptctl.cli.common import handle_errors, open_project_store, project
+from promptctl.errors import InputError
 
 
 @handle_errors
@@ -35,17 +36,31 @@ def runs(
 def show(
     run: Annotated[str, typer.Argument(help="Run id or a unique prefix of it.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    row: Annotated[str | None, typer.Option(
+        "--row", metavar="ID", help="Only this row (every sample of it), each text in full: "
+        "what the table and the HTML report cut short.", show_default=False)] = None,
 ) -> None:
     """One run, row by row: input, completion, answer, expected, scores, tokens, latency."""
     from promptctl.render.jsonout import dumps, run_json
-    from promptctl.render.terminal import console, show_rows
+    from promptctl.render.terminal import console, show_row_texts, show_rows
     from promptctl.runs import read_row, read_run
 
     store = open_project_store(project(), create=False)
     record = store.get_run(run)
-    rows = list(store.iter_rows(record["id"]))
+    if row is None:
+        rows = list(store.iter_rows(record["id"]))
+    else:
+        # A row id names an eval set row or a few-shot example: eval rows first, as iter_rows.
+        rows = (store.rows_by_id(record["id"], [row])
+                or store.rows_by_id(record["id"], [row], kind="fewshot"))
+        if not rows:
+            raise InputError(f"no row {row!r} in run {record['id']}",
+                             fix=f"list its rows: promptctl show {record['id']}")
     result = read_run(record)
     if json_out:
         typer.echo(dumps({"run": run_json(result), "rows": rows}))
         return
-    show_rows(console(), result, [read_row(r) for r in rows])
+    if row is None:
+        show_rows(console(), result, [read_row(r) for r in rows])
+    else:
+        show_row_texts(console(), result, [read_row(r) for r in rows])

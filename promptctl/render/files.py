@@ -15,10 +15,12 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from promptctl.errors import InputError
 
+BLOCK = 1 << 16  # characters gathered before a write, when the text comes in pieces
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -27,19 +29,24 @@ class LinkRefused(InputError):
     """A report path that is, or passes through, a symbolic link (exit 2)."""
 
 
-def write_atomic(path: Path, text: str, *, append: bool = False,
+def write_atomic(path: Path, text: str | Iterable[str], *, append: bool = False,
                  root: Path | None = None) -> None:
     """Write `text` to `path` (after what it holds, with `append`) so that a reader, or a
     crash at any moment, sees the old content or the new, never an empty or half-written
     file: the full new content goes to a temporary file in the same directory, which then
     replaces `path` in one rename. Raises OSError as `open` would.
 
+    `text` may come in pieces (an HTML report of 100,000 rows), written as they come: the
+    whole is never held. A piece that cannot be written, or an error while the pieces are
+    made, leaves `path` as it was.
+
     A symbolic link is never followed: LinkRefused when `path` is one, or when a folder on
     the way to it inside the project (`root`; default: the git work tree the path lies in,
     else the current directory when it lies there) is one. Missing folders are created.
     The file keeps its permissions, and a new one gets the usual ones (0666 less the umask).
     """
-    data = text.encode("utf-8")  # before anything is touched: a text that cannot be written
+    # A whole text is encoded before anything is touched: one that cannot be written fails here.
+    data = text.encode("utf-8") if isinstance(text, str) else _encoded(text)
     target = Path(os.path.abspath(path))
     if root is None:
         root = _project_root(target)
@@ -50,7 +57,23 @@ def write_atomic(path: Path, text: str, *, append: bool = False,
         os.close(folder)
 
 
-def _write_in(folder: int, target: Path, data: bytes, append: bool) -> None:
+def _encoded(pieces: Iterable[str]) -> Iterator[bytes]:
+    """`pieces` as UTF-8, joined into blocks of about `BLOCK` characters (a report comes in
+    pieces of a few characters: one write each would be slow)."""
+    block: list[str] = []
+    size = 0
+    for piece in pieces:
+        block.append(piece)
+        size += len(piece)
+        if size >= BLOCK:
+            yield "".join(block).encode("utf-8")
+            block.clear()
+            size = 0
+    if block:
+        yield "".join(block).encode("utf-8")
+
+
+def _write_in(folder: int, target: Path, data: bytes | Iterator[bytes], append: bool) -> None:
     name = target.name
     try:
         st: os.stat_result | None = os.stat(name, dir_fd=folder, follow_symlinks=False)
@@ -62,15 +85,18 @@ def _write_in(folder: int, target: Path, data: bytes, append: bool) -> None:
         raise InputError("the report path is not a regular file", file=target,
                          fix="name a file (it is created, or replaced whole)")
     mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
+    old: bytes = b""
     if append and st is not None:
         fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=folder)
-        with os.fdopen(fd, "rb") as old:
-            data = old.read() + data
+        with os.fdopen(fd, "rb") as fh:
+            old = fh.read()
     tmp = f".{name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fh.write(old)
+            for block in (data,) if isinstance(data, bytes) else data:
+                fh.write(block)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode, dir_fd=folder)

@@ -19,6 +19,15 @@ forbids every network load and lets only this file's own script and style block 
 (by their hashes). Charts are Vega-Lite specs rendered to SVG by vl-convert (the
 `report` extra); their SVG is rebuilt from an allowlist of elements and attributes
 before it is inlined.
+
+Each text a cell shows is cut to a limit (`TEXT_LIMIT` characters unless the caller
+asks for another), and the cell says how much it left out and which command prints it
+whole: a run of long texts gives a file that grows by a few kilobytes a row, not by
+what the model wrote. A run's rows may come from the store as they are read (any
+iterable in place of the list) and wait in a temporary file as their table's data, and
+the page is produced in pieces (`iter_report`), so that neither the rows nor the page
+are ever held whole: memory stays flat in the number of rows (bench/report.py
+--long-texts).
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ import html
 import json
 import math
 import re
+import tempfile
+import unicodedata
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -42,10 +54,16 @@ from markupsafe import Markup
 from promptctl import __version__, install_command
 from promptctl.errors import InputError
 from promptctl.redact import redact
+from promptctl.render import TEXT_LIMIT
 from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
 
 INSTALL_HINT = install_command("report")
-TEXT_LIMIT = 20_000  # characters of one completion or input value shown; the rest is counted
+ID_LIMIT = 200  # characters of a row id, a variable's or a score's name
+# How far a cut may move back to keep a cluster (an emoji sequence, an accented letter) whole.
+CUT_BACKOFF = 32
+# Joiners, variation selectors and skin tones: they belong to the character before them.
+_EXTENDS = re.compile("[\u200c\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff\U000e0100-\U000e01ef]")
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9._:/@%+=,-]+")
 LABEL_LIMIT = 48  # characters of a label inside a chart
 # Score keys that are helpers of the metrics, not scores a reader looks for.
 HIDDEN_SCORES = frozenset({"answer_num", "expected_num", "label_answer", "label_expected"})
@@ -146,12 +164,60 @@ def _plain(value: Any) -> str:
         return repr(value)
 
 
-def text(value: Any, limit: int = TEXT_LIMIT) -> Markup:
-    """Untrusted `value` as HTML text: redacted, escaped, marked characters made visible."""
-    s = redact(_plain(value)).replace("\r\n", "\n")
-    extra = len(s) - limit
-    if extra > 0:
-        s = s[:limit]
+def _readable(value: Any) -> str:
+    """Untrusted `value` as the text a cell shows before it is cut: redacted first, so that no
+    secret is cut to a piece too short to be recognised."""
+    return redact(_plain(value)).replace("\r\n", "\n")
+
+
+def _regional(c: str) -> bool:
+    return "\U0001f1e6" <= c <= "\U0001f1ff"
+
+
+def _splits(s: str, i: int) -> bool:
+    """Whether cutting `s` before index `i` splits what a reader sees as one character: a
+    letter from its combining marks, a joiner or variation selector from its neighbours, a
+    flag's two letters, or the two halves of a surrogate pair."""
+    c, before = s[i], s[i - 1]
+    if unicodedata.category(c) in ("Mn", "Mc", "Me") or _EXTENDS.match(c) or before == "\u200d":
+        return True
+    if "\ud800" <= before <= "\udbff" and "\udc00" <= c <= "\udfff":
+        return True
+    if _regional(c) and _regional(before):
+        run = 0
+        while i - run - 1 >= 0 and _regional(s[i - run - 1]):
+            run += 1
+        return run % 2 == 1
+    return False
+
+
+def cut_at(s: str, limit: int) -> int:
+    """Where to cut `s` so that at most `limit` characters stay: `limit`, or up to
+    `CUT_BACKOFF` characters before it when `limit` falls inside a cluster of characters
+    (an emoji sequence, an accented letter). A cut never splits a code point; past the
+    back-off it may split a cluster (a long run of combining marks), which shows as a mark
+    without its letter and breaks no escaping."""
+    if len(s) <= limit:
+        return len(s)
+    end = limit
+    while end > 0 and limit - end < CUT_BACKOFF and _splits(s, end):
+        end -= 1
+    return limit if end > 0 and _splits(s, end) else end
+
+
+def show_row_command(run_id: Any, row_id: Any) -> str:
+    """The command that prints one row whole, each id quoted for a POSIX shell when it holds
+    more than letters, digits and `._:/-` (a row id is data: pasted unquoted, `$(...)` in it
+    would run)."""
+    return f"promptctl show {_shell_word(run_id)} --row {_shell_word(row_id)}"
+
+
+def _shell_word(value: Any) -> str:
+    s = _plain(value)
+    return s if _SHELL_SAFE.fullmatch(s) else "'" + s.replace("'", "'\\''") + "'"
+
+
+def _marked_html(s: str) -> str:
     out: list[str] = []
     last = 0
     for m in MARKED.finditer(s):
@@ -159,9 +225,23 @@ def text(value: Any, limit: int = TEXT_LIMIT) -> Markup:
         out.append(f'<span class="ctl">{mark_name(m.group())}</span>')
         last = m.end()
     out.append(html.escape(s[last:]))
-    if extra > 0:
-        out.append(f'<span class="more">… {extra:,} more characters</span>')
-    return Markup("".join(out))
+    return "".join(out)
+
+
+def text(value: Any, limit: int = TEXT_LIMIT, full: str | None = None) -> Markup:
+    """Untrusted `value` as HTML text: redacted, escaped, marked characters made visible; cut
+    to `limit` characters, with a note of how many it leaves out (and `full`, the command that
+    prints it whole)."""
+    s = _readable(value)
+    end = cut_at(s, limit)
+    if end == len(s):
+        return Markup(_marked_html(s))
+    return Markup(_marked_html(s[:end]) + _cut_note(len(s) - end, full))
+
+
+def _cut_note(extra: int, full: str | None) -> str:
+    where = f"; full text: <code>{_marked_html(full)}</code>" if full else ""
+    return f'<span class="cut">… {extra:,} more characters{where}</span>'
 
 
 def label(value: Any, limit: int = LABEL_LIMIT) -> str:
@@ -508,66 +588,129 @@ def row_failed(row: Mapping[str, Any]) -> bool:
         isinstance(s, Mapping) and s.get("error") is not None for s in steps.values())
 
 
-def _limited(value: Any, limit: int = TEXT_LIMIT) -> str:
-    """Untrusted `value` as plain text for the page's script: redacted, cut at `limit`."""
-    s = redact(_plain(value)).replace("\r\n", "\n")
-    extra = len(s) - limit
-    return s if extra <= 0 else f"{s[:limit]} … {extra:,} more characters"
+# A text in the page's data: itself, or [what a cell shows, how many characters it leaves out].
+Shown = str | list[Any]
+# Different messages of failed requests counted apart; past them, only how many rows failed.
+MAX_MESSAGES = 1_000
+MAX_VARIABLES = 20  # variables of a row's input shown; the others are counted
+# Characters of a rows table's data kept in memory; past them it waits in a temporary file.
+SPOOL_MEMORY = 1 << 20
+SPOOL_READ = 1 << 16  # characters of that data read back at a time
 
 
-def _fmt_plain(value: Any) -> str:
-    return str(fmt(value)) if _is_number(value) or value is None or isinstance(value, bool) \
-        else _limited(value, 200)
+def _name(value: Any, limit: int = ID_LIMIT) -> str:
+    """A name from data (a score's, a judge's, a step's) for the page's script: cut with an
+    ellipsis, never a note (it is shown inside a sentence)."""
+    s = _readable(value)
+    end = cut_at(s, limit)
+    return s if end == len(s) else s[:end] + "…"
 
 
-def _row_data(row: Mapping[str, Any], keys: dict[str, int]) -> dict[str, Any]:
-    """One row as the page's script renders it: every value already plain text.
+class _Cells:
+    """One row's texts as the page's script shows them, each cut to `limit` characters;
+    remembers whether it cut any (the row then names the command that prints it whole)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.cut = False
+
+    def __call__(self, value: Any, limit: int | None = None) -> Shown:
+        return self._cut(_readable(value), self.limit if limit is None else min(limit, self.limit))
+
+    def _cut(self, s: str, limit: int) -> Shown:
+        end = cut_at(s, limit)
+        if end == len(s):
+            return s
+        self.cut = True
+        return [s[:end], len(s) - end]
+
+    def value(self, value: Any) -> Shown:
+        """A score: a number as it reads, anything else as a short text."""
+        if _is_number(value) or value is None or isinstance(value, bool):
+            return str(fmt(value))
+        return self(value, ID_LIMIT)
+
+    def pairs(self, value: Any) -> list[list[Any]]:
+        """A row's input as [name, value] pairs ([None, value] when it is not a mapping).
+
+        The values share the cell's limit, so that an input of many variables is no bigger
+        than one of a single long one: each gets an even share, and what a short one leaves
+        goes to the longer ones. Past `MAX_VARIABLES` variables, one last [None, ["", n]]
+        counts the characters of those left out."""
+        if not (isinstance(value, Mapping) and value):
+            return [[None, self(value)]]
+        items = list(value.items())
+        texts = [_readable(v) for _, v in items[:MAX_VARIABLES]]
+        shares = _shares([len(t) for t in texts], self.limit)
+        out: list[list[Any]] = [[_name(k), self._cut(t, share)]
+                                for (k, _), t, share in zip(items, texts, shares, strict=False)]
+        if len(items) > MAX_VARIABLES:
+            self.cut = True
+            rest = sum(len(_readable(k)) + len(_readable(v)) for k, v in items[MAX_VARIABLES:])
+            out.append([None, ["", rest]])
+        return out
+
+
+def _shares(lengths: Sequence[int], budget: int) -> list[int]:
+    """Each of `lengths`' share of `budget` characters: its whole length when all fit, else
+    an even share, what the shorter ones leave going to the longer ones."""
+    shares = [0] * len(lengths)
+    left = budget
+    for done, i in enumerate(sorted(range(len(lengths)), key=lengths.__getitem__)):
+        shares[i] = min(lengths[i], left // (len(lengths) - done))
+        left -= shares[i]
+    return shares
+
+
+def _row_data(row: Mapping[str, Any], keys: dict[str, int], limit: int,
+              run_id: Any) -> dict[str, Any]:
+    """One row as the page's script renders it: every value already plain text, each text
+    cut to `limit` characters (a cut one as [text, characters left out]).
 
     Short keys keep 10,000 rows small: id, n (sample), f (failed), in (input as
     [key, value] pairs), c (completion), err (request error), a (answer),
     na (why there is no answer), e (expected), s ([score key index, value, bad]),
     j ([metric, score, error, completion] of LLM judges), st ([step, state,
-    answer or error, completion] of pipeline steps), m (latency, tokens, cache).
+    answer or error, completion] of pipeline steps), m (latency, tokens, cache),
+    x (the command that prints the row whole, when a text was cut).
     """
-    out: dict[str, Any] = {"id": _limited(row.get("row_id"), 200)}
+    cell = _Cells(limit)
+    out: dict[str, Any] = {"id": cell(row.get("row_id"), ID_LIMIT)}
     sample = row.get("sample")
     if _is_number(sample) and sample:
         out["n"] = sample
     if row_failed(row):
         out["f"] = 1
-    value = row.get("input")
-    out["in"] = ([[_limited(k, 200), _limited(v)] for k, v in value.items()]
-                 if isinstance(value, Mapping) and value else [[None, _limited(value)]])
+    out["in"] = cell.pairs(row.get("input"))
     if row.get("error") is not None:
-        out["err"] = _limited(row["error"], 4000)
+        out["err"] = cell(row["error"])
     else:
-        out["c"] = _limited(row.get("completion"))
+        out["c"] = cell(row.get("completion"))
         if row.get("valid") is False:
-            out["na"] = _limited(row.get("extract_error") or "", 400)
+            out["na"] = cell(row.get("extract_error") or "", 400)
         else:
-            out["a"] = _limited(row.get("answer"), 4000)
+            out["a"] = cell(row.get("answer"))
     if row.get("has_expected", True):
-        out["e"] = _limited(row.get("expected"), 4000)
+        out["e"] = cell(row.get("expected"))
     scores = row.get("scores")
     if isinstance(scores, Mapping):
-        out["s"] = [[keys.setdefault(_limited(k, 200), len(keys)), _fmt_plain(v),
+        out["s"] = [[keys.setdefault(_name(k), len(keys)), cell.value(v),
                      int(k in PASS_FAIL_SCORES and _is_number(v) and v < 1)]
                     for k, v in scores.items() if k not in HIDDEN_SCORES]
     judges = row.get("judges")
     if isinstance(judges, Mapping):
-        out["j"] = [[_limited(metric, 200),
-                     None if j.get("score") is None else _fmt_plain(j.get("score")),
-                     None if j.get("error") is None else _limited(j.get("error"), 2000),
-                     None if j.get("completion") is None else _limited(j.get("completion"))]
+        out["j"] = [[_name(metric),
+                     None if j.get("score") is None else cell.value(j.get("score")),
+                     None if j.get("error") is None else cell(j.get("error")),
+                     None if j.get("completion") is None else cell(j.get("completion"))]
                     for metric, j in judges.items() if isinstance(j, Mapping)]
     steps = row.get("steps")
     if isinstance(steps, Mapping):
-        out["st"] = [[_limited(step_id, 200),
+        out["st"] = [[_name(step_id),
                       "error" if st.get("error") is not None else
                       ("skipped" if st.get("skipped") else "ok"),
-                      _limited(st.get("error") if st.get("error") is not None
-                               else st.get("answer"), 2000),
-                      None if st.get("completion") is None else _limited(st.get("completion"))]
+                      cell(st.get("error") if st.get("error") is not None else st.get("answer")),
+                      None if st.get("completion") is None else cell(st.get("completion"))]
                      for step_id, st in steps.items() if isinstance(st, Mapping)]
     facts = []
     if _is_number(row.get("latency_ms")):
@@ -577,6 +720,8 @@ def _row_data(row: Mapping[str, Any], keys: dict[str, int]) -> dict[str, Any]:
     if row.get("cached"):
         facts.append("cached")
     out["m"] = " · ".join(facts)
+    if cell.cut:
+        out["x"] = show_row_command(run_id, row.get("row_id"))
     return out
 
 
@@ -602,50 +747,105 @@ def json_island(value: Any) -> str:
                              json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
-def _rows_block(rows: Sequence[Mapping[str, Any]], what: str) -> dict[str, Any]:
-    """A rows table: its data as a JSON island, its body rendered by the page's script."""
-    keys: dict[str, int] = {}
-    data = [_row_data(r, keys) for r in rows]
-    with_steps = any("st" in r for r in data)
-    island = json_island({"keys": list(keys), "steps": with_steps, "rows": data})
-    return {"what": what, "n": len(rows), "failed": sum(1 for r in data if r.get("f")),
-            "steps": with_steps, "island": Markup(island)}  # escaped by json_island
+class _RowsBlock:
+    """A rows table as its rows are read: its counts, and its rows as JSON (the middle of its
+    island), kept in a temporary file once they outgrow `SPOOL_MEMORY`. The rows are read
+    once, before the section's figures that count them are written, and never held."""
+
+    def __init__(self, what: str, limit: int, run_id: Any) -> None:
+        self.what, self.limit, self.run_id = what, limit, run_id
+        self.n = self.failed = 0
+        self.steps = False
+        self.keys: dict[str, int] = {}
+        self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, mode="w+",
+                                                   encoding="utf-8")
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        data = _row_data(row, self.keys, self.limit, self.run_id)
+        self.spool.write(("," if self.n else "") + json_island(data))
+        self.n += 1
+        self.failed += "f" in data
+        self.steps = self.steps or "st" in data
+
+    def island(self) -> Iterator[Markup]:
+        """The table's data as a JSON island, in pieces: {"rows": [...], "keys": [...],
+        "steps": ...}. Every piece was escaped by `json_island`."""
+        yield Markup('{"rows":[')
+        with self.spool:
+            self.spool.seek(0)
+            while piece := self.spool.read(SPOOL_READ):
+                yield Markup(piece)
+        yield Markup(f'],"keys":{json_island(list(self.keys))},"steps":{json_island(self.steps)}}}')
+
+    def context(self) -> dict[str, Any]:
+        return {"what": self.what, "n": self.n, "failed": self.failed, "steps": self.steps,
+                "island": self.island()}
+
+
+class _Tally:
+    """What a run's section says about its rows before it lists them: failed requests by
+    message, and the latency histogram. It keeps 8 bytes a row (the latencies) and at most
+    `MAX_MESSAGES` messages, each cut to the text limit: never the rows themselves."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.latencies = array("d")
+        # Cut message: [rows, characters cut off]. Messages alike up to the limit count as one.
+        self.messages: dict[str, list[int]] = {}
+        self.untold = 0  # failed requests past MAX_MESSAGES different messages
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        if row.get("error") is not None:
+            s = _readable(row["error"])
+            end = cut_at(s, self.limit)
+            entry = self.messages.get(s[:end])
+            if entry is not None:
+                entry[0] += 1
+            elif len(self.messages) < MAX_MESSAGES:
+                self.messages[s[:end]] = [1, len(s) - end]
+            else:
+                self.untold += 1
+        elif row.get("kind", "eval") == "eval" and _is_number(row.get("latency_ms")):
+            self.latencies.append(float(row["latency_ms"]))
+
+    def failed_requests(self) -> dict[str, Any]:
+        """The ten most frequent messages of failed requests (as HTML), with their counts."""
+        top = sorted(self.messages.items(), key=lambda kv: -kv[1][0])[:10]
+        return {"top": [(Markup(_marked_html(message) + (_cut_note(extra, None) if extra else "")),
+                         n) for message, (n, extra) in top],
+                "more": len(self.messages) - len(top), "untold": self.untold,
+                "max_messages": MAX_MESSAGES}
 
 
 # --- sections: the context of each template -----------------------------------------------------
 
 
-def _failed_requests(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The ten most frequent messages of failed requests, with their counts."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        if r.get("error") is not None:
-            key = _plain(r["error"])
-            counts[key] = counts.get(key, 0) + 1
-    top = sorted(counts.items(), key=lambda kv: -kv[1])[:10]
-    return {"top": top, "more": len(counts) - len(top)}
-
-
-def _run_section(index: int, document: Mapping[str, Any], charts: Charts) -> dict[str, Any]:
+def _run_section(index: int, document: Mapping[str, Any], charts: Charts,
+                 limit: int) -> dict[str, Any]:
+    """A run's section. Its rows ("rows": a list, or rows read from the store as they come)
+    are read once, here."""
     run = _mapping(document.get("run"))
-    rows = list(document.get("rows") or [])
-    eval_rows = [r for r in rows if r.get("kind", "eval") == "eval"]
-    fewshot_rows = [r for r in rows if r.get("kind") == "fewshot"]
-    latencies = [float(r["latency_ms"]) for r in eval_rows
-                 if _is_number(r.get("latency_ms")) and r.get("error") is None]
+    tally = _Tally(limit)
+    blocks = {kind: _RowsBlock(kind, limit, run.get("id")) for kind in ("eval", "fewshot")}
+    for row in document.get("rows") or ():
+        tally.add(row)
+        block = blocks.get(row.get("kind", "eval"))
+        if block is not None:
+            block.add(row)
     metric_chart = _metric_chart(charts, _mapping(run.get("metrics")), "metrics of the run")
     return {"index": index, "run": _part(run), "metric_chart": metric_chart,
-            "latency_chart": _latency_chart(charts, latencies),
-            "failed_requests": _failed_requests(rows), "eval_rows": _rows_block(eval_rows, "eval"),
-            "fewshot_rows": _rows_block(fewshot_rows, "fewshot") if fewshot_rows else None}
+            "latency_chart": _latency_chart(charts, tally.latencies),
+            "failed_requests": tally.failed_requests(), "eval_rows": blocks["eval"].context(),
+            "fewshot_rows": blocks["fewshot"].context() if blocks["fewshot"].n else None}
 
 
-def _diff_section(index: int, diff: Mapping[str, Any], charts: Charts) -> dict[str, Any]:
+def _diff_section(index: int, diff: Mapping[str, Any], charts: Charts,
+                  limit: int) -> dict[str, Any]:
     flipped = _mapping(diff.get("flipped"))
     flips = [(key, title, [fields(e) for e in entries if isinstance(e, Mapping)])
              for key, title in FLIP_GROUPS if (entries := flipped.get(key))]
     return {"index": index, "diff": _part(diff), "a": _part(diff.get("a")),
-            "b": _part(diff.get("b")), "flips": flips,
+            "b": _part(diff.get("b")), "flips": flips, "limit": limit,
             "delta_chart": _delta_chart(charts, _mapping(diff.get("metrics")))}
 
 
@@ -670,8 +870,9 @@ def environment() -> jinja2.Environment:
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(text=text, label=label, fmt=fmt, p=_p, signed=_signed,
-                       interval=_interval, cost=_cost, short=_short, exact=_exact, plain=_plain,
-                       part=_part, field=_field, records=_records)
+                       interval=_interval, cost=_cost, short=_short, exact=_exact,
+                       plain=_plain, part=_part, field=_field, records=_records,
+                       show_row=show_row_command)
     env.tests.update(real=_is_number)
     return env
 
@@ -709,21 +910,28 @@ def __getattr__(name: str) -> str:  # the page's parts, read once they are asked
     raise AttributeError(name)
 
 
-def render_report(runs: Sequence[Mapping[str, Any]] = (), diffs: Sequence[Mapping[str, Any]] = (),
-                  histories: Sequence[Mapping[str, Any]] = (), *, title: str | None = None,
-                  generated_at: str | None = None, version: str | None = None) -> str:
-    """The report as one HTML document.
+def iter_report(runs: Sequence[Mapping[str, Any]] = (), diffs: Sequence[Mapping[str, Any]] = (),
+                histories: Sequence[Mapping[str, Any]] = (), *, title: str | None = None,
+                generated_at: str | None = None, version: str | None = None,
+                text_limit: int = TEXT_LIMIT) -> Iterator[str]:
+    """The report as one HTML document, in pieces to write one after the other.
 
-    `runs`: documents as `promptctl show RUN --json` prints them ({"run", "rows"});
-    `diffs`: as `compare_runs` returns them; `histories`: as `history` does.
-    Raises InputError when vl-convert (the `report` extra) is missing.
+    `runs`: documents as `promptctl show RUN --json` prints them ({"run", "rows"}), where
+    "rows" may be any iterable (the store's rows of the run, read as they come: each run's
+    rows are read once, here, and wait in a temporary file until their table is written);
+    `diffs`: as `compare_runs` returns them; `histories`: as `history` does. Each text a
+    cell shows is cut to `text_limit` characters. Raises InputError when vl-convert (the
+    `report` extra) is missing.
     """
     require_charts()
+    if text_limit < 1:
+        raise ValueError(f"text_limit must be at least 1, not {text_limit}")
     if version is None:
         version = __version__
     charts = Charts()  # in page order: chart ids count up through the sections
-    run_sections = [_run_section(i, doc, charts) for i, doc in enumerate(runs, 1)]
-    diff_sections = [_diff_section(i, diff, charts) for i, diff in enumerate(diffs, 1)]
+    run_sections = [_run_section(i, doc, charts, text_limit) for i, doc in enumerate(runs, 1)]
+    diff_sections = [_diff_section(i, diff, charts, text_limit)
+                     for i, diff in enumerate(diffs, 1)]
     history_sections = [_history_section(i, hist, charts) for i, hist in enumerate(histories, 1)]
     if title is None:
         names = list(dict.fromkeys(
@@ -732,9 +940,19 @@ def render_report(runs: Sequence[Mapping[str, Any]] = (), diffs: Sequence[Mappin
             + [_plain(h.get("prompt")) for h in histories]))
         title = "promptctl report" + (": " + ", ".join(names) if names else "")
     page = assets()
-    return environment().get_template("report.html.j2").render(
+    return environment().get_template("report.html.j2").generate(
         runs=run_sections, diffs=diff_sections, histories=history_sections, title=title,
         generated_at=generated_at or datetime.now(UTC).isoformat(timespec="seconds")
-        .replace("+00:00", "Z"), version=version,
+        .replace("+00:00", "Z"), version=version, text_limit=text_limit,
         # Our own constants: the policy holds quotes that must stay as they are.
         csp=Markup(page.csp), style=Markup(page.style), script=Markup(page.script))
+
+
+def render_report(runs: Sequence[Mapping[str, Any]] = (), diffs: Sequence[Mapping[str, Any]] = (),
+                  histories: Sequence[Mapping[str, Any]] = (), *, title: str | None = None,
+                  generated_at: str | None = None, version: str | None = None,
+                  text_limit: int = TEXT_LIMIT) -> str:
+    """The report as one HTML document (`iter_report` joined: for reports small enough to
+    hold whole)."""
+    return "".join(iter_report(runs, diffs, histories, title=title, generated_at=generated_at,
+                               version=version, text_limit=text_limit))

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from promptctl.metrics.registry import builtin, builtin_metrics, higher_is_better
 from promptctl.render import fmt, inert
-from promptctl.runs import MetricResult, RowResult, RunResult, RunSummary
+from promptctl.runs import Answered, MetricResult, RowResult, RunResult, RunSummary
 
 
 class InertConsole(Console):
@@ -320,6 +320,69 @@ def show_rows(con: Console, run: RunResult, rows: Iterable[RowResult]) -> None:
                       fmt.num(row.latency_ms, 0))
         _step_rows(table, row)
     con.print(table)
+
+
+def show_row_texts(con: Console, run: RunResult, rows: Iterable[RowResult]) -> None:
+    """Some rows of a run (each sample), every text in full with its lines kept: what the
+    table of `show_rows` and the HTML report's cells cut short."""
+    asked = list(run.metrics or run.fewshot_metrics)
+    con.print(f"run {cell(run.id)}  [bold]{cell(run.prompt_name)}[/] with "
+              f"[bold]{cell(run.model)}[/]")
+    for row in rows:
+        kind = "" if row.kind == "eval" else " (few-shot)"
+        sample = f" #{_count(row.sample)}" if row.sample else ""
+        con.print(f"\n[bold]row {cell(row.row_id, 200)}{kind}{sample}[/]")
+        _full_texts(con, row, "")
+        if not row.error:
+            scores = row_scores(asked or _implied(dict(row.scores)), dict(row.scores))
+            con.print(f"[bold]scores[/] {scores}{scoring_notes(row.judges)}")
+        for step_id, st in row.steps.items():
+            con.print(f"[bold]step {cell(step_id, 80)}[/]")
+            if st.not_run:
+                con.print(f"  [dim]not run: {block(st.not_run)}[/]")
+            elif st.skipped:
+                con.print("  [dim]skipped (when: was false)[/]")
+            else:
+                _full_texts(con, st, "  ")
+        facts = [f"tokens {_count(row.prompt_tokens)}/{_count(row.completion_tokens)}"]
+        if row.latency_ms is not None:
+            facts.append(f"{fmt.num(row.latency_ms, 0)} ms")
+        if row.cached:
+            facts.append("cached")
+        con.print("[dim]" + "  ".join(facts) + "[/]")
+
+
+def _full_texts(con: Console, answered: Answered, indent: str) -> None:
+    """The texts of a row or a step, whole: input, completion (or error), answer, expected,
+    each judge's completion."""
+    def part(name: str, value: Any, style: str = "") -> None:
+        body = block(value).replace("\n", "\n" + indent + "  ")
+        shown = f"[{style}]{body}[/]" if style else body
+        con.print(f"{indent}[bold]{name}[/]\n{indent}  {shown}")
+
+    if isinstance(answered.input, Mapping) and answered.input:
+        con.print(f"{indent}[bold]input[/]")
+        for k, v in answered.input.items():
+            value = block(v).replace("\n", "\n" + indent + "    ")
+            con.print(f"{indent}  {cell(k, 200)}: {value}")
+    elif answered.input is not None:
+        part("input", answered.input)
+    if answered.error:
+        part("error", answered.error, "red")
+        return
+    part("completion", answered.completion or "")
+    if answered.valid:
+        part("answer", answered.answer)
+    else:
+        part("answer", no_answer(answered.extract_error), "red")
+    if answered.has_expected:
+        part("expected", answered.expected)
+    for name, j in answered.judges.items():
+        if isinstance(j, Mapping) and "completion" in j:
+            score = "no score" if j.get("score") is None else _score(j.get("score"))
+            part(f"judge {cell(name, 40)}: {score}", j.get("completion") or "")
+            if j.get("error"):
+                part(f"judge {cell(name, 40)} error", j["error"], "red")
 
 
 def _step_rows(table: Table, row: RowResult) -> None:

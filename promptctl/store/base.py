@@ -306,6 +306,12 @@ class Store(ABC):
     def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
         """A run's rows: few-shot examples first, then by position and sample."""
 
+    def iter_rows_paged(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
+        """`iter_rows` for rows whose texts may be long (a report): the order is read first,
+        keys only, then the rows a few at a time, so that memory stays flat however many
+        rows there are and however long. Slower than `iter_rows` on short rows."""
+        return self.iter_rows(run_id, kind)
+
     @abstractmethod
     def answered_keys(self, run_id: str) -> set[tuple[str, str, int]]:
         """(kind, row_id, sample) of the rows of a run that have an answer (not an error)."""

@@ -62,6 +62,7 @@ _UPSERT_CACHE = ("INSERT INTO cache (key, created_at, response) VALUES (%s, %s, 
 _TEXT_ROW = tuple(c not in ROW_JSON and c not in ("valid", "cached") for c in ROW_COLUMNS)
 # Rows read per query when a run is iterated: the connection stays free between pages.
 _PAGE = 5000
+_WIDE_PAGE = 50  # rows a page of iter_rows_paged: 5 MB of rows of 100 kB
 
 
 class PostgresStore(Store):
@@ -223,6 +224,12 @@ class PostgresStore(Store):
                     copy.write_row(_row_values(row))
 
     def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
+        return self._paged_rows(run_id, kind, _PAGE)
+
+    def iter_rows_paged(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
+        return self._paged_rows(run_id, kind, _WIDE_PAGE)
+
+    def _paged_rows(self, run_id: str, kind: str | None, size: int) -> Iterator[RowRecord]:
         # The order is read first (keys only), then the rows a page at a time: the connection
         # is free between pages for whatever the caller does with each row, and a run of
         # 100,000 rows is never held whole.
@@ -234,7 +241,7 @@ class PostgresStore(Store):
         sql += " ORDER BY kind DESC, position, sample"
         keys = self.conn.execute(sql.encode(), args).fetchall()
         it = iter(keys)
-        while page := list(islice(it, _PAGE)):
+        while page := list(islice(it, size)):
             by_key = self._rows_of_keys(run_id, page)
             for key in page:
                 row = by_key.get(key)

@@ -563,6 +563,48 @@ def test_judges_steps_and_failed_requests_are_shown(browser: Browser, counter: C
     assert counter.hits == []
 
 
+def test_cut_cells_say_so_in_the_browser(browser: Browser, counter: Counter,
+                                         tmp_path: Path) -> None:
+    from promptctl.render import TEXT_LIMIT
+
+    hostile = payloads(counter.url)
+    long = " ".join(hostile) * 40  # about 25,000 characters of payloads
+    rows = [{"row_id": f"c{i}", "kind": "eval", "sample": 0,
+             "input": {"q": f"needle{i} " + long, "ctx": long},
+             "expected": long, "completion": f"said{i} " + long, "answer": "x", "valid": True,
+             "error": None, "scores": {"exact_match": 1.0}} for i in range(3)]
+    rows.append({"row_id": "short", "kind": "eval", "sample": 0, "input": {"q": "small"},
+                 "expected": "x", "completion": "x", "answer": "x", "valid": True, "error": None,
+                 "scores": {"exact_match": 1.0}})
+    page = tmp_path / "cut.html"
+    page.write_text(render_report([{"run": {"id": "01cut", "prompt": "cut"}, "rows": rows}],
+                                  title="cut"), encoding="utf-8")
+    browser.open(page)  # a fresh browser's first page also loads Chromium's own resources
+    assert browser.open(page) == [page.as_uri()]
+    header = browser.js("return document.querySelector('header p.limit').textContent")
+    assert header.startswith(f"Texts are cut to {TEXT_LIMIT:,} characters a cell")
+    cells = browser.js("return [...document.querySelectorAll('#run-1 div.rows tbody tr')]"
+                       ".map(tr => [...tr.cells].map(td => [td.textContent, [...td.querySelectorAll("
+                       "'.cut')].map(c => c.textContent)]))")
+    first, short = cells[0], cells[3]
+    assert first[0][1] == ["full text: promptctl show 01cut --row c0"]
+    assert first[1][1] == [f"… {len(long) + 8 - TEXT_LIMIT // 2:,} more characters",
+                           f"… {len(long) - TEXT_LIMIT // 2:,} more characters"]
+    assert first[2][1] == [f"… {len(long) + 6 - TEXT_LIMIT:,} more characters"]
+    assert first[4][1] == [f"… {len(long) - TEXT_LIMIT:,} more characters"]
+    assert first[2][0].startswith("said0 <script>")  # the payloads shown as text
+    assert all(c[1] == [] for c in short)  # nothing cut, nothing said
+    # The search still reads the texts the cells keep.
+    browser.driver.find_element("css selector", "#run-1 input.search").send_keys("NEEDLE1")
+    wait_for(browser, "return [...document.querySelectorAll('#run-1 tbody tr')]"
+             ".map(tr => tr.cells[0].firstChild.textContent).join()", "c1")
+    audit(browser, "cut")
+    assert counter.hits == []
+    shot = tmp_path / "cut.png"
+    assert browser.driver.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_the_page_script_marks_the_characters_the_renderers_mark(browser: Browser,
                                                                  tmp_path: Path) -> None:
     from promptctl.render.inert import VISIBLE_MARKS
@@ -622,7 +664,7 @@ def test_text_escapes_and_makes_invisible_characters_visible() -> None:
     for code in ("202E", "0000", "001B", "2066", "E0041", "D800"):
         assert f'<span class="ctl">U+{code}</span>' in shown
     assert "fine\ttab\nline" in shown
-    assert text("x" * 30, limit=10) == "x" * 10 + '<span class="more">… 20 more characters</span>'
+    assert text("x" * 30, limit=10) == "x" * 10 + '<span class="cut">… 20 more characters</span>'
 
 
 def test_registered_secrets_are_masked_everywhere_in_the_report() -> None:

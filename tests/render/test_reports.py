@@ -65,6 +65,38 @@ def test_text_that_cannot_be_encoded_touches_nothing(tmp_path: Path) -> None:
     assert target.read_text(encoding="utf-8") == "old"
 
 
+def test_a_text_in_pieces_is_written_as_they_come_or_not_at_all(tmp_path: Path) -> None:
+    from promptctl.render.files import BLOCK
+
+    target = tmp_path / "report.html"
+    target.write_text("old", encoding="utf-8")
+    n = 3 * BLOCK // 10 + 1
+    written: list[int] = []
+
+    def pieces(fail: bool = False) -> Any:
+        for _ in range(n):
+            yield "é" * 10  # two bytes each: blocks are cut by characters, written whole
+        [tmp] = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        written.append(tmp.stat().st_size)
+        if fail:
+            raise RuntimeError("the store went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        write_atomic(target, pieces(fail=True))
+    # Two blocks of the three were on disk before the last piece came: nothing waited for
+    # the whole.
+    [size] = written
+    assert 2 * 2 * BLOCK <= size < 2 * 10 * n
+    assert target.read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temp left
+
+    write_atomic(target, pieces())
+    assert target.read_text(encoding="utf-8") == "é" * 10 * n
+    with pytest.raises(UnicodeEncodeError):
+        write_atomic(target, iter(["fine", "\ud800"]))
+    assert target.read_text(encoding="utf-8") == "é" * 10 * n
+
+
 def test_check_with_a_hostile_server_error_writes_whole_inert_reports(
         repo: Repo, fake_openai: FakeOpenAI, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@ run asked for, each as a reader takes it in (rmse and mae as the row's absolute 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -99,3 +100,21 @@ def test_an_unfinished_run_shows_the_scores_its_rows_hold() -> None:
     show_rows(InertConsole(file=buffer, width=300), read_run(run), [read_row(row)])
     out = buffer.getvalue()
     assert "format_validity 1  exact_match 0  abs error 1" in out and "squared" not in out
+
+
+def test_show_row_prints_one_row_with_every_text_whole(guess: FakeOpenAI) -> None:
+    long = "Guess: 3 because " + "the reasons go on and on; " * 1000 + "THE END"
+    guess.responder = lambda body: long if last_user_message(body) == "Guess b" else "Guess: 1"
+    run = helpers.eval_run("prompts/guess.yaml")
+    table = helpers.invoke("show", run["id"]).stdout
+    assert "THE END" not in table  # the table cuts a completion short
+
+    out = helpers.invoke("show", run["id"], "--row", "far").stdout
+    assert "row far" in out and "row close" not in out and "row mute" not in out
+    assert "".join(out.split()).count("".join(long.split())) == 1  # whole, however wrapped
+    assert "expected" in out and "abs error 2" in out
+
+    doc = json.loads(helpers.invoke("show", run["id"], "--row", "far", "--json").stdout)
+    assert [(r["row_id"], r["completion"]) for r in doc["rows"]] == [("far", long)]
+    missing = helpers.run_cli("show", run["id"], "--row", "nope")
+    assert missing.exit_code == 2 and "no row 'nope'" in missing.stderr

@@ -307,6 +307,20 @@ def test_iterating_a_large_run_keeps_the_order_and_allows_other_calls(any_store:
     assert seen == [(i, i % 2) for i in range(n)]
 
 
+def test_paged_iteration_gives_the_rows_of_iter_rows_in_their_order(any_store: Store) -> None:
+    # Pages of 50 keys: three samples a row make every page end inside a row's samples, and
+    # the few-shot rows come first, in a page shared with eval rows.
+    any_store.create_run(run_record("01aaa"))
+    any_store.write_rows([row("01aaa", f"f{i}", i, kind="fewshot") for i in range(3)]
+                         + [row("01aaa", f"r{(i * 37) % 130}", i, sample=s, completion="x" * i)
+                            for i in range(60) for s in range(3)])
+    for kind in (None, "eval", "fewshot"):
+        paged = list(any_store.iter_rows_paged("01aaa", kind))
+        assert paged == list(any_store.iter_rows("01aaa", kind))
+        assert len(paged) == {None: 183, "eval": 180, "fewshot": 3}[kind]
+    assert list(any_store.iter_rows_paged("01nope")) == []
+
+
 def test_add_run_is_one_transaction(any_store: Store) -> None:
     rows = [row("01new", "r1", 0), row("01new", "r2", 1)]
     any_store.add_run(run_record("01new", status="complete"), rows)
