@@ -65,7 +65,7 @@ def write_check_report(store: Store, result: CheckResult, path: Path) -> None:
     head = result.head.commit or ""
     base = result.base.commit or ""
     title = "promptctl check" + (f": {head[:12]} against {base[:12]}" if head and base else "")
-    write_html(path, iter_report(runs, diffs, title=title))
+    write_html(path, iter_report(runs, diffs, title=title, check=result))
 
 
 @handle_errors

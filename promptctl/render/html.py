@@ -52,10 +52,11 @@ import jinja2
 from markupsafe import Markup
 
 from promptctl import __version__, install_command
-from promptctl.errors import InputError
+from promptctl.errors import EXIT_GATE, EXIT_INPUT, EXIT_OK, EXIT_PROVIDER, InputError
 from promptctl.redact import redact
 from promptctl.render import TEXT_LIMIT
 from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
+from promptctl.results import CheckResult, Gate
 
 INSTALL_HINT = install_command("report")
 ID_LIMIT = 200  # characters of a row id, a variable's or a score's name
@@ -910,10 +911,49 @@ def __getattr__(name: str) -> str:  # the page's parts, read once they are asked
     raise AttributeError(name)
 
 
+_OVERALL = {EXIT_OK: ("passed", "pass"), EXIT_GATE: ("failed", "fail"),
+            EXIT_INPUT: ("could not run: input error", "error"),
+            EXIT_PROVIDER: ("could not run: provider failure", "error")}
+
+
+def _gate_label(gate: Gate) -> str:
+    if gate.kind == "min":
+        return f"{gate.metric} ≥ {gate.limit:g}"
+    if gate.kind == "max":
+        return f"{gate.metric} ≤ {gate.limit:g}"
+    return f"{gate.metric} drop ≤ {gate.limit:g}"
+
+
+def check_context(result: CheckResult) -> dict[str, Any]:
+    """What the verdict at the top of a `check --html` report shows: the overall verdict,
+    the base, each prompt's verdict and every gate with its threshold and figures."""
+    overall, status = _OVERALL.get(result.exit_code, (f"exit {result.exit_code}", "error"))
+    s = result.summary
+    parts = [f"{n} {what}" for n, what in ((s.fail, "failed"), (s.error, "could not be checked"),
+                                           (s.warn, "warned"), (s.pass_, "passed")) if n]
+    return {
+        "overall": overall, "status": status,
+        "headline": ", ".join(parts) if result.prompts else "no prompt changed",
+        "base_ref": result.base.ref, "base_how": result.base.how,
+        "base_commit": result.base.commit[:12], "head_commit": (result.head.commit or "-")[:12],
+        "dirty": bool(result.head.dirty), "significance": result.significance,
+        "strict": result.strict,
+        "config_note": result.config.note() if result.config else None,
+        "prompts": [{
+            "prompt": p.prompt, "status": p.status, "reasons": list(p.reasons),
+            "error": p.error.message if p.error else None, "warnings": list(p.warnings),
+            "gates": [{"label": _gate_label(g), "value": g.value, "baseline": g.baseline,
+                       "delta": g.delta, "ci95": g.ci95, "p_value": g.p_value,
+                       "regression": g.kind == "max_regression", "status": g.status,
+                       "message": g.message} for g in p.gates]} for p in result.prompts],
+        "deleted": [d.prompt for d in result.deleted],
+    }
+
+
 def iter_report(runs: Sequence[Mapping[str, Any]] = (), diffs: Sequence[Mapping[str, Any]] = (),
                 histories: Sequence[Mapping[str, Any]] = (), *, title: str | None = None,
                 generated_at: str | None = None, version: str | None = None,
-                text_limit: int = TEXT_LIMIT) -> Iterator[str]:
+                text_limit: int = TEXT_LIMIT, check: CheckResult | None = None) -> Iterator[str]:
     """The report as one HTML document, in pieces to write one after the other.
 
     `runs`: documents as `promptctl show RUN --json` prints them ({"run", "rows"}), where
@@ -942,6 +982,7 @@ def iter_report(runs: Sequence[Mapping[str, Any]] = (), diffs: Sequence[Mapping[
     page = assets()
     return environment().get_template("report.html.j2").generate(
         runs=run_sections, diffs=diff_sections, histories=history_sections, title=title,
+        check=fields(check_context(check)) if check is not None else None,
         generated_at=generated_at or datetime.now(UTC).isoformat(timespec="seconds")
         .replace("+00:00", "Z"), version=version, text_limit=text_limit,
         # Our own constants: the policy holds quotes that must stay as they are.

@@ -780,6 +780,24 @@ def test_check_html_reports_the_changed_prompt_and_its_diff(repo: Repo, tmp_path
     assert entries["other"]["baseline_run"] is None
 
 
+def test_check_html_opens_with_the_verdict_and_its_gates(repo: Repo, tmp_path: Path) -> None:
+    repo.write("prompts/score.yaml", prompt_text(style="BREAK 15"))
+    repo.commit("worse")
+    out = tmp_path / "report.html"
+    invoke("check", "--html", str(out), code=1)
+    document = out.read_text(encoding="utf-8")
+    main = document[document.index("<main>"):]
+    # The verdict is the first thing on the page, before any run.
+    assert main.index('id="check"') < main.index('id="run-1"')
+    verdict = main[main.index('id="check"'):main.index("</section>")]
+    assert '<h2 class="verdict">check failed</h2>' in verdict
+    assert "1 failed" in verdict and "p &lt; 0.05" in verdict
+    rows = re.findall(r"<td>([^<]*)</td>.*?<td class=\"status (\w+)\">", verdict)
+    assert ("exact_match drop ≤ 0.02", "fail") in rows
+    assert ("format_validity ≥ 0.9", "pass") in rows
+    assert "fell by 0.75, more than the limit 0.02" in verdict
+
+
 def test_the_workflow_uploads_the_html_report() -> None:
     from promptctl.ci_templates import WORKFLOW, workflow
 
