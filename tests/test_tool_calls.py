@@ -147,6 +147,12 @@ def test_show_prints_the_calls(api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch)
     # T6: text and no call, where none is expected.
     completion, answer, expected = (lines["t6"].split("│")[i].strip() for i in (2, 3, 4))
     assert (completion, answer, expected) == ("Nothing to do here.", "no call", "no call")
+    # One row in full: its calls under "tool calls", as written.
+    full = invoke("show", run["id"], "--row", "t4").stdout
+    assert 'tool calls\n  refund({"order_id": "A4", )' in full
+    assert "tool calls\n  none" in invoke("show", run["id"], "--row", "t6").stdout
+    assert json.loads(invoke("show", run["id"], "--row", "t4", "--json").stdout)["rows"][0][
+        "tool_calls"][0]["function"]["name"] == "refund"
 
 
 # -- tool_calls: the list of calls, in order -------------------------------------------------------
