@@ -35,7 +35,7 @@ from promptctl.prompts import (
     load_prompt,
     unique_paths,
 )
-from promptctl.scoring import OUTPUT_TYPES, OutputSpec
+from promptctl.scoring import TEXT_OUTPUT_TYPES, OutputSpec
 from promptctl.templates import Site, compile_template, environment, render_template, row_budget
 from promptctl.work import RowContext, WorkItem
 
@@ -454,6 +454,11 @@ def _check_step(raw: Any, i: int, path: Path, lines: LineMap, ids: list[str], ro
     if getattr(prompt, "kind", "prompt") == "pipeline":
         raise _fail(f"step {step_id} names a pipeline, not a prompt", path, lines, "steps", i,
                     "prompt", fix="name a prompt file")
+    if prompt.output.reads_calls:
+        raise _fail(f"step {step_id}: its prompt answers with tool calls (output.type "
+                    f"{prompt.output.type}), which pipeline steps do not take yet", path, lines,
+                    "steps", i, "prompt", fix="evaluate that prompt on its own, or give the step "
+                    "a prompt with a text output")
     inputs_raw = raw.get("input")
     if inputs_raw is None:
         inputs_raw = {}
@@ -575,9 +580,10 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
                     fix='e.g. output: "{{ steps.LAST.answer }}"')
     output = _expr(raw["output"], "text", _site(path, lines, "output", "output"), ids)
     otype = raw.get("output_type", "string")
-    if otype not in OUTPUT_TYPES:
+    if otype not in TEXT_OUTPUT_TYPES:
         raise _fail(f"unknown output_type {quote(otype)}", path, lines, "output_type",
-                    fix=f"use one of: {', '.join(OUTPUT_TYPES)}")
+                    fix=f"use one of: {', '.join(TEXT_OUTPUT_TYPES)} (a pipeline's answer is "
+                    "text)")
     labels = raw.get("labels") or []
     if not isinstance(labels, list) or not all(isinstance(x, str | int) for x in labels):
         raise _fail("labels must be a list of strings", path, lines, "labels",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,18 +26,22 @@ from promptctl.metrics.registry import (
     kinds,
     register_prompt_loader,
     score_answer,
+    score_extraction,
     unknown,
 )
-from promptctl.scoring import OUTPUT_TYPES, OutputSpec
+from promptctl.scoring import OUTPUT_TYPES, OutputSpec, extract_calls
 from promptctl.store import utcnow
 from promptctl.templates import Site, compile_template, render_template
+from promptctl.toolcalls import TOOL_CALLS_KEY, TOOL_NAME, TOOL_OUTPUT_TYPES, Tool
 from promptctl.work import RowContext, WorkItem
 
 if TYPE_CHECKING:
     import jinja2
 
-PROMPT_KEYS = ("name", "description", "model", "params", "messages", "examples", "output",
-               "metrics", "evalset", "thresholds")
+PROMPT_KEYS = ("name", "description", "model", "params", "messages", "tools", "examples",
+               "output", "metrics", "evalset", "thresholds")
+TOOL_KEYS = ("name", "description", "parameters", "strict")
+TOOL_CHOICES = ("auto", "none", "required")
 OUTPUT_KEYS = ("pattern", "type", "labels", "json_schema")
 ROLES = ("system", "user", "assistant", "developer")
 GATE_KEYS = ("min", "max")
@@ -83,6 +89,8 @@ class Prompt:
     description: str = ""
     model: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # The function tools the model may call, sent with every request.
+    tools: tuple[Tool, ...] = ()
     examples: tuple[Row, ...] = ()
     output: OutputSpec = field(default_factory=OutputSpec)
     metrics: tuple[str, ...] = ("format_validity",)
@@ -137,10 +145,13 @@ class Prompt:
 
     @property
     def request_params(self) -> dict[str, Any]:
-        """Parameters sent with every request; temperature is always explicit."""
+        """Parameters sent with every request; temperature is always explicit. The declared
+        tools are among them, so they are part of every cache key."""
         params = {"temperature": 0, **self.params}
         if params["temperature"] is None:  # `temperature:` left empty is still temperature 0
             params["temperature"] = 0
+        if self.tools:
+            params["tools"] = [t.request() for t in self.tools]
         return params
 
     # --- as a target of the engine (see `promptctl.target`): one request per row ----------
@@ -177,7 +188,9 @@ class Prompt:
         return self.render(row.input, row_id=row.id)
 
     def check_rows(self, rows: Iterable[Row], evalset_path: Path) -> None:
-        """Nothing beyond rendering, which planning does for every row."""
+        """Beyond rendering, which planning does for every row: the calls a tool call
+        output expects have its shape."""
+        check_expected_calls(self, rows, evalset_path)
 
     async def run_row(self, item: WorkItem, ctx: RowContext) -> dict[str, Any]:
         answer = await ctx.complete(item.messages, self.request_params, item.sample)
@@ -196,6 +209,17 @@ class Prompt:
         response = answer.response
         if response is None:
             record["error"] = answer.error
+        elif self.output.reads_calls:
+            # The answer is the calls. The text beside them is the completion, "" when the
+            # model only called a tool: an answer, not a "no text" row.
+            text = "" if response.get("no_text") else str(response.get("text") or "")
+            extraction = extract_calls(response.get("tool_calls"), self.output)
+            scores, details = await score_extraction(
+                extraction, text, item.row, self.metrics, self.configured_metrics, services)
+            record.update(completion=text, answer=extraction.answer, valid=extraction.valid,
+                          extract_error=extraction.error, scores=scores)
+            if details:
+                record["judges"] = details
         elif response.get("no_text"):
             # The model answered without text (a tool call, null content): shown as such and
             # not scored, rather than scored as a wrong answer.
@@ -211,6 +235,10 @@ class Prompt:
                 record["judges"] = details
         if response is not None:
             record.update(response_fields(response))
+            calls = response.get("tool_calls")
+            if calls or self.output.reads_calls:
+                # The calls as the server sent them, beside what configured metrics keep.
+                record["judges"] = {**(record.get("judges") or {}), TOOL_CALLS_KEY: calls or []}
         record["created_at"] = utcnow()  # when the answer arrived
         return record
 
@@ -281,6 +309,9 @@ def check_metrics(raw: Any, path: Path, lines: LineMap, output: OutputSpec, *,
             if builtin(name) is not None:
                 raise _fail(f"metric name {name!r} is a built-in metric's", path, lines, "metrics",
                             i, "name", fix="choose another name")
+            if name == TOOL_CALLS_KEY:
+                raise _fail(f"metric name {name!r} is reserved: rows keep their tool calls under "
+                            "it", path, lines, "metrics", i, "name", fix="choose another name")
             kind = kinds()[kind_names[0]]
 
             def line_of(*keys: str | int, _i: int = i, _k: str = kind.name) -> int | None:
@@ -375,6 +406,9 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
     if otype not in OUTPUT_TYPES:
         raise _fail(f"unknown output.type {quote(otype)}", path, lines, "output", "type",
                     fix=f"use one of: {', '.join(OUTPUT_TYPES)}")
+    if otype in TOOL_OUTPUT_TYPES and pattern is not None:
+        raise _fail(f"output.pattern is not used with type: {otype} (the answer is the call, "
+                    "not text)", path, lines, "output", "pattern", fix="remove pattern")
     labels = raw.get("labels")
     if labels is None:
         labels = []
@@ -407,6 +441,166 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
                         lines, "output", "json_schema", fix="fix the schema") from None
     return OutputSpec(pattern=pattern, type=otype, labels=tuple(str(x) for x in labels),
                       json_schema=schema)
+
+
+def check_tools(raw: Any, path: Path, lines: LineMap) -> tuple[Tool, ...]:
+    """The `tools:` of a prompt file: OpenAI function tools, each a name, a description and
+    the JSON Schema of its arguments, which must itself be a valid schema of an object."""
+    if raw is None:
+        return ()
+    example = ("e.g. tools: [{name: refund, description: Refund an order., parameters: "
+               "{type: object, properties: {order_id: {type: string}}, required: [order_id]}}]")
+    if not isinstance(raw, list) or not raw:
+        raise _fail("tools must be a non-empty list of {name, description, parameters}", path,
+                    lines, "tools", fix=example)
+    tools: list[Tool] = []
+    first_line: dict[str, int | None] = {}
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise _fail(f"tools[{i}] must be a mapping with name and parameters", path, lines,
+                        "tools", i, fix=example)
+        for key in entry:
+            if key not in TOOL_KEYS:
+                hint = ("write the function's own keys (name, description, parameters) "
+                        "without type: function" if key in ("type", "function")
+                        else f"use only: {', '.join(TOOL_KEYS)}")
+                raise _fail(f"unknown key {quote(key)} in tools[{i}]", path, lines, "tools", i,
+                            key, fix=hint)
+        name = entry.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            raise _fail(f"tools[{i}] needs a name of letters, digits, _ and - (at most 64), not "
+                        f"{quote(name)}", path, lines, "tools", i,
+                        *(("name",) if "name" in entry else ()), fix="e.g. name: refund_order")
+        if name in first_line:
+            raise _fail(f"tool {name!r} is declared twice (first at line {first_line[name]})", path,
+                        lines, "tools", i, "name", fix="give every tool its own name")
+        first_line[name] = lines.line("tools", i, "name")
+        description = entry.get("description")
+        if description is not None and not isinstance(description, str):
+            raise _fail(f"the description of tool {name} must be a string", path, lines, "tools", i,
+                        "description", fix="quote it")
+        strict = entry.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _fail(f"strict of tool {name} must be true or false", path, lines, "tools", i,
+                        "strict", fix="strict: true")
+        tools.append(Tool(name=name, parameters=_check_parameters(entry, name, i, path, lines),
+                          description=description, strict=strict))
+    return tuple(tools)
+
+
+def _check_parameters(entry: dict[Any, Any], name: str, i: int, path: Path,
+                      lines: LineMap) -> dict[str, Any]:
+    """A tool's `parameters`: a valid JSON Schema (of the draft its `$schema` names, else
+    2020-12) of an object."""
+    fix = "e.g. parameters: {type: object, properties: {order_id: {type: string}}}"
+    if "parameters" not in entry:
+        raise _fail(f"tool {name} needs parameters: the JSON Schema of its arguments", path, lines,
+                    "tools", i, fix=fix + " (a tool without arguments: {type: object, "
+                    "properties: {}})")
+    schema = entry["parameters"]
+    if not isinstance(schema, dict):
+        raise _fail(f"the parameters of tool {name} must be a mapping (a JSON Schema)", path,
+                    lines, "tools", i, "parameters", fix=fix)
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise _fail(f"the parameters of tool {name} are not a valid JSON Schema"
+                    + (f" at {where}" if where else "") + f": {exc.message[:160]}", path, lines,
+                    "tools", i, "parameters", *exc.path,
+                    fix="fix the schema (JSON Schema 2020-12, unless its $schema names another "
+                    "draft)") from None
+    if schema.get("type") != "object":
+        raise _fail(f"the parameters of tool {name} must describe an object (type: object)", path,
+                    lines, "tools", i, "parameters", *(("type",) if "type" in schema else ()),
+                    fix="the arguments are a JSON object: " + fix)
+    return schema
+
+
+def check_tool_choice(params: dict[str, Any], tools: Sequence[Tool], path: Path,
+                      lines: LineMap) -> None:
+    """`params.tool_choice`: auto, none, required, or one declared tool by name."""
+    if "tools" in params:
+        raise _fail("params.tools is set by promptctl from tools:", path, lines, "params", "tools",
+                    fix="move the tools to the top-level tools: key (each a name, description "
+                    "and parameters)")
+    if "tool_choice" not in params:
+        return
+    choice = params["tool_choice"]
+    names = [t.name for t in tools]
+    if not tools:
+        raise _fail("params.tool_choice needs tools: to choose from", path, lines, "params",
+                    "tool_choice", fix="declare the tools under tools:, or remove tool_choice")
+    if isinstance(choice, str) and choice in TOOL_CHOICES:
+        return
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if isinstance(choice, dict) and set(choice) == {"type", "function"} and \
+            choice["type"] == "function" and isinstance(function, dict) and \
+            set(function) == {"name"} and isinstance(function["name"], str):
+        if function["name"] not in names:
+            raise _fail(f"params.tool_choice names tool {function['name']!r}, which tools: does "
+                        "not declare", path, lines, "params", "tool_choice",
+                        fix=f"name one of: {', '.join(names)}")
+        return
+    raise _fail(f"params.tool_choice must be auto, none, required or one tool, not {quote(choice)}",
+                path, lines, "params", "tool_choice",
+                fix=f"e.g. tool_choice: {{type: function, function: {{name: {names[0]}}}}}")
+
+
+def _json_text(value: Any, limit: int = 60) -> str:
+    """A value of an eval set as JSON, cut at `limit` characters."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _expected_call_problem(value: Any, names: Sequence[str]) -> str | None:
+    """Why `value` is not an expected call `{name: TOOL, arguments: {...}}`, or None."""
+    if not isinstance(value, dict):
+        return f"is {_json_text(value)}, not a mapping {{name, arguments}}"
+    unknown_keys = [k for k in value if k not in ("name", "arguments")]
+    if unknown_keys:
+        return f"has unknown key {quote(unknown_keys[0])} (a call has name and arguments)"
+    name = value.get("name")
+    if not isinstance(name, str):
+        return "needs name: the tool the model should call"
+    if name not in names:
+        return f"names tool {name!r}, which the prompt's tools: does not declare"
+    if "arguments" in value and not isinstance(value["arguments"], dict):
+        return "has arguments that are not a mapping (the call's arguments as a JSON object)"
+    return None
+
+
+def check_expected_calls(prompt: Prompt, rows: Iterable[Row], evalset_path: Path) -> None:
+    """With a tool call output, each row's and few-shot example's `expected` is the call it
+    expects: `tool_call` null (no call) or {name, arguments?}; `tool_calls` a list of those
+    (empty: no call). An error names the eval set line (a few-shot example: the prompt's)."""
+    otype = prompt.output.type
+    if otype not in TOOL_OUTPUT_TYPES:
+        return
+    names = [t.name for t in prompt.tools]
+    shape = ("null (no call) or {name: TOOL, arguments: {...}}" if otype == "tool_call"
+             else "a list of {name: TOOL, arguments: {...}}, [] for no call")
+    groups = (((prompt.path, "few-shot example"), prompt.examples),
+              ((evalset_path, "row"), rows))
+    for (file, what), group in groups:
+        for row in group:
+            if not row.has_expected:
+                continue
+            expected = row.expected
+            problem: str | None = None
+            if otype == "tool_call":
+                if expected is not None and (p := _expected_call_problem(expected, names)):
+                    problem = f"expected {p}"
+            elif not isinstance(expected, list):
+                problem = f"expected is {_json_text(expected)}, not a list of calls"
+            else:
+                problem = next((f"expected call {n + 1} {p}" for n, e in enumerate(expected)
+                                if (p := _expected_call_problem(e, names)) is not None), None)
+            if problem is not None:
+                raise InputError(f"{what} {quote(row.id)}: {problem}", file=file, line=row.line,
+                                 fix=f"output.type {otype} expects {shape}")
 
 
 def _check_messages(raw: Any, path: Path, lines: LineMap) -> tuple[Message, ...]:
@@ -461,6 +655,8 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
         if key in params:
             raise _fail(f"params.{key} is set by promptctl", path, lines, "params", key,
                         fix=f"remove params.{key}" + (" and use model: or --model" if key == "model" else ""))
+    tools = check_tools(raw.get("tools"), path, lines)
+    check_tool_choice(params, tools, path, lines)
     examples_raw = raw.get("examples")
     if examples_raw is None:
         examples_raw = []
@@ -477,6 +673,12 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
                              file=path, line=ex.line, fix="give every example a unique id")
         example_lines[ex.id] = ex.line
     output = _check_output(raw.get("output"), path, lines)
+    if output.reads_calls and not tools:
+        raise _fail(f"output.type {output.type} needs tools: the functions the model may call",
+                    path, lines, "output", "type",
+                    fix="declare them: tools: [{name: NAME, description: ..., parameters: "
+                    "{type: object, properties: {...}}}]")
+    output = dataclasses.replace(output, tools=tools)
     metrics, configured = check_metrics(raw.get("metrics", ["format_validity"]), path, lines, output)
     evalset = raw.get("evalset")
     if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):
@@ -492,6 +694,7 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
         description=raw.get("description") or "",
         model=raw.get("model"),
         params=dict(params),
+        tools=tools,
         examples=examples,
         output=output,
         metrics=metrics,

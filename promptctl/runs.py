@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from promptctl.errors import PromptctlError
+from promptctl.toolcalls import TOOL_CALLS_KEY
 
 _MISSING = object()
 
@@ -342,6 +343,9 @@ class Answered:
     completion_tokens: int
     latency_ms: float | None
     cached: bool
+    # The tool calls of the response as the server sent them (kept in the row's `judges`
+    # under TOOL_CALLS_KEY); None when the row keeps none.
+    tool_calls: tuple[Any, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +380,8 @@ def _flag(value: Any) -> bool | None:
 def _answered(read: _Reader, data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """The `Answered` fields of a stored row or step, validated; `where` prefixes each field's
     name in an error."""
+    judges = read.mapping(data.get("judges"), f"{where}judges")
+    calls = judges.get(TOOL_CALLS_KEY)
     return {
         "input": data.get("input"),
         "completion": read.text(data.get("completion"), f"{where}completion"),
@@ -384,7 +390,8 @@ def _answered(read: _Reader, data: Mapping[str, Any], where: str) -> dict[str, A
         "expected": data.get("expected"),
         "extract_error": read.text(data.get("extract_error"), f"{where}extract_error"),
         "error": None if data.get("error") is None else str(data.get("error")),
-        "judges": read.mapping(data.get("judges"), f"{where}judges"),
+        "judges": {k: v for k, v in judges.items() if k != TOOL_CALLS_KEY},
+        "tool_calls": None if not isinstance(calls, list) else tuple(calls),
         "prompt_tokens": read.count(data.get("prompt_tokens"), f"{where}prompt_tokens"),
         "completion_tokens": read.count(data.get("completion_tokens"),
                                         f"{where}completion_tokens"),

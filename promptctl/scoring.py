@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from promptctl.toolcalls import TOOL_OUTPUT_TYPES, Tool, ToolCall, read_calls
+
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
 # A decimal number; commas only as thousands separators (1,234,567.5), never as a decimal point.
 # ASCII digits only: int()/float() would also take "nan", "1_000" and other scripts' digits.
@@ -23,7 +25,10 @@ _MINUS_SIGNS = str.maketrans({"\u2212": "-"})  # the typographic minus sign
 _LABEL_EDGES = string.whitespace + string.punctuation
 
 
-OUTPUT_TYPES = ("number", "integer", "string", "label", "json")
+# Answers read from a completion's text; a tool call answer is read from the calls the
+# model made (see `extract_calls`).
+TEXT_OUTPUT_TYPES = ("number", "integer", "string", "label", "json")
+OUTPUT_TYPES = (*TEXT_OUTPUT_TYPES, *TOOL_OUTPUT_TYPES)
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,13 @@ class OutputSpec:
     type: str = "string"
     labels: tuple[str, ...] = ()
     json_schema: dict[str, Any] | None = None
+    # The tools the prompt declares: what a tool call answer is checked against.
+    tools: tuple[Tool, ...] = ()
+
+    @property
+    def reads_calls(self) -> bool:
+        """Whether the answer is the model's tool calls rather than its text."""
+        return self.type in TOOL_OUTPUT_TYPES
 
     @cached_property
     def regex(self) -> re.Pattern[str] | None:
@@ -49,6 +61,8 @@ class Extraction:
     error: str | None = None
     # The answer text as found in the completion, before conversion to `output.type`.
     text: str | None = None
+    # A tool call answer's calls, read and checked (None: the answer was read from text).
+    calls: tuple[ToolCall, ...] | None = None
 
 
 def _parse_number(text: str) -> int | float | None:
@@ -150,6 +164,26 @@ def extract(completion: str, spec: OutputSpec) -> Extraction:
         return Extraction(None, False, str(exc) or f"cannot convert {text[:40]!r} to {kind}",
                           text=text)
     return Extraction(text, True, text=text)
+
+
+def extract_calls(raw: Any, spec: OutputSpec) -> Extraction:
+    """The answer of a tool call output from the response's raw `tool_calls`.
+
+    `tool_call`: the first call as `{"name", "arguments"}` (arguments parsed, or as written
+    when they are not JSON), or None when the model called nothing; `tool_calls`: a list of
+    those. The answer is unreadable (not `valid`) when a call names no function or its
+    arguments are not JSON; a call that fits no declared tool is read all the same (the
+    tool metrics count it as invalid).
+    """
+    calls = read_calls(raw, spec.tools)
+    if spec.type == "tool_call":
+        calls = calls[:1]
+        answer: Any = calls[0].answer if calls else None
+    else:
+        answer = [c.answer for c in calls]
+    unreadable = next((c for c in calls if not c.readable), None)
+    return Extraction(answer, unreadable is None,
+                      None if unreadable is None else unreadable.problem, calls=tuple(calls))
 
 
 class _Bool:

@@ -38,6 +38,14 @@ sends only that many bytes of a download while announcing all of them, then clos
     server.batch_reshape = lambda batch: {**batch, "status": 7}
     server.file_reshape = lambda file_id, content: content + b"not json\n"
 
+A reply may call tools instead of (or beside) answering text: a responder or rule returns a
+dict ``{"tool_calls": [...], "content": ...}`` (``tool_call_reply`` builds one). A call
+given as ``{"name", "arguments"}`` is sent in the API's shape with an id, its arguments as
+given (a string is sent as is, so a test can send text that is not JSON); any other entry
+is sent exactly as it is, for hostile shapes::
+
+    server.add_rule("refund", tool_call_reply(("refund", {"order_id": "A1"})))
+
 Faults apply to the endpoints named in ``fault_endpoints`` (chat completions
 only by default), so that a test arming ``fail_next`` is not surprised by an
 embeddings or health request consuming the fault.
@@ -71,8 +79,10 @@ from urllib.parse import urlsplit
 import pytest
 
 Body = dict[str, Any]
-RuleReply = str | Callable[[Body, int], str]
-Responder = Callable[[Body], str]
+# A reply is text, or a dict that calls tools: {"tool_calls": [...], "content": text or None}.
+Reply = str | dict[str, Any]
+RuleReply = Reply | Callable[[Body, int], Reply]
+Responder = Callable[[Body], Reply]
 # Rewrites a chat completion document before it is sent: a new document, or the raw bytes
 # of the body (for bodies JSON encoders would never produce).
 Reshaper = Callable[[Body, Body], Body | bytes]
@@ -175,6 +185,33 @@ def error_body(
             "code": code if code is not None else default_code,
         }
     }
+
+
+def tool_call_reply(*calls: tuple[str, Any], content: str | None = None) -> dict[str, Any]:
+    """A reply that calls tools: each call a (name, arguments) pair, arguments that are not a
+    string sent as their JSON text."""
+    return {"content": content,
+            "tool_calls": [{"name": name, "arguments": args if isinstance(args, str)
+                            else json.dumps(args)} for name, args in calls]}
+
+
+def _reply_message(reply: Reply, number: int) -> tuple[Body, str, str]:
+    """The assistant message of a reply, its finish reason, and its text (to count tokens)."""
+    if isinstance(reply, str):
+        return {"role": "assistant", "content": reply, "refusal": None}, "stop", reply
+    message: Body = {"role": "assistant", "content": reply.get("content"), "refusal": None}
+    calls = []
+    for index, call in enumerate(reply.get("tool_calls") or []):
+        if isinstance(call, dict) and "name" in call and "function" not in call:
+            call = {"id": call.get("id", f"call_fake{number:06d}_{index}"), "type": "function",
+                    "function": {"name": call["name"], "arguments": call.get("arguments")}}
+        calls.append(call)
+    if "tool_calls" in reply:
+        message["tool_calls"] = calls
+    if "function_call" in reply:
+        message["function_call"] = reply["function_call"]
+    written = " ".join([str(reply.get("content") or ""), *(json.dumps(c) for c in calls)])
+    return message, "tool_calls" if calls else "stop", written
 
 
 def content_text(content: object) -> str:
@@ -591,13 +628,13 @@ class FakeOpenAI:
             "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in ids],
         }
 
-    def _reply_for(self, body: Body) -> str:
+    def _reply_for(self, body: Body) -> Reply:
         if self.responder is not None:
             return self.responder(body)
         text = last_user_message(body)
         for index, (substring, reply) in enumerate(list(self.rules)):
             if substring in text:
-                if isinstance(reply, str):
+                if not callable(reply):
                     return reply
                 key = (index, substring)
                 with self._lock:
@@ -625,9 +662,10 @@ class FakeOpenAI:
             1,
             sum(word_count(content_text(m.get("content"))) for m in messages if isinstance(m, dict)),
         )
-        completion_tokens = max(1, word_count(reply)) * n
         with self._lock:
             number = next(self._ids)
+        message, finish_reason, written = _reply_message(reply, number)
+        completion_tokens = max(1, word_count(written)) * n
         document: Body = {
             "id": f"chatcmpl-fake{number:06d}",
             "object": "chat.completion",
@@ -637,9 +675,9 @@ class FakeOpenAI:
             "choices": [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": reply, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                 }
                 for i in range(n)
             ],

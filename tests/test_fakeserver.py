@@ -16,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.fakeserver import FakeOpenAI, embedding_vector
+from tests.fakeserver import FakeOpenAI, embedding_vector, tool_call_reply
 
 MODEL = "gpt-4o-mini"
 
@@ -180,6 +180,32 @@ def test_broken_responder_gives_500_and_is_kept(server: FakeOpenAI) -> None:
     assert "KeyError" in caught.value.message
     assert len(server.errors) == 1
     assert isinstance(server.errors[0], KeyError)
+
+
+def test_a_reply_can_call_tools_in_the_api_shape(server: FakeOpenAI) -> None:
+    server.add_rule("refund", tool_call_reply(("refund", {"order_id": "A1"}),
+                                              ("lookup", "not json"), content="On it."))
+    server.add_rule("raw", {"tool_calls": [{"id": "c9", "type": "function",
+                                            "function": {"name": "x", "arguments": 7}}]})
+    completion = client(server).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "refund please"}],
+        tools=[{"type": "function", "function": {"name": "refund", "parameters": {}}}])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "On it."
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, c.function.arguments) for c in calls] == [  # type: ignore[union-attr]
+        ("refund", '{"order_id": "A1"}'), ("lookup", "not json")]
+    assert len({c.id for c in calls}) == 2
+    assert server.chat_requests[0].body["tools"][0]["function"]["name"] == "refund"
+    # Any other entry is sent as it is.
+    raw = client(server).chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "raw"}])
+    message = raw.http_response.json()["choices"][0]["message"]
+    assert message["tool_calls"] == [{"id": "c9", "type": "function",
+                                      "function": {"name": "x", "arguments": 7}}]
+    assert message["content"] is None
+    # Text replies are as before.
+    assert ask(client(server), "hello") == "echo: hello"
 
 
 def test_fixture_serves(fake_openai: FakeOpenAI) -> None:

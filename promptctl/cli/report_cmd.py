@@ -20,11 +20,12 @@ if TYPE_CHECKING:
 def run_document(store: Store, ref: str) -> dict[str, Any]:
     """A run as `promptctl show RUN --json` prints it, its rows read from the store as the
     report takes them (never all held at once, however long their texts)."""
-    from promptctl.render.jsonout import run_json
+    from promptctl.render.jsonout import row_json, run_json
     from promptctl.runs import read_run
 
     record = store.get_run(ref)
-    return {"run": run_json(read_run(record)), "rows": store.iter_rows_paged(record["id"])}
+    return {"run": run_json(read_run(record)),
+            "rows": (row_json(r) for r in store.iter_rows_paged(record["id"]))}
 
 
 def write_html(path: Path, document: str | Iterable[str]) -> None:

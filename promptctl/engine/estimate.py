@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from promptctl.config import Config
 from promptctl.engine.batch import batch_price, require_batch
 from promptctl.engine.gateway import in_cache
-from promptctl.engine.lifecycle import EvalOptions
+from promptctl.engine.lifecycle import EvalOptions, refuse_batched_tools
 from promptctl.engine.plan import RequestPlan, plan_requests
 from promptctl.evalsets import EvalSet
 from promptctl.metrics.registry import ScoreContext
@@ -33,6 +34,9 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
     items = plan_requests(prompt, evalset, limit=options.limit, repeat=options.repeat)
     count, method = resolved.backend.token_counter(resolved.model)
     params = prompt.request_params
+    # The declared tools go with every request (as JSON, counted as text).
+    tool_tokens = count(json.dumps(params["tools"], ensure_ascii=False)) if params.get("tools") \
+        else 0
     prompt_tokens = 0
     cached = 0
     kinds = {"eval": 0, "fewshot": 0}
@@ -43,13 +47,14 @@ def estimate(prompt: Prompt, evalset: EvalSet, resolved: ResolvedModel, *, confi
         if options.use_cache and in_cache(store, resolved, item.messages, params, item.sample):
             cached += 1
             continue
-        prompt_tokens += message_tokens(item.messages, count)
+        prompt_tokens += message_tokens(item.messages, count) + tool_tokens
     to_send = len(items) - cached
     max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
     completion_tokens = to_send * int(max_tokens) if max_tokens else None
     price = config.price(resolved.model, resolved.endpoint)
     if options.batch:
         require_batch(resolved)
+        refuse_batched_tools(prompt)
         price = batch_price(price, resolved)
     cost = None
     if price is not None:

@@ -8,6 +8,7 @@ A row may make several requests (the evaluated model, then a judge); each is one
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,19 +171,26 @@ class Gateway:
             return Answer(None, error="not in the cache (--cache-only sends nothing)")
         client = await channel.provider.get()
         if channel.limiter is not None:
-            # chars/4 is the usual estimate; the limit only needs to be conservative.
-            await channel.limiter.acquire(sum(len(m["content"]) for m in messages) // 4
-                                          + channel.max_tokens)
+            # chars/4 is the usual estimate; the limit only needs to be conservative. Declared
+            # tools go with the request as JSON.
+            tools = params.get("tools")
+            await channel.limiter.acquire(
+                (sum(len(m["content"]) for m in messages)
+                 + (len(json.dumps(tools, ensure_ascii=False)) if tools else 0)) // 4
+                + channel.max_tokens)
         try:
             res = await client.complete(ChatRequest(channel.model, messages, params))
         except RequestFailed as exc:
             self._failed(channel, client, exc)
             return Answer(None, error=str(exc), attempts=exc.attempts)
-        response = {"text": res.text, "prompt_tokens": res.prompt_tokens,
-                    "completion_tokens": res.completion_tokens, "model": res.model,
-                    "system_fingerprint": res.system_fingerprint, "latency_ms": res.latency_ms}
+        response: dict[str, Any] = {
+            "text": res.text, "prompt_tokens": res.prompt_tokens,
+            "completion_tokens": res.completion_tokens, "model": res.model,
+            "system_fingerprint": res.system_fingerprint, "latency_ms": res.latency_ms}
         if res.no_text is not None:
             response["no_text"] = res.no_text
+        if res.tool_calls:
+            response["tool_calls"] = res.tool_calls
         self._unreachable = 0
         self.progress.retries += res.attempts - 1
         self.progress.spent_usd += channel.usage.add(channel.price, res.prompt_tokens,

@@ -127,11 +127,21 @@ def require_cached(store: Store, plan: RequestPlan, resolved: ResolvedModel) -> 
                          "params match the cached run")
 
 
+def refuse_batched_tools(target: Target) -> None:
+    """--batch and a target whose requests declare tools: batch results are read without
+    their tool calls (engine/batch.py), so such a run would score every call as missing."""
+    if "tools" in target.request_params:
+        raise InputError(f"--batch does not bring back tool calls yet: the requests of "
+                         f"{target.name} declare tools", file=target.path,
+                         fix="drop --batch for prompts with tools:")
+
+
 def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, options: EvalOptions
                ) -> None:
 
     if options.batch:
         require_batch(resolved)
+        refuse_batched_tools(plan.target)
     if options.cache_only:
         require_cached(store, plan, resolved)
     elif len(plan):

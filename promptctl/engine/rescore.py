@@ -21,6 +21,7 @@ from promptctl.prompts import Prompt, load_prompt, parse_prompt
 from promptctl.providers import resolve_model
 from promptctl.store import RowRecord, RunRecord, Store, utcnow
 from promptctl.target import metric_identities
+from promptctl.toolcalls import TOOL_CALLS_KEY
 from promptctl.work import WorkItem
 
 # Run columns a rescored run keeps from the run it rescores: it is the same prompt on the
@@ -89,6 +90,9 @@ def _item_and_answer(old: RowRecord) -> tuple[WorkItem, Answer]:
                 "latency_ms": old.get("latency_ms")}
     if old.get("completion") is None:
         response["no_text"] = old.get("extract_error") or "no text"
+    calls = (old.get("judges") or {}).get(TOOL_CALLS_KEY)
+    if calls:
+        response["tool_calls"] = calls
     # Nothing is paid for the completion again: the rescored row counts it as cached.
     return item, Answer(response, attempts=old.get("attempts") or 1, cached=True)
 

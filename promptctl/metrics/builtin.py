@@ -26,6 +26,13 @@ from promptctl.metrics.registry import (
     register,
 )
 from promptctl.scoring import answer_text, class_name, equals, numeric
+from promptctl.toolcalls import (
+    TOOL_OUTPUT_TYPES,
+    arguments_match,
+    calls_match,
+    expected_calls,
+    names_match,
+)
 
 if TYPE_CHECKING:
     from promptctl.evalsets import Row
@@ -52,8 +59,45 @@ def format_validity(ctx: ScoreContext) -> Scores:
 
 
 def exact_match(ctx: ScoreContext) -> Scores:
-    hit = ctx.extraction.valid and equals(ctx.extraction.answer, ctx.row.expected)
+    calls = ctx.extraction.calls
+    if calls is not None:  # a tool call answer: the same tools, with equal arguments
+        hit = ctx.extraction.valid and calls_match(calls, expected_calls(ctx.row.expected))
+    else:
+        hit = ctx.extraction.valid and equals(ctx.extraction.answer, ctx.row.expected)
     return {"exact_match": 1.0 if hit else 0.0}
+
+
+# Tool call answers (output.type tool_call: the first call, or none; tool_calls: every call,
+# in order) against the calls a row expects (null or [] for none). See toolcalls.py.
+
+
+def tool_name(ctx: ScoreContext) -> Scores:
+    """1 when the calls name the expected tools in order; no call is right only where none
+    is expected."""
+    calls = ctx.extraction.calls
+    if calls is None:
+        return {}
+    return {"tool_name": 1.0 if names_match(calls, expected_calls(ctx.row.expected)) else 0.0}
+
+
+def _arguments_score(key: str, subset: bool) -> Callable[[ScoreContext], Scores]:
+    def score(ctx: ScoreContext) -> Scores:
+        calls = ctx.extraction.calls
+        if calls is None:
+            return {}
+        match = arguments_match(calls, expected_calls(ctx.row.expected), subset=subset)
+        return {} if match is None else {key: 1.0 if match else 0.0}
+
+    return score
+
+
+def tool_call_validity(ctx: ScoreContext) -> Scores:
+    """1 when every call names a declared tool with arguments that are JSON and fit its
+    parameters; a row without a call is not counted."""
+    calls = ctx.extraction.calls
+    if not calls:
+        return {}
+    return {"tool_call_validity": 1.0 if all(c.problem is None for c in calls) else 0.0}
 
 
 def numeric_pair(ctx: ScoreContext) -> Scores:
@@ -148,3 +192,13 @@ register(Metric("contains", contains, _share_of("contains"), PAIRED_BINARY, "con
                 needs_expected=True))
 register(Metric("regex", regex, _share_of("regex"), PAIRED_BINARY, "regex",
                 check_row=_check_pattern, check_examples=False))
+TOOL_TYPES = frozenset(TOOL_OUTPUT_TYPES)
+register(Metric("tool_name", tool_name, _share_of("tool_name"), PAIRED_BINARY, "tool_name",
+                output_types=TOOL_TYPES, needs_expected=True))
+register(Metric("tool_args", _arguments_score("tool_args", subset=False), _share_of("tool_args"),
+                PAIRED_BINARY, "tool_args", output_types=TOOL_TYPES, needs_expected=True))
+register(Metric("tool_args_subset", _arguments_score("tool_args_subset", subset=True),
+                _share_of("tool_args_subset"), PAIRED_BINARY, "tool_args_subset",
+                output_types=TOOL_TYPES, needs_expected=True))
+register(Metric("tool_call_validity", tool_call_validity, _share_of("tool_call_validity"),
+                PAIRED_BINARY, "tool_call_validity", output_types=TOOL_TYPES))

@@ -1,9 +1,11 @@
 """The wire format of OpenAI-compatible chat completions, shared by direct requests
 (`openai`) and batches (`batch`): the request body, a completion document read into a
-`ChatResponse`, an SDK error's message, server text made storable."""
+`ChatResponse` (its text and its tool calls), an SDK error's message, server text made
+storable."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -75,6 +77,52 @@ def _content(message: Any) -> tuple[str | None, str | None]:
     return None, "the message content was null"
 
 
+def _call_text(value: Any, limit: int = 200) -> str | None:
+    """A short string field of a tool call (its id, type, function name): None unless a
+    non-empty string."""
+    return clean_text(value[:limit]) if isinstance(value, str) and value else None
+
+
+def _arguments(value: Any) -> str | None:
+    """A call's arguments as the JSON text the API sends: a string as it came (storable);
+    a JSON value some servers send in its place, as its JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return clean_text(value)
+    try:
+        return clean_text(json.dumps(value, ensure_ascii=False))
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _storable_call(call: Any) -> dict[str, Any]:
+    """One tool call of a response in the API's shape, `{"id", "type", "function": {"name",
+    "arguments"}}`, whatever the server sent: missing or mistyped fields become null, a call
+    that is not an object a call without a function (reading it says so)."""
+    if not isinstance(call, dict):
+        return {"id": None, "type": None, "function": None}
+    function = call.get("function")
+    if "function" not in call and ("name" in call or "arguments" in call):
+        function = call  # the legacy `function_call` shape: {"name", "arguments"}
+    return {"id": _call_text(call.get("id")), "type": _call_text(call.get("type")),
+            "function": {"name": _call_text(function.get("name"), 500),
+                         "arguments": _arguments(function.get("arguments"))}
+            if isinstance(function, dict) else None}
+
+
+def tool_calls(message: Any) -> list[dict[str, Any]] | None:
+    """The tool calls of a response message, storable (see `_storable_call`); None when it
+    made none. `function_call` (the API's older single call) counts as one call."""
+    if not isinstance(message, dict):
+        return None
+    calls = message.get("tool_calls") or message.get("function_call")
+    if not calls:
+        return None
+    items = calls if isinstance(calls, list) else [calls]
+    return [_storable_call(c) for c in items] or None
+
+
 def request_body(request: ChatRequest) -> dict[str, Any]:
     """The JSON body of a chat completions request (sent directly or as a batch line)."""
     params = dict(request.params)
@@ -93,6 +141,7 @@ def chat_response(data: Any, *, latency_ms: float, attempts: int) -> ChatRespons
         raise RequestFailed(no_text, attempts=attempts)
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return ChatResponse(
+        tool_calls=tool_calls(choices[0].get("message")),
         text=clean_text(text) if text is not None else "",
         prompt_tokens=int_or_none(usage.get("prompt_tokens")),
         completion_tokens=int_or_none(usage.get("completion_tokens")),

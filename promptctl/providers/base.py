@@ -76,6 +76,8 @@ class ChatResponse:
     attempts: int = 1
     # Why the model gave no text (a tool call, null content), when it gave none.
     no_text: str | None = None
+    # The tool calls the model made, storable, in the API's shape (see _openai_wire).
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ import json
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from promptctl.redact import redact
 from promptctl.render.inert import UNSAFE_BEYOND_C0
 from promptctl.runs import RunResult
+from promptctl.toolcalls import TOOL_CALLS_KEY
 
 
 def coverage(run: RunResult) -> dict[str, Any]:
@@ -64,6 +66,18 @@ def run_json(run: RunResult) -> dict[str, Any]:
                                for k, v in s.scoring_errors.items()}}
            if s.scoring_errors else {}),
     }
+
+
+def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One stored row as `show` prints it (docs/schema/show.schema.json): the record's
+    fields, with the response's tool calls as `tool_calls` (null when it kept none) rather
+    than inside `judges`, which holds what configured metrics keep."""
+    judges = row.get("judges")
+    calls = None
+    if isinstance(judges, Mapping) and TOOL_CALLS_KEY in judges:
+        calls = judges[TOOL_CALLS_KEY]
+        judges = {k: v for k, v in judges.items() if k != TOOL_CALLS_KEY} or None
+    return {**row, "judges": judges, "tool_calls": calls}
 
 
 def _pipeline_json(run: RunResult) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from rich.text import Text
 from promptctl.metrics.registry import builtin, builtin_metrics, higher_is_better
 from promptctl.render import fmt, inert
 from promptctl.runs import Answered, MetricResult, RowResult, RunResult, RunSummary
+from promptctl.toolcalls import call_text
 
 
 class InertConsole(Console):
@@ -293,6 +294,15 @@ def judge_lines(judges: Any) -> str:
     return "".join(out)
 
 
+def completion_cell(row: RowResult) -> str:
+    """What the model answered: its text, then each tool call it made as it wrote it."""
+    parts = [cell(row.completion)] if row.completion else []
+    if row.tool_calls is not None:
+        parts += [f"[dim]call[/] {cell(call_text(c), 400)}" for c in row.tool_calls] \
+            or ["[dim]no tool call[/]"]
+    return "\n".join(parts)
+
+
 def show_rows(con: Console, run: RunResult, rows: Iterable[RowResult]) -> None:
     """One run row by row."""
     run_summary(con, run)
@@ -309,11 +319,17 @@ def show_rows(con: Console, run: RunResult, rows: Iterable[RowResult]) -> None:
                           "", "", "", "", "")
             _step_rows(table, row)
             continue
-        answer = (cell(row.answer) if row.valid
-                  else f"[red]{cell(no_answer(row.extract_error))}[/]")
+        if not row.valid:
+            answer = f"[red]{cell(no_answer(row.extract_error))}[/]"
+        elif row.answer is None and row.tool_calls == ():
+            answer = "no call"  # a tool call answer: the model called nothing
+        else:
+            answer = cell(row.answer)
         tokens = f"{_count(row.prompt_tokens)}/{_count(row.completion_tokens)}"
         expected = cell(row.expected) if row.has_expected else "-"
-        table.add_row(tag, cell(row.input), cell(row.completion or ""), answer, expected,
+        if row.has_expected and row.expected is None and row.tool_calls is not None:
+            expected = "no call"
+        table.add_row(tag, cell(row.input), completion_cell(row), answer, expected,
                       row_scores(asked or _implied(dict(row.scores)), dict(row.scores))
                       + judge_lines(row.judges) + scoring_notes(row.judges),
                       tokens + (" cached" if row.cached else ""),
@@ -371,7 +387,11 @@ def _full_texts(con: Console, answered: Answered, indent: str) -> None:
         part("error", answered.error, "red")
         return
     part("completion", answered.completion or "")
-    if answered.valid:
+    if answered.tool_calls is not None:
+        part("tool calls", "\n".join(call_text(c) for c in answered.tool_calls) or "none")
+    if answered.valid and answered.answer is None and answered.tool_calls == ():
+        part("answer", "no call")
+    elif answered.valid:
         part("answer", answered.answer)
     else:
         part("answer", no_answer(answered.extract_error), "red")

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from promptctl.cli.app import app
-from tests import helpers, pipelinekit
+from tests import helpers, pipelinekit, toolkit
 from tests.checkrepo import Repo, prompt_text, repo
 from tests.fakeserver import Body, FakeOpenAI, letter_vector
 from tests.helpers import ECHO_PROMPT, commit_all, git_identity, git_init, invoke, write_echo_project
@@ -344,6 +344,23 @@ def test_scorers_few_shot_examples_and_failed_requests(api: FakeOpenAI, tmp_path
     rows = run_json("show", run["id"])["rows"]
     assert {r["kind"] for r in rows} == {"eval", "fewshot"}
     assert [r["row_id"] for r in rows if r["error"] is not None] == ["r4"]
+
+
+def test_tool_call_runs(api: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # T1's calls as a broken server might send them: one not an object, one without a name.
+    cases = {**toolkit.CASES, "T1": ({"tool_calls": ["junk", {"function": {"arguments": "{}"}}]},
+                                     toolkit.CASES["T1"][1])}
+    root = toolkit.write_project(tmp_path / "proj", cases=cases)
+    monkeypatch.chdir(root)
+    api.responder = lambda body: toolkit.answer(body, cases)
+    (run,) = run_json("eval", "prompts/support.yaml")["runs"]
+    assert run["metrics"]["tool_call_validity"]["n"] == 8
+    rows = {r["row_id"]: r for r in run_json("show", run["id"])["rows"]}
+    assert rows["t1"]["tool_calls"][0]["function"] is None
+    assert rows["t1"]["tool_calls"][1]["function"]["name"] is None
+    assert rows["t6"]["tool_calls"] == [] and rows["t2"]["tool_calls"][0]["id"]
+    (again,) = run_json("eval", "prompts/support.yaml", "--no-cache")["runs"]
+    assert run_json("diff", run["id"], again["id"])["metrics"]["tool_name"]["n"] == 10
 
 
 @pytest.fixture
