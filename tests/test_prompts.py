@@ -70,7 +70,14 @@ def test_there_are_shipped_prompts() -> None:
 def test_shipped_prompt_loads_and_renders_every_row(path: Path) -> None:
     prompt = load_prompt(path)
     assert prompt.name == path.stem
-    assert prompt.version == hashlib.sha256(path.read_bytes()).hexdigest()
+    own = hashlib.sha256(path.read_bytes()).hexdigest()
+    inputs = [f for m in prompt.configured_metrics for f in m.files]
+    if not inputs:
+        assert prompt.version == own
+    else:  # a judge or scorer file is part of the version
+        parts = sorted(f"{f.resolve().relative_to(REPO.resolve()).as_posix()}\0"
+                       f"{hashlib.sha256(f.read_bytes()).hexdigest()}\n" for f in inputs)
+        assert prompt.version == hashlib.sha256(f"{own}\n{''.join(parts)}".encode()).hexdigest()
     assert prompt.source == path.read_text(encoding="utf-8")
     assert prompt.request_params["temperature"] == 0
     assert prompt.examples
