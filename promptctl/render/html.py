@@ -53,6 +53,7 @@ from markupsafe import Markup
 
 from promptctl import __version__, install_command
 from promptctl.errors import EXIT_GATE, EXIT_INPUT, EXIT_OK, EXIT_PROVIDER, InputError
+from promptctl.metrics.registry import builtin
 from promptctl.redact import redact
 from promptctl.render import TEXT_LIMIT
 from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
@@ -70,6 +71,9 @@ LABEL_LIMIT = 48  # characters of a label inside a chart
 HIDDEN_SCORES = frozenset({"answer_num", "expected_num", "label_answer", "label_expected"})
 # Per-row 0/1 scores: a 0 is a failed row.
 PASS_FAIL_SCORES = ("exact_match", "format_validity", "contains", "regex")
+# Metrics whose values lie in [0, 1] (beyond the 0/1 ones) and in [-1, 1].
+BOUNDED_01 = ("accuracy", "f1_macro")
+BOUNDED_CORRELATION = ("pearson", "spearman")
 FLIP_GROUPS = (("pass_to_fail", "Passed in A, failed in B"),
                ("fail_to_pass", "Failed in A, passed in B"),
                ("biggest_error_increases", "Largest increases of the error"))
@@ -352,8 +356,11 @@ class Charts:
         import vl_convert
 
         self.count += 1
+        # The SVG's text is measured with vl-convert's fonts and drawn with the browser's,
+        # which run wider: a margin keeps the outermost labels and legends whole.
         spec = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-                "config": CHART_CONFIG, **spec}
+                "config": CHART_CONFIG, "padding": {"left": 28, "right": 28, "top": 6,
+                                                    "bottom": 6}, **spec}
         # No base URL is allowed: a spec can load no data from anywhere.
         raw = vl_convert.vegalite_to_svg(spec, allowed_base_urls=[])
         return Markup('<figure class="chart" aria-label="{}">{}</figure>').format(
@@ -523,15 +530,30 @@ def _delta_chart(charts: Charts, metrics: Mapping[str, Any]) -> Markup:
     return charts.svg(spec, "delta of each metric (B - A) with its 95% interval")
 
 
+def _y_scale(name: str) -> dict[str, Any]:
+    """A metric's y scale in a trend: a bounded metric on its whole range (0.2 accuracy sits
+    low on the axis, not mid-way), an error from zero, anything else on its own values."""
+    metric = builtin(name)
+    if metric is not None and (metric.pass_fail or name in BOUNDED_01):
+        return {"domain": [0, 1]}
+    if name in BOUNDED_CORRELATION:
+        return {"domain": [-1, 1]}
+    if metric is not None and not metric.higher_is_better:
+        return {"zero": True, "nice": True}
+    return {"zero": False, "nice": True}
+
+
 def _trend_chart(charts: Charts, versions: Sequence[Mapping[str, Any]]) -> Markup:
-    """Each metric across the versions, oldest first; one line per model."""
+    """Each metric across the versions, oldest first, one strip per metric on its own scale
+    (see `_y_scale`); one line per model; the versions named under the last strip."""
     ordered = list(reversed(versions))  # history lists the newest first
     names: list[str] = []
     for v in ordered:
         for name in (v.get("metrics") or {}):
             if name not in names:
                 names.append(name)
-    ticks, values = [], []
+    ticks: list[str] = []
+    values: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for i, v in enumerate(ordered):
         commit, when = v.get("git_commit"), v.get("date") or v.get("created_at")
         tick = f"{i + 1}: {commit[:7]}" if isinstance(commit, str) and commit else f"{i + 1}"
@@ -544,31 +566,34 @@ def _trend_chart(charts: Charts, versions: Sequence[Mapping[str, Any]]) -> Marku
         for name in names:
             value = (v.get("metrics") or {}).get(name)
             if _is_number(value):
-                values.append({"version": tick, "metric": label(name), "value": value,
-                               "model": label(v.get("model"), 40)})
-    if not values:
+                values[name].append({"version": tick, "value": value,
+                                     "model": label(v.get("model"), 40)})
+    shown = [n for n in names if values[n]]
+    if not shown:
         return Markup()
-    many_models = len({r["model"] for r in values}) > 1
-    encoding: dict[str, Any] = {
-        "x": {"field": "version", "type": "ordinal", "sort": ticks, "title": "version, oldest "
-              "first: number, commit (* a dirty work tree), date",
-              "axis": {"labelAngle": -40, "labelOverlap": True}},
-        "y": {"field": "value", "type": "quantitative", "title": None,
-              "scale": {"zero": False, "nice": True}},
-    }
-    if many_models:
-        encoding["color"] = {"field": "model", "type": "nominal", "title": "model"}
-    spec = {
-        "data": {"values": values},
-        "facet": {"row": {"field": "metric", "type": "nominal", "sort": [label(n) for n in names],
-                          "header": HEADER}},
-        "spec": {"width": max(360, min(900, 28 * len(ticks))), "height": 90,
-                 "mark": {"type": "line", "point": True, "color": "#0969da"},
-                 "encoding": encoding},
-        "resolve": {"scale": {"y": "independent"}},
-        "spacing": 10,
-    }
-    return charts.svg(spec, "trend of each metric across versions")
+    many_models = len({r["model"] for n in shown for r in values[n]}) > 1
+    strips = []
+    for i, name in enumerate(shown):
+        last = i == len(shown) - 1
+        encoding: dict[str, Any] = {
+            "x": {"field": "version", "type": "ordinal", "sort": ticks,
+                  "title": "version, oldest first: number, commit (* a dirty work tree), date"
+                  if last else None,
+                  "axis": {"labelAngle": -40, "labelOverlap": True, "labelLimit": 0}
+                  if last else {"labels": False, "ticks": False}},
+            "y": {"field": "value", "type": "quantitative", "title": None,
+                  "scale": _y_scale(name)},
+        }
+        if many_models:
+            encoding["color"] = {"field": "model", "type": "nominal", "title": "model"}
+        strips.append({"title": {"text": label(name), "anchor": "start", "fontSize": 12,
+                                 "fontWeight": "normal"},
+                       "data": {"values": values[name]},
+                       "width": max(360, min(900, 28 * len(ticks))), "height": 90,
+                       "mark": {"type": "line", "point": True, "color": "#0969da"},
+                       "encoding": encoding})
+    return charts.svg({"vconcat": strips, "spacing": 12},
+                      "trend of each metric across versions")
 
 
 def row_failed(row: Mapping[str, Any]) -> bool:

@@ -798,6 +798,29 @@ def test_check_html_opens_with_the_verdict_and_its_gates(repo: Repo, tmp_path: P
     assert "fell by 0.75, more than the limit 0.02" in verdict
 
 
+def test_history_charts_show_bounded_metrics_on_their_whole_range() -> None:
+    """0.2 accuracy sits near the bottom of its axis, not mid-way; an error starts at zero;
+    the version labels are drawn whole."""
+    def version(i: int) -> dict[str, Any]:
+        return {"run": f"r{i}", "created_at": f"2026-11-{10 + i}T00:00:00Z",
+                "prompt_version": f"{i:064d}", "model": "gpt-4o-mini",
+                "git_commit": f"{i:02d}" + "a" * 38, "git_dirty": False,
+                "date": f"2026-11-{10 + i}T12:00:00+00:00", "author": "A", "subject": "s",
+                "evalset_version": "0" * 64, "n": 10, "errors": 0,
+                "metrics": {"exact_match": 0.2 + 0.01 * i, "rmse": 1.0 + 0.1 * i,
+                            "pearson": 0.3, "faithful": 3.0 + i}}
+    document = render_report(histories=[{"prompt": "score", "model": None, "warnings": [],
+                                         "versions": [version(i) for i in range(6, 0, -1)]}])
+    axes = re.findall(r'aria-label="Y-axis for a linear scale with values from ([^"]+)"',
+                      document)
+    # One strip per metric, in the order first seen: exact_match, rmse, pearson, faithful.
+    assert axes[0] == "0.0 to 1.0"
+    assert axes[1].startswith("0.0 to ")
+    assert axes[2] == "−1.0 to 1.0" or axes[2] == "-1.0 to 1.0"
+    assert not axes[3].startswith("0")  # a judge's scale is its own
+    assert "1: 01aaaaa 2026-11-11" in document and "…" not in document.split("<svg", 1)[1]
+
+
 def test_the_workflow_uploads_the_html_report() -> None:
     from promptctl.ci_templates import WORKFLOW, workflow
 
