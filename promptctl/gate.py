@@ -100,6 +100,7 @@ class CheckOptions:
     strict: bool = False
     concurrency: int | None = None
     timeout: float | None = None
+    max_response_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -685,7 +686,8 @@ def run_check(config: Config, store: Store, options: CheckOptions,
                      "the repository that holds the prompts")
     base = resolve_base(repo, options.base)
     affected, unchanged, deleted = find_affected(repo, base.commit, options.prompts)
-    eval_options = EvalOptions(concurrency=options.concurrency, timeout=options.timeout)
+    eval_options = EvalOptions(concurrency=options.concurrency, timeout=options.timeout,
+                               max_response_mb=options.max_response_mb)
     results = [_check_one(c, root=repo.root, base=base, config=config, store=store,
                           options=options, eval_options=eval_options, say=say) for c in affected]
     head = repo.state()

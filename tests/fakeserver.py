@@ -49,6 +49,15 @@ is sent exactly as it is, for hostile shapes::
 Faults apply to the endpoints named in ``fault_endpoints`` (chat completions
 only by default), so that a test arming ``fail_next`` is not surprised by an
 embeddings or health request consuming the fault.
+
+Two kinds of fault test a client's limits. ``large_next`` answers with a chat completion
+of an exact size in bytes, plain or gzip-compressed (a "gzip bomb": about a kilobyte per
+mebibyte it inflates to), built as it is written so the server never holds it whole.
+``drip_next`` sends the headers at once, then the body one byte every ``interval``
+seconds: for ``seconds`` and then the completion, or forever::
+
+    server.large_next(size=1 << 30, gzip=True)
+    server.drip_next(interval=0.5)
 """
 
 from __future__ import annotations
@@ -68,9 +77,11 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
@@ -162,8 +173,81 @@ class _Outcome:
     payload: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     drop: bool = False
-    # The Content-Length to announce instead of the payload's (then the connection closes).
+    # A body written piece by piece after the headers, instead of `payload`: under a
+    # Content-Length of `length`, or chunked when that is None. Without pieces, `length`
+    # is the Content-Length to announce instead of the payload's (then the connection
+    # closes: a body cut short).
+    pieces: Iterator[bytes] | None = None
     length: int | None = None
+
+
+@dataclass(frozen=True)
+class _Large:
+    size: int
+    gzip: bool
+    declare_length: bool
+
+
+@dataclass(frozen=True)
+class _Drip:
+    interval: float
+    seconds: float | None
+
+
+# The filler of a large completion is this letter, a mebibyte at a time.
+_FILL = b"a"
+_MIB = 1 << 20
+
+
+@lru_cache(maxsize=4)
+def _deflated(length: int) -> bytes:
+    """`length` filler bytes as raw deflate blocks that end on a byte boundary and refer to
+    nothing before them, so copies can follow one another in one stream."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(_FILL * length) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+
+def gzip_bomb(head: bytes, fill: int, tail: bytes) -> bytes:
+    """A gzip member of `head`, `fill` filler bytes and `tail`: about 1 KB per MiB of filler.
+
+    Compressing a gibibyte takes seconds; repeating one compressed mebibyte takes none.
+    """
+    crc = zlib.crc32(head)
+    block = _FILL * _MIB
+    for _ in range(fill // _MIB):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(_FILL * (fill % _MIB), crc)
+    crc = zlib.crc32(tail, crc)
+    first = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    last = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = [first.compress(head) + first.flush(zlib.Z_FULL_FLUSH)]
+    body.extend([_deflated(_MIB)] * (fill // _MIB))
+    if fill % _MIB:
+        body.append(_deflated(fill % _MIB))
+    body.append(last.compress(tail) + last.flush(zlib.Z_FINISH))
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    size = len(head) + fill + len(tail)
+    return header + b"".join(body) + struct.pack("<II", crc, size & 0xFFFFFFFF)
+
+
+def large_completion(size: int, model: str) -> tuple[bytes, int, bytes]:
+    """A chat completion of exactly `size` bytes, as the JSON before its content, the number
+    of filler bytes the content holds, and the JSON after it."""
+    head = json.dumps({"id": "chatcmpl-large", "object": "chat.completion", "created": 0,
+                       "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                                    "message": {"role": "assistant", "content": ""}}]})
+    head_bytes, tail = head.encode()[:-len('"}}]}')], b'"}}]}'
+    fill = size - len(head_bytes) - len(tail)
+    if fill < 0:
+        raise ValueError(f"a completion takes at least {len(head_bytes) + len(tail)} bytes")
+    return head_bytes, fill, tail
+
+
+def _plain_pieces(head: bytes, fill: int, tail: bytes) -> Iterator[bytes]:
+    yield head
+    for _ in range(fill // _MIB):
+        yield _FILL * _MIB
+    yield _FILL * (fill % _MIB) + tail
 
 
 def error_body(
@@ -301,6 +385,10 @@ class FakeOpenAI:
         self._rejections: dict[str, _Rejection] = {}
         self._drops = 0
         self._malformed = 0
+        self._large: deque[_Large] = deque()
+        self._drips: deque[_Drip] = deque()
+        # Set by stop(): a drip that would last forever ends.
+        self._stopping = threading.Event()
         self._rates: _Rates | None = None
         self._in_flight = 0
         self._max_in_flight = 0
@@ -335,6 +423,7 @@ class FakeOpenAI:
         """Bind to 127.0.0.1 (port 0 lets the OS choose) and serve in a background thread."""
         if self._server is not None:
             return self
+        self._stopping.clear()
         server = _Server(self, ("127.0.0.1", self._port))
         self._server = server
         self._thread = threading.Thread(
@@ -351,6 +440,7 @@ class FakeOpenAI:
         server, thread = self._server, self._thread
         if server is None:
             return
+        self._stopping.set()
         server.shutdown()
         server.server_close()
         # Idle keep-alive connections would otherwise keep handler threads
@@ -425,6 +515,8 @@ class FakeOpenAI:
             self._rejections.clear()
             self._drops = 0
             self._malformed = 0
+            self._large.clear()
+            self._drips.clear()
             self._rates = None
             self._max_in_flight = self._in_flight
         self.rules.clear()
@@ -474,6 +566,22 @@ class FakeOpenAI:
         """Answer the next ``n`` requests with status 200 and a body that is not JSON."""
         with self._lock:
             self._malformed += n
+
+    def large_next(self, n: int = 1, *, size: int, gzip: bool = False,
+                   declare_length: bool = True) -> None:
+        """Answer the next ``n`` requests with a chat completion of exactly ``size`` bytes (its
+        content the letter a, repeated): gzip-compressed with ``gzip`` (Content-Encoding: gzip,
+        about 1 KB per MiB), else plain, under a Content-Length or, without
+        ``declare_length``, chunked."""
+        with self._lock:
+            self._large.extend([_Large(size, gzip, declare_length)] * n)
+
+    def drip_next(self, n: int = 1, *, interval: float = 0.5, seconds: float | None = None) -> None:
+        """Answer the next ``n`` requests with headers at once, then one byte (JSON's leading
+        white space) every ``interval`` seconds: for ``seconds`` and then the completion
+        itself, or, when ``seconds`` is None, until the client hangs up or the server stops."""
+        with self._lock:
+            self._drips.extend([_Drip(interval, seconds)] * n)
 
     def fault_rates(
         self,
@@ -527,9 +635,12 @@ class FakeOpenAI:
 
         is_api = method == "POST" and endpoint in ("chat", "embeddings")
         latency = self.latency if is_api else 0.0
+        drip: _Drip | None = None
         with self._lock:
             if outcome is None and endpoint in self.fault_endpoints and method == "POST":
                 outcome = self._take_fault(endpoint, body)
+                if outcome is None and self._drips:
+                    drip = self._drips.popleft()
             if is_api:
                 self._in_flight += 1
                 self._max_in_flight = max(self._max_in_flight, self._in_flight)
@@ -538,6 +649,8 @@ class FakeOpenAI:
                 time.sleep(latency)
             if outcome is None:
                 outcome = self._answer(method, endpoint, path, body)
+            if drip is not None:
+                outcome = self._dripped(outcome, drip)
         except Exception as exc:
             self.errors.append(exc)
             outcome = _json_outcome(500, error_body(500, f"fake server error: {type(exc).__name__}: {exc}"))
@@ -603,7 +716,26 @@ class FakeOpenAI:
                 payload=_MALFORMED_BODY,
                 headers=(("Content-Type", "application/json"),),
             )
+
+        if self._large:
+            return _large_outcome(self._large.popleft(), str(body.get("model", "")))
         return None
+
+    def _dripped(self, outcome: _Outcome, drip: _Drip) -> _Outcome:
+        """`outcome` sent a byte at a time (see `drip_next`)."""
+        stopping = self._stopping
+        count = None if drip.seconds is None else math.ceil(drip.seconds / drip.interval)
+
+        def pieces() -> Iterator[bytes]:
+            sent = 0
+            while (count is None or sent < count) and not stopping.wait(drip.interval):
+                sent += 1
+                yield b" "
+            if count is not None:
+                yield outcome.payload
+
+        length = None if count is None else count + len(outcome.payload)
+        return replace(outcome, payload=b"", pieces=pieces(), length=length)
 
     def _answer(self, method: str, endpoint: str | None, path: str, body: Body) -> _Outcome:
         if method == "GET" and path == "/health":
@@ -924,6 +1056,18 @@ def _json_outcome(status: int, document: Body, headers: tuple[tuple[str, str], .
     return _Outcome(status, payload, (("Content-Type", "application/json"), *headers))
 
 
+def _large_outcome(large: _Large, model: str) -> _Outcome:
+    head, fill, tail = large_completion(large.size, model)
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+    if large.gzip:
+        payload = gzip_bomb(head, fill, tail)
+        if large.declare_length:
+            return _Outcome(200, payload, (*headers, ("Content-Encoding", "gzip")))
+        return _Outcome(200, headers=(*headers, ("Content-Encoding", "gzip")), pieces=iter([payload]))
+    return _Outcome(200, headers=headers, pieces=_plain_pieces(head, fill, tail),
+                    length=large.size if large.declare_length else None)
+
+
 def _fault_outcome(fault: _Fault) -> _Outcome:
     headers: list[tuple[str, str]] = []
     if fault.retry_after is not None:
@@ -970,13 +1114,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(outcome.status)
         for name, value in outcome.headers:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(outcome.payload) if outcome.length is None
-                                               else outcome.length))
+        if outcome.pieces is None:
+            # `length`, when given, announces more than the payload: a body cut short.
+            self.send_header("Content-Length", str(len(outcome.payload) if outcome.length is None
+                                                   else outcome.length))
+        elif outcome.length is not None:
+            self.send_header("Content-Length", str(outcome.length))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-request-id", f"req_fake_{time.monotonic_ns()}")
         self.end_headers()
-        self.wfile.write(outcome.payload)
-        if outcome.length is not None:
-            self.close_connection = True
+        if outcome.pieces is None:
+            self.wfile.write(outcome.payload)
+            if outcome.length is not None:
+                self.close_connection = True
+            return
+        chunked = outcome.length is None
+        for piece in outcome.pieces:
+            if chunked and piece:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            elif piece:
+                self.wfile.write(piece)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
 
 class _Server(ThreadingHTTPServer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import math
 import re
@@ -10,13 +11,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.fakeserver import FakeOpenAI, embedding_vector, tool_call_reply
+from tests.fakeserver import (
+    FakeOpenAI,
+    embedding_vector,
+    gzip_bomb,
+    large_completion,
+    tool_call_reply,
+)
 
 MODEL = "gpt-4o-mini"
 
@@ -333,6 +341,78 @@ def test_malformed_json_raises(server: FakeOpenAI) -> None:
     assert ask(client(server), "fine") == "echo: fine"
 
 
+def post_chat(server: FakeOpenAI, text: str = "hi") -> http.client.HTTPResponse:
+    """A chat request over plain HTTP (no client that decodes or limits anything); the
+    response with its body unread."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": text}]})
+    connection.request("POST", "/v1/chat/completions", body=body,
+                       headers={"Content-Type": "application/json"})
+    return connection.getresponse()
+
+
+@pytest.mark.parametrize(("gzip", "declare_length"), [(True, True), (True, False), (False, True),
+                                                      (False, False)])
+def test_large_next_sends_a_completion_of_exactly_the_size(server: FakeOpenAI, gzip: bool,
+                                                           declare_length: bool) -> None:
+    size = 3 * (1 << 20) + 12345
+    server.large_next(size=size, gzip=gzip, declare_length=declare_length)
+    response = post_chat(server)
+    raw = response.read()
+    assert response.status == 200
+    assert (response.getheader("Content-Encoding") == "gzip") is gzip
+    assert (response.getheader("Content-Length") is not None) is declare_length
+    assert (response.getheader("Transfer-Encoding") == "chunked") is not declare_length
+    body = zlib.decompress(raw, 16 + zlib.MAX_WBITS) if gzip else raw
+    assert len(body) == size
+    content = json.loads(body)["choices"][0]["message"]["content"]
+    assert content == "a" * large_completion(size, MODEL)[1]
+    if gzip:
+        assert len(raw) < size // 500  # a bomb: about a kilobyte per mebibyte
+    assert post_chat(server).read() != raw  # the next request is answered as usual
+
+
+def test_a_gzip_bomb_of_a_gibibyte_is_built_at_once() -> None:
+    started = time.monotonic()
+    head, fill, tail = large_completion(1 << 30, MODEL)
+    bomb = gzip_bomb(head, fill, tail)
+    assert len(bomb) < 2 << 20
+    # Its start inflates to the completion's start; a client need read no further.
+    start = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(bomb[:4096], 1 << 20)
+    assert start.startswith(head) and start[len(head):] == b"a" * (len(start) - len(head))
+    assert time.monotonic() - started < 30
+
+
+def test_drip_next_sends_headers_then_a_byte_per_interval_then_the_completion(
+        server: FakeOpenAI) -> None:
+    server.drip_next(interval=0.1, seconds=0.5)
+    started = time.monotonic()
+    response = post_chat(server, "slowly")
+    assert response.status == 200
+    first = response.read(1)
+    body = first + response.read()
+    assert time.monotonic() - started >= 0.5
+    assert body.startswith(b"     {")  # five bytes of white space, one per interval
+    assert json.loads(body)["choices"][0]["message"]["content"] == "echo: slowly"
+    assert ask(client(server), "fast") == "echo: fast"
+
+
+def test_an_endless_drip_stops_with_the_server() -> None:
+    fake = FakeOpenAI().start()
+    fake.drip_next(interval=0.1)
+    response = post_chat(fake)
+    assert response.getheader("Transfer-Encoding") == "chunked"
+    assert response.read(3) == b"   "
+    fake.stop()
+    # Ends (the connection's 30 s timeout would fail the test), and never with a completion:
+    # cleanly, or cut mid-chunk when the closing of connections wins the race.
+    try:
+        rest = response.read()
+    except http.client.IncompleteRead as exc:
+        rest = exc.partial
+    assert rest.strip() == b""
+
+
 def test_fail_matching_counts_down_and_spares_other_rows(server: FakeOpenAI) -> None:
     server.fail_matching("row-7", status=500, times=2)
     c = client(server)
@@ -427,6 +507,8 @@ def test_reset_clears_records_rules_and_faults(server: FakeOpenAI) -> None:
     server.fail_next(5)
     server.drop_next(5)
     server.malformed_next(5)
+    server.large_next(5, size=1000)
+    server.drip_next(5, seconds=60)
     server.fault_rates(rate_500=1.0)
 
     server.reset()

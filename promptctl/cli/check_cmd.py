@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from promptctl.cli.common import handle_errors, open_project_store, project
+from promptctl.cli.eval_cmd import MAX_RESPONSE_MB
 from promptctl.cli.report_cmd import html_option, write_check_report
 from promptctl.errors import InputError
 
@@ -44,7 +45,10 @@ def check(
                                                     help="Requests in flight.")] = None,
     timeout: Annotated[float | None, typer.Option(
         min=0.1, max=3600.0, metavar="SECONDS",
-        help="Seconds to wait for one attempt of a request (default 60).")] = None,
+        help="Seconds one attempt of a request may take, answer included (default 60).")] = None,
+    max_response_mb: Annotated[float | None, typer.Option(
+        "--max-response-mb", metavar="MB", min=0.001, max=MAX_RESPONSE_MB,
+        help="The largest response read, in MiB once decompressed (default 16).")] = None,
     junit: Annotated[Path | None, typer.Option(metavar="FILE", help="Write JUnit XML to FILE.")] = None,
     markdown: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Write the Markdown report to FILE (for a PR comment).")] = None,
@@ -84,7 +88,7 @@ def check(
     err = console(stderr=True)
     options = CheckOptions(base=base, prompts=list(prompt or []), model=model,
                            significance=significance, strict=strict, concurrency=concurrency,
-                           timeout=timeout)
+                           timeout=timeout, max_response_mb=max_response_mb)
 
     def say(message: str) -> None:
         from rich.markup import escape

@@ -20,6 +20,7 @@ MAX_REPEAT = 1000
 MAX_CONCURRENCY = 1000
 MAX_RATE = 10**9
 MAX_TIMEOUT = 3600.0
+MAX_RESPONSE_MB = 1024.0
 
 
 class _Bar:
@@ -75,8 +76,13 @@ def eval_(
     tpm: Annotated[int | None, typer.Option(
         min=1, max=MAX_RATE, help="Tokens per minute at most, estimated before sending.")] = None,
     timeout: Annotated[float | None, typer.Option(
-        min=0.1, max=MAX_TIMEOUT, help="Seconds to wait for one attempt of a request (default 60; "
-        "or the endpoint's timeout:). A request is tried up to 5 times.")] = None,
+        min=0.1, max=MAX_TIMEOUT, help="Seconds one attempt of a request may take, from sending "
+        "to the answer's last byte (default 60; or the endpoint's timeout:). A request is tried "
+        "up to 5 times.")] = None,
+    max_response_mb: Annotated[float | None, typer.Option(
+        "--max-response-mb", metavar="MB", min=0.001, max=MAX_RESPONSE_MB,
+        help="The largest response read, in MiB once decompressed (default 16; or the "
+        "endpoint's max_response_mb:); a larger one is an error row.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
     cache_only: Annotated[bool, typer.Option(
         "--cache-only", help="Replay from the cache; send nothing (a miss is an error row).")] = False,
@@ -112,7 +118,7 @@ def eval_(
     if resume is not None:
         if prompts or model or ref or evalset or limit or repeat != 1 or dry_run:
             raise InputError("--resume takes only the run id (and --concurrency, --timeout, "
-                             "--no-cache, --cache-only, --batch, --json)",
+                             "--max-response-mb, --no-cache, --cache-only, --batch, --json)",
                              fix=f"promptctl eval --resume {resume}")
     elif not prompts:
         raise InputError("no prompt given", fix="promptctl eval prompts/NAME.yaml (or --resume RUN)")
@@ -128,7 +134,7 @@ def eval_(
     jobs = build_jobs(prompts or [], models=model or [], evalset=evalset, ref=ref, config=config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm,
-                          timeout=timeout, batch=batch)
+                          timeout=timeout, max_response_mb=max_response_mb, batch=batch)
     store = open_project_store(config)
     if dry_run:
         from promptctl.engine.estimate import estimate

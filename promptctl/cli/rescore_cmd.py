@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from promptctl.cli.common import handle_errors, open_project_store, project
+from promptctl.cli.eval_cmd import MAX_RESPONSE_MB
 
 
 @handle_errors
@@ -19,7 +20,10 @@ def rescore(
     concurrency: Annotated[int, typer.Option(
         min=1, max=256, help="Scorer requests in flight at once.")] = 8,
     timeout: Annotated[float | None, typer.Option(
-        min=0.1, max=3600, help="Seconds one scorer request may take (default 60).")] = None,
+        min=0.1, max=3600, help="Seconds one attempt of a scorer request may take (default 60).")] = None,
+    max_response_mb: Annotated[float | None, typer.Option(
+        "--max-response-mb", metavar="MB", min=0.001, max=MAX_RESPONSE_MB,
+        help="The largest scorer response read, in MiB once decompressed (default 16).")] = None,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Ask the judges again even when the cache has their answers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
@@ -39,7 +43,7 @@ def rescore(
     names = [n for item in metrics or [] for n in item.split(",") if n.strip()]
     new = rescore_run(run, store=store, config=config, metrics=[n.strip() for n in names],
                       concurrency=concurrency, use_cache=not no_cache,
-                      timeout=timeout)
+                      timeout=timeout, max_response_mb=max_response_mb)
     result = read_run(new)
     if json_out:
         typer.echo(dumps({"runs": [run_json(result)]}))

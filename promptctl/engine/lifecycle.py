@@ -10,7 +10,6 @@ and pipelines alike) and `rescore` go through here.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import secrets
 import socket
@@ -68,6 +67,7 @@ class EvalOptions:
     rpm: int | None = None
     tpm: int | None = None
     timeout: float | None = None
+    max_response_mb: float | None = None
     # Send through the endpoint's batch API (see engine/batch.py).
     batch: bool = False
 
@@ -204,12 +204,12 @@ def run_job(job: Job, *, store: Store, config: Config, options: EvalOptions | No
                     options=options, progress=progress, on_start=on_start, git=job.git)
 
 
-def scorer_services(gateway: Gateway, config: Config, concurrency: int,
-                    timeout: float | None) -> Services:
-    """Channels to the scorers' models; --timeout is the run's: a judge on the same slow
-    server needs it as much."""
+def scorer_services(gateway: Gateway, config: Config, concurrency: int, timeout: float | None,
+                    max_response_mb: float | None) -> Services:
+    """Channels to the scorers' models; --timeout and --max-response-mb are the run's: a judge
+    on the same slow or verbose server needs them as much."""
     return Services(gateway, config, concurrency, lambda r, c: open_provider(
-        r if timeout is None else dataclasses.replace(r, request_timeout=timeout), c, {}))
+        r.overridden(timeout=timeout, max_response_mb=max_response_mb), c, {}))
 
 
 def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *, store: Store,
@@ -217,8 +217,7 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
                      progress: ProgressFn | None, full: RequestPlan) -> RunRecord:
 
     target = todo.target
-    if options.timeout is not None:
-        resolved = dataclasses.replace(resolved, request_timeout=options.timeout)
+    resolved = resolved.overridden(timeout=options.timeout, max_response_mb=options.max_response_mb)
     price = config.price(resolved.model, resolved.endpoint)
     if options.batch:
         price = batch_price(price, resolved)
@@ -230,7 +229,8 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
                       max_tokens=target.max_tokens)
     gateway = Gateway(store, use_cache=options.use_cache, cache_only=options.cache_only,
                       progress=Progress(total=len(todo)))
-    services = scorer_services(gateway, config, concurrency, options.timeout)
+    services = scorer_services(gateway, config, concurrency, options.timeout,
+                               options.max_response_mb)
     extra: dict[str, Any] = {}
 
     async def send() -> None:
@@ -342,7 +342,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                           limit=stored.get("limit"), repeat=stored.get("repeat") or 1,
                           use_cache=given.use_cache and stored.get("use_cache", True),
                           cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm,
-                          timeout=given.timeout,
+                          timeout=given.timeout, max_response_mb=given.max_response_mb,
                           batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only
                           and target.kind == "prompt")
     full = plan_requests(target, evalset, limit=options.limit, repeat=options.repeat)

@@ -100,7 +100,7 @@ def _item_and_answer(old: RowRecord) -> tuple[WorkItem, Answer]:
 def rescore_run(run_ref: str, *, store: Store, config: Config,
                 metrics: Sequence[str] | None = None, concurrency: int = 8,
                 use_cache: bool = True, timeout: float | None = None,
-                progress: ProgressFn | None = None) -> RunRecord:
+                max_response_mb: float | None = None, progress: ProgressFn | None = None) -> RunRecord:
     """Score the stored completions of run `run_ref` again; store and return the new run."""
     old = store.get_run(run_ref)
     if (old.get("kind") or "prompt") != "prompt":
@@ -125,7 +125,7 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
     old_rows = list(store.iter_rows(old["id"]))
     gateway = Gateway(store, use_cache=use_cache, cache_only=False,
                       progress=Progress(total=len(old_rows)))
-    services = scorer_services(gateway, config, concurrency, timeout)
+    services = scorer_services(gateway, config, concurrency, timeout, max_response_mb)
 
     async def rescore_row(old_row: RowRecord) -> dict[str, Any]:
         item, answer = _item_and_answer(old_row)

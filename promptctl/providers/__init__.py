@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -131,8 +131,10 @@ class ResolvedModel:
     api_key_env: str | None
     type: str = "openai"
     server: ServerURL = field(default_factory=lambda: ServerURL(None, None))
-    # --timeout: overrides the endpoint's timeout: for this run.
+    # --timeout and --max-response-mb: override the endpoint's timeout: and max_response_mb:
+    # for this run.
     request_timeout: float | None = None
+    request_max_response_mb: float | None = None
 
     @property
     def endpoint_name(self) -> str:
@@ -152,6 +154,21 @@ class ResolvedModel:
         if self.request_timeout is not None:
             return self.request_timeout
         return self.endpoint.timeout if self.endpoint is not None else None
+
+    @property
+    def max_response_mb(self) -> float | None:
+        """The largest response read, in MiB once decompressed (None: the backend's default)."""
+        if self.request_max_response_mb is not None:
+            return self.request_max_response_mb
+        return self.endpoint.max_response_mb if self.endpoint is not None else None
+
+    def overridden(self, *, timeout: float | None, max_response_mb: float | None) -> ResolvedModel:
+        """This model with the command line's limits in place of the endpoint's (None keeps
+        the endpoint's)."""
+        return replace(
+            self, request_timeout=self.request_timeout if timeout is None else timeout,
+            request_max_response_mb=self.request_max_response_mb if max_response_mb is None
+            else max_response_mb)
 
     def api_key(self) -> str:
         """The key to send: from the endpoint's api_key_env (OPENAI_API_KEY by default).

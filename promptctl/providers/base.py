@@ -39,6 +39,7 @@ class Endpoint:
     rpm: int | None = None
     tpm: int | None = None
     timeout: float | None = None
+    max_response_mb: float | None = None
 
     def setting(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
@@ -263,9 +264,9 @@ class Backend:
     """What a kind of endpoint (`type:` in promptctl.yaml) needs to be used.
 
     `settings` are the endpoint keys it reads besides the common ones (type, concurrency,
-    rpm, tpm, timeout), with their Python types; `required` those it cannot do without.
-    `open` builds a provider (importing its SDK then, never at module import), `preflight`
-    checks what can be known wrong before a run is created.
+    rpm, tpm, timeout, max_response_mb), with their Python types; `required` those it
+    cannot do without. `open` builds a provider (importing its SDK then, never at module
+    import), `preflight` checks what can be known wrong before a run is created.
     """
 
     type: str

@@ -18,8 +18,11 @@ from promptctl.providers.base import Endpoint, Price
 from promptctl.providers.registry import BACKENDS, backend
 
 # Settings every endpoint takes, whatever its backend.
-COMMON_ENDPOINT_KEYS = {"type": str, "concurrency": int, "rpm": int, "tpm": int, "timeout": float}
+COMMON_ENDPOINT_KEYS = {"type": str, "concurrency": int, "rpm": int, "tpm": int, "timeout": float,
+                       "max_response_mb": float}
 MAX_TIMEOUT = 3600.0
+# A gibibyte per response is beyond any answer; a larger cap no longer protects memory.
+MAX_RESPONSE_MB = 1024.0
 
 # Larger values are typos or attacks, never settings: a concurrency of a billion would try to
 # open a billion connections.
@@ -85,6 +88,8 @@ def check_endpoint(name: Any, spec: Any, path: Path, lines: Any) -> Endpoint:
                                  file=path, line=where, fix=f"write {key}: true or {key}: false")
         elif want is int:
             value = positive_int(value, key, path, where)
+        elif key == "max_response_mb":
+            value = mebibytes(value, key, path, where)
         elif want is float:
             value = seconds(value, key, path, where)
         values[key] = value
@@ -97,6 +102,14 @@ def seconds(value: Any, where: str, path: Path, line: int | None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_TIMEOUT:
         raise InputError(f"{where} must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
                          f"not {value!r}", file=path, line=line, fix="e.g. 60")
+    return float(value)
+
+
+def mebibytes(value: Any, where: str, path: Path, line: int | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not 0 < value <= MAX_RESPONSE_MB:
+        raise InputError(f"{where} must be a number of MiB above 0 and at most {MAX_RESPONSE_MB:g}, "
+                         f"not {value!r}", file=path, line=line, fix="e.g. 16")
     return float(value)
 
 

@@ -139,7 +139,8 @@ def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> 
     startup_s = time.monotonic() - started
     try:
         inner = OpenAIProvider(ep.name, base_url, "none", concurrency=concurrency,
-                               timeout=resolved.timeout, aiohttp=False)
+                               timeout=resolved.timeout, max_response_mb=resolved.max_response_mb,
+                               aiohttp=False)
     except BaseException:
         server.stop()
         raise

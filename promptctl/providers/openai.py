@@ -2,8 +2,9 @@
 
 Retries are the SDK's own (429, 5xx, timeouts and dropped connections, with exponential
 backoff and jitter, honouring Retry-After and retry-after-ms); promptctl counts them and
-caps how long a server may ask it to wait. Whatever a server sends back, however
-malformed, becomes a completion or a row error: never a crash.
+caps how long a server may ask it to wait. Each attempt has a wall-clock deadline and each
+response a size cap (see `_http`). Whatever a server sends back, however malformed, slow
+or large, becomes a completion or a row error: never a crash.
 """
 
 from __future__ import annotations
@@ -41,9 +42,16 @@ if TYPE_CHECKING:
     from promptctl.providers import ResolvedModel, ServerURL
 
 DEFAULT_MAX_RETRIES = 4
-# Per attempt. An evaluation's answers are short; a server silent for a minute is down, and
-# five attempts at the SDK's own ten-minute default cost most of an hour per row.
+# Per attempt, from sending to the last byte of the answer. An evaluation's answers are short;
+# a server that has not answered in a minute is down, and five attempts at the SDK's own
+# ten-minute default cost most of an hour per row.
 DEFAULT_TIMEOUT = 60.0
+# The largest response read, once decompressed. The largest real ones are far smaller: a
+# completion of 128k tokens is about 0.5 MB of text (3 MB at worst, JSON-escaped), and 64
+# embeddings of 3072 floats (a similarity batch) about 7 MB of JSON. Each request in flight
+# may hold this much, twice over while its pieces are joined: 16 MiB keeps the default 8
+# connections within about a quarter of a gigabyte, whatever the server sends.
+DEFAULT_MAX_RESPONSE_MB = 16.0
 # The longest wait a server's Retry-After is obeyed for; a longer request is capped to this
 # (the SDK alone would not retry at all), and the row's error says what the server asked.
 MAX_RETRY_AFTER = 60.0
@@ -135,14 +143,20 @@ class OpenAIProvider(Provider):
 
     def __init__(self, name: str, base_url: str | None, api_key: str, *, concurrency: int = 8,
                  max_retries: int = DEFAULT_MAX_RETRIES, timeout: float | None = None,
-                 aiohttp: bool | None = None, server: ServerURL | None = None) -> None:
+                 max_response_mb: float | None = None, aiohttp: bool | None = None,
+                 server: ServerURL | None = None) -> None:
         import base64
 
         import httpx2
         import openai
 
+        import promptctl.providers._http as _http
+
         self.name = name
         self._openai = openai
+        self._http = _http
+        self.timeout = timeout or DEFAULT_TIMEOUT
+        self.max_response_mb = max_response_mb or DEFAULT_MAX_RESPONSE_MB
         redact.register(api_key)
         use_aiohttp = concurrency >= AIOHTTP_FROM if aiohttp is None else aiohttp
         headers: dict[str, str] = {}
@@ -163,12 +177,13 @@ class OpenAIProvider(Provider):
         sizes = [concurrency // shards + (1 if i < concurrency % shards else 0) for i in range(shards)]
         for size in sizes:
             limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)
-            client_class = openai.DefaultAioHttpClient if use_aiohttp else openai.DefaultAsyncHttpxClient
-            http_client = client_class(limits=limits, verify=tls, event_hooks={
-                "request": [_on_request], "response": [_on_response]})
+            http_client = _http.client(
+                aiohttp=use_aiohttp, max_response_bytes=int(self.max_response_mb * _http.MIB),
+                limits=limits, verify=tls,
+                event_hooks={"request": [_on_request], "response": [_on_response]})
             self.clients.append(openai.AsyncOpenAI(
                 api_key=api_key, base_url=base_url, max_retries=max_retries,
-                timeout=timeout or DEFAULT_TIMEOUT, http_client=http_client,
+                timeout=self.timeout, http_client=http_client,
                 default_headers=headers or None, default_query=query or None))
         self.client = self.clients[0]
         self._free = list(sizes)
@@ -194,8 +209,16 @@ class OpenAIProvider(Provider):
         openai = self._openai
         state = _Attempt()
         token = _attempt.set(state)
+        deadline = self._http.attempt_seconds.set(self.timeout)
         try:
             data = await self._post(path, body, state)
+        except self._http.ResponseTooLarge:
+            # Not retried: the server would most likely send the same answer again.
+            raise RequestFailed(self._failure(
+                f"the response was larger than {self.max_response_mb:g} MiB once decompressed; "
+                "if such answers are expected, pass --max-response-mb MB or raise "
+                "max_response_mb: of the endpoint in promptctl.yaml", state),
+                attempts=max(1, state.count)) from None
         except openai.APIStatusError as exc:
             self._raise_fatal(exc, model, params)
             raise RequestFailed(self._failure(f"HTTP {exc.status_code}: {error_message(exc)}", state),
@@ -205,8 +228,11 @@ class OpenAIProvider(Provider):
             if dropped is not None:
                 raise RequestFailed(self._failure(f"connection failed: {dropped}", state),
                                     attempts=state.count, unreachable=True) from None
-            raise RequestFailed(self._failure("request timed out", state), attempts=state.count,
-                                unreachable=True) from None
+            raise RequestFailed(self._failure(
+                f"request timed out: no complete response within {self.timeout:g} s, the "
+                "deadline of each attempt; if the server is only slow, pass --timeout SECONDS or "
+                "raise timeout: of the endpoint in promptctl.yaml", state),
+                attempts=state.count, unreachable=True) from None
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
             raise RequestFailed(self._failure(f"connection failed: {cause}", state),
@@ -221,6 +247,7 @@ class OpenAIProvider(Provider):
             raise RequestFailed(self._failure(f"the server sent a malformed response: {exc}", state),
                                 attempts=max(1, state.count)) from None
         finally:
+            self._http.attempt_seconds.reset(deadline)
             _attempt.reset(token)
         return data, state
 
@@ -323,6 +350,7 @@ def _open(resolved: ResolvedModel, concurrency: int, params: dict[str, Any]) -> 
     max_retries = resolved.endpoint.setting("max_retries") if resolved.endpoint is not None else None
     return OpenAIProvider(resolved.endpoint_name, resolved.base_url, resolved.api_key(),
                           concurrency=concurrency, timeout=resolved.timeout,
+                          max_response_mb=resolved.max_response_mb,
                           max_retries=DEFAULT_MAX_RETRIES if max_retries is None else int(max_retries),
                           server=resolved.server)
 
