@@ -162,9 +162,13 @@ class Tokens:
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """A run's accounting and what its kind adds (a pipeline's steps)."""
+    """A run's accounting and what its kind adds (a pipeline's steps).
+
+    `n` counts the eval answers stored (failed requests included), `rows` the eval set's rows
+    they answer: with `eval --repeat K` a row has K samples."""
 
     n: int
+    rows: int
     errors: int
     fewshot_errors: int
     cached: int
@@ -252,6 +256,8 @@ def read_run(record: Mapping[str, Any]) -> RunResult:
     batch = summary.get("batch")
     typed_summary = RunSummary(
         n=read.count(summary.get("n"), "summary.n"),
+        # Runs stored before rows were counted apart: their metrics counted samples as rows.
+        rows=read.count(summary.get("rows", summary.get("n")), "summary.rows"),
         errors=read.count(summary.get("errors"), "summary.errors"),
         fewshot_errors=read.count(summary.get("fewshot_errors"), "summary.fewshot_errors"),
         cached=read.count(summary.get("cached"), "summary.cached"),

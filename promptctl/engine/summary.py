@@ -3,12 +3,13 @@ cost, latency, consistency."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from promptctl.config import Price
 from promptctl.consistency import analyze
 from promptctl.engine.gateway import cost_of
-from promptctl.metrics.aggregates import aggregate_columns, fold_scores, percentiles
+from promptctl.metrics.aggregates import aggregate_columns, fold_samples, fold_scores, percentiles
 from promptctl.store import Store
 from promptctl.target import Target
 
@@ -46,7 +47,11 @@ def summarize(store: Store, run_id: str, target: Target, price: Price | None,
               "completion": ev["completion_tokens"] + fs["completion_tokens"]}
     spent = {"prompt": ev["spent_prompt_tokens"] + fs["spent_prompt_tokens"],
              "completion": ev["spent_completion_tokens"] + fs["spent_completion_tokens"]}
-    scores = {kind: fold_scores(store.iter_scores(run_id, kind)) for kind in ("eval", "fewshot")}
+    folded = {kind: _fold(store, run_id, kind, repeat) for kind in ("eval", "fewshot")}
+    scores = {kind: columns for kind, (columns, _) in folded.items()}
+    # The eval set's rows the run holds: with --repeat K each has K samples, and the metrics
+    # rest on the rows (`n` counts the answers stored, failed ones included).
+    counts["rows"] = folded["eval"][1] if folded["eval"][1] is not None else ev["n"]
     latencies = store.answered_column(run_id, "latency_ms")
     fingerprints = {f for f in store.answered_column(run_id, "system_fingerprint") if f}
     models = {m for m in store.answered_column(run_id, "response_model") if m}
@@ -81,6 +86,25 @@ def summarize(store: Store, run_id: str, target: Target, price: Price | None,
         "errors": counts["errors"] + counts["fewshot_errors"],
         "summary": summary,
     }
+
+
+def _fold(store: Store, run_id: str, kind: str, repeat: int
+          ) -> tuple[dict[str, list[Any]], int | None]:
+    """A kind's scores folded into columns, and how many rows it holds when they were
+    sampled several times. With `--repeat` each value keeps its row, so that a metric
+    averages a row's samples and resamples rows (`aggregates.Folded`)."""
+    if repeat <= 1:
+        return fold_scores(store.iter_scores(run_id, kind)), None
+    row_ids: set[str] = set()
+
+    def answered() -> Iterator[tuple[str, dict[str, Any]]]:
+        for row in store.iter_rows(run_id, kind=kind):
+            row_ids.add(row["row_id"])
+            if row.get("error") is None:
+                yield row["row_id"], row.get("scores") or {}
+
+    columns = fold_samples(answered())
+    return columns, len(row_ids)
 
 
 # Rows listed by name per metric in a summary; the rest are counted (`show` lists them all).

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from promptctl.errors import InputError
 from promptctl.files import Reference, project_path, project_root
-from promptctl.metrics.aggregates import share
+from promptctl.metrics.aggregates import row_count, rows_of, share
 from promptctl.metrics.registry import (
     PAIRED_MEAN,
     Columns,
@@ -195,8 +195,8 @@ def build(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) 
         return await judge_row(judge, ctx)
 
     def aggregate(columns: Columns) -> Result:
-        return {**share(columns.get(name, [])),
-                "unscored": len(columns.get(unscored_key(name), []))}
+        return {**share(columns.get(name, []), rows_of(columns, name)),
+                "unscored": row_count(columns, unscored_key(name))}
 
     files = (judge.prompt.path, *(f for m in judge.prompt.configured_metrics for f in m.files))
     return Metric(name, row, aggregate, PAIRED_MEAN, name, kind="llm_judge",

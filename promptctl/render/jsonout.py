@@ -40,7 +40,9 @@ def run_json(run: RunResult) -> dict[str, Any]:
         "kind": run.kind,
         "parent_run": run.parent_run,
         "created_at": run.created_at,
-        "n": s.n,
+        # The eval set's rows, and the answers stored for them (K per row with --repeat K).
+        "n": s.rows,
+        "samples": s.n,
         "errors": s.errors,
         "no_text": s.no_text,
         "metrics": {k: v.to_json() for k, v in run.metrics.items()},

@@ -128,7 +128,8 @@ def run_summary(con: Console, run: RunResult) -> None:
     con.print(table)
     lat = "  ".join(f"{cell(k)} {fmt.num(v, 0)}" for k, v in summary.latency_ms.items()) or "-"
     no_text = f"  no text answer {_count(summary.no_text)}" if summary.no_text else ""
-    con.print(f"rows {_count(summary.n)}  errors {_count(run.failed_requests)}{no_text}  "
+    samples = f" ({_count(summary.n)} samples)" if summary.n != summary.rows else ""
+    con.print(f"rows {_count(summary.rows)}{samples}  errors {_count(run.failed_requests)}{no_text}  "
               f"cached {_count(summary.cached)}  "
               f"retries {_count(summary.retries)}  "
               f"tokens {_count(summary.tokens.prompt)} in / "

@@ -241,14 +241,14 @@ def test_repeat_fewshot_and_history(project: Path, api: FakeOpenAI) -> None:
         prompt + "examples:\n  - {input: {q: seven}, expected: seven}\n"
         "  - {input: {q: ten}, expected: ten}\n", encoding="utf-8")
     run = eval_run("prompts/echo.yaml", "--repeat", "2")
-    # Each row twice: r1, r2 and r5 scored twice each, r3's error twice.
-    assert run["metrics"]["length"]["n"] == 6
+    # Each row twice: r1, r2 and r5 scored twice each (three rows), r3's error twice.
+    assert run["metrics"]["length"]["n"] == 3
     assert run["metrics"]["length"]["value"] == pytest.approx((0.3 + 0.3 + 0.4) / 3)
     assert run["scoring_errors"]["length"]["count"] == 2
     assert sorted(r["sample"] for r in run["scoring_errors"]["length"]["rows"]) == [0, 1]
     # The few-shot self-check scores the examples too (twice each): seven 0.5, ten 0.3.
     assert run["fewshot_metrics"]["length"]["value"] == pytest.approx(0.4)
-    assert run["fewshot_metrics"]["length"]["n"] == 4
+    assert run["fewshot_metrics"]["length"]["n"] == 2
     history = json.loads(invoke("history", "echo", "--json").stdout)
     assert history["versions"][0]["metrics"]["length"] == pytest.approx(0.4 / 3 + 0.2)
 
