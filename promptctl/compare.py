@@ -20,6 +20,7 @@ from promptctl.gitinfo import find_repo
 from promptctl.metrics import registry
 from promptctl.metrics.registry import Stored, stored
 from promptctl.results import (
+    SIGNIFICANCE,
     DiffResult,
     Flipped,
     FlippedRow,
@@ -29,6 +30,7 @@ from promptctl.results import (
     RunBrief,
     SampleCounts,
     interval,
+    verdict,
 )
 from promptctl.runs import best, covers_evalset, row_errors, stands_for_version
 from promptctl.stats import (
@@ -469,13 +471,15 @@ def _run_brief(run: RunRecord) -> RunBrief:
                     summary=run.get("summary"))
 
 
-def compare_runs(store: Store, a_ref: str, b_ref: str) -> DiffResult:
+def compare_runs(store: Store, a_ref: str, b_ref: str, *,
+                 significance: float = SIGNIFICANCE) -> DiffResult:
     """Paired comparison of run B against run A (B - A), by row id.
 
     Per metric: A and B on the paired rows, the delta, a 95% paired bootstrap
     interval of the delta and a p-value (exact McNemar for 0/1 scores, paired
-    permutation otherwise); the run-level values as `a_run` and `b_run`. Then
-    the rows that flipped and the warnings that make a comparison suspect.
+    permutation otherwise), and the verdict at `significance` (`results.verdict`);
+    the run-level values as `a_run` and `b_run`. Then the rows that flipped and the
+    warnings that make a comparison suspect.
     """
     run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
     cols_a, cols_b = store.score_columns_of([run_a["id"], run_b["id"]], kind="eval")
@@ -498,10 +502,12 @@ def compare_runs(store: Store, a_ref: str, b_ref: str) -> DiffResult:
             a=t["a"], b=t["b"], delta=t["delta"], ci95=interval(t["ci95"]), p_value=t["p_value"],
             test=t["test"], n=t["n"], n01=t.get("n01"), n10=t.get("n10"),
             a_run=(metrics_a[name] or {}).get("value"), b_run=(metrics_b[name] or {}).get("value"),
-            higher_is_better=how.higher_is_better, direction=direction)
+            higher_is_better=how.higher_is_better, direction=direction,
+            verdict=verdict(t["delta"], t["ci95"], t["p_value"],
+                            higher_is_better=how.higher_is_better, significance=significance))
     answered = int(pairs.answered.sum())
     return DiffResult(
-        a=_run_brief(run_a), b=_run_brief(run_b), metrics=metrics,
+        a=_run_brief(run_a), b=_run_brief(run_b), significance=significance, metrics=metrics,
         paired_rows=answered, only_in_a=len(sa.ids) - int(pairs.a.size),
         only_in_b=len(sb.ids) - int(pairs.b.size),
         errors_excluded=int(pairs.a.size) - answered,
