@@ -175,7 +175,11 @@ class RunSummary:
     retries: int
     no_text: int
     tokens: Tokens
+    # What the run's answers cost at the model's price as if none were cached; what this
+    # run paid (the requests it sent); what the cache saved it. None: unknown.
     cost_usd: float | None
+    spent_usd: float | None
+    saved_usd: float | None
     latency_ms: dict[str, float | None]
     system_fingerprints: tuple[str, ...]
     response_models: tuple[str, ...]
@@ -239,6 +243,15 @@ class RunResult:
         return self.summary.errors + self.summary.fewshot_errors
 
 
+def _saved(summary: Mapping[str, Any]) -> float | None:
+    """What the cache saved a run stored before that was recorded: its cost less what it paid."""
+    cost, spent = summary.get("cost_usd"), summary.get("spent_usd")
+    if isinstance(cost, int | float) and isinstance(spent, int | float) \
+            and not isinstance(cost, bool) and not isinstance(spent, bool):
+        return max(0.0, float(cost) - float(spent))
+    return None
+
+
 def read_run(record: Mapping[str, Any]) -> RunResult:
     """A run record validated into a `RunResult`; `BadRun` names the run and the field."""
     run_id = record.get("id")
@@ -266,6 +279,9 @@ def read_run(record: Mapping[str, Any]) -> RunResult:
         tokens=Tokens(read.count(tokens.get("prompt"), "summary.tokens.prompt"),
                       read.count(tokens.get("completion"), "summary.tokens.completion")),
         cost_usd=read.number(summary.get("cost_usd"), "summary.cost_usd"),
+        spent_usd=read.number(summary.get("spent_usd"), "summary.spent_usd"),
+        saved_usd=read.number(summary.get("saved_usd"), "summary.saved_usd")
+        if "saved_usd" in summary else _saved(summary),
         latency_ms={str(k): read.number(v, f"summary.latency_ms.{k}") for k, v in latency.items()},
         system_fingerprints=read.texts(summary.get("system_fingerprints"),
                                        "summary.system_fingerprints"),

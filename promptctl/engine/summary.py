@@ -22,7 +22,7 @@ def add_usage(*usages: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, 
         for model, counts in (usage or {}).items():
             into = out.setdefault(model, {})
             for key, value in counts.items():
-                if key == "cost_usd" and (value is None or (key in into and into[key] is None)):
+                if key.endswith("_usd") and (value is None or (key in into and into[key] is None)):
                     into[key] = None
                 else:
                     into[key] = into.get(key, 0) + value
@@ -59,16 +59,22 @@ def summarize(store: Store, run_id: str, target: Target, price: Price | None,
     more = dict(extra.get("summary") or {})
     spent = more.pop("spent_tokens", spent)
     cost = cost_of(price, tokens["prompt"], tokens["completion"])
-    spent_cost = cost_of(price, spent["prompt"], spent["completion"])
+    # Nothing sent costs nothing, whether the price is known or not.
+    sent = ev["n"] - ev["errors"] - ev["cached"] + fs["n"] - fs["errors"] - fs["cached"]
+    spent_cost = 0.0 if sent == 0 and not any(spent.values()) \
+        else cost_of(price, spent["prompt"], spent["completion"])
+    saved = None if cost is None or spent_cost is None else max(0.0, cost - spent_cost)
     consistency = analyze(store.iter_rows(run_id, kind="eval")) if repeat > 1 else None
     failed = scoring_errors(store, run_id) if target.configured_metrics else {}
     failed.update(extra.get("step_scoring_errors") or {})
     summary: dict[str, Any] = {
         **counts, "tokens": tokens,
         # cost_usd is what the run's answers cost (cached or not), the price of the
-        # target on this eval set; spent_usd is what this run paid.
+        # target on this eval set; spent_usd is what this run paid, saved_usd what the
+        # cache saved it (the difference). The scorers' usage has the same two costs.
         "cost_usd": None if cost is None else round(cost, 8),
         "spent_usd": None if spent_cost is None else round(spent_cost, 8),
+        "saved_usd": None if saved is None else round(saved, 8),
         "consistency": consistency,
         "latency_ms": percentiles(latencies),
         "system_fingerprints": sorted(fingerprints),

@@ -48,7 +48,11 @@ def run_json(run: RunResult) -> dict[str, Any]:
         "metrics": {k: v.to_json() for k, v in run.metrics.items()},
         "fewshot_metrics": {k: v.to_json() for k, v in run.fewshot_metrics.items()},
         "tokens": {"prompt": s.tokens.prompt, "completion": s.tokens.completion},
+        # What the answers cost as if none were cached, what this run paid, what the cache
+        # saved: scorers' usage below has the same cost_usd and spent_usd.
         "cost_usd": s.cost_usd,
+        "spent_usd": s.spent_usd,
+        "saved_usd": s.saved_usd,
         "latency_ms": {k: s.latency_ms.get(k) for k in ("p50", "p75", "p90", "p99")},
         "cached": s.cached,
         # Requests of judges and embeddings models, by model, apart from the evaluated one's.

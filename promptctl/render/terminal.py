@@ -83,6 +83,27 @@ def fmt_cost(cost: float | None) -> str:
     return f"${cost:.4f}" if cost < 100 else f"${cost:,.2f}"
 
 
+def _usd(cost: Any) -> str:
+    if not isinstance(cost, int | float) or isinstance(cost, bool) or not math.isfinite(cost):
+        return "unknown"
+    return fmt_cost(cost)
+
+
+def cost_text(cost: float | None, spent: float | None, saved: float | None) -> str:
+    """`cost $0.0120` when everything was sent now; else with what this run paid and what
+    the cache saved it: `cost $0.0120 (paid now $0.0000, saved by the cache $0.0120)`. The
+    cost is what the answers cost as if nothing were cached."""
+    text = f"cost {fmt_cost(cost)}"
+    if spent is None and saved is None:  # a run stored before they were kept, or all unknown
+        return text
+    if cost is not None and spent is not None and abs(cost - spent) < 5e-9:
+        return text
+    parts = [f"paid now {_usd(spent)}"]
+    if saved is not None:
+        parts.append(f"saved by the cache {_usd(saved)}")
+    return f"{text} ({', '.join(parts)})"
+
+
 def _short(sha: Any, n: int = 10) -> str:
     return cell(sha[:n]) if isinstance(sha, str) and sha else "-"
 
@@ -133,7 +154,8 @@ def run_summary(con: Console, run: RunResult) -> None:
               f"cached {_count(summary.cached)}  "
               f"retries {_count(summary.retries)}  "
               f"tokens {_count(summary.tokens.prompt)} in / "
-              f"{_count(summary.tokens.completion)} out  cost {fmt_cost(summary.cost_usd)}")
+              f"{_count(summary.tokens.completion)} out  "
+              f"{cost_text(summary.cost_usd, summary.spent_usd, summary.saved_usd)}")
     con.print(f"latency ms  {lat}")
     for metric, failed in summary.scoring_errors.items():
         shown = "; ".join(f"{cell(r.get('row_id'), 40)}: {cell(r.get('error'), 200)}"
@@ -186,7 +208,7 @@ def scorer_usage(con: Console, scorers: Mapping[str, Mapping[str, Any]],
     parts = [f"{cell(model)} {_count(u.get('requests', 0))} requests "
              f"(cached {_count(u.get('cached', 0))}, errors {_count(u.get('errors', 0))}) "
              f"tokens {_count(u.get('prompt_tokens', 0))} in / "
-             f"{_count(u.get('completion_tokens', 0))} out cost {fmt_cost(u.get('cost_usd'))}"
+             f"{_count(u.get('completion_tokens', 0))} out {_scorer_cost(u)}"
              for model, u in scorers.items()]
     # Metrics listed with their rows' messages (scoring_errors) are not counted again.
     unscored = [f"{cell(name)} {_count(r.unscored)}" for name, r in metrics.items()
@@ -195,6 +217,16 @@ def scorer_usage(con: Console, scorers: Mapping[str, Mapping[str, Any]],
         con.print("scorers  " + "; ".join(parts))
     if unscored:
         con.print(f"[yellow]unscored rows[/] (the scorer gave no score): {', '.join(unscored)}")
+
+
+def _scorer_cost(usage: Mapping[str, Any]) -> str:
+    """A scorer's cost as the run's: as if nothing were cached, then what was paid now."""
+    cost, spent = usage.get("cost_usd"), usage.get("spent_usd")
+    if "spent_usd" not in usage:  # stored before both were kept: cost_usd was what was paid
+        return f"paid now {fmt_cost(cost)}"
+    saved = cost - spent if isinstance(cost, int | float) and isinstance(spent, int | float) \
+        else None
+    return cost_text(cost, spent, None if saved is None else max(0.0, saved))
 
 
 def repeat_summary(con: Console, c: dict[str, Any]) -> None:

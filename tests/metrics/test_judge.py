@@ -77,6 +77,40 @@ def test_a_second_run_sends_nothing(project: Path, judged_api: FakeOpenAI) -> No
     assert second["scorers"]["gpt-4o"]["requests"] == 0
 
 
+def test_a_cached_judge_keeps_its_cost_and_says_it_paid_nothing(
+        project: Path, judged_api: FakeOpenAI) -> None:
+    first = eval_run("prompts/echo.yaml")
+    second = eval_run("prompts/echo.yaml")
+    usage, again = first["scorers"]["gpt-4o"], second["scorers"]["gpt-4o"]
+    # The answers' tokens and cost as if nothing were cached: the same on both runs; paid now:
+    # all of it on the first run, nothing on the second.
+    for key in ("prompt_tokens", "completion_tokens", "cost_usd"):
+        assert again[key] == pytest.approx(usage[key]), key
+    assert usage["cost_usd"] > 0 and usage["spent_usd"] == pytest.approx(usage["cost_usd"])
+    assert again["spent_usd"] == 0
+
+
+def test_a_judge_without_a_price_stays_unknown_when_cached(
+        project: Path, judged_api: FakeOpenAI) -> None:
+    # The judge on an endpoint of promptctl.yaml: no price is known for it.
+    (project / "promptctl.yaml").write_text(
+        f"endpoints:\n  jdg:\n    base_url: {judged_api.base_url}\n", encoding="utf-8")
+    judge = project / "judges" / "length.yaml"
+    judge.write_text(JUDGE.replace("model: gpt-4o", "model: jdg/gpt-4o"), encoding="utf-8")
+    first = eval_run("prompts/echo.yaml")
+    assert (first["scorers"]["jdg/gpt-4o"]["cost_usd"],
+            first["scorers"]["jdg/gpt-4o"]["spent_usd"]) == (None, None)
+    second = eval_run("prompts/echo.yaml")
+    usage = second["scorers"]["jdg/gpt-4o"]
+    assert (usage["requests"], usage["cached"]) == (0, 5)
+    # Not $0: what five cached judge answers would cost is as unknown as on the first run;
+    # what this run paid for them is known, nothing.
+    assert usage["cost_usd"] is None and usage["spent_usd"] == 0
+    shown = invoke("show", second["id"]).stdout
+    assert "jdg/gpt-4o 0 requests (cached 5, errors 0)" in shown
+    assert "cost unknown (add the model to pricing: in promptctl.yaml) (paid now $0.0000)" in shown
+
+
 def test_a_changed_judge_prompt_is_asked_again(project: Path, judged_api: FakeOpenAI) -> None:
     first = eval_run("prompts/echo.yaml")
     # Same messages, another file: the sha256 is part of the judge requests' cache key.

@@ -161,6 +161,7 @@ RUN: dict[str, Any] = {
     "samples": 1,
     "errors": 0, "no_text": 0, "metrics": {"exact_match": {"value": 1.0, "n": 1, "ci95": [1.0, 1.0]}},
     "fewshot_metrics": {}, "tokens": {"prompt": 2, "completion": 3}, "cost_usd": None,
+    "spent_usd": 0.0, "saved_usd": None,
     "latency_ms": {"p50": 1.0, "p75": 1.0, "p90": 1.0, "p99": 1.0}, "cached": 0, "scorers": {},
     "retries": 0, "system_fingerprints": [], "consistency": None,
 }
