@@ -104,6 +104,11 @@ class _Side:
             self._columns[key] = out
         return self._columns[key]
 
+    def key_of(self, keys: Sequence[str]) -> str:
+        """The first of `keys` this side's scores hold (a metric's key, then the keys runs
+        stored by older versions kept it under), else the first."""
+        return next((k for k in keys if any(k in d for d in self.distinct)), keys[0])
+
     def scores(self) -> Iterator[dict[str, Any]]:
         """Each sample's score dict ({} where the request failed)."""
         return map(self.distinct.__getitem__, self.code.tolist())
@@ -285,17 +290,20 @@ def _plans(metrics: Sequence[Stored], pairs: _Pairs, sa: _Side, sb: _Side) -> li
 
 
     plans: list[_Plan] = []
-    cache: dict[str, tuple[tuple[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]] = {}
+    cache: dict[tuple[str, ...], tuple[tuple[FloatArray, FloatArray],
+                                      tuple[FloatArray, FloatArray]]] = {}
 
-    def totals(key: str) -> tuple[tuple[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]:
-        if key not in cache:
-            if key == "abs_error":
+    def totals(*keys: str) -> tuple[tuple[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]:
+        """Per row of each side the sum and count of its samples' score under the first of
+        `keys` that side holds (a run stored by an older version may keep a former key)."""
+        if keys not in cache:
+            if keys == ("abs_error",):
                 va = abs(sa.column("answer_num") - sa.column("expected_num"))
                 vb = abs(sb.column("answer_num") - sb.column("expected_num"))
             else:
-                va, vb = sa.column(key), sb.column(key)
-            cache[key] = (sa.per_row(va), sb.per_row(vb))
-        return cache[key]
+                va, vb = sa.column(sa.key_of(keys)), sb.column(sb.key_of(keys))
+            cache[keys] = (sa.per_row(va), sb.per_row(vb))
+        return cache[keys]
 
     def zero_one(key: str) -> bool:
         values = np.concatenate([sa.column(key), sb.column(key)])
@@ -303,13 +311,14 @@ def _plans(metrics: Sequence[Stored], pairs: _Pairs, sa: _Side, sb: _Side) -> li
         return bool(np.all((values == 0) | (values == 1)))
 
     for m in metrics:
+        keys = (m.key, *m.former_keys)
         if m.paired == registry.PAIRED_BINARY:
-            plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio, binary=True))
+            plans.append(_sums_plan(m.name, pairs, *totals(*keys), ratio, binary=True))
         elif m.paired == registry.PAIRED_MEAN:
             # A judge that answers pass/fail is a 0/1 score: McNemar's test, as for exact_match.
-            plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio, binary=zero_one(m.key)))
+            plans.append(_sums_plan(m.name, pairs, *totals(*keys), ratio, binary=zero_one(m.key)))
         elif m.paired == registry.PAIRED_RMSE:
-            plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio_sqrt))
+            plans.append(_sums_plan(m.name, pairs, *totals(*keys), ratio_sqrt))
         elif m.paired == registry.PAIRED_MAE:
             plans.append(_sums_plan(m.name, pairs, *totals("abs_error"), ratio))
         elif m.paired == registry.PAIRED_CORRELATION:
@@ -359,13 +368,30 @@ def _run_plans(plans: list[_Plan]) -> dict[str, dict[str, Any]]:
 # --- flipped rows and warnings ----------------------------------------------------------------
 
 
-def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> Flipped:
+def _pass_fail(metrics: Sequence[Stored]) -> list[Stored]:
+    """The pass/fail metrics both runs have, in the order a flipped row is judged by: the
+    first whose rows both runs scored names the row's change (exact_match and accuracy
+    before the others, format_validity, which every row has, last)."""
+    binary = [m for m in metrics if m.paired == registry.PAIRED_BINARY]
+    validity = stored("format_validity", None)
+    if validity is not None and all(m.name != validity.name for m in binary):
+        binary.append(validity)  # scored on every answered row, asked for or not
+    first = {"exact_match": 0, "accuracy": 1, "format_validity": 3}
+    return sorted(binary, key=lambda m: first.get(m.name, 2))
+
+
+def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs,
+             metrics: Sequence[Stored]) -> Flipped:
     import numpy as np
 
     regressed: list[tuple[int, str, float, float]] = []
     improved: list[tuple[int, str, float, float]] = []
-    for key in ("exact_match", "format_validity"):
-        (hit_a, n_a), (hit_b, n_b) = sa.per_row(sa.column(key)), sb.per_row(sb.column(key))
+    for metric in _pass_fail(metrics):
+        keys = (metric.key, *metric.former_keys)
+        # Each flipped row is labelled with the metric's own name, whatever key it is kept under.
+        key = metric.name
+        (hit_a, n_a) = sa.per_row(sa.column(sa.key_of(keys)))
+        (hit_b, n_b) = sb.per_row(sb.column(sb.key_of(keys)))
         n_a, n_b = n_a[pairs.a], n_b[pairs.b]
         if not (np.any(n_a > 0) and np.any(n_b > 0)):
             continue
@@ -512,7 +538,7 @@ def compare_runs(store: Store, a_ref: str, b_ref: str, *,
         only_in_b=len(sb.ids) - int(pairs.b.size),
         errors_excluded=int(pairs.a.size) - answered,
         samples=SampleCounts(a=sa.max_samples, b=sb.max_samples),
-        flipped=_flipped(store, sa, sb, pairs),
+        flipped=_flipped(store, sa, sb, pairs, list(described.values())),
         warnings=tuple(_warnings(sa, sb, pairs)),
     )
 

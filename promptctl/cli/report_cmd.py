@@ -17,11 +17,11 @@ if TYPE_CHECKING:
 
 def run_document(store: Store, ref: str) -> dict[str, Any]:
     """A run and its rows, as `promptctl show RUN --json` prints them."""
-    from promptctl.render.jsonout import run_json
+    from promptctl.render.jsonout import show_json
     from promptctl.runs import read_run
 
     record = store.get_run(ref)
-    return {"run": run_json(read_run(record)), "rows": list(store.iter_rows(record["id"]))}
+    return show_json(read_run(record), store.iter_rows(record["id"]))
 
 
 def write_html(path: Path, document: str) -> None:

@@ -37,7 +37,7 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """One run, row by row: input, completion, answer, expected, scores, tokens, latency."""
-    from promptctl.render.jsonout import dumps, run_json
+    from promptctl.render.jsonout import dumps, show_json
     from promptctl.render.terminal import console, show_rows
     from promptctl.runs import read_row, read_run
 
@@ -46,6 +46,6 @@ def show(
     rows = list(store.iter_rows(record["id"]))
     result = read_run(record)
     if json_out:
-        typer.echo(dumps({"run": run_json(result), "rows": rows}))
+        typer.echo(dumps(show_json(result, rows)))
         return
     show_rows(console(), result, [read_row(r) for r in rows])

@@ -59,6 +59,11 @@ def exact_match(ctx: ScoreContext) -> Scores:
     return {"exact_match": 1.0 if hit else 0.0}
 
 
+def accuracy(ctx: ScoreContext) -> Scores:
+    """exact_match of a label answer, kept under the metric's own name."""
+    return {"accuracy": exact_match(ctx)["exact_match"]}
+
+
 def numeric_pair(ctx: ScoreContext) -> Scores:
     """The answer and expected value as numbers (rmse, mae, pearson and spearman read them)."""
     e = numeric(ctx.row.expected)
@@ -128,8 +133,9 @@ register(Metric("format_validity", format_validity, _share_of("format_validity")
                 PAIRED_BINARY, "format_validity"))
 register(Metric("exact_match", exact_match, _share_of("exact_match"), PAIRED_BINARY,
                 "exact_match", needs_expected=True))
-register(Metric("accuracy", exact_match, _share_of("exact_match"), PAIRED_BINARY, "exact_match",
-                output_types=frozenset({"label"}), needs_expected=True))
+register(Metric("accuracy", accuracy, _share_of("accuracy"), PAIRED_BINARY, "accuracy",
+                output_types=frozenset({"label"}), needs_expected=True,
+                former_keys=("exact_match",)))
 NUMERIC_HELPERS = frozenset({"answer_num", "expected_num", "squared_error"})
 LABEL_HELPERS = frozenset({"label_answer", "label_expected"})
 

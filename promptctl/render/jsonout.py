@@ -6,8 +6,10 @@ import json
 import math
 import numbers
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from promptctl.metrics.registry import internal_key
 from promptctl.redact import redact
 from promptctl.render.inert import UNSAFE_BEYOND_C0
 from promptctl.runs import RunResult
@@ -65,10 +67,46 @@ def run_json(run: RunResult) -> dict[str, Any]:
         **({"batch": s.batch} if s.batch else {}),
         **_pipeline_json(run),
         # Rows a configured metric could not score, with their messages.
-        **({"scoring_errors": {k: {"count": v.count, "rows": list(v.rows)}
+        **({"scoring_errors": {k: {"count": v.count, "samples": v.samples,
+                                   "fewshot": v.fewshot, "rows": list(v.rows)}
                                for k, v in s.scoring_errors.items()}}
            if s.scoring_errors else {}),
     }
+
+
+def _scores_only(value: Any) -> Any:
+    """A stored row's (or step's) scores without internal markers (see `internal_key`)."""
+    if not isinstance(value, Mapping):
+        return value
+    return {k: v for k, v in value.items() if not internal_key(str(k))}
+
+
+def _step_json(step: Any) -> Any:
+    if not isinstance(step, Mapping):
+        return step
+    out = dict(step)
+    if "scores" in out:
+        out["scores"] = _scores_only(out["scores"])
+    if isinstance(out.get("items"), list):
+        out["items"] = [_step_json(i) for i in out["items"]]
+    return out
+
+
+def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One stored row as `show --json` prints it: as stored, but only scores in `scores` (a
+    run stored by an older version kept internal markers such as `NAME__unscored` there)."""
+    out = dict(row)
+    if "scores" in out:
+        out["scores"] = _scores_only(out["scores"])
+    if isinstance(out.get("steps"), Mapping):
+        out["steps"] = {k: _step_json(v) for k, v in out["steps"].items()}
+    return out
+
+
+def show_json(run: RunResult, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """`promptctl show RUN --json` (docs/schema/show.schema.json): the run and its rows, which
+    the HTML report reads too."""
+    return {"run": run_json(run), "rows": [row_json(r) for r in rows]}
 
 
 def _pipeline_json(run: RunResult) -> dict[str, Any]:

@@ -150,7 +150,11 @@ def run_summary(con: Console, run: RunResult) -> None:
     lat = "  ".join(f"{cell(k)} {fmt.num(v, 0)}" for k, v in summary.latency_ms.items()) or "-"
     no_text = f"  no text answer {_count(summary.no_text)}" if summary.no_text else ""
     samples = f" ({_count(summary.n)} samples)" if summary.n != summary.rows else ""
-    con.print(f"rows {_count(summary.rows)}{samples}  errors {_count(run.failed_requests)}{no_text}  "
+    # Counts over the eval rows, as `rows` and the metrics' n; few-shot examples apart.
+    fewshot = f"  few-shot errors {_count(summary.fewshot_errors)}" \
+        if summary.fewshot_errors else ""
+    con.print(f"rows {_count(summary.rows)}{samples}  errors {_count(summary.errors)}{fewshot}"
+              f"{no_text}  "
               f"cached {_count(summary.cached)}  "
               f"retries {_count(summary.retries)}  "
               f"tokens {_count(summary.tokens.prompt)} in / "
@@ -158,10 +162,17 @@ def run_summary(con: Console, run: RunResult) -> None:
               f"{cost_text(summary.cost_usd, summary.spent_usd, summary.saved_usd)}")
     con.print(f"latency ms  {lat}")
     for metric, failed in summary.scoring_errors.items():
-        shown = "; ".join(f"{cell(r.get('row_id'), 40)}: {cell(r.get('error'), 200)}"
-                          for r in failed.rows)
-        more = failed.count - len(failed.rows)
-        con.print(f"[yellow]{cell(metric)}: no score for {_count(failed.count)} rows[/] "
+        shown = "; ".join(f"{cell(r.get('row_id'), 40)}"
+                          + (" (few-shot)" if r.get("kind") == "fewshot" else "")
+                          + f": {cell(r.get('error'), 200)}" for r in failed.rows)
+        more = failed.samples + failed.fewshot - len(failed.rows)
+        # Eval rows, as the metric's n counts them; samples and few-shot examples apart.
+        what = f"{_count(failed.count)} rows"
+        if failed.samples > failed.count:
+            what += f" ({_count(failed.samples)} samples)"
+        if failed.fewshot:
+            what += f" and {_count(failed.fewshot)} few-shot examples"
+        con.print(f"[yellow]{cell(metric)}: no score for {what}[/] "
                   f"({shown}{f'; and {more} more' if more > 0 else ''})", soft_wrap=True)
     scorer_usage(con, summary.scorers, run.metrics, summary.scoring_errors)
     if summary.consistency:
@@ -233,9 +244,10 @@ def repeat_summary(con: Console, c: dict[str, Any]) -> None:
     """`eval --repeat K`: how stable the answers were across the K samples of each row."""
     con.print(f"repeat {c['k']} samples per row over {c['rows']} rows: mean agreement "
               f"{fmt.metric(c['mean_agreement'])}  unstable rows {fmt.metric(c['unstable_share'])}")
+    metric = cell(c["metric"])
     con.print(f"pass@{c['k']} {fmt.metric(c['pass_at_k'])}  pass^{c['k']} "
-              f"{fmt.metric(c['pass_hat_k'])}  majority-vote exact_match "
-              f"{fmt.metric(c['majority_exact_match'])}")
+              f"{fmt.metric(c['pass_hat_k'])}  majority-vote {metric} "
+              f"{fmt.metric(c['majority_vote'])}  (all three by {metric})")
     flaky = c.get("flaky_rows") or []
     if flaky:
         shown = ", ".join(f"{cell(r['row_id'], 40)} ({r['agreement']:.0%})" for r in flaky[:10])

@@ -85,3 +85,38 @@ def test_samples_of_a_row_are_averaged_before_rows_are_resampled(
     # Rows r02..r06 pass every sample, r01 half of them, the rest none: (5 + 0.5) / 10.
     assert accuracy["value"] == pytest.approx(0.55)
     assert accuracy["n"] == 10
+
+
+def test_accuracy_is_labelled_accuracy_in_rows_votes_flips_and_the_report(
+        project: Path, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    def alternate(body: dict[str, Any], call: int) -> str:
+        return "echo: Question " + ("one" if call % 3 else "two")
+
+    fake_openai.add_rule("Question one", alternate)
+    run = eval_run("prompts/vote.yaml", "--repeat", "3")
+    # The vote, pass@k and pass^k are scored with the prompt's own pass/fail metric, named.
+    consistency = run["consistency"]
+    assert consistency["metric"] == "accuracy"
+    assert consistency["majority_vote"]["value"] == pytest.approx(0.6)
+    human = invoke("show", run["id"]).stdout
+    assert "majority-vote accuracy 0.600" in human and "(all three by accuracy)" in human
+    # Each row's score is kept under the metric's own name.
+    rows = show(run["id"])["rows"]
+    assert {key for r in rows for key in r["scores"]} == {
+        "accuracy", "format_validity", "label_answer", "label_expected"}
+    assert "exact_match" not in human
+
+    # A row that flips is named by the metric it flipped on.
+    fake_openai.rules.clear()
+    fake_openai.add_rule("Question three", lambda body, call: "echo: Question four")
+    worse = eval_run("prompts/vote.yaml", "--no-cache")
+    diff = json.loads(invoke("diff", run["id"], worse["id"], "--json").stdout)
+    (flip,) = diff["flipped"]["pass_to_fail"]
+    assert (flip["row_id"], flip["metric"]) == ("r03", "accuracy")
+    assert diff["metrics"]["accuracy"]["n"] == 10
+
+    # The HTML report reads these documents: no exact_match label anywhere in it.
+    pytest.importorskip("vl_convert")
+    page = tmp_path / "report.html"
+    invoke("report", run["id"], "--diff", run["id"], worse["id"], "-o", str(page))
+    assert "exact_match" not in page.read_text(encoding="utf-8")

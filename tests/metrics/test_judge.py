@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakeserver import FakeOpenAI, last_user_message
-from tests.helpers import eval_run, git_init, invoke, show_rows
+from tests.helpers import eval_run, git_init, invoke, show, show_rows
 from tests.judgekit import (
     JUDGE,
     JUDGED_PROMPT,
@@ -248,6 +248,34 @@ def test_few_shot_examples_are_judged_too(tmp_path: Path, monkeypatch: pytest.Mo
     assert run["fewshot_metrics"]["long"]["value"] == pytest.approx(4.0)
     assert run["fewshot_metrics"]["long"]["n"] == 2
     assert run["metrics"]["long"]["value"] == pytest.approx(3.5)
+
+
+def test_counts_are_over_eval_rows_with_few_shot_examples_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, judged_api: FakeOpenAI) -> None:
+    with_examples = JUDGED_PROMPT.replace(
+        "metrics:", "examples:\n  - input: {q: three}\n    expected: three\n"
+        "  - input: {q: ten}\n    expected: ten\n  - input: {q: seven}\n    expected: seven\n"
+        "metrics:")
+    root = write_judged_project(tmp_path / "proj", prompt=with_examples)
+    monkeypatch.chdir(root)
+    judged_api.fail_matching("Question seven", status=400)  # one few-shot request fails
+    run = eval_run("prompts/echo.yaml", code=3)
+    # The judge gives r3 and the example "three" no score: counted apart, as n counts rows.
+    failed = run["scoring_errors"]["long"]
+    assert (failed["count"], failed["samples"], failed["fewshot"]) == (1, 1, 1)
+    assert [(r["row_id"], r["kind"]) for r in failed["rows"]] == [("r3", "eval"),
+                                                                  ("ex1", "fewshot")]
+    assert (run["metrics"]["long"]["n"], run["metrics"]["long"]["unscored"]) == (4, 1)
+    assert (run["fewshot_metrics"]["long"]["n"], run["fewshot_metrics"]["long"]["unscored"]) \
+        == (1, 1)
+    assert run["errors"] == 0  # the failed request was a few-shot example's
+    shown = invoke("show", run["id"]).stdout
+    assert "long: no score for 1 rows and 1 few-shot examples (r3: " in shown
+    assert "ex1 (few-shot): " in shown
+    assert "errors 0  few-shot errors 1" in shown
+    # A judge that gave no score leaves no key in the row's scores: only scores are there.
+    rows = show(run["id"])["rows"]
+    assert all(set(r["scores"] or {}) <= {"exact_match", "format_validity", "long"} for r in rows)
 
 
 def test_cache_only_replays_the_judge_and_no_cache_asks_it_again(
