@@ -20,6 +20,7 @@ from promptctl.gitinfo import find_repo
 from promptctl.metrics import registry
 from promptctl.metrics.registry import Stored, stored
 from promptctl.results import (
+    SIGNIFICANCE,
     DiffResult,
     Flipped,
     FlippedRow,
@@ -29,6 +30,7 @@ from promptctl.results import (
     RunBrief,
     SampleCounts,
     interval,
+    verdict,
 )
 from promptctl.runs import best, covers_evalset, row_errors, stands_for_version
 from promptctl.stats import (
@@ -101,6 +103,11 @@ class _Side:
             out[~self.ok] = math.nan
             self._columns[key] = out
         return self._columns[key]
+
+    def key_of(self, keys: Sequence[str]) -> str:
+        """The first of `keys` this side's scores hold (a metric's key, then the keys runs
+        stored by older versions kept it under), else the first."""
+        return next((k for k in keys if any(k in d for d in self.distinct)), keys[0])
 
     def scores(self) -> Iterator[dict[str, Any]]:
         """Each sample's score dict ({} where the request failed)."""
@@ -283,17 +290,20 @@ def _plans(metrics: Sequence[Stored], pairs: _Pairs, sa: _Side, sb: _Side) -> li
 
 
     plans: list[_Plan] = []
-    cache: dict[str, tuple[tuple[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]] = {}
+    cache: dict[tuple[str, ...], tuple[tuple[FloatArray, FloatArray],
+                                      tuple[FloatArray, FloatArray]]] = {}
 
-    def totals(key: str) -> tuple[tuple[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]:
-        if key not in cache:
-            if key == "abs_error":
+    def totals(*keys: str) -> tuple[tuple[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]:
+        """Per row of each side the sum and count of its samples' score under the first of
+        `keys` that side holds (a run stored by an older version may keep a former key)."""
+        if keys not in cache:
+            if keys == ("abs_error",):
                 va = abs(sa.column("answer_num") - sa.column("expected_num"))
                 vb = abs(sb.column("answer_num") - sb.column("expected_num"))
             else:
-                va, vb = sa.column(key), sb.column(key)
-            cache[key] = (sa.per_row(va), sb.per_row(vb))
-        return cache[key]
+                va, vb = sa.column(sa.key_of(keys)), sb.column(sb.key_of(keys))
+            cache[keys] = (sa.per_row(va), sb.per_row(vb))
+        return cache[keys]
 
     def zero_one(key: str) -> bool:
         values = np.concatenate([sa.column(key), sb.column(key)])
@@ -301,13 +311,14 @@ def _plans(metrics: Sequence[Stored], pairs: _Pairs, sa: _Side, sb: _Side) -> li
         return bool(np.all((values == 0) | (values == 1)))
 
     for m in metrics:
+        keys = (m.key, *m.former_keys)
         if m.paired == registry.PAIRED_BINARY:
-            plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio, binary=True))
+            plans.append(_sums_plan(m.name, pairs, *totals(*keys), ratio, binary=True))
         elif m.paired == registry.PAIRED_MEAN:
             # A judge that answers pass/fail is a 0/1 score: McNemar's test, as for exact_match.
-            plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio, binary=zero_one(m.key)))
+            plans.append(_sums_plan(m.name, pairs, *totals(*keys), ratio, binary=zero_one(m.key)))
         elif m.paired == registry.PAIRED_RMSE:
-            plans.append(_sums_plan(m.name, pairs, *totals(m.key), ratio_sqrt))
+            plans.append(_sums_plan(m.name, pairs, *totals(*keys), ratio_sqrt))
         elif m.paired == registry.PAIRED_MAE:
             plans.append(_sums_plan(m.name, pairs, *totals("abs_error"), ratio))
         elif m.paired == registry.PAIRED_CORRELATION:
@@ -357,13 +368,30 @@ def _run_plans(plans: list[_Plan]) -> dict[str, dict[str, Any]]:
 # --- flipped rows and warnings ----------------------------------------------------------------
 
 
-def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> Flipped:
+def _pass_fail(metrics: Sequence[Stored]) -> list[Stored]:
+    """The pass/fail metrics both runs have, in the order a flipped row is judged by: the
+    first whose rows both runs scored names the row's change (exact_match and accuracy
+    before the others, format_validity, which every row has, last)."""
+    binary = [m for m in metrics if m.paired == registry.PAIRED_BINARY]
+    validity = stored("format_validity", None)
+    if validity is not None and all(m.name != validity.name for m in binary):
+        binary.append(validity)  # scored on every answered row, asked for or not
+    first = {"exact_match": 0, "accuracy": 1, "format_validity": 3}
+    return sorted(binary, key=lambda m: first.get(m.name, 2))
+
+
+def _flipped(store: Store, sa: _Side, sb: _Side, pairs: _Pairs,
+             metrics: Sequence[Stored]) -> Flipped:
     import numpy as np
 
     regressed: list[tuple[int, str, float, float]] = []
     improved: list[tuple[int, str, float, float]] = []
-    for key in ("exact_match", "format_validity"):
-        (hit_a, n_a), (hit_b, n_b) = sa.per_row(sa.column(key)), sb.per_row(sb.column(key))
+    for metric in _pass_fail(metrics):
+        keys = (metric.key, *metric.former_keys)
+        # Each flipped row is labelled with the metric's own name, whatever key it is kept under.
+        key = metric.name
+        (hit_a, n_a) = sa.per_row(sa.column(sa.key_of(keys)))
+        (hit_b, n_b) = sb.per_row(sb.column(sb.key_of(keys)))
         n_a, n_b = n_a[pairs.a], n_b[pairs.b]
         if not (np.any(n_a > 0) and np.any(n_b > 0)):
             continue
@@ -472,13 +500,15 @@ def _run_brief(run: RunRecord) -> RunBrief:
                     summary=run.get("summary"))
 
 
-def compare_runs(store: Store, a_ref: str, b_ref: str) -> DiffResult:
+def compare_runs(store: Store, a_ref: str, b_ref: str, *,
+                 significance: float = SIGNIFICANCE) -> DiffResult:
     """Paired comparison of run B against run A (B - A), by row id.
 
     Per metric: A and B on the paired rows, the delta, a 95% paired bootstrap
     interval of the delta and a p-value (exact McNemar for 0/1 scores, paired
-    permutation otherwise); the run-level values as `a_run` and `b_run`. Then
-    the rows that flipped and the warnings that make a comparison suspect.
+    permutation otherwise), and the verdict at `significance` (`results.verdict`);
+    the run-level values as `a_run` and `b_run`. Then the rows that flipped and the
+    warnings that make a comparison suspect.
     """
     run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
     cols_a, cols_b = store.score_columns_of([run_a["id"], run_b["id"]], kind="eval")
@@ -501,15 +531,17 @@ def compare_runs(store: Store, a_ref: str, b_ref: str) -> DiffResult:
             a=t["a"], b=t["b"], delta=t["delta"], ci95=interval(t["ci95"]), p_value=t["p_value"],
             test=t["test"], n=t["n"], n01=t.get("n01"), n10=t.get("n10"),
             a_run=(metrics_a[name] or {}).get("value"), b_run=(metrics_b[name] or {}).get("value"),
-            higher_is_better=how.higher_is_better, direction=direction)
+            higher_is_better=how.higher_is_better, direction=direction,
+            verdict=verdict(t["delta"], t["ci95"], t["p_value"],
+                            higher_is_better=how.higher_is_better, significance=significance))
     answered = int(pairs.answered.sum())
     return DiffResult(
-        a=_run_brief(run_a), b=_run_brief(run_b), metrics=metrics,
+        a=_run_brief(run_a), b=_run_brief(run_b), significance=significance, metrics=metrics,
         paired_rows=answered, only_in_a=len(sa.ids) - int(pairs.a.size),
         only_in_b=len(sb.ids) - int(pairs.b.size),
         errors_excluded=int(pairs.a.size) - answered,
         samples=SampleCounts(a=sa.max_samples, b=sb.max_samples),
-        flipped=_flipped(store, sa, sb, pairs),
+        flipped=_flipped(store, sa, sb, pairs, list(described.values())),
         warnings=tuple(_warnings(sa, sb, pairs)),
     )
 

@@ -7,7 +7,7 @@ measure how far it does not.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from promptctl.metrics.aggregates import share
@@ -33,21 +33,26 @@ def _groups(samples: list[Mapping[str, Any]]) -> list[int]:
     return out
 
 
-def _hit(row: Mapping[str, Any]) -> bool:
-    """The sample's exact match: its score when exact_match was scored, else the same test."""
+def _hit(row: Mapping[str, Any], keys: Sequence[str]) -> bool:
+    """Whether the sample passed: its score under the first of `keys` it holds (the pass/fail
+    metric's key, then former keys), else the exact_match test."""
     scores = row.get("scores") or {}
-    if "exact_match" in scores:
-        return bool(scores["exact_match"])
+    for key in keys:
+        if key in scores:
+            return bool(scores[key])
     return bool(row.get("valid")) and equals(row.get("answer"), row.get("expected"))
 
 
-def analyze(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+def analyze(rows: Iterable[Mapping[str, Any]], metric: str = "exact_match",
+            score_keys: Sequence[str] = ("exact_match",)) -> dict[str, Any] | None:
     """Stability figures over the eval rows of a run with several samples per row.
 
     Returns None when every row was sampled once. Error rows are left out;
     a row left with a single answer tells nothing about stability and is not
     counted in the agreement figures, and pass@k and pass^k count only rows
     with all k samples (fewer would understate pass@k and overstate pass^k).
+    pass@k, pass^k and the majority vote are scored with the pass/fail `metric` (its
+    score under the first of `score_keys` a sample holds), and say which.
     """
     by_row: dict[str, list[Mapping[str, Any]]] = {}
     sent: Counter[str] = Counter()
@@ -82,18 +87,19 @@ def analyze(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
                           "expected": samples[0].get("expected")})
         if samples[0].get("has_expected"):
             if len(samples) == k:
-                hits = [_hit(r) for r in samples]
+                hits = [_hit(r, score_keys) for r in samples]
                 any_hit.append(1.0 if any(hits) else 0.0)
                 all_hit.append(1.0 if all(hits) else 0.0)
-            majority_hit.append(1.0 if readable and equals(vote.get("answer"),
-                                                           vote.get("expected")) else 0.0)
+            # The majority answer scored as the metric scored the sample that gave it.
+            majority_hit.append(1.0 if readable and _hit(vote, score_keys) else 0.0)
     return {
         "k": k,
         "rows": len(agreement),
+        "metric": metric,
         "mean_agreement": share(agreement),
         "unstable_share": share([1.0 - s for s in stable]),
         "pass_at_k": share(any_hit),
         "pass_hat_k": share(all_hit),
-        "majority_exact_match": share(majority_hit),
+        "majority_vote": share(majority_hit),
         "flaky_rows": flaky,
     }

@@ -67,6 +67,7 @@ from promptctl.results import (
     PromptFile,
     RowErrors,
     interval,
+    verdict,
 )
 from promptctl.runs import row_errors
 from promptctl.selection import standing_run
@@ -411,6 +412,9 @@ def regression_gates(prompt: Target, comparison: DiffResult | Comparison | None,
         # How the value moved, in words: "accuracy fell by 0.04", "rmse rose by 0.2".
         moved = f"{metric} {'rose' if delta > 0 else 'fell'} by {_num(abs(delta), limit)}"
         beyond = f"{moved}, more than the limit {limit:g}"
+        # The rule every report follows: the paired test decides (results.verdict).
+        judged = verdict(delta, entry.ci95, p, higher_is_better=higher, significance=significance)
+        why = f"; {judged.note}" if judged.note else ""
         if abs(delta) <= TOLERANCE:
             status, message = "pass", f"no change in {metric}"
         elif drop < 0:
@@ -420,17 +424,17 @@ def regression_gates(prompt: Target, comparison: DiffResult | Comparison | None,
         elif strict:
             status, message = "fail", (f"{beyond} ({_p(p)}; --strict fails on the drop "
                                        "alone)")
-        elif p is not None and p < significance:
+        elif judged.significant:
             status, message = "fail", (f"{beyond}, and significantly ({_p(p)}, below "
-                                       f"{significance:g})")
+                                       f"{significance:g}{why})")
         else:
             status, message = "warn", (f"{beyond}, but not significantly ({_p(p)}, not below "
-                                       f"{significance:g}): could be noise; --strict would "
-                                       "fail it")
+                                       f"{significance:g}{why}): could be noise; --strict "
+                                       "would fail it")
         gates.append(Gate(id=ident, metric=metric, kind="max_regression", limit=limit,
                           status=status, message=message, value=entry.b, baseline=entry.a,
                           delta=delta, drop=drop, ci95=entry.ci95, p_value=p, test=entry.test,
-                          n=entry.n, higher_is_better=higher))
+                          n=entry.n, higher_is_better=higher, verdict=judged))
     return gates
 
 
@@ -579,7 +583,8 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
         entry.current_errors = row_errors(current)
         comparison = None
         if baseline is not None:
-            comparison = compare_runs(store, baseline["id"], current["id"])
+            comparison = compare_runs(store, baseline["id"], current["id"],
+                                      significance=options.significance)
             entry.comparison = _trim_comparison(comparison)
         entry.gates = absolute_gates(prompt, current) + regression_gates(
             prompt, comparison, significance=options.significance, strict=options.strict,

@@ -11,11 +11,15 @@ builds or renders these results.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 Interval = tuple[float, ...]
+# The significance level of `diff` (and `check`'s default): a change is called significant
+# when the paired test's p-value is below it.
+SIGNIFICANCE = 0.05
 
 
 def interval(value: Any) -> Interval | None:
@@ -25,6 +29,79 @@ def interval(value: Any) -> Interval | None:
 
 def _listed(value: Interval | None) -> list[float] | None:
     return None if value is None else list(value)
+
+
+# --- the verdict on a change ---------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    """A p-value or level in a sentence: at most 3 decimals, no trailing zeros."""
+    if value != 0 and abs(value) < 0.001:
+        return f"{value:.1g}"
+    return f"{value:.3f}".rstrip("0").rstrip(".") or "0"
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={_number(p)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """What a change of one metric between two runs means, by the one rule every output
+    follows (`verdict`).
+
+    `change` is `better` or `worse` only when the paired test finds the change significant,
+    else `none`; `text` is what a report prints (`better`, `worse`, `worse (not
+    significant)`, `no change`, `not compared`); `note`, when the 95% interval and the
+    paired test disagree, says so and that the test decides.
+    """
+
+    change: str
+    significant: bool
+    text: str
+    note: str | None = None
+
+    def sentence(self) -> str:
+        """`text`, and the note when there is one: `worse (not significant): the 95% ...`."""
+        return self.text if self.note is None else f"{self.text}: {self.note}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"change": self.change, "significant": self.significant, "text": self.text,
+                "note": self.note}
+
+
+def verdict(delta: float | None, ci95: Sequence[float] | None, p_value: float | None, *,
+            higher_is_better: bool, significance: float = SIGNIFICANCE) -> Verdict:
+    """The verdict on a change `delta` (B - A) with its 95% interval and paired p-value.
+
+    The paired test decides: a change is better or worse when p < `significance`, and
+    otherwise "not significant" whatever its interval. The bootstrap interval and the test
+    answer slightly different questions and can disagree near the boundary (an interval
+    that just excludes 0 beside p = 0.06); the note then says which one decided.
+    """
+    if delta is None or not math.isfinite(delta):
+        return Verdict(change="none", significant=False, text="not compared")
+    significant = p_value is not None and p_value < significance
+    level = _number(significance)
+    note = None
+    if ci95 is not None and len(ci95) == 2 and p_value is not None:
+        excludes = ci95[0] > 0 or ci95[1] < 0
+        if excludes and not significant:
+            note = (f"the 95% interval excludes 0 but {_p(p_value)} ≥ {level}: not significant "
+                    "(the paired test decides)")
+        elif significant and not excludes:
+            note = (f"{_p(p_value)} < {level} though the 95% interval includes 0: significant "
+                    "(the paired test decides)")
+    if delta == 0:
+        return Verdict(change="none", significant=significant, text="no change", note=note)
+    direction = "better" if (delta > 0) == higher_is_better else "worse"
+    if p_value is None:
+        return Verdict(change="none", significant=False, text=f"{direction} (not tested)",
+                       note=note)
+    if significant:
+        return Verdict(change=direction, significant=True, text=direction, note=note)
+    return Verdict(change="none", significant=False, text=f"{direction} (not significant)",
+                   note=note)
 
 
 # --- diff -------------------------------------------------------------------------------------
@@ -67,7 +144,9 @@ class MetricDelta:
     p-value, and which way it moved.
 
     `n01` and `n10` (rows that went 0 -> 1 and 1 -> 0) only for McNemar's test;
-    `direction` (better, worse, same) only when there is a delta.
+    `direction` (better, worse, same: where the point estimate moved) only when there is a
+    delta. `verdict` is what the change means at the diff's significance level (see
+    `verdict`): what every report prints.
     """
 
     a: float | None
@@ -83,6 +162,7 @@ class MetricDelta:
     b_run: float | None
     higher_is_better: bool
     direction: str | None = None
+    verdict: Verdict
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"a": self.a, "b": self.b, "delta": self.delta,
@@ -93,6 +173,7 @@ class MetricDelta:
         out.update(a_run=self.a_run, b_run=self.b_run, higher_is_better=self.higher_is_better)
         if self.direction is not None:
             out["direction"] = self.direction
+        out["verdict"] = self.verdict.to_json()
         return out
 
 
@@ -183,10 +264,12 @@ class Comparison:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DiffResult:
-    """`promptctl diff`: run B against run A, paired by row id."""
+    """`promptctl diff`: run B against run A, paired by row id; each metric's verdict at
+    `significance`."""
 
     a: RunBrief
     b: RunBrief
+    significance: float
     metrics: Mapping[str, MetricDelta]
     paired_rows: int
     only_in_a: int
@@ -203,7 +286,7 @@ class DiffResult:
                           warnings=self.warnings)
 
     def to_json(self) -> dict[str, Any]:
-        return {"a": self.a.to_json(), "b": self.b.to_json(),
+        return {"a": self.a.to_json(), "b": self.b.to_json(), "significance": self.significance,
                 "metrics": _metrics_json(self.metrics), "paired_rows": self.paired_rows,
                 "only_in_a": self.only_in_a, "only_in_b": self.only_in_b,
                 "errors_excluded": self.errors_excluded, "samples": self.samples.to_json(),
@@ -265,8 +348,9 @@ class Gate:
     `max_regression` on the change versus the baseline.
 
     A min/max gate has `value`, `ci95` and `n`. A regression gate that could be applied
-    also has `baseline`, `delta`, `drop`, `p_value`, `test` and `higher_is_better`; one
-    that could not (status skip) has none of them.
+    also has `baseline`, `delta`, `drop`, `p_value`, `test`, `higher_is_better` and the
+    `verdict` on the change (the rule `diff` follows); one that could not (status skip) has
+    none of them.
     """
 
     id: str
@@ -284,6 +368,7 @@ class Gate:
     test: str | None = None
     n: int | None = None
     higher_is_better: bool | None = None
+    verdict: Verdict | None = None
 
     @property
     def regression(self) -> bool:
@@ -297,7 +382,8 @@ class Gate:
         elif self.delta is not None:
             out.update(value=self.value, baseline=self.baseline, delta=self.delta,
                        drop=self.drop, ci95=_listed(self.ci95), p_value=self.p_value,
-                       test=self.test, n=self.n, higher_is_better=self.higher_is_better)
+                       test=self.test, n=self.n, higher_is_better=self.higher_is_better,
+                       verdict=self.verdict.to_json() if self.verdict is not None else None)
         out.update(status=self.status, message=self.message)
         return out
 

@@ -149,10 +149,14 @@ class Gap:
 
 @dataclass(frozen=True, slots=True)
 class ScoringErrors:
-    """Rows a configured metric could not score: how many, and the first few with why."""
+    """Rows a configured metric could not score: how many eval rows (as a metric's `n`
+    counts them), their answers that got no score (more with --repeat), the few-shot
+    examples, and the first few answers with why."""
 
     count: int
     rows: tuple[Mapping[str, Any], ...]
+    samples: int = 0
+    fewshot: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,16 +167,24 @@ class Tokens:
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """A run's accounting and what its kind adds (a pipeline's steps)."""
+    """A run's accounting and what its kind adds (a pipeline's steps).
+
+    `n` counts the eval answers stored (failed requests included), `rows` the eval set's rows
+    they answer: with `eval --repeat K` a row has K samples."""
 
     n: int
+    rows: int
     errors: int
     fewshot_errors: int
     cached: int
     retries: int
     no_text: int
     tokens: Tokens
+    # What the run's answers cost at the model's price as if none were cached; what this
+    # run paid (the requests it sent); what the cache saved it. None: unknown.
     cost_usd: float | None
+    spent_usd: float | None
+    saved_usd: float | None
     latency_ms: dict[str, float | None]
     system_fingerprints: tuple[str, ...]
     response_models: tuple[str, ...]
@@ -238,6 +250,40 @@ class RunResult:
         return self.summary.errors + self.summary.fewshot_errors
 
 
+def _consistency(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A run's `--repeat` figures; a run stored before the vote's metric was named scored
+    it with exact_match, as `majority_exact_match`: read as the figures are now written."""
+    if not data:
+        return None
+    if "majority_exact_match" not in data or "majority_vote" in data:
+        return data
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "mean_agreement":
+            out["metric"] = "exact_match"
+        out["majority_vote" if key == "majority_exact_match" else key] = value
+    out.setdefault("metric", "exact_match")
+    return out
+
+
+def _scoring_errors(read: _Reader, raw: Any, where: str) -> ScoringErrors:
+    data = read.mapping(raw, where)
+    count = read.count(data.get("count"), f"{where}.count")
+    # Runs stored before eval rows and few-shot examples were counted apart: one count.
+    return ScoringErrors(count, tuple(r for r in (data.get("rows") or []) if isinstance(r, Mapping)),
+                         samples=read.count(data.get("samples", count), f"{where}.samples"),
+                         fewshot=read.count(data.get("fewshot"), f"{where}.fewshot"))
+
+
+def _saved(summary: Mapping[str, Any]) -> float | None:
+    """What the cache saved a run stored before that was recorded: its cost less what it paid."""
+    cost, spent = summary.get("cost_usd"), summary.get("spent_usd")
+    if isinstance(cost, int | float) and isinstance(spent, int | float) \
+            and not isinstance(cost, bool) and not isinstance(spent, bool):
+        return max(0.0, float(cost) - float(spent))
+    return None
+
+
 def read_run(record: Mapping[str, Any]) -> RunResult:
     """A run record validated into a `RunResult`; `BadRun` names the run and the field."""
     run_id = record.get("id")
@@ -255,6 +301,8 @@ def read_run(record: Mapping[str, Any]) -> RunResult:
     batch = summary.get("batch")
     typed_summary = RunSummary(
         n=read.count(summary.get("n"), "summary.n"),
+        # Runs stored before rows were counted apart: their metrics counted samples as rows.
+        rows=read.count(summary.get("rows", summary.get("n")), "summary.rows"),
         errors=read.count(summary.get("errors"), "summary.errors"),
         fewshot_errors=read.count(summary.get("fewshot_errors"), "summary.fewshot_errors"),
         cached=read.count(summary.get("cached"), "summary.cached"),
@@ -263,19 +311,19 @@ def read_run(record: Mapping[str, Any]) -> RunResult:
         tokens=Tokens(read.count(tokens.get("prompt"), "summary.tokens.prompt"),
                       read.count(tokens.get("completion"), "summary.tokens.completion")),
         cost_usd=read.number(summary.get("cost_usd"), "summary.cost_usd"),
+        spent_usd=read.number(summary.get("spent_usd"), "summary.spent_usd"),
+        saved_usd=read.number(summary.get("saved_usd"), "summary.saved_usd")
+        if "saved_usd" in summary else _saved(summary),
         latency_ms={str(k): read.number(v, f"summary.latency_ms.{k}") for k, v in latency.items()},
         system_fingerprints=read.texts(summary.get("system_fingerprints"),
                                        "summary.system_fingerprints"),
         response_models=read.texts(summary.get("response_models"), "summary.response_models"),
-        consistency=read.mapping(summary.get("consistency"), "summary.consistency") or None,
+        consistency=_consistency(read.mapping(summary.get("consistency"),
+                                              "summary.consistency")),
         scorers={str(k): read.mapping(v, f"summary.scorers.{k}")
                  for k, v in read.mapping(summary.get("scorers"), "summary.scorers").items()},
-        scoring_errors={
-            str(k): ScoringErrors(
-                read.count(read.mapping(v, f"summary.scoring_errors.{k}").get("count"),
-                           f"summary.scoring_errors.{k}.count"),
-                tuple(r for r in (v.get("rows") or []) if isinstance(r, Mapping)))
-            for k, v in failed.items()},
+        scoring_errors={str(k): _scoring_errors(read, v, f"summary.scoring_errors.{k}")
+                        for k, v in failed.items()},
         server=summary.get("server"),
         batch=read.mapping(batch, "summary.batch") if batch is not None else None,
         kind=read.text(summary.get("kind"), "summary.kind") or "",

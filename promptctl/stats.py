@@ -106,6 +106,27 @@ def bootstrap(
     return float(lo), float(hi)
 
 
+def clustered_table(rows: IntArray, cell: IntArray, cells: int,
+                    finish: Callable[[FloatArray], FloatArray]) -> Callable[[FloatArray], FloatArray]:
+    """A statistic of a contingency table whose entries come in rows of several samples
+    (`eval --repeat`), for `bootstrap` over the rows: sample i adds 1 to `cell[i]` and
+    belongs to row `rows[i]` (0 .. rows - 1). The statistic takes (k, rows) resampled row
+    indices and returns `finish` of each resample's table: a row's samples move together."""
+    clusters = int(rows.max()) + 1 if rows.size else 0
+    entries = _Entries((np.asarray(rows, dtype=np.int64), np.asarray(cell, dtype=np.int64),
+                        np.ones(rows.size)))
+
+    def statistic(drawn: FloatArray) -> FloatArray:
+        idx = np.asarray(drawn, dtype=np.int64)
+        k = idx.shape[0]
+        weights = np.bincount((idx + clusters * np.arange(k)[:, None]).ravel(),
+                              minlength=k * clusters).reshape(k, clusters).astype(np.float64)
+        return np.concatenate([finish(entries.tables(block, cells))
+                               for block in _blocks(weights, cells)])
+
+    return statistic
+
+
 def pearson_rows(a: FloatArray, b: FloatArray) -> FloatArray:
     """Pearson correlation along the last axis (the rows of a resampling matrix).
 

@@ -45,9 +45,10 @@ def put_run(store: SQLiteStore, run_id: str, answers: dict[str, Any], *,
             dirty: bool = False, evalset: str = "e1", status: str = "complete",
             fingerprints: tuple[str, ...] = ("fp1",), created: str = "2026-01-01T00:00:00.000Z",
             coverage: str | None = "full", base_url: str = "https://api.openai.com/v1",
-            ) -> None:
+            keys: dict[str, str] | None = None) -> None:
     """A run whose rows answer `answers[row_id]` (a list for several samples; None is an
-    unreadable answer, ERR a failed request)."""
+    unreadable answer, ERR a failed request); `keys` renames score keys (as a metric kept
+    them)."""
     expected = expected or {}
     store.create_run({
         "id": run_id, "created_at": created, "status": "running", "prompt_name": prompt,
@@ -68,7 +69,8 @@ def put_run(store: SQLiteStore, run_id: str, answers: dict[str, Any], *,
                 row["error"] = "HTTP 500"
             else:
                 row.update(completion=f"Answer: {answer}", answer=answer, valid=answer is not None,
-                           scores=scores_for(answer, exp, metrics))
+                           scores={(keys or {}).get(k, k): v
+                                   for k, v in scores_for(answer, exp, metrics).items()})
                 scored.append(row["scores"])
             rows.append(row)
     store.write_rows(rows)
@@ -127,6 +129,21 @@ def test_flipped_rows_carry_input_answers_and_expected(store: SQLiteStore) -> No
     # Error increases, largest first: r1 0 -> 3, r6 0 -> 3 (r2 has no number in B).
     assert [(f.row_id, f.error_a, f.error_b) for f in flipped.biggest_error_increases] \
         == [("r1", 0.0, 3.0), ("r6", 0.0, 3.0)]
+
+
+def test_accuracy_is_compared_and_flipped_by_its_own_name(store: SQLiteStore) -> None:
+    metrics = ("accuracy", "format_validity")
+    # A run stored by an older version kept accuracy's per-row score under exact_match.
+    put_run(store, "A", answers_for(8, {3: 30}), metrics=metrics)
+    put_run(store, "B", answers_for(8, {1: 4, 6: 9}), metrics=metrics,
+            keys={"exact_match": "accuracy"})
+    r = compare_runs(store, "A", "B")
+    accuracy = r.metrics["accuracy"]
+    assert (accuracy.n, accuracy.n01, accuracy.n10) == (8, 1, 2)
+    assert accuracy.a == pytest.approx(7 / 8) and accuracy.b == pytest.approx(6 / 8)
+    assert [(f.row_id, f.metric) for f in r.flipped.pass_to_fail] == [("r1", "accuracy"),
+                                                                      ("r6", "accuracy")]
+    assert [(f.row_id, f.metric) for f in r.flipped.fail_to_pass] == [("r3", "accuracy")]
 
 
 def test_error_increases_are_the_twenty_largest(store: SQLiteStore) -> None:

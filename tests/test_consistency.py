@@ -41,10 +41,42 @@ def test_stable_rows_and_one_flaky_row() -> None:
     assert out["pass_at_k"]["value"] == pytest.approx(2 / 3)
     assert out["pass_hat_k"]["value"] == pytest.approx(1 / 3)
     # Majority vote: a -> 3 (right), b -> 5 (wrong), c -> 7 (right).
-    assert out["majority_exact_match"]["value"] == pytest.approx(2 / 3)
+    assert out["majority_vote"]["value"] == pytest.approx(2 / 3)
     (flaky,) = out["flaky_rows"]
     assert flaky == {"row_id": "c", "answers": [7, 8, 7, 7], "agreement": 0.75, "majority": 7,
                      "expected": 7}
+
+
+def test_the_vote_is_scored_with_the_metric_it_names() -> None:
+    # An accuracy prompt keeps each sample's score under accuracy: the vote and pass@k read it
+    # and say so; a row of a run stored before keeps it under exact_match, read the same way.
+    rows = [{**sample("a", k, "x", "x", scored=False), "scores": {"accuracy": 1.0}}
+            for k in range(3)]
+    rows += [{**sample("b", k, "y", "z", scored=False), "scores": {"exact_match": 0.0}}
+             for k in range(3)]
+    out = analyze(rows, "accuracy", ("accuracy", "exact_match"))
+    assert out is not None and out["metric"] == "accuracy"
+    assert out["majority_vote"]["value"] == 0.5 and out["pass_at_k"]["value"] == 0.5
+    assert "majority_exact_match" not in out
+    assert analyze(rows)["metric"] == "exact_match"  # type: ignore[index]
+
+
+def test_a_run_stored_before_reads_as_the_figures_are_written_now() -> None:
+    from promptctl.runs import read_run
+
+    old = {"k": 2, "rows": 1, "mean_agreement": {"value": 1.0, "n": 1, "ci95": None},
+           "unstable_share": {"value": 0.0, "n": 1, "ci95": None},
+           "pass_at_k": {"value": 1.0, "n": 1, "ci95": None},
+           "pass_hat_k": {"value": 1.0, "n": 1, "ci95": None},
+           "majority_exact_match": {"value": 1.0, "n": 1, "ci95": None}, "flaky_rows": []}
+    run = read_run({"id": "r", "status": "complete", "prompt_name": "p", "model": "m",
+                    "summary": {"consistency": old}})
+    assert run.summary.consistency is not None
+    assert list(run.summary.consistency) == ["k", "rows", "metric", "mean_agreement",
+                                             "unstable_share", "pass_at_k", "pass_hat_k",
+                                             "majority_vote", "flaky_rows"]
+    assert run.summary.consistency["metric"] == "exact_match"
+    assert run.summary.consistency["majority_vote"] == old["majority_exact_match"]
 
 
 def test_single_samples_give_no_stability_figures() -> None:
@@ -66,7 +98,7 @@ def test_unreadable_answers_count_as_one_answer_and_never_win_the_vote() -> None
     assert out is not None
     (flaky,) = out["flaky_rows"]
     assert flaky["answers"] == [None, None, 3] and flaky["majority"] is None
-    assert out["majority_exact_match"]["value"] == 0
+    assert out["majority_vote"]["value"] == 0
     assert out["pass_at_k"]["value"] == 1 and out["pass_hat_k"]["value"] == 0
 
 
@@ -75,7 +107,7 @@ def test_ties_go_to_the_answer_seen_first() -> None:
     out = analyze(rows)
     assert out is not None
     assert out["flaky_rows"][0]["majority"] == 2
-    assert out["majority_exact_match"]["value"] == 1
+    assert out["majority_vote"]["value"] == 1
 
 
 def test_error_samples_are_left_out() -> None:
@@ -86,7 +118,7 @@ def test_error_samples_are_left_out() -> None:
     assert out["unstable_share"]["value"] == 0
     # Neither row has all 3 samples, so neither counts for pass@3 / pass^3.
     assert out["pass_at_k"]["value"] is None and out["pass_at_k"]["n"] == 0
-    assert out["majority_exact_match"]["value"] == 1
+    assert out["majority_vote"]["value"] == 1
 
 
 def test_a_row_left_with_one_answer_says_nothing_about_stability() -> None:
@@ -109,7 +141,7 @@ def test_rows_without_expected_have_stability_but_no_pass_at_k() -> None:
     out = analyze(rows)
     assert out is not None
     assert out["unstable_share"]["value"] == 1
-    assert out["pass_at_k"]["value"] is None and out["majority_exact_match"]["value"] is None
+    assert out["pass_at_k"]["value"] is None and out["majority_vote"]["value"] is None
 
 
 def test_fewshot_rows_are_not_counted() -> None:
@@ -171,7 +203,7 @@ def test_repeat_5_lists_the_row_that_alternates_and_only_it(echo: FakeOpenAI) ->
     assert c["mean_agreement"]["value"] == pytest.approx((5 + 0.6) / 6)
     assert c["pass_at_k"]["value"] == 1.0
     assert c["pass_hat_k"]["value"] == pytest.approx(5 / 6)
-    assert c["majority_exact_match"]["value"] == 1.0
+    assert c["majority_vote"]["value"] == 1.0
     # Every sample was sent (its own cache key) and stored.
     texts = Counter(last_user_message(r.body) for r in echo.chat_requests)
     assert texts == Counter({f"Question {w}": 5 for w in WORDS})

@@ -22,6 +22,7 @@ from promptctl.results import (
     PromptCheck,
     PromptFile,
     RowErrors,
+    verdict,
 )
 from promptctl.store import open_store
 from tests.checkrepo import ROWS, Repo, evalset_text, prompt_text
@@ -52,7 +53,8 @@ def compared(**metrics: tuple[float, float, float, float | None, bool]) -> Compa
     better) each."""
     return Comparison(
         metrics={m: MetricDelta(a=a, b=b, delta=d, ci95=None, p_value=p, test="mcnemar_exact",
-                                n=10, a_run=a, b_run=b, higher_is_better=higher)
+                                n=10, a_run=a, b_run=b, higher_is_better=higher,
+                                verdict=verdict(d, None, p, higher_is_better=higher))
                  for m, (a, b, d, p, higher) in metrics.items()},
         paired_rows=10, only_in_a=0, only_in_b=0, errors_excluded=0,
         flipped=Flipped(pass_to_fail=(), fail_to_pass=(), biggest_error_increases=()),
@@ -129,10 +131,24 @@ def test_significance_level_is_configurable(repo: Repo) -> None:
     repo.write("prompts/score.yaml", prompt_text(style="BREAK 5"))
     repo.commit("worse by five")
     # McNemar with 5 discordant pairs, all one way: p = 2 / 32 = 0.0625.
-    loose = gate(only(check(repo.root, significance=0.1)), "exact_match.max_regression")
+    loose_check = only(check(repo.root, significance=0.1))
+    loose = gate(loose_check, "exact_match.max_regression")
     assert loose.p_value == pytest.approx(0.0625) and loose.status == "fail"
-    tight = gate(only(check(repo.root)), "exact_match.max_regression")
+    tight_check = only(check(repo.root))
+    tight = gate(tight_check, "exact_match.max_regression")
     assert tight.status == "warn"
+    # Five rows all one way: the bootstrap interval lies below 0 while p = 0.0625. The paired
+    # test decides, the gate and the comparison say the same, and both say why.
+    assert tight.ci95 is not None and tight.ci95[1] < 0
+    assert tight.verdict is not None and not tight.verdict.significant
+    assert tight.verdict.text == "worse (not significant)"
+    note = "the 95% interval excludes 0 but p=0.062 ≥ 0.05: not significant"
+    assert note in (tight.verdict.note or "") and note in tight.message
+    assert tight_check.comparison is not None
+    assert tight_check.comparison.metrics["exact_match"].verdict == tight.verdict
+    assert loose.verdict is not None and loose.verdict.text == "worse" and loose.verdict.note is None
+    assert loose_check.comparison is not None
+    assert loose_check.comparison.metrics["exact_match"].verdict == loose.verdict
 
 
 def test_evalset_only_change_is_detected(repo: Repo) -> None:

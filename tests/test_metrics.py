@@ -385,6 +385,49 @@ def test_folded_scores_keep_paired_keys_aligned_and_aggregate_the_same() -> None
     assert M.fold_scores([{"a": 1}], into=columns)["a"] == [1]
 
 
+def _repeated(rows: list[dict[str, Any]], k: int) -> M.Folded:
+    """Each row's scores as k samples of it, folded with their rows."""
+    return M.fold_samples((f"r{i}", scores) for i, scores in enumerate(rows) for _ in range(k))
+
+
+def test_identical_samples_of_each_row_aggregate_as_the_rows_alone() -> None:
+    answers, expected = rng_data(30, seed=3)
+    labels = ["a", "b", "c"]
+    rows = [{"format_validity": 1.0, "exact_match": float(a == e), "answer_num": a,
+             "expected_num": e, "squared_error": (a - e) ** 2,
+             "label_answer": labels[int(a) % 3], "label_expected": labels[int(e) % 3]}
+            for a, e in zip(answers, expected, strict=True)]
+    metrics = ["format_validity", "exact_match", "rmse", "mae", "pearson", "spearman",
+               "f1_macro"]
+    once = M.aggregate(metrics, rows)
+    for k in (1, 7):
+        # Values, n and intervals all rest on the 30 rows, however often each was sampled.
+        assert M.aggregate_columns(metrics, _repeated(rows, k)) == once, k
+    # Counting each sample as a row instead narrows the interval: what the rows prevent.
+    pooled = M.aggregate(["exact_match"], [r for r in rows for _ in range(7)])["exact_match"]
+    assert pooled["n"] == 210
+    width = once["exact_match"]["ci95"][1] - once["exact_match"]["ci95"][0]
+    assert pooled["ci95"][1] - pooled["ci95"][0] < width / 2
+
+
+def test_a_rows_samples_are_averaged_before_the_rows() -> None:
+    columns = M.fold_samples([("r1", {"exact_match": 1.0}), ("r1", {"exact_match": 0.0}),
+                              ("r1", {"exact_match": 0.0}), ("r1", {"exact_match": 0.0}),
+                              ("r2", {"exact_match": 1.0}),  # its other samples failed
+                              ("r3", {"answer_num": 1.0, "expected_num": 2.0,
+                                      "squared_error": 1.0}),
+                              ("r3", {"answer_num": 3.0, "expected_num": 2.0,
+                                      "squared_error": 1.0})])
+    assert columns.rows == {"exact_match": [0, 0, 0, 0, 1], "answer_num": [2, 2],
+                            "expected_num": [2, 2], "squared_error": [2, 2]}
+    share = M.aggregate_columns(["exact_match"], columns)["exact_match"]
+    assert (share["value"], share["n"]) == (pytest.approx((0.25 + 1.0) / 2), 2)
+    # The mean absolute error of r3's samples is 1, though their mean answer is right.
+    assert M.aggregate_columns(["mae"], columns)["mae"]["value"] == pytest.approx(1.0)
+    assert M.row_count(columns, "exact_match") == 2 and M.row_count(columns, "other") == 0
+    assert M.row_count({"a": [1, 2, 3]}, "a") == 3
+
+
 # ---------------------------------------------------------------- aggregate end to end
 
 

@@ -41,7 +41,7 @@ def show(
         "what the table and the HTML report cut short.", show_default=False)] = None,
 ) -> None:
     """One run, row by row: input, completion, answer, expected, scores, tokens, latency."""
-    from promptctl.render.jsonout import dumps, row_json, run_json
+    from promptctl.render.jsonout import dumps, show_json
     from promptctl.render.terminal import console, show_row_texts, show_rows
     from promptctl.runs import read_row, read_run
 
@@ -58,7 +58,7 @@ def show(
                              fix=f"list its rows: promptctl show {record['id']}")
     result = read_run(record)
     if json_out:
-        typer.echo(dumps({"run": run_json(result), "rows": [row_json(r) for r in rows]}))
+        typer.echo(dumps(show_json(result, rows)))
         return
     if row is None:
         show_rows(console(), result, [read_row(r) for r in rows])

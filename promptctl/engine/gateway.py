@@ -80,7 +80,14 @@ class LazyProvider:
 @dataclass
 class Usage:
     """What one channel's requests in this process cost: the evaluated model's, a judge's or
-    an embeddings model's, reported apart from each other."""
+    an embeddings model's, reported apart from each other.
+
+    Two costs, as for the evaluated model: `cost_usd` is what every answer would cost
+    uncached (the tokens of cached answers included: the same figure on a first run and
+    on a fully cached re-run), `spent_usd` what the requests sent now cost. An unknown price
+    leaves a cost unknown (None), never $0, except that sending nothing costs nothing. A
+    cached text whose tokens were not kept (an embedding cached before they were) leaves
+    `cost_usd` unknown."""
 
     requests: int = 0
     cached: int = 0
@@ -88,11 +95,30 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
+    spent_usd: float | None = 0.0
 
     def add(self, price: Price | None, prompt_tokens: int | None,
             completion_tokens: int | None) -> float:
         """Count one answered request; returns its cost (0.0 when the price is unknown)."""
         self.requests += 1
+        cost = self._tally(price, prompt_tokens, completion_tokens)
+        if cost is None:
+            self.spent_usd = None
+        elif self.spent_usd is not None:
+            self.spent_usd += cost
+        return cost or 0.0
+
+    def add_cached(self, price: Price | None, prompt_tokens: int | None,
+                   completion_tokens: int | None, *, known: bool = True) -> None:
+        """Count one answer (or text) the cache held: nothing is paid, and what it would
+        cost counts in `cost_usd`; `known` False when its tokens were not kept."""
+        self.cached += 1
+        self._tally(price, prompt_tokens, completion_tokens)
+        if not known:
+            self.cost_usd = None
+
+    def _tally(self, price: Price | None, prompt_tokens: int | None,
+               completion_tokens: int | None) -> float | None:
         self.prompt_tokens += prompt_tokens or 0
         self.completion_tokens += completion_tokens or 0
         cost = cost_of(price, prompt_tokens, completion_tokens)
@@ -100,12 +126,13 @@ class Usage:
             self.cost_usd = None
         elif self.cost_usd is not None:
             self.cost_usd += cost
-        return cost or 0.0
+        return cost
 
     def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "cached": self.cached, "errors": self.errors,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 8)}
+                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 8),
+                "spent_usd": None if self.spent_usd is None else round(self.spent_usd, 8)}
 
 
 @dataclass
@@ -165,7 +192,8 @@ class Gateway:
         hit = self.store.cache_get(key) if self.use_cache or self.cache_only else None
         if hit is not None:
             self.progress.cached += 1
-            channel.usage.cached += 1
+            channel.usage.add_cached(channel.price, hit.get("prompt_tokens"),
+                                     hit.get("completion_tokens"))
             return Answer(hit, cached=True)
         if self.cache_only or channel.provider is None:
             return Answer(None, error="not in the cache (--cache-only sends nothing)")
@@ -220,7 +248,10 @@ class Gateway:
         vector = hit.get("embedding") if isinstance(hit, dict) else None
         if not isinstance(vector, list) or not vector:
             return None
-        channel.usage.cached += 1
+        assert isinstance(hit, dict)
+        tokens = hit.get("prompt_tokens")
+        known = isinstance(tokens, int) and not isinstance(tokens, bool)
+        channel.usage.add_cached(channel.price, tokens if known else None, 0, known=known)
         return [float(v) for v in vector]
 
     async def embed(self, channel: Channel, texts: list[str]) -> Embedded:
@@ -244,12 +275,35 @@ class Gateway:
         self._unreachable = 0
         self.progress.retries += res.attempts - 1
         self.progress.spent_usd += channel.usage.add(channel.price, res.prompt_tokens, 0)
-        for i, vector in zip(missing, res.vectors, strict=True):
+        # Each text's share of the request's tokens is kept with its vector, so that a re-run
+        # that finds it cached still knows what it would cost uncached.
+        shares = token_shares(res.prompt_tokens, sent)
+        for i, vector, tokens in zip(missing, res.vectors, shares, strict=True):
             vectors[i] = vector
             if self.use_cache:
+                entry: dict[str, Any] = {"embedding": vector}
+                if tokens is not None:
+                    entry["prompt_tokens"] = tokens
                 self.new_cache.append((embedding_key(channel.resolved.cache_url, channel.model,
-                                                     texts[i]), {"embedding": vector}))
+                                                     texts[i]), entry))
         return Embedded(vectors)
+
+
+def token_shares(total: int | None, texts: list[str]) -> list[int | None]:
+    """`total` tokens of one embeddings request split over its texts in proportion to their
+    length (whole tokens, summing to `total`); None each when the total is unknown."""
+    if total is None:
+        return [None] * len(texts)
+    weights = [max(1, len(t)) for t in texts]
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    shares = [int(x) for x in exact]
+    # The tokens rounding left over go to the largest remainders, first text first on a tie.
+    order = sorted(range(len(texts)), key=lambda i: (shares[i] - exact[i], i))
+    for i in order[:total - sum(shares)]:
+        shares[i] += 1
+    out: list[int | None] = list(shares)
+    return out
 
 
 @dataclass(frozen=True)

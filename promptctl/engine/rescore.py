@@ -70,7 +70,7 @@ def _kept_scores(old: RowRecord, record: dict[str, Any], kept: set[str]) -> None
         return
     scores = old.get("scores") or {}
     for key, value in scores.items():
-        if key in kept or key.partition("__")[0] in kept:
+        if key in kept:  # a metric's score (an older run's internal markers are not)
             record["scores"][key] = value
     judges = {k: v for k, v in (old.get("judges") or {}).items() if k in kept}
     if judges:

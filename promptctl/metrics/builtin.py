@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from promptctl.errors import InputError
-from promptctl.metrics.aggregates import f1_macro, mae, pearson, rmse, share, spearman
+from promptctl.metrics.aggregates import f1_macro, mae, pearson, rmse, rows_of, share, spearman
 from promptctl.metrics.registry import (
     PAIRED_BINARY,
     PAIRED_CORRELATION,
@@ -42,14 +42,17 @@ NUMERIC_TYPES = frozenset({"number", "integer"})
 
 def _share_of(key: str) -> Callable[[Columns], Result]:
     def aggregate(columns: Columns) -> Result:
-        return share(columns.get(key, []))
+        return share(columns.get(key, []), rows_of(columns, key))
 
     return aggregate
 
 
-def _of_pairs(fn: Callable[[Sequence[float], Sequence[float]], Result]) -> Callable[[Columns], Result]:
+def _of_pairs(fn: Callable[[Sequence[float], Sequence[float], Sequence[int] | None], Result]
+              ) -> Callable[[Columns], Result]:
     def aggregate(columns: Columns) -> Result:
-        return fn(columns.get("answer_num", []), columns.get("expected_num", []))
+        # answer_num and expected_num are kept together: one column's rows are the other's.
+        return fn(columns.get("answer_num", []), columns.get("expected_num", []),
+                  rows_of(columns, "answer_num"))
 
     return aggregate
 
@@ -98,6 +101,11 @@ def tool_call_validity(ctx: ScoreContext) -> Scores:
     if not calls:
         return {}
     return {"tool_call_validity": 1.0 if all(c.problem is None for c in calls) else 0.0}
+
+
+def accuracy(ctx: ScoreContext) -> Scores:
+    """exact_match of a label answer, kept under the metric's own name."""
+    return {"accuracy": exact_match(ctx)["exact_match"]}
 
 
 def numeric_pair(ctx: ScoreContext) -> Scores:
@@ -157,19 +165,21 @@ def _check_pattern(row: Row) -> None:
 
 
 def _rmse(columns: Columns) -> Result:
-    return rmse(columns.get("squared_error", []))
+    return rmse(columns.get("squared_error", []), rows_of(columns, "squared_error"))
 
 
 def _f1(columns: Columns) -> Result:
-    return f1_macro(columns.get("label_answer", []), columns.get("label_expected", []))
+    return f1_macro(columns.get("label_answer", []), columns.get("label_expected", []),
+                    rows_of(columns, "label_expected"))
 
 
 register(Metric("format_validity", format_validity, _share_of("format_validity"),
                 PAIRED_BINARY, "format_validity"))
 register(Metric("exact_match", exact_match, _share_of("exact_match"), PAIRED_BINARY,
                 "exact_match", needs_expected=True))
-register(Metric("accuracy", exact_match, _share_of("exact_match"), PAIRED_BINARY, "exact_match",
-                output_types=frozenset({"label"}), needs_expected=True))
+register(Metric("accuracy", accuracy, _share_of("accuracy"), PAIRED_BINARY, "accuracy",
+                output_types=frozenset({"label"}), needs_expected=True,
+                former_keys=("exact_match",)))
 NUMERIC_HELPERS = frozenset({"answer_num", "expected_num", "squared_error"})
 LABEL_HELPERS = frozenset({"label_answer", "label_expected"})
 

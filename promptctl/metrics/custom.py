@@ -33,7 +33,7 @@ from typing import Any
 
 from promptctl.errors import InputError, display_path
 from promptctl.files import MiB, Reference, project_path, project_root, quote, read_file
-from promptctl.metrics.aggregates import share
+from promptctl.metrics.aggregates import rows_of, share
 from promptctl.metrics.registry import (
     PAIRED_MEAN,
     Columns,
@@ -62,8 +62,7 @@ def mean_of(key: str) -> Callable[[Columns], Result]:
     """The aggregate of a configured metric: the mean over scored rows, with n and a 95%
     bootstrap interval."""
     def aggregate(columns: Columns) -> Result:
-
-        return share(columns.get(key, []))
+        return share(columns.get(key, []), rows_of(columns, key))
 
     return aggregate
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from promptctl.errors import InputError
 from promptctl.files import Reference, project_path, project_root
-from promptctl.metrics.aggregates import share
+from promptctl.metrics.aggregates import row_count, rows_of, share
 from promptctl.metrics.registry import (
     PAIRED_MEAN,
     Columns,
@@ -43,11 +43,6 @@ SCORE_TYPES = ("number", "integer", "label")
 # judge that names itself, directly or not, would load forever.
 _loading: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("judges_loading",
                                                                            default=())
-
-
-def unscored_key(name: str) -> str:
-    """The score key a row keeps when metric `name` could not score it (aggregated as a count)."""
-    return f"{name}__unscored"
 
 
 class JudgePrompt(Protocol):
@@ -195,8 +190,11 @@ def build(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) 
         return await judge_row(judge, ctx)
 
     def aggregate(columns: Columns) -> Result:
-        return {**share(columns.get(name, [])),
-                "unscored": len(columns.get(unscored_key(name), []))}
+        # Every answered row is judged, and format_validity is scored on every answered row:
+        # the rows it has and this metric lacks are the rows the judge gave no score.
+        return {**share(columns.get(name, []), rows_of(columns, name)),
+                "unscored": max(0, row_count(columns, "format_validity")
+                                - row_count(columns, name))}
 
     files = (judge.prompt.path, *(f for m in judge.prompt.configured_metrics for f in m.files))
     return Metric(name, row, aggregate, PAIRED_MEAN, name, kind="llm_judge",
@@ -228,7 +226,8 @@ async def judge_row(judge: Judge, ctx: ScoreContext) -> Scores:
             detail["error"] = error
     detail["score"] = score
     ctx.details[judge.name] = detail
-    return {judge.name: score} if score is not None else {unscored_key(judge.name): 1}
+    # No score, no key: the row's judge detail says why, and the aggregate counts it.
+    return {judge.name: score} if score is not None else {}
 
 
 KIND = Kind("llm_judge", build, summary="a judge prompt scores each completion")

@@ -161,17 +161,27 @@ class Metric:
     row_text: Callable[[Scores, Callable[[Any], str]], str | None] | None = None
     # Score keys kept only for the aggregate (answer_num ...), never shown as a score.
     helper_keys: frozenset[str] = frozenset()
+    # Keys runs stored by older versions kept this metric's per-row score under (accuracy's
+    # was exact_match): read when a row has no `key`, never written.
+    former_keys: tuple[str, ...] = ()
 
     @property
     def pass_fail(self) -> bool:
         """Whether a row's score is 0 or 1 under `key` (a 0 is a failed row)."""
         return self.paired == PAIRED_BINARY
 
+    def row_value(self, scores: Scores) -> Any:
+        """The row's score under `key` (or a former key of a run stored before), or None."""
+        for key in (self.key, *self.former_keys):
+            if key in scores:
+                return scores[key]
+        return None
+
     def describe_row(self, scores: Scores, number: Callable[[Any], str]) -> str | None:
         """One row's score as `show` prints it, numbers written by `number`."""
         if self.row_text is not None:
             return self.row_text(scores, number)
-        return f"{self.name} {number(scores.get(self.key))}"
+        return f"{self.name} {number(self.row_value(scores))}"
 
     async def score(self, ctx: ScoreContext) -> Scores:
         value = self.row(ctx)
@@ -251,18 +261,37 @@ class Stored:
     paired: str
     key: str
     higher_is_better: bool
+    # Where runs stored by older versions kept the per-row score (see Metric.former_keys).
+    former_keys: tuple[str, ...] = ()
 
 
 def stored(name: str, result: dict[str, Any] | None) -> Stored | None:
     """`Stored` for metric `name` of a run whose metrics dict holds `result` for it."""
     found = builtin(name)
     if found is not None:
-        return Stored(name, found.paired, found.key, found.higher_is_better)
+        return Stored(name, found.paired, found.key, found.higher_is_better, found.former_keys)
     result = result or {}
     if "paired" not in result:
         return None
     return Stored(name, str(result["paired"]), str(result.get("key", name)),
                   bool(result.get("higher_is_better", True)))
+
+
+# What runs stored by older versions kept in a row's scores for a judge that gave no score
+# (`NAME__unscored`): an internal marker, never a score.
+_INTERNAL_SUFFIX = "__unscored"
+
+
+def internal_key(key: str) -> bool:
+    """Whether a key of a stored row's scores is an internal marker, not a score."""
+    return key.endswith(_INTERNAL_SUFFIX)
+
+
+def pass_fail_keys() -> tuple[str, ...]:
+    """The score keys of the built-in pass/fail metrics: a row's 0 under one is a failed row
+    (`accuracy`, `exact_match`, `format_validity`, ...)."""
+    return tuple(dict.fromkeys(key for m in _BUILTIN.values() if m.pass_fail
+                               for key in (m.key, *m.former_keys)))
 
 
 def annotate(metric: Metric, result: Result) -> Result:

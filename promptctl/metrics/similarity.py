@@ -77,25 +77,33 @@ class Batcher:
         self._sending: set[asyncio.Task[None]] = set()
 
     async def vector(self, text: str) -> list[float]:
-        """The embedding of `text`; EmbeddingFailed says why there is none."""
+        """The embedding of `text`; EmbeddingFailed says why there is none.
+
+        A text asked again while its vector is recent or its request in flight costs no
+        request of its own: it counts as cached (with no tokens: it would cost nothing
+        uncached either, the first ask pays or counts for it)."""
         recent = self._recent.get(text)
         if recent is not None:
             self._recent.move_to_end(text)
             self.channel.usage.cached += 1
             return recent
         future = self._futures.get(text)
-        if future is None:
-            cached = self.gateway.cached_embedding(self.channel, text)
-            if cached is not None:
-                return cached
-            future = asyncio.get_running_loop().create_future()
-            self._futures[text] = future
-            self._pending.append(text)
-            if len(self._pending) >= self.max_texts:
-                self._flush()
-            elif self._timer is None:
-                self._timer = asyncio.create_task(self._after_window())
-        # Shielded: a row that is cancelled must not cancel the others' request.
+        if future is not None:  # another row's request carries this text
+            # Shielded: a row that is cancelled must not cancel the others' request.
+            shared = await asyncio.shield(future)
+            self.channel.usage.cached += 1
+            return shared
+        cached = self.gateway.cached_embedding(self.channel, text)
+        if cached is not None:
+            self._remember(text, cached)
+            return cached
+        future = asyncio.get_running_loop().create_future()
+        self._futures[text] = future
+        self._pending.append(text)
+        if len(self._pending) >= self.max_texts:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._after_window())
         return await asyncio.shield(future)
 
     async def _after_window(self) -> None:
@@ -134,9 +142,12 @@ class Batcher:
                 future.set_exception(EmbeddingFailed(result.error or "no vector returned"))
                 continue
             future.set_result(vector)
-            self._recent[text] = vector
-            if len(self._recent) > MAX_RECENT:
-                self._recent.popitem(last=False)
+            self._remember(text, vector)
+
+    def _remember(self, text: str, vector: list[float]) -> None:
+        self._recent[text] = vector
+        if len(self._recent) > MAX_RECENT:
+            self._recent.popitem(last=False)
 
 
 # One batcher per embeddings model of a run (its Services).
@@ -167,6 +178,22 @@ def cosine(a: list[float], b: list[float]) -> float | None:
     if norm == 0.0 or not math.isfinite(norm):
         return None
     return max(-1.0, min(1.0, dot / norm))
+
+
+def undefined(answer: list[float], expected: list[float]) -> str:
+    """Why the cosine of the answer's and the expected value's vectors is undefined: the
+    reason that holds, never a list of possible ones."""
+    if len(answer) != len(expected):
+        return f"vectors of different lengths ({len(answer)} and {len(expected)})"
+    if not answer:
+        return "empty vectors"
+    for what, vector in (("answer", answer), ("expected value", expected)):
+        if not all(math.isfinite(x) for x in vector):
+            return f"the {what}'s vector holds a value that is not a finite number"
+    for what, vector in (("answer", answer), ("expected value", expected)):
+        if not any(vector):
+            return f"the {what}'s vector is all zeros"
+    return f"the vectors' norms overflow ({len(answer)} dimensions)"
 
 
 def _failed(ctx: ScoreContext, name: str, message: str) -> Scores:
@@ -219,8 +246,7 @@ class Similarity:
         assert isinstance(a, list) and isinstance(e, list)
         value = cosine(a, e)
         if value is None:
-            return _failed(ctx, self.name, "cosine undefined: a zero vector or vectors of "
-                           f"different lengths ({len(a)} and {len(e)})")
+            return _failed(ctx, self.name, f"cosine undefined: {undefined(a, e)}")
         return {self.name: value}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from rich.console import Console
 from rich.table import Table
@@ -48,15 +49,19 @@ SPARK_WIDTH = 60
 
 
 def _verdict(e: MetricDelta, markup: bool = True) -> str:
-    verdict = e.direction or ""
-    significant = e.p_value is not None and e.p_value < 0.05
-    if verdict in ("worse", "better") and not significant:
-        return verdict + " (not significant)"
-    if markup and verdict == "worse":
-        return "[red]worse[/]"
-    if markup and verdict == "better":
-        return "[green]better[/]"
-    return cell(verdict) if markup else plain(verdict)
+    """The metric's verdict (`results.verdict`: the paired test decides), coloured on a
+    terminal when the change is significant."""
+    text = e.verdict.text
+    if markup and e.verdict.change == "worse":
+        return f"[red]{cell(text)}[/]"
+    if markup and e.verdict.change == "better":
+        return f"[green]{cell(text)}[/]"
+    return cell(text) if markup else plain(text)
+
+
+def verdict_notes(metrics: Mapping[str, MetricDelta]) -> list[tuple[str, str]]:
+    """(metric, note) where a metric's interval and its paired test disagree."""
+    return [(name, e.verdict.note) for name, e in metrics.items() if e.verdict.note]
 
 
 def _flip_groups(result: DiffResult) -> list[tuple[str, tuple[FlippedRow, ...]]]:
@@ -81,6 +86,8 @@ def diff_terminal(con: Console, result: DiffResult) -> None:
                       fmt_delta(e), fmt_ci(e), fmt_p(e), cell(e.test or "-"),
                       cell(e.n), _verdict(e))
     con.print(table)
+    for name, note in verdict_notes(result.metrics):
+        con.print(f"{cell(name)}: {cell(note, 400)}", soft_wrap=True)
     samples = result.samples
     repeat = ""
     if max(samples.a, samples.b) > 1:
@@ -126,6 +133,10 @@ def diff_markdown(result: DiffResult) -> str:
         lines.append(f"| {plain(_metric_label(name, e))} | {fmt.num(e.a)} | {fmt.num(e.b)} "
                      f"| {fmt_delta(e)} | {fmt_ci(e)} | {fmt_p(e)} | {plain(e.test or '-')} "
                      f"| {plain(e.n)} | {_verdict(e, markup=False)} |")
+    notes = verdict_notes(result.metrics)
+    if notes:
+        lines.append("")
+    lines += [f"- {plain(name)}: {plain(note)}" for name, note in notes]
     lines += ["", f"{plain(result.paired_rows)} paired rows, {plain(result.errors_excluded)} "
               f"excluded for errors, {plain(result.only_in_a)} only in A, "
               f"{plain(result.only_in_b)} only in B."]

@@ -6,9 +6,10 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from promptctl.metrics.registry import internal_key
 from promptctl.redact import redact
 from promptctl.render.inert import UNSAFE_BEYOND_C0
 from promptctl.runs import RunResult
@@ -43,13 +44,19 @@ def run_json(run: RunResult) -> dict[str, Any]:
         "kind": run.kind,
         "parent_run": run.parent_run,
         "created_at": run.created_at,
-        "n": s.n,
+        # The eval set's rows, and the answers stored for them (K per row with --repeat K).
+        "n": s.rows,
+        "samples": s.n,
         "errors": s.errors,
         "no_text": s.no_text,
         "metrics": {k: v.to_json() for k, v in run.metrics.items()},
         "fewshot_metrics": {k: v.to_json() for k, v in run.fewshot_metrics.items()},
         "tokens": {"prompt": s.tokens.prompt, "completion": s.tokens.completion},
+        # What the answers cost as if none were cached, what this run paid, what the cache
+        # saved: scorers' usage below has the same cost_usd and spent_usd.
         "cost_usd": s.cost_usd,
+        "spent_usd": s.spent_usd,
+        "saved_usd": s.saved_usd,
         "latency_ms": {k: s.latency_ms.get(k) for k in ("p50", "p75", "p90", "p99")},
         "cached": s.cached,
         # Requests of judges and embeddings models, by model, apart from the evaluated one's.
@@ -62,22 +69,53 @@ def run_json(run: RunResult) -> dict[str, Any]:
         **({"batch": s.batch} if s.batch else {}),
         **_pipeline_json(run),
         # Rows a configured metric could not score, with their messages.
-        **({"scoring_errors": {k: {"count": v.count, "rows": list(v.rows)}
+        **({"scoring_errors": {k: {"count": v.count, "samples": v.samples,
+                                   "fewshot": v.fewshot, "rows": list(v.rows)}
                                for k, v in s.scoring_errors.items()}}
            if s.scoring_errors else {}),
     }
 
 
+def _scores_only(value: Any) -> Any:
+    """A stored row's (or step's) scores without internal markers (see `internal_key`)."""
+    if not isinstance(value, Mapping):
+        return value
+    return {k: v for k, v in value.items() if not internal_key(str(k))}
+
+
+def _step_json(step: Any) -> Any:
+    if not isinstance(step, Mapping):
+        return step
+    out = dict(step)
+    if "scores" in out:
+        out["scores"] = _scores_only(out["scores"])
+    if isinstance(out.get("items"), list):
+        out["items"] = [_step_json(i) for i in out["items"]]
+    return out
+
+
 def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One stored row as `show` prints it (docs/schema/show.schema.json): the record's
-    fields, with the response's tool calls as `tool_calls` (null when it kept none) rather
-    than inside `judges`, which holds what configured metrics keep."""
+    """One stored row as `show --json` prints it (docs/schema/show.schema.json): as stored,
+    but only scores in `scores` (a run stored by an older version kept internal markers such
+    as `NAME__unscored` there), and the response's tool calls as `tool_calls` (null when it
+    kept none) rather than inside `judges`, which holds what configured metrics keep."""
     judges = row.get("judges")
     calls = None
     if isinstance(judges, Mapping) and TOOL_CALLS_KEY in judges:
         calls = judges[TOOL_CALLS_KEY]
         judges = {k: v for k, v in judges.items() if k != TOOL_CALLS_KEY} or None
-    return {**row, "judges": judges, "tool_calls": calls}
+    out = {**row, "judges": judges, "tool_calls": calls}
+    if "scores" in out:
+        out["scores"] = _scores_only(out["scores"])
+    if isinstance(out.get("steps"), Mapping):
+        out["steps"] = {k: _step_json(v) for k, v in out["steps"].items()}
+    return out
+
+
+def show_json(run: RunResult, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """`promptctl show RUN --json` (docs/schema/show.schema.json): the run and its rows, which
+    the HTML report reads too."""
+    return {"run": run_json(run), "rows": [row_json(r) for r in rows]}
 
 
 def _pipeline_json(run: RunResult) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def overall(result: CheckResult) -> str:
             EXIT_PROVIDER: "💥 provider failure"}.get(code_, f"exit {plain(code_)}")
 
 
-def _prompt_section(entry: PromptCheck, significance: float) -> list[str]:
+def _prompt_section(entry: PromptCheck) -> list[str]:
     lines = [f"### {plain(entry.prompt)}: {ICONS.get(entry.status, plain(entry.status))}",
              ""]
     facts = [plain("; ".join(entry.reasons))]
@@ -122,13 +122,17 @@ def _prompt_section(entry: PromptCheck, significance: float) -> list[str]:
                   "| metric | baseline | current | delta | 95% CI | p | test | n |",
                   "|---|---:|---:|---:|---:|---:|---|---:|"]
         for name, e in comparison.metrics.items():
-            mark = ""
-            if e.direction in ("better", "worse") and (e.p_value or 1) < significance:
-                mark = f" ({e.direction})"
+            # The verdict of `diff` at the check's significance level (results.verdict).
+            mark = f" ({e.verdict.change})" if e.verdict.change in ("better", "worse") else ""
             lines.append(f"| {plain(name)}{mark} | {num(e.a)} | {num(e.b)} | "
                          f"{signed(e.delta)} | {interval(e.ci95)} | "
                          f"{p_text(e.p_value)} | {plain(e.test or '-')} | "
                          f"{plain(e.n)} |")
+        disagree = [(name, e.verdict.note) for name, e in comparison.metrics.items()
+                    if e.verdict.note]
+        if disagree:
+            lines.append("")
+        lines += [f"- {plain(name)}: {plain(note)}" for name, note in disagree]
         lines += ["", f"Paired rows {plain(comparison.paired_rows)}, errors excluded "
                   f"{plain(comparison.errors_excluded)}, only in baseline "
                   f"{plain(comparison.only_in_a)}, only in current "
@@ -204,7 +208,7 @@ def check_markdown(result: CheckResult) -> str:
                          f"{plain('; '.join(p.reasons))} | {'; '.join(gates)} |")
         lines.append("")
         for p in prompts:
-            lines += _prompt_section(p, result.significance)
+            lines += _prompt_section(p)
     if result.deleted:
         lines += ["### Deleted prompts", ""]
         lines += [f"- {plain(d.prompt)} ({code(d.path)})" for d in result.deleted]

@@ -84,6 +84,27 @@ def fmt_cost(cost: float | None) -> str:
     return f"${cost:.4f}" if cost < 100 else f"${cost:,.2f}"
 
 
+def _usd(cost: Any) -> str:
+    if not isinstance(cost, int | float) or isinstance(cost, bool) or not math.isfinite(cost):
+        return "unknown"
+    return fmt_cost(cost)
+
+
+def cost_text(cost: float | None, spent: float | None, saved: float | None) -> str:
+    """`cost $0.0120` when everything was sent now; else with what this run paid and what
+    the cache saved it: `cost $0.0120 (paid now $0.0000, saved by the cache $0.0120)`. The
+    cost is what the answers cost as if nothing were cached."""
+    text = f"cost {fmt_cost(cost)}"
+    if spent is None and saved is None:  # a run stored before they were kept, or all unknown
+        return text
+    if cost is not None and spent is not None and abs(cost - spent) < 5e-9:
+        return text
+    parts = [f"paid now {_usd(spent)}"]
+    if saved is not None:
+        parts.append(f"saved by the cache {_usd(saved)}")
+    return f"{text} ({', '.join(parts)})"
+
+
 def _short(sha: Any, n: int = 10) -> str:
     return cell(sha[:n]) if isinstance(sha, str) and sha else "-"
 
@@ -129,17 +150,30 @@ def run_summary(con: Console, run: RunResult) -> None:
     con.print(table)
     lat = "  ".join(f"{cell(k)} {fmt.num(v, 0)}" for k, v in summary.latency_ms.items()) or "-"
     no_text = f"  no text answer {_count(summary.no_text)}" if summary.no_text else ""
-    con.print(f"rows {_count(summary.n)}  errors {_count(run.failed_requests)}{no_text}  "
+    samples = f" ({_count(summary.n)} samples)" if summary.n != summary.rows else ""
+    # Counts over the eval rows, as `rows` and the metrics' n; few-shot examples apart.
+    fewshot = f"  few-shot errors {_count(summary.fewshot_errors)}" \
+        if summary.fewshot_errors else ""
+    con.print(f"rows {_count(summary.rows)}{samples}  errors {_count(summary.errors)}{fewshot}"
+              f"{no_text}  "
               f"cached {_count(summary.cached)}  "
               f"retries {_count(summary.retries)}  "
               f"tokens {_count(summary.tokens.prompt)} in / "
-              f"{_count(summary.tokens.completion)} out  cost {fmt_cost(summary.cost_usd)}")
+              f"{_count(summary.tokens.completion)} out  "
+              f"{cost_text(summary.cost_usd, summary.spent_usd, summary.saved_usd)}")
     con.print(f"latency ms  {lat}")
     for metric, failed in summary.scoring_errors.items():
-        shown = "; ".join(f"{cell(r.get('row_id'), 40)}: {cell(r.get('error'), 200)}"
-                          for r in failed.rows)
-        more = failed.count - len(failed.rows)
-        con.print(f"[yellow]{cell(metric)}: no score for {_count(failed.count)} rows[/] "
+        shown = "; ".join(f"{cell(r.get('row_id'), 40)}"
+                          + (" (few-shot)" if r.get("kind") == "fewshot" else "")
+                          + f": {cell(r.get('error'), 200)}" for r in failed.rows)
+        more = failed.samples + failed.fewshot - len(failed.rows)
+        # Eval rows, as the metric's n counts them; samples and few-shot examples apart.
+        what = f"{_count(failed.count)} rows"
+        if failed.samples > failed.count:
+            what += f" ({_count(failed.samples)} samples)"
+        if failed.fewshot:
+            what += f" and {_count(failed.fewshot)} few-shot examples"
+        con.print(f"[yellow]{cell(metric)}: no score for {what}[/] "
                   f"({shown}{f'; and {more} more' if more > 0 else ''})", soft_wrap=True)
     scorer_usage(con, summary.scorers, run.metrics, summary.scoring_errors)
     if summary.consistency:
@@ -186,7 +220,7 @@ def scorer_usage(con: Console, scorers: Mapping[str, Mapping[str, Any]],
     parts = [f"{cell(model)} {_count(u.get('requests', 0))} requests "
              f"(cached {_count(u.get('cached', 0))}, errors {_count(u.get('errors', 0))}) "
              f"tokens {_count(u.get('prompt_tokens', 0))} in / "
-             f"{_count(u.get('completion_tokens', 0))} out cost {fmt_cost(u.get('cost_usd'))}"
+             f"{_count(u.get('completion_tokens', 0))} out {_scorer_cost(u)}"
              for model, u in scorers.items()]
     # Metrics listed with their rows' messages (scoring_errors) are not counted again.
     unscored = [f"{cell(name)} {_count(r.unscored)}" for name, r in metrics.items()
@@ -197,13 +231,24 @@ def scorer_usage(con: Console, scorers: Mapping[str, Mapping[str, Any]],
         con.print(f"[yellow]unscored rows[/] (the scorer gave no score): {', '.join(unscored)}")
 
 
+def _scorer_cost(usage: Mapping[str, Any]) -> str:
+    """A scorer's cost as the run's: as if nothing were cached, then what was paid now."""
+    cost, spent = usage.get("cost_usd"), usage.get("spent_usd")
+    if "spent_usd" not in usage:  # stored before both were kept: cost_usd was what was paid
+        return f"paid now {fmt_cost(cost)}"
+    saved = cost - spent if isinstance(cost, int | float) and isinstance(spent, int | float) \
+        else None
+    return cost_text(cost, spent, None if saved is None else max(0.0, saved))
+
+
 def repeat_summary(con: Console, c: dict[str, Any]) -> None:
     """`eval --repeat K`: how stable the answers were across the K samples of each row."""
     con.print(f"repeat {c['k']} samples per row over {c['rows']} rows: mean agreement "
               f"{fmt.metric(c['mean_agreement'])}  unstable rows {fmt.metric(c['unstable_share'])}")
+    metric = cell(c["metric"])
     con.print(f"pass@{c['k']} {fmt.metric(c['pass_at_k'])}  pass^{c['k']} "
-              f"{fmt.metric(c['pass_hat_k'])}  majority-vote exact_match "
-              f"{fmt.metric(c['majority_exact_match'])}")
+              f"{fmt.metric(c['pass_hat_k'])}  majority-vote {metric} "
+              f"{fmt.metric(c['majority_vote'])}  (all three by {metric})")
     flaky = c.get("flaky_rows") or []
     if flaky:
         shown = ", ".join(f"{cell(r['row_id'], 40)} ({r['agreement']:.0%})" for r in flaky[:10])

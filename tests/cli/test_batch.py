@@ -79,7 +79,9 @@ def test_few_shot_examples_and_repeats_are_batched_as_their_own_requests(
     assert sorted(line["custom_id"] for line in lines) == sorted(
         f'["{kind}","{row}",{sample}]' for kind, row in
         [("fewshot", "ex1"), ("eval", "r1"), ("eval", "r2")] for sample in (0, 1))
-    assert run["n"] == 4 and run["fewshot_metrics"]["exact_match"]["n"] == 2
+    # Two rows and one example, two samples each: the metrics rest on the rows.
+    assert (run["n"], run["samples"]) == (2, 4)
+    assert run["fewshot_metrics"]["exact_match"]["n"] == 1
     assert run["consistency"] is not None
 
 

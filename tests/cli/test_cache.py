@@ -67,6 +67,21 @@ def test_stats_counts_the_entries_a_run_wrote(api: FakeOpenAI, tmp_path: Path) -
     assert "entries   5" in human
 
 
+def test_a_cached_rerun_says_it_paid_nothing_and_what_the_cache_saved(api: FakeOpenAI) -> None:
+    first = eval_echo()
+    assert first["cost_usd"] > 0
+    assert first["spent_usd"] == first["cost_usd"] and first["saved_usd"] == 0
+    shown = invoke("show", first["id"]).stdout
+    assert f"cost ${first['cost_usd']:.4f}\n" in shown  # all of it paid now: one figure
+    again = eval_echo()
+    assert api.count == 5
+    # The answers cost what they cost (the same figure); this run paid nothing for them.
+    assert again["cost_usd"] == first["cost_usd"]
+    assert again["spent_usd"] == 0 and again["saved_usd"] == first["cost_usd"]
+    assert (f"cost ${first['cost_usd']:.4f} (paid now $0.0000, saved by the cache "
+            f"${first['cost_usd']:.4f})") in invoke("show", again["id"]).stdout
+
+
 def test_no_cache_writes_nothing(api: FakeOpenAI) -> None:
     run = eval_echo("--no-cache")
     assert run["cached"] == 0

@@ -562,7 +562,9 @@ def test_repeat_gives_samples_with_distinct_cache_keys(scripted: FakeOpenAI) -> 
     assert samples == sorted((kind, rid, s) for kind, ids in
                              (("eval", ["c01", "c02"]), ("fewshot", ["ex1", "ex2", "ex3", "ex4"]))
                              for rid in ids for s in (0, 1))
-    assert run["metrics"]["format_validity"]["n"] == 4
+    # Two rows of two samples each: the metrics rest on the two rows.
+    assert run["metrics"]["format_validity"]["n"] == 2
+    assert (run["n"], run["samples"]) == (2, 4)
     (again,) = eval_runs("prompts/controversy.yaml", "--limit", "2", "--repeat", "2")
     assert scripted.count == 12  # each sample has its own cached answer
     assert again["cached"] == 4

@@ -248,7 +248,7 @@ def test_resume_completes_missing_samples_and_few_shot_rows(
     assert first["errors"] == 2  # both samples of r2; the few-shot errors are counted apart
     run, _ = eval_json("--resume", first["id"])
     assert sorted(sent(api)) == ["Question two", "Question two", "Question zero", "Question zero"]
-    assert run["n"] == 6 and run["errors"] == 0 and run["cached"] == 0
+    assert (run["n"], run["samples"]) == (3, 6) and run["errors"] == 0 and run["cached"] == 0
     assert store_rows(tmp_path, first["id"]) == [
         (kind, rid, s, 1) for kind, rid in (("fewshot", "ex1"), ("eval", "r1"), ("eval", "r2"),
                                             ("eval", "r3")) for s in (0, 1)]

@@ -105,7 +105,9 @@ def test_only_the_named_metrics_are_scored_afresh(tmp_path: Path, monkeypatch: p
     assert new["metrics"]["other"] == {**old["metrics"]["other"],  # type: ignore[index]
                                        "identity": new["metrics"]["other"]["identity"]}  # type: ignore[index]
     rows = {r["row_id"]: r for r in show_rows(str(new["id"]))}
-    assert rows["r3"]["scores"]["other__unscored"] == 1
+    # r3's judge gave no score: no key in its scores (only scores are), its reason kept.
+    assert "other" not in rows["r3"]["scores"] and rows["r3"]["judges"]["other"]["error"]
+    assert new["metrics"]["other"]["unscored"] == 1  # type: ignore[index]
     assert rows["r1"]["judges"]["other"]["completion"] == "score 3"
 
 

@@ -19,3 +19,7 @@ def test_usage_of_two_processes_is_summed_by_model() -> None:
     assert total["local/e5"]["cost_usd"] is None
     assert add_usage(None, {}) == {}
     assert add_usage({"m": {"cost_usd": None}}, {"m": {"cost_usd": 1.0}})["m"]["cost_usd"] is None
+    # What was paid adds up the same way, an unknown amount staying unknown.
+    paid = add_usage({"m": {"spent_usd": 0.0}}, {"m": {"spent_usd": 0.25}}, {"m": {"spent_usd": 0.5}})
+    assert paid["m"]["spent_usd"] == 0.75
+    assert add_usage({"m": {"spent_usd": None}}, {"m": {"spent_usd": 0.0}})["m"]["spent_usd"] is None

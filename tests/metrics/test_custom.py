@@ -80,7 +80,7 @@ def test_values_errors_and_no_scores(project: Path, api: FakeOpenAI) -> None:
     # A bool is 1/0: every echo answer is its expected word.
     assert run["metrics"]["same"]["value"] == 1.0 and run["metrics"]["same"]["n"] == 5
     failed = run["scoring_errors"]
-    assert failed == {"length": {"count": 1, "rows": [
+    assert failed == {"length": {"count": 1, "samples": 1, "fewshot": 0, "rows": [
         {"row_id": "r3", "kind": "eval", "sample": 0,
          "error": "ZeroDivisionError: boom on r3 (at scorers/length.py:3)"}]}}
     document = show(run["id"])
@@ -241,14 +241,17 @@ def test_repeat_fewshot_and_history(project: Path, api: FakeOpenAI) -> None:
         prompt + "examples:\n  - {input: {q: seven}, expected: seven}\n"
         "  - {input: {q: ten}, expected: ten}\n", encoding="utf-8")
     run = eval_run("prompts/echo.yaml", "--repeat", "2")
-    # Each row twice: r1, r2 and r5 scored twice each, r3's error twice.
-    assert run["metrics"]["length"]["n"] == 6
+    # Each row twice: r1, r2 and r5 scored twice each (three rows), r3's error twice.
+    assert run["metrics"]["length"]["n"] == 3
     assert run["metrics"]["length"]["value"] == pytest.approx((0.3 + 0.3 + 0.4) / 3)
-    assert run["scoring_errors"]["length"]["count"] == 2
-    assert sorted(r["sample"] for r in run["scoring_errors"]["length"]["rows"]) == [0, 1]
+    # One row without a score, as n counts rows; both its samples listed.
+    failed = run["scoring_errors"]["length"]
+    assert (failed["count"], failed["samples"], failed["fewshot"]) == (1, 2, 0)
+    assert sorted(r["sample"] for r in failed["rows"]) == [0, 1]
+    assert "length: no score for 1 rows (2 samples) (r3: " in invoke("show", run["id"]).stdout
     # The few-shot self-check scores the examples too (twice each): seven 0.5, ten 0.3.
     assert run["fewshot_metrics"]["length"]["value"] == pytest.approx(0.4)
-    assert run["fewshot_metrics"]["length"]["n"] == 4
+    assert run["fewshot_metrics"]["length"]["n"] == 2
     history = json.loads(invoke("history", "echo", "--json").stdout)
     assert history["versions"][0]["metrics"]["length"] == pytest.approx(0.4 / 3 + 0.2)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakeserver import FakeOpenAI, last_user_message
-from tests.helpers import eval_run, git_init, invoke, show_rows
+from tests.helpers import eval_run, git_init, invoke, show, show_rows
 from tests.judgekit import (
     JUDGE,
     JUDGED_PROMPT,
@@ -75,6 +75,40 @@ def test_a_second_run_sends_nothing(project: Path, judged_api: FakeOpenAI) -> No
     assert second["metrics"]["long"]["value"] == first["metrics"]["long"]["value"]
     assert second["scorers"]["gpt-4o"]["cached"] == 5
     assert second["scorers"]["gpt-4o"]["requests"] == 0
+
+
+def test_a_cached_judge_keeps_its_cost_and_says_it_paid_nothing(
+        project: Path, judged_api: FakeOpenAI) -> None:
+    first = eval_run("prompts/echo.yaml")
+    second = eval_run("prompts/echo.yaml")
+    usage, again = first["scorers"]["gpt-4o"], second["scorers"]["gpt-4o"]
+    # The answers' tokens and cost as if nothing were cached: the same on both runs; paid now:
+    # all of it on the first run, nothing on the second.
+    for key in ("prompt_tokens", "completion_tokens", "cost_usd"):
+        assert again[key] == pytest.approx(usage[key]), key
+    assert usage["cost_usd"] > 0 and usage["spent_usd"] == pytest.approx(usage["cost_usd"])
+    assert again["spent_usd"] == 0
+
+
+def test_a_judge_without_a_price_stays_unknown_when_cached(
+        project: Path, judged_api: FakeOpenAI) -> None:
+    # The judge on an endpoint of promptctl.yaml: no price is known for it.
+    (project / "promptctl.yaml").write_text(
+        f"endpoints:\n  jdg:\n    base_url: {judged_api.base_url}\n", encoding="utf-8")
+    judge = project / "judges" / "length.yaml"
+    judge.write_text(JUDGE.replace("model: gpt-4o", "model: jdg/gpt-4o"), encoding="utf-8")
+    first = eval_run("prompts/echo.yaml")
+    assert (first["scorers"]["jdg/gpt-4o"]["cost_usd"],
+            first["scorers"]["jdg/gpt-4o"]["spent_usd"]) == (None, None)
+    second = eval_run("prompts/echo.yaml")
+    usage = second["scorers"]["jdg/gpt-4o"]
+    assert (usage["requests"], usage["cached"]) == (0, 5)
+    # Not $0: what five cached judge answers would cost is as unknown as on the first run;
+    # what this run paid for them is known, nothing.
+    assert usage["cost_usd"] is None and usage["spent_usd"] == 0
+    shown = invoke("show", second["id"]).stdout
+    assert "jdg/gpt-4o 0 requests (cached 5, errors 0)" in shown
+    assert "cost unknown (add the model to pricing: in promptctl.yaml) (paid now $0.0000)" in shown
 
 
 def test_a_changed_judge_prompt_is_asked_again(project: Path, judged_api: FakeOpenAI) -> None:
@@ -197,8 +231,9 @@ def test_a_judge_template_that_needs_a_missing_field_is_found_before_sending(
 def test_every_sample_of_a_repeated_run_is_judged(project: Path, judged_api: FakeOpenAI) -> None:
     run = eval_run("prompts/echo.yaml", "--repeat", "2")
     assert run["metrics"]["long"]["value"] == pytest.approx(3.5)
-    assert run["metrics"]["long"]["n"] == 8
-    assert run["metrics"]["long"]["unscored"] == 2
+    # Every sample is judged; the metric rests on the four rows judged (two samples each).
+    assert run["metrics"]["long"]["n"] == 4
+    assert run["metrics"]["long"]["unscored"] == 1
 
 
 def test_few_shot_examples_are_judged_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -213,6 +248,34 @@ def test_few_shot_examples_are_judged_too(tmp_path: Path, monkeypatch: pytest.Mo
     assert run["fewshot_metrics"]["long"]["value"] == pytest.approx(4.0)
     assert run["fewshot_metrics"]["long"]["n"] == 2
     assert run["metrics"]["long"]["value"] == pytest.approx(3.5)
+
+
+def test_counts_are_over_eval_rows_with_few_shot_examples_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, judged_api: FakeOpenAI) -> None:
+    with_examples = JUDGED_PROMPT.replace(
+        "metrics:", "examples:\n  - input: {q: three}\n    expected: three\n"
+        "  - input: {q: ten}\n    expected: ten\n  - input: {q: seven}\n    expected: seven\n"
+        "metrics:")
+    root = write_judged_project(tmp_path / "proj", prompt=with_examples)
+    monkeypatch.chdir(root)
+    judged_api.fail_matching("Question seven", status=400)  # one few-shot request fails
+    run = eval_run("prompts/echo.yaml", code=3)
+    # The judge gives r3 and the example "three" no score: counted apart, as n counts rows.
+    failed = run["scoring_errors"]["long"]
+    assert (failed["count"], failed["samples"], failed["fewshot"]) == (1, 1, 1)
+    assert [(r["row_id"], r["kind"]) for r in failed["rows"]] == [("r3", "eval"),
+                                                                  ("ex1", "fewshot")]
+    assert (run["metrics"]["long"]["n"], run["metrics"]["long"]["unscored"]) == (4, 1)
+    assert (run["fewshot_metrics"]["long"]["n"], run["fewshot_metrics"]["long"]["unscored"]) \
+        == (1, 1)
+    assert run["errors"] == 0  # the failed request was a few-shot example's
+    shown = invoke("show", run["id"]).stdout
+    assert "long: no score for 1 rows and 1 few-shot examples (r3: " in shown
+    assert "ex1 (few-shot): " in shown
+    assert "errors 0  few-shot errors 1" in shown
+    # A judge that gave no score leaves no key in the row's scores: only scores are there.
+    rows = show(run["id"])["rows"]
+    assert all(set(r["scores"] or {}) <= {"exact_match", "format_validity", "long"} for r in rows)
 
 
 def test_cache_only_replays_the_judge_and_no_cache_asks_it_again(

@@ -120,6 +120,72 @@ def test_rows_share_embeddings_requests(project: Path, api: FakeOpenAI) -> None:
     assert run["metrics"]["close"]["value"] == pytest.approx(MEAN)
 
 
+EMB = "emb/text-embedding-3-small"
+
+
+@pytest.mark.parametrize("priced", [True, False])
+def test_a_cached_rerun_pays_nothing_and_costs_what_the_first_run_did(
+        project: Path, api: FakeOpenAI, priced: bool) -> None:
+    if priced:
+        with (project / "promptctl.yaml").open("a", encoding="utf-8") as f:
+            f.write(f"pricing:\n  {EMB}: {{input: 1000, output: 0}}\n")
+    write_project(project, "- exact_match\n")
+    eval_run("prompts/echo.yaml")  # the completions, cached
+    write_project(project, SIMILARITY)
+    first = eval_run("prompts/echo.yaml")
+    usage = first["scorers"][EMB]
+    # Ten texts asked at once, eight different: one request; the two asked again while it
+    # was in flight cost no request of their own, and count as cached.
+    assert (usage["requests"], usage["cached"]) == (1, 2)
+    assert usage["prompt_tokens"] == 8  # the test server: a token per word, one word a text
+    cost = 8 * 1000 / 1e6 if priced else None
+    assert usage["cost_usd"] == pytest.approx(cost) and usage["spent_usd"] == pytest.approx(cost)
+
+    again = eval_run("prompts/echo.yaml")
+    usage = again["scorers"][EMB]
+    assert (usage["requests"], usage["cached"], usage["prompt_tokens"]) == (0, 10, 8)
+    # What the texts would cost uncached is the first run's figure (unknown stays unknown),
+    # and nothing was paid, whatever the price.
+    assert usage["cost_usd"] == pytest.approx(cost) and usage["spent_usd"] == 0
+    # The evaluated model's figures mean the same: its answers' cost, and what was paid.
+    assert again["cost_usd"] == pytest.approx(first["cost_usd"]) and again["cost_usd"] > 0
+    assert again["spent_usd"] == 0 and again["saved_usd"] == pytest.approx(again["cost_usd"])
+    shown = invoke("show", again["id"]).stdout
+    assert f"cost ${again['cost_usd']:.4f} (paid now $0.0000, saved by the cache " \
+           f"${again['cost_usd']:.4f})" in shown
+    scorer = (f"cost ${cost:.4f} (paid now $0.0000, saved by the cache ${cost:.4f})" if priced
+              else "cost unknown (add the model to pricing: in promptctl.yaml) (paid now $0.0000)")
+    assert f"{EMB} 0 requests (cached 10, errors 0) tokens 8 in / 0 out {scorer}" in shown
+
+
+def test_a_zero_vector_is_named_as_such(project: Path, api: FakeOpenAI) -> None:
+    def embedder(text: str, dimensions: int) -> list[float]:
+        return [0.0] * dimensions if text == "a" else letter_vector(text, dimensions)
+
+    api.embedder = embedder
+    run = eval_run("prompts/echo.yaml")
+    (failed,) = run["scoring_errors"]["close"]["rows"]
+    # Row r3 answers "a": the cosine is undefined because its vector is zero, not because
+    # of the vectors' lengths, which are equal.
+    assert failed["row_id"] == "r3"
+    assert failed["error"] == "cosine undefined: the answer's vector is all zeros"
+
+
+def test_undefined_says_the_reason_that_holds() -> None:
+    from promptctl.metrics.similarity import cosine, undefined
+
+    zeros, ones = [0.0] * 28, [1.0] * 28
+    assert cosine(zeros, ones) is None and cosine(ones, zeros) is None
+    assert undefined(zeros, ones) == "the answer's vector is all zeros"
+    assert undefined(ones, zeros) == "the expected value's vector is all zeros"
+    assert undefined(ones, [1.0] * 27) == "vectors of different lengths (28 and 27)"
+    assert undefined([], []) == "empty vectors"
+    assert undefined([math.nan, 1.0], [1.0, 1.0]) == \
+        "the answer's vector holds a value that is not a finite number"
+    assert cosine([1e200] * 2, [1e200] * 2) is None
+    assert undefined([1e200] * 2, [1e200] * 2) == "the vectors' norms overflow (2 dimensions)"
+
+
 def test_failed_embeddings_give_no_score_never_a_zero(project: Path, api: FakeOpenAI) -> None:
     write_project(project, "- exact_match\n")
     eval_run("prompts/echo.yaml")

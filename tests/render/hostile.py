@@ -33,6 +33,7 @@ from promptctl.results import (
     RowErrors,
     RunBrief,
     SampleCounts,
+    verdict,
 )
 from tests.fakeserver import FakeOpenAI, error_body, last_user_message
 from tests.helpers import GitRepo, git_identity, git_init, use_fake_openai
@@ -105,7 +106,9 @@ def _comparison(payload: str) -> Comparison:
     return Comparison(
         metrics={payload: MetricDelta(a=1.0, b=0.5, delta=-0.5, ci95=(-0.9, -0.1), p_value=0.01,
                                       test=payload, n=4, a_run=1.0, b_run=0.5,
-                                      higher_is_better=True, direction="worse")},
+                                      higher_is_better=True, direction="worse",
+                                      verdict=verdict(-0.5, (-0.9, -0.1), 0.01,
+                                                      higher_is_better=True))},
         paired_rows=4, only_in_a=0, only_in_b=0, errors_excluded=0,
         flipped=Flipped(pass_to_fail=_rows(payload), fail_to_pass=_rows(payload),
                         biggest_error_increases=_rows(payload)),
@@ -160,7 +163,7 @@ def diff_result(payload: str) -> DiffResult:
                     git_dirty=True, git_branch=payload, model=payload, endpoint=payload,
                     evalset_path=payload, evalset_version=payload, metrics=None, summary=None)
     c = _comparison(payload)
-    return DiffResult(a=side, b=side, metrics=c.metrics, paired_rows=c.paired_rows,
+    return DiffResult(a=side, b=side, significance=0.05, metrics=c.metrics, paired_rows=c.paired_rows,
                       only_in_a=c.only_in_a, only_in_b=c.only_in_b,
                       errors_excluded=c.errors_excluded, samples=SampleCounts(a=1, b=1),
                       flipped=c.flipped, warnings=c.warnings)

@@ -80,3 +80,17 @@ def test_every_json_command_is_strict_on_a_store_with_nan(stored: tuple[str, str
         strict(helpers.invoke(*args).stdout)
     human = helpers.invoke("show", first).stdout  # and the table shows no "nan" or "inf"
     assert "nan" not in human.lower().replace("nano", "") and " inf" not in human
+
+
+def test_a_row_stored_with_internal_markers_shows_only_its_scores() -> None:
+    from promptctl.render.jsonout import row_json
+
+    # As older versions stored a row whose judge gave no score (and a pipeline step's).
+    stored = {"row_id": "r1", "scores": {"exact_match": 1.0, "faithful__unscored": 1},
+              "steps": {"s": {"scores": {"long__unscored": 1, "format_validity": 1.0},
+                              "items": [{"scores": {"x__unscored": 1}}]}}}
+    shown = row_json(stored)
+    assert shown["scores"] == {"exact_match": 1.0}
+    assert shown["steps"]["s"]["scores"] == {"format_validity": 1.0}
+    assert shown["steps"]["s"]["items"][0]["scores"] == {}
+    assert stored["scores"] == {"exact_match": 1.0, "faithful__unscored": 1}  # not changed

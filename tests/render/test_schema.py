@@ -159,8 +159,10 @@ RUN: dict[str, Any] = {
     "status": "complete",
     "coverage": {"full": True, "rows": 1, "planned": 1, "evalset_rows": 1, "limit": None},
     "kind": "prompt", "parent_run": None, "created_at": "2026-01-01T00:00:00.000Z", "n": 1,
+    "samples": 1,
     "errors": 0, "no_text": 0, "metrics": {"exact_match": {"value": 1.0, "n": 1, "ci95": [1.0, 1.0]}},
     "fewshot_metrics": {}, "tokens": {"prompt": 2, "completion": 3}, "cost_usd": None,
+    "spent_usd": 0.0, "saved_usd": None,
     "latency_ms": {"p50": 1.0, "p75": 1.0, "p90": 1.0, "p99": 1.0}, "cached": 0, "scorers": {},
     "retries": 0, "system_fingerprints": [], "consistency": None,
 }
