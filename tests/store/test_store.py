@@ -85,7 +85,8 @@ def test_rows_round_trip_and_expected_none_versus_missing(any_store: Store) -> N
             scores={"format_validity": 0.0}),
         row("01aaa", "r1", 0, expected={"k": [1, 2]}, completion="y", answer={"k": [1, 2]},
             valid=True, scores={"exact_match": 1.0}, prompt_tokens=3, completion_tokens=1,
-            latency_ms=12.5, cached=True, judges={"j": {"score": 1}}, steps=[{"id": "s1"}]),
+            latency_ms=12.5, cached=True, judges={"j": {"score": 1}},
+            steps={"s1": {"completion": "z"}}),
         row("01aaa", "r3", 2, error="HTTP 500: boom", attempts=5),
         {**row("01aaa", "ex1", 0, expected=0), "kind": "fewshot"},
     ])
@@ -99,7 +100,7 @@ def test_rows_round_trip_and_expected_none_versus_missing(any_store: Store) -> N
     assert by_id["r1"]["cached"] is True
     assert by_id["r1"]["latency_ms"] == 12.5
     assert by_id["r1"]["judges"] == {"j": {"score": 1}}
-    assert by_id["r1"]["steps"] == [{"id": "s1"}]
+    assert by_id["r1"]["steps"] == {"s1": {"completion": "z"}}
     assert by_id["r2"]["has_expected"] is True and by_id["r2"]["expected"] is None
     assert by_id["r2"]["valid"] is False
     assert by_id["r2"]["judges"] is None
@@ -288,7 +289,8 @@ def test_rows_by_id_reads_every_sample_of_the_rows_asked_for(any_store: Store) -
     found = any_store.rows_by_id("01aaa", ["r5", "r650", "nope"], columns=("answer",))
     assert [(r["row_id"], r["sample"], r["answer"]) for r in found] == [
         ("r5", 0, 5), ("r5", 1, -5), ("r650", 0, 650)]
-    assert set(found[0]) == {"row_id", "sample", "expected", "answer", "has_expected"}
+    assert set(found[0]) == {"run_id", "kind", "row_id", "sample", "expected", "answer",
+                             "has_expected"}
     full = any_store.rows_by_id("01aaa", [f"r{i}" for i in range(600)])
     assert len(full) == 601 and full[0]["messages"] == [{"role": "user", "content": "r0"}]
     with pytest.raises(ValueError, match="nonsense"):
