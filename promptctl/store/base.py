@@ -457,8 +457,10 @@ class Store(ABC):
         one transaction."""
 
     @abstractmethod
-    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> None:
-        """Insert a finished run with all its rows in one transaction (an import)."""
+    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> bool:
+        """Insert a finished run with all its rows in one transaction (an import); False,
+        and nothing written, when a run of that id is stored already (or another process
+        stores one meanwhile: the second insert waits for the first, then finds it)."""
 
     @abstractmethod
     def get_run(self, ref: str) -> RunRecord:

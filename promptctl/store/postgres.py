@@ -137,12 +137,16 @@ class PostgresStore(Store):
     def create_run(self, run: RunRecord) -> None:
         self._insert_run(run)
 
-    def _insert_run(self, run: RunRecord) -> None:
+    def _insert_run(self, run: RunRecord, *, unless_stored: bool = False) -> bool:
         record = _run_values(dict(run))
         cols = ", ".join(record)
         marks = ", ".join("%s" for _ in record)
-        self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})".encode(),
-                          tuple(record.values()))
+        # An insert racing another of the same id waits for that transaction, then does
+        # nothing if it committed.
+        keep = " ON CONFLICT (id) DO NOTHING" if unless_stored else ""
+        cur = self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}){keep}".encode(),
+                                tuple(record.values()))
+        return cur.rowcount == 1
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         record = _run_values(fields)
@@ -210,12 +214,14 @@ class PostgresStore(Store):
             if cache:
                 self._cache_insert(cur, cache)
 
-    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> None:
+    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> bool:
         with self.conn.transaction(), self.conn.cursor() as cur:
-            self._insert_run(run)
+            if not self._insert_run(run, unless_stored=True):
+                return False
             with cur.copy(f"COPY rows ({_ROW_SELECT}) FROM STDIN".encode()) as copy:
                 for row in rows:
                     copy.write_row(_row_values(row))
+        return True
 
     def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
         # The order is read first (keys only), then the rows a page at a time: the connection

@@ -118,11 +118,14 @@ class SQLiteStore(Store):
     def create_run(self, run: RunRecord) -> None:
         self._insert_run(run)
 
-    def _insert_run(self, run: RunRecord) -> None:
+    def _insert_run(self, run: RunRecord, *, unless_stored: bool = False) -> bool:
         record = _run_values(dict(run))
         cols = ", ".join(record)
         marks = ", ".join("?" for _ in record)
-        self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(record.values()))
+        keep = " ON CONFLICT (id) DO NOTHING" if unless_stored else ""
+        cur = self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}){keep}",
+                                tuple(record.values()))
+        return cur.rowcount == 1
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         record = _run_values(fields)
@@ -176,10 +179,12 @@ class SQLiteStore(Store):
             if cache:
                 self._cache_insert(cache)
 
-    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> None:
+    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> bool:
         with self._transaction():
-            self._insert_run(run)
+            if not self._insert_run(run, unless_stored=True):
+                return False
             self.conn.executemany(_UPSERT_ROW, (_row_values(row) for row in rows))
+        return True
 
     def _transaction(self) -> _Tx:
         return _Tx(self.conn)

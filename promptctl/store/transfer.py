@@ -102,16 +102,17 @@ def import_runs(store: Store, lines: Iterable[bytes | str], *, source: str) -> I
         if not line.strip():
             continue
         run, rows = _parse(line, source, number)
-        if store.has_run(run["id"]):
-            differs = _difference(store, run, rows)
-            if differs is None:
-                result.unchanged.append(run["id"])
-            else:
-                result.conflicts.append((run["id"], differs))
+        # has_run first: a run already there (the usual case on a second import) costs no
+        # write; add_run settles a race with another import of the same run.
+        if not store.has_run(run["id"]) and store.add_run(run, rows):
+            result.imported.append(run["id"])
+            result.rows += len(rows)
             continue
-        store.add_run(run, rows)
-        result.imported.append(run["id"])
-        result.rows += len(rows)
+        differs = _difference(store, run, rows)
+        if differs is None:
+            result.unchanged.append(run["id"])
+        else:
+            result.conflicts.append((run["id"], differs))
     return result
 
 

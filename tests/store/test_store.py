@@ -311,7 +311,11 @@ def test_iterating_a_large_run_keeps_the_order_and_allows_other_calls(any_store:
 
 def test_add_run_is_one_transaction(any_store: Store) -> None:
     rows = [row("01new", "r1", 0), row("01new", "r2", 1)]
-    any_store.add_run(run_record("01new", status="complete"), rows)
+    assert any_store.add_run(run_record("01new", status="complete"), rows)
+    assert [r["row_id"] for r in any_store.iter_rows("01new")] == ["r1", "r2"]
+    # A run already stored is left as it is, its rows too: add_run says so, no error.
+    assert not any_store.add_run(run_record("01new", status="failed"), [row("01new", "r9", 9)])
+    assert any_store.get_run("01new")["status"] == "complete"
     assert [r["row_id"] for r in any_store.iter_rows("01new")] == ["r1", "r2"]
     broken = row("01bad", "r1", 0)
     del broken["input"]  # type: ignore[misc]

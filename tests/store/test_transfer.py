@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import copy_examples, eval_run, invoke, run_cli
+from tests.helpers import cli_process, copy_examples, eval_run, finish_process, invoke, run_cli
 
 ECHO_PROMPT = """\
 name: echo
@@ -196,3 +196,27 @@ def _current() -> str:
     import os
 
     return os.environ["PROMPTCTL_STORE"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_imports_of_one_file_at_once_each_succeed(api: FakeOpenAI, tmp_path: Path, kind: str,
+                                                  request: pytest.FixtureRequest) -> None:
+    """Six processes importing the same file into one store: every run goes in once, whole,
+    and each process says which it added and which it found there already."""
+    ids = make_runs(api)
+    before = stored_views(_current())
+    dump = tmp_path / "runs.jsonl"
+    dump.write_bytes(export(_current()))
+    target = (f"sqlite:///{tmp_path / 'target.db'}" if kind == "sqlite"
+              else str(request.getfixturevalue("pg_url")))
+    procs = [cli_process("--store", target, "store", "import", str(dump), "--json")
+             for _ in range(6)]
+    finished = [finish_process(p, timeout=120) for p in procs]
+    for code, _, err in finished:
+        assert code == 0 and "Traceback" not in err, err
+    documents = [json.loads(out) for _, out, _ in finished]
+    for run_id in ids:
+        assert sorted(run_id in d["imported"] for d in documents) == [False] * 5 + [True]
+        assert sum(run_id in d["unchanged"] for d in documents) == 5
+    assert all(d["conflicts"] == [] for d in documents)
+    assert stored_views(target) == before
