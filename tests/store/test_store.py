@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from promptctl.engine.lifecycle import new_run_id
 from promptctl.errors import InputError
-from promptctl.store import RowRecord, RunRecord, Store, open_store, utcnow
+from promptctl.store import RowRecord, RunRecord, Store, is_run_id, open_store, utcnow
 
 
 def run_record(run_id: str, **extra: Any) -> RunRecord:
@@ -173,6 +174,30 @@ def test_get_run_by_prefix(any_store: Store) -> None:
         any_store.get_run("zz")
     with pytest.raises(InputError, match="empty run id"):
         any_store.get_run(" ")
+
+
+def test_run_ids_are_of_the_form_the_store_names() -> None:
+    made = {new_run_id() for _ in range(50)}
+    assert all(is_run_id(r) for r in made) and len(made) == 50
+    assert not any(is_run_id(r) for r in ("01kabc", "01kabcdefghjkmx", "01KABCDEFGHJKM",
+                                          "01kabcdefghjki"))
+
+
+def test_an_id_that_starts_other_ids_never_stands_for_them(any_store: Store) -> None:
+    mine = "01kabcdefghjkm"  # of the form promptctl makes
+    any_store.create_run(run_record(mine))
+    any_store.create_run(run_record("01kabc"))  # another writer's run, its id a prefix of mine
+    with pytest.raises(InputError, match="ambiguous") as found:
+        any_store.get_run("01kabc")  # what a user types for mine: no longer the other run
+    assert f"01kabc, {mine}" in found.value.message
+    assert "store check" in (found.value.fix or "")
+    any_store.create_run(run_record(mine + "x"))  # an id that starts with a whole id
+    assert any_store.get_run(mine)["id"] == mine  # a whole id of promptctl's form resolves
+    for i in range(6):
+        any_store.create_run(run_record(f"01kabcz{i}"))
+    with pytest.raises(InputError, match="ambiguous") as many:
+        any_store.get_run("01kab")
+    assert many.value.message.endswith(", ...)") and many.value.message.count(", ") == 5
 
 
 def test_list_runs_newest_first_with_filter_and_limit(any_store: Store) -> None:
