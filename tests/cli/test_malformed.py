@@ -162,3 +162,33 @@ def test_scores_of_another_shape_are_no_scores(repo: Repo, store: Store, tmp_pat
     diffed = json.loads(calm(run_cli("diff", good, bad, "--json"), 0).stdout)
     assert diffed["metrics"]["exact_match"]["n"] == 19
     calm(run_cli("report", bad, "--diff", good, bad, "-o", str(tmp_path / "r.html")), 0)
+
+
+def test_store_check_lists_what_reads_leave_out(repo: Repo, store: Store) -> None:
+    good, bad = two_runs(repo)
+    clean = calm(run_cli("store", "check"), 0)
+    assert "checked 2 run(s) and 40 row(s)" in clean.stdout
+    corrupt(store, "UPDATE runs SET summary = ? WHERE id = ?", '{"n": "twenty"}', bad)
+    corrupt(store, "UPDATE rows SET scores = ? WHERE run_id = ? AND row_id = 'r03'", "[1]", good)
+    listed = calm(run_cli("store", "check"), 1)
+    assert f"run {bad}: summary.n is 'twenty', not a count" in listed.stdout
+    assert f"run {good}, eval row r03 sample 0: scores is a list, not a mapping" in listed.stdout
+    assert "2 malformed of 2 run(s) and 39 row(s)" in listed.stdout and "fix: " in listed.stdout
+    assert listed.stderr == ""  # the list is the output, not warnings
+    document = json.loads(calm(run_cli("store", "check", "--json"), 1).stdout)
+    assert document["runs"] == 2 and document["rows"] == 39
+    assert sorted((m["run"], m["row"]) for m in document["malformed"]) == sorted(
+        [(bad, None), (good, "eval row r03 sample 0")])
+
+
+def test_a_run_whose_id_starts_another_cannot_take_its_place(repo: Repo, store: Store) -> None:
+    good, _ = two_runs(repo)
+    typed = good[:-1]  # what a user types for the good run
+    # Another writer stores a run under that prefix (an import refuses such an id).
+    store.create_run({**store.get_run(good), "id": typed, "model": "impostor"})
+    refused = calm(run_cli("show", typed), 2)
+    assert "ambiguous" in refused.stderr and f"{typed}, {good}" in refused.stderr
+    assert "impostor" not in refused.stdout
+    assert json.loads(calm(run_cli("show", good, "--json"), 0).stdout)["run"]["model"] != "impostor"
+    listed = calm(run_cli("store", "check"), 1)
+    assert f"run {typed}: its id is the start of run {good}'s id" in listed.stdout
