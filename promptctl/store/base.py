@@ -193,7 +193,7 @@ def _not_a_number(name: str) -> Any:
 
 def load_json(text: Any) -> Any:
     """A stored JSON column's value; ValueError says why the text is not one."""
-    if not isinstance(text, str | bytes):
+    if not isinstance(text, str):
         raise ValueError(f"is {type(text).__name__} {str(text)[:40]!r}, not JSON text")
     try:
         return json.loads(text, parse_constant=_not_a_number)

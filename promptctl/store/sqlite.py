@@ -147,9 +147,9 @@ class SQLiteStore(Store):
         return self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
 
     def get_run(self, ref: str) -> RunRecord:
-        found = self.conn.execute(
+        found = list(self._select(
             f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id >= ? AND id < ? ORDER BY id "
-            "LIMIT ?", (ref, ref + "\uffff", PICK_LIMIT)).fetchall()
+            "LIMIT ?", (ref, ref + "\uffff", PICK_LIMIT)))
         return _run_from_row(found[pick_run(ref, [r["id"] for r in found], self.location)])
 
     def list_runs(self, prompt: str | None = None, limit: int | None = None,
@@ -163,7 +163,7 @@ class SQLiteStore(Store):
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return only_columns(self._kept(_run_from_row, self.conn.execute(sql, args)), columns)
+        return only_columns(self._kept(_run_from_row, self._select(sql, args)), columns)
 
     # -- rows ------------------------------------------------------------------------------
 
@@ -189,6 +189,26 @@ class SQLiteStore(Store):
     def _transaction(self) -> _Tx:
         return _Tx(self.conn)
 
+    def _select(self, sql: str, args: Sequence[Any]) -> Iterator[sqlite3.Row]:
+        """The rows of a query. Should one hold text that is not UTF-8 (another writer's),
+        the rest are read again with such text as bytes, which the readers refuse as not
+        text: that run or row is left out, not the whole read."""
+        done = 0
+        try:
+            for r in self.conn.execute(sql, args):
+                yield r
+                done += 1
+        except sqlite3.OperationalError as exc:
+            if not _not_utf8(exc):
+                raise
+            saved = self.conn.text_factory
+            self.conn.text_factory = _text_or_bytes
+            try:
+                rest = self.conn.execute(sql, args).fetchall()[done:]
+            finally:
+                self.conn.text_factory = saved
+            yield from rest
+
     def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
         sql = f"SELECT {_ROW_SELECT} FROM rows WHERE run_id = ?"
         args: list[Any] = [run_id]
@@ -196,7 +216,7 @@ class SQLiteStore(Store):
             sql += " AND kind = ?"
             args.append(kind)
         sql += " ORDER BY kind DESC, position, sample"
-        yield from self._kept(_row, self.conn.execute(sql, args))
+        yield from self._kept(_row, self._select(sql, args))
 
     def run_totals(self, run_id: str) -> dict[str, KindTotals]:
         """Per kind ("eval" and "fewshot", zeros when none): rows, errors, cached answers,
@@ -252,7 +272,7 @@ class SQLiteStore(Store):
         `ok` is False for a row whose request failed; its scores are None. Rows with the
         same scores share one dict: treat them as read-only.
         """
-        cols, bad = _score_columns(self.conn, run_id, kind)
+        cols, bad = _lenient_score_columns(self.conn, run_id, kind)
         for problem in bad:
             self._skip(problem)
         return cols
@@ -267,7 +287,7 @@ class SQLiteStore(Store):
         def read(run_id: str) -> tuple[ScoreColumns, list[BadRun]]:
             conn = sqlite3.connect(self.path, timeout=60.0)
             try:
-                return _score_columns(conn, run_id, kind)
+                return _lenient_score_columns(conn, run_id, kind)
             finally:
                 conn.close()
 
@@ -291,9 +311,9 @@ class SQLiteStore(Store):
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
             marks = ", ".join("?" for _ in part)
-            cur = self.conn.execute(f"SELECT {select} FROM rows WHERE run_id = ? AND kind = ? AND "
-                                    f"row_id IN ({marks}) ORDER BY position, sample",
-                                    (run_id, kind, *part))
+            cur = self._select(f"SELECT {select} FROM rows WHERE run_id = ? AND kind = ? AND "
+                               f"row_id IN ({marks}) ORDER BY position, sample",
+                               (run_id, kind, *part))
             out.extend(self._kept(_row, cur))
         return out
 
@@ -395,15 +415,45 @@ def _row(r: sqlite3.Row) -> RowRecord:
     return decode_row(row)
 
 
-def _score_columns(conn: sqlite3.Connection, run_id: str,
-                   kind: str) -> tuple[ScoreColumns, list[BadRun]]:
+def _text_or_bytes(data: bytes) -> str | bytes:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data
+
+
+def _not_utf8(exc: sqlite3.OperationalError) -> bool:
+    return "decode to UTF-8" in str(exc)
+
+
+def _lenient_score_columns(conn: sqlite3.Connection, run_id: str,
+                           kind: str) -> tuple[ScoreColumns, list[BadRun]]:
+    """`_score_columns`; row by row, with text that is not UTF-8 as bytes, should a row hold
+    some."""
+    try:
+        return _score_columns(conn, run_id, kind)
+    except sqlite3.OperationalError as exc:
+        if not _not_utf8(exc):
+            raise
+    saved = conn.text_factory
+    conn.text_factory = _text_or_bytes
+    try:
+        return _score_columns(conn, run_id, kind, aggregate=False)
+    finally:
+        conn.text_factory = saved
+
+
+def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str,
+                   aggregate: bool = True) -> tuple[ScoreColumns, list[BadRun]]:
     # char(30) cannot occur in stored JSON (json.dumps escapes control characters).
     sql = ("SELECT json_group_array(row_id), json_group_array(sample), "
            "json_group_array(error IS NULL), group_concat(coalesce(scores, 'null'), char(30)) "
            "FROM rows WHERE run_id = ? AND kind = ?")
     try:
-        found = conn.execute(sql, (run_id, kind)).fetchone()
-    except sqlite3.OperationalError:  # an SQLite built without JSON functions
+        found = conn.execute(sql, (run_id, kind)).fetchone() if aggregate else None
+    except sqlite3.OperationalError as exc:  # an SQLite built without JSON functions
+        if _not_utf8(exc):
+            raise
         found = None
     if found is not None and found[3] is not None:
         # All four aggregates see the rows in one scan, in the same order.

@@ -192,3 +192,30 @@ def test_a_run_whose_id_starts_another_cannot_take_its_place(repo: Repo, store: 
     assert json.loads(calm(run_cli("show", good, "--json"), 0).stdout)["run"]["model"] != "impostor"
     listed = calm(run_cli("store", "check"), 1)
     assert f"run {typed}: its id is the start of run {good}'s id" in listed.stdout
+
+
+@pytest.mark.sqlite_only  # PostgreSQL stores only valid UTF-8
+def test_text_that_is_not_utf8_is_malformed_not_a_crash(repo: Repo, store: Store,
+                                                        tmp_path: Path) -> None:
+    good, bad = two_runs(repo)
+    third = eval_run("prompts/score.yaml", "--no-cache")["id"]
+    corrupt(store, "UPDATE runs SET model = CAST(X'ff41' AS TEXT) WHERE id = ?", bad)
+    corrupt(store, "UPDATE rows SET scores = CAST(X'7bff7d' AS TEXT) WHERE run_id = ? "
+            "AND row_id = 'r05'", third)
+    corrupt(store, "UPDATE rows SET completion = CAST(X'c3' AS TEXT) WHERE run_id = ? "
+            "AND row_id = 'r07'", third)
+    listed = calm(run_cli("runs", "--json"), 0)
+    assert [r["id"] for r in json.loads(listed.stdout)["runs"]] == [third, good]
+    assert f"run {bad} is malformed" in listed.stderr
+    assert "not text" in calm(run_cli("show", bad), 2).stderr
+    shown = calm(run_cli("show", third, "--json"), 0)
+    assert len(json.loads(shown.stdout)["rows"]) == 18
+    assert f"run {third}, eval row r05 sample 0," in shown.stderr
+    assert f"run {third}, eval row r07 sample 0," in shown.stderr
+    diffed = calm(run_cli("diff", good, third, "--json"), 0)
+    assert f"run {third}, eval row r05 sample 0," in diffed.stderr
+    calm(run_cli("history", "score"), 0)
+    calm(run_cli("report", third, "-o", str(tmp_path / "r.html")), 0)
+    checked = json.loads(calm(run_cli("store", "check", "--json"), 1).stdout)
+    assert sorted((m["run"], m["row"]) for m in checked["malformed"]) == [
+        (bad, None), (third, "eval row r05 sample 0"), (third, "eval row r07 sample 0")]
