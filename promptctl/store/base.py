@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 from promptctl.errors import EXIT_INPUT, EXIT_PROVIDER, InputError, PromptctlError
-from promptctl.runs import CHECK_FIX, BadRun, bad_row, check_run, read_row
+from promptctl.runs import CHECK_FIX, BadRun, bad_row, check_run, read_row, shown
 
 # --- records ------------------------------------------------------------------------------
 
@@ -187,24 +187,27 @@ class Undecodable:
         self.why = why
 
 
+class _NotFinite(ValueError):
+    pass
+
+
 def _not_a_number(name: str) -> Any:
-    raise ValueError(f"holds {name}, not a finite number")
+    raise _NotFinite(f"holds {name}, not a finite number")
 
 
 def load_json(text: Any) -> Any:
     """A stored JSON column's value; ValueError says why the text is not one."""
     if not isinstance(text, str):
-        raise ValueError(f"is {type(text).__name__} {str(text)[:40]!r}, not JSON text")
+        raise ValueError(f"is {shown(text)}, not JSON text")
     try:
         return json.loads(text, parse_constant=_not_a_number)
     except RecursionError:
         raise ValueError("is nested too deeply") from None
+    except _NotFinite:
+        raise
     except json.JSONDecodeError as exc:
         raise ValueError(f"is not JSON ({exc.msg} at character {exc.pos})") from None
-    except ValueError as exc:
-        if "finite" in str(exc):
-            raise
-        # int() of a number beyond Python's digit limit
+    except ValueError:  # int() of a number beyond Python's digit limit (4,300 digits)
         raise ValueError("holds a number too large to read") from None
 
 
@@ -271,9 +274,9 @@ def checked_columns(run_id: str, kind: str, ids: list[Any], samples: list[Any], 
     bad: list[tuple[int, str]] = []
     for i, (row_id, sample, value) in enumerate(zip(ids, samples, scores, strict=True)):
         if type(row_id) is not str:
-            bad.append((i, f"row_id is {str(row_id)[:40]!r}, not text"))
+            bad.append((i, f"row_id is {shown(row_id)}, not text"))
         elif type(sample) is not int or sample < 0:
-            bad.append((i, f"sample is {str(sample)[:40]!r}, not a count"))
+            bad.append((i, f"sample is {shown(sample)}, not a count"))
         elif isinstance(value, Undecodable):
             bad.append((i, f"scores {value.why}"))
         elif value is not None and not isinstance(value, dict):
