@@ -18,7 +18,7 @@ from tests.helpers import eval_run, run_cli
 
 pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
 
-# (column, stored text, whether only SQLite can hold it: PostgreSQL's columns are typed)
+# (column, stored value, whether only SQLite can hold it: PostgreSQL's columns are typed)
 BAD_RUNS = {
     "summary not JSON": ("summary", '{"n": 20,', False),
     "summary a list": ("summary", "[1, 2]", False),
