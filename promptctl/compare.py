@@ -97,8 +97,8 @@ class _Side:
             values = map(dict.get, self.distinct, repeat(key), repeat(math.nan))
             try:
                 known = np.fromiter(values, dtype=np.float64, count=len(self.distinct))
-            except (TypeError, ValueError):  # a null score: numpy reads None as NaN
-                known = np.array([s.get(key) for s in self.distinct], dtype=np.float64)
+            except (TypeError, ValueError):  # a null score, or one another writer left as text
+                known = np.array([_score(s.get(key)) for s in self.distinct], dtype=np.float64)
             out = known[self.code]
             out[~self.ok] = math.nan
             self._columns[key] = out
@@ -121,6 +121,14 @@ class _Side:
         size = len(self.ids)
         return (np.bincount(self.row[keep], weights=values[keep], minlength=size),
                 np.bincount(self.row[keep], minlength=size).astype(np.float64))
+
+
+def _score(value: Any) -> float:
+    """A stored score as a number: NaN (missing) for None and for anything not a number."""
+    try:
+        return float(value) if isinstance(value, bool | int | float) else math.nan
+    except OverflowError:  # an integer beyond any float
+        return math.nan
 
 
 def _side(run: RunRecord, cols: ScoreColumns) -> _Side:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # Exit codes, the one list of them: what CI and scripts read.
 EXIT_OK = 0
-EXIT_GATE = 1  # a `check` gate failed: the only verdict on prompts
+EXIT_GATE = 1  # a verdict: a `check` gate failed, or `store check` found malformed runs
 EXIT_INPUT = 2  # a prompt, eval set, config or command line that cannot be used
 EXIT_PROVIDER = 3  # the model server or the store failed in a way no retry mends
 EXIT_BUG = 4  # a crash: a bug in promptctl, never mistaken for a verdict

@@ -12,64 +12,121 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from promptctl.errors import PromptctlError
 from promptctl.toolcalls import TOOL_CALLS_KEY
 
-_MISSING = object()
+CHECK_FIX = "list malformed runs and rows with `promptctl store check`"
 
 
 class BadRun(PromptctlError):
-    """A stored run whose record does not have the shape of a run."""
+    """A stored run (or one row of it) whose record does not have the shape of one.
+
+    `run_id` names the run, `row` the row when only the row is bad ("eval row r3 sample 0"),
+    `problem` what is wrong, without the run's name.
+    """
+
+    def __init__(self, run_id: str, problem: str, *, row: str | None = None,
+                 fix: str | None = None) -> None:
+        self.run_id, self.row, self.problem = run_id, row, problem
+        where = f"run {run_id}" + (f", {row}" if row else "")
+        super().__init__(f"{where}: {problem}",
+                         fix=fix or f"{CHECK_FIX}; delete or re-import run {run_id}")
 
 
-def _fail(run_id: str, where: str, why: str) -> BadRun:
-    return BadRun(f"run {run_id}: {where} {why}",
-                  fix=f"list malformed runs with `promptctl store check`; delete or re-import "
-                  f"run {run_id}")
+def bad_row(run_id: str, kind: Any, row_id: Any, sample: Any, problem: str) -> BadRun:
+    """The error of one malformed row of run `run_id`."""
+    return BadRun(run_id, problem, row=row_name(kind, row_id, sample))
+
+
+def row_name(kind: Any, row_id: Any, sample: Any) -> str:
+    """A row as messages name it: `eval row r3 sample 0`."""
+    name = row_id[:80] if isinstance(row_id, str) else shown(row_id)
+    return f"{kind if isinstance(kind, str) else '?'} row {name} sample {shown(sample)}"
+
+
+def shown(value: Any) -> str:
+    """A stored value as a message quotes it: short, whatever it is."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a number of {value.bit_length() * 30103 // 100000 + 1:,} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class _Reader:
     """Typed reads of one run record's fields, each failure naming the run and the field."""
 
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+    def __init__(self, run_id: str, row: str | None = None) -> None:
+        self.run_id, self.row = run_id, row
+
+    def fail(self, where: str, why: str) -> BadRun:
+        return BadRun(self.run_id, f"{where} {why}", row=self.row)
 
     def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
+        if type(value) is dict:
+            return value
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            raise _fail(self.run_id, where, f"is a {type(value).__name__}, not a mapping")
+            raise self.fail(where, f"is a {type(value).__name__}, not a mapping")
         return value
 
     def count(self, value: Any, where: str) -> int:
+        if type(value) is int and value >= 0:  # the usual case first: runs are read by the thousand
+            return value
         if value is None:
             return 0
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-                or value < 0:
-            raise _fail(self.run_id, where, f"is {value!r}, not a count")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            raise self.fail(where, f"is {shown(value)}, not a count")
         return int(value)
 
     def number(self, value: Any, where: str) -> float | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _fail(self.run_id, where, f"is {value!r}, not a number")
+        if type(value) is float and math.isfinite(value) or type(value) is int or value is None:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            raise self.fail(where, f"is {shown(value)}, not a finite number")
         return value
 
     def text(self, value: Any, where: str, *, optional: bool = True) -> str | None:
+        if type(value) is str:
+            return value
         if value is None and optional:
             return None
         if not isinstance(value, str):
-            raise _fail(self.run_id, where, f"is {value!r}, not text")
+            raise self.fail(where, f"is {shown(value)}, not text")
+        return value
+
+    def time(self, value: Any, where: str) -> str:
+        text = self.text(value, where, optional=False) or ""
+        try:
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise self.fail(where, f"is {text[:40]!r}, not an ISO time") from None
+        return text
+
+    def flag(self, value: Any, where: str) -> bool | None:
+        if value is None:
+            return None
+        if not isinstance(value, bool | int) or value not in (0, 1):
+            raise self.fail(where, f"is {shown(value)}, not true or false")
+        return bool(value)
+
+    def items(self, value: Any, where: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(where, f"is a {type(value).__name__}, not a list")
         return value
 
     def texts(self, value: Any, where: str) -> tuple[str, ...]:
         if value is None:
             return ()
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise _fail(self.run_id, where, "is not a list of text")
+            raise self.fail(where, "is not a list of text")
         return tuple(value)
 
 
@@ -104,7 +161,7 @@ def _metric(read: _Reader, raw: Any, where: str) -> MetricResult:
     data = read.mapping(raw, where)
     ci = data.get("ci95")
     if ci is not None and (not isinstance(ci, list | tuple) or len(ci) != 2):
-        raise _fail(read.run_id, f"{where}.ci95", "is not a pair of numbers")
+        raise read.fail(f"{where}.ci95", "is not a pair of numbers")
     pair = None if ci is None else (read.number(ci[0], f"{where}.ci95") or 0.0,
                                     read.number(ci[1], f"{where}.ci95") or 0.0)
     return MetricResult(read.number(data.get("value"), f"{where}.value"),
@@ -270,7 +327,8 @@ def _scoring_errors(read: _Reader, raw: Any, where: str) -> ScoringErrors:
     data = read.mapping(raw, where)
     count = read.count(data.get("count"), f"{where}.count")
     # Runs stored before eval rows and few-shot examples were counted apart: one count.
-    return ScoringErrors(count, tuple(r for r in (data.get("rows") or []) if isinstance(r, Mapping)),
+    return ScoringErrors(count, tuple(r for r in read.items(data.get("rows"), f"{where}.rows")
+                                      if isinstance(r, Mapping)),
                          samples=read.count(data.get("samples", count), f"{where}.samples"),
                          fewshot=read.count(data.get("fewshot"), f"{where}.fewshot"))
 
@@ -284,13 +342,8 @@ def _saved(summary: Mapping[str, Any]) -> float | None:
     return None
 
 
-def read_run(record: Mapping[str, Any]) -> RunResult:
-    """A run record validated into a `RunResult`; `BadRun` names the run and the field."""
-    run_id = record.get("id")
-    if not isinstance(run_id, str) or not run_id:
-        raise BadRun("a stored run has no id", fix="list malformed runs with `promptctl store check`")
-    read = _Reader(run_id)
-    summary = read.mapping(record.get("summary"), "summary")
+def _summary(read: _Reader, raw: Any) -> RunSummary:
+    summary = read.mapping(raw, "summary")
     latency = read.mapping(summary.get("latency_ms"), "summary.latency_ms")
     tokens = read.mapping(summary.get("tokens"), "summary.tokens")
     steps = read.mapping(summary.get("steps"), "summary.steps")
@@ -299,7 +352,7 @@ def read_run(record: Mapping[str, Any]) -> RunResult:
     flow = summary.get("control_flow")
     failed = read.mapping(summary.get("scoring_errors"), "summary.scoring_errors")
     batch = summary.get("batch")
-    typed_summary = RunSummary(
+    return RunSummary(
         n=read.count(summary.get("n"), "summary.n"),
         # Runs stored before rows were counted apart: their metrics counted samples as rows.
         rows=read.count(summary.get("rows", summary.get("n")), "summary.rows"),
@@ -340,28 +393,67 @@ def read_run(record: Mapping[str, Any]) -> RunResult:
             read.count(gap_data.get("wrong"), "summary.composability_gap.wrong")),
         control_flow=None if not flow else _metric(read, flow, "summary.control_flow"),
     )
+
+
+# How each column of a run is read, by name. Text the run must have is `required` (a
+# missing value is an error); params, owner, base_url and the rest no RunResult field holds
+# are read by resume, rescore and run selection.
+_COLUMNS: dict[str, Any] = {
+    **{c: lambda read, v, c=c: read.text(v, c, optional=False)
+       for c in ("status", "prompt_name", "model")},
+    **{c: lambda read, v, c=c: read.text(v, c)
+       for c in ("kind", "prompt_path", "prompt_version", "prompt_source", "git_commit",
+                 "git_branch", "endpoint", "base_url", "evalset_path", "evalset_version",
+                 "finished_at", "owner", "coverage", "parent_run")},
+    "created_at": lambda read, v: read.time(v, "created_at"),
+    "git_dirty": lambda read, v: read.flag(v, "git_dirty"),
+    "n_planned": lambda read, v: None if v is None else read.count(v, "n_planned"),
+    "errors": lambda read, v: read.count(v, "errors"),
+    "params": lambda read, v: read.mapping(v, "params"),
+    "options": lambda read, v: read.mapping(v, "options"),
+    "metrics": lambda read, v: _metrics(read, v, "metrics"),
+    "fewshot_metrics": lambda read, v: _metrics(read, v, "fewshot_metrics"),
+    "summary": _summary,
+}
+
+
+def _reader(record: Mapping[str, Any]) -> _Reader:
+    run_id = record.get("id")
+    if not isinstance(run_id, str) or not run_id:
+        raise BadRun(shown(run_id), "the run's id is not text")
+    return _Reader(run_id)
+
+
+def read_run(record: Mapping[str, Any]) -> RunResult:
+    """A run record validated into a `RunResult`; `BadRun` names the run and the field.
+
+    Every run read from a store passes the same reading (the store's reads call
+    `check_run`), so a record of the wrong shape stops there, not in a renderer, a diff or
+    a gate.
+    """
+    read = _reader(record)
+    v = {name: how(read, record.get(name)) for name, how in _COLUMNS.items()}
     return RunResult(
-        id=run_id, kind=read.text(record.get("kind"), "kind") or "prompt",
-        status=read.text(record.get("status"), "status", optional=False) or "",
-        created_at=read.text(record.get("created_at"), "created_at") or "",
-        prompt_name=read.text(record.get("prompt_name"), "prompt_name", optional=False) or "",
-        prompt_path=read.text(record.get("prompt_path"), "prompt_path") or "",
-        prompt_version=read.text(record.get("prompt_version"), "prompt_version") or "",
-        git_commit=read.text(record.get("git_commit"), "git_commit"),
-        git_dirty=None if record.get("git_dirty") is None else bool(record.get("git_dirty")),
-        git_branch=read.text(record.get("git_branch"), "git_branch"),
-        model=read.text(record.get("model"), "model", optional=False) or "",
-        endpoint=read.text(record.get("endpoint"), "endpoint"),
-        base_url=read.text(record.get("base_url"), "base_url"),
-        evalset_path=read.text(record.get("evalset_path"), "evalset_path"),
-        evalset_version=read.text(record.get("evalset_version"), "evalset_version"),
-        parent_run=read.text(record.get("parent_run"), "parent_run"),
-        n_planned=None if record.get("n_planned") is None
-        else read.count(record.get("n_planned"), "n_planned"),
-        options=read.mapping(record.get("options"), "options"),
-        metrics=_metrics(read, record.get("metrics"), "metrics"),
-        fewshot_metrics=_metrics(read, record.get("fewshot_metrics"), "fewshot_metrics"),
-        summary=typed_summary, coverage=read.text(record.get("coverage"), "coverage"))
+        id=read.run_id, kind=v["kind"] or "prompt", status=v["status"],
+        created_at=v["created_at"], prompt_name=v["prompt_name"],
+        prompt_path=v["prompt_path"] or "", prompt_version=v["prompt_version"] or "",
+        git_commit=v["git_commit"], git_dirty=v["git_dirty"], git_branch=v["git_branch"],
+        model=v["model"], endpoint=v["endpoint"], base_url=v["base_url"],
+        evalset_path=v["evalset_path"],
+        evalset_version=v["evalset_version"], parent_run=v["parent_run"],
+        n_planned=v["n_planned"], options=v["options"], metrics=v["metrics"],
+        fewshot_metrics=v["fewshot_metrics"], summary=v["summary"], coverage=v["coverage"])
+
+
+def check_run(record: Mapping[str, Any]) -> None:
+    """Validate a run record, whole or only the columns a listing read (`BadRun` names the
+    run and the field), as `read_run` reads them."""
+    read = _reader(record)
+    try:
+        for name in record.keys() & _COLUMNS.keys():
+            _COLUMNS[name](read, record[name])
+    except RecursionError:
+        raise read.fail("its data", "is nested too deeply") from None
 
 
 def covers_evalset(record: Mapping[str, Any]) -> bool:
@@ -462,17 +554,30 @@ def _step(read: _Reader, raw: Any, where: str) -> StepResult:
 
 
 def read_row(record: Mapping[str, Any]) -> RowResult:
-    """A stored row validated into a `RowResult`; `BadRun` names the run, row and field."""
-    read = _Reader(str(record.get("run_id") or "?"))
-    row_id = str(record.get("row_id"))
-    where = f"row {row_id}:"
-    steps = read.mapping(record.get("steps"), f"{where} steps")
-    return RowResult(
-        **_answered(read, record, f"{where} "),
-        row_id=row_id, kind=str(record.get("kind") or "eval"),
-        sample=read.count(record.get("sample"), f"{where} sample"),
-        scores=read.mapping(record.get("scores"), f"{where} scores"),
-        steps={str(k): _step(read, v, f"{where} steps.{k}") for k, v in steps.items()})
+    """A stored row validated into a `RowResult`; `BadRun` names the run, the row and the
+    field. Every row read from a store passes here (the store's reads call it)."""
+    kind, row_id, sample = record.get("kind"), record.get("row_id"), record.get("sample")
+    read = _Reader(str(record.get("run_id") or "?"), row_name(kind or "eval", row_id, sample or 0))
+    if not isinstance(row_id, str):
+        raise read.fail("row_id", f"is {shown(row_id)}, not text")
+    if kind is not None and kind not in ("eval", "fewshot"):
+        raise read.fail("kind", f"is {shown(kind)}, not eval or fewshot")
+    for name in ("position", "attempts"):
+        read.count(record.get(name), name)
+    for name in ("response_model", "system_fingerprint", "error", "created_at"):
+        read.text(record.get(name), name)
+    if not isinstance(record.get("messages", []), list):
+        raise read.fail("messages", "is not a list")
+    steps = read.mapping(record.get("steps"), "steps")
+    try:
+        return RowResult(
+            **_answered(read, record, ""),
+            row_id=row_id, kind=str(kind or "eval"),
+            sample=read.count(sample, "sample"),
+            scores=read.mapping(record.get("scores"), "scores"),
+            steps={str(k): _step(read, v, f"steps.{k}") for k, v in steps.items()})
+    except RecursionError:
+        raise read.fail("steps", "are nested too deeply") from None
 
 
 # --- which run stands for a prompt version (see `selection`) ---------------------------------

@@ -14,6 +14,7 @@ from promptctl.errors import PromptctlError
 
 if TYPE_CHECKING:
     from promptctl.config import Config
+    from promptctl.runs import BadRun
     from promptctl.store import Store
 
 P = ParamSpec("P")
@@ -66,7 +67,28 @@ def open_project_store(config: Config, *, create: bool = True) -> Store:
     is not made: an empty one stands in for it."""
     from promptctl.store import open_store
 
-    return open_store(config.store_url(root_options["store"]), create=create)
+    store = open_store(config.store_url(root_options["store"]), create=create)
+    store.on_malformed = _malformed_warning()
+    return store
+
+
+def _malformed_warning() -> Callable[[BadRun], None]:
+    """Warn on stderr, once per run or row, of each malformed one a read leaves out."""
+    seen: set[tuple[str, str | None]] = set()
+
+    def warn(problem: BadRun) -> None:
+        if (problem.run_id, problem.row) in seen:
+            return
+        seen.add((problem.run_id, problem.row))
+        from promptctl.render.terminal import console
+        from promptctl.runs import CHECK_FIX
+
+        what = f"run {problem.run_id}" + (f", {problem.row}," if problem.row else "")
+        console(stderr=True).print(
+            f"[yellow]warning:[/] {_escape(what)} is malformed and was left out: "
+            f"{_escape(problem.problem)} ({_escape(CHECK_FIX)})", soft_wrap=True)
+
+    return warn
 
 
 def is_terminal(stream: Any = None) -> bool:

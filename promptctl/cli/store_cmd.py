@@ -1,4 +1,4 @@
-"""`promptctl store export` and `promptctl store import`."""
+"""`promptctl store export`, `promptctl store import` and `promptctl store check`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from promptctl.cli.common import handle_errors, open_project_store, project
 
-app = typer.Typer(help="Move runs between stores (SQLite, PostgreSQL) as JSONL.",
+app = typer.Typer(help="Move runs between stores (SQLite, PostgreSQL) as JSONL, and check them.",
                   no_args_is_help=True, rich_markup_mode=None)
 
 
@@ -77,3 +77,35 @@ def import_(
                          f"of the same id and were left as stored: {listed}{more}",
                          fix="compare with `promptctl show RUN --json`; a store keeps the first "
                          "copy of a run (import into another store to keep both)")
+
+
+@app.command("check")
+@handle_errors
+def check(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """List every malformed run and row in the store, and why: what other commands leave out
+    with a warning. Exit 0 when there is none, 1 when there is."""
+    from promptctl.errors import EXIT_GATE
+    from promptctl.render.jsonout import dumps
+    from promptctl.render.terminal import cell, console
+    from promptctl.store.check import check_store
+
+    result = check_store(open_project_store(project(), create=False))
+    if json_out:
+        typer.echo(dumps(result.to_json()))
+    else:
+        con = console()
+        for problem in result.malformed:
+            where = f"run {problem.run_id}" + (f", {problem.row}" if problem.row else "")
+            con.print(f"{cell(where, 300)}: {cell(problem.problem, 1000)}", soft_wrap=True)
+        counted = f"{result.runs} run(s) and {result.rows} row(s) in {cell(result.store, 300)}"
+        if result.malformed:
+            con.print(f"{len(result.malformed)} malformed of {counted}: each is left out of runs, "
+                      "show, diff, history, report and check\n  fix: import the run again from an "
+                      "export of the store that made it (into a store without it), or delete it "
+                      "with the database's own client", soft_wrap=True)
+        else:
+            con.print(f"checked {counted}: every one reads as promptctl writes it", soft_wrap=True)
+    if result.malformed:
+        raise typer.Exit(EXIT_GATE)

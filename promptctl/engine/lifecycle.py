@@ -40,18 +40,16 @@ from promptctl.gitinfo import GitState, find_repo, git_state
 from promptctl.project import relative
 from promptctl.providers import Provider, ResolvedModel, open_provider, preflight, resolve_model
 from promptctl.ratelimit import RateLimiter
-from promptctl.store import RunRecord, Store, utcnow
+from promptctl.store import RUN_ID_ALPHABET, RunRecord, Store, utcnow
 from promptctl.target import Target, evalset_of, metric_identities, target_from_run
 from promptctl.work import WorkItem
-
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
 def new_run_id() -> str:
     """Short, sortable, unique: 10 base32 digits of milliseconds, then 4 random ones."""
     ms = time.time_ns() // 1_000_000
-    head = "".join(_CROCKFORD[(ms >> (5 * i)) & 31] for i in reversed(range(10)))
-    tail = "".join(secrets.choice(_CROCKFORD) for _ in range(4))
+    head = "".join(RUN_ID_ALPHABET[(ms >> (5 * i)) & 31] for i in reversed(range(10)))
+    tail = "".join(secrets.choice(RUN_ID_ALPHABET) for _ in range(4))
     return head + tail
 
 

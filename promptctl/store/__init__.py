@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from promptctl import install_command
 from promptctl.errors import InputError
 from promptctl.store.base import (
+    RUN_ID_ALPHABET,
     CacheStats,
     KindTotals,
     RowRecord,
@@ -19,6 +20,7 @@ from promptctl.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    is_run_id,
     utcnow,
 )
 from promptctl.store.empty import EmptyStore
@@ -28,9 +30,9 @@ from promptctl.store.urls import public_url
 if TYPE_CHECKING:
     from promptctl.store.postgres import PostgresStore
 
-__all__ = ["CacheStats", "KindTotals", "PostgresStore", "RowRecord", "RunRecord", "SQLiteStore",
-           "ScoreColumns", "Store", "StoreError", "StoreUnavailable", "open_store", "public_url",
-           "utcnow"]
+__all__ = ["RUN_ID_ALPHABET", "CacheStats", "KindTotals", "PostgresStore", "RowRecord", "RunRecord",
+           "SQLiteStore", "ScoreColumns", "Store", "StoreError", "StoreUnavailable", "is_run_id",
+           "open_store", "public_url", "utcnow"]
 
 _SCHEMES = ("postgresql://", "postgres://")
 

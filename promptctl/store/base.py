@@ -10,12 +10,15 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
-from promptctl.errors import EXIT_INPUT, EXIT_PROVIDER, PromptctlError
+from promptctl.errors import EXIT_INPUT, EXIT_PROVIDER, InputError, PromptctlError
+from promptctl.runs import CHECK_FIX, BadRun, bad_row, check_run, read_row, shown
 
 # --- records ------------------------------------------------------------------------------
 
@@ -175,13 +178,157 @@ def zero_totals() -> dict[str, KindTotals]:
     return {kind: kind_totals((0,) * len(TOTAL_KEYS)) for kind in ("eval", "fewshot")}
 
 
+class Undecodable:
+    """Stands for a stored JSON text that cannot be decoded, and says why."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _not_a_number(name: str) -> Any:
+    raise _NotFinite(f"holds {name}, not a finite number")
+
+
+def load_json(text: Any) -> Any:
+    """A stored JSON column's value; ValueError says why the text is not one."""
+    if not isinstance(text, str):
+        raise ValueError(f"is {shown(text)}, not JSON text")
+    try:
+        return json.loads(text, parse_constant=_not_a_number)
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None
+    except _NotFinite:
+        raise
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON ({exc.msg} at character {exc.pos})") from None
+    except ValueError:  # int() of a number beyond Python's digit limit (4,300 digits)
+        raise ValueError("holds a number too large to read") from None
+
+
 def decode_shared(texts: Sequence[str]) -> list[Any]:
     """The JSON values of `texts`, each distinct text decoded once (scores repeat a lot:
-    rows with the same scores share one dict)."""
+    rows with the same scores share one dict). A text that is not JSON comes back as an
+    `Undecodable`."""
     codes: dict[str, int] = {}
     index = [codes.setdefault(t, len(codes)) for t in texts]
-    decoded = json.loads("[" + ",".join(codes) + "]")
+    try:
+        decoded = load_json("[" + ",".join(codes) + "]")
+    except ValueError:
+        # One bad text spoils the joined array: decode each on its own to find it.
+        decoded = []
+        for text in codes:
+            try:
+                decoded.append(load_json(text))
+            except ValueError as exc:
+                decoded.append(Undecodable(str(exc)))
     return [decoded[i] for i in index]
+
+
+def cached_response(text: Any) -> dict[str, Any] | None:
+    """A cache entry's response; None (a miss: asked again, then replaced) when another
+    writer left one that is not a JSON object."""
+    try:
+        value = load_json(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def decode_run(run: dict[str, Any]) -> RunRecord:
+    """A run as read from a back-end (JSON columns as text) decoded and validated: the
+    record, or `BadRun` naming the run and what is wrong with it."""
+    for k in RUN_JSON:
+        if run.get(k) is not None:
+            try:
+                run[k] = load_json(run[k])
+            except ValueError as exc:
+                raise BadRun(str(run.get("id")), f"{k} {exc}") from None
+    check_run(run)
+    return run  # type: ignore[return-value]  # the columns of RunRecord, checked
+
+
+def decode_row(row: dict[str, Any]) -> RowRecord:
+    """A row as read from a back-end (JSON columns as text) decoded and validated: the
+    record, or `BadRun` naming the run, the row and what is wrong with it."""
+    for k in ROW_JSON:
+        if row.get(k) is not None:
+            try:
+                row[k] = load_json(row[k])
+            except ValueError as exc:
+                raise bad_row(str(row.get("run_id")), row.get("kind"), row.get("row_id"),
+                              row.get("sample"), f"{k} {exc}") from None
+    read_row(row)
+    return row  # type: ignore[return-value]  # the columns of RowRecord, checked
+
+
+def checked_columns(run_id: str, kind: str, ids: list[Any], samples: list[Any], ok: list[Any],
+                    scores: list[Any]) -> tuple[ScoreColumns, list[BadRun]]:
+    """Score columns as a back-end aggregated them, without the rows that are malformed
+    (row id not text, sample not a count, scores not a JSON object), and those rows' errors."""
+    bad: list[tuple[int, str]] = []
+    for i, (row_id, sample, value) in enumerate(zip(ids, samples, scores, strict=True)):
+        if type(row_id) is not str:
+            bad.append((i, f"row_id is {shown(row_id)}, not text"))
+        elif type(sample) is not int or sample < 0:
+            bad.append((i, f"sample is {shown(sample)}, not a count"))
+        elif isinstance(value, Undecodable):
+            bad.append((i, f"scores {value.why}"))
+        elif value is not None and not isinstance(value, dict):
+            bad.append((i, f"scores is a {type(value).__name__}, not a mapping"))
+    cols = ScoreColumns(row_id=ids, sample=samples, ok=[bool(v) for v in ok], scores=scores)
+    if not bad:
+        return cols, []
+    drop = {i for i, _ in bad}
+    keep = [i for i in range(len(ids)) if i not in drop]
+    cols = ScoreColumns(row_id=[ids[i] for i in keep], sample=[samples[i] for i in keep],
+                        ok=[cols["ok"][i] for i in keep], scores=[scores[i] for i in keep])
+    return cols, [bad_row(run_id, kind, ids[i], samples[i], why) for i, why in bad]
+
+
+# Run ids as promptctl makes them (engine.lifecycle.new_run_id): 10 base32 digits of the
+# time in milliseconds, then 4 random ones, in Crockford's alphabet.
+RUN_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+RUN_ID_LENGTH = 14
+_RUN_ID = re.compile(f"[{RUN_ID_ALPHABET}]{{{RUN_ID_LENGTH}}}")
+
+
+def is_run_id(text: str) -> bool:
+    """Whether `text` is a whole run id of the form promptctl makes."""
+    return _RUN_ID.fullmatch(text) is not None
+
+
+def pick_run(ref: str, ids: Sequence[str], location: str) -> int:
+    """Which of `ids` (the stored ids that start with `ref`, in order, at most a few) `ref`
+    names: the one id it starts, or the id it is when that is a whole run id. Any other
+    choice is ambiguous: a run whose id is a prefix of other ids (another writer's, an old
+    import's) never wins over them, so it cannot capture a prefix a user types."""
+    if not ref.strip():
+        # An empty prefix matches every run: with a single run stored it would pick that one.
+        raise InputError("empty run id", fix="give a run id or a unique prefix of one "
+                         "(see `promptctl runs`)")
+    if not ids:
+        raise InputError(f"no run {ref!r} in the store", file=location,
+                         fix="list stored runs with `promptctl runs`")
+    if len(ids) == 1:
+        return 0
+    if ids[0] == ref and is_run_id(ref):
+        return 0
+    listed = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    what = (f"run id {ref!r} is ambiguous: it is a whole run id and the start of others"
+            if ids[0] == ref else f"run id prefix {ref!r} is ambiguous")
+    raise InputError(f"{what} ({listed})", fix="give more characters of the run id (`promptctl "
+                     f"runs` lists them); {CHECK_FIX} to find runs whose ids are prefixes of "
+                     "others")
+
+
+#: Rows a run lookup reads: enough to list the candidates of an ambiguous prefix.
+PICK_LIMIT = 6
 
 
 def check_run_fields(fields: Iterable[str]) -> None:
@@ -204,6 +351,14 @@ class StoreUnavailable(StoreError):
     """The store failed for a reason that passes: a full disk, a server that is down (exit 3)."""
 
     exit_code = EXIT_PROVIDER
+
+
+class MalformedWarning(UserWarning):
+    """A read left out a stored run or row that does not have the shape of one."""
+
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -246,6 +401,9 @@ class Store(ABC):
 
     #: Where the store is, safe to show (a path, or a URL without its password).
     location: str = ""
+    #: Called with each malformed run or row a read skips (the CLI prints a warning); by
+    #: default a Python warning.
+    on_malformed: Callable[[BadRun], None] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # One boundary for the engine's errors, whatever method (or iterator) meets them.
@@ -257,6 +415,22 @@ class Store(ABC):
     def _storage_error(self, exc: Exception) -> StoreError | None:
         """The `StoreError` for an engine failure, or None when `exc` is a bug."""
         return None
+
+    def _skip(self, problem: BadRun) -> None:
+        """Report a malformed run or row that a read leaves out."""
+        if self.on_malformed is not None:
+            self.on_malformed(problem)
+        else:
+            warnings.warn(f"{problem.message}: skipped ({problem.fix})", MalformedWarning,
+                          stacklevel=2)
+
+    def _kept(self, decode: Callable[[T], R], raws: Iterable[T]) -> Iterator[R]:
+        """`decode` of each of `raws`, leaving out (and reporting) the malformed ones."""
+        for raw in raws:
+            try:
+                yield decode(raw)
+            except BadRun as problem:
+                self._skip(problem)
 
     @abstractmethod
     def migrate(self) -> list[str]:
@@ -286,12 +460,14 @@ class Store(ABC):
         one transaction."""
 
     @abstractmethod
-    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> None:
-        """Insert a finished run with all its rows in one transaction (an import)."""
+    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> bool:
+        """Insert a finished run with all its rows in one transaction (an import); False,
+        and nothing written, when a run of that id is stored already (or another process
+        stores one meanwhile: the second insert waits for the first, then finds it)."""
 
     @abstractmethod
     def get_run(self, ref: str) -> RunRecord:
-        """A run by id or unique id prefix."""
+        """A run by id or unique id prefix (`pick_run`); `BadRun` when it is malformed."""
 
     @abstractmethod
     def has_run(self, run_id: str) -> bool:
@@ -300,11 +476,14 @@ class Store(ABC):
     @abstractmethod
     def list_runs(self, prompt: str | None = None, limit: int | None = None,
                   columns: Sequence[str] | None = None) -> list[RunRecord]:
-        """Runs, newest first; `columns` limits what is read (and decoded) to those named."""
+        """Runs, newest first, each with only `columns` (and the id) when given. Each run is
+        read whole and validated: a malformed one is left out of every listing alike, and
+        reported (`on_malformed`); `limit` counts the runs read."""
 
     @abstractmethod
     def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
-        """A run's rows: few-shot examples first, then by position and sample."""
+        """A run's rows: few-shot examples first, then by position and sample. Malformed
+        rows are left out and reported (`on_malformed`)."""
 
     def iter_rows_paged(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
         """`iter_rows` for rows whose texts may be long (a report): the order is read first,
@@ -343,7 +522,7 @@ class Store(ABC):
     def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
                    columns: Sequence[str] | None = None) -> list[RowRecord]:
         """The rows (every sample) of some row ids, decoded as `iter_rows` does; only
-        `columns` (and row_id, sample, expected) when given."""
+        `columns` (and the row's key and expected) when given."""
 
     @abstractmethod
     def cache_get(self, key: str) -> dict[str, Any] | None:
@@ -367,18 +546,20 @@ class Store(ABC):
 
 
 def row_columns(columns: Sequence[str] | None) -> list[str]:
-    """The columns `rows_by_id` reads: all, or those named plus the row's key and expected."""
+    """The columns `rows_by_id` reads: all, or those named plus the row's key (a warning about a
+    malformed row names it) and expected."""
     if columns is None:
         return list(ROW_COLUMNS)
     unknown = set(columns) - set(ROW_COLUMNS)
     if unknown:
         raise ValueError(f"unknown row columns: {sorted(unknown)}")
-    return list(dict.fromkeys(["row_id", "sample", "expected", *columns]))
+    return list(dict.fromkeys(["run_id", "kind", "row_id", "sample", "expected", *columns]))
 
 
-def run_columns(columns: Sequence[str] | None) -> list[str]:
-    """The columns `list_runs` reads."""
+def only_columns(runs: Iterable[RunRecord], columns: Sequence[str] | None) -> list[RunRecord]:
+    """`runs` with only `columns` (and the id) each, or whole."""
     if columns is None:
-        return list(RUN_COLUMNS)
+        return list(runs)
     check_run_fields(columns)
-    return list(columns)
+    keep = list(dict.fromkeys(["id", *columns]))
+    return [{k: run.get(k) for k in keep} for run in runs]  # type: ignore[misc]  # some columns

@@ -52,7 +52,7 @@ class EmptyStore(Store):
                    cache: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
         self._refuse()
 
-    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> None:
+    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> bool:
         self._refuse()
 
     def get_run(self, ref: str) -> RunRecord:

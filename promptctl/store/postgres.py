@@ -8,8 +8,8 @@ cache is upserted in key order so concurrent writers cannot deadlock on it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -17,9 +17,10 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from promptctl import redact
-from promptctl.errors import InputError
+from promptctl.runs import BadRun
 from promptctl.store.base import (
     ANSWERED_COLUMNS,
+    PICK_LIMIT,
     ROW_COLUMNS,
     ROW_DEFAULTS,
     ROW_JSON,
@@ -34,12 +35,17 @@ from promptctl.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    cached_response,
     check_run_fields,
+    checked_columns,
+    decode_row,
+    decode_run,
     decode_shared,
     dumps,
     kind_totals,
+    only_columns,
+    pick_run,
     row_columns,
-    run_columns,
     utcnow,
     zero_totals,
 )
@@ -132,12 +138,16 @@ class PostgresStore(Store):
     def create_run(self, run: RunRecord) -> None:
         self._insert_run(run)
 
-    def _insert_run(self, run: RunRecord) -> None:
+    def _insert_run(self, run: RunRecord, *, unless_stored: bool = False) -> bool:
         record = _run_values(dict(run))
         cols = ", ".join(record)
         marks = ", ".join("%s" for _ in record)
-        self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})".encode(),
-                          tuple(record.values()))
+        # An insert racing another of the same id waits for that transaction, then does
+        # nothing if it committed.
+        keep = " ON CONFLICT (id) DO NOTHING" if unless_stored else ""
+        cur = self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}){keep}".encode(),
+                                tuple(record.values()))
+        return cur.rowcount == 1
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         record = _run_values(fields)
@@ -162,26 +172,14 @@ class PostgresStore(Store):
         return self.conn.execute("SELECT 1 FROM runs WHERE id = %s", (run_id,)).fetchone() is not None
 
     def get_run(self, ref: str) -> RunRecord:
-        """A run by id or unique id prefix."""
-        if not ref.strip():
-            raise InputError("empty run id", fix="give a run id or a unique prefix of one "
-                             "(see `promptctl runs`)")
         cur = self.conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id >= %s "
-                                "AND id < %s ORDER BY id LIMIT 2", (ref, ref + "\uffff"))
+                                "AND id < %s ORDER BY id LIMIT %s", (ref, ref + "\uffff", PICK_LIMIT))
         found = cur.fetchall()
-        if not found:
-            raise InputError(f"no run {ref!r} in the store", file=self.location,
-                             fix="list stored runs with `promptctl runs`")
-        if len(found) > 1 and found[0][0] != ref:
-            raise InputError(f"run id prefix {ref!r} is ambiguous ({found[0][0]}, "
-                             f"{found[1][0]}, ...)", fix="give more characters of the run id")
-        return _run_from_row(RUN_COLUMNS, found[0])
+        return _run_from_row(RUN_COLUMNS, found[pick_run(ref, [r[0] for r in found], self.location)])
 
     def list_runs(self, prompt: str | None = None, limit: int | None = None,
                   columns: Sequence[str] | None = None) -> list[RunRecord]:
-        """Runs, newest first; `columns` limits what is read (and decoded) to those named."""
-        cols = run_columns(columns)
-        sql = f"SELECT {', '.join(cols)} FROM runs"
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
         args: list[Any] = []
         if prompt is not None:
             sql += " WHERE prompt_name = %s"
@@ -190,7 +188,8 @@ class PostgresStore(Store):
         if limit is not None:
             sql += " LIMIT %s"
             args.append(limit)
-        return [_run_from_row(cols, r) for r in self.conn.execute(sql.encode(), args)]
+        runs = self._kept(partial(_run_from_row, RUN_COLUMNS), self.conn.execute(sql.encode(), args))
+        return only_columns(runs, columns)
 
     # -- rows ------------------------------------------------------------------------------
 
@@ -216,12 +215,14 @@ class PostgresStore(Store):
             if cache:
                 self._cache_insert(cur, cache)
 
-    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> None:
+    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> bool:
         with self.conn.transaction(), self.conn.cursor() as cur:
-            self._insert_run(run)
+            if not self._insert_run(run, unless_stored=True):
+                return False
             with cur.copy(f"COPY rows ({_ROW_SELECT}) FROM STDIN".encode()) as copy:
                 for row in rows:
                     copy.write_row(_row_values(row))
+        return True
 
     def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
         return self._paged_rows(run_id, kind, _PAGE)
@@ -254,11 +255,8 @@ class PostgresStore(Store):
             f"SELECT {_ROW_SELECT} FROM rows WHERE run_id = %s AND (kind, row_id, sample) IN "
             "(SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]))",
             (run_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
-        out = {}
-        for r in cur:
-            row = _row(ROW_COLUMNS, r)
-            out[(row["kind"], row["row_id"], row["sample"])] = row
-        return out
+        return {(row["kind"], row["row_id"], row["sample"]): row
+                for row in self._kept(partial(_row, ROW_COLUMNS), cur)}
 
     def run_totals(self, run_id: str) -> dict[str, KindTotals]:
         out = zero_totals()
@@ -281,7 +279,8 @@ class PostgresStore(Store):
             "FROM rows WHERE run_id = %s AND kind = %s AND error IS NULL", (run_id, kind)).fetchone()
         if found is None or found[0] is None:
             return iter(())
-        return (s or {} for s in decode_shared(found[0].split("\x1e")))
+        # A malformed row scores nothing (`store check` names it).
+        return (s if isinstance(s, dict) else {} for s in decode_shared(found[0].split("\x1e")))
 
     def answered_column(self, run_id: str, column: AnsweredColumn) -> list[Any]:
         if column not in ANSWERED_COLUMNS:
@@ -295,7 +294,10 @@ class PostgresStore(Store):
             "SELECT kind, row_id, sample FROM rows WHERE run_id = %s AND error IS NULL", (run_id,))}
 
     def score_columns(self, run_id: str, kind: str = "eval") -> ScoreColumns:
-        return _score_columns(self.conn, run_id, kind)
+        cols, bad = _score_columns(self.conn, run_id, kind)
+        for problem in bad:
+            self._skip(problem)
+        return cols
 
     def score_columns_of(self, run_ids: Sequence[str], kind: str = "eval") -> list[ScoreColumns]:
         """`score_columns` of several runs, each but the first on a connection of its own in a
@@ -304,14 +306,19 @@ class PostgresStore(Store):
             return [self.score_columns(r, kind) for r in run_ids]
         from concurrent.futures import ThreadPoolExecutor
 
-        def read(run_id: str) -> ScoreColumns:
+        def read(run_id: str) -> tuple[ScoreColumns, list[BadRun]]:
             with psycopg.connect(self.url, **self._connect_kwargs) as conn:
                 return _score_columns(conn, run_id, kind)
 
         with ThreadPoolExecutor(max_workers=len(run_ids) - 1) as pool:
             others = [pool.submit(read, r) for r in run_ids[1:]]
-            first = self.score_columns(run_ids[0], kind)
-            return [first, *(f.result() for f in others)]
+            out = [self.score_columns(run_ids[0], kind)]
+            for future in others:
+                cols, bad = future.result()
+                for problem in bad:
+                    self._skip(problem)
+                out.append(cols)
+            return out
 
     def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
                    columns: Sequence[str] | None = None) -> list[RowRecord]:
@@ -320,13 +327,13 @@ class PostgresStore(Store):
             f"SELECT {', '.join(cols)} FROM rows WHERE run_id = %s AND kind = %s "
             "AND row_id = ANY(%s::text[]) ORDER BY position, sample".encode(),
             (run_id, kind, list(dict.fromkeys(row_ids))))
-        return [_row(cols, r) for r in cur]
+        return list(self._kept(partial(_row, cols), cur))
 
     # -- cache -----------------------------------------------------------------------------
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         r = self.conn.execute("SELECT response FROM cache WHERE key = %s", (key,)).fetchone()
-        return None if r is None else dict(json.loads(r[0]))
+        return None if r is None else cached_response(r[0])
 
     def cache_put(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         items = list(items)
@@ -363,18 +370,25 @@ class PostgresStore(Store):
         self.conn.close()
 
 
-def _score_columns(conn: psycopg.Connection[Any], run_id: str, kind: str) -> ScoreColumns:
+def _score_columns(conn: psycopg.Connection[Any], run_id: str,
+                   kind: str) -> tuple[ScoreColumns, list[BadRun]]:
     # Four aggregates over one sorted scan: four values cross the wire, not 100,000 rows.
     # chr(30) cannot occur in stored JSON (json.dumps escapes control characters).
-    found = conn.execute(
-        "SELECT array_agg(row_id), array_agg(sample), array_agg(error IS NULL), "
-        "string_agg(COALESCE(scores, 'null'), chr(30)) FROM "
-        "(SELECT row_id, sample, error, scores FROM rows WHERE run_id = %s AND kind = %s "
-        "ORDER BY row_id, sample) AS ordered", (run_id, kind), binary=True).fetchone()
+    sql = ("SELECT array_agg(row_id), array_agg(sample), array_agg(error IS NULL), "
+           "{scores} FROM (SELECT row_id, sample, error, scores FROM rows "
+           "WHERE run_id = %s AND kind = %s ORDER BY row_id, sample) AS ordered")
+    found = conn.execute(sql.format(scores="string_agg(COALESCE(scores, 'null'), chr(30))").encode(),
+                         (run_id, kind), binary=True).fetchone()
     if found is None or found[0] is None:
-        return ScoreColumns(row_id=[], sample=[], ok=[], scores=[])
-    return ScoreColumns(row_id=found[0], sample=found[1], ok=found[2],
-                        scores=decode_shared(found[3].split("\x1e")))
+        return ScoreColumns(row_id=[], sample=[], ok=[], scores=[]), []
+    texts = found[3].split("\x1e")
+    if len(texts) != len(found[0]):
+        # Another writer stored a text holding chr(30): one array element per row instead.
+        found = conn.execute(sql.format(scores="array_agg(scores)").encode(), (run_id, kind),
+                             binary=True).fetchone()
+        assert found is not None
+        texts = [t if t is not None else "null" for t in found[3]]
+    return checked_columns(run_id, kind, found[0], found[1], found[2], decode_shared(texts))
 
 
 # -- records -------------------------------------------------------------------------------
@@ -391,11 +405,7 @@ def _run_values(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_from_row(columns: Sequence[str], values: Sequence[Any]) -> RunRecord:
-    run = dict(zip(columns, values, strict=True))
-    for k in RUN_JSON:
-        if run.get(k) is not None:
-            run[k] = json.loads(run[k])
-    return run  # type: ignore[return-value]  # the columns of RunRecord
+    return decode_run(dict(zip(columns, values, strict=True)))
 
 
 def _row_values(row: RowRecord) -> tuple[Any, ...]:
@@ -410,12 +420,9 @@ def _row_values(row: RowRecord) -> tuple[Any, ...]:
 
 def _row(columns: Sequence[str], values: Sequence[Any]) -> RowRecord:
     row = dict(zip(columns, values, strict=True))
-    for k in ROW_JSON:
-        if row.get(k) is not None:
-            row[k] = json.loads(row[k])
     if "expected" in row:
         row["has_expected"] = values[columns.index("expected")] is not None
-    return row  # type: ignore[return-value]  # the columns of RowRecord
+    return decode_row(row)
 
 
 # -- errors --------------------------------------------------------------------------------

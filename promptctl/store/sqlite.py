@@ -11,9 +11,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from promptctl.errors import InputError
+from promptctl.runs import BadRun
 from promptctl.store.base import (
     ANSWERED_COLUMNS,
+    PICK_LIMIT,
     ROW_BOOL,
     ROW_COLUMNS,
     ROW_DEFAULTS,
@@ -29,12 +30,19 @@ from promptctl.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    Undecodable,
+    cached_response,
     check_run_fields,
+    checked_columns,
+    decode_row,
+    decode_run,
     decode_shared,
     dumps,
     kind_totals,
+    load_json,
+    only_columns,
+    pick_run,
     row_columns,
-    run_columns,
     utcnow,
     zero_totals,
 )
@@ -112,11 +120,14 @@ class SQLiteStore(Store):
     def create_run(self, run: RunRecord) -> None:
         self._insert_run(run)
 
-    def _insert_run(self, run: RunRecord) -> None:
+    def _insert_run(self, run: RunRecord, *, unless_stored: bool = False) -> bool:
         record = _run_values(dict(run))
         cols = ", ".join(record)
         marks = ", ".join("?" for _ in record)
-        self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(record.values()))
+        keep = " ON CONFLICT (id) DO NOTHING" if unless_stored else ""
+        cur = self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}){keep}",
+                                tuple(record.values()))
+        return cur.rowcount == 1
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         record = _run_values(fields)
@@ -138,26 +149,14 @@ class SQLiteStore(Store):
         return self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
 
     def get_run(self, ref: str) -> RunRecord:
-        """A run by id or unique id prefix."""
-        if not ref.strip():
-            # An empty prefix matches every run: with a single run stored it would pick that one.
-            raise InputError("empty run id", fix="give a run id or a unique prefix of one "
-                             "(see `promptctl runs`)")
-        found = self.conn.execute(
-            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
-            (ref, ref + "\uffff")).fetchall()
-        if not found:
-            raise InputError(f"no run {ref!r} in the store", file=self.location,
-                             fix="list stored runs with `promptctl runs`")
-        if len(found) > 1 and found[0]["id"] != ref:
-            raise InputError(f"run id prefix {ref!r} is ambiguous ({found[0]['id']}, "
-                             f"{found[1]['id']}, ...)", fix="give more characters of the run id")
-        return _run_from_row(found[0])
+        found = list(self._select(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id >= ? AND id < ? ORDER BY id "
+            "LIMIT ?", (ref, ref + "\uffff", PICK_LIMIT)))
+        return _run_from_row(found[pick_run(ref, [r["id"] for r in found], self.location)])
 
     def list_runs(self, prompt: str | None = None, limit: int | None = None,
                   columns: Sequence[str] | None = None) -> list[RunRecord]:
-        """Runs, newest first; `columns` limits what is read (and decoded) to those named."""
-        sql = f"SELECT {', '.join(run_columns(columns))} FROM runs"
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
         args: list[Any] = []
         if prompt is not None:
             sql += " WHERE prompt_name = ?"
@@ -166,7 +165,7 @@ class SQLiteStore(Store):
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [_run_from_row(r) for r in self.conn.execute(sql, args)]
+        return only_columns(self._kept(_run_from_row, self._select(sql, args)), columns)
 
     # -- rows ------------------------------------------------------------------------------
 
@@ -182,13 +181,35 @@ class SQLiteStore(Store):
             if cache:
                 self._cache_insert(cache)
 
-    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> None:
+    def add_run(self, run: RunRecord, rows: Iterable[RowRecord]) -> bool:
         with self._transaction():
-            self._insert_run(run)
+            if not self._insert_run(run, unless_stored=True):
+                return False
             self.conn.executemany(_UPSERT_ROW, (_row_values(row) for row in rows))
+        return True
 
     def _transaction(self) -> _Tx:
         return _Tx(self.conn)
+
+    def _select(self, sql: str, args: Sequence[Any]) -> Iterator[sqlite3.Row]:
+        """The rows of a query. Should one hold text that is not UTF-8 (another writer's),
+        the rest are read again with such text as bytes, which the readers refuse as not
+        text: that run or row is left out, not the whole read."""
+        done = 0
+        try:
+            for r in self.conn.execute(sql, args):
+                yield r
+                done += 1
+        except sqlite3.OperationalError as exc:
+            if not _not_utf8(exc):
+                raise
+            saved = self.conn.text_factory
+            self.conn.text_factory = _text_or_bytes
+            try:
+                rest = self.conn.execute(sql, args).fetchall()[done:]
+            finally:
+                self.conn.text_factory = saved
+            yield from rest
 
     def iter_rows(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
         sql = f"SELECT {_ROW_SELECT} FROM rows WHERE run_id = ?"
@@ -197,8 +218,7 @@ class SQLiteStore(Store):
             sql += " AND kind = ?"
             args.append(kind)
         sql += " ORDER BY kind DESC, position, sample"
-        for r in self.conn.execute(sql, args):
-            yield _row(r)
+        yield from self._kept(_row, self._select(sql, args))
 
     def iter_rows_paged(self, run_id: str, kind: str | None = None) -> Iterator[RowRecord]:
         # iter_rows has SQLite sort whole rows: past its page cache it spills them to
@@ -217,10 +237,9 @@ class SQLiteStore(Store):
             for page_kind in {k[0] for k in page}:
                 ids = list(dict.fromkeys(k[1] for k in page if k[0] == page_kind))
                 marks = ", ".join("?" for _ in ids)
-                for r in self.conn.execute(f"SELECT {_ROW_SELECT} FROM rows WHERE run_id = ? AND "
-                                           f"kind = ? AND row_id IN ({marks})",
-                                           (run_id, page_kind, *ids)):
-                    row = _row(r)
+                for row in self._kept(_row, self.conn.execute(
+                        f"SELECT {_ROW_SELECT} FROM rows WHERE run_id = ? AND kind = ? AND "
+                        f"row_id IN ({marks})", (run_id, page_kind, *ids))):
                     by_key[(row["kind"], row["row_id"], row["sample"])] = row
             for key in page:
                 found = by_key.get(key)
@@ -254,7 +273,9 @@ class SQLiteStore(Store):
                 "ORDER BY position, sample", (run_id, kind)):
             value = memo.get(text) if text is not None else {}
             if value is None:
-                value = json.loads(text) or {}
+                decoded = _decoded(text)
+                # A malformed row scores nothing (`store check` names it).
+                value = decoded if isinstance(decoded, dict) else {}
                 if len(memo) < 4096:
                     memo[text] = value
             yield value
@@ -279,7 +300,10 @@ class SQLiteStore(Store):
         `ok` is False for a row whose request failed; its scores are None. Rows with the
         same scores share one dict: treat them as read-only.
         """
-        return _score_columns(self.conn, run_id, kind)
+        cols, bad = _lenient_score_columns(self.conn, run_id, kind)
+        for problem in bad:
+            self._skip(problem)
+        return cols
 
     def score_columns_of(self, run_ids: Sequence[str], kind: str = "eval") -> list[ScoreColumns]:
         """`score_columns` of several runs, each but the first read on a connection of its own
@@ -288,39 +312,44 @@ class SQLiteStore(Store):
             return [self.score_columns(r, kind) for r in run_ids]
         from concurrent.futures import ThreadPoolExecutor
 
-        def read(run_id: str) -> ScoreColumns:
+        def read(run_id: str) -> tuple[ScoreColumns, list[BadRun]]:
             conn = sqlite3.connect(self.path, timeout=60.0)
             try:
-                return _score_columns(conn, run_id, kind)
+                return _lenient_score_columns(conn, run_id, kind)
             finally:
                 conn.close()
 
         with ThreadPoolExecutor(max_workers=len(run_ids) - 1) as pool:
             others = [pool.submit(read, r) for r in run_ids[1:]]
-            first = self.score_columns(run_ids[0], kind)
-            return [first, *(f.result() for f in others)]
+            out = [self.score_columns(run_ids[0], kind)]
+            for future in others:
+                cols, bad = future.result()
+                for problem in bad:
+                    self._skip(problem)
+                out.append(cols)
+            return out
 
     def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
                    columns: Sequence[str] | None = None) -> list[RowRecord]:
         """The rows (every sample) of some row ids, decoded as `iter_rows` does; only
-        `columns` (and row_id, sample, expected) when given."""
+        `columns` (and the row's key and expected) when given."""
         select = ", ".join(row_columns(columns))
         wanted = list(dict.fromkeys(row_ids))
         out: list[RowRecord] = []
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
             marks = ", ".join("?" for _ in part)
-            cur = self.conn.execute(f"SELECT {select} FROM rows WHERE run_id = ? AND kind = ? AND "
-                                    f"row_id IN ({marks}) ORDER BY position, sample",
-                                    (run_id, kind, *part))
-            out.extend(_row(r) for r in cur)
+            cur = self._select(f"SELECT {select} FROM rows WHERE run_id = ? AND kind = ? AND "
+                               f"row_id IN ({marks}) ORDER BY position, sample",
+                               (run_id, kind, *part))
+            out.extend(self._kept(_row, cur))
         return out
 
     # -- cache -----------------------------------------------------------------------------
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         r = self.conn.execute("SELECT response FROM cache WHERE key = ?", (key,)).fetchone()
-        return None if r is None else dict(json.loads(r[0]))
+        return None if r is None else cached_response(r[0])
 
     def cache_put(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         items = list(items)
@@ -384,12 +413,9 @@ def _run_values(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _run_from_row(r: sqlite3.Row) -> RunRecord:
     run: dict[str, Any] = dict(r)
-    for k in RUN_JSON:
-        if run.get(k) is not None:
-            run[k] = json.loads(run[k])
-    if run.get("git_dirty") is not None:
+    if run.get("git_dirty") in (0, 1):
         run["git_dirty"] = bool(run["git_dirty"])
-    return run  # type: ignore[return-value]  # the columns of RunRecord
+    return decode_run(run)
 
 
 def _row_values(row: RowRecord) -> tuple[Any, ...]:
@@ -408,41 +434,77 @@ def _row_values(row: RowRecord) -> tuple[Any, ...]:
 
 def _row(r: sqlite3.Row) -> RowRecord:
     row: dict[str, Any] = dict(r)
-    for k in ROW_JSON:
-        if row.get(k) is not None:
-            row[k] = json.loads(row[k])
     # NULL is "no expected value"; JSON null is an expected value of None.
     if "expected" in row:
         row["has_expected"] = r["expected"] is not None
-    if "valid" in row:
-        row["valid"] = None if row["valid"] is None else bool(row["valid"])
-    if "cached" in row:
-        row["cached"] = bool(row["cached"])
-    return row  # type: ignore[return-value]  # the columns of RowRecord
+    for k in ("valid", "cached"):
+        if row.get(k) in (0, 1):
+            row[k] = bool(row[k])
+    return decode_row(row)
 
 
-def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str) -> ScoreColumns:
+def _text_or_bytes(data: bytes) -> str | bytes:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data
+
+
+def _not_utf8(exc: sqlite3.OperationalError) -> bool:
+    return "decode to UTF-8" in str(exc)
+
+
+def _lenient_score_columns(conn: sqlite3.Connection, run_id: str,
+                           kind: str) -> tuple[ScoreColumns, list[BadRun]]:
+    """`_score_columns`; row by row, with text that is not UTF-8 as bytes, should a row hold
+    some."""
+    try:
+        return _score_columns(conn, run_id, kind)
+    except sqlite3.OperationalError as exc:
+        if not _not_utf8(exc):
+            raise
+    saved = conn.text_factory
+    conn.text_factory = _text_or_bytes
+    try:
+        return _score_columns(conn, run_id, kind, aggregate=False)
+    finally:
+        conn.text_factory = saved
+
+
+def _score_columns(conn: sqlite3.Connection, run_id: str, kind: str,
+                   aggregate: bool = True) -> tuple[ScoreColumns, list[BadRun]]:
     # char(30) cannot occur in stored JSON (json.dumps escapes control characters).
     sql = ("SELECT json_group_array(row_id), json_group_array(sample), "
            "json_group_array(error IS NULL), group_concat(coalesce(scores, 'null'), char(30)) "
            "FROM rows WHERE run_id = ? AND kind = ?")
     try:
-        found = conn.execute(sql, (run_id, kind)).fetchone()
-    except sqlite3.OperationalError:  # an SQLite built without JSON functions
+        found = conn.execute(sql, (run_id, kind)).fetchone() if aggregate else None
+    except sqlite3.OperationalError as exc:  # an SQLite built without JSON functions
+        if _not_utf8(exc):
+            raise
         found = None
     if found is not None and found[3] is not None:
         # All four aggregates see the rows in one scan, in the same order.
         ids, samples, ok = (json.loads(v) for v in found[:3])
-        return ScoreColumns(row_id=ids, sample=samples, ok=[bool(v) for v in ok],
-                            scores=decode_shared(found[3].split("\x1e")))
-    cols = ScoreColumns(row_id=[], sample=[], ok=[], scores=[])
+        texts = found[3].split("\x1e")
+        if len(texts) == len(ids):  # else another writer stored a char(30): row by row
+            return checked_columns(run_id, kind, ids, samples, ok, decode_shared(texts))
+    ids, samples, ok, scores = [], [], [], []
     for r in conn.execute("SELECT row_id, sample, error IS NULL, scores FROM rows "
                           "WHERE run_id = ? AND kind = ? ORDER BY row_id, sample", (run_id, kind)):
-        cols["row_id"].append(r[0])
-        cols["sample"].append(r[1])
-        cols["ok"].append(bool(r[2]))
-        cols["scores"].append(None if r[3] is None else json.loads(r[3]))
-    return cols
+        ids.append(r[0])
+        samples.append(r[1])
+        ok.append(r[2])
+        scores.append(None if r[3] is None else _decoded(r[3]))
+    return checked_columns(run_id, kind, ids, samples, ok, scores)
+
+
+def _decoded(text: Any) -> Any:
+    """A stored JSON text's value, or an `Undecodable` saying why it has none."""
+    try:
+        return load_json(text)
+    except ValueError as exc:
+        return Undecodable(str(exc))
 
 
 # -- errors --------------------------------------------------------------------------------

@@ -8,24 +8,30 @@ each run goes in whole, in one transaction, or not at all.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, cast
 
 from promptctl.errors import InputError
+from promptctl.runs import BadRun, check_run, read_row
 from promptctl.store.base import (
     ROW_COLUMNS,
     ROW_DEFAULTS,
     ROW_JSON,
     ROW_REQUIRED,
     RUN_COLUMNS,
+    RUN_ID_ALPHABET,
+    RUN_ID_LENGTH,
     RUN_JSON,
     RUN_REQUIRED,
     RowRecord,
     RunRecord,
     Store,
     dumps,
+    is_run_id,
 )
 
 FORMAT = "promptctl-run/1"
@@ -42,6 +48,11 @@ _ROW_TYPES: dict[str, tuple[type, ...]] = {
     "attempts": _INT, "latency_ms": (int, float), "valid": (bool,), "cached": (bool,),
 }
 _ROW_FIELDS = tuple(c for c in ROW_COLUMNS if c != "run_id")
+# What an integer column of either store holds: a signed 64-bit integer.
+_INT_RANGE = range(-2**63, 2**63)
+# A run of digits this long may be an integer larger than a 64-bit float: worth a closer look.
+_LONG_DIGITS = re.compile(rb"[0-9]{309}")
+_IMPORT_FIX = "import a file written by `promptctl store export`, unedited"
 
 
 def parse_since(text: str | None) -> str | None:
@@ -102,28 +113,46 @@ def import_runs(store: Store, lines: Iterable[bytes | str], *, source: str) -> I
         if not line.strip():
             continue
         run, rows = _parse(line, source, number)
-        if store.has_run(run["id"]):
-            differs = _difference(store, run, rows)
-            if differs is None:
-                result.unchanged.append(run["id"])
-            else:
-                result.conflicts.append((run["id"], differs))
+        # has_run first: a run already there (the usual case on a second import) costs no
+        # write; add_run settles a race with another import of the same run.
+        if not store.has_run(run["id"]) and store.add_run(run, rows):
+            result.imported.append(run["id"])
+            result.rows += len(rows)
             continue
-        store.add_run(run, rows)
-        result.imported.append(run["id"])
-        result.rows += len(rows)
+        differs = _difference(store, run, rows)
+        if differs is None:
+            result.unchanged.append(run["id"])
+        else:
+            result.conflicts.append((run["id"], differs))
     return result
 
 
+class _NotFinite(Exception):
+    pass
+
+
+def _not_finite(name: str) -> Any:
+    raise _NotFinite(name)
+
+
 def _parse(line: bytes | str, source: str, number: int) -> tuple[RunRecord, list[RowRecord]]:
+    """One line of an export as a run and its rows, checked as a read from a store checks
+    them (so what goes in can be read back) before anything is written; InputError names
+    the line."""
     def bad(what: str) -> InputError:
-        return InputError(what, file=source, line=number,
-                          fix="import a file written by `promptctl store export`, unedited")
+        return InputError(what, file=source, line=number, fix=_IMPORT_FIX)
 
     try:
-        data = json.loads(line)
-    except (ValueError, RecursionError) as exc:
-        raise bad(f"not a JSON line ({str(exc)[:80]})") from None
+        data = json.loads(line, parse_constant=_not_finite)
+    except _NotFinite as exc:
+        raise bad(f"holds {exc}, which is not a finite number") from None
+    except RecursionError:
+        raise bad("holds data nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise bad(f"not a JSON line ({exc.msg} at character {exc.pos})") from None
+    except ValueError:  # int() of a number beyond Python's digit limit (4,300 digits)
+        raise bad("holds a number too large to read (thousands of digits)") from None
+    _check_values(data, line, bad)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad(f"not a promptctl run export (no \"format\": \"{FORMAT}\")")
     run, rows = data.get("run"), data.get("rows")
@@ -131,6 +160,15 @@ def _parse(line: bytes | str, source: str, number: int) -> tuple[RunRecord, list
         raise bad('a line needs "run" (an object) and "rows" (a list)')
     _check(run, RUN_COLUMNS, RUN_REQUIRED, _RUN_TYPES, "run", bad)
     run_id = run["id"]
+    if not is_run_id(run_id):
+        # Only ids of that one length and alphabet: an imported id that is the start of
+        # another (or equal to a prefix someone types) must not be able to stand for it.
+        raise bad(f"run id {run_id[:40]!r} is not a run id promptctl makes ({RUN_ID_LENGTH} "
+                  f"characters of {RUN_ID_ALPHABET})")
+    try:
+        check_run(run)
+    except BadRun as exc:
+        raise bad(exc.message) from None
     seen: set[tuple[str, str, int]] = set()
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -138,11 +176,47 @@ def _parse(line: bytes | str, source: str, number: int) -> tuple[RunRecord, list
         if row.setdefault("run_id", run_id) != run_id:
             raise bad(f"row {i} belongs to run {str(row['run_id'])[:40]!r}, not {run_id}")
         _check(row, ROW_COLUMNS, ROW_REQUIRED, _ROW_TYPES, f"row {i} of run {run_id}", bad)
+        try:
+            read_row(row)
+        except BadRun as exc:
+            raise bad(exc.message) from None
+        except RecursionError:
+            raise bad(f"row {i} of run {run_id} holds data nested too deeply") from None
         key = (row["kind"], row["row_id"], row.get("sample") or 0)
         if key in seen:
             raise bad(f"run {run_id} has two rows for {key[0]} row {key[1][:40]!r} sample {key[2]}")
         seen.add(key)
     return cast(RunRecord, run), cast(list[RowRecord], rows)
+
+
+def _check_values(data: Any, line: bytes | str, bad: Any) -> None:
+    """Refuse what no store can hold or read back: text with a lone surrogate (UTF-8 cannot
+    encode it), a float beyond 64 bits (read as infinity) and an integer too large for one."""
+    try:
+        # One pass over every string and number, keys included, in C.
+        json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(exc.object[exc.start])
+        raise bad(f"holds a lone surrogate (U+{code:04X}), which is not text: no store can hold "
+                  "it") from None
+    except ValueError:
+        raise bad("holds a number too large for a 64-bit float (read as infinity)") from None
+    if _LONG_DIGITS.search(line.encode() if isinstance(line, str) else line) is None:
+        return
+    stack = [data]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > sys.float_info.max:
+            raise bad(f"holds {_about(v)}, too large for a 64-bit float")
+
+
+def _about(number: int) -> str:
+    # Never str(number): beyond 4,300 digits Python refuses to write it.
+    return f"a number of about {number.bit_length() * 30103 // 100000 + 1:,} digits"
 
 
 def _check(record: dict[str, Any], columns: tuple[str, ...], required: tuple[str, ...],
@@ -159,6 +233,8 @@ def _check(record: dict[str, Any], columns: tuple[str, ...], required: tuple[str
             continue
         if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
             raise bad(f"{what}: {key} is a {type(value).__name__}, not a {allowed[0].__name__}")
+        if isinstance(value, int) and value not in _INT_RANGE:
+            raise bad(f"{what}: {key} is {_about(value)}, beyond the 64-bit integers a store holds")
 
 
 def _canonical_run(run: RunRecord | dict[str, Any]) -> str:

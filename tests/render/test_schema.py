@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 import textwrap
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ SCHEMAS = {
     "cache stats": "cache-stats.schema.json",
     "cache clear": "cache-clear.schema.json",
     "store import": "store-import.schema.json",
+    "store check": "store-check.schema.json",
 }
 # Schemas the others refer to rather than documents of their own.
 SHARED = {"run.schema.json"}
@@ -237,6 +240,14 @@ def test_prompt_runs_and_every_command_that_reads_them(git_echo: Path, tmp_path:
     export.write_text(invoke("store", "export").stdout, encoding="utf-8")
     imported = run_json("store", "import", str(export))
     assert sorted(imported["unchanged"]) == sorted([first["id"], second["id"]])
+    assert run_json("store", "check") == {"store": str(tmp_path / "store" / "results.db"),
+                                          "runs": 2, "rows": 8, "malformed": []}
+    with closing(sqlite3.connect(tmp_path / "store" / "results.db")) as db, db:
+        db.execute("UPDATE runs SET summary = '[]' WHERE id = ?", (second["id"],))
+        db.execute("UPDATE rows SET scores = '{' WHERE run_id = ? AND row_id = 'r2'", (first["id"],))
+    found = run_json("store", "check", code=1)["malformed"]
+    assert [(m["run"], m["row"]) for m in found] == [(first["id"], "eval row r2 sample 0"),
+                                                     (second["id"], None)]
 
 
 # Per word, the calls (counted across both runs of the test) answered with a wrong word: in

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from promptctl.engine.lifecycle import new_run_id
 from promptctl.errors import InputError
-from promptctl.store import RowRecord, RunRecord, Store, open_store, utcnow
+from promptctl.store import RowRecord, RunRecord, Store, is_run_id, open_store, utcnow
 
 
 def run_record(run_id: str, **extra: Any) -> RunRecord:
@@ -85,7 +86,8 @@ def test_rows_round_trip_and_expected_none_versus_missing(any_store: Store) -> N
             scores={"format_validity": 0.0}),
         row("01aaa", "r1", 0, expected={"k": [1, 2]}, completion="y", answer={"k": [1, 2]},
             valid=True, scores={"exact_match": 1.0}, prompt_tokens=3, completion_tokens=1,
-            latency_ms=12.5, cached=True, judges={"j": {"score": 1}}, steps=[{"id": "s1"}]),
+            latency_ms=12.5, cached=True, judges={"j": {"score": 1}},
+            steps={"s1": {"completion": "z"}}),
         row("01aaa", "r3", 2, error="HTTP 500: boom", attempts=5),
         {**row("01aaa", "ex1", 0, expected=0), "kind": "fewshot"},
     ])
@@ -99,7 +101,7 @@ def test_rows_round_trip_and_expected_none_versus_missing(any_store: Store) -> N
     assert by_id["r1"]["cached"] is True
     assert by_id["r1"]["latency_ms"] == 12.5
     assert by_id["r1"]["judges"] == {"j": {"score": 1}}
-    assert by_id["r1"]["steps"] == [{"id": "s1"}]
+    assert by_id["r1"]["steps"] == {"s1": {"completion": "z"}}
     assert by_id["r2"]["has_expected"] is True and by_id["r2"]["expected"] is None
     assert by_id["r2"]["valid"] is False
     assert by_id["r2"]["judges"] is None
@@ -172,6 +174,30 @@ def test_get_run_by_prefix(any_store: Store) -> None:
         any_store.get_run("zz")
     with pytest.raises(InputError, match="empty run id"):
         any_store.get_run(" ")
+
+
+def test_run_ids_are_of_the_form_the_store_names() -> None:
+    made = {new_run_id() for _ in range(50)}
+    assert all(is_run_id(r) for r in made) and len(made) == 50
+    assert not any(is_run_id(r) for r in ("01kabc", "01kabcdefghjkmx", "01KABCDEFGHJKM",
+                                          "01kabcdefghjki"))
+
+
+def test_an_id_that_starts_other_ids_never_stands_for_them(any_store: Store) -> None:
+    mine = "01kabcdefghjkm"  # of the form promptctl makes
+    any_store.create_run(run_record(mine))
+    any_store.create_run(run_record("01kabc"))  # another writer's run, its id a prefix of mine
+    with pytest.raises(InputError, match="ambiguous") as found:
+        any_store.get_run("01kabc")  # what a user types for mine: no longer the other run
+    assert f"01kabc, {mine}" in found.value.message
+    assert "store check" in (found.value.fix or "")
+    any_store.create_run(run_record(mine + "x"))  # an id that starts with a whole id
+    assert any_store.get_run(mine)["id"] == mine  # a whole id of promptctl's form resolves
+    for i in range(6):
+        any_store.create_run(run_record(f"01kabcz{i}"))
+    with pytest.raises(InputError, match="ambiguous") as many:
+        any_store.get_run("01kab")
+    assert many.value.message.endswith(", ...)") and many.value.message.count(", ") == 5
 
 
 def test_list_runs_newest_first_with_filter_and_limit(any_store: Store) -> None:
@@ -288,7 +314,8 @@ def test_rows_by_id_reads_every_sample_of_the_rows_asked_for(any_store: Store) -
     found = any_store.rows_by_id("01aaa", ["r5", "r650", "nope"], columns=("answer",))
     assert [(r["row_id"], r["sample"], r["answer"]) for r in found] == [
         ("r5", 0, 5), ("r5", 1, -5), ("r650", 0, 650)]
-    assert set(found[0]) == {"row_id", "sample", "expected", "answer", "has_expected"}
+    assert set(found[0]) == {"run_id", "kind", "row_id", "sample", "expected", "answer",
+                             "has_expected"}
     full = any_store.rows_by_id("01aaa", [f"r{i}" for i in range(600)])
     assert len(full) == 601 and full[0]["messages"] == [{"role": "user", "content": "r0"}]
     with pytest.raises(ValueError, match="nonsense"):
@@ -323,7 +350,11 @@ def test_paged_iteration_gives_the_rows_of_iter_rows_in_their_order(any_store: S
 
 def test_add_run_is_one_transaction(any_store: Store) -> None:
     rows = [row("01new", "r1", 0), row("01new", "r2", 1)]
-    any_store.add_run(run_record("01new", status="complete"), rows)
+    assert any_store.add_run(run_record("01new", status="complete"), rows)
+    assert [r["row_id"] for r in any_store.iter_rows("01new")] == ["r1", "r2"]
+    # A run already stored is left as it is, its rows too: add_run says so, no error.
+    assert not any_store.add_run(run_record("01new", status="failed"), [row("01new", "r9", 9)])
+    assert any_store.get_run("01new")["status"] == "complete"
     assert [r["row_id"] for r in any_store.iter_rows("01new")] == ["r1", "r2"]
     broken = row("01bad", "r1", 0)
     del broken["input"]  # type: ignore[misc]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import copy_examples, eval_run, invoke, run_cli
+from tests.helpers import cli_process, copy_examples, eval_run, finish_process, invoke, run_cli
 
 ECHO_PROMPT = """\
 name: echo
@@ -167,7 +167,7 @@ def test_a_bad_run_is_refused_whole_after_the_good_ones_went_in(api: FakeOpenAI,
     eval_run("prompts/echo.yaml")
     good = export(_current())
     record = json.loads(good)
-    record["run"]["id"] = "01second"
+    record["run"]["id"] = "0000000000zzzz"  # another run of the same form
     record["rows"].append(dict(record["rows"][0]))  # a duplicate row
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(good + json.dumps(record).encode() + b"\n")
@@ -196,3 +196,93 @@ def _current() -> str:
     import os
 
     return os.environ["PROMPTCTL_STORE"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_imports_of_one_file_at_once_each_succeed(api: FakeOpenAI, tmp_path: Path, kind: str,
+                                                  request: pytest.FixtureRequest) -> None:
+    """Six processes importing the same file into one store: every run goes in once, whole,
+    and each process says which it added and which it found there already."""
+    ids = make_runs(api)
+    before = stored_views(_current())
+    dump = tmp_path / "runs.jsonl"
+    dump.write_bytes(export(_current()))
+    target = (f"sqlite:///{tmp_path / 'target.db'}" if kind == "sqlite"
+              else str(request.getfixturevalue("pg_url")))
+    procs = [cli_process("--store", target, "store", "import", str(dump), "--json")
+             for _ in range(6)]
+    finished = [finish_process(p, timeout=120) for p in procs]
+    for code, _, err in finished:
+        assert code == 0 and "Traceback" not in err, err
+    documents = [json.loads(out) for _, out, _ in finished]
+    for run_id in ids:
+        assert sorted(run_id in d["imported"] for d in documents) == [False] * 5 + [True]
+        assert sum(run_id in d["unchanged"] for d in documents) == 5
+    assert all(d["conflicts"] == [] for d in documents)
+    assert stored_views(target) == before
+
+
+def _bad_line(record: dict[str, Any], case: str) -> str:
+    """An exported run (`record`) spoilt as `case` says, as one line of an export."""
+    run, row = record["run"], record["rows"][0]
+    run["id"] = "0000000000zzzz"  # another run: were it not refused, it would be stored
+    text_marker = "__NUMBER__"
+    if case == "lone surrogate":
+        row["completion"] = "ok \ud800 ok"
+    elif case == "lone surrogate in a key":
+        row["input"] = {"\udfff": 1}
+    elif case == "NaN":
+        row["latency_ms"] = float("nan")
+    elif case == "infinity written as 1e999":
+        row["answer"] = text_marker
+    elif case == "integer column beyond 64 bits":
+        row["prompt_tokens"] = 2 ** 64
+    elif case == "integer beyond a float":
+        row["input"] = {"q": 10 ** 400}
+    elif case == "number past the digit limit":
+        row["answer"] = text_marker
+    elif case == "id of another form":
+        run["id"] = "0000000000"
+    elif case == "summary of the wrong shape":
+        run["summary"]["n"] = "twenty"
+    elif case == "created_at not a time":
+        run["created_at"] = "last week"
+    elif case == "scores a list":
+        row["scores"] = [1, 0]
+    elif case == "row kind":
+        row["kind"] = "holdout"
+    line = json.dumps(record)
+    number = "1e999" if case == "infinity written as 1e999" else "7" * 5000
+    return line.replace(f'"{text_marker}"', number)
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("lone surrogate", "lone surrogate (U+D800)"),
+    ("lone surrogate in a key", "lone surrogate (U+DFFF)"),
+    ("NaN", "holds NaN, which is not a finite number"),
+    ("infinity written as 1e999", "too large for a 64-bit float"),
+    ("integer column beyond 64 bits", "prompt_tokens is a number of about 20 digits, beyond the "
+                                      "64-bit integers"),
+    ("integer beyond a float", "a number of about 401 digits, too large for a 64-bit float"),
+    ("number past the digit limit", "a number too large to read"),
+    ("id of another form", "is not a run id promptctl makes"),
+    ("summary of the wrong shape", "summary.n is 'twenty', not a count"),
+    ("created_at not a time", "created_at is 'last week', not an ISO time"),
+    ("scores a list", "scores is a list, not a mapping"),
+    ("row kind", "kind is 'holdout', not eval or fewshot"),
+])
+def test_import_checks_each_run_as_a_read_does(api: FakeOpenAI, tmp_path: Path, case: str,
+                                               message: str) -> None:
+    """What a store could not hold, or would leave out when read, is an error naming the line,
+    and nothing of that run is written."""
+    eval_run("prompts/echo.yaml")
+    good = export(_current())
+    path = tmp_path / "bad.jsonl"
+    path.write_text(good.decode() + _bad_line(json.loads(good), case) + "\n", encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    result = run_cli("--store", target, "store", "import", str(path))
+    assert result.exit_code == 2, result.output
+    assert f"{path}:2: " in result.stderr and message in result.stderr, result.stderr
+    assert "store export" in result.stderr and "Traceback" not in result.output
+    listed = json.loads(invoke("--store", target, "runs", "--json").stdout)["runs"]
+    assert [r["id"] for r in listed] == [json.loads(good)["run"]["id"]]
