@@ -53,7 +53,7 @@ from markupsafe import Markup
 
 from promptctl import __version__, install_command
 from promptctl.errors import EXIT_GATE, EXIT_INPUT, EXIT_OK, EXIT_PROVIDER, InputError
-from promptctl.metrics.registry import builtin
+from promptctl.metrics.registry import builtin, pass_fail_keys
 from promptctl.redact import redact
 from promptctl.render import TEXT_LIMIT
 from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
@@ -70,7 +70,10 @@ LABEL_LIMIT = 48  # characters of a label inside a chart
 # Score keys that are helpers of the metrics, not scores a reader looks for.
 HIDDEN_SCORES = frozenset({"answer_num", "expected_num", "label_answer", "label_expected"})
 # Per-row 0/1 scores: a 0 is a failed row.
-PASS_FAIL_SCORES = ("exact_match", "format_validity", "contains", "regex")
+# Score keys whose 0 is a failed row: every built-in pass/fail metric's (tool call metrics
+# and accuracy included), and the names older runs stored.
+PASS_FAIL_SCORES = tuple(dict.fromkeys(("exact_match", "format_validity", "contains", "regex",
+                                        *pass_fail_keys())))
 # Metrics whose values lie in [0, 1] (beyond the 0/1 ones) and in [-1, 1].
 BOUNDED_01 = ("accuracy", "f1_macro")
 BOUNDED_CORRELATION = ("pearson", "spearman")
@@ -503,9 +506,11 @@ def _delta_chart(charts: Charts, metrics: Mapping[str, Any]) -> Markup:
         ci = m.get("ci95")
         lo, hi = (ci if isinstance(ci, list | tuple) and len(ci) == 2
                   and all(_is_number(v) for v in ci) else (m["delta"], m["delta"]))
-        direction = m.get("direction")
+        # The one verdict rule (results.verdict): colour only what the paired test found.
+        verdict = m.get("verdict")
+        change = verdict.get("change") if isinstance(verdict, Mapping) else None
         values.append({"metric": label(name), "delta": m["delta"], "lo": lo, "hi": hi, "zero": 0,
-                       "verdict": direction if direction in ("better", "worse") else "same"})
+                       "verdict": change if change in ("better", "worse") else "same"})
     if not values:
         return Markup()
     x = {"type": "quantitative", "title": None, "scale": {"nice": True}, "axis": {"tickCount": 5}}

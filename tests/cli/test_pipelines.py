@@ -4,6 +4,7 @@ runs, history, diff and check, against the fake server and real git repositories
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,19 @@ def test_html_report_shows_steps_and_the_gap(api: FakeOpenAI, repo: GitRepo,
     out = tmp_path / "report.html"
     invoke("report", run["id"], "-o", str(out))
     html = out.read_text(encoding="utf-8")
-    assert "Composability gap: <b>0.4</b>" in html
+    assert "Composability gap (every step with an expected answer right, the final answer " \
+        "wrong): <b>0.4</b>" in html
     assert "<h4>refund</h4>" in html
+    # The control flow, as the terminal shows it: each step's counts, and its correctness.
+    for step_id, step in run["steps"].items():
+        found = re.search(f'<tr data-step="{step_id}"><th>[^<]*</th><td><code>[^<]*</code></td>'
+                          r'<td class="num" data-value="(\d+)">.*?<td class="num" '
+                          r'data-value="(\d+)">', html)
+        assert found is not None, step_id
+        assert (int(found.group(1)), int(found.group(2))) == (step["ran"], step["skipped"])
+    flow = run["control_flow"]
+    assert f"Control flow correct (each step ran or was skipped as the row's <code>should_run" \
+        f"</code> says): <b>{flow['value']:g}</b>" in html
 
 
 @pytest.mark.parametrize("flags", [("--batch",), ("--repeat", "2"), ("--dry-run",)])
