@@ -8,7 +8,6 @@ has the `input` fields the templates read. Errors name the file and the line.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import json
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptctl import pipeline_rows
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean
 from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
 from promptctl.metrics.registry import Metric, builtin
@@ -379,11 +378,9 @@ def _references(source: str, site: Site, names: Iterable[str]) -> tuple[set[str]
     known = set(names)
     for ref in sorted(step_refs):
         if ref not in known:
-            close = difflib.get_close_matches(ref, sorted(known), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise InputError(f"{site.where} reads steps.{ref}, which is not a step", file=site.file,
                              line=site.line_of(None),
-                             fix=f"{hint}steps are: {', '.join(sorted(known))}")
+                             fix=f"{did_you_mean(ref, sorted(known))}steps are: {', '.join(sorted(known))}")
     return step_refs, input_refs
 
 
@@ -437,10 +434,8 @@ def _check_step(raw: Any, i: int, path: Path, lines: LineMap, ids: list[str], ro
                     fix="- id: route\n    prompt: ../prompts/NAME.yaml")
     for key in raw:
         if key not in STEP_KEYS:
-            close = difflib.get_close_matches(str(key), STEP_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise _fail(f"unknown key {quote(key)} in steps[{i}]", path, lines, "steps", i, key,
-                        fix=f"{hint}allowed keys: {', '.join(STEP_KEYS)}")
+                        fix=f"{did_you_mean(key, STEP_KEYS)}allowed keys: {', '.join(STEP_KEYS)}")
     step_id = ids[i]
     prompt_raw = raw.get("prompt")
     if not isinstance(prompt_raw, str) or not prompt_raw.strip():

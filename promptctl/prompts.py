@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import re
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean
 from promptctl.evalsets import EvalSet, Row, load_evalset, make_row
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
 from promptctl.metrics.registry import (
@@ -240,10 +239,8 @@ def check_header(raw: dict[Any, Any], path: Path, lines: LineMap, allowed: Seque
     (default: the file's stem); description and model as strings. Returns the name."""
     for key in raw:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise _fail(f"unknown key {quote(key)}", path, lines, key,
-                        fix=f"{hint}allowed keys: {', '.join(allowed)}")
+                        fix=f"{did_you_mean(key, allowed)}allowed keys: {', '.join(allowed)}")
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise _fail("name must be a non-empty string", path, lines, "name", fix="quote it")
@@ -331,8 +328,7 @@ def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, 
                                 lines, "thresholds", metric, m, fix="e.g. 0.02")
             continue
         if metric not in metrics and not _known_metric(metric):
-            close = difflib.get_close_matches(str(metric), (*metrics, "max_regression"), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(metric, (*metrics, "max_regression"))
             raise _fail(f"unknown metric {metric!r} in thresholds", path, lines, "thresholds",
                         metric, fix=f"{hint}use one of: {', '.join(metrics)}, or max_regression")
         if metric not in metrics:
@@ -359,7 +355,7 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
     for key in raw:
         if key not in OUTPUT_KEYS:
             raise _fail(f"unknown key {quote(key)} in output", path, lines, "output", key,
-                        fix=f"use one of: {', '.join(OUTPUT_KEYS)}")
+                        fix=f"{did_you_mean(key, OUTPUT_KEYS)}use one of: {', '.join(OUTPUT_KEYS)}")
     pattern = raw.get("pattern")
     if pattern is not None:
         if not isinstance(pattern, str):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean
 from promptctl.files import Reference, project_path, project_root
 from promptctl.metrics.aggregates import share
 from promptctl.metrics.registry import (
@@ -156,7 +156,7 @@ def load_judge(name: str, spec: Any, path: Path, line_of: Callable[..., int | No
     for key in spec:
         if key not in JUDGE_KEYS:
             raise _fail(f"metric {name}: unknown key {key!r} in llm_judge", path, line_of(key),
-                        f"use {' and '.join(JUDGE_KEYS)}")
+                        f"{did_you_mean(key, JUDGE_KEYS)}use {' and '.join(JUDGE_KEYS)}")
     target = spec.get("prompt")
     if not isinstance(target, str) or not target.strip():
         raise _fail(f"metric {name}: llm_judge needs prompt: the judge prompt file", path,

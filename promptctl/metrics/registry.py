@@ -9,14 +9,13 @@ prompt configures (`{name: ..., llm_judge: {...}}`) are built by a *kind* regist
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean
 from promptctl.scoring import extract
 
 if TYPE_CHECKING:
@@ -226,11 +225,10 @@ def kinds() -> dict[str, Kind]:
 def unknown(name: str) -> InputError:
     """The error for a metric name that is neither built in nor configured."""
     names = builtin_names()
-    close = difflib.get_close_matches(str(name), names, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
     return InputError(f"unknown metric {name!r}",
-                      fix=f"{hint}use one of: {', '.join(names)}, or a mapping with one of "
-                      f"{', '.join(kinds())} (see docs/reference/prompt-files.md)")
+                      fix=f"{did_you_mean(name, names)}use one of: {', '.join(names)}, or a "
+                      f"mapping with one of {', '.join(kinds())} (see "
+                      "docs/reference/prompt-files.md)")
 
 
 def higher_is_better(name: str, configured: Sequence[Metric] = ()) -> bool:
