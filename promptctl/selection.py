@@ -26,7 +26,7 @@ from promptctl.project import PROMPTS_DIR, target_files
 from promptctl.providers import resolve_model
 from promptctl.runs import best, row_errors, stands_for_version
 from promptctl.store import RunRecord, Store
-from promptctl.target import TargetAt, load_target, model_of, target_at_ref
+from promptctl.target import TargetAt, load_target, model_of, refuse_evalset, target_at_ref
 
 if TYPE_CHECKING:
     from promptctl.results import DiffResult
@@ -111,6 +111,7 @@ def find_prompt(store: Store | None, config: Config, given: str) -> PromptRef:
     error with the name it is close to and the names there are, never an empty result."""
     path = Path(given)
     if path.is_file():
+        refuse_evalset(path, config.root)
         return PromptRef(_name_of(path), path)
     files = target_files(config.root)
     for candidate in files:

@@ -143,3 +143,35 @@ def test_read_only_commands_create_nothing_in_a_fresh_project(tmp_path: Path,
     finally:
         mp.undo()
 
+
+# Every command that takes a prompt or pipeline file ("{}": the file given).
+FILE_TAKERS = [
+    ["eval", "{}"],
+    ["eval", "{}", "--ref", "HEAD"],
+    ["eval", "{}", "--dry-run"],
+    ["diff", "HEAD", "HEAD", "--prompt", "{}"],
+    ["history", "{}"],
+    ["runs", "{}"],
+    ["check", "--prompt", "{}"],
+]
+
+
+@pytest.mark.parametrize("args", FILE_TAKERS, ids=lambda a: " ".join(a))
+def test_an_eval_set_given_for_a_prompt_names_the_prompt_files_that_use_it(
+        repo: Repo, args: list[str]) -> None:  # noqa: F811
+    repo.write("evalsets/score.yaml", "- {id: r1, input: {item: 1}, expected: 1}\n")
+    repo.write("prompts/again.yaml", prompt_text().replace("name: score", "name: again"))
+    repo.write("evalsets/lonely.jsonl", '{"id": "r1", "input": {"item": 1}, "expected": 1}\n')
+    repo.commit("an eval set in YAML, a second prompt on score.jsonl, an eval set no prompt names")
+    result = invoke(*(a.format("evalsets/score.jsonl") for a in args), code=2)
+    assert "evalsets/score.jsonl: this is an eval set, not a prompt or pipeline file" \
+        in result.stderr
+    assert "malformed" not in result.stderr
+    assert ("fix: pass one of the prompt files that name it in evalset: instead: "
+            "prompts/again.yaml, prompts/score.yaml") in result.stderr
+    result = invoke(*(a.format("evalsets/lonely.jsonl") for a in args), code=2)
+    assert "this is an eval set" in result.stderr
+    assert "--evalset evalsets/lonely.jsonl" in result.stderr
+    # A YAML eval set (a list at the top level) is told from a prompt by its content.
+    result = invoke(*(a.format("evalsets/score.yaml") for a in args), code=2)
+    assert "evalsets/score.yaml: this is an eval set, not a prompt" in result.stderr
