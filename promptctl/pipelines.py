@@ -588,7 +588,7 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
     if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):
         raise _fail("evalset must be a path string", path, lines, "evalset",
                     fix="e.g. evalset: ../evalsets/NAME.jsonl")
-    thresholds = _check_thresholds(raw.get("thresholds"), path, lines, metrics)
+    thresholds = _check_thresholds(raw.get("thresholds"), path, lines, metrics, configured)
     prompts = {s.prompt_rel: s.prompt.version for s in steps}
     # Without model: in the file, the model its prompts share (when they share one).
     models = {s.prompt.model for s in steps if s.prompt.model}

@@ -304,7 +304,46 @@ def check_metrics(raw: Any, path: Path, lines: LineMap, output: OutputSpec, *,
     return tuple(names), tuple(configured)
 
 
-def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, ...]) -> dict[str, Any]:
+def _as_share(metric: Metric, value: float) -> str:
+    """The fix for a value beyond a 0-to-1 metric's range that reads as a percentage."""
+    if metric.value_range == (0.0, 1.0) and 1 < value <= 100:
+        return f"write it as a share of 1: {value / 100:g} for {value:g}%"
+    return ""
+
+
+def _check_in_range(metric: Metric, key: str, value: float, path: Path, lines: LineMap) -> None:
+    """A gate `metric: {min|max: value}` the metric can reach: inside its range."""
+    lo, hi = metric.value_range
+    if (lo is None or value >= lo) and (hi is None or value <= hi):
+        return
+    shown = metric.describe_range()
+    raise _fail(f"threshold {metric.name}.{key} is {value:g}, which {metric.name} never is: it "
+                f"goes {shown}", path, lines, "thresholds", metric.name, key,
+                fix=_as_share(metric, value) or f"choose a {key} {shown}")
+
+
+def _check_drop(metric: Metric, value: float, path: Path, lines: LineMap) -> None:
+    """A `max_regression` limit below the largest drop the metric can make (its range's width):
+    a larger limit lets any drop pass."""
+    lo, hi = metric.value_range
+    if lo is None or hi is None or value <= hi - lo:
+        return
+    raise _fail(f"max_regression for {metric.name} is {value:g}, but {metric.name} goes "
+                f"{metric.describe_range()}: it can drop by {hi - lo:g} at most, so no drop "
+                "would fail", path, lines, "thresholds", "max_regression", metric.name,
+                fix=_as_share(metric, value) or f"choose a limit of at most {hi - lo:g}")
+
+
+def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, ...],
+                      configured: Sequence[Metric] = ()) -> dict[str, Any]:
+    """The `thresholds:` of a prompt or pipeline whose metrics are `metrics` (the configured
+    ones among them: `configured`): each gate on a listed metric, within the values it can
+    take."""
+    objects = {m.name: m for m in configured}
+
+    def metric_of(name: str) -> Metric | None:
+        return objects.get(name) or builtin(name)
+
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -326,6 +365,9 @@ def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, 
                 if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
                     raise _fail(f"max_regression for {m} must be a non-negative number", path,
                                 lines, "thresholds", metric, m, fix="e.g. 0.02")
+                found = metric_of(m)
+                if found is not None:
+                    _check_drop(found, v, path, lines)
             continue
         if metric not in metrics and not _known_metric(metric):
             hint = did_you_mean(metric, (*metrics, "max_regression"))
@@ -343,6 +385,13 @@ def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, 
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise _fail(f"threshold {metric}.{k} must be a number", path, lines,
                             "thresholds", metric, k, fix="write a number")
+            found = metric_of(metric)
+            if found is not None:
+                _check_in_range(found, k, v, path, lines)
+        if "min" in gate and "max" in gate and gate["min"] > gate["max"]:
+            raise _fail(f"threshold {metric} has min {gate['min']:g} above max {gate['max']:g}: "
+                        "no value passes", path, lines, "thresholds", metric, "min",
+                        fix="swap them, or drop one")
     return dict(raw)
 
 
@@ -492,7 +541,7 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
         metrics=metrics,
         configured_metrics=configured,
         evalset=(path.parent / evalset) if evalset else None,
-        thresholds=_check_thresholds(raw.get("thresholds"), path, lines, metrics),
+        thresholds=_check_thresholds(raw.get("thresholds"), path, lines, metrics, configured),
         evalset_line=lines.line("evalset") if evalset else None,
         root=root,
     )

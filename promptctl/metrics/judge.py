@@ -199,9 +199,11 @@ def build(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) 
                 "unscored": len(columns.get(unscored_key(name), []))}
 
     files = (judge.prompt.path, *(f for m in judge.prompt.configured_metrics for f in m.files))
+    # A label judge scores 0 or 1 per row; a number judge's scale is its prompt's to say.
+    scale = (0.0, 1.0) if judge.prompt.output.type == "label" else (None, None)
     return Metric(name, row, aggregate, PAIRED_MEAN, name, kind="llm_judge",
                   identity=judge.identity, estimate=judge.estimate, check_row=judge.check_row,
-                  files=files)
+                  files=files, value_range=scale)
 
 
 async def judge_row(judge: Judge, ctx: ScoreContext) -> Scores:

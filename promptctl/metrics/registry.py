@@ -160,6 +160,21 @@ class Metric:
     row_text: Callable[[Scores, Callable[[Any], str]], str | None] | None = None
     # Score keys kept only for the aggregate (answer_num ...), never shown as a score.
     helper_keys: frozenset[str] = frozenset()
+    # The values the metric's result can take, (lowest, highest); None: no bound on that side,
+    # or not known (a custom scorer's). A threshold outside them can never be met or missed.
+    value_range: tuple[float | None, float | None] = (None, None)
+
+    def describe_range(self) -> str | None:
+        """The values the metric takes, as a message says them ("from 0 to 1", "0 or
+        more"), or None when nothing is known of them."""
+        lo, hi = self.value_range
+        if lo is not None and hi is not None:
+            return f"from {lo:g} to {hi:g}"
+        if lo is not None:
+            return f"{lo:g} or more"
+        if hi is not None:
+            return f"{hi:g} or less"
+        return None
 
     @property
     def pass_fail(self) -> bool:

@@ -236,7 +236,8 @@ def build(name: str, raw: Any, path: Path, line_of: Callable[..., int | None]) -
                          line=line_of(), fix="choose another name")
     metric = Similarity(name, raw["model"].strip(), path, line_of("model") or line_of())
     return Metric(name, metric.row, mean_of(name), PAIRED_MEAN, name, needs_expected=True,
-                  kind="similarity", identity=metric.identity, check=metric.check)
+                  kind="similarity", identity=metric.identity, check=metric.check,
+                  value_range=(-1.0, 1.0))  # a cosine
 
 
 register_kind(Kind("similarity", build, "cosine similarity of embeddings of answer and expected"))
