@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
-from promptctl.errors import InputError, did_you_mean
+from promptctl.errors import InputError, did_you_mean, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset, make_row
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
 from promptctl.metrics.registry import (
@@ -25,7 +26,7 @@ from promptctl.metrics.registry import (
     score_answer,
     unknown,
 )
-from promptctl.scoring import OUTPUT_TYPES, OutputSpec
+from promptctl.scoring import OUTPUT_TYPES, OutputSpec, unreachable
 from promptctl.store import utcnow
 from promptctl.templates import Site, compile_template, render_template
 from promptctl.work import RowContext, WorkItem
@@ -176,7 +177,18 @@ class Prompt:
         return self.render(row.input, row_id=row.id)
 
     def check_rows(self, rows: Iterable[Row], evalset_path: Path) -> None:
-        """Nothing beyond rendering, which planning does for every row."""
+        """Every row's and few-shot example's expected answer is one an answer can equal, when
+        a metric compares them (rendering, planning checks for every row itself)."""
+        comparing = comparing_metrics(self.metric_objects)
+        if not comparing:
+            return
+        reader = f"output: of {display_path(self.path)}"
+        for what, group, file in (("example", self.examples, self.path),
+                                  ("row", rows, evalset_path)):
+            for row in group:
+                if row.has_expected:
+                    check_expected(row.expected, self.output, what=f"{what} {quote(row.id)}",
+                                   file=file, line=row.line, reader=reader, comparing=comparing)
 
     async def run_row(self, item: WorkItem, ctx: RowContext) -> dict[str, Any]:
         answer = await ctx.complete(item.messages, self.request_params, item.sample)
@@ -223,6 +235,34 @@ def response_fields(response: Mapping[str, Any]) -> dict[str, Any]:
             "completion_tokens": response.get("completion_tokens"),
             "latency_ms": response.get("latency_ms"), "response_model": response.get("model"),
             "system_fingerprint": response.get("system_fingerprint")}
+
+
+def comparing_metrics(metrics: Iterable[Metric]) -> tuple[str, ...]:
+    """The metrics among `metrics` that compare `expected` with the answer as read."""
+    return tuple(m.name for m in metrics if m.compares_answer)
+
+
+def _shown(value: Any) -> str:
+    """An expected value as a message quotes it: text quoted, other values as JSON, cut."""
+    if isinstance(value, str):
+        return quote(value)
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def check_expected(expected: Any, spec: OutputSpec, *, what: str, file: Path | str,
+                   line: int | None, reader: str, comparing: Sequence[str] = ()) -> None:
+    """Refuse an expected value that no answer read as `spec` says can equal (a label that is
+    not one, a mapping where answers are numbers): it would be scored wrong on every run, by
+    the metrics `comparing` (none: a pipeline step's right-or-wrong). The error names the
+    row's file and line, and `reader`, where answers are read."""
+    problem = unreachable(expected, spec)
+    if problem is None:
+        return
+    reason, fix = problem
+    scored = f", so {', '.join(comparing)} can never score it as meant" if comparing else ""
+    raise InputError(f"{what} expects {_shown(expected)}, {reason}: no answer can match it"
+                     f"{scored} (answers are read by {reader})", file=file, line=line, fix=fix)
 
 
 def unique_paths(paths: Iterable[Path]) -> list[Path]:

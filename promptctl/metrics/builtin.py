@@ -127,27 +127,29 @@ def _f1(columns: Columns) -> Result:
 register(Metric("format_validity", format_validity, _share_of("format_validity"),
                 PAIRED_BINARY, "format_validity", value_range=SHARE))
 register(Metric("exact_match", exact_match, _share_of("exact_match"), PAIRED_BINARY,
-                "exact_match", needs_expected=True, value_range=SHARE))
+                "exact_match", needs_expected=True, compares_answer=True, value_range=SHARE))
 register(Metric("accuracy", exact_match, _share_of("exact_match"), PAIRED_BINARY, "exact_match",
-                output_types=frozenset({"label"}), needs_expected=True, value_range=SHARE))
+                output_types=frozenset({"label"}), needs_expected=True, compares_answer=True,
+                value_range=SHARE))
 NUMERIC_HELPERS = frozenset({"answer_num", "expected_num", "squared_error"})
 LABEL_HELPERS = frozenset({"label_answer", "label_expected"})
 
 register(Metric("rmse", numeric_pair, _rmse, PAIRED_RMSE, "squared_error", higher_is_better=False,
                 output_types=NUMERIC_TYPES, needs_expected=True, row_text=_abs_error,
-                helper_keys=NUMERIC_HELPERS, value_range=ERROR))
+                helper_keys=NUMERIC_HELPERS, compares_answer=True, value_range=ERROR))
 register(Metric("mae", numeric_pair, _of_pairs(mae), PAIRED_MAE, "answer_num",
                 higher_is_better=False, output_types=NUMERIC_TYPES, needs_expected=True,
-                row_text=_abs_error, helper_keys=NUMERIC_HELPERS, value_range=ERROR))
+                row_text=_abs_error, helper_keys=NUMERIC_HELPERS, compares_answer=True,
+                value_range=ERROR))
 register(Metric("pearson", numeric_pair, _of_pairs(pearson), PAIRED_CORRELATION, "answer_num",
                 output_types=NUMERIC_TYPES, needs_expected=True, row_text=_no_row_value,
-                helper_keys=NUMERIC_HELPERS, value_range=CORRELATION))
+                helper_keys=NUMERIC_HELPERS, compares_answer=True, value_range=CORRELATION))
 register(Metric("spearman", numeric_pair, _of_pairs(spearman), PAIRED_CORRELATION, "answer_num",
                 output_types=NUMERIC_TYPES, needs_expected=True, row_text=_no_row_value,
-                helper_keys=NUMERIC_HELPERS, value_range=CORRELATION))
+                helper_keys=NUMERIC_HELPERS, compares_answer=True, value_range=CORRELATION))
 register(Metric("f1_macro", labels, _f1, PAIRED_F1, "label_answer",
                 output_types=frozenset({"label"}), needs_expected=True, row_text=_label_right,
-                helper_keys=LABEL_HELPERS, value_range=SHARE))
+                helper_keys=LABEL_HELPERS, compares_answer=True, value_range=SHARE))
 register(Metric("contains", contains, _share_of("contains"), PAIRED_BINARY, "contains",
                 needs_expected=True, value_range=SHARE))
 register(Metric("regex", regex, _share_of("regex"), PAIRED_BINARY, "regex",

@@ -160,6 +160,9 @@ class Metric:
     row_text: Callable[[Scores, Callable[[Any], str]], str | None] | None = None
     # Score keys kept only for the aggregate (answer_num ...), never shown as a score.
     helper_keys: frozenset[str] = frozenset()
+    # Whether the metric compares `expected` with the answer as the output type reads it (so a
+    # row expecting what no such answer can be is refused before anything is sent).
+    compares_answer: bool = False
     # The values the metric's result can take, (lowest, highest); None: no bound on that side,
     # or not known (a custom scorer's). A threshold outside them can never be met or missed.
     value_range: tuple[float | None, float | None] = (None, None)

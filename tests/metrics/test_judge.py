@@ -106,9 +106,6 @@ def test_a_label_judge_scores_one_for_the_first_label(
         project: Path, judged_api: FakeOpenAI) -> None:
     label_judge = JUDGE.replace("type: number", "type: label\n  labels: [good, bad]")
     (project / "judges" / "length.yaml").write_text(label_judge, encoding="utf-8")
-    prompt = project / "prompts" / "echo.yaml"  # a label judge scores from 0 to 1
-    prompt.write_text(prompt.read_text(encoding="utf-8").replace("long: {min: 3}", "long: {min: 0.3}"),
-                      encoding="utf-8")
     judged_api.rules.clear()
     judged_api.add_rule("JUDGE", lambda body, _: "score good" if "answer=f" in
                         last_user_message(body) else "score bad")
