@@ -19,6 +19,7 @@ from promptctl.errors import InputError, did_you_mean
 from promptctl.scoring import extract
 
 if TYPE_CHECKING:
+    from promptctl.config import Config
     from promptctl.evalsets import Row
     from promptctl.files import Reference
     from promptctl.scoring import Extraction, OutputSpec
@@ -142,6 +143,11 @@ class Metric:
     # Checks that need more than the prompt file (a scorer's function exists and takes three
     # arguments): run by `validate`, `--dry-run` and before a run sends anything.
     check: Callable[[], None] | None = None
+    # Checks that the models the metric sends requests to (a judge's, an embeddings model)
+    # can be used now, given the project's configuration: their API key is set, their model
+    # file exists. Run before a run sends anything (as the evaluated model's key is), not by
+    # `validate`; the error names the metric and what to change for it.
+    preflight: Callable[[Config], None] | None = None
     # Requests this metric sends to other models, for `--dry-run`: called with the rows
     # (as ScoreContexts without completions) and the evaluated prompt's max_tokens.
     estimate: Any = None
