@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from promptctl._yaml import decode_utf8, load_yaml_text
 from promptctl.errors import InputError, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset_bytes
-from promptctl.files import MAX_PROMPT_BYTES, Reference, project_root
+from promptctl.files import MAX_PROMPT_BYTES, Reference, project_root, read_file
 from promptctl.gitinfo import GitState, open_repo
 from promptctl.metrics.registry import Metric
 from promptctl.pipelines import (
@@ -177,14 +177,13 @@ def is_evalset_file(path: Path, data: bytes | None = None) -> bool:
     return False
 
 
-def _names_evalset(target_file: Path, evalset: Path) -> bool:
-    """Whether the prompt or pipeline file `target_file` names `evalset` in its `evalset:`
-    (a file that cannot be read as one names nothing)."""
+def _names_evalset(target_file: Path, evalset: Path, root: Path) -> bool:
+    """Whether the prompt or pipeline file `target_file` (inside the project `root`) names
+    `evalset` in its `evalset:` (a file that cannot be read as one names nothing)."""
     try:
-        if target_file.stat().st_size > MAX_PROMPT_BYTES:
-            return False
-        raw, _ = load_yaml_text(decode_utf8(target_file.read_bytes(), target_file), target_file)
-    except (OSError, InputError):
+        data = read_file(target_file, what="prompt file", max_bytes=MAX_PROMPT_BYTES, root=root)
+        raw, _ = load_yaml_text(decode_utf8(data, target_file), target_file)
+    except InputError:
         return False
     named = raw.get("evalset") if isinstance(raw, dict) else None
     if not isinstance(named, str) or not named.strip():
@@ -201,7 +200,7 @@ def refuse_evalset(path: Path, root: Path | None = None, data: bytes | None = No
     if not is_evalset_file(path, data):
         return
     root = root if root is not None else project_root(path)
-    naming = [display_path(f) for f in target_files(root) if _names_evalset(f, path)]
+    naming = [display_path(f) for f in target_files(root) if _names_evalset(f, path, root)]
     if naming:
         which = "the prompt file that names it" if len(naming) == 1 else \
             "one of the prompt files that name it"
