@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from promptctl._yaml import LineMap, load_yaml_file, load_yaml_text
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean
 from promptctl.providers import Endpoint, Price, check_endpoint, positive_int, price_of
 
 # Endpoint and Price are the providers'; many modules name them through the configuration.
@@ -96,7 +96,8 @@ def _parse(root: Path, path: Path, data: Any, lines: LineMap) -> Config:
     for key in data:
         if key not in _CONFIG_KEYS:
             raise InputError(f"unknown key {key!r}", file=path, line=lines.line(key),
-                             fix=f"use one of: {', '.join(sorted(_CONFIG_KEYS))}")
+                             fix=f"{did_you_mean(key, sorted(_CONFIG_KEYS))}use one of: "
+                             f"{', '.join(sorted(_CONFIG_KEYS))}")
     endpoints: dict[str, Endpoint] = {}
     raw_endpoints = data.get("endpoints") or {}
     if not isinstance(raw_endpoints, dict):

@@ -5,7 +5,9 @@ The CLI catches only `PromptctlError`; anything else is a bug and keeps its trac
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 # Exit codes, the one list of them: what CI and scripts read.
@@ -43,6 +45,14 @@ def display_path(path: str | Path) -> str:
             continue
         return rel.as_posix() or "."
     return absolute.as_posix()
+
+
+def did_you_mean(given: object, choices: Iterable[object]) -> str:
+    """The start of a fix for a name that is not one of `choices`: "did you mean 'x'? " when
+    one is close to it (difflib's ratio of at least 0.6), else "". Every unknown key, metric,
+    step, endpoint setting and prompt name is answered this way."""
+    close = difflib.get_close_matches(str(given), [str(c) for c in choices], n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class PromptctlError(Exception):

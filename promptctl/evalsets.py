@@ -21,7 +21,7 @@ from promptctl._yaml import (
     load_yaml_text,
     number_too_long,
 )
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean
 from promptctl.files import (
     MAX_EVALSET_BYTES,
     MAX_YAML_EVALSET_BYTES,
@@ -188,7 +188,8 @@ def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: st
     for key in raw:
         if key not in ROW_KEYS:
             raise InputError(f"unknown key {quote(key)} in {what} {number}", file=path, line=line,
-                             fix=f"use only {', '.join(ROW_KEYS)}; input variables go under input")
+                             fix=f"{did_you_mean(key, ROW_KEYS)}use only {', '.join(ROW_KEYS)}; "
+                             "input variables go under input")
     if "input" not in raw:
         raise InputError(f"{what} {number} has no input", file=path, line=line,
                          fix="add input: a mapping of template variables")

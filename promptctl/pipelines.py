@@ -8,7 +8,6 @@ has the `input` fields the templates read. Errors name the file and the line.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import json
@@ -22,15 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 from promptctl import pipeline_rows
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
 from promptctl.metrics.registry import Metric, builtin
 from promptctl.prompts import (
     Prompt,
     _check_thresholds,
+    check_expected,
     check_header,
     check_metrics,
+    comparing_metrics,
     inputs_version,
     load_prompt,
     unique_paths,
@@ -214,9 +215,10 @@ class Pipeline:
 
     def check_rows(self, rows: Iterable[Row], evalset_path: Path) -> None:
         """Raise, naming the row's file and line, for the first row that a template of the
-        pipeline cannot render: a missing input field, a step id that is not a step, or a
-        row's `steps`/`should_run` naming an unknown step."""
+        pipeline cannot render: a missing input field, a step id that is not a step, a row's
+        `steps`/`should_run` naming an unknown step, or an expected answer no answer can be."""
         ids = {s.id for s in self.steps}
+        comparing = comparing_metrics(self.metric_objects)
         for row in rows:
             where = f"{evalset_path}:{row.line}" if row.line else str(evalset_path)
             for key, mapping in (("steps", row.steps), ("should_run", row.should_run)):
@@ -232,6 +234,7 @@ class Pipeline:
                                              f"to true or false ({quote(step_id)} is not)",
                                              file=evalset_path, line=row.line,
                                              fix='e.g. "should_run": {"refund": false}')
+            self._check_expected(row, evalset_path, comparing)
             for expr in self._exprs():
                 for name in sorted(expr.reads_inputs):
                     if name not in row.input:
@@ -240,6 +243,22 @@ class Pipeline:
                             f"(row at {where})", file=expr.site.file, line=expr.site.line_of(None),
                             fix=f"add {name} to the row's input, or fix the template")
             self._render_row(row, where)
+
+    def _check_expected(self, row: Row, evalset_path: Path, comparing: tuple[str, ...]) -> None:
+        """The row's expected final answer (when an end-to-end metric compares it) and its
+        steps' expected answers are ones an answer can equal. A step expected null was to be
+        skipped; a loop's answer is a list of its items' answers."""
+        if comparing and row.has_expected:
+            check_expected(row.expected, self.output_spec, what=f"row {quote(row.id)}",
+                           file=evalset_path, line=row.line, comparing=comparing,
+                           reader=f"output_type: of {display_path(self.path)}")
+        for step_id, value in (row.steps or {}).items():
+            step = self.step(step_id)
+            if value is None or step.for_each is not None:
+                continue
+            check_expected(value, step.prompt.output, file=evalset_path, line=row.line,
+                           what=f"row {quote(row.id)} for step {step_id}",
+                           reader=f"output: of {display_path(step.prompt.path)}")
 
     def _exprs(self) -> Iterator[Expr]:
         for step in self.steps:
@@ -380,11 +399,9 @@ def _references(source: str, site: Site, names: Iterable[str]) -> tuple[set[str]
     known = set(names)
     for ref in sorted(step_refs):
         if ref not in known:
-            close = difflib.get_close_matches(ref, sorted(known), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise InputError(f"{site.where} reads steps.{ref}, which is not a step", file=site.file,
                              line=site.line_of(None),
-                             fix=f"{hint}steps are: {', '.join(sorted(known))}")
+                             fix=f"{did_you_mean(ref, sorted(known))}steps are: {', '.join(sorted(known))}")
     return step_refs, input_refs
 
 
@@ -438,10 +455,8 @@ def _check_step(raw: Any, i: int, path: Path, lines: LineMap, ids: list[str], ro
                     fix="- id: route\n    prompt: ../prompts/NAME.yaml")
     for key in raw:
         if key not in STEP_KEYS:
-            close = difflib.get_close_matches(str(key), STEP_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise _fail(f"unknown key {quote(key)} in steps[{i}]", path, lines, "steps", i, key,
-                        fix=f"{hint}allowed keys: {', '.join(STEP_KEYS)}")
+                        fix=f"{did_you_mean(key, STEP_KEYS)}allowed keys: {', '.join(STEP_KEYS)}")
     step_id = ids[i]
     prompt_raw = raw.get("prompt")
     if not isinstance(prompt_raw, str) or not prompt_raw.strip():
@@ -600,7 +615,7 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
     if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):
         raise _fail("evalset must be a path string", path, lines, "evalset",
                     fix="e.g. evalset: ../evalsets/NAME.jsonl")
-    thresholds = _check_thresholds(raw.get("thresholds"), path, lines, metrics)
+    thresholds = _check_thresholds(raw.get("thresholds"), path, lines, metrics, configured)
     prompts = {s.prompt_rel: s.prompt.version for s in steps}
     # Without model: in the file, the model its prompts share (when they share one).
     models = {s.prompt.model for s in steps if s.prompt.model}

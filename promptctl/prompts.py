@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset, make_row
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
 from promptctl.metrics.registry import (
@@ -29,7 +28,7 @@ from promptctl.metrics.registry import (
     score_extraction,
     unknown,
 )
-from promptctl.scoring import OUTPUT_TYPES, OutputSpec, extract_calls
+from promptctl.scoring import OUTPUT_TYPES, OutputSpec, extract_calls, unreachable
 from promptctl.store import utcnow
 from promptctl.templates import Site, compile_template, render_template
 from promptctl.toolcalls import TOOL_CALLS_KEY, TOOL_NAME, TOOL_OUTPUT_TYPES, Tool
@@ -188,9 +187,20 @@ class Prompt:
         return self.render(row.input, row_id=row.id)
 
     def check_rows(self, rows: Iterable[Row], evalset_path: Path) -> None:
-        """Beyond rendering, which planning does for every row: the calls a tool call
-        output expects have its shape."""
+        """Every row's and few-shot example's expected answer is one an answer can equal, when
+        a metric compares them, and the calls a tool call output expects have its shape
+        (rendering, planning checks for every row itself)."""
         check_expected_calls(self, rows, evalset_path)
+        comparing = comparing_metrics(self.metric_objects)
+        if not comparing:
+            return
+        reader = f"output: of {display_path(self.path)}"
+        for what, group, file in (("example", self.examples, self.path),
+                                  ("row", rows, evalset_path)):
+            for row in group:
+                if row.has_expected:
+                    check_expected(row.expected, self.output, what=f"{what} {quote(row.id)}",
+                                   file=file, line=row.line, reader=reader, comparing=comparing)
 
     async def run_row(self, item: WorkItem, ctx: RowContext) -> dict[str, Any]:
         answer = await ctx.complete(item.messages, self.request_params, item.sample)
@@ -254,6 +264,34 @@ def response_fields(response: Mapping[str, Any]) -> dict[str, Any]:
             "system_fingerprint": response.get("system_fingerprint")}
 
 
+def comparing_metrics(metrics: Iterable[Metric]) -> tuple[str, ...]:
+    """The metrics among `metrics` that compare `expected` with the answer as read."""
+    return tuple(m.name for m in metrics if m.compares_answer)
+
+
+def _shown(value: Any) -> str:
+    """An expected value as a message quotes it: text quoted, other values as JSON, cut."""
+    if isinstance(value, str):
+        return quote(value)
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def check_expected(expected: Any, spec: OutputSpec, *, what: str, file: Path | str,
+                   line: int | None, reader: str, comparing: Sequence[str] = ()) -> None:
+    """Refuse an expected value that no answer read as `spec` says can equal (a label that is
+    not one, a mapping where answers are numbers): it would be scored wrong on every run, by
+    the metrics `comparing` (none: a pipeline step's right-or-wrong). The error names the
+    row's file and line, and `reader`, where answers are read."""
+    problem = unreachable(expected, spec)
+    if problem is None:
+        return
+    reason, fix = problem
+    scored = f", so {', '.join(comparing)} can never score it as meant" if comparing else ""
+    raise InputError(f"{what} expects {_shown(expected)}, {reason}: no answer can match it"
+                     f"{scored} (answers are read by {reader})", file=file, line=line, fix=fix)
+
+
 def unique_paths(paths: Iterable[Path]) -> list[Path]:
     """`paths` without repeats, in order."""
     return list(dict.fromkeys(paths))
@@ -268,10 +306,8 @@ def check_header(raw: dict[Any, Any], path: Path, lines: LineMap, allowed: Seque
     (default: the file's stem); description and model as strings. Returns the name."""
     for key in raw:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise _fail(f"unknown key {quote(key)}", path, lines, key,
-                        fix=f"{hint}allowed keys: {', '.join(allowed)}")
+                        fix=f"{did_you_mean(key, allowed)}allowed keys: {', '.join(allowed)}")
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise _fail("name must be a non-empty string", path, lines, "name", fix="quote it")
@@ -338,7 +374,46 @@ def check_metrics(raw: Any, path: Path, lines: LineMap, output: OutputSpec, *,
     return tuple(names), tuple(configured)
 
 
-def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, ...]) -> dict[str, Any]:
+def _as_share(metric: Metric, value: float) -> str:
+    """The fix for a value beyond a 0-to-1 metric's range that reads as a percentage."""
+    if metric.value_range == (0.0, 1.0) and 1 < value <= 100:
+        return f"write it as a share of 1: {value / 100:g} for {value:g}%"
+    return ""
+
+
+def _check_in_range(metric: Metric, key: str, value: float, path: Path, lines: LineMap) -> None:
+    """A gate `metric: {min|max: value}` the metric can reach: inside its range."""
+    lo, hi = metric.value_range
+    if (lo is None or value >= lo) and (hi is None or value <= hi):
+        return
+    shown = metric.describe_range()
+    raise _fail(f"threshold {metric.name}.{key} is {value:g}, which {metric.name} never is: it "
+                f"goes {shown}", path, lines, "thresholds", metric.name, key,
+                fix=_as_share(metric, value) or f"choose a {key} {shown}")
+
+
+def _check_drop(metric: Metric, value: float, path: Path, lines: LineMap) -> None:
+    """A `max_regression` limit below the largest drop the metric can make (its range's width):
+    a larger limit lets any drop pass."""
+    lo, hi = metric.value_range
+    if lo is None or hi is None or value <= hi - lo:
+        return
+    raise _fail(f"max_regression for {metric.name} is {value:g}, but {metric.name} goes "
+                f"{metric.describe_range()}: it can drop by {hi - lo:g} at most, so no drop "
+                "would fail", path, lines, "thresholds", "max_regression", metric.name,
+                fix=_as_share(metric, value) or f"choose a limit of at most {hi - lo:g}")
+
+
+def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, ...],
+                      configured: Sequence[Metric] = ()) -> dict[str, Any]:
+    """The `thresholds:` of a prompt or pipeline whose metrics are `metrics` (the configured
+    ones among them: `configured`): each gate on a listed metric, within the values it can
+    take."""
+    objects = {m.name: m for m in configured}
+
+    def metric_of(name: str) -> Metric | None:
+        return objects.get(name) or builtin(name)
+
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -360,10 +435,12 @@ def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, 
                 if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
                     raise _fail(f"max_regression for {m} must be a non-negative number", path,
                                 lines, "thresholds", metric, m, fix="e.g. 0.02")
+                found = metric_of(m)
+                if found is not None:
+                    _check_drop(found, v, path, lines)
             continue
         if metric not in metrics and not _known_metric(metric):
-            close = difflib.get_close_matches(str(metric), (*metrics, "max_regression"), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(metric, (*metrics, "max_regression"))
             raise _fail(f"unknown metric {metric!r} in thresholds", path, lines, "thresholds",
                         metric, fix=f"{hint}use one of: {', '.join(metrics)}, or max_regression")
         if metric not in metrics:
@@ -378,6 +455,13 @@ def _check_thresholds(raw: Any, path: Path, lines: LineMap, metrics: tuple[str, 
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise _fail(f"threshold {metric}.{k} must be a number", path, lines,
                             "thresholds", metric, k, fix="write a number")
+            found = metric_of(metric)
+            if found is not None:
+                _check_in_range(found, k, v, path, lines)
+        if "min" in gate and "max" in gate and gate["min"] > gate["max"]:
+            raise _fail(f"threshold {metric} has min {gate['min']:g} above max {gate['max']:g}: "
+                        "no value passes", path, lines, "thresholds", metric, "min",
+                        fix="swap them, or drop one")
     return dict(raw)
 
 
@@ -390,7 +474,7 @@ def _check_output(raw: Any, path: Path, lines: LineMap) -> OutputSpec:
     for key in raw:
         if key not in OUTPUT_KEYS:
             raise _fail(f"unknown key {quote(key)} in output", path, lines, "output", key,
-                        fix=f"use one of: {', '.join(OUTPUT_KEYS)}")
+                        fix=f"{did_you_mean(key, OUTPUT_KEYS)}use one of: {', '.join(OUTPUT_KEYS)}")
     pattern = raw.get("pattern")
     if pattern is not None:
         if not isinstance(pattern, str):
@@ -700,7 +784,7 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
         metrics=metrics,
         configured_metrics=configured,
         evalset=(path.parent / evalset) if evalset else None,
-        thresholds=_check_thresholds(raw.get("thresholds"), path, lines, metrics),
+        thresholds=_check_thresholds(raw.get("thresholds"), path, lines, metrics, configured),
         evalset_line=lines.line("evalset") if evalset else None,
         root=root,
     )

@@ -225,6 +225,43 @@ def equals(answer: Any, expected: Any) -> bool:
     return bool(_norm(answer) == _norm(expected))
 
 
+def _kind_of(value: Any) -> str:
+    """A JSON value's kind, as a message names it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "a number" if isinstance(value, int | float) else "text"
+
+
+def unreachable(expected: Any, spec: OutputSpec) -> tuple[str, str] | None:
+    """Why no answer read as `spec` says can equal `expected` (as `equals` compares them):
+    (the reason, the fix), or None when some answer can. A JSON answer can be any value."""
+    kind = spec.type
+    if kind == "label":
+        if any(equals(label, expected) for label in spec.labels):
+            return None
+        return (f"which is not one of the labels ({', '.join(spec.labels)})",
+                "expect one of the labels (case does not matter), or add it to the labels")
+    if kind in ("number", "integer"):
+        value = numeric(expected)
+        if value is None:
+            return (f"which is {_kind_of(expected)}, not a number, but answers are read as {kind}s",
+                    "write the expected answer as a number (7, 2.5), or change the output type")
+        if kind == "integer" and not value.is_integer():
+            return ("which is not a whole number, but answers are read as integers",
+                    "write a whole number, or read answers as type: number")
+        return None
+    if kind == "string" and (isinstance(expected, dict | list | tuple | bool) or expected is None):
+        return (f"which is {_kind_of(expected)}, but answers are read as text",
+                "write the expected answer as text, or read answers as type: json")
+    return None
+
+
 def numeric(value: Any) -> float | None:
     if isinstance(value, bool):
         return None

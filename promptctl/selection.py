@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from promptctl.compare import compare_runs
 from promptctl.config import Config
 from promptctl.engine.lifecycle import run_eval
-from promptctl.errors import InputError, display_path
+from promptctl.errors import InputError, did_you_mean, display_path
 from promptctl.gitinfo import find_repo, open_repo
 from promptctl.project import PROMPTS_DIR, target_files
 from promptctl.providers import resolve_model
 from promptctl.runs import best, row_errors, stands_for_version
 from promptctl.store import RunRecord, Store
-from promptctl.target import TargetAt, load_target, model_of, target_at_ref
+from promptctl.target import TargetAt, load_target, model_of, refuse_evalset, target_at_ref
 
 if TYPE_CHECKING:
     from promptctl.results import DiffResult
@@ -103,9 +103,15 @@ def _name_of(path: Path) -> str:
 
 
 def find_prompt(store: Store | None, config: Config, given: str) -> PromptRef:
-    """A prompt file path, or the name of a prompt in prompts/ or in the store."""
+    """A prompt (or pipeline) file path, or the name of a prompt in prompts/ or pipelines/, or
+    in the store (without a store: only the project's files).
+
+    Every command that takes a prompt to filter or compare by (`runs`, `history`, `diff
+    --prompt`, `report --history`, `check --prompt`) names it here: an unknown name is an
+    error with the name it is close to and the names there are, never an empty result."""
     path = Path(given)
     if path.is_file():
+        refuse_evalset(path, config.root)
         return PromptRef(_name_of(path), path)
     files = target_files(config.root)
     for candidate in files:
@@ -116,8 +122,9 @@ def find_prompt(store: Store | None, config: Config, given: str) -> PromptRef:
     if given in stored:
         return PromptRef(given, None)
     names = sorted({*(_name_of(f) for f in files), *stored})
+    hint = did_you_mean(given, {*names, *(f.stem for f in files)})
     raise InputError(f"no prompt named {given!r}",
-                     fix=("prompts: " + ", ".join(names)) if names else
+                     fix=(f"{hint}prompts: " + ", ".join(names)) if names else
                      "no prompts here yet: pass a prompt file, or run `promptctl init`")
 
 

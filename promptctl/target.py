@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from promptctl._yaml import decode_utf8, load_yaml_text
 from promptctl.errors import InputError, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset_bytes
-from promptctl.files import Reference, reading_from
+from promptctl.files import MAX_PROMPT_BYTES, Reference, project_root, read_file, reading_from
 from promptctl.gitinfo import GitState, Repo, open_repo
 from promptctl.metrics.registry import Metric
 from promptctl.pipelines import (
@@ -30,6 +31,7 @@ from promptctl.pipelines import (
     parse_pipeline,
 )
 from promptctl.pipelines import _rel as pipeline_rel
+from promptctl.project import EVALSETS_DIR, PIPELINES_DIR, PROMPTS_DIR, TARGET_DIRS, target_files
 from promptctl.prompts import Prompt, load_prompt, parse_prompt
 from promptctl.work import RowContext, WorkItem
 
@@ -147,10 +149,78 @@ def metric_identities(target: Target) -> dict[str, Any]:
 
 
 def load_target(path: str | Path, root: Path | None = None) -> Target:
-    """The prompt or pipeline file at `path` (a pipeline says `kind: pipeline`)."""
+    """The prompt or pipeline file at `path` (a pipeline says `kind: pipeline`); an eval set
+    named instead is an error that says which files name it (see `refuse_evalset`)."""
+    refuse_evalset(Path(path), root)
     if is_pipeline_file(Path(path)):
         return load_pipeline(path, root)
     return load_prompt(path, root)
+
+
+# How much of a file is read to tell an eval set from a prompt.
+_SNIFF_BYTES = 65536
+
+
+def is_evalset_file(path: Path, data: bytes | None = None) -> bool:
+    """Whether the file at `path` (of bytes `data`, else read from disk) is an eval set, not a
+    prompt or pipeline: by extension (.jsonl, .csv), then folder (a .yaml file in evalsets/
+    is an eval set, in prompts/ or pipelines/ a prompt or pipeline), then content (YAML whose
+    top level is a list: a prompt or pipeline file is a mapping). `validate` tells them apart
+    by this rule too."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".csv"):
+        return True
+    if suffix not in (".yaml", ".yml") or path.parent.name in TARGET_DIRS:
+        return False
+    if path.parent.name == EVALSETS_DIR:
+        return True
+    if data is None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_SNIFF_BYTES)
+        except OSError:
+            return False
+    for line in data[:_SNIFF_BYTES].decode("utf-8", "replace").splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "---", "%")):
+            return stripped.startswith(("- ", "[")) or stripped == "-"
+    return False
+
+
+def _names_evalset(target_file: Path, evalset: Path, root: Path) -> bool:
+    """Whether the prompt or pipeline file `target_file` (inside the project `root`) names
+    `evalset` in its `evalset:` (a file that cannot be read as one names nothing)."""
+    try:
+        data = read_file(target_file, what="prompt file", max_bytes=MAX_PROMPT_BYTES, root=root)
+        raw, _ = load_yaml_text(decode_utf8(data, target_file), target_file)
+    except InputError:
+        return False
+    named = raw.get("evalset") if isinstance(raw, dict) else None
+    if not isinstance(named, str) or not named.strip():
+        return False
+    return os.path.realpath(target_file.parent / named) == os.path.realpath(evalset)
+
+
+def refuse_evalset(path: Path, root: Path | None = None, data: bytes | None = None) -> None:
+    """Raise when the file at `path` (of bytes `data`, else on disk) is an eval set where a
+    prompt or pipeline file is wanted (`eval`, `diff --prompt`, `history`, `check --prompt`):
+    the error names the project's prompt and pipeline files whose `evalset:` names it."""
+    if data is None and not path.is_file():
+        return  # the loader says the file is missing
+    if not is_evalset_file(path, data):
+        return
+    root = root if root is not None else project_root(path)
+    naming = [display_path(f) for f in target_files(root) if _names_evalset(f, path, root)]
+    if naming:
+        which = "the prompt file that names it" if len(naming) == 1 else \
+            "one of the prompt files that name it"
+        fix = f"pass {which} in evalset: instead: {', '.join(naming)}"
+    else:
+        fix = (f"no prompt or pipeline file in {PROMPTS_DIR}/ or {PIPELINES_DIR}/ names it yet: "
+               "add evalset: with its path (relative to the prompt file) to one and pass that "
+               f"file, or run one on it with: promptctl eval {PROMPTS_DIR}/NAME.yaml --evalset "
+               f"{display_path(path)}")
+    raise InputError("this is an eval set, not a prompt or pipeline file", file=path, fix=fix)
 
 
 def evalset_of(target: Target) -> EvalSet:
@@ -235,6 +305,7 @@ def target_at_ref(path: str | Path, ref: str, *, with_evalset: bool = True) -> T
     if data is None:
         raise InputError(f"file did not exist at {ref} ({commit[:12]})", file=path,
                          fix="choose a ref where the file exists")
+    refuse_evalset(path, repo.root, data)
 
     def load(p: Path, where: Reference) -> Prompt:
         rel = rel_in(p, repo.root)

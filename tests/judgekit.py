@@ -35,7 +35,8 @@ output:
 JUDGED_PROMPT = ECHO_PROMPT.replace(
     "metrics: [exact_match, format_validity]",
     "metrics:\n  - exact_match\n  - name: long\n    llm_judge:\n      prompt: ../judges/length.yaml\n"
-    "thresholds:\n  long: {min: 3}")
+    # A gate a length judge and a label judge (0 or 1, as some tests make it) can both meet.
+    "thresholds:\n  long: {min: 0.5}")
 
 
 def judge_reply(body: Body, _call: int) -> str:

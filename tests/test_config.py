@@ -133,6 +133,28 @@ def test_invalid_config(root: Path, text: str, line: int, needle: str) -> None:
     assert needle in exc.message, str(exc)
 
 
+TYPOS = [
+    # (id, yaml, line, the key named, the key suggested)
+    ("endpoint key, type unknown yet", "endpoints:\n  a:\n    baseurl: http://x/v1\n", 3,
+     "'baseurl'", "did you mean 'base_url'?"),
+    ("endpoint key of a known type", "endpoints:\n  a:\n    base_url: x\n    api_key_evn: K\n",
+     4, "'api_key_evn'", "did you mean 'api_key_env'?"),
+    ("endpoint type", "endpoints:\n  a:\n    type: opneai\n    base_url: x\n", 3, "'opneai'",
+     "did you mean 'openai'?"),
+    ("top-level key", "endpoint:\n  a: {base_url: x}\n", 1, "'endpoint'",
+     "did you mean 'endpoints'?"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "named", "hint"), [t[1:] for t in TYPOS],
+                         ids=[t[0] for t in TYPOS])
+def test_a_misspelt_key_is_named_with_the_key_it_is_close_to(
+        root: Path, text: str, line: int, named: str, hint: str) -> None:
+    exc = config_error(root, text)
+    assert (exc.line, named in exc.message) == (line, True), str(exc)
+    assert exc.fix is not None and exc.fix.startswith(hint), str(exc)
+
+
 def test_local_server_switches(root: Path) -> None:
     write_config(root, "endpoints:\n  a: {gguf: m.gguf, parallel: true, cache_prompt: false}\n")
     ep = load_config(root).endpoints["a"]

@@ -281,6 +281,79 @@ def test_invalid_prompt(tmp_path: Path, text: str, line: int, needle: str) -> No
     assert needle in exc.message, str(exc)
 
 
+NUMBER = MINIMAL + "output:\n  type: number\n"
+LABEL = MINIMAL + "output:\n  type: label\n  labels: [good, bad]\n"
+LABEL_JUDGE = """\
+model: gpt-4o
+messages:
+  - role: user
+    content: "Is {{ completion }} fine?"
+output:
+  type: label
+  labels: [fine, poor]
+"""
+NUMBER_JUDGE = LABEL_JUDGE.replace("type: label\n  labels: [fine, poor]", "type: integer")
+JUDGED = MINIMAL + "metrics:\n  - name: fine\n    llm_judge: judge.yaml\n"
+SIMILAR = MINIMAL + "metrics:\n  - name: close\n    similarity: {model: text-embedding-3-small}\n"
+SCORED = MINIMAL + "metrics:\n  - name: mine\n    custom: scorer.py:score\n"
+
+RANGES = [
+    # (id, prompt text, judge file, line, message part, fix part): a gate no value can meet or miss.
+    ("a share as a percentage", LABEL + "metrics: [accuracy]\nthresholds:\n  accuracy: {min: 60}\n",
+     None, 9, "threshold accuracy.min is 60, which accuracy never is: it goes from 0 to 1",
+     "write it as a share of 1: 0.6 for 60%"),
+    ("a share above 100", MINIMAL + "thresholds:\n  format_validity: {max: 200}\n", None, 5,
+     "format_validity never is: it goes from 0 to 1", "choose a max from 0 to 1"),
+    ("a negative share", MINIMAL + "metrics: [exact_match]\nthresholds:\n  exact_match: {min: -0.1}\n",
+     None, 6, "exact_match.min is -0.1", "choose a min from 0 to 1"),
+    ("a negative error", NUMBER + "metrics: [rmse]\nthresholds:\n  rmse: {max: -1}\n", None, 8,
+     "rmse never is: it goes 0 or more", "choose a max 0 or more"),
+    ("a correlation beyond 1", NUMBER + "metrics: [pearson]\nthresholds:\n  pearson: {min: 1.5}\n",
+     None, 8, "it goes from -1 to 1", "choose a min from -1 to 1"),
+    ("a cosine below -1", SIMILAR + "thresholds:\n  close: {min: -2}\n", None, 8,
+     "close never is: it goes from -1 to 1", "from -1 to 1"),
+    ("a label judge's score beyond 1", JUDGED + "thresholds:\n  fine: {min: 80}\n", LABEL_JUDGE, 8,
+     "fine never is: it goes from 0 to 1", "0.8 for 80%"),
+    ("min above max", NUMBER + "metrics: [mae]\nthresholds:\n  mae: {min: 3, max: 1}\n", None, 8,
+     "min 3 above max 1", "swap them"),
+    ("a regression larger than the range", LABEL + "metrics: [accuracy]\nthresholds:\n"
+     "  max_regression: {accuracy: 5}\n", None, 9,
+     "max_regression for accuracy is 5, but accuracy goes from 0 to 1: it can drop by 1 at most",
+     "0.05 for 5%"),
+    ("a correlation's regression beyond 2", NUMBER + "metrics: [spearman]\nthresholds:\n"
+     "  max_regression:\n    spearman: 2.5\n", None, 9, "can drop by 2 at most",
+     "choose a limit of at most 2"),
+]
+
+
+@pytest.mark.parametrize(("text", "judge", "line", "message", "fix"), [c[1:] for c in RANGES],
+                         ids=[c[0] for c in RANGES])
+def test_a_threshold_outside_the_metric_range_names_the_range(
+        tmp_path: Path, text: str, judge: str | None, line: int, message: str, fix: str) -> None:
+    if judge is not None:
+        write(tmp_path, judge, "judge.yaml")
+    exc = prompt_error(tmp_path, text)
+    assert exc.line == line, str(exc)
+    assert message in exc.message, str(exc)
+    assert fix in (exc.fix or ""), str(exc)
+
+
+def test_thresholds_at_the_ends_of_a_range_and_on_unknown_ranges_are_accepted(
+        tmp_path: Path) -> None:
+    ends = load_prompt(write(tmp_path, NUMBER + (
+        "metrics: [exact_match, rmse, pearson]\n"
+        "thresholds:\n  exact_match: {min: 0, max: 1}\n  rmse: {max: 0}\n  pearson: {min: -1}\n"
+        "  max_regression: {exact_match: 1, pearson: 2, rmse: 1000}\n")))
+    assert ends.thresholds["max_regression"] == {"exact_match": 1, "pearson": 2, "rmse": 1000}
+    # A number judge's scale and a custom scorer's values are theirs to say: any gate goes.
+    write(tmp_path, NUMBER_JUDGE, "judge.yaml")
+    judged = load_prompt(write(tmp_path, JUDGED + "thresholds:\n  fine: {min: 4}\n"
+                               "  max_regression: {fine: 3}\n"))
+    assert judged.thresholds["fine"] == {"min": 4}
+    scored = load_prompt(write(tmp_path, SCORED + "thresholds:\n  mine: {min: 250}\n"))
+    assert scored.thresholds["mine"] == {"min": 250}
+
+
 def test_unknown_metric_suggests_the_close_one(tmp_path: Path) -> None:
     exc = prompt_error(tmp_path, MINIMAL + "metrics: [exact_match, rsme]\n")
     assert "did you mean 'rmse'" in exc.fix

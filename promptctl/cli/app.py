@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +21,9 @@ from promptctl.cli import (
 )
 from promptctl.cli.common import root_options
 from promptctl.errors import EXIT_BUG, EXIT_INPUT, EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = ["EXIT_BUG", "EXIT_INTERRUPTED", "app", "main"]
 
@@ -76,10 +80,38 @@ def _broken_pipe(exc: SystemExit) -> bool:
     return isinstance(context, OSError) and context.errno == errno.EPIPE
 
 
+def _sigterm_as_ctrl_c() -> Callable[[], None]:
+    """Handle SIGTERM (what CI cancellation, `timeout` and `kill` send) as Ctrl-C: a run is
+    marked interrupted and its resume command printed, with Ctrl-C's exit code. Returns what
+    restores the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # only the main thread may set handlers (and receives signals)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # Whatever handles Ctrl-C now: asyncio's while a run sends (it cancels the run's
+        # task, which then ends as Ctrl-C ends it), else Python's KeyboardInterrupt.
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not on_sigterm:
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every way out has a deliberate exit code."""
     import sys
 
+    restore = _sigterm_as_ctrl_c()
     try:
         code = app(argv, prog_name="promptctl", standalone_mode=False)
     except typer.Exit as exc:
@@ -118,4 +150,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: promptctl {__version__} crashed: this is a bug in promptctl, not a verdict "
               "on your prompts; the traceback above says where", file=sys.stderr)
         code = EXIT_BUG
+    finally:
+        restore()
     sys.exit(code if isinstance(code, int) else 0)

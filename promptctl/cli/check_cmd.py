@@ -82,8 +82,13 @@ def check(
     from promptctl.render.jsonout import dumps
     from promptctl.render.markdown import check_markdown
     from promptctl.render.terminal import console
+    from promptctl.selection import find_prompt
 
     config, config_source = trusted_config(project(), base, trust_pr_config=trust_pr_config)
+    for item in prompt or []:
+        # An unknown prompt is refused as every command refuses one (the names it is close
+        # to, those there are); the gate is given what was typed, which then names a file.
+        find_prompt(None, config, item)
     store = open_project_store(config)
     err = console(stderr=True)
     options = CheckOptions(base=base, prompts=list(prompt or []), model=model,

@@ -7,12 +7,13 @@ from typing import Annotated
 import typer
 
 from promptctl.cli.common import handle_errors, open_project_store, project
-from promptctl.errors import InputError
+from promptctl.errors import InputError, display_path
 
 
 @handle_errors
 def runs(
-    prompt: Annotated[str | None, typer.Argument(help="Only runs of this prompt (its name).")] = None,
+    prompt: Annotated[str | None, typer.Argument(
+        help="Only runs of this prompt (its file or name).")] = None,
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 50,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
@@ -20,14 +21,21 @@ def runs(
     from promptctl.render.jsonout import dumps, run_json
     from promptctl.render.terminal import console, runs_table
     from promptctl.runs import read_run
+    from promptctl.selection import find_prompt
 
-    store = open_project_store(project(), create=False)
-    found = store.list_runs(prompt, limit=limit)
+    config = project()
+    store = open_project_store(config, create=False)
+    # A prompt that is neither a file nor a name in prompts/ or the store is an error, not "no runs".
+    ref = find_prompt(store, config, prompt) if prompt is not None else None
+    found = store.list_runs(ref.name if ref is not None else None, limit=limit)
     if json_out:
         typer.echo(dumps({"runs": [run_json(read_run(r)) for r in found]}))
         return
     if not found:
-        typer.echo("no runs stored yet: run `promptctl eval prompts/NAME.yaml`")
+        of = f" of {ref.name}" if ref is not None else ""
+        command = display_path(ref.path) if ref is not None and ref.path is not None \
+            else "prompts/NAME.yaml"
+        typer.echo(f"no runs{of} stored yet: run `promptctl eval {command}`")
         return
     runs_table(console(), [read_run(r) for r in found])
 

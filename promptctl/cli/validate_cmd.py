@@ -48,29 +48,11 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 
 def _kind(path: Path) -> str:
-    """Whether a file is a prompt or an eval set: by extension, then folder, then content.
+    """Whether a file is a prompt or an eval set: by extension, then folder, then content,
+    as the target loader tells them apart (`target.is_evalset_file`)."""
+    from promptctl.target import is_evalset_file
 
-    A .yaml file in a folder named prompts/ or evalsets/ is what the folder
-    says; elsewhere it is an eval set if its top level is a list.
-    """
-    from promptctl.project import EVALSETS_DIR, TARGET_DIRS
-
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".csv"):
-        return "evalset"
-    if path.parent.name == EVALSETS_DIR:
-        return "evalset"
-    if path.parent.name in TARGET_DIRS:
-        return "prompt"
-    try:
-        head = path.read_bytes()[:65536].decode("utf-8", "replace")
-    except OSError:
-        return "prompt"
-    for line in head.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith(("#", "---", "%")):
-            return "evalset" if stripped.startswith(("- ", "[")) or stripped == "-" else "prompt"
-    return "prompt"
+    return "evalset" if is_evalset_file(path) else "prompt"
 
 
 def check_file(path: Path) -> str:

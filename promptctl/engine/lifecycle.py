@@ -134,9 +134,16 @@ def refuse_batched_tools(target: Target) -> None:
                          fix="drop --batch for prompts with tools:")
 
 
-def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, options: EvalOptions
-               ) -> None:
+def preflight_scorers(target: Target, config: Config) -> None:
+    """The models the target's metrics send requests to (judges, embeddings models) can be
+    used now: a missing key is found before the run, naming the metric, not mid-run."""
+    for metric in target.all_configured_metrics:
+        if metric.preflight is not None:
+            metric.preflight(config)
 
+
+def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, options: EvalOptions,
+               config: Config) -> None:
     if options.batch:
         require_batch(resolved)
         refuse_batched_tools(plan.target)
@@ -144,6 +151,7 @@ def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, options
         require_cached(store, plan, resolved)
     elif len(plan):
         preflight(resolved, plan.target.request_params)
+        preflight_scorers(plan.target, config)
 
 
 def check_identities(run: RunRecord, target: Target) -> None:
@@ -170,7 +178,7 @@ def run_eval(target: Target, resolved: ResolvedModel, *, store: Store, config: C
                          fix=f"drop --batch for {target.kind}s")
     evalset = evalset if evalset is not None else evalset_of(target)
     plan = plan_requests(target, evalset, limit=options.limit, repeat=options.repeat)
-    _preflight(store, plan, resolved, options)
+    _preflight(store, plan, resolved, options, config)
     git = git or git_state(target.path, [*target.files, evalset.path])
     concurrency = concurrency_for(options.concurrency, resolved, config)
     run_id = new_run_id()
@@ -349,7 +357,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     check_identities(run, target)
     todo = full.without(store.answered_keys(run["id"]))
     resolved = resolve_model(run["model"], config)
-    _preflight(store, todo, resolved, options)
+    _preflight(store, todo, resolved, options, config)
     claim(store, run)
     if on_start is not None:
         on_start(run["id"])

@@ -13,7 +13,13 @@ from typing import Any
 
 from promptctl.config import Config
 from promptctl.engine.gateway import Answer, Gateway, Progress, ProgressFn
-from promptctl.engine.lifecycle import _owner_token, drive, new_run_id, scorer_services
+from promptctl.engine.lifecycle import (
+    _owner_token,
+    drive,
+    new_run_id,
+    preflight_scorers,
+    scorer_services,
+)
 from promptctl.engine.send import send_all
 from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, Row
@@ -111,6 +117,7 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
                          fix=f"finish it first: promptctl eval --resume {old['id']}")
     prompt, why = rescore_prompt(old, config)
     scoring, kept = _select(prompt, metrics)
+    preflight_scorers(scoring, config)  # only scorers send: their keys, before the new run
     resolved = resolve_model(old["model"], config)
     run_id = new_run_id()
     options = {**(old.get("options") or {}), "rescored_from": old["id"], "prompt_used": why,

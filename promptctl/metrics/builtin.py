@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from promptctl.evalsets import Row
 
 NUMERIC_TYPES = frozenset({"number", "integer"})
+# The values of a share of rows (0/1 per row, or macro F1), of an error and of a correlation.
+SHARE = (0.0, 1.0)
+ERROR = (0.0, None)
+CORRELATION = (-1.0, 1.0)
 
 
 def _share_of(key: str) -> Callable[[Columns], Result]:
@@ -174,41 +178,42 @@ def _f1(columns: Columns) -> Result:
 
 
 register(Metric("format_validity", format_validity, _share_of("format_validity"),
-                PAIRED_BINARY, "format_validity"))
+                PAIRED_BINARY, "format_validity", value_range=SHARE))
 register(Metric("exact_match", exact_match, _share_of("exact_match"), PAIRED_BINARY,
-                "exact_match", needs_expected=True))
+                "exact_match", needs_expected=True, compares_answer=True, value_range=SHARE))
 register(Metric("accuracy", accuracy, _share_of("accuracy"), PAIRED_BINARY, "accuracy",
-                output_types=frozenset({"label"}), needs_expected=True,
-                former_keys=("exact_match",)))
+                output_types=frozenset({"label"}), needs_expected=True, compares_answer=True,
+                value_range=SHARE, former_keys=("exact_match",)))
 NUMERIC_HELPERS = frozenset({"answer_num", "expected_num", "squared_error"})
 LABEL_HELPERS = frozenset({"label_answer", "label_expected"})
 
 register(Metric("rmse", numeric_pair, _rmse, PAIRED_RMSE, "squared_error", higher_is_better=False,
                 output_types=NUMERIC_TYPES, needs_expected=True, row_text=_abs_error,
-                helper_keys=NUMERIC_HELPERS))
+                helper_keys=NUMERIC_HELPERS, compares_answer=True, value_range=ERROR))
 register(Metric("mae", numeric_pair, _of_pairs(mae), PAIRED_MAE, "answer_num",
                 higher_is_better=False, output_types=NUMERIC_TYPES, needs_expected=True,
-                row_text=_abs_error, helper_keys=NUMERIC_HELPERS))
+                row_text=_abs_error, helper_keys=NUMERIC_HELPERS, compares_answer=True,
+                value_range=ERROR))
 register(Metric("pearson", numeric_pair, _of_pairs(pearson), PAIRED_CORRELATION, "answer_num",
                 output_types=NUMERIC_TYPES, needs_expected=True, row_text=_no_row_value,
-                helper_keys=NUMERIC_HELPERS))
+                helper_keys=NUMERIC_HELPERS, compares_answer=True, value_range=CORRELATION))
 register(Metric("spearman", numeric_pair, _of_pairs(spearman), PAIRED_CORRELATION, "answer_num",
                 output_types=NUMERIC_TYPES, needs_expected=True, row_text=_no_row_value,
-                helper_keys=NUMERIC_HELPERS))
+                helper_keys=NUMERIC_HELPERS, compares_answer=True, value_range=CORRELATION))
 register(Metric("f1_macro", labels, _f1, PAIRED_F1, "label_answer",
                 output_types=frozenset({"label"}), needs_expected=True, row_text=_label_right,
-                helper_keys=LABEL_HELPERS))
+                helper_keys=LABEL_HELPERS, compares_answer=True, value_range=SHARE))
 register(Metric("contains", contains, _share_of("contains"), PAIRED_BINARY, "contains",
-                needs_expected=True))
+                needs_expected=True, value_range=SHARE))
 register(Metric("regex", regex, _share_of("regex"), PAIRED_BINARY, "regex",
-                check_row=_check_pattern, check_examples=False))
+                check_row=_check_pattern, check_examples=False, value_range=SHARE))
 TOOL_TYPES = frozenset(TOOL_OUTPUT_TYPES)
 register(Metric("tool_name", tool_name, _share_of("tool_name"), PAIRED_BINARY, "tool_name",
-                output_types=TOOL_TYPES, needs_expected=True))
+                output_types=TOOL_TYPES, needs_expected=True, value_range=SHARE))
 register(Metric("tool_args", _arguments_score("tool_args", subset=False), _share_of("tool_args"),
-                PAIRED_BINARY, "tool_args", output_types=TOOL_TYPES, needs_expected=True))
+                PAIRED_BINARY, "tool_args", output_types=TOOL_TYPES, needs_expected=True, value_range=SHARE))
 register(Metric("tool_args_subset", _arguments_score("tool_args_subset", subset=True),
                 _share_of("tool_args_subset"), PAIRED_BINARY, "tool_args_subset",
-                output_types=TOOL_TYPES, needs_expected=True))
+                output_types=TOOL_TYPES, needs_expected=True, value_range=SHARE))
 register(Metric("tool_call_validity", tool_call_validity, _share_of("tool_call_validity"),
-                PAIRED_BINARY, "tool_call_validity", output_types=TOOL_TYPES))
+                PAIRED_BINARY, "tool_call_validity", output_types=TOOL_TYPES, value_range=SHARE))

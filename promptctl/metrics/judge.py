@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean, display_path
 from promptctl.files import Reference, project_path, project_root
 from promptctl.metrics.aggregates import row_count, rows_of, share
 from promptctl.metrics.registry import (
@@ -29,7 +29,7 @@ from promptctl.metrics.registry import (
     Scores,
     prompt_loader,
 )
-from promptctl.providers import resolve_model
+from promptctl.providers import preflight, resolve_model
 from promptctl.providers.tokens import message_tokens
 from promptctl.scoring import Extraction, OutputSpec, extract
 
@@ -70,13 +70,37 @@ class JudgePrompt(Protocol):
                ) -> list[dict[str, str]]: ...
 
 
+def require_model(spec: str, config: Config, params: dict[str, Any], *, metric: str, what: str,
+                  file: Path, line: int | None, elsewhere: str) -> None:
+    """The model `spec` a scorer sends requests to can be used now (its API key is set, its
+    model file exists), else an error naming the metric, `what` uses the model (a judge's file,
+    "embeddings"), and the fix for the scorer: set the key, or `elsewhere` (how to choose
+    another model for it). `file` and `line`: where the metric is configured."""
+    try:
+        resolved = resolve_model(spec, config)
+        env = resolved.missing_key()
+        if env is None:
+            preflight(resolved, params)
+            return
+    except InputError as exc:
+        raise InputError(f"metric {metric!r} ({what}) cannot use model {spec}: {exc.message}",
+                         file=file, line=line, fix=exc.fix) from None
+    raise InputError(f"metric {metric!r} ({what}) uses model {spec}, whose API key ${env} is not "
+                     "set", file=file, line=line, fix=f"export {env}=..., or {elsewhere}")
+
+
 @dataclass(frozen=True)
 class Judge:
-    """A loaded judge: its prompt, the model it runs on and how its answer becomes a score."""
+    """A loaded judge: its prompt, the model it runs on and how its answer becomes a score.
+    `source` and `line` say where the metric is configured (the line of llm_judge.model
+    when the model is chosen there)."""
 
     name: str
     prompt: JudgePrompt
     model: str
+    source: Path | None = None
+    line: int | None = None
+    model_in_metric: bool = False
 
     @property
     def params(self) -> dict[str, Any]:
@@ -125,6 +149,19 @@ class Judge:
                 "token_count_method": method, "completion_tokens_max": out_tokens,
                 "estimated_cost_usd_max": None if cost is None else round(cost, 6)}
 
+    def preflight(self, config: Config) -> None:
+        """The judge's model can be used now: checked before a run sends anything."""
+        judge_file = display_path(self.prompt.path)
+        where = display_path(self.source) if self.source is not None else "the prompt file"
+        elsewhere = ("give the judge a model on another endpoint: change llm_judge.model "
+                     f"(ENDPOINT/MODEL) in {where}" if self.model_in_metric else
+                     "give the judge a model on another endpoint: model: ENDPOINT/MODEL in "
+                     f"{judge_file}, or llm_judge: {{prompt: ..., model: ENDPOINT/MODEL}} in "
+                     f"{where}")
+        require_model(self.model, config, self.params, metric=self.name,
+                      what=f"judge {judge_file}", file=self.source or self.prompt.path,
+                      line=self.line, elsewhere=elsewhere)
+
     def score_of(self, text: str) -> tuple[float | None, str | None]:
         """The score the judge's answer gives, or why it gives none."""
         output = self.prompt.output
@@ -151,7 +188,7 @@ def load_judge(name: str, spec: Any, path: Path, line_of: Callable[..., int | No
     for key in spec:
         if key not in JUDGE_KEYS:
             raise _fail(f"metric {name}: unknown key {key!r} in llm_judge", path, line_of(key),
-                        f"use {' and '.join(JUDGE_KEYS)}")
+                        f"{did_you_mean(key, JUDGE_KEYS)}use {' and '.join(JUDGE_KEYS)}")
     target = spec.get("prompt")
     if not isinstance(target, str) or not target.strip():
         raise _fail(f"metric {name}: llm_judge needs prompt: the judge prompt file", path,
@@ -180,7 +217,8 @@ def load_judge(name: str, spec: Any, path: Path, line_of: Callable[..., int | No
     if not chosen:
         raise _fail(f"metric {name}: no model for the judge", path, line_of(),
                     f"add model: to llm_judge or to {target}")
-    return Judge(name, judge, chosen)
+    return Judge(name, judge, chosen, source=path,
+                 line=line_of("model") if model else line_of(), model_in_metric=bool(model))
 
 
 def build(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) -> Metric:
@@ -197,9 +235,11 @@ def build(name: str, spec: Any, path: Path, line_of: Callable[..., int | None]) 
                                 - row_count(columns, name))}
 
     files = (judge.prompt.path, *(f for m in judge.prompt.configured_metrics for f in m.files))
+    # A label judge scores 0 or 1 per row; a number judge's scale is its prompt's to say.
+    scale = (0.0, 1.0) if judge.prompt.output.type == "label" else (None, None)
     return Metric(name, row, aggregate, PAIRED_MEAN, name, kind="llm_judge",
                   identity=judge.identity, estimate=judge.estimate, check_row=judge.check_row,
-                  files=files)
+                  files=files, value_range=scale, preflight=judge.preflight)
 
 
 async def judge_row(judge: Judge, ctx: ScoreContext) -> Scores:

@@ -9,17 +9,17 @@ prompt configures (`{name: ..., llm_judge: {...}}`) are built by a *kind* regist
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean
 from promptctl.scoring import extract
 
 if TYPE_CHECKING:
+    from promptctl.config import Config
     from promptctl.evalsets import Row
     from promptctl.files import Reference
     from promptctl.scoring import Extraction, OutputSpec
@@ -143,6 +143,11 @@ class Metric:
     # Checks that need more than the prompt file (a scorer's function exists and takes three
     # arguments): run by `validate`, `--dry-run` and before a run sends anything.
     check: Callable[[], None] | None = None
+    # Checks that the models the metric sends requests to (a judge's, an embeddings model)
+    # can be used now, given the project's configuration: their API key is set, their model
+    # file exists. Run before a run sends anything (as the evaluated model's key is), not by
+    # `validate`; the error names the metric and what to change for it.
+    preflight: Callable[[Config], None] | None = None
     # Requests this metric sends to other models, for `--dry-run`: called with the rows
     # (as ScoreContexts without completions) and the evaluated prompt's max_tokens.
     estimate: Any = None
@@ -164,6 +169,24 @@ class Metric:
     # Keys runs stored by older versions kept this metric's per-row score under (accuracy's
     # was exact_match): read when a row has no `key`, never written.
     former_keys: tuple[str, ...] = ()
+    # Whether the metric compares `expected` with the answer as the output type reads it (so a
+    # row expecting what no such answer can be is refused before anything is sent).
+    compares_answer: bool = False
+    # The values the metric's result can take, (lowest, highest); None: no bound on that side,
+    # or not known (a custom scorer's). A threshold outside them can never be met or missed.
+    value_range: tuple[float | None, float | None] = (None, None)
+
+    def describe_range(self) -> str | None:
+        """The values the metric takes, as a message says them ("from 0 to 1", "0 or
+        more"), or None when nothing is known of them."""
+        lo, hi = self.value_range
+        if lo is not None and hi is not None:
+            return f"from {lo:g} to {hi:g}"
+        if lo is not None:
+            return f"{lo:g} or more"
+        if hi is not None:
+            return f"{hi:g} or less"
+        return None
 
     @property
     def pass_fail(self) -> bool:
@@ -236,11 +259,10 @@ def kinds() -> dict[str, Kind]:
 def unknown(name: str) -> InputError:
     """The error for a metric name that is neither built in nor configured."""
     names = builtin_names()
-    close = difflib.get_close_matches(str(name), names, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
     return InputError(f"unknown metric {name!r}",
-                      fix=f"{hint}use one of: {', '.join(names)}, or a mapping with one of "
-                      f"{', '.join(kinds())} (see docs/reference/prompt-files.md)")
+                      fix=f"{did_you_mean(name, names)}use one of: {', '.join(names)}, or a "
+                      f"mapping with one of {', '.join(kinds())} (see "
+                      "docs/reference/prompt-files.md)")
 
 
 def higher_is_better(name: str, configured: Sequence[Metric] = ()) -> bool:

@@ -23,10 +23,11 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from promptctl.errors import InputError, PromptctlError
+from promptctl.errors import InputError, PromptctlError, display_path
 from promptctl.metrics.custom import RESERVED_KEYS, mean_of
+from promptctl.metrics.judge import require_model
 from promptctl.metrics.registry import (
     PAIRED_MEAN,
     Kind,
@@ -41,6 +42,9 @@ from promptctl.project import project_config as load_config
 from promptctl.providers import resolve_model
 from promptctl.scoring import answer_text
 from promptctl.store.keys import embedding_key
+
+if TYPE_CHECKING:
+    from promptctl.config import Config
 
 # Texts per embeddings request (OpenAI accepts 2048; local servers are happier with fewer).
 MAX_TEXTS = 64
@@ -223,6 +227,13 @@ class Similarity:
                              ) from None
         self.identity["similarity"]["server"] = resolved.cache_url
 
+    def preflight(self, config: Config) -> None:
+        """The embeddings model can be used now: checked before a run sends anything."""
+        require_model(self.model, config, {}, metric=self.name, what="embeddings",
+                      file=self.path, line=self.line,
+                      elsewhere=f"give similarity: a model on another endpoint (model: "
+                      f"ENDPOINT/MODEL in {display_path(self.path)})")
+
     async def row(self, ctx: ScoreContext) -> Scores:
         row = ctx.row
         if not row.has_expected or not ctx.extraction.valid:
@@ -262,7 +273,8 @@ def build(name: str, raw: Any, path: Path, line_of: Callable[..., int | None]) -
                          line=line_of(), fix="choose another name")
     metric = Similarity(name, raw["model"].strip(), path, line_of("model") or line_of())
     return Metric(name, metric.row, mean_of(name), PAIRED_MEAN, name, needs_expected=True,
-                  kind="similarity", identity=metric.identity, check=metric.check)
+                  kind="similarity", identity=metric.identity, check=metric.check,
+                  preflight=metric.preflight, value_range=(-1.0, 1.0))  # a cosine
 
 
 register_kind(Kind("similarity", build, "cosine similarity of embeddings of answer and expected"))

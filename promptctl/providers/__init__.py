@@ -170,20 +170,29 @@ class ResolvedModel:
             request_max_response_mb=self.request_max_response_mb if max_response_mb is None
             else max_response_mb)
 
+
+    def missing_key(self) -> str | None:
+        """The environment variable this model's API key is read from, when a key is needed
+        and the variable is not set; else None."""
+        env = self.api_key_env
+        if env is None or os.environ.get(env):
+            return None  # set, or none asked for (a local server's endpoint needs none)
+        if self.endpoint is None and self.base_url is not None:
+            return None  # OPENAI_BASE_URL names a server of the user's own
+        return env
+
     def api_key(self) -> str:
         """The key to send: from the endpoint's api_key_env (OPENAI_API_KEY by default).
 
         A key is registered as a secret the moment it is read, so no output shows it.
         """
-        env = self.api_key_env
+        env = self.missing_key()
         if env is None:
-            return "none"  # a configured endpoint without api_key_env: local servers need none
-        key = os.environ.get(env)
-        if key:
-            redact.register(key)
-            return key
-        if self.endpoint is None and self.base_url is not None:
-            return "none"  # OPENAI_BASE_URL names a server of the user's own
+            key = os.environ.get(self.api_key_env or "")
+            if key:
+                redact.register(key)
+                return key
+            return "none"
         if self.endpoint is None:
             raise InputError(
                 f"no API key for model {self.spec!r}",

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from promptctl.errors import InputError
+from promptctl.errors import InputError, did_you_mean
 from promptctl.providers.base import Endpoint, Price
 from promptctl.providers.registry import BACKENDS, backend
 
@@ -50,6 +50,8 @@ def check_endpoint(name: Any, spec: Any, path: Path, lines: Any) -> Endpoint:
     if kind is None:
         # A URL is a server to talk to; a model file is one promptctl serves itself.
         if ("base_url" in spec) == ("gguf" in spec):
+            # `baseurl:` is a typo of one of them, named as such, not an endpoint lacking both.
+            _known_keys(name, spec, path, lines, _every_key(), None)
             raise InputError(f"endpoint {name!r} needs exactly one of base_url or gguf (or a type)",
                              file=path, line=line,
                              fix="base_url for a running server, gguf for a model file promptctl serves")
@@ -57,14 +59,11 @@ def check_endpoint(name: Any, spec: Any, path: Path, lines: Any) -> Endpoint:
     if not isinstance(kind, str) or kind not in BACKENDS:
         raise InputError(f"unknown endpoint type {kind!r} in endpoint {name!r}", file=path,
                          line=lines.line("endpoints", name, "type"),
-                         fix=f"use one of: {', '.join(sorted(BACKENDS))}")
+                         fix=f"{did_you_mean(kind, sorted(BACKENDS))}use one of: "
+                         f"{', '.join(sorted(BACKENDS))}")
     chosen = backend(kind)
     allowed = {**COMMON_ENDPOINT_KEYS, **chosen.settings}
-    for key in spec:
-        if key not in allowed:
-            raise InputError(f"unknown key {key!r} in endpoint {name!r} (type {kind})", file=path,
-                             line=lines.line("endpoints", name, key),
-                             fix=f"use one of: {', '.join(sorted(allowed))}")
+    _known_keys(name, spec, path, lines, allowed, kind)
     for key in chosen.required:
         if key not in spec:
             raise InputError(f"endpoint {name!r} (type {kind}) needs {key}", file=path, line=line,
@@ -96,6 +95,26 @@ def check_endpoint(name: Any, spec: Any, path: Path, lines: Any) -> Endpoint:
     common = {k: values.pop(k) for k in list(values) if k in COMMON_ENDPOINT_KEYS}
     common.pop("type", None)
     return Endpoint(name=str(name), type=kind, settings=values, **common)
+
+
+def _every_key() -> dict[str, Any]:
+    """The settings of every endpoint type (for an endpoint whose type is not known yet)."""
+    keys: dict[str, Any] = dict(COMMON_ENDPOINT_KEYS)
+    for name in BACKENDS:
+        keys.update(backend(name).settings)
+    return keys
+
+
+def _known_keys(name: Any, spec: dict[Any, Any], path: Path, lines: Any,
+                allowed: Mapping[str, Any], kind: str | None) -> None:
+    """An unknown setting is named, with the one it is close to."""
+    for key in spec:
+        if key not in allowed:
+            of = f" (type {kind})" if kind is not None else ""
+            raise InputError(f"unknown key {key!r} in endpoint {name!r}{of}", file=path,
+                             line=lines.line("endpoints", name, key),
+                             fix=f"{did_you_mean(key, sorted(allowed))}use one of: "
+                             f"{', '.join(sorted(allowed))}")
 
 
 def seconds(value: Any, where: str, path: Path, line: int | None) -> float:

@@ -182,6 +182,15 @@ def sparkline(values: list[float | None]) -> str:
     return "".join(out)
 
 
+def flat_value(values: list[float | None]) -> str:
+    """What a sparkline of one point, or of points all equal, cannot show (its one bar looks
+    the same for 0 and for 1): the value, to print beside it. "" for a series that varies."""
+    known = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not known or min(known) != max(known):
+        return ""
+    return fmt.num(known[0]) if len(known) == 1 else f"every version {fmt.num(known[0])}"
+
+
 def history_terminal(con: Console, result: HistoryResult) -> None:
     """One line per prompt version, newest first, with a trend per metric (and model)."""
     versions = result.versions
@@ -217,8 +226,11 @@ def history_terminal(con: Console, result: HistoryResult) -> None:
         scope = f"  {cell(model, 60)}" if len(models) > 1 else ""
         more = f", last {len(shown)} of {len(series_of)}" if len(shown) < len(series_of) else ""
         for m in metric_names:
-            line = sparkline([v.metrics.get(m) for v in shown])
+            values = [v.metrics.get(m) for v in shown]
+            line = sparkline(values)
             if line.strip():
+                flat = flat_value(values)
+                line += f"  {flat}" if flat else ""
                 con.print(f"{cell(m, 40):>{width}}  {line}  (oldest → newest{more}){scope}")
     for w in result.warnings:
         con.print(f"[yellow]warning:[/] {cell(w, 2000)}", soft_wrap=True)

@@ -325,7 +325,8 @@ def no_answer(reason: Any) -> str:
 
 
 def judge_lines(judges: Any) -> str:
-    """What each judge answered for a row (kept beside the row's completion)."""
+    """What each judge answered for a row (kept beside the row's completion), and on a line
+    of its own, why its answer gave no score: the judge's words never run into ours."""
     if not isinstance(judges, Mapping):
         return ""
     out = []
@@ -333,9 +334,9 @@ def judge_lines(judges: Any) -> str:
         # Other configured metrics keep only their error here (scoring_notes shows it).
         if not isinstance(j, Mapping) or "completion" not in j:
             continue
-        said = cell(j.get("completion") or "", 300)
-        error = f" [red]{cell(j['error'], 300)}[/]" if j.get("error") else ""
-        out.append(f"\n{cell(name, 40)} judge: {said}{error}")
+        out.append(f"\n{cell(name, 40)} judge: {cell(j.get('completion') or '', 300)}")
+        if j.get("error"):
+            out.append(f"\n[red]{cell(name, 40)} judge error: {cell(j['error'], 300)}[/]")
     return "".join(out)
 
 

@@ -85,7 +85,7 @@ def test_bad_key_is_exit_3(repo: Repo, fake_openai: FakeOpenAI) -> None:
 
 def test_usage_errors_exit_2(repo: Repo) -> None:
     assert "unknown git ref" in invoke("--base", "nope", code=2).stderr
-    assert "no prompt 'ghost'" in invoke("--prompt", "ghost", code=2).stderr
+    assert "no prompt named 'ghost'" in invoke("--prompt", "ghost", code=2).stderr
     invoke("--significance", "1.5", code=2)
 
 

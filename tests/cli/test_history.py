@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from promptctl.render.compare import sparkline
+from promptctl.render.compare import history_terminal, sparkline
+from promptctl.render.terminal import InertConsole
+from promptctl.results import HistoryPoint, HistoryResult
 from tests.cli.test_diff import ROWS, Repo, eval_ref, exact_match, repo
 from tests.helpers import git, invoke, use_fake_openai
 
@@ -113,3 +116,37 @@ def test_sparkline() -> None:
     assert sparkline([2, 2]) == "▁▁"
     assert sparkline([1, None, 3]) == "▁ █"
     assert sparkline([None]) == ""
+
+
+def _point(run: str, value: float | None) -> HistoryPoint:
+    return HistoryPoint(run=run, created_at="2026-01-01T00:00:00Z", prompt_version="v" + run,
+                        model="m", git_commit=None, git_dirty=None, date=None, author=None,
+                        subject=None, evalset_version=None, metrics={"exact_match": value}, n=4,
+                        errors=0)
+
+
+def _trend(values: list[float | None]) -> str:
+    """The trend line `history` prints for versions with these values, oldest first."""
+    buffer = io.StringIO()
+    points = tuple(_point(str(i), v) for i, v in enumerate(values))
+    history_terminal(InertConsole(file=buffer, width=200),
+                     HistoryResult(prompt="p", model=None, versions=points[::-1], warnings=()))
+    (line,) = [ln for ln in buffer.getvalue().splitlines() if "oldest → newest" in ln]
+    return line.strip()
+
+
+def test_a_sparkline_that_cannot_tell_0_from_1_says_the_value() -> None:
+    # One bar looks the same whatever the value: the value is printed beside it.
+    assert _trend([0.0]) == "exact_match  ▁  0.000  (oldest → newest)"
+    assert _trend([1.0]) == "exact_match  ▁  1.000  (oldest → newest)"
+    assert _trend([0.0, 0.0, None]) == "exact_match  ▁▁   every version 0.000  (oldest → newest)"
+    assert _trend([1.0, 1.0]) == "exact_match  ▁▁  every version 1.000  (oldest → newest)"
+    # A series that varies draws its own shape.
+    assert _trend([0.0, 1.0]) == "exact_match  ▁█  (oldest → newest)"
+
+
+def test_history_of_one_version_prints_its_value(repo: Repo) -> None:
+    run = eval_ref("HEAD")
+    value = run["metrics"]["exact_match"]["value"]
+    out = invoke("history", "score").stdout
+    assert re.search(rf"exact_match\s+▁\s+{value:.3f}\s+\(oldest → newest\)", out), out

@@ -145,3 +145,45 @@ def test_the_html_report_shows_the_judge_answers(project: Path, judged_api: Fake
     page = out.read_text(encoding="utf-8")
     assert "I would rather not say." in page
     assert "could not be read" in page
+
+
+def test_a_judge_whose_key_is_not_set_is_named_with_its_own_fix_before_anything_is_sent(
+        project: Path, judged_api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The evaluated model on endpoint `eval`, whose key is set; the judge (gpt-4o) on the
+    # OpenAI API, whose key is not.
+    (project / "promptctl.yaml").write_text(
+        f"endpoints:\n  eval: {{base_url: '{judged_api.base_url}', api_key_env: EVAL_KEY}}\n"
+        f"  judging: {{base_url: '{judged_api.base_url}', api_key_env: JUDGE_KEY}}\n",
+        encoding="utf-8")
+    monkeypatch.setenv("EVAL_KEY", "sk-test-evaluated")
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    model = ("--model", "eval/gpt-4o-mini")
+    result = invoke("eval", "prompts/echo.yaml", *model, code=2)
+    assert ("prompts/echo.yaml:14: metric 'long' (judge judges/length.yaml) uses model gpt-4o, "
+            "whose API key $OPENAI_API_KEY is not set") in result.stderr
+    assert ("fix: export OPENAI_API_KEY=..., or give the judge a model on another endpoint: "
+            "model: ENDPOINT/MODEL in judges/length.yaml, or llm_judge: {prompt: ..., model: "
+            "ENDPOINT/MODEL} in prompts/echo.yaml") in result.stderr
+    assert "--model" not in result.stderr  # the evaluated model's fix would not mend it
+    assert judged_api.count == 0
+    assert json.loads(invoke("runs", "--json").stdout) == {"runs": []}
+    # The judge given a model in the prompt file: that line, and the fix there.
+    prompt = project / "prompts" / "echo.yaml"
+    prompt.write_text(prompt.read_text(encoding="utf-8").replace(
+        "prompt: ../judges/length.yaml", "prompt: ../judges/length.yaml\n      model: judging/gpt-4o"),
+        encoding="utf-8")
+    result = invoke("eval", "prompts/echo.yaml", *model, code=2)
+    assert ("prompts/echo.yaml:16: metric 'long' (judge judges/length.yaml) uses model "
+            "judging/gpt-4o, whose API key $JUDGE_KEY is not set") in result.stderr
+    assert ("fix: export JUDGE_KEY=..., or give the judge a model on another endpoint: change "
+            "llm_judge.model (ENDPOINT/MODEL) in prompts/echo.yaml") in result.stderr
+    assert judged_api.count == 0
+    monkeypatch.setenv("JUDGE_KEY", "sk-test-judge")
+    run = eval_run("prompts/echo.yaml", *model)
+    assert run["scorers"]["judging/gpt-4o"]["requests"] == 5
+    # Rescoring sends only judge requests: their key is checked before the new run.
+    monkeypatch.delenv("JUDGE_KEY")
+    result = invoke("rescore", run["id"], code=2)
+    assert "whose API key $JUDGE_KEY is not set" in result.stderr
+    assert len(json.loads(invoke("runs", "--json").stdout)["runs"]) == 1

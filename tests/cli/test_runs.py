@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -61,7 +60,8 @@ def test_runs_filters_by_prompt_and_limits(api: FakeOpenAI) -> None:
     assert [r["id"] for r in only] == [echo["id"]]
     newest = runs_json("--limit", "1")
     assert [r["id"] for r in newest] == [contro["id"]]
-    assert json.loads(invoke("runs", "nosuchprompt", "--json").stdout) == {"runs": []}
+    unknown = invoke("runs", "nosuchprompt", "--json", code=2)
+    assert "no prompt named 'nosuchprompt'" in unknown.stderr and unknown.stdout == ""
 
 
 def test_runs_human_table_and_empty_store(api: FakeOpenAI) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.checkrepo import Repo, prompt_text
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import eval_json, git, invoke, runs_json, show
@@ -62,12 +64,40 @@ def test_check_reuses_a_stored_run_of_the_current_version(repo: Repo,  # noqa: F
     assert "already evaluated" in again.stderr
 
 
-def test_an_unknown_prompt_is_exit_2_with_the_names_that_exist(repo: Repo) -> None:  # noqa: F811
-    for args in (["diff", "HEAD~1", "HEAD", "--prompt", "nope"], ["history", "nope"]):
-        result = invoke(*args, code=2)
-        assert "no prompt named 'nope'" in result.stderr
-        assert "score" in result.stderr
+# Every command that takes a prompt to list, compare or check by ("{}": the name given).
+PROMPT_TAKERS = [
+    ["runs", "{}"],
+    ["runs", "{}", "--json"],
+    ["history", "{}"],
+    ["diff", "HEAD~1", "HEAD", "--prompt", "{}"],
+    ["report", "--history", "{}", "-o", "report.html"],
+    ["check", "--prompt", "{}"],
+]
+
+
+@pytest.mark.parametrize("args", PROMPT_TAKERS, ids=lambda a: " ".join(a))
+def test_an_unknown_prompt_is_exit_2_with_the_names_that_exist(repo: Repo,  # noqa: F811
+                                                               args: list[str]) -> None:
+    eval_json("prompts/score.yaml")  # runs are stored: an unknown name is still not "no runs"
+    for given, hint in (("nope", None), ("scroe", "did you mean 'score'?")):
+        result = invoke(*(a.format(given) for a in args), code=2)
+        assert f"no prompt named {given!r}" in result.stderr
+        assert "prompts: score" in result.stderr
+        if hint is None:
+            assert "did you mean" not in result.stderr
+        else:
+            assert hint in result.stderr
         assert "prompts/nope.yaml" not in result.stderr
+        assert result.stdout == ""
+
+
+def test_runs_takes_a_prompt_by_file_or_name(repo: Repo) -> None:  # noqa: F811
+    run, _ = eval_json("prompts/score.yaml")
+    assert [r["id"] for r in runs_json("score")] == [run["id"]]
+    assert [r["id"] for r in runs_json("prompts/score.yaml")] == [run["id"]]
+    repo.write("prompts/other.yaml", prompt_text().replace("name: score", "name: other"))
+    assert "no runs of other stored yet: run `promptctl eval prompts/other.yaml`" in \
+        invoke("runs", "other").stdout
 
 
 def test_a_missing_eval_set_names_the_prompt_file_and_line(repo: Repo) -> None:  # noqa: F811
@@ -112,3 +142,36 @@ def test_read_only_commands_create_nothing_in_a_fresh_project(tmp_path: Path,
         assert not (tmp_path / ".promptctl").exists()
     finally:
         mp.undo()
+
+
+# Every command that takes a prompt or pipeline file ("{}": the file given).
+FILE_TAKERS = [
+    ["eval", "{}"],
+    ["eval", "{}", "--ref", "HEAD"],
+    ["eval", "{}", "--dry-run"],
+    ["diff", "HEAD", "HEAD", "--prompt", "{}"],
+    ["history", "{}"],
+    ["runs", "{}"],
+    ["check", "--prompt", "{}"],
+]
+
+
+@pytest.mark.parametrize("args", FILE_TAKERS, ids=lambda a: " ".join(a))
+def test_an_eval_set_given_for_a_prompt_names_the_prompt_files_that_use_it(
+        repo: Repo, args: list[str]) -> None:  # noqa: F811
+    repo.write("evalsets/score.yaml", "- {id: r1, input: {item: 1}, expected: 1}\n")
+    repo.write("prompts/again.yaml", prompt_text().replace("name: score", "name: again"))
+    repo.write("evalsets/lonely.jsonl", '{"id": "r1", "input": {"item": 1}, "expected": 1}\n')
+    repo.commit("an eval set in YAML, a second prompt on score.jsonl, an eval set no prompt names")
+    result = invoke(*(a.format("evalsets/score.jsonl") for a in args), code=2)
+    assert "evalsets/score.jsonl: this is an eval set, not a prompt or pipeline file" \
+        in result.stderr
+    assert "malformed" not in result.stderr
+    assert ("fix: pass one of the prompt files that name it in evalset: instead: "
+            "prompts/again.yaml, prompts/score.yaml") in result.stderr
+    result = invoke(*(a.format("evalsets/lonely.jsonl") for a in args), code=2)
+    assert "this is an eval set" in result.stderr
+    assert "--evalset evalsets/lonely.jsonl" in result.stderr
+    # A YAML eval set (a list at the top level) is told from a prompt by its content.
+    result = invoke(*(a.format("evalsets/score.yaml") for a in args), code=2)
+    assert "evalsets/score.yaml: this is an eval set, not a prompt" in result.stderr

@@ -585,3 +585,126 @@ def test_a_prompt_cannot_make_promptctl_read_outside_the_project(project: Path, 
         assert "Traceback" not in err and "fix:" in err
         assert "sk-live" not in out + err
     assert api.count == 0
+
+
+# --- expected answers no answer can be -------------------------------------------------
+
+ROUTER = """\
+name: route
+messages:
+  - role: user
+    content: "Route {{ text }}"
+examples:
+  - input: {text: my invoice}
+    expected: EXAMPLE
+output:
+  type: TYPE
+  LABELS
+metrics: METRICS
+evalset: ../evalsets/route.jsonl
+"""
+
+
+def router(root: Path, type_: str, expected: object, *, metrics: str = "[exact_match]",
+           example: object = None) -> None:
+    """prompts/route.yaml (answers read as `type_`; labels billing and technical for a label)
+    and a two-row eval set whose second row (line 2) expects `expected`."""
+    labels = "labels: [billing, technical]" if type_ == "label" else ""
+    if example is None:
+        example = "billing" if type_ in ("label", "string") else 1
+    text = (ROUTER.replace("TYPE", type_).replace("LABELS", labels)
+            .replace("METRICS", metrics).replace("EXAMPLE", json.dumps(example)))
+    (root / "prompts" / "route.yaml").write_text(text, encoding="utf-8")
+    (root / "evalsets" / "route.jsonl").write_text(
+        json.dumps({"id": "r1", "input": {"text": "a"}, "expected": "billing" if type_ in (
+            "label", "string") else 1}) + "\n"
+        + json.dumps({"id": "r2", "input": {"text": "b"}, "expected": expected}) + "\n",
+        encoding="utf-8")
+
+
+IMPOSSIBLE = [
+    # (id, output type, metrics, the second row's expected, part of the message, part of the fix)
+    ("not a label", "label", "[accuracy, f1_macro]", "Klingon",
+     "row 'r2' expects 'Klingon', which is not one of the labels (billing, technical): no answer "
+     "can match it, so accuracy, f1_macro can never score it as meant (answers are read by "
+     "output: of prompts/route.yaml)", "add it to the labels"),
+    ("a mapping for a number", "number", "[rmse]", {"value": 3},
+     'row \'r2\' expects {"value": 3}, which is a mapping, not a number', "write the expected "
+     "answer as a number"),
+    ("a fraction for an integer", "integer", "[exact_match]", 2.5,
+     "row 'r2' expects 2.5, which is not a whole number", "read answers as type: number"),
+    ("a list for text", "string", "[exact_match]", ["a", "b"],
+     "which is a list, but answers are read as text", "type: json"),
+    ("true for a number", "number", "[mae]", True, "which is true or false, not a number",
+     "as a number"),
+]
+
+
+@pytest.mark.parametrize(("type_", "metrics", "expected", "message", "fix"),
+                         [c[1:] for c in IMPOSSIBLE], ids=[c[0] for c in IMPOSSIBLE])
+def test_an_expected_answer_no_answer_can_be_is_refused_before_anything_is_sent(
+        project: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, type_: str,
+        metrics: str, expected: object, message: str, fix: str) -> None:
+    router(project, type_, expected, metrics=metrics)
+    result = run_cli("validate", "prompts/route.yaml")
+    assert_one_clear_error(result, "evalsets/route.jsonl", 2)
+    assert message in result.output and fix in result.output, result.output
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-validate")
+    result = run_cli("eval", "prompts/route.yaml", "--model", "gpt-4o-mini")
+    assert_one_clear_error(result, "evalsets/route.jsonl", 2)
+    assert message in result.output
+    assert fake_openai.count == 0
+
+
+def test_a_few_shot_example_is_checked_too_naming_the_prompt_line(project: Path) -> None:
+    router(project, "label", "billing", metrics="[accuracy]", example="Klingon")
+    result = run_cli("validate", "prompts/route.yaml")
+    assert_one_clear_error(result, "prompts/route.yaml", 6)
+    assert "example 'ex1' expects 'Klingon', which is not one of the labels" in result.output
+
+
+POSSIBLE = [
+    # (id, output type, metrics, expected): an answer can equal it, or no metric compares them.
+    ("a label in another case", "label", "[accuracy]", "BILLING"),
+    ("a number written as text", "number", "[rmse, exact_match]", " 7.5 "),
+    ("a whole float for an integer", "integer", "[exact_match]", 3.0),
+    ("a number for text", "string", "[exact_match]", 7),
+    ("anything for JSON", "json", "[exact_match]", {"value": [1, None]}),
+    ("anything when no metric compares", "label", "[format_validity, contains]", {"k": "v"}),
+]
+
+
+@pytest.mark.parametrize(("type_", "metrics", "expected"), [c[1:] for c in POSSIBLE],
+                         ids=[c[0] for c in POSSIBLE])
+def test_an_expected_answer_an_answer_can_be_is_accepted(
+        project: Path, type_: str, metrics: str, expected: object) -> None:
+    router(project, type_, expected, metrics=metrics)
+    result = run_cli("validate", "prompts/route.yaml")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_pipeline_step_expecting_what_its_prompt_cannot_answer_is_refused(
+        project: Path) -> None:
+    router(project, "label", "billing", metrics="[accuracy]")
+    (project / "pipelines").mkdir()
+    (project / "pipelines" / "flow.yaml").write_text(
+        "kind: pipeline\nsteps:\n  - id: route\n    prompt: ../prompts/route.yaml\n"
+        "    input: {text: '{{ input.text }}'}\noutput: '{{ steps.route.answer }}'\n"
+        "output_type: label\nlabels: [billing, technical]\nmetrics: [exact_match]\n"
+        "evalset: ../evalsets/flow.jsonl\n", encoding="utf-8")
+    (project / "evalsets" / "flow.jsonl").write_text(
+        '{"id": "f1", "input": {"text": "a"}, "expected": "billing", "steps": {"route": null}}\n'
+        '{"id": "f2", "input": {"text": "b"}, "expected": "billing", "steps": {"route": "tech"}}\n',
+        encoding="utf-8")
+    result = run_cli("validate", "pipelines/flow.yaml")
+    assert_one_clear_error(result, "evalsets/flow.jsonl", 2)
+    assert ("row 'f2' for step route expects 'tech', which is not one of the labels (billing, "
+            "technical): no answer can match it (answers are read by output: of "
+            "prompts/route.yaml)") in result.output
+    (project / "evalsets" / "flow.jsonl").write_text(
+        '{"id": "f1", "input": {"text": "a"}, "expected": "Klingon"}\n', encoding="utf-8")
+    result = run_cli("validate", "pipelines/flow.yaml")
+    assert_one_clear_error(result, "evalsets/flow.jsonl", 1)
+    assert "so exact_match can never score it as meant (answers are read by output_type: of " \
+           "pipelines/flow.yaml)" in result.output

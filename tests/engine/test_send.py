@@ -450,12 +450,14 @@ def test_sigkill_loses_at_most_the_rows_in_flight_and_resume_finishes(
     resume_to_the_end(api, tmp_path, run_id, stored, 200)
 
 
+# SIGTERM is what CI cancellation and `timeout` send: it ends a run as Ctrl-C does.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_marks_the_run_interrupted_and_names_the_resume_command(
-        api: FakeOpenAI, project: Path, tmp_path: Path) -> None:
+        api: FakeOpenAI, project: Path, tmp_path: Path, sig: signal.Signals) -> None:
     api.latency = 0.05
     proc = cli_process("eval", "prompts/big.yaml", "--concurrency", "4", "--json", cwd=project)
     seen = wait_for_rows(tmp_path, proc, 20)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     code, out, err = finish(proc, timeout=30)
     assert code == 130, err
     ((run_id, status, summary),) = query(tmp_path, "SELECT id, status, summary FROM runs")

@@ -289,3 +289,19 @@ def test_embeddings_offline_from_the_builtin_local_endpoint(project: Path,
     # Cached: a second run starts no server and scores the same.
     again = eval_run("prompts/echo.yaml", "--cache-only")
     assert again["metrics"]["close"]["value"] == pytest.approx(run["metrics"]["close"]["value"])
+
+
+def test_an_embeddings_model_whose_key_is_not_set_is_named_before_anything_is_sent(
+        project: Path, api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    (project / "promptctl.yaml").write_text(
+        f"endpoints:\n  emb:\n    base_url: {api.base_url}\n    api_key_env: EMB_KEY\n",
+        encoding="utf-8")
+    monkeypatch.delenv("EMB_KEY", raising=False)
+    result = invoke("eval", "prompts/echo.yaml", code=2)
+    assert ("prompts/echo.yaml:14: metric 'close' (embeddings) uses model "
+            "emb/text-embedding-3-small, whose API key $EMB_KEY is not set") in result.stderr
+    assert ("fix: export EMB_KEY=..., or give similarity: a model on another endpoint (model: "
+            "ENDPOINT/MODEL in prompts/echo.yaml)") in result.stderr
+    assert api.count == 0
+    monkeypatch.setenv("EMB_KEY", "sk-test-embeddings")
+    assert eval_run("prompts/echo.yaml")["metrics"]["close"]["value"] == pytest.approx(MEAN)

@@ -118,3 +118,19 @@ def test_show_row_prints_one_row_with_every_text_whole(guess: FakeOpenAI) -> Non
     assert [(r["row_id"], r["completion"]) for r in doc["rows"]] == [("far", long)]
     missing = helpers.run_cli("show", run["id"], "--row", "nope")
     assert missing.exit_code == 2 and "no row 'nope'" in missing.stderr
+
+
+def test_a_judge_answer_and_the_judge_error_are_on_lines_of_their_own(
+        project: Path, judged_api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The judged project: the judge answers row r3 (three) unreadably."""
+    monkeypatch.setenv("COLUMNS", "300")
+    run = helpers.eval_run("prompts/echo.yaml")
+    lines = helpers.invoke("show", run["id"]).stdout.splitlines()
+    [said] = [ln for ln in lines if "long judge: I would rather not say." in ln]
+    assert "could not be read" not in said
+    [error] = [ln for ln in lines if "long judge error:" in ln]
+    assert "long judge error: the judge's answer could not be read: pattern did not match" in error
+    assert "rather not say" not in error
+    # A row the judge scored shows its answer and no error.
+    assert any("long judge: score 3" in ln for ln in lines)
+    assert sum("judge error" in ln for ln in lines) == 1
