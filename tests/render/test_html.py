@@ -365,7 +365,9 @@ def test_the_report_has_runs_diff_history_with_their_numbers(project: Project, b
     assert stat["rows"] == run["n"] == 16
     assert stat["prompt tokens"] == run["tokens"]["prompt"]
     assert stat["latency p90"] == run["latency_ms"]["p90"]
-    assert stat["cost"] == run["cost_usd"]
+    assert stat["cost (as if uncached)"] == run["cost_usd"]
+    assert stat["paid now"] == run["spent_usd"]
+    assert stat["saved by the cache"] == run["saved_usd"]
 
     # Every eval row is in the table, each failure marked.
     eval_rows = [r for r in project.show["rows"] if r["kind"] == "eval"]
@@ -557,7 +559,8 @@ def test_judges_steps_and_failed_requests_are_shown(browser: Browser, counter: C
     assert "JUDGE-ERROR" in second[scores] and "STEP-ERROR" in second[steps]
     assert "request failed: REQUEST-ERROR" in third[2]
     summary = browser.js("return document.querySelector('#run-1').innerText")
-    assert "Composability gap: 0.5" in summary and "Failed requests" in summary
+    assert "Composability gap (every step with an expected answer right, the final answer " \
+        "wrong): 0.5" in summary and "Failed requests" in summary
     assert "1× REQUEST-ERROR" in summary
     audit(browser, "pipeline")
     assert counter.hits == []
