@@ -414,7 +414,8 @@ def regression_gates(prompt: Target, comparison: DiffResult | Comparison | None,
         beyond = f"{moved}, more than the limit {limit:g}"
         # The rule every report follows: the paired test decides (results.verdict).
         judged = verdict(delta, entry.ci95, p, higher_is_better=higher, significance=significance)
-        why = f"; {judged.note}" if judged.note else ""
+        # When the interval and the test disagree, say so after the verdict, in a sentence.
+        why = f". {judged.note[:1].upper()}{judged.note[1:]}" if judged.note else ""
         if abs(delta) <= TOLERANCE:
             status, message = "pass", f"no change in {metric}"
         elif drop < 0:
@@ -426,11 +427,11 @@ def regression_gates(prompt: Target, comparison: DiffResult | Comparison | None,
                                        "alone)")
         elif judged.significant:
             status, message = "fail", (f"{beyond}, and significantly ({_p(p)}, below "
-                                       f"{significance:g}{why})")
+                                       f"{significance:g}){why}")
         else:
             status, message = "warn", (f"{beyond}, but not significantly ({_p(p)}, not below "
-                                       f"{significance:g}{why}): could be noise; --strict "
-                                       "would fail it")
+                                       f"{significance:g}): could be noise; --strict would "
+                                       f"fail it{why}")
         gates.append(Gate(id=ident, metric=metric, kind="max_regression", limit=limit,
                           status=status, message=message, value=entry.b, baseline=entry.a,
                           delta=delta, drop=drop, ci95=entry.ci95, p_value=p, test=entry.test,

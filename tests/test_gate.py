@@ -143,7 +143,7 @@ def test_significance_level_is_configurable(repo: Repo) -> None:
     assert tight.verdict is not None and not tight.verdict.significant
     assert tight.verdict.text == "worse (not significant)"
     note = "the 95% interval excludes 0 but p=0.062 ≥ 0.05: not significant"
-    assert note in (tight.verdict.note or "") and note in tight.message
+    assert note in (tight.verdict.note or "") and note in tight.message.lower()
     assert tight_check.comparison is not None
     assert tight_check.comparison.metrics["exact_match"].verdict == tight.verdict
     assert loose.verdict is not None and loose.verdict.text == "worse" and loose.verdict.note is None
