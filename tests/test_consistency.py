@@ -70,7 +70,7 @@ def test_a_run_stored_before_reads_as_the_figures_are_written_now() -> None:
            "pass_hat_k": {"value": 1.0, "n": 1, "ci95": None},
            "majority_exact_match": {"value": 1.0, "n": 1, "ci95": None}, "flaky_rows": []}
     run = read_run({"id": "r", "status": "complete", "prompt_name": "p", "model": "m",
-                    "summary": {"consistency": old}})
+                    "created_at": "2026-01-01T00:00:00.000Z", "summary": {"consistency": old}})
     assert run.summary.consistency is not None
     assert list(run.summary.consistency) == ["k", "rows", "metric", "mean_agreement",
                                              "unstable_share", "pass_at_k", "pass_hat_k",

@@ -229,15 +229,15 @@ class SQLiteStore(Store):
         if kind is not None:
             sql += " AND kind = ?"
             args.append(kind)
-        keys = [tuple(k) for k in self.conn.execute(sql + " ORDER BY kind DESC, position, sample",
-                                                    args)]
+        keys = [tuple(k) for k in self._select(sql + " ORDER BY kind DESC, position, sample",
+                                               args)]
         it = iter(keys)
         while page := list(islice(it, _WIDE_PAGE)):
             by_key: dict[tuple[Any, ...], RowRecord] = {}
             for page_kind in {k[0] for k in page}:
                 ids = list(dict.fromkeys(k[1] for k in page if k[0] == page_kind))
                 marks = ", ".join("?" for _ in ids)
-                for row in self._kept(_row, self.conn.execute(
+                for row in self._kept(_row, self._select(
                         f"SELECT {_ROW_SELECT} FROM rows WHERE run_id = ? AND kind = ? AND "
                         f"row_id IN ({marks})", (run_id, page_kind, *ids))):
                     by_key[(row["kind"], row["row_id"], row["sample"])] = row

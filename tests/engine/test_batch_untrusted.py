@@ -471,7 +471,8 @@ def entry(change: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]],
     (lambda o: {**o, "batches": {"0": o["batches"][0]}}, "options.batches is an object, not a list"),
     (lambda o: {**o, "batch": "yes"}, 'options.batch is "yes", not true or false'),
     (lambda o: {**o, "batch": False}, "options.batches lists batches, but options.batch is not true"),
-    (lambda o: [o], "options is a list, not an object"),
+    # Not batch state at all: the store's reading refuses the run before the resume looks.
+    (lambda o: [o], "options is a list, not a mapping"),
     (lambda o: {**o, "batches": o["batches"] * 2}, "options.batches[1].id repeats batch"),
     (lambda o: {**o, "batches": [*o["batches"], {**o["batches"][0], "id": "batch_2"}]},
      "options.batches[1].input_file_id repeats the input file"),
@@ -500,8 +501,12 @@ def test_a_damaged_batch_state_stops_the_resume_before_anything_is_sent(
     options = options_of(store, run_id)
     edit_run(tmp_path, run_id, "options", change(options))
     result = invoke("eval", "--resume", run_id, code=2)
-    assert f"run {run_id}: its stored batch state cannot be used: {message}" in result.stderr
-    assert "restore the run's options from a backup" in result.stderr
+    if message.startswith("options is a list"):
+        assert f"run {run_id}: {message}" in result.stderr
+        assert "promptctl store check" in result.stderr
+    else:
+        assert f"run {run_id}: its stored batch state cannot be used: {message}" in result.stderr
+        assert "restore the run's options from a backup" in result.stderr
     assert api.count == requests  # nothing sent, not even a poll
 
     edit_run(tmp_path, run_id, "options", options)
