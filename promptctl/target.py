@@ -250,7 +250,7 @@ def model_of(target: Target, override: str | None = None) -> str:
         return spec
     if target.kind == "pipeline":
         assert isinstance(target, Pipeline)
-        models = sorted({s.prompt.model for s in target.steps if s.prompt.model})
+        models = sorted({p.model for p in target.prompts.values() if p.model})
         if len(models) > 1:
             raise InputError(f"the pipeline's prompts name different models ({', '.join(models)})",
                              file=target.path, fix="add model: to the pipeline file, or pass "
