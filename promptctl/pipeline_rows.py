@@ -172,6 +172,8 @@ class RowRunner:
         errors = [d["error"] for d in done_items if d.get("error") is not None]
         if errors:
             record["error"] = f"{len(errors)} of {len(done_items)} items failed: {errors[0]}"
+            if all(d.get("tool_failed") for d in done_items if d.get("error") is not None):
+                record["tool_failed"] = True
         record.update(answer=[d.get("answer") for d in done_items],
                       valid=all(d.get("valid") for d in done_items),
                       cached=all(d.get("cached") for d in done_items),
@@ -260,7 +262,9 @@ async def _run_tool(tool: Tool, variables: dict[str, Any]) -> dict[str, Any]:
     try:
         value = await tool.run(variables)
     except StepFailure as exc:
-        out.update(error=str(exc), answer=None, valid=False)
+        # The step's error, but not a failed request: the row is still scored (a query the
+        # model wrote wrong is a wrong answer, not an outage to retry).
+        out.update(error=str(exc), tool_failed=True, answer=None, valid=False)
     else:
         out.update(completion=json.dumps(value, ensure_ascii=False), answer=value, valid=True,
                    extract_error=None)
@@ -305,15 +309,16 @@ async def score_step(step: Step, record: dict[str, Any], row: Row, services: Ser
     """A step's own prompt's metrics (built-in and configured) against the row's expected
     value for it, and whether it ran as the row says it should."""
     expected = (row.steps or {}).get(step.id, MISSING)
+    failed = record.get("error") is not None and not record.get("tool_failed")
     if row.should_run and step.id in row.should_run and not record.get("not_run") \
-            and record.get("error") is None:
+            and not failed:
         record["should_run"] = bool(row.should_run[step.id])
         record["flow_correct"] = (not record.get("skipped")) == record["should_run"]
     if expected is MISSING:
         return
     record["expected"] = expected
-    if record.get("not_run") or record.get("error") is not None:
-        return
+    if record.get("not_run") or failed:
+        return  # a tool step that failed is scored: it gave no answer
     record["correct"] = equals(record.get("answer"), expected) if not record.get("skipped") \
         else expected is None
     if record.get("skipped"):
@@ -360,8 +365,6 @@ async def run_row(pipeline: Pipeline, row: Row, position: int, sample: int,
         "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in requests),
         "completion_tokens": sum(r.get("completion_tokens") or 0 for r in requests),
         "latency_ms": _critical_path(pipeline, steps),
-        # Milliseconds its sql and tool steps ran (in its latency too): not model time.
-        "tool_ms": round(sum(float(s.get("tool_ms") or 0) for s in steps.values()), 3),
     }
     models = [r.get("response_model") for r in requests if r.get("response_model")]
     fingerprints = [r.get("system_fingerprint") for r in requests if r.get("system_fingerprint")]
@@ -369,12 +372,19 @@ async def run_row(pipeline: Pipeline, row: Row, position: int, sample: int,
                   system_fingerprint=fingerprints[0] if fingerprints else None)
     if row.has_expected:
         record["expected"] = row.expected
-    failed = [(k, s) for k, s in steps.items() if s.get("error") is not None]
+    # A failed request makes the row an error; a failed sql or tool step does not: its row is
+    # scored, and its final answer says which step gave none.
+    failed = [(k, s) for k, s in steps.items()
+              if s.get("error") is not None and not s.get("tool_failed")]
     if failed:
         failed_id, failed_step = failed[0]
         record["error"] = f"step {failed_id}: {failed_step['error']}"
     else:
         text, extraction = final_answer(pipeline, row, steps)
+        broken = [(k, s["error"]) for k, s in steps.items() if s.get("tool_failed")]
+        if not extraction.valid and broken:
+            extraction = Extraction(extraction.answer, False,
+                                    f"step {broken[0][0]}: {broken[0][1]}")
         # No output text (a step it reads gave nothing): nothing for a judge or scorer to read.
         scores, details = await score_extraction(
             extraction, text or "", row, pipeline.metrics,

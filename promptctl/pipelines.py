@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -529,7 +530,7 @@ def _check_step(raw: Any, i: int, path: Path, lines: LineMap, ids: list[str], ro
         tool, inputs = _sql_step(raw, step_id, i, path, lines, ids, root, timeout)
         rel = tool.label
     else:
-        inputs = _step_inputs(raw, step_id, i, path, lines, ids)
+        inputs = _step_inputs(raw, step_id, i, path, lines, ids, literal=actions[0] == "tool")
         if actions[0] == "tool":
             spec = raw["tool"]
             if not isinstance(spec, str) or not spec.strip():
@@ -613,7 +614,9 @@ def _repeat(raw: Mapping[str, Any], step_id: str, i: int, path: Path, lines: Lin
 
 
 def _step_inputs(raw: Mapping[str, Any], step_id: str, i: int, path: Path, lines: LineMap,
-                 ids: list[str]) -> list[tuple[str, Expr]]:
+                 ids: list[str], *, literal: bool = False) -> list[tuple[str, Expr]]:
+    """The step's input templates. With `literal` (a tool's keyword arguments), a number
+    or true/false written as such is passed as that value rather than as its text."""
     inputs_raw = raw.get("input")
     if inputs_raw is None:
         inputs_raw = {}
@@ -627,6 +630,10 @@ def _step_inputs(raw: Mapping[str, Any], step_id: str, i: int, path: Path, lines
                         lines, "steps", i, "input", name,
                         fix="use letters, digits and underscores (not 'examples')")
         site = _site(path, lines, f"input.{name} of step {step_id}", "steps", i, "input", name)
+        if literal and isinstance(value, bool):
+            value = "{{ true }}" if value else "{{ false }}"
+        elif literal and isinstance(value, int | float) and math.isfinite(value):
+            value = f"{{{{ {value!r} }}}}"
         inputs.append((name, _expr(value, "text", site, ids)))
     return inputs
 
