@@ -24,7 +24,15 @@ from promptctl import pipeline_rows
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError, did_you_mean, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset
-from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
+from promptctl.files import (
+    MAX_PROMPT_BYTES,
+    Reference,
+    committed_files,
+    is_inside,
+    project_root,
+    quote,
+    read_file,
+)
 from promptctl.metrics.registry import Metric, builtin
 from promptctl.prompts import (
     Prompt,
@@ -42,6 +50,7 @@ from promptctl.step_tools import (
     DEFAULT_MAX_ROWS,
     DEFAULT_SQL_TIMEOUT,
     DEFAULT_TOOL_TIMEOUT,
+    MAX_DATABASE_BYTES,
     SqlStep,
     StepTool,
     ToolStep,
@@ -700,9 +709,15 @@ def _sql_step(raw: Mapping[str, Any], step_id: str, i: int, path: Path, lines: L
         raise _fail(f"step {step_id}: sql max_rows must be a whole number from 1 to 100000", path,
                     lines, "steps", i, "sql", "max_rows", fix=f"e.g. max_rows: {DEFAULT_MAX_ROWS}")
     db_path = path.parent / database
-    check_database(db_path, root, path, lines.line("steps", i, "sql", "database"))
+    db_line = lines.line("steps", i, "sql", "database")
+    snapshot = None
+    if committed_files() is not None:  # read at a commit: query that commit's database
+        snapshot = read_file(db_path, what="database", max_bytes=MAX_DATABASE_BYTES, root=root,
+                             ref=Reference(path, db_line, "database"))
+    else:
+        check_database(db_path, root, path, db_line)
     site = _site(path, lines, f"sql.query of step {step_id}", "steps", i, "sql", "query")
-    return (SqlStep(db_path, _rel(db_path, root), timeout, max_rows),
+    return (SqlStep(db_path, _rel(db_path, root), timeout, max_rows, snapshot=snapshot),
             [("query", _expr(query, "text", site, ids))])
 
 

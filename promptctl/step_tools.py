@@ -84,13 +84,17 @@ def _json_value(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class SqlStep:
-    """`sql: {database: FILE, query: TEMPLATE}`: the query runs read-only on the file."""
+    """`sql: {database: FILE, query: TEMPLATE}`: the query runs read-only on the file.
+
+    `snapshot` holds the database's bytes when the pipeline was read from a commit
+    (`eval --ref`, the base side of `check`): queries then run on that version, in memory."""
 
     database: Path
     database_rel: str
     timeout: float = DEFAULT_SQL_TIMEOUT
     max_rows: int = DEFAULT_MAX_ROWS
     kind: str = "sql"
+    snapshot: bytes | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -102,19 +106,28 @@ class SqlStep:
 
     @property
     def version(self) -> str:
+        if self.snapshot is not None:
+            return hashlib.sha256(self.snapshot).hexdigest()
         return file_sha256(self.database, MAX_DATABASE_BYTES)
 
     def check(self) -> None:
         """Nothing to load: the file was checked when the pipeline was read."""
 
-    def query(self, sql: str) -> list[dict[str, Any]]:
-        """The query's rows; StepFailure says why there are none."""
-        uri = f"{self.database.resolve().as_uri()}?mode=ro"
+    def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False,
+            if self.snapshot is not None:
+                conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+                conn.deserialize(self.snapshot)
+                return conn
+            uri = f"{self.database.resolve().as_uri()}?mode=ro"
+            return sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False,
                                    isolation_level=None)
         except sqlite3.Error as exc:
             raise StepFailure(f"cannot open {self.database_rel} read-only: {exc}") from None
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        """The query's rows; StepFailure says why there are none."""
+        conn = self._connect()
         try:
             conn.execute("PRAGMA query_only=ON")
             conn.set_authorizer(_denied)
@@ -202,6 +215,10 @@ class ToolStep:
     root: Path
     timeout: float = DEFAULT_TOOL_TIMEOUT
     argument_names: tuple[str, ...] = ()
+    # The file's bytes, read when the pipeline is read (from the work tree, or from the
+    # commit it was read from): what is run and what the version covers. Not run until
+    # `load`.
+    source: bytes = b""
     kind: str = "tool"
     _fn: Callable[..., Any] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -216,8 +233,10 @@ class ToolStep:
                              line=line, fix="e.g. tool: ../tools/calc.py:add (relative to this "
                              "file)")
         path = project_path(found["file"], naming_file.parent)
+        source = read_file(path, what="tool", max_bytes=MAX_TOOL_BYTES, root=root,
+                           ref=Reference(naming_file, line, "tool"))
         return cls(spec.strip(), path, rel(path), found["function"], naming_file, line, root,
-                   timeout, argument_names)
+                   timeout, argument_names, source)
 
     @property
     def label(self) -> str:
@@ -229,7 +248,7 @@ class ToolStep:
 
     @property
     def version(self) -> str:
-        return file_sha256(self.file, MAX_TOOL_BYTES)
+        return hashlib.sha256(self.source).hexdigest()
 
     def check(self) -> None:
         """Load the function and check it takes the step's input (validate, --dry-run, run)."""
@@ -255,9 +274,7 @@ class ToolStep:
             return self._fn
 
     def _load(self) -> Callable[..., Any]:
-        ref = Reference(self.naming_file, self.line, "tool")
-        source = read_file(self.file, what="tool", max_bytes=MAX_TOOL_BYTES, root=self.root,
-                           ref=ref)
+        source = self.source
         digest = hashlib.sha256(source).hexdigest()
         try:
             code = compile(source, str(self.file), "exec")

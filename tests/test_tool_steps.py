@@ -17,8 +17,17 @@ import pytest
 from promptctl.errors import InputError
 from promptctl.pipelines import load_pipeline
 from promptctl.step_tools import SqlStep, StepFailure
+from promptctl.target import inputs_of, load_target
 from tests.fakeserver import FakeOpenAI, last_user_message
-from tests.helpers import eval_json, invoke, show_rows, use_fake_openai
+from tests.helpers import (
+    commit_all,
+    eval_json,
+    git_identity,
+    git_init,
+    invoke,
+    show_rows,
+    use_fake_openai,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-test-toolsteps-0a1b2c3d4e5f"
@@ -551,3 +560,43 @@ def test_the_shipped_shop_example_gets_every_row_right_with_the_reference_sql(
     assert run["steps"]["rows"]["metrics"]["exact_match"] == {
         **run["steps"]["rows"]["metrics"]["exact_match"], "value": 1.0, "n": 8}
 
+
+
+def test_check_lists_the_tool_and_the_database_as_inputs(root: Path) -> None:
+    path = write(root, PIPELINE.replace("  - id: answer", """\
+  - id: ticks
+    tool: ../tools/calc.py:tick
+    input: {x: "{{ steps.rows.answer }}"}
+  - id: answer"""), [])
+    kinds = {f.resolve().relative_to(root.resolve()).as_posix(): what
+             for f, what in inputs_of(load_target(path))}
+    assert kinds["data/shop.sqlite"] == "database" and kinds["tools/calc.py"] == "tool"
+    assert kinds["prompts/to_sql.yaml"] == "prompt"
+
+
+def test_eval_at_a_ref_queries_and_calls_that_commits_files(
+        api: FakeOpenAI, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    git_identity(monkeypatch)
+    git_init(root)
+    (root / ".gitignore").write_text(".promptctl/\n", encoding="utf-8")
+    path = write(root, PIPELINE.replace("  - id: answer", """\
+  - id: plus
+    tool: ../tools/calc.py:add
+    input: {a: "{{ steps.rows.answer[0].n }}", b: 0}
+  - id: answer"""), [{"id": "lyon", "input": {"question": "How many customers live in Lyon?"},
+                      "expected": "2"}])
+    commit_all(root, "shop")
+    # In the work tree only: one more customer in Lyon, and a tool that adds 100.
+    with sqlite3.connect(root / "data" / "shop.sqlite") as conn:
+        conn.execute("INSERT INTO customers VALUES (7, 'Gil Roy', 'Lyon')")
+    calc = root / "tools" / "calc.py"
+    calc.write_text(calc.read_text().replace("int(a) + int(b)", "int(a) + int(b) + 100"))
+    db_before = sha(root / "data" / "shop.sqlite")
+    at_head, _ = eval_json(path, "--ref", "HEAD")
+    here, _ = eval_json(path)
+    (then,) = show_rows(at_head["id"])
+    (now,) = show_rows(here["id"])
+    assert then["steps"]["rows"]["answer"] == [{"n": 2}] and then["steps"]["plus"]["answer"] == 2
+    assert now["steps"]["rows"]["answer"] == [{"n": 3}] and now["steps"]["plus"]["answer"] == 103
+    assert at_head["prompt_version"] != here["prompt_version"]
+    assert sha(root / "data" / "shop.sqlite") == db_before
