@@ -72,7 +72,7 @@ def file_sha256(path: Path, max_bytes: int) -> str:
     return digest.hexdigest()
 
 
-def _denied(action: int, *_: Any) -> int:
+def _authorize(action: int, *_: Any) -> int:
     """The authorizer of a query: reading only."""
     return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
 
@@ -130,7 +130,7 @@ class SqlStep:
         conn = self._connect()
         try:
             conn.execute("PRAGMA query_only=ON")
-            conn.set_authorizer(_denied)
+            conn.set_authorizer(_authorize)
             deadline = time.monotonic() + self.timeout
             conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0,
                                       _PROGRESS_STEPS)

@@ -225,6 +225,14 @@ def test_a_query_that_writes_is_refused_and_the_file_is_unchanged(root: Path, qu
     assert not (root / "data" / "other.sqlite").exists()
 
 
+def test_a_second_statement_is_not_run(root: Path) -> None:
+    db = root / "data" / "shop.sqlite"
+    before = sha(db)
+    with pytest.raises(StepFailure, match="one statement at a time"):
+        SqlStep(db, "data/shop.sqlite").query("SELECT 1; DELETE FROM orders")
+    assert sha(db) == before
+
+
 def test_writes_in_a_run_are_step_errors_and_wrong_answers(api: FakeOpenAI, root: Path) -> None:
     db = root / "data" / "shop.sqlite"
     before = sha(db)
@@ -600,3 +608,26 @@ def test_eval_at_a_ref_queries_and_calls_that_commits_files(
     assert now["steps"]["rows"]["answer"] == [{"n": 3}] and now["steps"]["plus"]["answer"] == 103
     assert at_head["prompt_version"] != here["prompt_version"]
     assert sha(root / "data" / "shop.sqlite") == db_before
+
+
+def test_check_evaluates_the_pipeline_when_only_its_database_changed(
+        api: FakeOpenAI, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    git_identity(monkeypatch)
+    git_init(root)
+    (root / ".gitignore").write_text(".promptctl/\n", encoding="utf-8")
+    path = write(root, PIPELINE, [
+        {"id": "lyon", "input": {"question": "How many customers live in Lyon?"}, "expected": "2"}])
+    (root / "README.md").write_text("shop\n", encoding="utf-8")
+    commit_all(root, "shop")
+    (root / "README.md").write_text("shop, again\n", encoding="utf-8")
+    commit_all(root, "readme")
+    unchanged = json.loads(invoke("check", "--json", "--prompt", path, "--base", "HEAD~1").stdout)
+    assert unchanged["prompts"] == []
+    with sqlite3.connect(root / "data" / "shop.sqlite") as conn:
+        conn.execute("INSERT INTO customers VALUES (7, 'Gil Roy', 'Lyon')")
+    commit_all(root, "a third customer in Lyon")
+    document = json.loads(invoke("check", "--json", "--prompt", path, "--base", "HEAD~1").stdout)
+    [entry] = document["prompts"]
+    assert entry["reasons"] == ["database data/shop.sqlite changed"]
+    # The base side queried the base commit's database, the current side this one.
+    assert entry["comparison"]["metrics"]["exact_match"]["delta"] == pytest.approx(-1.0)
