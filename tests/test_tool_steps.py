@@ -28,6 +28,7 @@ from tests.helpers import (
     show_rows,
     use_fake_openai,
 )
+from tests.render.test_schema import check as schema_check
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-test-toolsteps-0a1b2c3d4e5f"
@@ -631,3 +632,25 @@ def test_check_evaluates_the_pipeline_when_only_its_database_changed(
     assert entry["reasons"] == ["database data/shop.sqlite changed"]
     # The base side queried the base commit's database, the current side this one.
     assert entry["comparison"]["metrics"]["exact_match"]["delta"] == pytest.approx(-1.0)
+
+
+def test_json_documents_of_tool_steps_match_their_schemas(api: FakeOpenAI, root: Path) -> None:
+    pipeline = PIPELINE.replace("  - id: answer", """\
+  - id: count
+    tool: ../tools/calc.py:step
+    input: {n: "{{ steps.count.answer }}"}
+    repeat_until: steps.count.answer >= 2
+    max_iterations: 3
+  - id: answer""")
+    path = write(root, pipeline, [
+        {"id": "lyon", "input": {"question": "How many customers live in Lyon?"}, "expected": "2",
+         "steps": {"rows": [{"n": 2}]}},
+        {"id": "refused", "input": {"question": "DELETE FROM orders"}, "expected": "0"}])
+    document = json.loads(invoke("eval", path, "--json").stdout)
+    schema_check("eval", document)
+    (run,) = document["runs"]
+    assert run["steps"]["rows"]["tool_ms"] >= 0 and run["steps"]["count"]["iterations_exhausted"] == 0
+    shown = schema_check("show", json.loads(invoke("show", run["id"], "--json").stdout))
+    rows = {r["row_id"]: r for r in shown["rows"]}
+    assert rows["refused"]["steps"]["rows"]["tool_failed"] is True
+    assert [i["answer"] for i in rows["lyon"]["steps"]["count"]["iterations"]] == [1, 2]
