@@ -44,6 +44,11 @@ DEFAULT_TOOL_TIMEOUT = 10.0
 DEFAULT_MAX_ROWS = 1000
 MAX_DATABASE_BYTES = 256 * MiB
 MAX_TOOL_BYTES = 1 * MiB
+# A step's answer is stored with its row and read by the steps after it: a query or a
+# function that gives more (as JSON text) is the step's error. One text or blob value of a
+# query is at most MAX_VALUE_BYTES (SQLite's own length limit, set per connection).
+MAX_ANSWER_CHARS = 8 * MiB
+MAX_VALUE_BYTES = 1 * MiB
 # How many SQLite virtual-machine instructions run between two looks at the clock.
 _PROGRESS_STEPS = 1000
 _FILE_FUNCTION = re.compile(r"(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
@@ -75,6 +80,15 @@ def file_sha256(path: Path, max_bytes: int) -> str:
 def _authorize(action: int, *_: Any) -> int:
     """The authorizer of a query: reading only."""
     return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def _check_size(value: Any, what: str) -> str:
+    """`value` as JSON text; StepFailure when it is longer than a step's answer may be."""
+    text = json.dumps(value, allow_nan=False)
+    if len(text) > MAX_ANSWER_CHARS:
+        raise StepFailure(f"{what} is {len(text):,} characters as JSON, more than a step's "
+                          f"answer may be ({MAX_ANSWER_CHARS:,})")
+    return text
 
 
 def _json_value(value: Any) -> Any:
@@ -130,6 +144,7 @@ class SqlStep:
         conn = self._connect()
         try:
             conn.execute("PRAGMA query_only=ON")
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
             conn.set_authorizer(_authorize)
             deadline = time.monotonic() + self.timeout
             conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0,
@@ -149,7 +164,9 @@ class SqlStep:
                 raise StepFailure(f"the query gave more than {self.max_rows:,} rows (the step's "
                                   "max_rows); narrow it or raise max_rows")
             names = [d[0] for d in cursor.description or ()]
-            return [{n: _json_value(v) for n, v in zip(names, row, strict=True)} for row in rows]
+            out = [{n: _json_value(v) for n, v in zip(names, row, strict=True)} for row in rows]
+            _check_size(out, "the query's answer")
+            return out
         finally:
             conn.close()
 
@@ -202,7 +219,7 @@ def _in_thread(fn: Callable[..., Any], inputs: Mapping[str, Any]) -> asyncio.Fut
     return future
 
 
-@dataclass
+@dataclass(eq=False)
 class ToolStep:
     """`tool: FILE.py:FUNCTION`: the project's function, loaded like a custom scorer."""
 
@@ -331,7 +348,9 @@ class ToolStep:
                 raise outcome.error
             raise self._failure(outcome.error)
         try:
-            text = json.dumps(outcome.value, allow_nan=False)
+            text = _check_size(outcome.value, "the tool's return value")
+        except StepFailure:
+            raise
         except (TypeError, ValueError, RecursionError) as exc:
             raise StepFailure(f"the tool returned a {type(outcome.value).__name__}, which is not "
                               f"JSON-serialisable ({exc})") from None

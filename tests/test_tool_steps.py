@@ -277,6 +277,16 @@ def test_more_rows_than_the_limit_is_the_steps_error(root: Path) -> None:
         small.query("SELECT * FROM orders")
 
 
+def test_large_values_and_answers_are_the_steps_error(root: Path) -> None:
+    step = SqlStep(root / "data" / "shop.sqlite", "data/shop.sqlite")
+    with pytest.raises(StepFailure, match="string or blob too big"):
+        step.query("SELECT randomblob(2000000)")
+    twenty = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20) " \
+             "SELECT hex(randomblob(500000)) AS h FROM c"
+    with pytest.raises(StepFailure, match="the query's answer is 20,000,2.. characters as JSON"):
+        step.query(twenty)
+
+
 def test_a_slow_query_is_stopped_at_its_time_limit(root: Path) -> None:
     endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) " \
               "SELECT COUNT(*) FROM c"
