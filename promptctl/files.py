@@ -86,6 +86,11 @@ def reading_from(files: ProjectFiles) -> Iterator[None]:
         _FILES_FROM.reset(token)
 
 
+def committed_files() -> ProjectFiles | None:
+    """The commit project files are being read from (inside `reading_from`), else None."""
+    return _FILES_FROM.get()
+
+
 def is_inside(path: Path, root: Path) -> bool:
     """Whether `path`, with every symbolic link resolved, lies inside `root`."""
     real = Path(os.path.realpath(path))

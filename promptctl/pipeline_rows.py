@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -19,9 +20,10 @@ from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, Row
 from promptctl.files import quote
 from promptctl.metrics.aggregates import aggregate_columns, fold_scores, share
-from promptctl.metrics.registry import Metric, Services, score_builtins, score_extraction
+from promptctl.metrics.registry import Metric, Services, builtin, score_builtins, score_extraction
 from promptctl.prompts import Prompt, response_fields
 from promptctl.scoring import Extraction, OutputSpec, equals, extract
+from promptctl.step_tools import StepFailure
 from promptctl.store import utcnow
 from promptctl.templates import row_budget
 from promptctl.work import RowContext
@@ -33,15 +35,29 @@ class Expression(Protocol):
     def evaluate(self, context: Mapping[str, Any], who: str) -> Any: ...
 
 
+class Tool(Protocol):
+    """What a sql or tool step runs (`step_tools.SqlStep`, `step_tools.ToolStep`)."""
+
+    async def run(self, inputs: Mapping[str, Any]) -> Any: ...
+
+
 class Step(Protocol):
     """What running a step reads of it (`pipelines.Step`; pipelines sit above this module)."""
 
     @property
     def id(self) -> str: ...
     @property
-    def prompt(self) -> Prompt: ...
+    def prompt(self) -> Prompt | None: ...
     @property
     def prompt_rel(self) -> str: ...
+    @property
+    def tool(self) -> Tool | None: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def repeat_until(self) -> Expression | None: ...
+    @property
+    def max_iterations(self) -> int | None: ...
     @property
     def when(self) -> Expression | None: ...
     @property
@@ -95,8 +111,15 @@ class RowRunner:
         self.ctx = ctx
         self.sample = sample
 
+    async def _once(self, step: Step, variables: dict[str, Any], row: Row) -> dict[str, Any]:
+        """One run of a step: a request, or its tool's code."""
+        if step.tool is None:
+            return await self._request(step, variables, row)
+        return await _run_tool(step.tool, variables)
+
     async def _request(self, step: Step, variables: dict[str, Any], row: Row) -> dict[str, Any]:
         prompt = step.prompt
+        assert prompt is not None
         try:
             messages = prompt.render(variables, row_id=row.id)
         except InputError as exc:  # the prompt's own template, on an answer of another shape
@@ -130,8 +153,10 @@ class RowRunner:
             if step.when is not None and not step.when.evaluate(context, who):
                 record.update(skipped=True, answer=None)
                 return record
+            if step.repeat_until is not None:
+                return await self._repeat(step, row, context, record, who)
             if step.for_each is None:
-                record.update(await self._request(step, step.render_inputs(context, who), row))
+                record.update(await self._once(step, step.render_inputs(context, who), row))
                 return record
             items = loop_items(step.for_each.evaluate(context, who))
             variables = [step.render_inputs({**context, "item": item, "index": i}, who)
@@ -142,11 +167,13 @@ class RowRunner:
             # list was meant): a wrong answer downstream, not a failed request, so the row
             # is scored rather than made an error.
             return {**record, **_unrendered(exc.message)}
-        done_items = await asyncio.gather(*(self._request(step, v, row) for v in variables))
+        done_items = await asyncio.gather(*(self._once(step, v, row) for v in variables))
         record["items"] = done_items
         errors = [d["error"] for d in done_items if d.get("error") is not None]
         if errors:
             record["error"] = f"{len(errors)} of {len(done_items)} items failed: {errors[0]}"
+            if all(d.get("tool_failed") for d in done_items if d.get("error") is not None):
+                record["tool_failed"] = True
         record.update(answer=[d.get("answer") for d in done_items],
                       valid=all(d.get("valid") for d in done_items),
                       cached=all(d.get("cached") for d in done_items),
@@ -154,6 +181,54 @@ class RowRunner:
                       prompt_tokens=sum(d.get("prompt_tokens") or 0 for d in done_items),
                       completion_tokens=sum(d.get("completion_tokens") or 0 for d in done_items),
                       latency_ms=max((d.get("latency_ms") or 0 for d in done_items), default=0))
+        if step.tool is not None:
+            record.update(tool_ms=sum(d.get("tool_ms") or 0 for d in done_items),
+                          completion=json.dumps(record["answer"], ensure_ascii=False))
+        return record
+
+    async def _repeat(self, step: Step, row: Row, context: dict[str, Any],
+                      record: dict[str, Any], who: str) -> dict[str, Any]:
+        """A `repeat_until` step: run, then test the condition, until it holds or
+        max_iterations runs were made. Each run's input sees `steps.ID` as the previous run
+        left it (no answer before the first) and `iteration` (1 for the first); the condition
+        sees `steps.ID` of the run just made and its `iteration`. The stored step is its last
+        run, with every run under `iterations`; running out of iterations is
+        `iterations_exhausted: true`, not an error."""
+        assert step.repeat_until is not None and step.max_iterations is not None
+        previous: dict[str, Any] = {"answer": None, "skipped": False, "completion": None,
+                                    "valid": False}
+        runs: list[dict[str, Any]] = []
+        met = False
+        for n in range(1, step.max_iterations + 1):
+            scope = {**context, "steps": {**context["steps"], step.id: previous}, "iteration": n}
+            try:
+                done = await self._once(step, step.render_inputs(scope, who), row)
+            except InputError as exc:
+                done = {"input": None, **_unrendered(exc.message)}
+            done["iteration"] = n
+            runs.append(done)
+            if done.get("error") is not None or done.get("unrendered"):
+                break
+            previous = _view(done)
+            scope["steps"] = {**context["steps"], step.id: previous}
+            try:
+                met = bool(step.repeat_until.evaluate(scope, who))
+            except InputError as exc:
+                done.update(_unrendered(f"repeat_until: {exc.message}"))
+                break
+            if met:
+                break
+        last = runs[-1]
+        record.update({k: v for k, v in last.items() if k != "iteration"})
+        failed = last.get("error") is not None or bool(last.get("unrendered"))
+        record.update(iterations=runs, iterations_exhausted=not met and not failed,
+                      cached=all(r.get("cached") for r in runs),
+                      attempts=sum(r.get("attempts") or 0 for r in runs),
+                      prompt_tokens=sum(r.get("prompt_tokens") or 0 for r in runs),
+                      completion_tokens=sum(r.get("completion_tokens") or 0 for r in runs),
+                      latency_ms=sum(r.get("latency_ms") or 0 for r in runs))
+        if step.tool is not None:
+            record["tool_ms"] = sum(r.get("tool_ms") or 0 for r in runs)
         return record
 
     async def steps(self, row: Row) -> dict[str, dict[str, Any]]:
@@ -176,6 +251,26 @@ class RowRunner:
                 task.cancel()
             raise
         return {s.id: tasks[s.id].result() for s in self.pipeline.steps}
+
+
+async def _run_tool(tool: Tool, variables: dict[str, Any]) -> dict[str, Any]:
+    """One run of a sql or tool step: its answer (a JSON value, also kept as JSON text in
+    `completion`) or its error, and the time it took (`latency_ms`, also `tool_ms`: a row's
+    tool time is counted apart from its requests'). Never cached: it runs every time."""
+    out: dict[str, Any] = {"input": variables, "cached": False}
+    start = time.perf_counter()
+    try:
+        value = await tool.run(variables)
+    except StepFailure as exc:
+        # The step's error, but not a failed request: the row is still scored (a query the
+        # model wrote wrong is a wrong answer, not an outage to retry).
+        out.update(error=str(exc), tool_failed=True, answer=None, valid=False)
+    else:
+        out.update(completion=json.dumps(value, ensure_ascii=False), answer=value, valid=True,
+                   extract_error=None)
+    elapsed = round((time.perf_counter() - start) * 1000, 3)
+    out.update(latency_ms=elapsed, tool_ms=elapsed)
+    return out
 
 
 def _view(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,21 +309,27 @@ async def score_step(step: Step, record: dict[str, Any], row: Row, services: Ser
     """A step's own prompt's metrics (built-in and configured) against the row's expected
     value for it, and whether it ran as the row says it should."""
     expected = (row.steps or {}).get(step.id, MISSING)
+    failed = record.get("error") is not None and not record.get("tool_failed")
     if row.should_run and step.id in row.should_run and not record.get("not_run") \
-            and record.get("error") is None:
+            and not failed:
         record["should_run"] = bool(row.should_run[step.id])
         record["flow_correct"] = (not record.get("skipped")) == record["should_run"]
     if expected is MISSING:
         return
     record["expected"] = expected
-    if record.get("not_run") or record.get("error") is not None:
-        return
+    if record.get("not_run") or failed:
+        return  # a tool step that failed is scored: it gave no answer
     record["correct"] = equals(record.get("answer"), expected) if not record.get("skipped") \
         else expected is None
     if record.get("skipped"):
         return
     extraction = Extraction(record.get("answer"), bool(record.get("valid")),
                             record.get("extract_error"))
+    if step.prompt is None:
+        # A tool step's answer is compared whole.
+        record["scores"] = score_builtins(extraction, Row(row.id, row.input, expected),
+                                          ("exact_match",))
+        return
     if step.for_each is not None:
         # A loop's answer is a list: only exact_match compares it as a whole.
         names = tuple(n for n in step.prompt.metrics if n == "exact_match")
@@ -271,12 +372,19 @@ async def run_row(pipeline: Pipeline, row: Row, position: int, sample: int,
                   system_fingerprint=fingerprints[0] if fingerprints else None)
     if row.has_expected:
         record["expected"] = row.expected
-    failed = [(k, s) for k, s in steps.items() if s.get("error") is not None]
+    # A failed request makes the row an error; a failed sql or tool step does not: its row is
+    # scored, and its final answer says which step gave none.
+    failed = [(k, s) for k, s in steps.items()
+              if s.get("error") is not None and not s.get("tool_failed")]
     if failed:
         failed_id, failed_step = failed[0]
         record["error"] = f"step {failed_id}: {failed_step['error']}"
     else:
         text, extraction = final_answer(pipeline, row, steps)
+        broken = [(k, s["error"]) for k, s in steps.items() if s.get("tool_failed")]
+        if not extraction.valid and broken:
+            extraction = Extraction(extraction.answer, False,
+                                    f"step {broken[0][0]}: {broken[0][1]}")
         # No output text (a step it reads gave nothing): nothing for a judge or scorer to read.
         scores, details = await score_extraction(
             extraction, text or "", row, pipeline.metrics,
@@ -305,7 +413,9 @@ def _requests_of(steps: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     for st in steps.values():
         if not isinstance(st, Mapping):
             continue
-        if isinstance(st.get("items"), list):
+        if isinstance(st.get("iterations"), list):  # a repeat_until step: each run's request
+            yield from (i for i in st["iterations"] if isinstance(i, Mapping) and "messages" in i)
+        elif isinstance(st.get("items"), list):
             yield from (i for i in st["items"] if isinstance(i, Mapping))
         elif "messages" in st:
             yield st
@@ -349,6 +459,8 @@ def composability_gap(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _step_metrics(step: Step) -> list[Any]:
+    if step.prompt is None:
+        return [builtin("exact_match")]
     if step.for_each is None:
         return list(step.prompt.metric_objects)
     return [m for m in step.prompt.metric_objects if m.name == "exact_match"]
@@ -368,6 +480,8 @@ def summary_extra(pipeline: Pipeline, rows: Callable[[], Iterable[Mapping[str, A
     retries = 0
     spent = {"prompt": 0, "completion": 0}
     failed: dict[str, Any] = {}
+    tool_ms = {s.id: 0.0 for s in pipeline.steps}
+    exhausted = {s.id: 0 for s in pipeline.steps}
     for row in rows():
         gap.add(row)
         steps = row.get("steps") or {}
@@ -381,6 +495,8 @@ def summary_extra(pipeline: Pipeline, rows: Callable[[], Iterable[Mapping[str, A
             if step_id not in counts or not isinstance(st, Mapping):
                 continue
             tally = counts[step_id]
+            tool_ms[step_id] += float(st.get("tool_ms") or 0)
+            exhausted[step_id] += bool(st.get("iterations_exhausted"))
             if st.get("not_run"):
                 tally["not_run"] += 1
             elif st.get("error") is not None:
@@ -403,11 +519,16 @@ def summary_extra(pipeline: Pipeline, rows: Callable[[], Iterable[Mapping[str, A
                         entry["rows"].append({"row_id": row.get("row_id"), "kind": row.get("kind"),
                                               "sample": row.get("sample"),
                                               "error": detail["error"]})
-    steps_out = {s.id: {"prompt": s.prompt_rel, "prompt_version": s.prompt.version,
+    steps_out = {s.id: {"prompt": s.prompt_rel, "prompt_version": s.version,
                         "metrics": aggregate_columns(_step_metrics(s), columns[s.id]),
-                        **counts[s.id]} for s in pipeline.steps}
+                        **counts[s.id],
+                        **({"tool_ms": round(tool_ms[s.id], 3)} if s.tool is not None else {}),
+                        **({"iterations_exhausted": exhausted[s.id]}
+                           if s.repeat_until is not None else {})}
+                 for s in pipeline.steps}
     return {"fewshot_metrics": {},
             "summary": {"retries": retries, "no_text": 0, "spent_tokens": spent, "kind": "pipeline",
+                        "tool_ms": round(sum(tool_ms.values()), 3),
                         "steps": steps_out, "composability_gap": gap.result(),
                         "control_flow": share(flow) if flow else None},
             "step_scoring_errors": failed}

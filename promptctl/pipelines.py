@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,7 +24,15 @@ from promptctl import pipeline_rows
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError, did_you_mean, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset
-from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
+from promptctl.files import (
+    MAX_PROMPT_BYTES,
+    Reference,
+    committed_files,
+    is_inside,
+    project_root,
+    quote,
+    read_file,
+)
 from promptctl.metrics.registry import Metric, builtin
 from promptctl.prompts import (
     Prompt,
@@ -37,6 +46,16 @@ from promptctl.prompts import (
     unique_paths,
 )
 from promptctl.scoring import TEXT_OUTPUT_TYPES, OutputSpec
+from promptctl.step_tools import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_SQL_TIMEOUT,
+    DEFAULT_TOOL_TIMEOUT,
+    MAX_DATABASE_BYTES,
+    SqlStep,
+    StepTool,
+    ToolStep,
+    check_database,
+)
 from promptctl.templates import Site, compile_template, environment, render_template, row_budget
 from promptctl.work import RowContext, WorkItem
 
@@ -45,7 +64,13 @@ if TYPE_CHECKING:
 
 PIPELINE_KEYS = ("name", "kind", "description", "model", "steps", "output", "output_type",
                  "labels", "metrics", "evalset", "thresholds")
-STEP_KEYS = ("id", "prompt", "input", "when", "for_each")
+STEP_KEYS = ("id", "prompt", "sql", "tool", "input", "when", "for_each", "repeat_until",
+             "max_iterations", "timeout")
+SQL_KEYS = ("database", "query", "max_rows")
+# What a step does: exactly one of these keys.
+STEP_ACTIONS = ("prompt", "sql", "tool")
+# A repeat_until loop runs a step at most this many times in one row.
+MAX_ITERATIONS = 100
 _STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # A template that is one `{{ expression }}` and nothing else passes the expression's value
 # (a list, a number) rather than its text.
@@ -84,25 +109,47 @@ class Expr:
 
 @dataclass(frozen=True)
 class Step:
-    """One step: a prompt, the variables it is given, an optional condition and loop."""
+    """One step: a prompt (or a `sql:` query, or a `tool:` function), the variables it is
+    given, an optional condition and loop, and an optional `repeat_until` loop.
+
+    A tool step has no prompt: `prompt` is None, `tool` runs it and `prompt_rel` labels it
+    (`sql:PATH`, `tool:PATH:FUNCTION`). A sql step's only input is `query`."""
 
     id: str
-    prompt: Prompt
-    prompt_rel: str  # the prompt's path relative to the project root
+    prompt: Prompt | None
+    prompt_rel: str  # the prompt's path relative to the project root (or the tool's label)
     inputs: tuple[tuple[str, Expr], ...]
     when: Expr | None
     for_each: Expr | None
     line: int | None
+    tool: StepTool | None = None
+    repeat_until: Expr | None = None
+    max_iterations: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "prompt" if self.tool is None else self.tool.kind
+
+    @property
+    def version(self) -> str:
+        """The prompt's version, or the sha256 of the tool's file or of the database."""
+        if self.tool is not None:
+            return self.tool.version
+        assert self.prompt is not None
+        return self.prompt.version
 
     @property
     def deps(self) -> frozenset[str]:
-        """The steps whose answers this one reads."""
+        """The steps whose answers this one reads (a repeat_until step reading its own
+        previous iteration does not depend on itself)."""
         out: set[str] = set()
         for _, expr in self.inputs:
             out |= expr.refs
-        for extra in (self.when, self.for_each):
+        for extra in (self.when, self.for_each, self.repeat_until):
             if extra is not None:
                 out |= extra.refs
+        if self.repeat_until is not None:
+            out.discard(self.id)
         return frozenset(out)
 
     def render_inputs(self, context: Mapping[str, Any], who: str) -> dict[str, Any]:
@@ -146,7 +193,8 @@ class Pipeline:
         """The end-to-end configured metrics and every step prompt's."""
         out = {id(m): m for m in self.configured_metrics}
         for step in self.steps:
-            out.update((id(m), m) for m in step.prompt.configured_metrics)
+            if step.prompt is not None:
+                out.update((id(m), m) for m in step.prompt.configured_metrics)
         return tuple(out.values())
 
     @property
@@ -156,28 +204,36 @@ class Pipeline:
     @property
     def prompts(self) -> dict[str, Prompt]:
         """Every prompt the pipeline uses, by its path relative to the project root."""
-        return {s.prompt_rel: s.prompt for s in self.steps}
+        return {s.prompt_rel: s.prompt for s in self.steps if s.prompt is not None}
+
+    @property
+    def tools(self) -> tuple[StepTool, ...]:
+        """What its sql and tool steps run."""
+        return tuple(s.tool for s in self.steps if s.tool is not None)
 
     @property
     def files(self) -> list[Path]:
-        """The pipeline file, every prompt file it uses, and the judges' and scorers' files
-        their metrics and its own read."""
-        return unique_paths([self.path, *(f for s in self.steps for f in s.prompt.files),
-                             *(f for m in self.configured_metrics for f in m.files)])
+        """The pipeline file, every prompt file it uses, the judges' and scorers' files their
+        metrics and its own read, and its tool steps' Python files and databases."""
+        return unique_paths([self.path, *(f for p in self.prompts.values() for f in p.files),
+                             *(f for m in self.configured_metrics for f in m.files),
+                             *(f for t in self.tools for f in t.files)])
 
     # --- as a target of the engine (see `promptctl.target`): a row runs its steps ---------
 
     @property
     def request_params(self) -> dict[str, Any]:
-        return self.steps[0].prompt.request_params
+        first = next(iter(self.prompts.values()), None)
+        return first.request_params if first is not None else {}
 
     @property
     def max_tokens(self) -> int:
-        return max(s.prompt.max_tokens for s in self.steps)
+        return max((p.max_tokens for p in self.prompts.values()), default=0)
 
     @property
     def run_params(self) -> dict[str, Any]:
-        return {s.id: s.prompt.request_params for s in self.steps}
+        return {s.id: s.prompt.request_params if s.prompt is not None else {"tool": s.prompt_rel}
+                for s in self.steps}
 
     def run_options(self) -> dict[str, Any]:
         """The sources of its prompts, from which a resume rebuilds the pipeline as it was."""
@@ -217,6 +273,8 @@ class Pipeline:
         """Raise, naming the row's file and line, for the first row that a template of the
         pipeline cannot render: a missing input field, a step id that is not a step, a row's
         `steps`/`should_run` naming an unknown step, or an expected answer no answer can be."""
+        for tool in self.tools:
+            tool.check()  # loads each tool's module: validate, --dry-run and a run
         ids = {s.id for s in self.steps}
         comparing = comparing_metrics(self.metric_objects)
         for row in rows:
@@ -254,8 +312,8 @@ class Pipeline:
                            reader=f"output_type: of {display_path(self.path)}")
         for step_id, value in (row.steps or {}).items():
             step = self.step(step_id)
-            if value is None or step.for_each is not None:
-                continue
+            if value is None or step.for_each is not None or step.prompt is None:
+                continue  # a tool step's answer may be any JSON value
             check_expected(value, step.prompt.output, file=evalset_path, line=row.line,
                            what=f"row {quote(row.id)} for step {step_id}",
                            reader=f"output: of {display_path(step.prompt.path)}")
@@ -268,6 +326,8 @@ class Pipeline:
                 yield step.when
             if step.for_each is not None:
                 yield step.for_each
+            if step.repeat_until is not None:
+                yield step.repeat_until
         yield self.output
 
     def _render_row(self, row: Row, where: str) -> None:
@@ -279,10 +339,12 @@ class Pipeline:
         expected = {k: v for k, v in (row.steps or {}).items() if v is not None}
         stand_in = {s.id: {"answer": expected[s.id] if s.id in expected else _stand_in(s),
                            "skipped": False, "completion": "", "valid": True} for s in self.steps}
-        context: dict[str, Any] = {"input": row.input, "steps": stand_in}
+        context: dict[str, Any] = {"input": row.input, "steps": stand_in, "iteration": 1}
         who = f"row {quote(row.id)} ({where})"
+        # Answers of a shape unknown before they come: a loop's, a JSON answer, a tool's.
         vague = {s.id for s in self.steps if s.id not in expected
-                 and (s.for_each is not None or s.prompt.output.type == "json")}
+                 and (s.for_each is not None or s.prompt is None
+                      or s.prompt.output.type == "json")}
         with row_budget():
             for step in self.steps:
                 if step.when is not None and not step.when.refs & vague:
@@ -298,7 +360,9 @@ class Pipeline:
                 for index, item in enumerate(items):
                     scope = context if step.for_each is None else \
                         {**context, "item": item, "index": index}
-                    step.prompt.render(step.render_inputs(scope, who), row_id=row.id)
+                    variables = step.render_inputs(scope, who)
+                    if step.prompt is not None:
+                        step.prompt.render(variables, row_id=row.id)
 
     @staticmethod
     def _items(expr: Expr, context: Mapping[str, Any], who: str) -> list[Any]:
@@ -321,8 +385,10 @@ def _names(source: str) -> frozenset[str]:
 
 
 def _stand_in(step: Step) -> Any:
-    if step.for_each is not None:
+    if step.for_each is not None or step.kind == "sql":
         return []
+    if step.prompt is None:
+        return None
     spec = step.prompt.output
     if spec.type in ("number", "integer"):
         return 0
@@ -451,13 +517,139 @@ def _site(path: Path, lines: LineMap, where: str, *keys: str | int) -> Site:
 def _check_step(raw: Any, i: int, path: Path, lines: LineMap, ids: list[str], root: Path,
                 load: PromptLoader) -> Step:
     if not isinstance(raw, dict):
-        raise _fail(f"steps[{i}] must be a mapping with id and prompt", path, lines, "steps", i,
-                    fix="- id: route\n    prompt: ../prompts/NAME.yaml")
+        raise _fail(f"steps[{i}] must be a mapping with id and prompt (or sql, or tool)", path,
+                    lines, "steps", i, fix="- id: route\n    prompt: ../prompts/NAME.yaml")
     for key in raw:
         if key not in STEP_KEYS:
             raise _fail(f"unknown key {quote(key)} in steps[{i}]", path, lines, "steps", i, key,
                         fix=f"{did_you_mean(key, STEP_KEYS)}allowed keys: {', '.join(STEP_KEYS)}")
     step_id = ids[i]
+    actions = [k for k in STEP_ACTIONS if k in raw]
+    if len(actions) != 1:
+        raise _fail(f"step {step_id} needs exactly one of prompt, sql or tool"
+                    + (f" (it has {' and '.join(actions)})" if actions else ""), path, lines,
+                    "steps", i, *actions[1:2],
+                    fix="prompt: ../prompts/NAME.yaml, or sql: {database: ../data/NAME.sqlite, "
+                    "query: \"SELECT ...\"}, or tool: ../tools/NAME.py:FUNCTION")
+    timeout = _timeout(raw, step_id, actions[0], i, path, lines)
+    repeat_until, max_iterations = _repeat(raw, step_id, i, path, lines, ids)
+    prompt: Prompt | None = None
+    tool: StepTool | None = None
+    if actions[0] == "sql":
+        tool, inputs = _sql_step(raw, step_id, i, path, lines, ids, root, timeout)
+        rel = tool.label
+    else:
+        inputs = _step_inputs(raw, step_id, i, path, lines, ids, literal=actions[0] == "tool")
+        if actions[0] == "tool":
+            spec = raw["tool"]
+            if not isinstance(spec, str) or not spec.strip():
+                raise _fail(f"step {step_id}: tool must be FILE.py:FUNCTION", path, lines,
+                            "steps", i, "tool", fix="e.g. tool: ../tools/calc.py:add (relative "
+                            "to this file)")
+            tool = ToolStep.parse(spec, path, lines.line("steps", i, "tool"), root,
+                                  timeout=timeout, argument_names=tuple(n for n, _ in inputs),
+                                  rel=lambda p: _rel(p, root))
+            rel = tool.label
+        else:
+            prompt, rel = _prompt_of(raw, step_id, i, path, lines, root, load, inputs)
+    when = raw.get("when")
+    for_each = raw.get("for_each")
+    step = Step(
+        id=step_id, prompt=prompt, prompt_rel=rel, inputs=tuple(inputs),
+        when=None if when is None else _expr(when, "condition", _site(
+            path, lines, f"when of step {step_id}", "steps", i, "when"), ids),
+        for_each=None if for_each is None else _expr(for_each, "value", _site(
+            path, lines, f"for_each of step {step_id}", "steps", i, "for_each"), ids),
+        line=lines.line("steps", i), tool=tool, repeat_until=repeat_until,
+        max_iterations=max_iterations)
+    if step.for_each is not None and step.repeat_until is not None:
+        raise _fail(f"step {step_id} has both for_each and repeat_until", path, lines, "steps", i,
+                    "repeat_until", fix="loop one way: split the step in two")
+    reads_self = any(step_id in e.refs for e in (*(x for _, x in step.inputs), step.when,
+                                                 step.for_each) if e is not None)
+    if step.when is not None and step_id in step.when.refs or \
+            (step.repeat_until is None and reads_self):
+        raise _fail(f"step {step_id} reads its own answer", path, lines, "steps", i,
+                    fix="a step can read only other steps' answers (with repeat_until, its input "
+                    "may read steps.ID: its previous iteration)")
+    if for_each is None:
+        for _, expr in step.inputs:
+            if "item" in _names(expr.source):
+                raise InputError(f"{expr.site.where} uses item, which only a for_each step has",
+                                 file=path, line=expr.site.line_of(None),
+                                 fix="add for_each: to the step, or use input.NAME / steps.ID")
+    return step
+
+
+def _timeout(raw: Mapping[str, Any], step_id: str, action: str, i: int, path: Path,
+             lines: LineMap) -> float:
+    """A tool or sql step's time limit in seconds."""
+    default = DEFAULT_SQL_TIMEOUT if action == "sql" else DEFAULT_TOOL_TIMEOUT
+    if "timeout" not in raw:
+        return default
+    value = raw["timeout"]
+    if action == "prompt":
+        raise _fail(f"step {step_id}: timeout is for sql and tool steps", path, lines, "steps", i,
+                    "timeout", fix="a prompt's requests have the endpoint's timeout; remove "
+                    "timeout:")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise _fail(f"step {step_id}: timeout must be a number of seconds (more than 0, at most "
+                    "3600)", path, lines, "steps", i, "timeout", fix=f"e.g. timeout: {default:g}")
+    return float(value)
+
+
+def _repeat(raw: Mapping[str, Any], step_id: str, i: int, path: Path, lines: LineMap,
+            ids: list[str]) -> tuple[Expr | None, int | None]:
+    """repeat_until (a condition) and max_iterations, which it requires."""
+    until = raw.get("repeat_until")
+    most = raw.get("max_iterations")
+    if until is None:
+        if most is not None:
+            raise _fail(f"step {step_id}: max_iterations without repeat_until", path, lines,
+                        "steps", i, "max_iterations",
+                        fix="add repeat_until: CONDITION, or remove max_iterations")
+        return None, None
+    if most is None:
+        raise _fail(f"step {step_id}: repeat_until needs max_iterations", path, lines, "steps", i,
+                    "repeat_until", fix="add max_iterations: N (the most times the step runs "
+                    "in one row)")
+    if isinstance(most, bool) or not isinstance(most, int) or not 1 <= most <= MAX_ITERATIONS:
+        raise _fail(f"step {step_id}: max_iterations must be a whole number from 1 to "
+                    f"{MAX_ITERATIONS}", path, lines, "steps", i, "max_iterations",
+                    fix="e.g. max_iterations: 3")
+    expr = _expr(until, "condition", _site(path, lines, f"repeat_until of step {step_id}",
+                                           "steps", i, "repeat_until"), ids)
+    return expr, most
+
+
+def _step_inputs(raw: Mapping[str, Any], step_id: str, i: int, path: Path, lines: LineMap,
+                 ids: list[str], *, literal: bool = False) -> list[tuple[str, Expr]]:
+    """The step's input templates. With `literal` (a tool's keyword arguments), a number
+    or true/false written as such is passed as that value rather than as its text."""
+    inputs_raw = raw.get("input")
+    if inputs_raw is None:
+        inputs_raw = {}
+    if not isinstance(inputs_raw, dict):
+        raise _fail(f"input of step {step_id} must map the prompt's variables to templates", path,
+                    lines, "steps", i, "input", fix='e.g. input: {text: "{{ input.text }}"}')
+    inputs = []
+    for name, value in inputs_raw.items():
+        if not isinstance(name, str) or not name.isidentifier() or name == "examples":
+            raise _fail(f"input variable {quote(name)} of step {step_id} is not a usable name", path,
+                        lines, "steps", i, "input", name,
+                        fix="use letters, digits and underscores (not 'examples')")
+        site = _site(path, lines, f"input.{name} of step {step_id}", "steps", i, "input", name)
+        if literal and isinstance(value, bool):
+            value = "{{ true }}" if value else "{{ false }}"
+        elif literal and isinstance(value, int | float) and math.isfinite(value):
+            value = f"{{{{ {value!r} }}}}"
+        inputs.append((name, _expr(value, "text", site, ids)))
+    return inputs
+
+
+def _prompt_of(raw: Mapping[str, Any], step_id: str, i: int, path: Path, lines: LineMap,
+               root: Path, load: PromptLoader, inputs: list[tuple[str, Expr]]
+               ) -> tuple[Prompt, str]:
     prompt_raw = raw.get("prompt")
     if not isinstance(prompt_raw, str) or not prompt_raw.strip():
         raise _fail(f"step {step_id} needs prompt: the path of a prompt file", path, lines,
@@ -474,50 +666,59 @@ def _check_step(raw: Any, i: int, path: Path, lines: LineMap, ids: list[str], ro
                     f"{prompt.output.type}), which pipeline steps do not take yet", path, lines,
                     "steps", i, "prompt", fix="evaluate that prompt on its own, or give the step "
                     "a prompt with a text output")
-    inputs_raw = raw.get("input")
-    if inputs_raw is None:
-        inputs_raw = {}
-    if not isinstance(inputs_raw, dict):
-        raise _fail(f"input of step {step_id} must map the prompt's variables to templates", path,
-                    lines, "steps", i, "input", fix='e.g. input: {text: "{{ input.text }}"}')
-    inputs = []
-    for name, value in inputs_raw.items():
-        if not isinstance(name, str) or not name.isidentifier() or name == "examples":
-            raise _fail(f"input variable {quote(name)} of step {step_id} is not a usable name", path,
-                        lines, "steps", i, "input", name,
-                        fix="use letters, digits and underscores (not 'examples')")
-        site = _site(path, lines, f"input.{name} of step {step_id}", "steps", i, "input", name)
-        inputs.append((name, _expr(value, "text", site, ids)))
     needed: set[str] = set()
     for message in prompt.messages:
         needed |= _names(message.content)
     needed.discard("examples")
-    missing = sorted(needed - set(inputs_raw))
+    missing = sorted(needed - {n for n, _ in inputs})
     if missing:
         raise _fail(f"step {step_id}: its prompt {prompt_raw} uses {', '.join(missing)}, which the "
                     "step's input does not give", path, lines, "steps", i,
                     "input" if "input" in raw else "prompt",
                     fix=f"add {missing[0]}: \"{{{{ input.{missing[0]} }}}}\" (or another template) "
                     "to the step's input")
-    when = raw.get("when")
-    for_each = raw.get("for_each")
-    step = Step(
-        id=step_id, prompt=prompt, prompt_rel=_rel(prompt_path, root), inputs=tuple(inputs),
-        when=None if when is None else _expr(when, "condition", _site(
-            path, lines, f"when of step {step_id}", "steps", i, "when"), ids),
-        for_each=None if for_each is None else _expr(for_each, "value", _site(
-            path, lines, f"for_each of step {step_id}", "steps", i, "for_each"), ids),
-        line=lines.line("steps", i))
-    if step_id in step.deps:
-        raise _fail(f"step {step_id} reads its own answer", path, lines, "steps", i,
-                    fix="a step can read only other steps' answers")
-    if for_each is None:
-        for _, expr in step.inputs:
-            if "item" in _names(expr.source):
-                raise InputError(f"{expr.site.where} uses item, which only a for_each step has",
-                                 file=path, line=expr.site.line_of(None),
-                                 fix="add for_each: to the step, or use input.NAME / steps.ID")
-    return step
+    return prompt, _rel(prompt_path, root)
+
+
+def _sql_step(raw: Mapping[str, Any], step_id: str, i: int, path: Path, lines: LineMap,
+              ids: list[str], root: Path, timeout: float
+              ) -> tuple[SqlStep, list[tuple[str, Expr]]]:
+    sql = raw["sql"]
+    example = 'e.g. sql: {database: ../data/shop.sqlite, query: "{{ steps.to_sql.answer }}"}'
+    if not isinstance(sql, dict):
+        raise _fail(f"step {step_id}: sql must be a mapping with database and query", path,
+                    lines, "steps", i, "sql", fix=example)
+    if "input" in raw:
+        raise _fail(f"step {step_id}: a sql step takes no input (its query is a template)", path,
+                    lines, "steps", i, "input", fix="move the templates into sql.query")
+    for key in sql:
+        if key not in SQL_KEYS:
+            raise _fail(f"unknown key {quote(key)} in sql of step {step_id}", path, lines,
+                        "steps", i, "sql", key,
+                        fix=f"{did_you_mean(key, SQL_KEYS)}allowed keys: {', '.join(SQL_KEYS)}")
+    database = sql.get("database")
+    if not isinstance(database, str) or not database.strip():
+        raise _fail(f"step {step_id}: sql needs database: the path of a SQLite file", path, lines,
+                    "steps", i, "sql", *(("database",) if "database" in sql else ()), fix=example)
+    query = sql.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise _fail(f"step {step_id}: sql needs query: the SQL text (a template)", path, lines,
+                    "steps", i, "sql", *(("query",) if "query" in sql else ()), fix=example)
+    max_rows = sql.get("max_rows", DEFAULT_MAX_ROWS)
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 1 <= max_rows <= 100_000:
+        raise _fail(f"step {step_id}: sql max_rows must be a whole number from 1 to 100000", path,
+                    lines, "steps", i, "sql", "max_rows", fix=f"e.g. max_rows: {DEFAULT_MAX_ROWS}")
+    db_path = path.parent / database
+    db_line = lines.line("steps", i, "sql", "database")
+    snapshot = None
+    if committed_files() is not None:  # read at a commit: query that commit's database
+        snapshot = read_file(db_path, what="database", max_bytes=MAX_DATABASE_BYTES, root=root,
+                             ref=Reference(path, db_line, "database"))
+    else:
+        check_database(db_path, root, path, db_line)
+    site = _site(path, lines, f"sql.query of step {step_id}", "steps", i, "sql", "query")
+    return (SqlStep(db_path, _rel(db_path, root), timeout, max_rows, snapshot=snapshot),
+            [("query", _expr(query, "text", site, ids))])
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -616,9 +817,10 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
         raise _fail("evalset must be a path string", path, lines, "evalset",
                     fix="e.g. evalset: ../evalsets/NAME.jsonl")
     thresholds = _check_thresholds(raw.get("thresholds"), path, lines, metrics, configured)
-    prompts = {s.prompt_rel: s.prompt.version for s in steps}
+    # The version covers each step's prompt, tool file and database.
+    prompts = {s.prompt_rel: s.version for s in steps}
     # Without model: in the file, the model its prompts share (when they share one).
-    models = {s.prompt.model for s in steps if s.prompt.model}
+    models = {s.prompt.model for s in steps if s.prompt is not None and s.prompt.model}
     model = raw.get("model") or (models.pop() if len(models) == 1 else None)
     return Pipeline(
         path=path, name=name, source=text,

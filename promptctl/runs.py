@@ -186,12 +186,21 @@ class StepSummary:
     errors: int
     not_run: int
     unrendered: int
+    # A sql or tool step: milliseconds its code ran over the run's rows.
+    tool_ms: float | None = None
+    # A repeat_until step: rows where it ran out of iterations.
+    iterations_exhausted: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "prompt_version": self.prompt_version,
-                "metrics": {k: v.to_json() for k, v in self.metrics.items()}, "ran": self.ran,
-                "skipped": self.skipped, "errors": self.errors, "not_run": self.not_run,
-                "unrendered": self.unrendered}
+        out: dict[str, Any] = {"prompt": self.prompt, "prompt_version": self.prompt_version,
+                               "metrics": {k: v.to_json() for k, v in self.metrics.items()},
+                               "ran": self.ran, "skipped": self.skipped, "errors": self.errors,
+                               "not_run": self.not_run, "unrendered": self.unrendered}
+        if self.tool_ms is not None:
+            out["tool_ms"] = self.tool_ms
+        if self.iterations_exhausted is not None:
+            out["iterations_exhausted"] = self.iterations_exhausted
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +394,10 @@ def _summary(read: _Reader, raw: Any) -> RunSummary:
             prompt_version=read.text(v.get("prompt_version"), f"summary.steps.{k}.prompt_version"),
             metrics=_metrics(read, v.get("metrics"), f"summary.steps.{k}.metrics"),
             **{c: read.count(v.get(c), f"summary.steps.{k}.{c}")
-               for c in ("ran", "skipped", "errors", "not_run", "unrendered")})
+               for c in ("ran", "skipped", "errors", "not_run", "unrendered")},
+            tool_ms=read.number(v.get("tool_ms"), f"summary.steps.{k}.tool_ms"),
+            iterations_exhausted=None if v.get("iterations_exhausted") is None else
+            read.count(v.get("iterations_exhausted"), f"summary.steps.{k}.iterations_exhausted"))
             for k, v in steps.items()},
         composability_gap=None if gap is None else Gap(
             read.number(gap_data.get("value"), "summary.composability_gap.value"),

@@ -131,9 +131,13 @@ class Target(Protocol):
 def inputs_of(target: Target) -> list[tuple[Path, str]]:
     """Every file the target's result depends on, each with what it is ("prompt file",
     "pipeline file", "prompt", "judge prompt", "scorer"), the target's own file first; its
-    eval set apart. The one list `check`, `eval --ref` and stored runs go by."""
+    eval set apart; a pipeline's tool files and databases too. The one list `check`,
+    `eval --ref` and stored runs go by."""
     kinds = {f: "judge prompt" if m.kind == "llm_judge" else "scorer" if m.kind == "custom"
              else f"{m.kind} file" for m in target.all_configured_metrics for f in m.files}
+    if isinstance(target, Pipeline):  # a tool step's Python file, a sql step's database
+        kinds.update((f, "database" if t.kind == "sql" else "tool") for t in target.tools
+                     for f in t.files)
     own = f"{target.kind} file"
     return [(f, own if f == target.path else kinds.get(f, "prompt")) for f in target.files]
 
@@ -250,7 +254,7 @@ def model_of(target: Target, override: str | None = None) -> str:
         return spec
     if target.kind == "pipeline":
         assert isinstance(target, Pipeline)
-        models = sorted({s.prompt.model for s in target.steps if s.prompt.model})
+        models = sorted({p.model for p in target.prompts.values() if p.model})
         if len(models) > 1:
             raise InputError(f"the pipeline's prompts name different models ({', '.join(models)})",
                              file=target.path, fix="add model: to the pipeline file, or pass "

@@ -99,8 +99,9 @@ def user_fault(exc: BaseException) -> bool:
     return True
 
 
-def error_text(exc: BaseException) -> str:
-    """`Type: message`, cut; the message of an exception whose __str__ fails is left out."""
+def error_text(exc: BaseException, who: str = "the scorer") -> str:
+    """`Type: message`, cut; the message of an exception whose __str__ fails is left out.
+    `who` names the code that raised it in the note on `sys.exit()`."""
     name = type(exc).__name__
     try:
         message = str(exc)
@@ -109,8 +110,8 @@ def error_text(exc: BaseException) -> str:
             raise
         message = ""
     if isinstance(exc, SystemExit):  # sys.exit(0) has the message "0"
-        name = f"SystemExit (sys.exit({message}) in the scorer)" if message else \
-            "SystemExit (sys.exit() in the scorer)"
+        name = f"SystemExit (sys.exit({message}) in {who})" if message else \
+            f"SystemExit (sys.exit() in {who})"
         message = ""
     text = f"{name}: {message}" if message else name
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "…"
@@ -278,6 +279,17 @@ def _failed(ctx: ScoreContext, name: str, message: str) -> Scores:
     """No score for the row: the message is kept with it (stored, shown and counted)."""
     ctx.details[name] = {"score": None, "error": message}
     return {}
+
+def where_raised(exc: BaseException, filename: str | None) -> str | None:
+    """`FILE:LINE` of the user code in `filename` (else the last frame outside promptctl's
+    scorer module) that raised `exc`: for a pipeline's tool steps too."""
+    return _where(exc, filename)
+
+
+def line_raised(exc: BaseException, filename: str) -> int | None:
+    """The last line of `filename` in the traceback of `exc`."""
+    return _line_in(exc, filename)
+
 
 def _where(exc: BaseException, filename: str | None) -> str | None:
     """`FILE:LINE` of the user code that raised `exc`: the last frame of `filename` in its
