@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from promptctl._yaml import decode_utf8, load_yaml_text
+from promptctl.agents import is_agent_file, is_agent_text, load_agent, parse_agent
 from promptctl.errors import InputError, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset_bytes
 from promptctl.files import MAX_PROMPT_BYTES, Reference, project_root, read_file, reading_from
@@ -134,6 +135,7 @@ def inputs_of(target: Target) -> list[tuple[Path, str]]:
     eval set apart. The one list `check`, `eval --ref` and stored runs go by."""
     kinds = {f: "judge prompt" if m.kind == "llm_judge" else "scorer" if m.kind == "custom"
              else f"{m.kind} file" for m in target.all_configured_metrics for f in m.files}
+    kinds.update(dict.fromkeys(getattr(target, "tool_files", ()), "tool"))
     own = f"{target.kind} file"
     return [(f, own if f == target.path else kinds.get(f, "prompt")) for f in target.files]
 
@@ -154,6 +156,8 @@ def load_target(path: str | Path, root: Path | None = None) -> Target:
     refuse_evalset(Path(path), root)
     if is_pipeline_file(Path(path)):
         return load_pipeline(path, root)
+    if is_agent_file(Path(path)):
+        return load_agent(path, root)
     return load_prompt(path, root)
 
 
@@ -226,7 +230,7 @@ def refuse_evalset(path: Path, root: Path | None = None, data: bytes | None = No
 def evalset_of(target: Target) -> EvalSet:
     """The eval set the target names, or an error naming its file and line."""
     evalset = target.evalset
-    what = "pipeline" if target.kind == "pipeline" else "prompt"
+    what = target.kind if target.kind in ("pipeline", "agent") else "prompt"
     if evalset is None:
         raise InputError(f"no eval set: the {what} names none", file=target.path,
                          fix=f"add evalset: ../evalsets/NAME.jsonl to the {what} file, or pass "
@@ -319,7 +323,8 @@ def target_at_ref(path: str | Path, ref: str, *, with_evalset: bool = True) -> T
     # scorers are loaded now, while the commit is the source (they load lazily otherwise).
     with reading_from(CommitFiles(repo, commit, ref)):
         target: Target = parse_pipeline(data, path, repo.root, load=load) \
-            if is_pipeline_text(data) else parse_prompt(data, path)
+            if is_pipeline_text(data) else parse_agent(data, path, repo.root) \
+            if is_agent_text(data) else parse_prompt(data, path)
         for metric in target.all_configured_metrics:
             if metric.kind == "custom" and metric.check is not None:
                 metric.check()
@@ -347,6 +352,8 @@ def target_from_run(run: Mapping[str, Any], root: Path) -> Target:
     sources stored with the run (editing the files meanwhile does not mix two versions)."""
     path = root / str(run.get("prompt_path") or "")
     source = str(run.get("prompt_source") or "").encode("utf-8")
+    if run.get("kind") == "agent":
+        return parse_agent(source, path, root)
     if (run.get("kind") or "prompt") != "pipeline":
         return parse_prompt(source, path)
     sources = (run.get("options") or {}).get("prompts") or {}
