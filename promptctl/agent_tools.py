@@ -147,9 +147,13 @@ def _in_thread(fn: ToolFn, arguments: dict[str, Any]) -> asyncio.Future[Any]:
         try:
             value = fn(**arguments)
         except BaseException as exc:  # noqa: BLE001 - user code: its error is the call's result
-            loop.call_soon_threadsafe(settle, False, exc)
-            return
-        loop.call_soon_threadsafe(settle, True, value)
+            outcome: tuple[bool, Any] = (False, exc)
+        else:
+            outcome = (True, value)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the run ended meanwhile (a call left behind at its timeout)
+            pass
 
     threading.Thread(target=run, name="promptctl-tool", daemon=True).start()
     return future
