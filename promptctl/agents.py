@@ -439,7 +439,8 @@ def agent_summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     per row, tool errors, invalid calls, rows that hit max_turns, tool selection, the
     composability gap (rows whose every tool call succeeded and matched the expected tools
     but whose final answer is wrong), and time per row with the tools' share apart."""
-    n = turns = tool_errors = invalid = turn_limit = calls = 0
+    n = turns = tool_errors = invalid = turn_limit = calls = retries = 0
+    spent = {"prompt": 0, "completion": 0}
     selection: list[float] = []
     gap_n = gap_wrong = 0
     model_ms = tool_ms = 0.0
@@ -449,6 +450,14 @@ def agent_summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             continue
         n += 1
         turns += len(trajectory.get("turns") or [])
+        # Retries and spent tokens request by request: a row's turns may mix cached and
+        # sent ones (a resumed row).
+        for turn in trajectory.get("turns") or []:
+            if not isinstance(turn, Mapping) or turn.get("cached"):
+                continue
+            retries += max(0, int(turn.get("attempts") or 0) - 1)
+            spent["prompt"] += int(turn.get("prompt_tokens") or 0)
+            spent["completion"] += int(turn.get("completion_tokens") or 0)
         tool_errors += int(trajectory.get("tool_errors") or 0)
         invalid += int(trajectory.get("invalid_calls") or 0)
         calls += len(trajectory.get("tools_called") or [])
@@ -469,7 +478,7 @@ def agent_summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     def per_row(total: float) -> float | None:
         return round(total / n, 3) if n else None
 
-    return {"summary": {"kind": "agent", "agent": {
+    return {"summary": {"kind": "agent", "retries": retries, "spent_tokens": spent, "agent": {
         "rows": n, "turns_mean": per_row(turns), "tool_calls": calls,
         "tool_errors": tool_errors, "invalid_calls": invalid, "turn_limit": turn_limit,
         "tool_selection": share(selection) if selection else None,

@@ -432,18 +432,7 @@ def _turn_rows(table: Table, row: RowResult) -> None:
         for call in calls if isinstance(calls, list) else []:
             if not isinstance(call, Mapping):
                 continue
-            text = f"[dim]call[/] {cell(call.get('name'), 80)}({cell(call.get('arguments'), 300)})"
-            if call.get("not_executed"):
-                text += " [yellow]not run: max_turns reached[/]"
-            elif call.get("invalid"):
-                text += f" [red]invalid:[/] {cell(call.get('error'), 300)}"
-            elif call.get("error"):
-                text += f" [red]tool error:[/] {cell(call.get('error'), 300)}"
-            else:
-                text += f" -> {cell(call.get('result'), 300)}"
-            if call.get("ms") is not None and not call.get("not_executed"):
-                text += f" [dim]{fmt.num(call.get('ms'), 0)} ms[/]"
-            lines.append(text)
+            lines.append(_call_line(call))
         table.add_row(tag, "", "\n".join(lines) or "-", "", "", "", tokens,
                       fmt.num(turn.get("latency_ms"), 0))
     outcome = trajectory.get("outcome")
@@ -480,12 +469,56 @@ def show_row_texts(con: Console, run: RunResult, rows: Iterable[RowResult]) -> N
                 con.print("  [dim]skipped (when: was false)[/]")
             else:
                 _full_texts(con, st, "  ")
+        if row.trajectory is not None:
+            _full_turns(con, row.trajectory)
         facts = [f"tokens {_count(row.prompt_tokens)}/{_count(row.completion_tokens)}"]
         if row.latency_ms is not None:
             facts.append(f"{fmt.num(row.latency_ms, 0)} ms")
         if row.cached:
             facts.append("cached")
         con.print("[dim]" + "  ".join(facts) + "[/]")
+
+
+def _call_line(call: Mapping[str, Any], limit: int | None = 300) -> str:
+    """One call of an agent's turn: name(arguments) and its result, error or fate."""
+    def text(value: Any) -> str:
+        return block(value) if limit is None else cell(value, limit)
+
+    line = f"[dim]call[/] {cell(call.get('name'), 80)}({text(call.get('arguments'))})"
+    if call.get("not_executed"):
+        line += " [yellow]not run: max_turns reached[/]"
+    elif call.get("invalid"):
+        line += f" [red]invalid:[/] {text(call.get('error'))}"
+    elif call.get("error"):
+        line += f" [red]tool error:[/] {text(call.get('error'))}"
+    else:
+        line += f" -> {text(call.get('result'))}"
+    if call.get("ms") is not None and not call.get("not_executed"):
+        line += f" [dim]{fmt.num(call.get('ms'), 0)} ms[/]"
+    return line
+
+
+def _full_turns(con: Console, trajectory: Mapping[str, Any]) -> None:
+    """An agent row's turns, whole: each completion, and each call with its result."""
+    turns = trajectory.get("turns")
+    for turn in turns if isinstance(turns, list) else []:
+        if not isinstance(turn, Mapping):
+            continue
+        facts = f"tokens {_count(turn.get('prompt_tokens') or 0)}/" \
+            f"{_count(turn.get('completion_tokens') or 0)}  {fmt.num(turn.get('latency_ms'), 0)} ms" \
+            + ("  cached" if turn.get("cached") else "")
+        con.print(f"[bold]turn {_count(turn.get('turn'))}[/] [dim]{facts}[/]")
+        if turn.get("error") is not None:
+            con.print(f"  [red]error: {block(turn.get('error'))}[/]")
+            continue
+        if turn.get("completion"):
+            con.print("  " + block(turn.get("completion")).replace("\n", "\n  "))
+        calls = turn.get("calls")
+        for call in calls if isinstance(calls, list) else []:
+            if isinstance(call, Mapping):
+                con.print("  " + _call_line(call, None), soft_wrap=True)
+    if trajectory.get("outcome") == "turn_limit":
+        con.print("[yellow]turn limit: max_turns reached, scored as it stands[/]")
 
 
 def _full_texts(con: Console, answered: Answered, indent: str) -> None:
