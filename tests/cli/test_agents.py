@@ -129,3 +129,11 @@ def test_resume_restarts_a_row_mid_trajectory_with_its_turns_from_the_cache(
     row = {r["row_id"]: r for r in show_rows(run["id"])}["three"]
     assert [t["cached"] for t in row["trajectory"]["turns"]] == [True, True, False]
     assert row["answer"] == 35
+
+
+@pytest.mark.parametrize("flag", ["--dry-run", "--batch"])
+def test_options_an_agent_cannot_take_exit_2_before_sending(api: FakeOpenAI, repo: GitRepo,
+                                                             flag: str) -> None:
+    result = invoke("eval", AGENT, flag, code=2)
+    assert f"{flag} does not apply to agents" in result.stderr
+    assert api.count == 0
