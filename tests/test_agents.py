@@ -13,10 +13,11 @@ import pytest
 
 from promptctl.agents import load_agent, parse_react, tool_selection
 from promptctl.errors import InputError
+from promptctl.scoring import extract
 from promptctl.target import load_target
 from tests import agentkit
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import eval_json, git_init, invoke, show_rows, use_fake_openai
+from tests.helpers import REPO, eval_json, git_init, invoke, show_rows, use_fake_openai
 
 AGENT = "agents/calc.yaml"
 REACT = "agents/calc_react.yaml"
@@ -197,6 +198,20 @@ def test_react_parses_actions_and_feeds_observations_back(api: FakeOpenAI, proje
 def test_parse_react(text: str, call: tuple[str, str] | None, final: str | None) -> None:
     step = parse_react(text)
     assert step.call == call and step.final == final
+
+
+@pytest.mark.parametrize("name", ["calc_agent.yaml", "calc_agent_react.yaml"])
+def test_the_shipped_agents_load_and_check_their_eval_set(name: str) -> None:
+    agent = load_agent(REPO / "agents" / name)
+    evalset = agent.load_evalset()
+    agent.check_rows(evalset.rows, evalset.path)  # every tool loads, every row fits
+    assert len(evalset) >= 6 and all(r.expected_tools for r in evalset)
+    assert {t.name for t in agent.tools} == {"add", "multiply"}
+    assert [i.load()(a=6, b=7) for i in agent.impls.values()] == [13, 42]
+    assert agent.protocol == ("react" if "react" in name else "tools")
+    assert agent.messages_for(evalset.rows[0])[-1]["content"] == "What is 12 + 30?"
+    # The last number of a sentence is the answer.
+    assert extract("So, 6 times 7 is 42.", agent.output).answer == 42
 
 
 def test_a_new_agent_kind_loads_through_the_one_loader(project: Path) -> None:
