@@ -328,6 +328,9 @@ def target_at_ref(path: str | Path, ref: str, *, with_evalset: bool = True) -> T
         for metric in target.all_configured_metrics:
             if metric.kind == "custom" and metric.check is not None:
                 metric.check()
+        # An agent's tools run as committed there too.
+        for impl in getattr(target, "impls", {}).values():
+            impl.load()
     evalset = None
     if with_evalset and target.evalset is not None:
         try:
@@ -353,7 +356,16 @@ def target_from_run(run: Mapping[str, Any], root: Path) -> Target:
     path = root / str(run.get("prompt_path") or "")
     source = str(run.get("prompt_source") or "").encode("utf-8")
     if run.get("kind") == "agent":
-        return parse_agent(source, path, root)
+        agent = parse_agent(source, path, root)
+        # The tools' code is not stored with the run: a resume runs it from the work tree,
+        # so it must be the code the run started with (the version covers it).
+        if agent.version != run.get("prompt_version"):
+            changed = ", ".join(display_path(f) for f in agent.tool_files)
+            raise InputError(f"run {run.get('id')}: the agent's tools changed since the run "
+                             f"started ({changed})", file=path,
+                             fix="restore the tools' code as it was to resume, or start a new "
+                             "run (promptctl eval); its unchanged turns come from the cache")
+        return agent
     if (run.get("kind") or "prompt") != "pipeline":
         return parse_prompt(source, path)
     sources = (run.get("options") or {}).get("prompts") or {}

@@ -137,3 +137,22 @@ def test_options_an_agent_cannot_take_exit_2_before_sending(api: FakeOpenAI, rep
     result = invoke("eval", AGENT, flag, code=2)
     assert f"{flag} does not apply to agents" in result.stderr
     assert api.count == 0
+
+
+def test_eval_at_a_ref_runs_the_tools_as_committed(api: FakeOpenAI, repo: GitRepo) -> None:
+    break_multiply(repo)  # in the work tree only: --ref HEAD must not run it
+    run, _ = eval_json(AGENT, "--ref", "HEAD")
+    assert run["metrics"]["exact_match"]["value"] == pytest.approx(9 / 11)
+    assert run["git_dirty"] is False
+    now, _ = eval_json(AGENT)
+    assert now["metrics"]["exact_match"]["value"] == pytest.approx(5 / 11)
+
+
+def test_resume_refuses_tools_changed_since_the_run_started(api: FakeOpenAI,
+                                                            repo: GitRepo) -> None:
+    api.fail_matching("Observation: 35", status=400)
+    first, _ = eval_json(REACT, code=3)
+    break_multiply(repo)
+    result = invoke("eval", "--resume", first["id"], code=2)
+    assert "the agent's tools changed since the run started" in result.stderr
+    assert "calc.py" in result.stderr
