@@ -243,3 +243,15 @@ def test_a_tool_function_that_does_not_exist_is_named_before_anything_is_sent(
     result = invoke("eval", AGENT, code=2)
     assert "has no function 'plus'" in result.stderr and "calc.yaml:16" in result.stderr
     assert api.count == 0
+
+
+def test_a_row_expecting_an_undeclared_tool_is_refused_with_its_line(
+        api: FakeOpenAI, project: Path) -> None:
+    path = project / "evalsets" / "agent.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace('["add", "multiply"]', '["add", "divide"]')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = invoke("eval", AGENT, code=2)
+    assert "row 'anyorder' expects tool 'divide', which the agent does not declare" \
+        in result.stderr
+    assert "agent.jsonl:2" in result.stderr and api.count == 0
