@@ -82,6 +82,10 @@ def test_the_run_summary_counts_turns_errors_turn_limit_selection_and_gap(
     assert agent["tool_selection"]["value"] == pytest.approx(0.6)
     assert agent["tool_selection"]["n"] == 5
     assert agent["composability_gap"] == {"value": pytest.approx(1 / 3), "n": 3, "wrong": 1}
+    assert run["cost_usd"] > 0
+    assert agent["cost_usd_per_row"] == pytest.approx(run["cost_usd"] / 11, abs=1e-8)
+    assert agent["latency_ms_mean"] == pytest.approx(
+        agent["model_ms_mean"] + agent["tool_ms_mean"], abs=0.01)
 
 
 def test_an_unchanged_agent_replays_from_the_cache_without_a_request(

@@ -69,7 +69,8 @@ def run_json(run: RunResult) -> dict[str, Any]:
         **({"batch": s.batch} if s.batch else {}),
         **_pipeline_json(run),
         # An agent run's turns, tool errors, turn limit, tool selection, gap and time.
-        **({"agent": s.agent} if run.kind == "agent" and s.agent is not None else {}),
+        **({"agent": {**s.agent, "cost_usd_per_row": _per_row(s.cost_usd, s.rows)}}
+           if run.kind == "agent" and s.agent is not None else {}),
         # Rows a configured metric could not score, with their messages.
         **({"scoring_errors": {k: {"count": v.count, "samples": v.samples,
                                    "fewshot": v.fewshot, "rows": list(v.rows)}
@@ -125,6 +126,11 @@ def show_json(run: RunResult, rows: Iterable[Mapping[str, Any]]) -> dict[str, An
     """`promptctl show RUN --json` (docs/schema/show.schema.json): the run and its rows, which
     the HTML report reads too."""
     return {"run": run_json(run), "rows": [row_json(r) for r in rows]}
+
+
+def _per_row(total: float | None, rows: int) -> float | None:
+    """What a run's `total` comes to per eval row (None when unknown or no rows)."""
+    return None if total is None or not rows else round(total / rows, 8)
 
 
 def _pipeline_json(run: RunResult) -> dict[str, Any]:

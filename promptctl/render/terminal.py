@@ -181,7 +181,7 @@ def run_summary(con: Console, run: RunResult) -> None:
     if run.kind == "pipeline":
         pipeline_summary(con, summary)
     if run.kind == "agent" and summary.agent is not None:
-        agent_summary(con, summary.agent)
+        agent_summary(con, summary.agent, summary.cost_usd, summary.rows)
     fps = list(summary.system_fingerprints)
     models = list(summary.response_models)
     if len(fps) > 1 or len(models) > 1:
@@ -215,9 +215,10 @@ def pipeline_summary(con: Console, summary: RunSummary) -> None:
         con.print(f"control flow correct {fmt.metric(flow.to_json())}  (n {_count(flow.n)})")
 
 
-def agent_summary(con: Console, agent: Mapping[str, Any]) -> None:
-    """An agent run's turns, tool errors, turn limit, tool selection, composability gap and
-    time per row (the tools' apart from the model's)."""
+def agent_summary(con: Console, agent: Mapping[str, Any], cost: float | None,
+                  rows: int) -> None:
+    """An agent run's turns, tool errors, turn limit, tool selection, composability gap, and
+    time (the tools' apart from the model's) and cost per row."""
     con.print(f"agent  turns per row {fmt.num(agent.get('turns_mean'), 2)}  "
               f"tool calls {_count(agent.get('tool_calls', 0))}  "
               f"tool errors {_count(agent.get('tool_errors', 0))}  "
@@ -232,9 +233,10 @@ def agent_summary(con: Console, agent: Mapping[str, Any]) -> None:
               f"composability gap {'-' if value is None else fmt.num(value, 3)} "
               f"(n {_count(gap.get('n', 0))}: rows whose every tool call succeeded and matched "
               f"the expected tools; {_count(gap.get('wrong', 0))} of them wrong)")
-    con.print(f"ms per row  model {fmt.num(agent.get('model_ms_mean'), 0)}  "
+    con.print(f"per row  ms model {fmt.num(agent.get('model_ms_mean'), 0)}  "
               f"tools {fmt.num(agent.get('tool_ms_mean'), 0)}  "
-              f"total {fmt.num(agent.get('latency_ms_mean'), 0)}")
+              f"total {fmt.num(agent.get('latency_ms_mean'), 0)}  cost "
+              f"{_usd(cost / rows) if cost is not None and rows else '-'}")
 
 
 def scorer_usage(con: Console, scorers: Mapping[str, Mapping[str, Any]],

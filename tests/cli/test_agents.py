@@ -58,7 +58,7 @@ def test_eval_prints_the_agent_summary(api: FakeOpenAI, repo: GitRepo) -> None:
         "turn limit 1" in text
     assert "tool selection 0.600" in text and "(n 5)" in text
     assert "composability gap 0.333 (n 3:" in text and "1 of them wrong" in text
-    assert "ms per row  model" in text and "tools" in text
+    assert "per row  ms model" in text and "cost $0.0000" in text
 
 
 def test_show_prints_each_turn_with_its_calls_and_results(api: FakeOpenAI, repo: GitRepo) -> None:
