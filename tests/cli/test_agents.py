@@ -22,6 +22,8 @@ from tests.helpers import (
     use_fake_openai,
 )
 
+pytestmark = pytest.mark.both_stores  # run on SQLite, then on PostgreSQL
+
 AGENT = "agents/calc.yaml"
 REACT = "agents/calc_react.yaml"
 
