@@ -151,8 +151,9 @@ def metric_identities(target: Target) -> dict[str, Any]:
 
 
 def load_target(path: str | Path, root: Path | None = None) -> Target:
-    """The prompt or pipeline file at `path` (a pipeline says `kind: pipeline`); an eval set
-    named instead is an error that says which files name it (see `refuse_evalset`)."""
+    """The prompt, pipeline or agent file at `path` (a pipeline says `kind: pipeline`, an
+    agent `kind: agent`); an eval set named instead is an error that says which files name it
+    (see `refuse_evalset`)."""
     refuse_evalset(Path(path), root)
     if is_pipeline_file(Path(path)):
         return load_pipeline(path, root)
