@@ -30,7 +30,8 @@ from promptctl.files import (
     read_file,
 )
 
-ROW_KEYS = ("id", "input", "expected", "pattern", "metadata", "steps", "should_run")
+ROW_KEYS = ("id", "input", "expected", "pattern", "metadata", "steps", "should_run",
+            "expected_tools", "tools_order")
 SUFFIXES = (".jsonl", ".yaml", ".yml", ".csv")
 
 
@@ -67,6 +68,9 @@ class Row:
     # Pipelines: the expected answer of some steps, and whether conditional steps should run.
     steps: dict[str, Any] | None = None
     should_run: dict[str, Any] | None = None
+    # Agents: the tools the row expects to be called, and whether in that order ("strict").
+    expected_tools: tuple[str, ...] | None = None
+    tools_order: str | None = None
 
     @property
     def has_expected(self) -> bool:
@@ -85,6 +89,10 @@ class Row:
             out["steps"] = self.steps
         if self.should_run is not None:
             out["should_run"] = self.should_run
+        if self.expected_tools is not None:
+            out["expected_tools"] = list(self.expected_tools)
+        if self.tools_order is not None:
+            out["tools_order"] = self.tools_order
         return out
 
 
@@ -229,9 +237,21 @@ def make_row(raw: Any, number: int, path: Path | str, line: int | None, what: st
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise InputError(f"{key} of {what} {number} must map step ids to values", file=path,
                              line=line, fix='e.g. "steps": {"route": "billing"}')
+    expected_tools = raw.get("expected_tools")
+    if expected_tools is not None and (not isinstance(expected_tools, list) or not all(
+            isinstance(t, str) for t in expected_tools)):
+        raise InputError(f"expected_tools of {what} {number} must be a list of tool names",
+                         file=path, line=line, fix='e.g. "expected_tools": ["add", "multiply"]')
+    tools_order = raw.get("tools_order")
+    if tools_order is not None and tools_order not in ("strict", "any"):
+        raise InputError(f"tools_order of {what} {number} must be strict or any, not "
+                         f"{quote(tools_order)}", file=path, line=line,
+                         fix='"tools_order": "strict" (the expected tools in that order)')
     return Row(id=str(row_id), input=dict(inputs), expected=raw.get("expected", MISSING),
                line=line, pattern=pattern, metadata=metadata, steps=raw.get("steps"),
-               should_run=raw.get("should_run"))
+               should_run=raw.get("should_run"),
+               expected_tools=None if expected_tools is None else tuple(expected_tools),
+               tools_order=tools_order)
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:

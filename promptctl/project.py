@@ -20,8 +20,9 @@ from promptctl.gitinfo import work_tree
 # targets: evaluated, compared and gated alike), eval sets in evalsets/.
 PROMPTS_DIR = "prompts"
 PIPELINES_DIR = "pipelines"
+AGENTS_DIR = "agents"
 EVALSETS_DIR = "evalsets"
-TARGET_DIRS = (PROMPTS_DIR, PIPELINES_DIR)
+TARGET_DIRS = (PROMPTS_DIR, PIPELINES_DIR, AGENTS_DIR)
 TARGET_SUFFIXES = (".yaml", ".yml")
 
 

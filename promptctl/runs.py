@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from promptctl.errors import PromptctlError
-from promptctl.toolcalls import TOOL_CALLS_KEY
+from promptctl.toolcalls import TOOL_CALLS_KEY, TRAJECTORY_KEY
 
 CHECK_FIX = "list malformed runs and rows with `promptctl store check`"
 
@@ -263,6 +263,8 @@ class RunSummary:
     steps: dict[str, StepSummary]
     composability_gap: Gap | None
     control_flow: MetricResult | None
+    # An agent run's figures (turns, tool errors, turn limit, tool selection, gap, time).
+    agent: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +406,8 @@ def _summary(read: _Reader, raw: Any) -> RunSummary:
             read.count(gap_data.get("n"), "summary.composability_gap.n"),
             read.count(gap_data.get("wrong"), "summary.composability_gap.wrong")),
         control_flow=None if not flow else _metric(read, flow, "summary.control_flow"),
+        agent=read.mapping(summary.get("agent"), "summary.agent") if summary.get("agent")
+        else None,
     )
 
 
@@ -498,6 +502,9 @@ class Answered:
     # The tool calls of the response as the server sent them (kept in the row's `judges`
     # under TOOL_CALLS_KEY); None when the row keeps none.
     tool_calls: tuple[Any, ...] | None
+    # An agent row's trajectory (kept in the row's `judges` under TRAJECTORY_KEY): its turns,
+    # calls and results; None for other rows.
+    trajectory: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +541,7 @@ def _answered(read: _Reader, data: Mapping[str, Any], where: str) -> dict[str, A
     name in an error."""
     judges = read.mapping(data.get("judges"), f"{where}judges")
     calls = judges.get(TOOL_CALLS_KEY)
+    trajectory = judges.get(TRAJECTORY_KEY)
     return {
         "input": data.get("input"),
         "completion": read.text(data.get("completion"), f"{where}completion"),
@@ -542,8 +550,9 @@ def _answered(read: _Reader, data: Mapping[str, Any], where: str) -> dict[str, A
         "expected": data.get("expected"),
         "extract_error": read.text(data.get("extract_error"), f"{where}extract_error"),
         "error": None if data.get("error") is None else str(data.get("error")),
-        "judges": {k: v for k, v in judges.items() if k != TOOL_CALLS_KEY},
+        "judges": {k: v for k, v in judges.items() if k not in (TOOL_CALLS_KEY, TRAJECTORY_KEY)},
         "tool_calls": None if not isinstance(calls, list) else tuple(calls),
+        "trajectory": trajectory if isinstance(trajectory, Mapping) else None,
         "prompt_tokens": read.count(data.get("prompt_tokens"), f"{where}prompt_tokens"),
         "completion_tokens": read.count(data.get("completion_tokens"),
                                         f"{where}completion_tokens"),

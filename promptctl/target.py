@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from promptctl._yaml import decode_utf8, load_yaml_text
+from promptctl.agents import is_agent_file, is_agent_text, load_agent, parse_agent
 from promptctl.errors import InputError, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset_bytes
 from promptctl.files import MAX_PROMPT_BYTES, Reference, project_root, read_file, reading_from
@@ -138,6 +139,7 @@ def inputs_of(target: Target) -> list[tuple[Path, str]]:
     if isinstance(target, Pipeline):  # a tool step's Python file, a sql step's database
         kinds.update((f, "database" if t.kind == "sql" else "tool") for t in target.tools
                      for f in t.files)
+    kinds.update(dict.fromkeys(getattr(target, "tool_files", ()), "tool"))
     own = f"{target.kind} file"
     return [(f, own if f == target.path else kinds.get(f, "prompt")) for f in target.files]
 
@@ -153,11 +155,14 @@ def metric_identities(target: Target) -> dict[str, Any]:
 
 
 def load_target(path: str | Path, root: Path | None = None) -> Target:
-    """The prompt or pipeline file at `path` (a pipeline says `kind: pipeline`); an eval set
-    named instead is an error that says which files name it (see `refuse_evalset`)."""
+    """The prompt, pipeline or agent file at `path` (a pipeline says `kind: pipeline`, an
+    agent `kind: agent`); an eval set named instead is an error that says which files name it
+    (see `refuse_evalset`)."""
     refuse_evalset(Path(path), root)
     if is_pipeline_file(Path(path)):
         return load_pipeline(path, root)
+    if is_agent_file(Path(path)):
+        return load_agent(path, root)
     return load_prompt(path, root)
 
 
@@ -230,7 +235,7 @@ def refuse_evalset(path: Path, root: Path | None = None, data: bytes | None = No
 def evalset_of(target: Target) -> EvalSet:
     """The eval set the target names, or an error naming its file and line."""
     evalset = target.evalset
-    what = "pipeline" if target.kind == "pipeline" else "prompt"
+    what = target.kind if target.kind in ("pipeline", "agent") else "prompt"
     if evalset is None:
         raise InputError(f"no eval set: the {what} names none", file=target.path,
                          fix=f"add evalset: ../evalsets/NAME.jsonl to the {what} file, or pass "
@@ -323,10 +328,14 @@ def target_at_ref(path: str | Path, ref: str, *, with_evalset: bool = True) -> T
     # scorers are loaded now, while the commit is the source (they load lazily otherwise).
     with reading_from(CommitFiles(repo, commit, ref)):
         target: Target = parse_pipeline(data, path, repo.root, load=load) \
-            if is_pipeline_text(data) else parse_prompt(data, path)
+            if is_pipeline_text(data) else parse_agent(data, path, repo.root) \
+            if is_agent_text(data) else parse_prompt(data, path)
         for metric in target.all_configured_metrics:
             if metric.kind == "custom" and metric.check is not None:
                 metric.check()
+        # An agent's tools run as committed there too.
+        for impl in getattr(target, "impls", {}).values():
+            impl.load()
     evalset = None
     if with_evalset and target.evalset is not None:
         try:
@@ -351,6 +360,17 @@ def target_from_run(run: Mapping[str, Any], root: Path) -> Target:
     sources stored with the run (editing the files meanwhile does not mix two versions)."""
     path = root / str(run.get("prompt_path") or "")
     source = str(run.get("prompt_source") or "").encode("utf-8")
+    if run.get("kind") == "agent":
+        agent = parse_agent(source, path, root)
+        # The tools' code is not stored with the run: a resume runs it from the work tree,
+        # so it must be the code the run started with (the version covers it).
+        if agent.version != run.get("prompt_version"):
+            changed = ", ".join(display_path(f) for f in agent.tool_files)
+            raise InputError(f"run {run.get('id')}: the agent's tools changed since the run "
+                             f"started ({changed})", file=path,
+                             fix="restore the tools' code as it was to resume, or start a new "
+                             "run (promptctl eval); its unchanged turns come from the cache")
+        return agent
     if (run.get("kind") or "prompt") != "pipeline":
         return parse_prompt(source, path)
     sources = (run.get("options") or {}).get("prompts") or {}

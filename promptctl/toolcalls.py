@@ -28,6 +28,8 @@ TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The key of a row's `judges` mapping that keeps the raw tool calls of its response (a
 # configured metric may not take this name).
 TOOL_CALLS_KEY = "tool_calls"
+# The key of an agent row's `judges` mapping that keeps its trajectory (see `agents`).
+TRAJECTORY_KEY = "agent"
 # Arguments nested deeper than this are not read (comparing and validating them recurses).
 MAX_DEPTH = 64
 

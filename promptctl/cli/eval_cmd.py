@@ -131,6 +131,14 @@ def eval_(
                          "the answers before it)",
                          fix="run the pipeline with --limit 1 instead" if dry_run
                          else f"drop {flag} for pipelines")
+    from promptctl.agents import is_agent_file
+
+    if any(is_agent_file(p) for p in prompts or []) and (dry_run or batch):
+        flag = "--dry-run" if dry_run else "--batch"
+        raise InputError(f"{flag} does not apply to agents (a turn's request depends on the "
+                         "tools' results before it)",
+                         fix="run the agent with --limit 1 instead" if dry_run
+                         else f"drop {flag} for agents")
     jobs = build_jobs(prompts or [], models=model or [], evalset=evalset, ref=ref, config=config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm,

@@ -57,6 +57,7 @@ def _kind(path: Path) -> str:
 
 def check_file(path: Path) -> str:
     """Validate one prompt (with its eval set, every row rendered) or eval set; nothing is sent."""
+    from promptctl.agents import Agent
     from promptctl.engine.plan import plan_requests
     from promptctl.errors import InputError
     from promptctl.evalsets import EvalSet, load_evalset
@@ -77,6 +78,9 @@ def check_file(path: Path) -> str:
     if target.kind == "pipeline":
         assert isinstance(target, Pipeline)
         what = f"pipeline, {len(target.steps)} steps"
+    elif target.kind == "agent":
+        assert isinstance(target, Agent)
+        what = f"agent ({target.protocol}), {len(target.tools)} tools"
     else:
         what = f"prompt, {len(target.examples)} few-shot examples"
     if target.evalset is None:

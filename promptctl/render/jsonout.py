@@ -13,7 +13,7 @@ from promptctl.metrics.registry import internal_key
 from promptctl.redact import redact
 from promptctl.render.inert import UNSAFE_BEYOND_C0
 from promptctl.runs import RunResult
-from promptctl.toolcalls import TOOL_CALLS_KEY
+from promptctl.toolcalls import TOOL_CALLS_KEY, TRAJECTORY_KEY
 
 
 def coverage(run: RunResult) -> dict[str, Any]:
@@ -68,6 +68,9 @@ def run_json(run: RunResult) -> dict[str, Any]:
         **({"server": s.server} if s.server else {}),
         **({"batch": s.batch} if s.batch else {}),
         **_pipeline_json(run),
+        # An agent run's turns, tool errors, turn limit, tool selection, gap and time.
+        **({"agent": {**s.agent, "cost_usd_per_row": _per_row(s.cost_usd, s.rows)}}
+           if run.kind == "agent" and s.agent is not None else {}),
         # Rows a configured metric could not score, with their messages.
         **({"scoring_errors": {k: {"count": v.count, "samples": v.samples,
                                    "fewshot": v.fewshot, "rows": list(v.rows)}
@@ -101,10 +104,17 @@ def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
     kept none) rather than inside `judges`, which holds what configured metrics keep."""
     judges = row.get("judges")
     calls = None
+    trajectory = None
     if isinstance(judges, Mapping) and TOOL_CALLS_KEY in judges:
         calls = judges[TOOL_CALLS_KEY]
         judges = {k: v for k, v in judges.items() if k != TOOL_CALLS_KEY} or None
+    if isinstance(judges, Mapping) and TRAJECTORY_KEY in judges:
+        trajectory = judges[TRAJECTORY_KEY]
+        judges = {k: v for k, v in judges.items() if k != TRAJECTORY_KEY} or None
     out = {**row, "judges": judges, "tool_calls": calls}
+    if trajectory is not None:
+        # An agent row's turns, calls and results (stored in `judges`, shown apart).
+        out["trajectory"] = trajectory
     if "scores" in out:
         out["scores"] = _scores_only(out["scores"])
     if isinstance(out.get("steps"), Mapping):
@@ -116,6 +126,11 @@ def show_json(run: RunResult, rows: Iterable[Mapping[str, Any]]) -> dict[str, An
     """`promptctl show RUN --json` (docs/schema/show.schema.json): the run and its rows, which
     the HTML report reads too."""
     return {"run": run_json(run), "rows": [row_json(r) for r in rows]}
+
+
+def _per_row(total: float | None, rows: int) -> float | None:
+    """What a run's `total` comes to per eval row (None when unknown or no rows)."""
+    return None if total is None or not rows else round(total / rows, 8)
 
 
 def _pipeline_json(run: RunResult) -> dict[str, Any]:

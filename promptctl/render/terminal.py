@@ -180,6 +180,8 @@ def run_summary(con: Console, run: RunResult) -> None:
         repeat_summary(con, dict(summary.consistency))
     if run.kind == "pipeline":
         pipeline_summary(con, summary)
+    if run.kind == "agent" and summary.agent is not None:
+        agent_summary(con, summary.agent, summary.cost_usd, summary.rows)
     fps = list(summary.system_fingerprints)
     models = list(summary.response_models)
     if len(fps) > 1 or len(models) > 1:
@@ -211,6 +213,30 @@ def pipeline_summary(con: Console, summary: RunSummary) -> None:
     flow = summary.control_flow
     if flow:
         con.print(f"control flow correct {fmt.metric(flow.to_json())}  (n {_count(flow.n)})")
+
+
+def agent_summary(con: Console, agent: Mapping[str, Any], cost: float | None,
+                  rows: int) -> None:
+    """An agent run's turns, tool errors, turn limit, tool selection, composability gap, and
+    time (the tools' apart from the model's) and cost per row."""
+    con.print(f"agent  turns per row {fmt.num(agent.get('turns_mean'), 2)}  "
+              f"tool calls {_count(agent.get('tool_calls', 0))}  "
+              f"tool errors {_count(agent.get('tool_errors', 0))}  "
+              f"invalid calls {_count(agent.get('invalid_calls', 0))}  "
+              f"turn limit {_count(agent.get('turn_limit', 0))}")
+    selection = agent.get("tool_selection")
+    gap = agent.get("composability_gap") or {}
+    value = gap.get("value")
+    chosen = f"{fmt.metric(dict(selection))}  (n {_count(selection.get('n', 0))})" \
+        if isinstance(selection, Mapping) else "-"
+    con.print(f"tool selection {chosen}  "
+              f"composability gap {'-' if value is None else fmt.num(value, 3)} "
+              f"(n {_count(gap.get('n', 0))}: rows whose every tool call succeeded and matched "
+              f"the expected tools; {_count(gap.get('wrong', 0))} of them wrong)")
+    con.print(f"per row  ms model {fmt.num(agent.get('model_ms_mean'), 0)}  "
+              f"tools {fmt.num(agent.get('tool_ms_mean'), 0)}  "
+              f"total {fmt.num(agent.get('latency_ms_mean'), 0)}  cost "
+              f"{_usd(cost / rows) if cost is not None and rows else '-'}")
 
 
 def scorer_usage(con: Console, scorers: Mapping[str, Mapping[str, Any]],
@@ -381,7 +407,46 @@ def show_rows(con: Console, run: RunResult, rows: Iterable[RowResult]) -> None:
                       tokens + (" cached" if row.cached else ""),
                       fmt.num(row.latency_ms, 0))
         _step_rows(table, row)
+        _turn_rows(table, row)
     con.print(table)
+
+
+def _turn_rows(table: Table, row: RowResult) -> None:
+    """Under an agent row, its trajectory turn by turn: what the model said, each call it
+    made with its arguments and what came back (or its error)."""
+    trajectory = row.trajectory
+    if trajectory is None:
+        return
+    turns = trajectory.get("turns")
+    for turn in turns if isinstance(turns, list) else []:
+        if not isinstance(turn, Mapping):
+            continue
+        tag = f"  turn {_count(turn.get('turn'))}"
+        tokens = f"{_count(turn.get('prompt_tokens') or 0)}/{_count(turn.get('completion_tokens') or 0)}"
+        if turn.get("cached"):
+            tokens += " cached"
+        if turn.get("error") is not None:
+            table.add_row(tag, "", f"[red]error:[/] {cell(turn.get('error'), 1000)}", "", "", "",
+                          tokens, fmt.num(turn.get("latency_ms"), 0))
+            continue
+        lines = [cell(turn.get("completion"), 400)] if turn.get("completion") else []
+        calls = turn.get("calls")
+        for call in calls if isinstance(calls, list) else []:
+            if not isinstance(call, Mapping):
+                continue
+            lines.append(_call_line(call))
+        table.add_row(tag, "", "\n".join(lines) or "-", "", "", "", tokens,
+                      fmt.num(turn.get("latency_ms"), 0))
+    outcome = trajectory.get("outcome")
+    if outcome == "turn_limit":
+        table.add_row("", "", "[yellow]turn limit: max_turns reached, scored as it stands[/]",
+                      "", "", "", "", "")
+    if isinstance(trajectory.get("tool_selection"), int | float):
+        expected = trajectory.get("expected_tools") or []
+        table.add_row("", "", f"tool selection {_score(trajectory['tool_selection'])} "
+                      f"(expected {cell(', '.join(map(str, expected)), 200)}"
+                      f"{', in order' if trajectory.get('tools_order') == 'strict' else ''})",
+                      "", "", "", "", "")
 
 
 def show_row_texts(con: Console, run: RunResult, rows: Iterable[RowResult]) -> None:
@@ -406,12 +471,56 @@ def show_row_texts(con: Console, run: RunResult, rows: Iterable[RowResult]) -> N
                 con.print("  [dim]skipped (when: was false)[/]")
             else:
                 _full_texts(con, st, "  ")
+        if row.trajectory is not None:
+            _full_turns(con, row.trajectory)
         facts = [f"tokens {_count(row.prompt_tokens)}/{_count(row.completion_tokens)}"]
         if row.latency_ms is not None:
             facts.append(f"{fmt.num(row.latency_ms, 0)} ms")
         if row.cached:
             facts.append("cached")
         con.print("[dim]" + "  ".join(facts) + "[/]")
+
+
+def _call_line(call: Mapping[str, Any], limit: int | None = 300) -> str:
+    """One call of an agent's turn: name(arguments) and its result, error or fate."""
+    def text(value: Any) -> str:
+        return block(value) if limit is None else cell(value, limit)
+
+    line = f"[dim]call[/] {cell(call.get('name'), 80)}({text(call.get('arguments'))})"
+    if call.get("not_executed"):
+        line += " [yellow]not run: max_turns reached[/]"
+    elif call.get("invalid"):
+        line += f" [red]invalid:[/] {text(call.get('error'))}"
+    elif call.get("error"):
+        line += f" [red]tool error:[/] {text(call.get('error'))}"
+    else:
+        line += f" -> {text(call.get('result'))}"
+    if call.get("ms") is not None and not call.get("not_executed"):
+        line += f" [dim]{fmt.num(call.get('ms'), 0)} ms[/]"
+    return line
+
+
+def _full_turns(con: Console, trajectory: Mapping[str, Any]) -> None:
+    """An agent row's turns, whole: each completion, and each call with its result."""
+    turns = trajectory.get("turns")
+    for turn in turns if isinstance(turns, list) else []:
+        if not isinstance(turn, Mapping):
+            continue
+        facts = f"tokens {_count(turn.get('prompt_tokens') or 0)}/" \
+            f"{_count(turn.get('completion_tokens') or 0)}  {fmt.num(turn.get('latency_ms'), 0)} ms" \
+            + ("  cached" if turn.get("cached") else "")
+        con.print(f"[bold]turn {_count(turn.get('turn'))}[/] [dim]{facts}[/]")
+        if turn.get("error") is not None:
+            con.print(f"  [red]error: {block(turn.get('error'))}[/]")
+            continue
+        if turn.get("completion"):
+            con.print("  " + block(turn.get("completion")).replace("\n", "\n  "))
+        calls = turn.get("calls")
+        for call in calls if isinstance(calls, list) else []:
+            if isinstance(call, Mapping):
+                con.print("  " + _call_line(call, None), soft_wrap=True)
+    if trajectory.get("outcome") == "turn_limit":
+        con.print("[yellow]turn limit: max_turns reached, scored as it stands[/]")
 
 
 def _full_texts(con: Console, answered: Answered, indent: str) -> None:

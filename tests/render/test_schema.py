@@ -23,7 +23,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from promptctl.cli.app import app
-from tests import helpers, pipelinekit, toolkit
+from tests import agentkit, helpers, pipelinekit, toolkit
 from tests.checkrepo import Repo, prompt_text, repo
 from tests.fakeserver import Body, FakeOpenAI, letter_vector
 from tests.helpers import ECHO_PROMPT, commit_all, git_identity, git_init, invoke, write_echo_project
@@ -417,6 +417,31 @@ def test_pipeline_steps_that_fail_or_cannot_be_sent(pipeline_api: FakeOpenAI, tm
     rows = {r["row_id"]: r for r in run_json("show", run["id"])["rows"]}
     assert rows["r1"]["steps"]["stock"]["unrendered"] is True
     assert rows["r2"]["steps"]["refund"]["not_run"] and rows["r2"]["steps"]["route"]["error"]
+
+
+def test_agent_runs_and_every_command_that_reads_them(fake_openai: FakeOpenAI, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_openai.responder = agentkit.answer
+    helpers.use_fake_openai(monkeypatch, fake_openai, "sk-test-schema-agent-1b2c3d4e5f6a")
+    git_identity(monkeypatch)
+    root = git_init(tmp_path / "proj")
+    agentkit.write_project(root)
+    (root / ".gitignore").write_text(".promptctl/\n", encoding="utf-8")
+    monkeypatch.chdir(root)
+    commit_all(root, "calc agent")
+    (a,) = run_json("eval", "agents/calc.yaml")["runs"]
+    assert a["kind"] == "agent" and a["agent"]["turn_limit"] == 1
+    assert a["agent"]["tool_selection"]["n"] == 5
+    (b,) = run_json("eval", "agents/calc_react.yaml")["runs"]
+    assert b["kind"] == "agent" and b["agent"]["tool_selection"]["value"] == 1.0
+    rows = run_json("show", a["id"])["rows"]
+    assert all(r["trajectory"]["turns"] for r in rows)
+    assert run_json("show", b["id"])["rows"][0]["trajectory"]["protocol"] == "react"
+    (c,) = run_json("eval", "agents/calc.yaml", "--no-cache")["runs"]
+    run_json("diff", a["id"], c["id"])
+    assert run_json("history", "calc")["versions"]
+    assert run_json("runs")["runs"][0]["kind"] == "agent"
+    assert run_json("validate")["ok"] is True
 
 
 def test_check_documents(repo: Repo) -> None:
