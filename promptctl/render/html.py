@@ -743,6 +743,13 @@ def _row_data(row: Mapping[str, Any], keys: dict[str, int], limit: int,
                       cell(st.get("error") if st.get("error") is not None else st.get("answer")),
                       None if st.get("completion") is None else cell(st.get("completion"))]
                      for step_id, st in steps.items() if isinstance(st, Mapping)]
+    trajectory = row.get("trajectory")
+    turns = trajectory.get("turns") if isinstance(trajectory, Mapping) else None
+    if isinstance(turns, list):
+        out["st"] = [_turn_entry(cell, t) for t in turns if isinstance(t, Mapping)]
+        if trajectory.get("outcome") == "turn_limit":  # type: ignore[union-attr]
+            out["st"].append(["turn limit", "error",
+                              cell("max_turns reached: scored as it stands"), None])
     facts = []
     if _is_number(row.get("latency_ms")):
         facts.append(f"{fmt(row['latency_ms'])} ms")
@@ -776,6 +783,28 @@ def json_island(value: Any) -> str:
     """
     return _JSON_ESCAPED.sub(_escape_json_char,
                              json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _turn_entry(cell: _Cells, turn: Mapping[str, Any]) -> list[Any]:
+    """One turn of an agent's trajectory as a step line: `turn N`, its state, each call with
+    its arguments and what came back (or its error), the model's text folded under it."""
+    label = f"turn {_plain(turn.get('turn'))}"
+    if turn.get("error") is not None:
+        return [label, "error", cell(turn.get("error")), None]
+    parts = []
+    for call in turn.get("calls") or []:
+        if not isinstance(call, Mapping):
+            continue
+        head = f"{_plain(call.get('name'))}({_plain(call.get('arguments'))})"
+        if call.get("not_executed"):
+            parts.append(f"{head}: not run (the last turn)")
+        elif call.get("error"):
+            parts.append(f"{head}: error {_plain(call.get('error'))}")
+        else:
+            parts.append(f"{head} \u2192 {_plain(call.get('result'))}")
+    text = "; ".join(parts) if parts else "answer"
+    completion = turn.get("completion")
+    return [label, "ok", cell(text), None if not completion else cell(completion)]
 
 
 class _RowsBlock:

@@ -158,3 +158,25 @@ def test_resume_refuses_tools_changed_since_the_run_started(api: FakeOpenAI,
     result = invoke("eval", "--resume", first["id"], code=2)
     assert "the agent's tools changed since the run started" in result.stderr
     assert "calc.py" in result.stderr
+
+
+def test_the_html_report_shows_each_turn_under_its_row(api: FakeOpenAI, repo: GitRepo,
+                                                       tmp_path: Path) -> None:
+    run, _ = eval_json(AGENT)
+    out = tmp_path / "agent.html"
+    invoke("report", run["id"], "-o", str(out))
+    page = out.read_text(encoding="utf-8")
+    assert "<th>steps or turns</th>" in page
+    assert "<dt>turns per row</dt><dd>2.46</dd>" in page
+    assert "<dt>tool selection</dt><dd><b>0.6</b>" in page
+    island = page[page.index('{"rows":['):]
+    island = island[:island.index("</script>")]
+    rows = {r["id"]: r for r in json.loads(island)["rows"]}
+    three = rows["three"]["st"]
+    assert [s[0] for s in three] == ["turn 1", "turn 2", "turn 3"]
+    assert three[0][1] == "ok" and 'add({"a": 3, "b": 4}) \u2192 7' in three[0][2]
+    assert 'multiply({"a": 7, "b": 5}) \u2192 35' in three[1][2]
+    assert three[2][2] == "answer"
+    loop = rows["loop"]["st"]
+    assert loop[-1][:2] == ["turn limit", "error"]
+    assert any("error" in s[2] for s in rows["boom"]["st"])
