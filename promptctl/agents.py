@@ -34,6 +34,7 @@ from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
 from promptctl.metrics.aggregates import share
+from promptctl.metrics.builtin import selected
 from promptctl.metrics.registry import Metric, score_answer
 from promptctl.prompts import (
     _PARAM_TYPES,
@@ -284,16 +285,8 @@ async def _execute(agent: Agent, name: str | None, arguments: Any, problem: str 
 
 def tool_selection(called: Sequence[str], expected: Sequence[str], strict: bool) -> float:
     """1 when every expected tool was called (in order, under `strict`) and no tool that is
-    not expected was, else 0."""
-    if any(name not in expected for name in called):
-        return 0.0
-    if not strict:
-        return 1.0 if set(expected) <= set(called) else 0.0
-    position = 0
-    for name in called:  # the expected tools, in order, as a subsequence of the calls
-        if position < len(expected) and name == expected[position]:
-            position += 1
-    return 1.0 if position == len(expected) else 0.0
+    not expected was, else 0 (the `tool_selection` metric's row score)."""
+    return selected(called, expected, strict)
 
 
 async def run_agent_row(agent: Agent, item: WorkItem, ctx: RowContext) -> dict[str, Any]:
@@ -404,7 +397,8 @@ async def _record(agent: Agent, item: WorkItem, ctx: RowContext, turns: list[dic
         record["error"] = error
     else:
         extraction, scores, details = await score_answer(
-            final_text, agent.output, row, agent.metrics, agent.configured_metrics, ctx.services)
+            final_text, agent.output, row, agent.metrics, agent.configured_metrics, ctx.services,
+            tools_called=called)
         record.update(completion=final_text, answer=extraction.answer, valid=extraction.valid,
                       extract_error=extraction.error, scores=scores)
         judges.update(details)
@@ -584,7 +578,8 @@ def parse_agent(data: bytes, path: Path, root: Path | None = None) -> Agent:
     if output.type in TOOL_OUTPUT_TYPES:
         raise _fail(f"an agent's output is its final answer, not {output.type}", path, lines,
                     "output", "type", fix="use a text output type (string, number, label, json)")
-    metrics, configured = check_metrics(raw.get("metrics", ["exact_match"]), path, lines, output)
+    metrics, configured = check_metrics(raw.get("metrics", ["exact_match"]), path, lines, output,
+                                        target="agent")
     if TRAJECTORY_KEY in metrics:
         raise _fail(f"metric name {TRAJECTORY_KEY!r} is reserved: agent rows keep their "
                     "trajectory under it", path, lines, "metrics", fix="choose another name")

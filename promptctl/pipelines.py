@@ -811,6 +811,7 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
     # End-to-end metrics: built-in or configured (a judge, similarity, a scorer), as in a
     # prompt file.
     metrics, configured = check_metrics(raw.get("metrics", ["exact_match"]), path, lines, spec,
+                                        target="pipeline",
                                         type_key="output_type")
     evalset = raw.get("evalset")
     if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):

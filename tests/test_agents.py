@@ -259,3 +259,52 @@ def test_a_row_expecting_an_undeclared_tool_is_refused_with_its_line(
     assert "row 'anyorder' expects tool 'divide', which the agent does not declare" \
         in result.stderr
     assert "agent.jsonl:2" in result.stderr and api.count == 0
+
+
+SELECTING = agentkit.AGENT.replace(
+    "metrics: [exact_match]", "metrics: [exact_match, tool_selection]\n"
+    "thresholds:\n  tool_selection: {min: 0.8}")
+
+
+def test_tool_selection_is_a_row_score_and_a_run_metric_with_n_and_interval(
+        api: FakeOpenAI, project: Path) -> None:
+    (project / AGENT).write_text(SELECTING, encoding="utf-8")
+    agent = load_agent(project / AGENT)
+    assert agent.metrics == ("exact_match", "tool_selection")
+    assert agent.thresholds == {"tool_selection": {"min": 0.8}}
+    run, _ = eval_json(AGENT)
+    rows = by_id(show_rows(run["id"]))
+    # The hand count of agentkit: scored only on the five rows with expected_tools.
+    got = {k: r["scores"].get("tool_selection") for k, r in rows.items()}
+    assert got == {"three": 1.0, "anyorder": 1.0, "order": 0.0, "extra": 0.0, "gap": 1.0,
+                   "loop": None, "boom": None, "slow": None, "weird": None, "ghost": None,
+                   "badargs": None}
+    metric = run["metrics"]["tool_selection"]
+    assert metric["value"] == pytest.approx(0.6) and metric["n"] == 5
+    low, high = metric["ci95"]
+    assert 0 <= low < 0.6 < high <= 1
+    assert run["agent"]["tool_selection"]["value"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("metrics: [exact_match]", "metrics: [exact_match, tool_selection]\n"
+      "thresholds:\n  tool_selection: {min: 80}"), "tool_selection"),
+])
+def test_a_tool_selection_threshold_out_of_its_range_is_refused(
+        project: Path, change: tuple[str, str], message: str) -> None:
+    path = project / AGENT
+    path.write_text(agentkit.AGENT.replace(*change), encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        load_agent(path)
+    assert message in caught.value.message and "0.8" in (caught.value.fix or "")
+
+
+def test_tool_selection_is_refused_in_a_prompt_file(project: Path) -> None:
+    path = project / "prompts" / "p.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("name: p\nmessages:\n  - role: user\n    content: hi\n"
+                    "metrics: [exact_match, tool_selection]\n", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        load_target(path)
+    assert "tool_selection is scored only in agent files" in caught.value.message
+    assert caught.value.line == 5

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import agentkit
+from tests import agentkit, fakeserver
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import (
     GitRepo,
@@ -158,3 +158,54 @@ def test_resume_refuses_tools_changed_since_the_run_started(api: FakeOpenAI,
     result = invoke("eval", "--resume", first["id"], code=2)
     assert "the agent's tools changed since the run started" in result.stderr
     assert "calc.py" in result.stderr
+
+
+SELECTING = agentkit.AGENT.replace(
+    "metrics: [exact_match]", "metrics: [exact_match, tool_selection]\n"
+    "thresholds:\n  tool_selection: {min: 0.8}")
+
+
+def other_tools(body: fakeserver.Body) -> fakeserver.Reply:
+    """The model of a second run: [three] adds twice (tool_selection 1 -> 0), [swap] adds
+    before it multiplies (order: 0 -> 1, anyorder stays 1), [extra] answers after its add
+    (0 -> 1); the other rows as before."""
+    if "tools" in body:
+        question = next(fakeserver.content_text(m.get("content"))
+                        for m in body["messages"] if m["role"] == "user")
+        turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        results = [fakeserver.content_text(m.get("content"))
+                   for m in body["messages"] if m["role"] == "tool"]
+        script = {"[three]": [("add", {"a": 3, "b": 4}), ("add", {"a": 7, "b": 5})],
+                  "[swap]": [("add", {"a": 8, "b": 10}), ("multiply", {"a": 18, "b": 2})],
+                  "[extra]": [("add", {"a": 1, "b": 2})]}
+        for tag, calls in script.items():
+            if question.startswith(tag):
+                return (fakeserver.tool_call_reply(calls[turn]) if turn < len(calls)
+                        else results[-1])
+    return agentkit.answer(body)
+
+
+def test_diff_tests_tool_selection_with_mcnemar(api: FakeOpenAI, repo: GitRepo) -> None:
+    (repo.root / AGENT).write_text(SELECTING, encoding="utf-8")
+    a, _ = eval_json(AGENT)
+    api.responder = other_tools
+    b, _ = eval_json(AGENT, "--no-cache")
+    # By hand: a scores three 1, anyorder 1, order 0, extra 0, gap 1 (0.6); b scores three 0,
+    # anyorder 1, order 1, extra 1, gap 1 (0.8): 0 -> 1 on order and extra, 1 -> 0 on three.
+    assert a["metrics"]["tool_selection"]["value"] == pytest.approx(0.6)
+    assert b["metrics"]["tool_selection"]["value"] == pytest.approx(0.8)
+    compared = json.loads(invoke("diff", a["id"], b["id"], "--json").stdout)
+    entry = compared["metrics"]["tool_selection"]
+    assert entry["test"] == "mcnemar_exact" and entry["n"] == 5
+    assert (entry["n01"], entry["n10"]) == (2, 1)
+    assert entry["p_value"] == pytest.approx(1.0)  # two-sided exact binomial, 3 discordant
+
+
+def test_check_gates_tool_selection_on_its_threshold(api: FakeOpenAI, repo: GitRepo) -> None:
+    (repo.root / AGENT).write_text(SELECTING, encoding="utf-8")
+    repo.commit("gate tool selection")
+    document = json.loads(invoke("check", "--json", "--prompt", AGENT, "--base", "HEAD~1",
+                                 code=1).stdout)
+    assert "tool_selection" in json.dumps(document)
+    human = invoke("check", "--prompt", AGENT, "--base", "HEAD~1", code=1).stdout
+    assert "tool_selection ≥ 0.8" in human and "FAIL" in human
