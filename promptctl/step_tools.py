@@ -165,8 +165,8 @@ class SqlStep:
                     raise StepFailure(f"the query ran past its time limit of {self.timeout:g} s "
                                       "and was stopped") from None
                 if "not authorized" in str(exc):
-                    raise StepFailure(f"the query was refused: {exc} (a sql step may only read: "
-                                      "no writes, ATTACH or PRAGMA)") from None
+                    raise StepFailure(f"the query was refused: {exc} (a query of the database "
+                                      "may only read: no writes, ATTACH or PRAGMA)") from None
                 raise StepFailure(f"the query failed: {exc}") from None
             if len(rows) > self.max_rows:
                 raise StepFailure(f"the query gave more than {self.max_rows:,} rows (the step's "

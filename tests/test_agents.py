@@ -6,6 +6,9 @@ The fake model's scripts and the hand-counted outcomes are in tests/agentkit.py.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import pytest
 from promptctl.agents import load_agent, parse_react, tool_selection
 from promptctl.errors import InputError
 from promptctl.scoring import extract
-from promptctl.target import load_target
+from promptctl.target import inputs_of, load_target
 from tests import agentkit
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import REPO, eval_json, git_init, invoke, show_rows, use_fake_openai
@@ -308,3 +311,79 @@ def test_tool_selection_is_refused_in_a_prompt_file(project: Path) -> None:
         load_target(path)
     assert "tool_selection is scored only in agent files" in caught.value.message
     assert caught.value.line == 5
+
+
+SHOP = "agents/shop.yaml"
+
+
+@pytest.fixture
+def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = git_init(tmp_path / "shop")
+    agentkit.write_shop_project(root, REPO / "data" / "shop.sqlite")
+    monkeypatch.chdir(root)
+    return root
+
+
+def test_a_sql_tool_runs_the_models_query_read_only_and_sends_back_the_rows(
+        api: FakeOpenAI, shop: Path) -> None:
+    api.responder = agentkit.shop_answer
+    database = shop / "data" / "shop.sqlite"
+    before = hashlib.sha256(database.read_bytes()).hexdigest()
+    run, _ = eval_json(SHOP)
+    rows = by_id(show_rows(run["id"]))
+    lyon = rows["lyon"]["trajectory"]["turns"][0]["calls"][0]
+    assert lyon["name"] == "query_shop" and lyon["error"] is None
+    assert json.loads(lyon["result"]) == [{"name": "Ada Brook", "city": "Lyon"},
+                                          {"name": "Chloe Dunn", "city": "Lyon"}]
+    assert rows["lyon"]["answer"] == 2
+    audio = [c for t in rows["audio"]["trajectory"]["turns"] for c in t.get("calls") or []]
+    assert json.loads(audio[0]["result"]) == [{"name": "Headphones", "price_cents": 12000},
+                                              {"name": "Speaker", "price_cents": 7500}]
+    assert (audio[1]["name"], audio[1]["result"]) == ("add", "19500")
+    assert rows["audio"]["answer"] == 19500
+    # A write through the tool: refused, an error result the model reads; the file unchanged.
+    write = rows["write"]["trajectory"]
+    delete, drop = write["turns"][0]["calls"]
+    for call in (delete, drop):
+        assert call["invalid"] is False and "the query was refused" in call["error"]
+        assert call["result"].startswith("error: ")
+    assert write["tool_errors"] == 2
+    assert json.loads(write["turns"][1]["calls"][0]["result"]) == [{"n": 12}]
+    assert rows["write"]["answer"] == 12
+    assert hashlib.sha256(database.read_bytes()).hexdigest() == before
+    assert {k: r["scores"]["tool_selection"] for k, r in rows.items()} == {
+        "lyon": 1.0, "audio": 1.0, "write": 1.0}
+    assert run["metrics"]["exact_match"]["value"] == 1.0
+
+
+def test_the_database_of_a_sql_tool_is_an_input_of_the_agent(shop: Path) -> None:
+    agent = load_target(SHOP)
+    assert [p.name for p in agent.files] == ["shop.yaml", "shop.sqlite", "calc.py"]
+    assert {p.name: what for p, what in inputs_of(agent)}["shop.sqlite"] == "database"
+    conn = sqlite3.connect(shop / "data" / "shop.sqlite")
+    with conn:
+        conn.execute("UPDATE products SET price_cents = 1 WHERE id = 1")
+    conn.close()
+    assert load_target(SHOP).version != agent.version
+
+
+@pytest.mark.parametrize(("change", "message", "line"), [
+    (("sql: {database: ../data/shop.sqlite}", "sql: {database: ../data/none.sqlite}"),
+     "was not found", 15),
+    (("properties: {query: {type: string}}, required: [query]",
+      "properties: {sql: {type: string}}"), "takes one argument, query", 14),
+    (("sql: {database: ../data/shop.sqlite}", "sql: {database: ../data/shop.sqlite, rows: 3}"),
+     "unknown key 'rows'", 15),
+    (("sql: {database: ../data/shop.sqlite}",
+      "sql: {database: ../data/shop.sqlite}\n    tool: ../tools/calc.py:add"),
+     "both tool: and sql:", 15),
+])
+def test_sql_tools_are_refused_naming_the_line(shop: Path, change: tuple[str, str],
+                                               message: str, line: int) -> None:
+    path = shop / SHOP
+    path.write_text(agentkit.SHOP_AGENT.replace(*change, 1), encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        load_agent(path)
+    assert message in caught.value.message and caught.value.line == line
+    assert caught.value.fix
+
