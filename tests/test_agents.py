@@ -387,3 +387,17 @@ def test_sql_tools_are_refused_naming_the_line(shop: Path, change: tuple[str, st
     assert message in caught.value.message and caught.value.line == line
     assert caught.value.fix
 
+
+@pytest.mark.parametrize("name", ["shop_agent.yaml", "shop_agent_react.yaml"])
+def test_the_shipped_shop_agents_load_and_query_the_example_database(name: str) -> None:
+    agent = load_agent(REPO / "agents" / name)
+    evalset = agent.load_evalset()
+    agent.check_rows(evalset.rows, evalset.path)
+    assert len(evalset) >= 6 and all(r.expected_tools for r in evalset)
+    assert {t.name for t in agent.tools} == {"query_shop", "add", "multiply"}
+    assert agent.protocol == ("react" if "react" in name else "tools")
+    assert agent.model == ("local/smollm2" if "react" in name else "gpt-4o-mini")
+    assert "tool_selection" in agent.metrics
+    assert [p.name for p in agent.database_files] == ["shop.sqlite"]
+    query = agent.impls["query_shop"].load()
+    assert query(query="SELECT COUNT(*) AS n FROM customers WHERE city = 'Lyon'") == [{"n": 2}]
