@@ -5,6 +5,7 @@ runs, history, diff, check and --resume, against the fake server and real git re
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from tests import agentkit, fakeserver
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import (
+    REPO,
     GitRepo,
     eval_json,
     git_identity,
@@ -209,3 +211,45 @@ def test_check_gates_tool_selection_on_its_threshold(api: FakeOpenAI, repo: GitR
     assert "tool_selection" in json.dumps(document)
     human = invoke("check", "--prompt", AGENT, "--base", "HEAD~1", code=1).stdout
     assert "tool_selection ≥ 0.8" in human and "FAIL" in human
+
+
+@pytest.fixture
+def shop_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GitRepo:
+    git_identity(monkeypatch)
+    root = git_init(tmp_path / "shop")
+    agentkit.write_shop_project(root, REPO / "data" / "shop.sqlite")
+    (root / ".gitignore").write_text(".promptctl/\n", encoding="utf-8")
+    monkeypatch.chdir(root)
+    repo = GitRepo(root)
+    repo.commit("shop agent")
+    return repo
+
+
+def empty_lyon(root: Path) -> None:
+    """A change to the agent's database (not to its file): nobody lives in Lyon any more."""
+    conn = sqlite3.connect(root / "data" / "shop.sqlite")
+    with conn:
+        conn.execute("UPDATE customers SET city = 'Nice' WHERE city = 'Lyon'")
+    conn.close()
+
+
+def test_check_names_a_changed_database_of_a_sql_tool(api: FakeOpenAI, shop_repo: GitRepo) -> None:
+    api.responder = agentkit.shop_answer
+    empty_lyon(shop_repo.root)
+    shop_repo.commit("nobody in Lyon")
+    document = json.loads(invoke("check", "--json", "--prompt", "agents/shop.yaml", "--base",
+                                 "HEAD~1", code=0).stdout)
+    [entry] = document["prompts"]
+    assert entry["reasons"] == ["database data/shop.sqlite changed"]
+
+
+def test_eval_at_a_ref_queries_the_database_as_committed(api: FakeOpenAI,
+                                                         shop_repo: GitRepo) -> None:
+    api.responder = agentkit.shop_answer
+    empty_lyon(shop_repo.root)  # in the work tree only: --ref HEAD must not query it
+    run, _ = eval_json("agents/shop.yaml", "--ref", "HEAD")
+    rows = {r["row_id"]: r for r in show_rows(run["id"])}
+    assert rows["lyon"]["answer"] == 2
+    now, _ = eval_json("agents/shop.yaml")
+    assert {r["row_id"]: r for r in show_rows(now["id"])}["lyon"]["answer"] == 0
+    assert now["prompt_version"] != run["prompt_version"]
