@@ -1,6 +1,8 @@
 """An agent's tools as code: the project Python function behind each declared tool
-(`tool: ../tools/calc.py:add`), loaded like a custom scorer, and one call of it run with a
-timeout, its result (or why there is none) made the text the model is sent back.
+(`tool: ../tools/calc.py:add`), loaded like a custom scorer, or a read-only query of a project
+SQLite file (`sql: {database: ../data/shop.sqlite}`: the model writes the query, run by
+`step_tools`' runner as a pipeline's sql step is); and one call of it run with a timeout, its
+result (or why there is none) made the text the model is sent back.
 
 User code cannot end a run: an exception, a `sys.exit()`, a call that outlasts its timeout or
 a result that is not JSON is that call's error result, which the model reads and the run
@@ -27,6 +29,7 @@ from typing import Any
 from promptctl.errors import InputError
 from promptctl.files import MiB, Reference, project_path, project_root, quote, read_file
 from promptctl.metrics.custom import error_text, user_fault
+from promptctl.step_tools import SqlStep, StepFailure
 
 MAX_TOOL_BYTES = 1 * MiB
 # The longest result text sent back to the model (and kept in the row).
@@ -119,6 +122,38 @@ class ToolImpl:
         return fn  # type: ignore[return-value]
 
 
+@dataclass
+class SqlToolImpl:
+    """A declared tool answered by one read-only query of a SQLite file of the project: the
+    model passes the SQL text as the argument `query`, and the rows (each a mapping column ->
+    value) go back as JSON. A write, ATTACH or PRAGMA is refused and is the call's error."""
+
+    name: str
+    runner: SqlStep
+    agent_path: Path
+    line: int | None
+
+    @property
+    def file(self) -> Path:
+        return self.runner.database
+
+    @property
+    def version(self) -> str:
+        """The database's sha256 (of the committed bytes when read at a commit)."""
+        return self.runner.version
+
+    def load(self) -> ToolFn:
+        return self.query
+
+    def query(self, query: str) -> list[dict[str, Any]]:
+        if not isinstance(query, str) or not query.strip():
+            raise StepFailure("the query is empty")
+        return self.runner.query(query)
+
+
+AnyToolImpl = ToolImpl | SqlToolImpl
+
+
 def result_text(value: Any) -> str:
     """A tool's return value as the text the model reads: a string as it is, anything else
     as JSON; TypeError/ValueError when it has no JSON form."""
@@ -159,7 +194,7 @@ def _in_thread(fn: ToolFn, arguments: dict[str, Any]) -> asyncio.Future[Any]:
     return future
 
 
-async def call_tool(impl: ToolImpl, arguments: dict[str, Any], timeout: float) -> CallResult:
+async def call_tool(impl: AnyToolImpl, arguments: dict[str, Any], timeout: float) -> CallResult:
     """Run one call; never raises for what the tool does (only for an interrupt)."""
     start = time.perf_counter()
 
@@ -172,6 +207,8 @@ async def call_tool(impl: ToolImpl, arguments: dict[str, Any], timeout: float) -
     except TimeoutError:
         error = f"the tool did not return within {timeout:g} s"
         return done(f"error: {error}", error)
+    except StepFailure as exc:  # a query refused, failed or too large: its message says why
+        return done(f"error: {exc}", str(exc))
     except BaseException as exc:
         if not user_fault(exc):
             raise

@@ -29,11 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
-from promptctl.agent_tools import DEFAULT_TOOL_TIMEOUT, ToolImpl, call_tool
+from promptctl.agent_tools import (
+    DEFAULT_TOOL_TIMEOUT,
+    AnyToolImpl,
+    SqlToolImpl,
+    ToolImpl,
+    call_tool,
+)
 from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
 from promptctl.metrics.aggregates import share
+from promptctl.metrics.builtin import selected
 from promptctl.metrics.registry import Metric, score_answer
 from promptctl.prompts import (
     _PARAM_TYPES,
@@ -51,6 +58,7 @@ from promptctl.prompts import (
     unique_paths,
 )
 from promptctl.scoring import OutputSpec
+from promptctl.step_tools import DEFAULT_MAX_ROWS, sql_runner
 from promptctl.store import utcnow
 from promptctl.toolcalls import TOOL_CALLS_KEY, TOOL_OUTPUT_TYPES, TRAJECTORY_KEY, Tool, read_call
 from promptctl.work import RowContext, WorkItem
@@ -62,6 +70,8 @@ DEFAULT_MAX_TURNS = 6
 MAX_MAX_TURNS = 100
 MAX_TOOL_TIMEOUT = 600.0
 TOOL_ORDERS = ("strict", "any")
+# What a tool entry adds to a prompt's tool declaration: how it runs.
+IMPL_KEYS = ("tool", "sql")
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,7 @@ class Agent:
     version: str
     source: str
     prompt: Prompt  # the messages, params, tools and output, as a prompt has them
-    impls: dict[str, ToolImpl]
+    impls: dict[str, AnyToolImpl]
     protocol: str = "tools"
     max_turns: int = DEFAULT_MAX_TURNS
     tool_timeout: float = DEFAULT_TOOL_TIMEOUT
@@ -121,7 +131,12 @@ class Agent:
 
     @property
     def tool_files(self) -> list[Path]:
+        """The tools' code and the databases the sql tools query."""
         return unique_paths([i.file for i in self.impls.values()])
+
+    @property
+    def database_files(self) -> list[Path]:
+        return unique_paths([i.file for i in self.impls.values() if isinstance(i, SqlToolImpl)])
 
     @property
     def files(self) -> list[Path]:
@@ -284,16 +299,8 @@ async def _execute(agent: Agent, name: str | None, arguments: Any, problem: str 
 
 def tool_selection(called: Sequence[str], expected: Sequence[str], strict: bool) -> float:
     """1 when every expected tool was called (in order, under `strict`) and no tool that is
-    not expected was, else 0."""
-    if any(name not in expected for name in called):
-        return 0.0
-    if not strict:
-        return 1.0 if set(expected) <= set(called) else 0.0
-    position = 0
-    for name in called:  # the expected tools, in order, as a subsequence of the calls
-        if position < len(expected) and name == expected[position]:
-            position += 1
-    return 1.0 if position == len(expected) else 0.0
+    not expected was, else 0 (the `tool_selection` metric's row score)."""
+    return selected(called, expected, strict)
 
 
 async def run_agent_row(agent: Agent, item: WorkItem, ctx: RowContext) -> dict[str, Any]:
@@ -404,7 +411,8 @@ async def _record(agent: Agent, item: WorkItem, ctx: RowContext, turns: list[dic
         record["error"] = error
     else:
         extraction, scores, details = await score_answer(
-            final_text, agent.output, row, agent.metrics, agent.configured_metrics, ctx.services)
+            final_text, agent.output, row, agent.metrics, agent.configured_metrics, ctx.services,
+            tools_called=called)
         record.update(completion=final_text, answer=extraction.answer, valid=extraction.valid,
                       extract_error=extraction.error, scores=scores)
         judges.update(details)
@@ -564,16 +572,24 @@ def parse_agent(data: bytes, path: Path, root: Path | None = None) -> Agent:
                     "tool}", path, lines, "tools",
                     fix="e.g. - name: add / parameters: {type: object, properties: {a: {type: "
                     "number}}} / tool: ../tools/calc.py:add")
-    declared = check_tools([{k: v for k, v in e.items() if k != "tool"}
+    declared = check_tools([{k: v for k, v in e.items() if k not in IMPL_KEYS}
                             if isinstance(e, dict) else e for e in tools_raw], path, lines)
-    impls: dict[str, ToolImpl] = {}
+    root = root if root is not None else project_root(path)
+    impls: dict[str, AnyToolImpl] = {}
     for i, (entry, tool) in enumerate(zip(tools_raw, declared, strict=True)):
+        if "sql" in entry:
+            if "tool" in entry:
+                raise _fail(f"tool {tool.name} has both tool: and sql:", path, lines, "tools", i,
+                            "sql", fix="keep one: tool: FILE.py:FUNCTION or sql: {database: FILE}")
+            impls[tool.name] = _sql_impl(entry["sql"], tool, i, path, lines, root, timeout)
+            continue
         spec = entry.get("tool")
         if not isinstance(spec, str) or not spec.strip():
             raise _fail(f"tool {tool.name} needs tool: the Python function that runs it", path,
                         lines, "tools", i, *(("tool",) if "tool" in entry else ()),
                         fix="e.g. tool: ../tools/calc.py:add (relative to this file; called "
-                        "with the arguments as keyword arguments)")
+                        "with the arguments as keyword arguments), or sql: {database: "
+                        "../data/shop.sqlite} (a read-only query the model writes)")
         impls[tool.name] = ToolImpl(tool.name, spec, path, lines.line("tools", i, "tool"))
     if protocol == "tools":
         check_tool_choice(params, declared, path, lines)
@@ -584,7 +600,8 @@ def parse_agent(data: bytes, path: Path, root: Path | None = None) -> Agent:
     if output.type in TOOL_OUTPUT_TYPES:
         raise _fail(f"an agent's output is its final answer, not {output.type}", path, lines,
                     "output", "type", fix="use a text output type (string, number, label, json)")
-    metrics, configured = check_metrics(raw.get("metrics", ["exact_match"]), path, lines, output)
+    metrics, configured = check_metrics(raw.get("metrics", ["exact_match"]), path, lines, output,
+                                        target="agent")
     if TRAJECTORY_KEY in metrics:
         raise _fail(f"metric name {TRAJECTORY_KEY!r} is reserved: agent rows keep their "
                     "trajectory under it", path, lines, "metrics", fix="choose another name")
@@ -592,8 +609,14 @@ def parse_agent(data: bytes, path: Path, root: Path | None = None) -> Agent:
     if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):
         raise _fail("evalset must be a path string", path, lines, "evalset",
                     fix="e.g. evalset: ../evalsets/NAME.jsonl")
-    root = root if root is not None else project_root(path)
-    files = [*(i.file for i in impls.values()), *(f for m in configured for f in m.files)]
+    # A database may be large: its sha256 is read in pieces and folded into the file's own.
+    databases = sorted((_rel(i.file, root), i.version) for i in impls.values()
+                       if isinstance(i, SqlToolImpl))
+    own = hashlib.sha256(data).hexdigest()
+    if databases:
+        own = hashlib.sha256(json.dumps({"file": own, "databases": databases}).encode()).hexdigest()
+    files = [*(i.file for i in impls.values() if isinstance(i, ToolImpl)),
+             *(f for m in configured for f in m.files)]
     prompt = Prompt(path=path, name=name, version="", source=text,
                     messages=_check_messages(raw.get("messages"), path, lines),
                     model=raw.get("model"), params=dict(params), tools=declared,
@@ -602,12 +625,56 @@ def parse_agent(data: bytes, path: Path, root: Path | None = None) -> Agent:
     _ = prompt._templates  # compile now so syntax errors surface at load time
     return Agent(
         path=path, name=name, source=text, prompt=prompt, impls=impls, protocol=protocol,
-        version=inputs_version(hashlib.sha256(data).hexdigest(), files, root),
+        version=inputs_version(own, files, root),
         max_turns=max_turns, tool_timeout=timeout, description=raw.get("description") or "",
         model=raw.get("model"), evalset=(path.parent / evalset) if evalset else None,
         evalset_line=lines.line("evalset") if evalset else None,
         thresholds=_check_thresholds(raw.get("thresholds"), path, lines, metrics, configured),
         root=root)
+
+
+SQL_TOOL_KEYS = ("database", "max_rows")
+
+
+def _sql_impl(raw: Any, tool: Tool, i: int, path: Path, lines: LineMap, root: Path,
+              timeout: float) -> SqlToolImpl:
+    """`sql: {database: FILE}` of a tool: the model's `query` argument runs read-only there."""
+    example = "e.g. sql: {database: ../data/shop.sqlite}"
+    if not isinstance(raw, dict):
+        raise _fail(f"sql of tool {tool.name} must be a mapping with database", path, lines,
+                    "tools", i, "sql", fix=example)
+    for key in raw:
+        if key not in SQL_TOOL_KEYS:
+            raise _fail(f"unknown key {quote(key)} in sql of tool {tool.name}", path, lines,
+                        "tools", i, "sql", key, fix=f"allowed keys: {', '.join(SQL_TOOL_KEYS)}")
+    database = raw.get("database")
+    if not isinstance(database, str) or not database.strip():
+        raise _fail(f"sql of tool {tool.name} needs database: the path of a SQLite file", path,
+                    lines, "tools", i, "sql", *(("database",) if "database" in raw else ()),
+                    fix=example + " (relative to this file)")
+    max_rows = raw.get("max_rows", DEFAULT_MAX_ROWS)
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 1 <= max_rows <= 100_000:
+        raise _fail(f"sql max_rows of tool {tool.name} must be a whole number from 1 to 100000",
+                    path, lines, "tools", i, "sql", "max_rows",
+                    fix=f"e.g. max_rows: {DEFAULT_MAX_ROWS}")
+    properties = tool.parameters.get("properties")
+    if not isinstance(properties, Mapping) or list(properties) != ["query"]:
+        raise _fail(f"the sql tool {tool.name} takes one argument, query: declare it (and only "
+                    "it) in parameters", path, lines, "tools", i, "parameters",
+                    fix="parameters: {type: object, properties: {query: {type: string, "
+                    "description: one SQLite SELECT statement}}, required: [query]}")
+    db_path = path.parent / database
+    line = lines.line("tools", i, "sql", "database")
+    runner = sql_runner(db_path, _rel(db_path, root), root, path, line, timeout, max_rows)
+    return SqlToolImpl(tool.name, runner, path, line)
+
+
+def _rel(path: Path, root: Path) -> str:
+    absolute = Path(os.path.normpath(os.path.abspath(path)))
+    try:
+        return absolute.relative_to(Path(os.path.abspath(root))).as_posix()
+    except ValueError:
+        return absolute.as_posix()
 
 
 def load_agent(path: str | Path, root: Path | None = None) -> Agent:

@@ -27,7 +27,6 @@ from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.files import (
     MAX_PROMPT_BYTES,
     Reference,
-    committed_files,
     is_inside,
     project_root,
     quote,
@@ -50,11 +49,10 @@ from promptctl.step_tools import (
     DEFAULT_MAX_ROWS,
     DEFAULT_SQL_TIMEOUT,
     DEFAULT_TOOL_TIMEOUT,
-    MAX_DATABASE_BYTES,
     SqlStep,
     StepTool,
     ToolStep,
-    check_database,
+    sql_runner,
 )
 from promptctl.templates import Site, compile_template, environment, render_template, row_budget
 from promptctl.work import RowContext, WorkItem
@@ -710,14 +708,8 @@ def _sql_step(raw: Mapping[str, Any], step_id: str, i: int, path: Path, lines: L
                     lines, "steps", i, "sql", "max_rows", fix=f"e.g. max_rows: {DEFAULT_MAX_ROWS}")
     db_path = path.parent / database
     db_line = lines.line("steps", i, "sql", "database")
-    snapshot = None
-    if committed_files() is not None:  # read at a commit: query that commit's database
-        snapshot = read_file(db_path, what="database", max_bytes=MAX_DATABASE_BYTES, root=root,
-                             ref=Reference(path, db_line, "database"))
-    else:
-        check_database(db_path, root, path, db_line)
     site = _site(path, lines, f"sql.query of step {step_id}", "steps", i, "sql", "query")
-    return (SqlStep(db_path, _rel(db_path, root), timeout, max_rows, snapshot=snapshot),
+    return (sql_runner(db_path, _rel(db_path, root), root, path, db_line, timeout, max_rows),
             [("query", _expr(query, "text", site, ids))])
 
 
@@ -811,6 +803,7 @@ def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,
     # End-to-end metrics: built-in or configured (a judge, similarity, a scorer), as in a
     # prompt file.
     metrics, configured = check_metrics(raw.get("metrics", ["exact_match"]), path, lines, spec,
+                                        target="pipeline",
                                         type_key="output_type")
     evalset = raw.get("evalset")
     if evalset is not None and (not isinstance(evalset, str) or not evalset.strip()):

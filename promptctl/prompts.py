@@ -322,8 +322,10 @@ def _known_metric(name: Any) -> bool:
 
 
 def check_metrics(raw: Any, path: Path, lines: LineMap, output: OutputSpec, *,
-                  type_key: str = "output.type") -> tuple[tuple[str, ...], tuple[Metric, ...]]:
-    """The metric names of `metrics:`, and the configured metrics among them (mappings)."""
+                  type_key: str = "output.type", target: str = "prompt"
+                  ) -> tuple[tuple[str, ...], tuple[Metric, ...]]:
+    """The metric names of `metrics:`, and the configured metrics among them (mappings), for
+    a file of kind `target` (prompt, pipeline, agent)."""
     if not isinstance(raw, list) or not raw:
         raise _fail("metrics must be a non-empty list", path, lines, "metrics",
                     fix="e.g. metrics: [exact_match, format_validity]")
@@ -364,6 +366,11 @@ def check_metrics(raw: Any, path: Path, lines: LineMap, output: OutputSpec, *,
         if name in names:
             raise _fail(f"metric {name!r} is listed twice", path, lines, "metrics", i,
                         fix="list each metric once")
+        if metric.targets is not None and target not in metric.targets:
+            allowed = " or ".join(sorted(metric.targets))
+            raise _fail(f"metric {name} is scored only in {allowed} files (kind: {allowed}), not "
+                        f"in a {target}'s", path, lines, "metrics", i,
+                        fix=f"remove {name} from metrics")
         if metric.output_types is not None and output.type not in metric.output_types:
             needed = " or ".join(sorted(metric.output_types))
             raise _fail(f"metric {name} needs {type_key} {needed}", path, lines, "metrics", i,

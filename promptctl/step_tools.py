@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from promptctl.errors import InputError, display_path
-from promptctl.files import MiB, Reference, is_inside, project_path, quote, read_file
+from promptctl.files import (
+    MiB,
+    Reference,
+    committed_files,
+    is_inside,
+    project_path,
+    quote,
+    read_file,
+)
 from promptctl.metrics.custom import error_text, line_raised, user_fault, where_raised
 
 DEFAULT_SQL_TIMEOUT = 5.0
@@ -157,8 +165,8 @@ class SqlStep:
                     raise StepFailure(f"the query ran past its time limit of {self.timeout:g} s "
                                       "and was stopped") from None
                 if "not authorized" in str(exc):
-                    raise StepFailure(f"the query was refused: {exc} (a sql step may only read: "
-                                      "no writes, ATTACH or PRAGMA)") from None
+                    raise StepFailure(f"the query was refused: {exc} (a query of the database "
+                                      "may only read: no writes, ATTACH or PRAGMA)") from None
                 raise StepFailure(f"the query failed: {exc}") from None
             if len(rows) > self.max_rows:
                 raise StepFailure(f"the query gave more than {self.max_rows:,} rows (the step's "
@@ -394,3 +402,18 @@ def check_database(path: Path, root: Path, naming_file: Path, line: int | None) 
     if st.st_size > MAX_DATABASE_BYTES:
         raise InputError(f"the database {shown} is larger than {MAX_DATABASE_BYTES // MiB} MiB",
                          file=fail.file, line=fail.line, fix="query a smaller database")
+
+
+def sql_runner(database: Path, database_rel: str, root: Path, naming_file: Path,
+               line: int | None, timeout: float = DEFAULT_SQL_TIMEOUT,
+               max_rows: int = DEFAULT_MAX_ROWS) -> SqlStep:
+    """The read-only query runner of the database a file names (a pipeline's sql step, an
+    agent's sql tool): the file checked in the work tree, or, when the naming file is read at
+    a commit (`eval --ref`, the base side of `check`), that commit's bytes, queried in memory."""
+    snapshot = None
+    if committed_files() is not None:
+        snapshot = read_file(database, what="database", max_bytes=MAX_DATABASE_BYTES, root=root,
+                             ref=Reference(naming_file, line, "database"))
+    else:
+        check_database(database, root, naming_file, line)
+    return SqlStep(database, database_rel, timeout, max_rows, snapshot=snapshot)

@@ -140,6 +140,7 @@ def inputs_of(target: Target) -> list[tuple[Path, str]]:
         kinds.update((f, "database" if t.kind == "sql" else "tool") for t in target.tools
                      for f in t.files)
     kinds.update(dict.fromkeys(getattr(target, "tool_files", ()), "tool"))
+    kinds.update(dict.fromkeys(getattr(target, "database_files", ()), "database"))
     own = f"{target.kind} file"
     return [(f, own if f == target.path else kinds.get(f, "prompt")) for f in target.files]
 

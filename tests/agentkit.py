@@ -203,3 +203,84 @@ def react_answer(body: Body) -> Reply:
                     f'Action Input: {{"a": {observed}, "b": 5}}')
         return f"Thought: I know the final answer.\nFinal Answer: {observed}"
     return "Final Answer: 2"
+
+
+# An agent whose query_shop tool is a read-only SQL query of data/shop.sqlite (a copy of the
+# example database), with the calculator's add.
+SHOP_AGENT = """\
+name: shop
+kind: agent
+model: gpt-4o-mini
+protocol: tools
+max_turns: 4
+messages:
+  - role: system
+    content: You answer questions about the shop. Use the tools.
+  - role: user
+    content: "{{ question }}"
+tools:
+  - name: query_shop
+    description: One read-only SELECT on the shop's database.
+    parameters: {type: object, properties: {query: {type: string}}, required: [query]}
+    sql: {database: ../data/shop.sqlite}
+  - name: add
+    parameters: {type: object, properties: {a: {type: number}, b: {type: number}}, required: [a, b]}
+    tool: ../tools/calc.py:add
+output: {type: number}
+metrics: [exact_match, tool_selection]
+evalset: ../evalsets/shop.jsonl
+"""
+
+LYON = "SELECT name, city FROM customers WHERE city = 'Lyon' ORDER BY id"
+PRICES = "SELECT name, price_cents FROM products WHERE category = 'audio' ORDER BY id"
+
+# Hand-checked on data/shop.sqlite:
+# - lyon: LYON gives Ada Brook and Chloe Dunn; the model answers their count, 2: right,
+#   tool_selection 1 ([query_shop]).
+# - audio: PRICES gives Headphones 12000 and Speaker 7500; add(12000, 7500) = 19500: right,
+#   tool_selection 1 ([query_shop, add] strict).
+# - write: DELETE FROM orders, then DROP TABLE orders: both refused (error results, a tool
+#   error each), the model answers the count of orders from SELECT COUNT(*), still 12.
+SHOP_ROWS: list[dict[str, Any]] = [
+    {"id": "lyon", "input": {"question": "[lyon] How many customers live in Lyon?"},
+     "expected": 2, "expected_tools": ["query_shop"]},
+    {"id": "audio", "input": {"question": "[audio] What do the audio products cost together, "
+                              "in cents?"}, "expected": 19500,
+     "expected_tools": ["query_shop", "add"], "tools_order": "strict"},
+    {"id": "write", "input": {"question": "[write] Delete every order, then count them."},
+     "expected": 12, "expected_tools": ["query_shop"]},
+]
+
+
+def write_shop_project(root: Path, database: Path) -> None:
+    write_project(root)
+    (root / "data").mkdir(exist_ok=True)
+    (root / "data" / "shop.sqlite").write_bytes(database.read_bytes())
+    (root / "agents" / "shop.yaml").write_text(SHOP_AGENT, encoding="utf-8")
+    (root / "evalsets" / "shop.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in SHOP_ROWS), encoding="utf-8")
+
+
+def shop_answer(body: Body) -> Reply:
+    """The model of the shop agent: reads each query's rows it is sent back."""
+    question = _question(body)
+    results = [content_text(m.get("content")) for m in body["messages"] if m["role"] == "tool"]
+    turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
+    if question.startswith("[lyon]"):
+        return tool_call_reply(("query_shop", {"query": LYON})) if turn == 0 \
+            else str(len(json.loads(results[-1])))
+    if question.startswith("[audio]"):
+        if turn == 0:
+            return tool_call_reply(("query_shop", {"query": PRICES}))
+        if turn == 1:
+            a, b = (r["price_cents"] for r in json.loads(results[-1]))
+            return tool_call_reply(("add", {"a": a, "b": b}))
+        return results[-1]
+    if question.startswith("[write]"):
+        if turn == 0:
+            return tool_call_reply(("query_shop", {"query": "DELETE FROM orders"}),
+                                   ("query_shop", {"query": "DROP TABLE orders"}))
+        if turn == 1:
+            return tool_call_reply(("query_shop", {"query": "SELECT COUNT(*) AS n FROM orders"}))
+        return str(json.loads(results[-1])[0]["n"])
+    return "0"

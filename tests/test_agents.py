@@ -6,6 +6,9 @@ The fake model's scripts and the hand-counted outcomes are in tests/agentkit.py.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import pytest
 from promptctl.agents import load_agent, parse_react, tool_selection
 from promptctl.errors import InputError
 from promptctl.scoring import extract
-from promptctl.target import load_target
+from promptctl.target import inputs_of, load_target
 from tests import agentkit
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import REPO, eval_json, git_init, invoke, show_rows, use_fake_openai
@@ -259,3 +262,142 @@ def test_a_row_expecting_an_undeclared_tool_is_refused_with_its_line(
     assert "row 'anyorder' expects tool 'divide', which the agent does not declare" \
         in result.stderr
     assert "agent.jsonl:2" in result.stderr and api.count == 0
+
+
+SELECTING = agentkit.AGENT.replace(
+    "metrics: [exact_match]", "metrics: [exact_match, tool_selection]\n"
+    "thresholds:\n  tool_selection: {min: 0.8}")
+
+
+def test_tool_selection_is_a_row_score_and_a_run_metric_with_n_and_interval(
+        api: FakeOpenAI, project: Path) -> None:
+    (project / AGENT).write_text(SELECTING, encoding="utf-8")
+    agent = load_agent(project / AGENT)
+    assert agent.metrics == ("exact_match", "tool_selection")
+    assert agent.thresholds == {"tool_selection": {"min": 0.8}}
+    run, _ = eval_json(AGENT)
+    rows = by_id(show_rows(run["id"]))
+    # The hand count of agentkit: scored only on the five rows with expected_tools.
+    got = {k: r["scores"].get("tool_selection") for k, r in rows.items()}
+    assert got == {"three": 1.0, "anyorder": 1.0, "order": 0.0, "extra": 0.0, "gap": 1.0,
+                   "loop": None, "boom": None, "slow": None, "weird": None, "ghost": None,
+                   "badargs": None}
+    metric = run["metrics"]["tool_selection"]
+    assert metric["value"] == pytest.approx(0.6) and metric["n"] == 5
+    low, high = metric["ci95"]
+    assert 0 <= low < 0.6 < high <= 1
+    assert run["agent"]["tool_selection"]["value"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("metrics: [exact_match]", "metrics: [exact_match, tool_selection]\n"
+      "thresholds:\n  tool_selection: {min: 80}"), "tool_selection"),
+])
+def test_a_tool_selection_threshold_out_of_its_range_is_refused(
+        project: Path, change: tuple[str, str], message: str) -> None:
+    path = project / AGENT
+    path.write_text(agentkit.AGENT.replace(*change), encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        load_agent(path)
+    assert message in caught.value.message and "0.8" in (caught.value.fix or "")
+
+
+def test_tool_selection_is_refused_in_a_prompt_file(project: Path) -> None:
+    path = project / "prompts" / "p.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("name: p\nmessages:\n  - role: user\n    content: hi\n"
+                    "metrics: [exact_match, tool_selection]\n", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        load_target(path)
+    assert "tool_selection is scored only in agent files" in caught.value.message
+    assert caught.value.line == 5
+
+
+SHOP = "agents/shop.yaml"
+
+
+@pytest.fixture
+def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = git_init(tmp_path / "shop")
+    agentkit.write_shop_project(root, REPO / "data" / "shop.sqlite")
+    monkeypatch.chdir(root)
+    return root
+
+
+def test_a_sql_tool_runs_the_models_query_read_only_and_sends_back_the_rows(
+        api: FakeOpenAI, shop: Path) -> None:
+    api.responder = agentkit.shop_answer
+    database = shop / "data" / "shop.sqlite"
+    before = hashlib.sha256(database.read_bytes()).hexdigest()
+    run, _ = eval_json(SHOP)
+    rows = by_id(show_rows(run["id"]))
+    lyon = rows["lyon"]["trajectory"]["turns"][0]["calls"][0]
+    assert lyon["name"] == "query_shop" and lyon["error"] is None
+    assert json.loads(lyon["result"]) == [{"name": "Ada Brook", "city": "Lyon"},
+                                          {"name": "Chloe Dunn", "city": "Lyon"}]
+    assert rows["lyon"]["answer"] == 2
+    audio = [c for t in rows["audio"]["trajectory"]["turns"] for c in t.get("calls") or []]
+    assert json.loads(audio[0]["result"]) == [{"name": "Headphones", "price_cents": 12000},
+                                              {"name": "Speaker", "price_cents": 7500}]
+    assert (audio[1]["name"], audio[1]["result"]) == ("add", "19500")
+    assert rows["audio"]["answer"] == 19500
+    # A write through the tool: refused, an error result the model reads; the file unchanged.
+    write = rows["write"]["trajectory"]
+    delete, drop = write["turns"][0]["calls"]
+    for call in (delete, drop):
+        assert call["invalid"] is False and "the query was refused" in call["error"]
+        assert call["result"].startswith("error: ")
+    assert write["tool_errors"] == 2
+    assert json.loads(write["turns"][1]["calls"][0]["result"]) == [{"n": 12}]
+    assert rows["write"]["answer"] == 12
+    assert hashlib.sha256(database.read_bytes()).hexdigest() == before
+    assert {k: r["scores"]["tool_selection"] for k, r in rows.items()} == {
+        "lyon": 1.0, "audio": 1.0, "write": 1.0}
+    assert run["metrics"]["exact_match"]["value"] == 1.0
+
+
+def test_the_database_of_a_sql_tool_is_an_input_of_the_agent(shop: Path) -> None:
+    agent = load_target(SHOP)
+    assert [p.name for p in agent.files] == ["shop.yaml", "shop.sqlite", "calc.py"]
+    assert {p.name: what for p, what in inputs_of(agent)}["shop.sqlite"] == "database"
+    conn = sqlite3.connect(shop / "data" / "shop.sqlite")
+    with conn:
+        conn.execute("UPDATE products SET price_cents = 1 WHERE id = 1")
+    conn.close()
+    assert load_target(SHOP).version != agent.version
+
+
+@pytest.mark.parametrize(("change", "message", "line"), [
+    (("sql: {database: ../data/shop.sqlite}", "sql: {database: ../data/none.sqlite}"),
+     "was not found", 15),
+    (("properties: {query: {type: string}}, required: [query]",
+      "properties: {sql: {type: string}}"), "takes one argument, query", 14),
+    (("sql: {database: ../data/shop.sqlite}", "sql: {database: ../data/shop.sqlite, rows: 3}"),
+     "unknown key 'rows'", 15),
+    (("sql: {database: ../data/shop.sqlite}",
+      "sql: {database: ../data/shop.sqlite}\n    tool: ../tools/calc.py:add"),
+     "both tool: and sql:", 15),
+])
+def test_sql_tools_are_refused_naming_the_line(shop: Path, change: tuple[str, str],
+                                               message: str, line: int) -> None:
+    path = shop / SHOP
+    path.write_text(agentkit.SHOP_AGENT.replace(*change, 1), encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        load_agent(path)
+    assert message in caught.value.message and caught.value.line == line
+    assert caught.value.fix
+
+
+@pytest.mark.parametrize("name", ["shop_agent.yaml", "shop_agent_react.yaml"])
+def test_the_shipped_shop_agents_load_and_query_the_example_database(name: str) -> None:
+    agent = load_agent(REPO / "agents" / name)
+    evalset = agent.load_evalset()
+    agent.check_rows(evalset.rows, evalset.path)
+    assert len(evalset) >= 6 and all(r.expected_tools for r in evalset)
+    assert {t.name for t in agent.tools} == {"query_shop", "add", "multiply"}
+    assert agent.protocol == ("react" if "react" in name else "tools")
+    assert agent.model == ("local/smollm2" if "react" in name else "gpt-4o-mini")
+    assert "tool_selection" in agent.metrics
+    assert [p.name for p in agent.database_files] == ["shop.sqlite"]
+    query = agent.impls["query_shop"].load()
+    assert query(query="SELECT COUNT(*) AS n FROM customers WHERE city = 'Lyon'") == [{"n": 2}]

@@ -107,6 +107,30 @@ def tool_call_validity(ctx: ScoreContext) -> Scores:
     return {"tool_call_validity": 1.0 if all(c.problem is None for c in calls) else 0.0}
 
 
+def selected(called: Sequence[str], expected: Sequence[str], strict: bool) -> float:
+    """1 when every expected tool was called (in order, under `strict`) and no tool that is
+    not expected was, else 0."""
+    if any(name not in expected for name in called):
+        return 0.0
+    if not strict:
+        return 1.0 if set(expected) <= set(called) else 0.0
+    position = 0
+    for name in called:  # the expected tools, in order, as a subsequence of the calls
+        if position < len(expected) and name == expected[position]:
+            position += 1
+    return 1.0 if position == len(expected) else 0.0
+
+
+def tool_selection(ctx: ScoreContext) -> Scores:
+    """An agent row's tool calls against its `expected_tools` (`tools_order: strict`: in
+    that order); a row without expected_tools, or not an agent's, is not scored."""
+    expected = ctx.row.expected_tools
+    if ctx.tools_called is None or expected is None:
+        return {}
+    strict = ctx.row.tools_order == "strict"
+    return {"tool_selection": selected(ctx.tools_called, expected, strict)}
+
+
 def accuracy(ctx: ScoreContext) -> Scores:
     """exact_match of a label answer, kept under the metric's own name."""
     return {"accuracy": exact_match(ctx)["exact_match"]}
@@ -217,3 +241,5 @@ register(Metric("tool_args_subset", _arguments_score("tool_args_subset", subset=
                 output_types=TOOL_TYPES, needs_expected=True, value_range=SHARE))
 register(Metric("tool_call_validity", tool_call_validity, _share_of("tool_call_validity"),
                 PAIRED_BINARY, "tool_call_validity", output_types=TOOL_TYPES, value_range=SHARE))
+register(Metric("tool_selection", tool_selection, _share_of("tool_selection"), PAIRED_BINARY,
+                "tool_selection", value_range=SHARE, targets=frozenset({"agent"})))

@@ -118,6 +118,8 @@ class ScoreContext:
     # What configured metrics keep with the row, by metric name (a judge's completion,
     # a scorer's error): stored as the row's `judges`.
     details: dict[str, Any] = field(default_factory=dict)
+    # The tools an agent's row called, in order (None: not an agent row).
+    tools_called: Sequence[str] | None = None
 
 
 RowScorer = Callable[[ScoreContext], Scores | Awaitable[Scores]]
@@ -175,6 +177,9 @@ class Metric:
     # The values the metric's result can take, (lowest, highest); None: no bound on that side,
     # or not known (a custom scorer's). A threshold outside them can never be met or missed.
     value_range: tuple[float | None, float | None] = (None, None)
+    # The kinds of target whose files may list the metric (None: any); tool_selection reads
+    # an agent's trajectory.
+    targets: frozenset[str] | None = None
 
     def describe_range(self) -> str | None:
         """The values the metric takes, as a message says them ("from 0 to 1", "0 or
@@ -325,10 +330,11 @@ def annotate(metric: Metric, result: Result) -> Result:
                                                               if metric.identity else {})}
 
 
-def score_builtins(extraction: Extraction, row: Row, names: Sequence[str]) -> Scores:
+def score_builtins(extraction: Extraction, row: Row, names: Sequence[str], *,
+                   tools_called: Sequence[str] | None = None) -> Scores:
     """The per-row scores of the built-in metrics among `names` (format validity always:
-    it is what every other score rests on)."""
-    ctx = ScoreContext(row, extraction, "", tuple(names))
+    it is what every other score rests on); `tools_called`: an agent row's calls."""
+    ctx = ScoreContext(row, extraction, "", tuple(names), tools_called=tools_called)
     scores: Scores = {}
     for name in ("format_validity", *names):
         metric = _BUILTIN.get(name)
@@ -340,25 +346,29 @@ def score_builtins(extraction: Extraction, row: Row, names: Sequence[str]) -> Sc
 
 
 async def score_answer(text: str, output: OutputSpec, row: Row, names: Sequence[str],
-                       configured: Sequence[Metric], services: Services | None
+                       configured: Sequence[Metric], services: Services | None, *,
+                       tools_called: Sequence[str] | None = None
                        ) -> tuple[Extraction, Scores, dict[str, Any]]:
     """One completion read and scored: the answer, the scores of every metric asked for
     (built-in and configured), and what configured metrics keep with the row (a judge's
     answer, a scorer's error). Prompts, pipeline steps and pipelines' final answers, eval
     and rescore all score through here."""
     extraction = extract(text, output)
-    scores, details = await score_extraction(extraction, text, row, names, configured, services)
+    scores, details = await score_extraction(extraction, text, row, names, configured, services,
+                                             tools_called=tools_called)
     return extraction, scores, details
 
 
 async def score_extraction(extraction: Extraction, text: str, row: Row, names: Sequence[str],
-                           configured: Sequence[Metric], services: Services | None
+                           configured: Sequence[Metric], services: Services | None, *,
+                           tools_called: Sequence[str] | None = None
                            ) -> tuple[Scores, dict[str, Any]]:
     """`score_answer` for an answer already read out of its completion `text`."""
-    scores = score_builtins(extraction, row, names)
+    scores = score_builtins(extraction, row, names, tools_called=tools_called)
     if not configured:
         return scores, {}
-    ctx = ScoreContext(row, extraction, text, tuple(names), services)
+    ctx = ScoreContext(row, extraction, text, tuple(names), services,
+                       tools_called=tools_called)
     for metric in configured:
         scores.update(await metric.score(ctx))
     return scores, ctx.details

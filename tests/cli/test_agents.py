@@ -5,13 +5,15 @@ runs, history, diff, check and --resume, against the fake server and real git re
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests import agentkit
+from tests import agentkit, fakeserver
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import (
+    REPO,
     GitRepo,
     eval_json,
     git_identity,
@@ -180,3 +182,96 @@ def test_the_html_report_shows_each_turn_under_its_row(api: FakeOpenAI, repo: Gi
     loop = rows["loop"]["st"]
     assert loop[-1][:2] == ["turn limit", "error"]
     assert any("error" in s[2] for s in rows["boom"]["st"])
+
+
+SELECTING = agentkit.AGENT.replace(
+    "metrics: [exact_match]", "metrics: [exact_match, tool_selection]\n"
+    "thresholds:\n  tool_selection: {min: 0.8}")
+
+
+def other_tools(body: fakeserver.Body) -> fakeserver.Reply:
+    """The model of a second run: [three] adds twice (tool_selection 1 -> 0), [swap] adds
+    before it multiplies (order: 0 -> 1, anyorder stays 1), [extra] answers after its add
+    (0 -> 1); the other rows as before."""
+    if "tools" in body:
+        question = next(fakeserver.content_text(m.get("content"))
+                        for m in body["messages"] if m["role"] == "user")
+        turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        results = [fakeserver.content_text(m.get("content"))
+                   for m in body["messages"] if m["role"] == "tool"]
+        script = {"[three]": [("add", {"a": 3, "b": 4}), ("add", {"a": 7, "b": 5})],
+                  "[swap]": [("add", {"a": 8, "b": 10}), ("multiply", {"a": 18, "b": 2})],
+                  "[extra]": [("add", {"a": 1, "b": 2})]}
+        for tag, calls in script.items():
+            if question.startswith(tag):
+                return (fakeserver.tool_call_reply(calls[turn]) if turn < len(calls)
+                        else results[-1])
+    return agentkit.answer(body)
+
+
+def test_diff_tests_tool_selection_with_mcnemar(api: FakeOpenAI, repo: GitRepo) -> None:
+    (repo.root / AGENT).write_text(SELECTING, encoding="utf-8")
+    a, _ = eval_json(AGENT)
+    api.responder = other_tools
+    b, _ = eval_json(AGENT, "--no-cache")
+    # By hand: a scores three 1, anyorder 1, order 0, extra 0, gap 1 (0.6); b scores three 0,
+    # anyorder 1, order 1, extra 1, gap 1 (0.8): 0 -> 1 on order and extra, 1 -> 0 on three.
+    assert a["metrics"]["tool_selection"]["value"] == pytest.approx(0.6)
+    assert b["metrics"]["tool_selection"]["value"] == pytest.approx(0.8)
+    compared = json.loads(invoke("diff", a["id"], b["id"], "--json").stdout)
+    entry = compared["metrics"]["tool_selection"]
+    assert entry["test"] == "mcnemar_exact" and entry["n"] == 5
+    assert (entry["n01"], entry["n10"]) == (2, 1)
+    assert entry["p_value"] == pytest.approx(1.0)  # two-sided exact binomial, 3 discordant
+
+
+def test_check_gates_tool_selection_on_its_threshold(api: FakeOpenAI, repo: GitRepo) -> None:
+    (repo.root / AGENT).write_text(SELECTING, encoding="utf-8")
+    repo.commit("gate tool selection")
+    document = json.loads(invoke("check", "--json", "--prompt", AGENT, "--base", "HEAD~1",
+                                 code=1).stdout)
+    assert "tool_selection" in json.dumps(document)
+    human = invoke("check", "--prompt", AGENT, "--base", "HEAD~1", code=1).stdout
+    assert "tool_selection ≥ 0.8" in human and "FAIL" in human
+
+
+@pytest.fixture
+def shop_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GitRepo:
+    git_identity(monkeypatch)
+    root = git_init(tmp_path / "shop")
+    agentkit.write_shop_project(root, REPO / "data" / "shop.sqlite")
+    (root / ".gitignore").write_text(".promptctl/\n", encoding="utf-8")
+    monkeypatch.chdir(root)
+    repo = GitRepo(root)
+    repo.commit("shop agent")
+    return repo
+
+
+def empty_lyon(root: Path) -> None:
+    """A change to the agent's database (not to its file): nobody lives in Lyon any more."""
+    conn = sqlite3.connect(root / "data" / "shop.sqlite")
+    with conn:
+        conn.execute("UPDATE customers SET city = 'Nice' WHERE city = 'Lyon'")
+    conn.close()
+
+
+def test_check_names_a_changed_database_of_a_sql_tool(api: FakeOpenAI, shop_repo: GitRepo) -> None:
+    api.responder = agentkit.shop_answer
+    empty_lyon(shop_repo.root)
+    shop_repo.commit("nobody in Lyon")
+    document = json.loads(invoke("check", "--json", "--prompt", "agents/shop.yaml", "--base",
+                                 "HEAD~1", code=0).stdout)
+    [entry] = document["prompts"]
+    assert entry["reasons"] == ["database data/shop.sqlite changed"]
+
+
+def test_eval_at_a_ref_queries_the_database_as_committed(api: FakeOpenAI,
+                                                         shop_repo: GitRepo) -> None:
+    api.responder = agentkit.shop_answer
+    empty_lyon(shop_repo.root)  # in the work tree only: --ref HEAD must not query it
+    run, _ = eval_json("agents/shop.yaml", "--ref", "HEAD")
+    rows = {r["row_id"]: r for r in show_rows(run["id"])}
+    assert rows["lyon"]["answer"] == 2
+    now, _ = eval_json("agents/shop.yaml")
+    assert {r["row_id"]: r for r in show_rows(now["id"])}["lyon"]["answer"] == 0
+    assert now["prompt_version"] != run["prompt_version"]

@@ -551,7 +551,7 @@ def test_judges_steps_and_failed_requests_are_shown(browser: Browser, counter: C
     first, second, third = (c[1] for c in cells)
     head = browser.js("return [...document.querySelectorAll('#run-1 div.rows thead th')]"
                       ".map(th => th.textContent)")
-    scores, steps = head.index("scores"), head.index("steps")
+    scores, steps = head.index("scores"), head.index("steps or turns")
     assert "faithful (judge) 0.75" in first[scores] and "JUDGE-SAID <script>" in first[scores]
     assert "route → billing <img" in first[steps] and "STEP-SAID <a href" in first[steps]
     assert "refund → skipped" in first[steps]
