@@ -12,15 +12,10 @@ counts as a tool error.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 import json
 import re
-import sys
 import threading
 import time
-import traceback
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +23,7 @@ from typing import Any
 
 from promptctl.errors import InputError
 from promptctl.files import MiB, Reference, project_path, project_root, quote, read_file
-from promptctl.metrics.custom import error_text, user_fault
+from promptctl.metrics.custom import error_text, line_raised, load_function, user_fault
 from promptctl.step_tools import SqlStep, StepFailure
 
 MAX_TOOL_BYTES = 1 * MiB
@@ -48,15 +43,6 @@ class CallResult:
     content: str
     error: str | None
     ms: float
-
-
-def _line_in(exc: BaseException, filename: str) -> int | None:
-    """The last line of `filename` in the traceback of `exc`."""
-    line = None
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename == filename:
-            line = frame.lineno
-    return line
 
 
 @dataclass
@@ -88,38 +74,12 @@ class ToolImpl:
         ref = Reference(self.agent_path, self.line, "tool")
         source = read_file(self.file, what="tool", max_bytes=MAX_TOOL_BYTES,
                            root=project_root(self.agent_path), ref=ref)
-        digest = hashlib.sha256(source).hexdigest()
-        try:
-            code = compile(source, str(self.file), "exec")
-        except SyntaxError as exc:
-            raise InputError(f"the tool file does not compile: {exc.msg}", file=self.file,
-                             line=exc.lineno, fix="fix the Python syntax") from None
-        except ValueError as exc:  # null bytes
-            raise InputError(f"the tool file cannot be read as Python: {exc}", file=self.file,
-                             fix="save it as UTF-8 Python source") from None
-        module = types.ModuleType(f"promptctl_tool_{digest[:16]}")
-        module.__file__ = str(self.file)
-        sys.modules[module.__name__] = module
-        try:
-            exec(code, module.__dict__)  # noqa: S102 - the project's own tool, like a conftest
-            fn = getattr(module, self.function, None)
-            is_function = callable(fn)
-        except BaseException as exc:
-            sys.modules.pop(module.__name__, None)
-            if not user_fault(exc):
-                raise
-            raise InputError(f"the tool file failed while loading: {error_text(exc)}",
-                             file=self.file, line=_line_in(exc, str(self.file)),
-                             fix="fix the module so that importing it runs cleanly") from None
-        if not is_function:
-            names = sorted(n for n, v in vars(module).items()
-                           if inspect.isfunction(v) and not n.startswith("_"))
-            raise InputError(f"the tool file has no function {self.function!r}",
-                             file=self.agent_path, line=self.line,
-                             fix=f"define def {self.function}(...) in {self.file.name}"
-                             + (f", or name one of: {', '.join(names)}" if names else ""))
+        fn: ToolFn = load_function(
+            source, self.file, self.function, what="tool file", module_prefix="promptctl_tool",
+            naming_file=self.agent_path, line=self.line, missing="the tool file has no function",
+            signature="...", load_fix="fix the module so that importing it runs cleanly")
         self._fn = fn
-        return fn  # type: ignore[return-value]
+        return fn
 
 
 @dataclass
@@ -212,7 +172,7 @@ async def call_tool(impl: AnyToolImpl, arguments: dict[str, Any], timeout: float
     except BaseException as exc:
         if not user_fault(exc):
             raise
-        line = _line_in(exc, str(impl.file))
+        line = line_raised(exc, str(impl.file))
         error = error_text(exc) + (f" ({impl.file.name}:{line})" if line else "")
         return done(f"error: {error}", error)
     try:

@@ -24,10 +24,8 @@ import os
 import re
 import sqlite3
 import stat
-import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +41,7 @@ from promptctl.files import (
     quote,
     read_file,
 )
-from promptctl.metrics.custom import error_text, line_raised, user_fault, where_raised
+from promptctl.metrics.custom import error_text, load_function, user_fault, where_raised
 
 DEFAULT_SQL_TIMEOUT = 5.0
 DEFAULT_TOOL_TIMEOUT = 10.0
@@ -299,40 +297,13 @@ class ToolStep:
             return self._fn
 
     def _load(self) -> Callable[..., Any]:
-        source = self.source
-        digest = hashlib.sha256(source).hexdigest()
-        try:
-            code = compile(source, str(self.file), "exec")
-        except SyntaxError as exc:
-            raise InputError(f"the tool does not compile: {exc.msg}", file=self.file,
-                             line=exc.lineno, fix="fix the Python syntax") from None
-        except ValueError as exc:  # null bytes
-            raise InputError(f"the tool cannot be read as Python: {exc}", file=self.file,
-                             fix="save it as UTF-8 Python source") from None
-        # One module per version of the file, as for custom scorers.
-        module = types.ModuleType(f"promptctl_tool_{digest[:16]}")
-        module.__file__ = str(self.file)
-        sys.modules[module.__name__] = module
-        try:
-            exec(code, module.__dict__)  # noqa: S102 - the project's own code, like a scorer
-            fn = getattr(module, self.function, None)
-            is_function = callable(fn)
-        except BaseException as exc:
-            sys.modules.pop(module.__name__, None)
-            if not user_fault(exc):
-                raise
-            raise InputError(f"the tool failed while loading: {error_text(exc, 'the tool')}",
-                             file=self.file, line=line_raised(exc, str(self.file)),
-                             fix="fix the module so that importing it runs cleanly (a tool "
-                             "module must not call sys.exit or raise)") from None
-        if not is_function:
-            names = sorted(n for n, v in vars(module).items()
-                           if inspect.isfunction(v) and not n.startswith("_"))
-            raise InputError(f"the tool file {self.file.name} has no function "
-                             f"{self.function!r}", file=self.naming_file, line=self.line,
-                             fix=f"define def {self.function}(...) in {self.file.name}"
-                             + (f", or name one of: {', '.join(names)}" if names else ""))
-        return fn  # type: ignore[return-value]
+        fn: Callable[..., Any] = load_function(
+            self.source, self.file, self.function, what="tool", module_prefix="promptctl_tool",
+            naming_file=self.naming_file, line=self.line,
+            missing=f"the tool file {self.file.name} has no function", signature="...",
+            load_fix="fix the module so that importing it runs cleanly (a tool module must not "
+            "call sys.exit or raise)", who="the tool")
+        return fn
 
     def _failure(self, exc: BaseException) -> StepFailure:
         where = where_raised(exc, str(self.file))

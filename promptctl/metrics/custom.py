@@ -117,6 +117,46 @@ def error_text(exc: BaseException, who: str = "the scorer") -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "…"
 
 
+def load_function(source: bytes, file: Path, function: str, *, what: str, module_prefix: str,
+                  naming_file: Path | str, line: int | None, missing: str, signature: str,
+                  load_fix: str, who: str = "the scorer") -> Any:
+    """`function` of the project's Python file `file` (its bytes `source`), run as a module of
+    its own: a scorer, a pipeline's tool step, an agent's tool. Whatever the module does on
+    import, `sys.exit()` included, is an InputError naming the file and line (the missing
+    function's error names `naming_file` and `line`, where it was named)."""
+    digest = hashlib.sha256(source).hexdigest()
+    try:
+        code = compile(source, str(file), "exec")
+    except SyntaxError as exc:
+        raise InputError(f"the {what} does not compile: {exc.msg}", file=file,
+                         line=exc.lineno, fix="fix the Python syntax") from None
+    except ValueError as exc:  # null bytes
+        raise InputError(f"the {what} cannot be read as Python: {exc}", file=file,
+                         fix="save it as UTF-8 Python source") from None
+    # A module of its own per version, so that two files naming the same one share it and a
+    # changed file is not confused with the old one.
+    module = types.ModuleType(f"{module_prefix}_{digest[:16]}")
+    module.__file__ = str(file)
+    sys.modules[module.__name__] = module  # dataclasses and pickling look modules up
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - the project's own code, like a conftest
+        fn = getattr(module, function, None)  # a module __getattr__ is user code too
+        is_function = callable(fn)
+    except BaseException as exc:
+        sys.modules.pop(module.__name__, None)
+        if not user_fault(exc):
+            raise
+        raise InputError(f"the {what} failed while loading: {error_text(exc, who)}",
+                         file=file, line=_line_in(exc, str(file)), fix=load_fix) from None
+    if not is_function:
+        names = sorted(n for n, v in vars(module).items()
+                       if inspect.isfunction(v) and not n.startswith("_"))
+        raise InputError(f"{missing} {function!r}", file=naming_file, line=line,
+                         fix=f"define def {function}({signature}) in {file.name}"
+                         + (f", or name one of: {', '.join(names)}" if names else ""))
+    return fn
+
+
 class Scorer:
     """One configured scorer: where it comes from, and the function once it is loaded."""
 
@@ -154,40 +194,13 @@ class Scorer:
         digest = hashlib.sha256(source).hexdigest()
         # Recorded with the run: which version of the scorer gave its scores.
         self.identity["sha256"] = digest
-        try:
-            code = compile(source, str(self.file), "exec")
-        except SyntaxError as exc:
-            raise InputError(f"the scorer does not compile: {exc.msg}", file=self.file,
-                             line=exc.lineno, fix="fix the Python syntax") from None
-        except ValueError as exc:  # null bytes
-            raise InputError(f"the scorer cannot be read as Python: {exc}", file=self.file,
-                             fix="save it as UTF-8 Python source") from None
-        # A module of its own per version, so that two prompts naming the same file share it
-        # and a changed file is not confused with the old one.
-        module = types.ModuleType(f"promptctl_scorer_{digest[:16]}")
-        module.__file__ = str(self.file)
-        sys.modules[module.__name__] = module  # dataclasses and pickling look modules up
-        try:
-            exec(code, module.__dict__)  # noqa: S102 - the project's own scorer, like a conftest
-            fn = getattr(module, self.function, None)  # a module __getattr__ is user code too
-            is_function = callable(fn)
-        except BaseException as exc:
-            sys.modules.pop(module.__name__, None)
-            if not user_fault(exc):
-                raise
-            raise InputError(f"the scorer failed while loading: {error_text(exc)}",
-                             file=self.file, line=_line_in(exc, str(self.file)),
-                             fix="fix the module so that importing it runs cleanly (a scorer "
-                             "module must not call sys.exit or raise)") from None
-        if not is_function:
-            names = sorted(n for n, v in vars(module).items()
-                           if inspect.isfunction(v) and not n.startswith("_"))
-            raise InputError(f"the scorer file has no function {self.function!r}",
-                             file=self.prompt_path, line=self.line,
-                             fix=f"define def {self.function}(answer, expected, row) in "
-                             f"{self.file.name}" + (f", or name one of: {', '.join(names)}"
-                                                    if names else ""))
-        return fn  # type: ignore[return-value]
+        fn: ScorerFn = load_function(
+            source, self.file, self.function, what="scorer", module_prefix="promptctl_scorer",
+            naming_file=self.prompt_path, line=self.line,
+            missing="the scorer file has no function", signature="answer, expected, row",
+            load_fix="fix the module so that importing it runs cleanly (a scorer module must "
+            "not call sys.exit or raise)")
+        return fn
 
     def _from_entry_point(self) -> ScorerFn:
         from importlib.metadata import entry_points
