@@ -43,7 +43,6 @@ from promptctl.metrics.aggregates import share
 from promptctl.metrics.builtin import selected
 from promptctl.metrics.registry import Metric, score_answer
 from promptctl.prompts import (
-    _PARAM_TYPES,
     Prompt,
     _check_messages,
     _check_output,
@@ -51,9 +50,12 @@ from promptctl.prompts import (
     check_expected,
     check_header,
     check_metrics,
+    check_params,
     check_tool_choice,
     check_tools,
     comparing_metrics,
+    declares_kind,
+    file_declares_kind,
     inputs_version,
     unique_paths,
 )
@@ -504,16 +506,11 @@ def _fail(msg: str, path: Path, lines: LineMap, *keys: str | int, fix: str) -> I
 
 
 def is_agent_text(data: bytes) -> bool:
-    """Whether file bytes declare `kind: agent` (a cheap look before parsing)."""
-    return re.search(rb"(?m)^kind:\s*['\"]?agent['\"]?\s*(#.*)?$", data) is not None
+    return declares_kind(data, "agent")
 
 
 def is_agent_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return is_agent_text(f.read(MAX_PROMPT_BYTES + 1))
-    except OSError:
-        return False
+    return file_declares_kind(path, "agent")
 
 
 def _number(raw: Any, key: str, path: Path, lines: LineMap, default: float, low: float,
@@ -549,23 +546,7 @@ def parse_agent(data: bytes, path: Path, root: Path | None = None) -> Agent:
     timeout = _number(raw.get("tool_timeout"), "tool_timeout", path, lines, DEFAULT_TOOL_TIMEOUT,
                       0.001, MAX_TOOL_TIMEOUT, integer=False,
                       fix="e.g. tool_timeout: 10 (seconds per tool call)")
-    params = raw.get("params") or {}
-    if not isinstance(params, dict):
-        raise _fail("params must be a mapping", path, lines, "params",
-                    fix="e.g. params: {temperature: 0, max_tokens: 256}")
-    for key, value in params.items():
-        kind = _PARAM_TYPES.get(key)
-        if kind is None or value is None:
-            continue
-        ok = not isinstance(value, bool) and (
-            isinstance(value, int | float) if kind == "number" else isinstance(value, int))
-        if not ok:
-            raise _fail(f"params.{key} must be {'a number' if kind == 'number' else 'an integer'}",
-                        path, lines, "params", key, fix=f"e.g. {key}: 0")
-    for key in ("model", "messages", "stream"):
-        if key in params:
-            raise _fail(f"params.{key} is set by promptctl", path, lines, "params", key,
-                        fix=f"remove params.{key}")
+    params = check_params(raw, path, lines)
     tools_raw = raw.get("tools")
     if not isinstance(tools_raw, list) or not tools_raw:
         raise _fail("an agent needs tools: a non-empty list of {name, description, parameters, "

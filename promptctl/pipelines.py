@@ -40,6 +40,8 @@ from promptctl.prompts import (
     check_header,
     check_metrics,
     comparing_metrics,
+    declares_kind,
+    file_declares_kind,
     inputs_version,
     load_prompt,
     unique_paths,
@@ -729,16 +731,11 @@ def pipeline_version(file_sha: str, prompts: Mapping[str, str]) -> str:
 
 
 def is_pipeline_text(data: bytes) -> bool:
-    """Whether file bytes declare `kind: pipeline` (a cheap look before parsing)."""
-    return re.search(rb"(?m)^kind:\s*['\"]?pipeline['\"]?\s*(#.*)?$", data) is not None
+    return declares_kind(data, "pipeline")
 
 
 def is_pipeline_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return is_pipeline_text(f.read(MAX_PROMPT_BYTES + 1))
-    except OSError:
-        return False
+    return file_declares_kind(path, "pipeline")
 
 
 def parse_pipeline(data: bytes, path: Path, root: Path | None = None, *,

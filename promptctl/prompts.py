@@ -726,26 +726,7 @@ def parse_prompt(data: bytes, path: Path, root: Path | None = None) -> Prompt:
         raise InputError("a prompt file must be a YAML mapping", file=path, line=lines.line(),
                          fix="see the prompt format in the README (messages, output, metrics...)")
     name = check_header(raw, path, lines, PROMPT_KEYS)
-    params = raw.get("params")
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise _fail("params must be a mapping", path, lines, "params",
-                    fix="e.g. params: {temperature: 0, max_tokens: 64}")
-    for key, value in params.items():
-        kind = _PARAM_TYPES.get(key)
-        if kind is None or value is None:
-            continue
-        ok = not isinstance(value, bool) and (
-            isinstance(value, int | float) if kind == "number" else isinstance(value, int))
-        if not ok:
-            raise _fail(f"params.{key} must be {'a number' if kind == 'number' else 'an integer'}, "
-                        f"not {quote(value)}", path, lines, "params", key,
-                        fix=f"e.g. {key}: {'0' if kind == 'number' else '64'}")
-    for key in ("model", "messages", "stream"):
-        if key in params:
-            raise _fail(f"params.{key} is set by promptctl", path, lines, "params", key,
-                        fix=f"remove params.{key}" + (" and use model: or --model" if key == "model" else ""))
+    params = check_params(raw, path, lines)
     tools = check_tools(raw.get("tools"), path, lines)
     check_tool_choice(params, tools, path, lines)
     examples_raw = raw.get("examples")
@@ -816,6 +797,48 @@ def inputs_version(own_sha: str, files: Iterable[Path], root: Path) -> str:
     if not parts:
         return own_sha
     return hashlib.sha256(f"{own_sha}\n{''.join(sorted(parts))}".encode()).hexdigest()
+
+
+def declares_kind(data: bytes, kind: str) -> bool:
+    """Whether file bytes declare `kind: KIND` (a pipeline's, an agent's: a cheap look before
+    parsing)."""
+    pattern = rb"(?m)^kind:\s*['\"]?" + re.escape(kind.encode()) + rb"['\"]?\s*(#.*)?$"
+    return re.search(pattern, data) is not None
+
+
+def file_declares_kind(path: Path, kind: str) -> bool:
+    """`declares_kind` of the file at `path` (False when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return declares_kind(f.read(MAX_PROMPT_BYTES + 1), kind)
+    except OSError:
+        return False
+
+
+def check_params(raw: Mapping[str, Any], path: Path, lines: LineMap) -> dict[str, Any]:
+    """A file's `params:` (a prompt's, an agent's): a mapping whose numeric keys hold numbers,
+    without the keys promptctl sets itself."""
+    params = raw.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise _fail("params must be a mapping", path, lines, "params",
+                    fix="e.g. params: {temperature: 0, max_tokens: 64}")
+    for key, value in params.items():
+        kind = _PARAM_TYPES.get(key)
+        if kind is None or value is None:
+            continue
+        ok = not isinstance(value, bool) and (
+            isinstance(value, int | float) if kind == "number" else isinstance(value, int))
+        if not ok:
+            raise _fail(f"params.{key} must be {'a number' if kind == 'number' else 'an integer'}, "
+                        f"not {quote(value)}", path, lines, "params", key,
+                        fix=f"e.g. {key}: {'0' if kind == 'number' else '64'}")
+    for key in ("model", "messages", "stream"):
+        if key in params:
+            raise _fail(f"params.{key} is set by promptctl", path, lines, "params", key,
+                        fix=f"remove params.{key}" + (" and use model: or --model" if key == "model" else ""))
+    return params
 
 
 def load_prompt(path: str | Path, root: Path | None = None, *, ref: Reference | None = None) -> Prompt:
