@@ -290,3 +290,54 @@ def test_a_sampled_run_does_not_stand_for_the_prompt(project: Path, fake_openai:
     # per row at its own temperature.
     history = json.loads(invoke("history", "pick", "--json").stdout)
     assert [v["run"] for v in history["versions"]] == [plain["id"]]
+
+
+def hand_vote(answers: list[str], readable: set[str]) -> int:
+    """The majority vote written out: count the readable answers, the first of the most
+    counted wins; with none readable, the first sample."""
+    counts = {a: answers.count(a) for a in answers if a in readable}
+    if not counts:
+        return 0
+    top = max(counts.values())
+    return next(i for i, a in enumerate(answers) if counts.get(a) == top)
+
+
+def test_the_hand_vote_is_the_stated_rule() -> None:
+    assert {k: a[hand_vote(a, {"red", "green", "blue"})] for k, a in ANSWERS.items()} == VOTED
+
+
+def test_rescore_reads_and_votes_on_the_stored_samples_again(
+        project: Path, fake_openai: FakeOpenAI) -> None:
+    per_choice(fake_openai)
+    run = eval_run("prompts/pick.yaml", "--samples", "5")
+    sent = fake_openai.count
+    # Blue can no longer be read: the samples that said it no longer vote.
+    prompt = project / "prompts" / "pick.yaml"
+    prompt.write_text(PROMPT.replace("(?P<answer>[a-z]+)", "(?P<answer>red|green|none)"),
+                      encoding="utf-8")
+    (rescored,) = json.loads(invoke("rescore", run["id"], "--json").stdout)["runs"]
+    assert fake_openai.count == sent  # nothing is asked of the model again
+    rows = by_row(rescored["id"])
+    for row_id, answers in ANSWERS.items():
+        chosen = hand_vote(answers, {"red", "green", "none"})
+        assert rows[row_id]["self_consistency"]["chosen"] == chosen, row_id
+        assert rows[row_id]["completion"] == answers[chosen]
+    assert rows["c"]["valid"] is False  # no sample of c can be read now
+    expected_single = sum(1 for k, a in ANSWERS.items()
+                          if a[0] == EXPECTED[k] and a[0] in {"red", "green"}) / len(ANSWERS)
+    assert rescored["self_consistency"]["metrics"]["accuracy"]["single"] == \
+        pytest.approx(expected_single)
+
+
+def test_a_resumed_run_samples_as_it_started(project: Path, fake_openai: FakeOpenAI) -> None:
+    per_choice(fake_openai)
+    fake_openai.fail_matching("Question c", 500, times=5)  # every attempt of row c's request
+    result = invoke("eval", "prompts/pick.yaml", "--samples", "5", "--json", code=3)
+    (run,) = json.loads(result.stdout)["runs"]
+    assert run["errors"] == 1
+    resumed = eval_run("--resume", run["id"])
+    last = fake_openai.chat_requests[-1]
+    assert last.body["n"] == 5 and last.body["temperature"] == 0.7
+    assert resumed["errors"] == 0
+    assert by_row(run["id"])["c"]["self_consistency"]["samples"][0]["completion"] == "blue"
+    assert resumed["metrics"]["accuracy"]["value"] == pytest.approx(hand_figures()["voted"])
