@@ -341,3 +341,17 @@ def test_a_resumed_run_samples_as_it_started(project: Path, fake_openai: FakeOpe
     assert resumed["errors"] == 0
     assert by_row(run["id"])["c"]["self_consistency"]["samples"][0]["completion"] == "blue"
     assert resumed["metrics"]["accuracy"]["value"] == pytest.approx(hand_figures()["voted"])
+
+
+def test_an_endpoint_configured_without_n_is_not_asked_for_it(
+        project: Path, fake_openai: FakeOpenAI) -> None:
+    (project / "promptctl.yaml").write_text(
+        f"endpoints:\n  plain: {{base_url: '{fake_openai.base_url}', supports_n: false}}\n",
+        encoding="utf-8")
+    per_request(fake_openai)
+    run = eval_run("prompts/pick.yaml", "--samples", "5", "--model", "plain/gpt-4o-mini",
+                   "--concurrency", "1")
+    assert len(fake_openai.chat_requests) == 5 * len(EXPECTED)
+    assert not any("n" in r.body for r in fake_openai.chat_requests)
+    assert {k: r["answer"] for k, r in by_row(run["id"]).items()} == VOTED
+    assert "note" not in run["self_consistency"]  # nothing was refused: it was not asked
