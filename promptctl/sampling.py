@@ -196,7 +196,12 @@ async def vote_and_record(prompt: Recorder, sampling: Sampling, item: WorkItem,
     judge: dict[str, Any] | None = None
     if answered:
         pool = [i for i in answered if records[i].get("valid")] or answered
-        if sampling.judge is not None and len(pool) > 1:
+        # A judge is asked only when the candidates disagree: picking among equal answers
+        # would cost a request and change nothing.
+        agree = all(bool(records[i].get("valid")) and equals(records[i].get("answer"),
+                                                             records[pool[0]].get("answer"))
+                    for i in pool)
+        if sampling.judge is not None and len(pool) > 1 and not agree:
             chosen, judge = await judge_pick(sampling.judge, item.row, [records[i] for i in pool],
                                              services)
             chosen = pool[chosen] if chosen is not None else None

@@ -182,6 +182,8 @@ def test_an_endpoint_that_rejects_n_gets_one_request_per_sample(
     assert len(fake_openai.chat_requests) == before
     assert again["cached"] == len(EXPECTED)
     assert again["self_consistency"]["metrics"] == figures["metrics"]
+    assert eval_run("prompts/pick.yaml", "--samples", "5", "--cache-only")["errors"] == 0
+    assert len(fake_openai.chat_requests) == before
 
 
 def test_a_replay_of_n_choices_sends_nothing(project: Path, fake_openai: FakeOpenAI) -> None:
@@ -192,7 +194,12 @@ def test_a_replay_of_n_choices_sends_nothing(project: Path, fake_openai: FakeOpe
     assert fake_openai.count == before
     assert again["metrics"] == first["metrics"]
     assert again["self_consistency"]["metrics"] == first["self_consistency"]["metrics"]
-    # Another temperature is another request.
+    assert eval_run("prompts/pick.yaml", "--samples", "5", "--cache-only")["errors"] == 0
+    assert fake_openai.count == before
+    # Another temperature is another request, which --cache-only refuses to send.
+    refused = run_cli("eval", "prompts/pick.yaml", "--samples", "5", "--temperature", "1.0",
+                      "--cache-only")
+    assert refused.exit_code == 2 and "not in the cache" in refused.stdout + refused.stderr
     eval_run("prompts/pick.yaml", "--samples", "5", "--temperature", "1.0")
     assert [r.body["temperature"] for r in answered(fake_openai)[before:]] == [1.0] * len(EXPECTED)
 
@@ -227,12 +234,16 @@ def test_a_judge_picks_among_the_readable_samples(project: Path, fake_openai: Fa
     for row_id, answers in ANSWERS.items():
         readable = [i for i, a in enumerate(answers) if a != "??"]
         detail = rows[row_id]["self_consistency"]
-        # Unanimous rows need no judge; the others get the last readable candidate.
+        if len({answers[i] for i in readable}) == 1:
+            # Candidates that agree need no judge: the majority (the first) stands.
+            assert detail["chosen"] == readable[0] and "judge" not in detail, row_id
+            continue
+        # The others get the candidate the judge names: the last readable one.
         assert detail["chosen"] == readable[-1], row_id
         assert rows[row_id]["answer"] == answers[readable[-1]]
         assert detail["judge"]["pick"] == len(readable)
     judged = [r for r in answered(fake_openai) if "Pick one answer" in r.body["messages"][-1]["content"]]
-    assert len(judged) == len(EXPECTED)
+    assert len(judged) == 4  # rows a, b, d and f: c's readable samples agree, and e's
     assert all(r.body["temperature"] == 0 for r in judged)
     assert run["self_consistency"]["vote"] == "judge:judges/pick.yaml"
 
