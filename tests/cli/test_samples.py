@@ -273,6 +273,9 @@ def test_show_lists_the_samples_of_a_row(project: Path, fake_openai: FakeOpenAI)
     assert "sample 3 answer blue" in text
     table = invoke("show", run["id"]).stdout
     assert "2 of 5 agree" in table
+    # The HTML report reads the same rows: their samples do not get in its way.
+    invoke("report", run["id"], "-o", str(project / "report.html"))
+    assert "pick" in (project / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -366,3 +369,14 @@ def test_an_endpoint_configured_without_n_is_not_asked_for_it(
     assert not any("n" in r.body for r in fake_openai.chat_requests)
     assert {k: r["answer"] for k, r in by_row(run["id"]).items()} == VOTED
     assert "note" not in run["self_consistency"]  # nothing was refused: it was not asked
+
+
+def test_a_judge_that_does_not_answer_a_number_is_refused(project: Path,
+                                                          fake_openai: FakeOpenAI) -> None:
+    (project / "judges").mkdir()
+    (project / "judges" / "pick.yaml").write_text(
+        JUDGE.replace("  type: integer", "  type: label\n  labels: [yes, no]"), encoding="utf-8")
+    result = run_cli("eval", "prompts/pick.yaml", "--samples", "5", "--vote", "judge:judges/pick.yaml")
+    assert result.exit_code == 2
+    assert "output.type is label" in result.stdout + result.stderr
+    assert fake_openai.count == 0
