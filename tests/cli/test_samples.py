@@ -375,7 +375,7 @@ def test_a_judge_that_does_not_answer_a_number_is_refused(project: Path,
                                                           fake_openai: FakeOpenAI) -> None:
     (project / "judges").mkdir()
     (project / "judges" / "pick.yaml").write_text(
-        JUDGE.replace("  type: integer", "  type: label\n  labels: [yes, no]"), encoding="utf-8")
+        JUDGE.replace("  type: integer", "  type: label\n  labels: [first, second]"), encoding="utf-8")
     result = run_cli("eval", "prompts/pick.yaml", "--samples", "5", "--vote", "judge:judges/pick.yaml")
     assert result.exit_code == 2
     assert "output.type is label" in result.stdout + result.stderr
