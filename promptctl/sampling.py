@@ -237,7 +237,10 @@ async def vote_and_record(prompt: Recorder, sampling: Sampling, item: WorkItem,
     row.update(prompt_tokens=total_prompt, completion_tokens=total_completion,
                latency_ms=(sum(latencies) + judge_ms) if latencies else None,
                cached=all(bool(r.get("cached")) for r in records),
-               attempts=sum(int(r.get("attempts") or 0) for r in records))
+               # One attempt plus every retry of its requests, so that the run's retries
+               # (attempts beyond the first, per row) count retries, not samples.
+               attempts=1 + sum(max(0, int(r.get("attempts") or 0) - 1) for r in records)
+               if any(r.get("attempts") for r in records) else 0)
     row["judges"] = {**(row.get("judges") or {}), SAMPLES_KEY: detail}
     return row
 

@@ -167,6 +167,7 @@ def test_an_endpoint_that_rejects_n_gets_one_request_per_sample(
     rows = by_row(run["id"])
     assert {k: r["answer"] for k, r in rows.items()} == VOTED
     assert all(r["self_consistency"]["requests"] == "separate" for r in rows.values())
+    assert run["retries"] == 0  # five requests a row are not four retries
     figures = run["self_consistency"]
     assert "rejected n=5" in figures["note"]
     # Each sample's latency is its own request's: the row's is their sum.
