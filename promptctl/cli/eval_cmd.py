@@ -89,7 +89,8 @@ def sampled_jobs(jobs: list[Any], k: int, temperature: float | None, vote: str |
     for job in jobs:
         target = job.target
         if not isinstance(target, Prompt):
-            raise InputError(f"--samples applies to prompts; {target.name} is a {target.kind} "
+            article = "an" if target.kind[:1] in "aeiou" else "a"
+            raise InputError(f"--samples applies to prompts; {target.name} is {article} {target.kind} "
                              "(its rows are several requests, each depending on the one "
                              "before)", file=target.path, fix=f"drop --samples for {target.kind}s")
         if target.output.reads_calls:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import eval_run, invoke, run_cli, show, use_fake_openai
+from tests.helpers import REPO, copy_examples, eval_run, invoke, run_cli, show, use_fake_openai
 
 PROMPT = """\
 name: pick
@@ -380,4 +381,20 @@ def test_a_judge_that_does_not_answer_a_number_is_refused(project: Path,
     result = run_cli("eval", "prompts/pick.yaml", "--samples", "5", "--vote", "judge:judges/pick.yaml")
     assert result.exit_code == 2
     assert "output.type is label" in result.stdout + result.stderr
+    assert fake_openai.count == 0
+
+
+@pytest.mark.parametrize(("folder", "kind"), [("pipelines", "a pipeline"), ("agents", "an agent")])
+def test_pipelines_and_agents_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          fake_openai: FakeOpenAI, folder: str, kind: str) -> None:
+    root = copy_examples(tmp_path / "proj")
+    for extra in ("pipelines", "agents", "tools", "data"):
+        if (REPO / extra).is_dir():
+            shutil.copytree(REPO / extra, root / extra)
+    monkeypatch.chdir(root)
+    use_fake_openai(monkeypatch, fake_openai, "sk-test-vote-77a1")
+    target = sorted((root / folder).glob("*.yaml"))[0]
+    result = run_cli("eval", str(target.relative_to(root)), "--samples", "3")
+    assert result.exit_code == 2
+    assert f"is {kind} (its rows are several requests" in result.stderr
     assert fake_openai.count == 0
