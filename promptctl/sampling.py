@@ -38,6 +38,11 @@ from promptctl.scoring import equals, extract
 from promptctl.toolcalls import SAMPLES_KEY
 from promptctl.work import RowContext, WorkItem
 
+# A row keeps its samples among the details of its `judges` column under SAMPLES_KEY (as
+# tool calls and agent trajectories are kept): no new column, so every store reads it.
+__all__ = ["SAMPLES_KEY", "Sampling", "load_sampling", "majority", "run_sampled",
+           "sampling_from_options", "summarize_samples", "vote_and_record"]
+
 # Sampling at temperature 0 gives K copies of one answer: votes need diversity. 0.7 is the
 # value the self-consistency literature and most APIs' examples use.
 DEFAULT_TEMPERATURE = 0.7
@@ -176,12 +181,6 @@ def _sample_entry(record: Mapping[str, Any]) -> dict[str, Any]:
     keep = ("completion", "answer", "valid", "extract_error", "error", "scores", "judges",
             "prompt_tokens", "completion_tokens", "latency_ms", "cached")
     return {k: record[k] for k in keep if k in record}
-
-
-# A row keeps its samples among the details of its `judges` column under SAMPLES_KEY (as
-# tool calls and agent trajectories are kept): no new column, so every store reads it.
-__all__ = ["SAMPLES_KEY", "Sampling", "load_sampling", "majority", "run_sampled",
-           "sampling_from_options", "summarize_samples", "vote_and_record"]
 
 
 async def vote_and_record(prompt: Recorder, sampling: Sampling, item: WorkItem,

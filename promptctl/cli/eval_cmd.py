@@ -76,15 +76,24 @@ def refuse_with_samples(*, repeat: int, batch: bool, dry_run: bool, resume: str 
 
 
 def sampled_jobs(jobs: list[Any], k: int, temperature: float | None, vote: str | None,
-                 root: Path) -> list[Any]:
+                 config: Any) -> list[Any]:
     """The jobs with their prompts sampled K times per row; pipelines and agents are
-    refused (their rows are several requests, each depending on the one before)."""
+    refused (their rows are several requests, each depending on the one before). A judge's
+    model must be usable (its key set) before anything is sent."""
     import dataclasses
 
+    from promptctl.errors import display_path
+    from promptctl.metrics.judge import require_model
     from promptctl.prompts import Prompt
     from promptctl.sampling import load_sampling
 
-    sampling = load_sampling(k, temperature, vote, root)
+    sampling = load_sampling(k, temperature, vote, config.root)
+    if sampling.judge is not None:
+        judge = sampling.judge
+        require_model(judge.model, config, judge.params, metric="--vote",
+                      what=f"judge {display_path(judge.prompt.path)}", file=judge.prompt.path,
+                      line=None, elsewhere=f"give {display_path(judge.prompt.path)} a model: "
+                      "on another endpoint")
     out = []
     for job in jobs:
         target = job.target
@@ -202,7 +211,7 @@ def eval_(
                          else f"drop {flag} for agents")
     jobs = build_jobs(prompts or [], models=model or [], evalset=evalset, ref=ref, config=config)
     if samples is not None:
-        jobs = sampled_jobs(jobs, samples, temperature, vote, config.root)
+        jobs = sampled_jobs(jobs, samples, temperature, vote, config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm,
                           timeout=timeout, max_response_mb=max_response_mb, batch=batch)

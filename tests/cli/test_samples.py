@@ -398,3 +398,18 @@ def test_pipelines_and_agents_are_refused(tmp_path: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 2
     assert f"is {kind} (its rows are several requests" in result.stderr
     assert fake_openai.count == 0
+
+
+def test_a_judge_whose_key_is_not_set_is_refused_before_anything_is_sent(
+        project: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PICK_JUDGE_KEY", raising=False)
+    (project / "promptctl.yaml").write_text(
+        f"endpoints:\n  judging: {{base_url: '{fake_openai.base_url}', "
+        "api_key_env: PICK_JUDGE_KEY}\n", encoding="utf-8")
+    (project / "judges").mkdir()
+    (project / "judges" / "pick.yaml").write_text(
+        JUDGE.replace("model: gpt-4o-mini", "model: judging/gpt-4o-mini"), encoding="utf-8")
+    result = run_cli("eval", "prompts/pick.yaml", "--samples", "5", "--vote", "judge:judges/pick.yaml")
+    assert result.exit_code == 2
+    assert "$PICK_JUDGE_KEY is not set" in result.stderr
+    assert fake_openai.count == 0
