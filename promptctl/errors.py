@@ -96,3 +96,13 @@ class ProviderError(PromptctlError):
     """The model server failed in a way no retry could mend (exit 3)."""
 
     exit_code = EXIT_PROVIDER
+
+
+class ParamRejected(InputError):
+    """An endpoint refused a request parameter (HTTP 400 naming it). `param` names it, so a
+    caller that can do without the parameter (self-consistency without `n`) may."""
+
+    def __init__(self, message: str, *, param: str, file: str | Path | None = None,
+                 line: int | None = None, fix: str | None = None) -> None:
+        self.param = param
+        super().__init__(message, file=file, line=line, fix=fix)

@@ -28,6 +28,7 @@ from promptctl.metrics.registry import (
     score_extraction,
     unknown,
 )
+from promptctl.sampling import Sampling, run_sampled, summarize_samples
 from promptctl.scoring import OUTPUT_TYPES, OutputSpec, extract_calls, unreachable
 from promptctl.store import utcnow
 from promptctl.templates import Site, compile_template, render_template
@@ -99,6 +100,8 @@ class Prompt:
     thresholds: dict[str, Any] = field(default_factory=dict)
     evalset_line: int | None = None
     root: Path | None = None  # the project root its eval set must lie in (None: found when needed)
+    # `eval --samples K`: each row sampled K times and voted on (None: one answer per row).
+    sampling: Sampling | None = None
 
     @property
     def metric_objects(self) -> tuple[Metric, ...]:
@@ -149,6 +152,8 @@ class Prompt:
         params = {"temperature": 0, **self.params}
         if params["temperature"] is None:  # `temperature:` left empty is still temperature 0
             params["temperature"] = 0
+        if self.sampling is not None:
+            params["temperature"] = self.sampling.temperature
         if self.tools:
             params["tools"] = [t.request() for t in self.tools]
         return params
@@ -166,7 +171,9 @@ class Prompt:
     @property
     def files(self) -> list[Path]:
         """This file and the judges' and scorers' files its metrics read."""
-        return unique_paths([self.path, *(f for m in self.configured_metrics for f in m.files)])
+        judge = [self.sampling.judge.prompt.path] if self.sampling and self.sampling.judge else []
+        return unique_paths([self.path, *(f for m in self.configured_metrics for f in m.files),
+                             *judge])
 
     @property
     def max_tokens(self) -> int:
@@ -178,7 +185,7 @@ class Prompt:
         return self.request_params
 
     def run_options(self) -> dict[str, Any]:
-        return {}
+        return {"samples": self.sampling.options()} if self.sampling is not None else {}
 
     def default_model(self) -> str | None:
         return self.model
@@ -203,6 +210,8 @@ class Prompt:
                                    file=file, line=row.line, reader=reader, comparing=comparing)
 
     async def run_row(self, item: WorkItem, ctx: RowContext) -> dict[str, Any]:
+        if self.sampling is not None:
+            return await run_sampled(self, self.sampling, item, ctx)
         answer = await ctx.complete(item.messages, self.request_params, item.sample)
         return await self.record(ctx.run_id, item, answer, ctx.services)
 
@@ -253,7 +262,10 @@ class Prompt:
         return record
 
     def summary_extra(self, rows: Callable[[], Iterable[Mapping[str, Any]]]) -> dict[str, Any]:
-        return {}
+        if self.sampling is None:
+            return {}
+        return {"summary": {"samples": summarize_samples(self.sampling, self.metric_objects,
+                                                         rows)}}
 
 
 def response_fields(response: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from promptctl.errors import PromptctlError
-from promptctl.toolcalls import TOOL_CALLS_KEY, TRAJECTORY_KEY
+from promptctl.toolcalls import SAMPLES_KEY, TOOL_CALLS_KEY, TRAJECTORY_KEY
 
 CHECK_FIX = "list malformed runs and rows with `promptctl store check`"
 
@@ -226,6 +226,78 @@ class ScoringErrors:
 
 
 @dataclass(frozen=True, slots=True)
+class VoteComparison:
+    """One metric of a sampled run: the first sample's value and the vote's on the same
+    rows, the paired delta (vote minus first sample) with its 95% interval and p-value."""
+
+    metric: str
+    single: float | None
+    voted: float | None
+    delta: float | None
+    ci95: tuple[float, float] | None
+    p_value: float | None
+    test: str | None
+    n: int
+    higher_is_better: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SelfConsistency:
+    """`eval --samples K`: how rows were sampled and voted on, the vote against the first
+    sample per metric, and what the K samples cost against one (tokens, cost, latency; None
+    where unknown). `figures` is the stored mapping, as `--json` prints it."""
+
+    k: int
+    temperature: float | None
+    vote: str
+    rows: int
+    requests: Mapping[str, int]
+    note: str | None
+    metrics: tuple[VoteComparison, ...]
+    tokens_multiple: float | None
+    cost_multiple: float | None
+    latency_multiple: float | None
+    figures: Mapping[str, Any]
+
+
+def _self_consistency(read: _Reader, raw: Any) -> SelfConsistency | None:
+    if raw is None:
+        return None
+    data = read.mapping(raw, "summary.samples")
+    where = "summary.samples"
+    compared = []
+    for name, value in read.mapping(data.get("metrics"), f"{where}.metrics").items():
+        m = read.mapping(value, f"{where}.metrics.{name}")
+        ci = m.get("ci95")
+        pair = None
+        if isinstance(ci, list | tuple) and len(ci) == 2:
+            lo, hi = read.number(ci[0], f"{where}.metrics.{name}.ci95"), \
+                read.number(ci[1], f"{where}.metrics.{name}.ci95")
+            pair = None if lo is None or hi is None else (lo, hi)
+        compared.append(VoteComparison(
+            str(name), read.number(m.get("single"), f"{where}.metrics.{name}.single"),
+            read.number(m.get("voted"), f"{where}.metrics.{name}.voted"),
+            read.number(m.get("delta"), f"{where}.metrics.{name}.delta"), pair,
+            read.number(m.get("p_value"), f"{where}.metrics.{name}.p_value"),
+            read.text(m.get("test"), f"{where}.metrics.{name}.test"),
+            read.count(m.get("n"), f"{where}.metrics.{name}.n"),
+            m.get("higher_is_better") is not False))
+    requests = read.mapping(data.get("requests"), f"{where}.requests")
+    return SelfConsistency(
+        k=read.count(data.get("k"), f"{where}.k"),
+        temperature=read.number(data.get("temperature"), f"{where}.temperature"),
+        vote=read.text(data.get("vote"), f"{where}.vote") or "majority",
+        rows=read.count(data.get("rows"), f"{where}.rows"),
+        requests={str(k): read.count(v, f"{where}.requests.{k}") for k, v in requests.items()},
+        note=read.text(data.get("note"), f"{where}.note"),
+        metrics=tuple(compared),
+        tokens_multiple=read.number(data.get("tokens_multiple"), f"{where}.tokens_multiple"),
+        cost_multiple=read.number(data.get("cost_multiple"), f"{where}.cost_multiple"),
+        latency_multiple=read.number(data.get("latency_multiple"), f"{where}.latency_multiple"),
+        figures=data)
+
+
+@dataclass(frozen=True, slots=True)
 class Tokens:
     prompt: int
     completion: int
@@ -265,6 +337,8 @@ class RunSummary:
     control_flow: MetricResult | None
     # An agent run's figures (turns, tool errors, turn limit, tool selection, gap, time).
     agent: Mapping[str, Any] | None
+    # `eval --samples K`: the vote against the first sample, and what it cost.
+    samples: SelfConsistency | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +482,7 @@ def _summary(read: _Reader, raw: Any) -> RunSummary:
         control_flow=None if not flow else _metric(read, flow, "summary.control_flow"),
         agent=read.mapping(summary.get("agent"), "summary.agent") if summary.get("agent")
         else None,
+        samples=_self_consistency(read, summary.get("samples")),
     )
 
 
@@ -505,6 +580,9 @@ class Answered:
     # An agent row's trajectory (kept in the row's `judges` under TRAJECTORY_KEY): its turns,
     # calls and results; None for other rows.
     trajectory: Mapping[str, Any] | None
+    # A sampled row's samples and vote (kept in the row's `judges` under SAMPLES_KEY; see
+    # `sampling.vote_and_record`); None for other rows.
+    samples: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,6 +620,7 @@ def _answered(read: _Reader, data: Mapping[str, Any], where: str) -> dict[str, A
     judges = read.mapping(data.get("judges"), f"{where}judges")
     calls = judges.get(TOOL_CALLS_KEY)
     trajectory = judges.get(TRAJECTORY_KEY)
+    sampled = judges.get(SAMPLES_KEY)
     return {
         "input": data.get("input"),
         "completion": read.text(data.get("completion"), f"{where}completion"),
@@ -550,9 +629,11 @@ def _answered(read: _Reader, data: Mapping[str, Any], where: str) -> dict[str, A
         "expected": data.get("expected"),
         "extract_error": read.text(data.get("extract_error"), f"{where}extract_error"),
         "error": None if data.get("error") is None else str(data.get("error")),
-        "judges": {k: v for k, v in judges.items() if k not in (TOOL_CALLS_KEY, TRAJECTORY_KEY)},
+        "judges": {k: v for k, v in judges.items()
+                   if k not in (TOOL_CALLS_KEY, TRAJECTORY_KEY, SAMPLES_KEY)},
         "tool_calls": None if not isinstance(calls, list) else tuple(calls),
         "trajectory": trajectory if isinstance(trajectory, Mapping) else None,
+        "samples": sampled if isinstance(sampled, Mapping) else None,
         "prompt_tokens": read.count(data.get("prompt_tokens"), f"{where}prompt_tokens"),
         "completion_tokens": read.count(data.get("completion_tokens"),
                                         f"{where}completion_tokens"),
@@ -615,8 +696,12 @@ def row_errors(run: Mapping[str, Any]) -> int:
 
 
 def stands_for_version(run: Mapping[str, Any]) -> bool:
-    """Whether a run may stand for its prompt version: complete, whole eval set covered."""
-    return run.get("status") == "complete" and covers_evalset(run)
+    """Whether a run may stand for its prompt version: complete, whole eval set covered, and
+    one answer per row as the prompt asks (a vote over samples at a temperature answers
+    another question: `eval --samples`)."""
+    options = run.get("options")
+    sampled = isinstance(options, Mapping) and options.get("samples") is not None
+    return run.get("status") == "complete" and covers_evalset(run) and not sampled
 
 
 def best(runs: Iterable[R]) -> R | None:

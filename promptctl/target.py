@@ -11,6 +11,7 @@ a stored run had it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from promptctl.pipelines import (
 from promptctl.pipelines import _rel as pipeline_rel
 from promptctl.project import EVALSETS_DIR, PIPELINES_DIR, PROMPTS_DIR, TARGET_DIRS, target_files
 from promptctl.prompts import Prompt, load_prompt, parse_prompt
+from promptctl.sampling import sampling_from_options
 from promptctl.work import RowContext, WorkItem
 
 
@@ -373,7 +375,9 @@ def target_from_run(run: Mapping[str, Any], root: Path) -> Target:
                              "run (promptctl eval); its unchanged turns come from the cache")
         return agent
     if (run.get("kind") or "prompt") != "pipeline":
-        return parse_prompt(source, path)
+        prompt = parse_prompt(source, path)
+        sampling = sampling_from_options(run.get("options") or {}, root)
+        return prompt if sampling is None else dataclasses.replace(prompt, sampling=sampling)
     sources = (run.get("options") or {}).get("prompts") or {}
 
     def load(p: Path, where: Reference) -> Prompt:

@@ -30,6 +30,9 @@ TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 TOOL_CALLS_KEY = "tool_calls"
 # The key of an agent row's `judges` mapping that keeps its trajectory (see `agents`).
 TRAJECTORY_KEY = "agent"
+# The key of a sampled row's `judges` mapping that keeps its samples and vote (`eval
+# --samples`, see `sampling`).
+SAMPLES_KEY = "self_consistency"
 # Arguments nested deeper than this are not read (comparing and validating them recurses).
 MAX_DEPTH = 64
 

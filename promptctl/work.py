@@ -6,6 +6,7 @@ and the engine hands them an object that has it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +32,18 @@ class WorkItem:
         return self.kind, self.row.id, self.sample
 
 
+class SamplesLike(Protocol):
+    """One request sampled K times (`eval --samples`): an answer per sample, and whether one
+    request with `n` gave them all ("n") or one request each ("separate"), and why not `n`."""
+
+    @property
+    def answers(self) -> Sequence[AnswerLike]: ...
+    @property
+    def requests(self) -> str: ...
+    @property
+    def note(self) -> str | None: ...
+
+
 class RowContext(Protocol):
     """What running one row may ask of the engine: a request to the evaluated model through
     the run's gateway (cache, limits, retries, accounting), and scorer services."""
@@ -42,3 +55,6 @@ class RowContext(Protocol):
 
     async def complete(self, messages: list[dict[str, str]], params: dict[str, Any],
                        sample: int) -> AnswerLike: ...
+
+    async def complete_samples(self, messages: list[dict[str, str]], params: dict[str, Any],
+                               k: int) -> SamplesLike: ...

@@ -27,6 +27,8 @@ ALLOWED: dict[tuple[str, str], str] = {
         "psycopg is an optional extra: the PostgreSQL back-end loads only for a postgresql:// URL",
     ("promptctl/providers/openai.py", "promptctl.providers._http"):
         "it subclasses the SDK's HTTP clients, so it loads the SDK: only when a provider opens",
+    ("promptctl/sampling.py", "promptctl.stats"):
+        "stats loads numpy, and prompts import sampling: only a sampled run's summary needs it",
 }
 
 

@@ -21,6 +21,7 @@ MAX_CONCURRENCY = 1000
 MAX_RATE = 10**9
 MAX_TIMEOUT = 3600.0
 MAX_RESPONSE_MB = 1024.0
+MAX_SAMPLES = 100
 
 
 class _Bar:
@@ -57,6 +58,58 @@ class _Bar:
         self.progress.update(self.task, completed=state.done, stats=stats)
 
 
+def refuse_with_samples(*, repeat: int, batch: bool, dry_run: bool, resume: str | None) -> None:
+    """The options --samples does not combine with, refused before anything is loaded."""
+    if repeat != 1:
+        raise InputError("--samples and --repeat measure different things (a vote over samples "
+                         "at a temperature; the instability of one answer at temperature 0) "
+                         "and do not combine", fix="run them as two evaluations")
+    for flag, given, why in (("--batch", batch, "the samples of a row are sent as they are "
+                              "voted on"),
+                             ("--dry-run", dry_run, "the estimate does not count samples yet"),
+                             ("--resume", resume is not None, "a resumed run samples as it "
+                              "started")):
+        if given:
+            raise InputError(f"--samples does not combine with {flag}: {why}",
+                             fix=f"drop {flag}" if flag != "--resume"
+                             else f"promptctl eval --resume {resume}")
+
+
+def sampled_jobs(jobs: list[Any], k: int, temperature: float | None, vote: str | None,
+                 config: Any) -> list[Any]:
+    """The jobs with their prompts sampled K times per row; pipelines and agents are
+    refused (their rows are several requests, each depending on the one before). A judge's
+    model must be usable (its key set) before anything is sent."""
+    import dataclasses
+
+    from promptctl.errors import display_path
+    from promptctl.metrics.judge import require_model
+    from promptctl.prompts import Prompt
+    from promptctl.sampling import load_sampling
+
+    sampling = load_sampling(k, temperature, vote, config.root)
+    if sampling.judge is not None:
+        judge = sampling.judge
+        require_model(judge.model, config, judge.params, metric="--vote",
+                      what=f"judge {display_path(judge.prompt.path)}", file=judge.prompt.path,
+                      line=None, elsewhere=f"give {display_path(judge.prompt.path)} a model: "
+                      "on another endpoint")
+    out = []
+    for job in jobs:
+        target = job.target
+        if not isinstance(target, Prompt):
+            article = "an" if target.kind[:1] in "aeiou" else "a"
+            raise InputError(f"--samples applies to prompts; {target.name} is {article} {target.kind} "
+                             "(its rows are several requests, each depending on the one "
+                             "before)", file=target.path, fix=f"drop --samples for {target.kind}s")
+        if target.output.reads_calls:
+            raise InputError(f"--samples votes on text answers; {target.name} reads its answer "
+                             "from tool calls", file=target.path,
+                             fix="drop --samples for prompts whose output is tool calls")
+        out.append(dataclasses.replace(job, target=dataclasses.replace(target, sampling=sampling)))
+    return out
+
+
 @handle_errors
 def eval_(
     prompts: Annotated[list[Path] | None, typer.Argument(help="Prompt files to evaluate.")] = None,
@@ -70,6 +123,16 @@ def eval_(
         min=1, max=MAX_CONCURRENCY,
         help="Requests in flight (default 8; 1 for local GGUF endpoints).")] = None,
     repeat: Annotated[int, typer.Option(min=1, max=MAX_REPEAT, help="Sample every row K times.")] = 1,
+    samples: Annotated[int | None, typer.Option(
+        min=2, max=MAX_SAMPLES, metavar="K",
+        help="Self-consistency: K answers per row at --temperature, the voted one scored and "
+        "compared with the first sample (one request with n=K where the endpoint takes it).")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        min=0.0, max=2.0, help="Temperature of the samples of --samples (default 0.7).")] = None,
+    vote: Annotated[str | None, typer.Option(
+        "--vote", metavar="majority|judge:FILE",
+        help="How --samples picks a row's answer: the most common (default; a tie goes to the "
+        "answer sampled first), or the candidate a judge prompt names by number.")] = None,
     rpm: Annotated[int | None, typer.Option(
         min=1, max=MAX_RATE,
         help="Requests per minute at most (default: the endpoint's rpm: or none).")] = None,
@@ -115,6 +178,13 @@ def eval_(
     if batch and cache_only:
         raise InputError("--batch and --cache-only contradict each other (--cache-only sends "
                          "nothing)", fix="choose one")
+    if samples is None and (temperature is not None or vote is not None):
+        flag = "--temperature" if temperature is not None else "--vote"
+        raise InputError(f"{flag} applies to --samples K only (prompts run at their own "
+                         "temperature, 0 unless their params say otherwise)",
+                         fix=f"add --samples 5, or drop {flag}")
+    if samples is not None:
+        refuse_with_samples(repeat=repeat, batch=batch, dry_run=dry_run, resume=resume)
     if resume is not None:
         if prompts or model or ref or evalset or limit or repeat != 1 or dry_run:
             raise InputError("--resume takes only the run id (and --concurrency, --timeout, "
@@ -140,6 +210,8 @@ def eval_(
                          fix="run the agent with --limit 1 instead" if dry_run
                          else f"drop {flag} for agents")
     jobs = build_jobs(prompts or [], models=model or [], evalset=evalset, ref=ref, config=config)
+    if samples is not None:
+        jobs = sampled_jobs(jobs, samples, temperature, vote, config)
     options = EvalOptions(concurrency=concurrency, limit=limit, repeat=repeat,
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm,
                           timeout=timeout, max_response_mb=max_response_mb, batch=batch)

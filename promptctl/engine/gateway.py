@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promptctl.config import Config, Price
-from promptctl.errors import ProviderError
+from promptctl.errors import ParamRejected, ProviderError
 from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel, resolve_model
 from promptctl.ratelimit import RateLimiter
 from promptctl.store import Store
@@ -145,6 +145,9 @@ class Channel:
     limiter: RateLimiter | None = None
     max_tokens: int = 256
     usage: Usage = field(default_factory=Usage)
+    # Why this run sends one request per sample rather than one with `n` (the endpoint
+    # rejected or ignored `n`), once it found out: the rest of the run does not ask again.
+    n_refused: str | None = None
 
     @property
     def model(self) -> str:
@@ -219,6 +222,9 @@ class Gateway:
             response["no_text"] = res.no_text
         if res.tool_calls:
             response["tool_calls"] = res.tool_calls
+        if res.choices:
+            response["choices"] = [{"text": c.text, **({"no_text": c.no_text} if c.no_text else {})}
+                                   for c in res.choices]
         self._unreachable = 0
         self.progress.retries += res.attempts - 1
         self.progress.spent_usd += channel.usage.add(channel.price, res.prompt_tokens,
@@ -226,6 +232,53 @@ class Gateway:
         if self.use_cache:
             self.new_cache.append((key, response))
         return Answer(response, attempts=res.attempts)
+
+    def has(self, channel: Channel, messages: list[dict[str, str]], params: dict[str, Any],
+            sample: int) -> bool:
+        """Whether the answer to this request would come from the cache."""
+        if not (self.use_cache or self.cache_only):
+            return False
+        return self.store.cache_get(cache_key(channel.resolved.cache_url, channel.model, messages,
+                                              params, sample)) is not None
+
+    async def complete_samples(self, channel: Channel, messages: list[dict[str, str]],
+                               params: dict[str, Any], k: int,
+                               slots: asyncio.Semaphore | None = None) -> Samples:
+        """`k` answers to one request (self-consistency): one request with `n=k` where the
+        endpoint answers it, else `k` requests, sample by sample (each cached under its own
+        sample index). An endpoint that rejects `n` (HTTP 400 naming it) or answers fewer
+        choices is remembered on the channel: the rest of the run sends `k` requests.
+
+        Separate requests go one after another, so that the row's latency is what it took.
+        A replay finds whichever form the first run cached."""
+
+        async def one(p: dict[str, Any], sample: int) -> Answer:
+            if slots is None:
+                return await self.complete(channel, messages, p, sample)
+            async with slots:
+                return await self.complete(channel, messages, p, sample)
+
+        with_n = {**params, "n": k}
+        if k > 1 and channel.resolved.supports_n and channel.n_refused is None and (
+                self.has(channel, messages, with_n, 0)
+                or not all(self.has(channel, messages, params, s) for s in range(k))):
+            try:
+                answer = await one(with_n, 0)
+            except ParamRejected as exc:
+                if exc.param != "n":
+                    raise
+                channel.n_refused = f"the endpoint rejected n={k} ({exc.message})"
+            else:
+                split = _split(answer, k)
+                if split is not None:
+                    return Samples(split, "n")
+                got = len((answer.response or {}).get("choices") or []) or 1
+                channel.n_refused = f"the endpoint answered n={k} with {got} choice(s)"
+        answers = []
+        for sample in range(k):
+            answers.append(await one(params, sample))
+        return Samples(tuple(answers), "separate", channel.n_refused if k > 1 and
+                       channel.resolved.supports_n else None)
 
     def _failed(self, channel: Channel, client: Provider, exc: RequestFailed) -> None:
         """Count a request that failed after every retry; stop the run once the endpoint
@@ -287,6 +340,41 @@ class Gateway:
                 self.new_cache.append((embedding_key(channel.resolved.cache_url, channel.model,
                                                      texts[i]), entry))
         return Embedded(vectors)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """The answers to one request sampled `k` times: one per sample (a failed request is an
+    error answer for each sample it was to give), and how they were asked: "n" (one request
+    answered every sample; tokens and latency are on the first answer only) or "separate".
+    `note` says why separate requests were sent where `n` was tried."""
+
+    answers: tuple[Answer, ...]
+    requests: str
+    note: str | None = None
+
+
+def _split(answer: Answer, k: int) -> tuple[Answer, ...] | None:
+    """The `k` samples of one answer to a request with `n=k`; None when it holds fewer
+    choices (the server ignored `n`). The request's tokens and latency go with the first
+    sample: they are the cost of all of them."""
+    if answer.response is None:
+        return (answer,) * k
+    choices = answer.response.get("choices")
+    if not isinstance(choices, list) or len(choices) < k:
+        return None
+    out = []
+    for i, choice in enumerate(choices[:k]):
+        response = {key: value for key, value in answer.response.items()
+                    if key not in ("choices", "text", "no_text", "tool_calls")}
+        if i:
+            response.update(prompt_tokens=0, completion_tokens=0, latency_ms=0.0)
+        response["text"] = str(choice.get("text") or "") if isinstance(choice, dict) else ""
+        if isinstance(choice, dict) and choice.get("no_text"):
+            response["no_text"] = choice["no_text"]
+        out.append(Answer(response, attempts=answer.attempts if i == 0 else 0,
+                          cached=answer.cached))
+    return tuple(out)
 
 
 def token_shares(total: int | None, texts: list[str]) -> list[int | None]:

@@ -108,6 +108,8 @@ def require_cached(store: Store, plan: RequestPlan, resolved: ResolvedModel) -> 
     """--cache-only: every request known before the run must be in the cache, or nothing
     runs (a pipeline's requests depend on answers: its misses are error rows)."""
     params = plan.target.request_params
+    # A sampled prompt's row is cached as one request with n=K, or as K requests.
+    k = int((plan.target.run_options().get("samples") or {}).get("k") or 1)
     missing = 0
     first: WorkItem | None = None
     total = 0
@@ -115,7 +117,12 @@ def require_cached(store: Store, plan: RequestPlan, resolved: ResolvedModel) -> 
         if not item.messages:
             continue
         total += 1
-        if not in_cache(store, resolved, item.messages, params, item.sample):
+        if k > 1:
+            found = in_cache(store, resolved, item.messages, {**params, "n": k}, 0) or all(
+                in_cache(store, resolved, item.messages, params, s) for s in range(k))
+        else:
+            found = in_cache(store, resolved, item.messages, params, item.sample)
+        if not found:
             missing += 1
             first = first or item
     if first is not None:

@@ -25,9 +25,10 @@ from promptctl.errors import InputError
 from promptctl.evalsets import MISSING, Row
 from promptctl.prompts import Prompt, load_prompt, parse_prompt
 from promptctl.providers import resolve_model
+from promptctl.sampling import Sampling, sampling_from_options, vote_and_record
 from promptctl.store import RowRecord, RunRecord, Store, utcnow
 from promptctl.target import metric_identities
-from promptctl.toolcalls import TOOL_CALLS_KEY
+from promptctl.toolcalls import SAMPLES_KEY, TOOL_CALLS_KEY
 from promptctl.work import WorkItem
 
 # Run columns a rescored run keeps from the run it rescores: it is the same prompt on the
@@ -103,6 +104,32 @@ def _item_and_answer(old: RowRecord) -> tuple[WorkItem, Answer]:
     return item, Answer(response, attempts=old.get("attempts") or 1, cached=True)
 
 
+def _stored_samples(old: RowRecord) -> list[Answer] | None:
+    """The answers of a sampled row's stored samples (None: not a sampled row), each as
+    `_item_and_answer` makes a row's."""
+    detail = (old.get("judges") or {}).get(SAMPLES_KEY)
+    if not isinstance(detail, dict) or not isinstance(detail.get("samples"), list):
+        return None
+    answers = []
+    for sample in detail["samples"]:
+        sample = sample if isinstance(sample, dict) else {}
+        _, answer = _item_and_answer({**old, **sample, "judges": sample.get("judges"),
+                                      "error": sample.get("error")})
+        answers.append(answer)
+    return answers
+
+
+async def _rescore_sampled(scoring: Prompt, sampling: Sampling, run_id: str, old: RowRecord,
+                           answers: list[Answer], services: Any) -> dict[str, Any]:
+    """A sampled row scored again: every sample, then the vote (a judge's pick from the
+    cache when it has it)."""
+    item, _ = _item_and_answer(old)
+    detail = (old.get("judges") or {}).get(SAMPLES_KEY) or {}
+    return await vote_and_record(scoring, sampling, item, list(answers), run_id, services,
+                                 requests=str(detail.get("requests") or "separate"),
+                                 note=detail.get("note"))
+
+
 def rescore_run(run_ref: str, *, store: Store, config: Config,
                 metrics: Sequence[str] | None = None, concurrency: int = 8,
                 use_cache: bool = True, timeout: float | None = None,
@@ -116,6 +143,10 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
         raise InputError(f"run {old['id']} is still running or was interrupted",
                          fix=f"finish it first: promptctl eval --resume {old['id']}")
     prompt, why = rescore_prompt(old, config)
+    sampling = sampling_from_options(old.get("options") or {}, config.root)
+    if sampling is not None:
+        # The stored samples are scored again and voted on again, as the run voted.
+        prompt = dataclasses.replace(prompt, sampling=sampling)
     scoring, kept = _select(prompt, metrics)
     preflight_scorers(scoring, config)  # only scorers send: their keys, before the new run
     resolved = resolve_model(old["model"], config)
@@ -136,7 +167,11 @@ def rescore_run(run_ref: str, *, store: Store, config: Config,
 
     async def rescore_row(old_row: RowRecord) -> dict[str, Any]:
         item, answer = _item_and_answer(old_row)
-        row = await scoring.record(run_id, item, answer, services)
+        samples = _stored_samples(old_row) if sampling is not None else None
+        if samples is not None and sampling is not None:
+            row = await _rescore_sampled(scoring, sampling, run_id, old_row, samples, services)
+        else:
+            row = await scoring.record(run_id, item, answer, services)
         row["created_at"] = old_row["created_at"]  # when the completion arrived
         _kept_scores(old_row, row, kept)
         return row

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar, cast
 
-from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Services
+from promptctl.engine.gateway import Answer, Channel, Gateway, ProgressFn, Samples, Services
 from promptctl.errors import PromptctlError
 from promptctl.store import RowRecord, Store
 
@@ -68,6 +68,11 @@ class RunContext:
                        sample: int) -> Answer:
         async with self._slots:
             return await self.gateway.complete(self.channel, messages, params, sample)
+
+    async def complete_samples(self, messages: list[dict[str, str]], params: dict[str, Any],
+                               k: int) -> Samples:
+        return await self.gateway.complete_samples(self.channel, messages, params, k,
+                                                   slots=self._slots)
 
 
 async def send_all(items: Iterable[T], run_item: Callable[[T], Awaitable[dict[str, Any]]], *,

@@ -59,6 +59,8 @@ def summarize(store: Store, run_id: str, target: Target, price: Price | None,
     extra = target.summary_extra(lambda: store.iter_rows(run_id, kind="eval"))
     more = dict(extra.get("summary") or {})
     spent = more.pop("spent_tokens", spent)
+    if isinstance(more.get("samples"), dict):
+        more["samples"] = _priced_samples(more["samples"], price)
     cost = cost_of(price, tokens["prompt"], tokens["completion"])
     # Nothing sent costs nothing, whether the price is known or not.
     sent = ev["n"] - ev["errors"] - ev["cached"] + fs["n"] - fs["errors"] - fs["cached"]
@@ -98,6 +100,19 @@ def summarize(store: Store, run_id: str, target: Target, price: Price | None,
         "errors": counts["errors"] + counts["fewshot_errors"],
         "summary": summary,
     }
+
+
+def _priced_samples(samples: dict[str, Any], price: Price | None) -> dict[str, Any]:
+    """A sampled run's figures with what its K samples cost against one sample, at the
+    model's price (None when the price is unknown or nothing was paid per token)."""
+    tokens = samples.get("tokens") or {}
+    every, first = tokens.get("all") or {}, tokens.get("first") or {}
+    cost_all = cost_of(price, every.get("prompt"), every.get("completion"))
+    cost_first = cost_of(price, first.get("prompt"), first.get("completion"))
+    multiple = None if cost_all is None or not cost_first else round(cost_all / cost_first, 4)
+    return {**samples, "cost_usd": {"all": None if cost_all is None else round(cost_all, 8),
+                                    "first": None if cost_first is None else round(cost_first, 8)},
+            "cost_multiple": multiple}
 
 
 def _vote_metric(metrics: Sequence[Metric]) -> Metric | None:

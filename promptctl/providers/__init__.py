@@ -145,6 +145,14 @@ class ResolvedModel:
         return backend(self.type)
 
     @property
+    def supports_n(self) -> bool:
+        """Whether one request with `n` > 1 answers that many choices here: the backend's
+        capability, unless the endpoint says `supports_n: false` (a gateway that ignores `n`)."""
+        if not self.backend.multiple_choices:
+            return False
+        return self.endpoint is None or self.endpoint.setting("supports_n", True) is not False
+
+    @property
     def default_concurrency(self) -> int:
         return self.backend.default_concurrency
 

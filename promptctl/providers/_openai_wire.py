@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from promptctl import redact
-from promptctl.providers.base import ChatRequest, ChatResponse, RequestFailed
+from promptctl.providers.base import ChatRequest, ChatResponse, Choice, RequestFailed
 
 _MAX_TOKENS = 2**53
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -131,6 +131,23 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
             "model": request.model, "messages": request.messages}
 
 
+def _choices(choices: list[Any]) -> tuple[Choice, ...]:
+    """Every choice of a response to `n` > 1, in the order of their `index` (servers need not
+    send them in order); a choice without a message is one without text."""
+    def order(item: tuple[int, Any]) -> tuple[int, int]:
+        position, choice = item
+        index = choice.get("index") if isinstance(choice, dict) else None
+        return (index if isinstance(index, int) and not isinstance(index, bool) else position,
+                position)
+
+    out = []
+    for _, choice in sorted(enumerate(choices), key=order):
+        text, no_text = _content(choice.get("message") if isinstance(choice, dict) else None)
+        out.append(Choice(clean_text(text) if text is not None else "",
+                          clean_text(no_text) if no_text is not None else None))
+    return tuple(out)
+
+
 def chat_response(data: Any, *, latency_ms: float, attempts: int) -> ChatResponse:
     """A chat completion document as a response; RequestFailed when it holds no message."""
     choices = data.get("choices") if isinstance(data, dict) else None
@@ -141,6 +158,7 @@ def chat_response(data: Any, *, latency_ms: float, attempts: int) -> ChatRespons
         raise RequestFailed(no_text, attempts=attempts)
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return ChatResponse(
+        choices=_choices(choices) if len(choices) > 1 else (),
         tool_calls=tool_calls(choices[0].get("message")),
         text=clean_text(text) if text is not None else "",
         prompt_tokens=int_or_none(usage.get("prompt_tokens")),

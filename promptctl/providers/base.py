@@ -79,6 +79,17 @@ class ChatResponse:
     no_text: str | None = None
     # The tool calls the model made, storable, in the API's shape (see _openai_wire).
     tool_calls: list[dict[str, Any]] | None = None
+    # Every choice of a request sent with `n` > 1, in the server's order (the first is the
+    # one above); empty for a request with one choice.
+    choices: tuple[Choice, ...] = ()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of the choices of a response: its text, or why it has none."""
+
+    text: str
+    no_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,3 +294,6 @@ class Backend:
     identity: Callable[[ResolvedModel], str] | None = None
     # Asynchronous batches (`eval --batch`); None: the backend only answers requests directly.
     batch: BatchSupport | None = None
+    # Whether the server answers `n` > 1 with that many choices in one request
+    # (`eval --samples`); an endpoint may say otherwise with `supports_n: false`.
+    multiple_choices: bool = True

@@ -162,4 +162,6 @@ BACKEND = Backend(
     default_concurrency=LOCAL_CONCURRENCY,
     free=True,
     identity=_identity,
+    # llama.cpp's server answers one choice per request and refuses `n` > 1.
+    multiple_choices=False,
 )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from promptctl import redact
-from promptctl.errors import InputError, ProviderError
+from promptctl.errors import InputError, ParamRejected, ProviderError
 from promptctl.providers._openai_wire import (
     chat_response,
     clean_text,
@@ -308,10 +308,10 @@ class OpenAIProvider(Provider):
             lowered = message.lower()
             for name in params:
                 if re.search(rf"\b{re.escape(name.lower())}\b", lowered):
-                    raise InputError(f"{where} rejected the parameter {name}="
-                                     f"{params[name]!r}: {message}",
-                                     fix=f"remove or change params.{name} in the prompt file "
-                                     "for this endpoint")
+                    raise ParamRejected(f"{where} rejected the parameter {name}="
+                                        f"{params[name]!r}: {message}", param=name,
+                                        fix=f"remove or change params.{name} in the prompt file "
+                                        "for this endpoint")
 
     async def aclose(self) -> None:
         for client in self.clients:
@@ -387,7 +387,7 @@ BATCH_PRICE_FACTOR = 0.5
 BACKEND = Backend(
     type="openai",
     open=_open,
-    settings={"base_url": str, "api_key_env": str, "max_retries": int},
+    settings={"base_url": str, "api_key_env": str, "max_retries": int, "supports_n": bool},
     required=("base_url",),
     preflight=_preflight,
     default_concurrency=8,

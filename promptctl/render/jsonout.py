@@ -13,7 +13,7 @@ from promptctl.metrics.registry import internal_key
 from promptctl.redact import redact
 from promptctl.render.inert import UNSAFE_BEYOND_C0
 from promptctl.runs import RunResult
-from promptctl.toolcalls import TOOL_CALLS_KEY, TRAJECTORY_KEY
+from promptctl.toolcalls import SAMPLES_KEY, TOOL_CALLS_KEY, TRAJECTORY_KEY
 
 
 def coverage(run: RunResult) -> dict[str, Any]:
@@ -64,6 +64,8 @@ def run_json(run: RunResult) -> dict[str, Any]:
         "retries": s.retries,
         "system_fingerprints": list(s.system_fingerprints),
         "consistency": s.consistency,
+        # eval --samples K: the vote against the first sample on the same rows, and its cost.
+        **({"self_consistency": dict(s.samples.figures)} if s.samples is not None else {}),
         # How the requests were served or sent, when not plainly in-process.
         **({"server": s.server} if s.server else {}),
         **({"batch": s.batch} if s.batch else {}),
@@ -108,6 +110,10 @@ def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(judges, Mapping) and TOOL_CALLS_KEY in judges:
         calls = judges[TOOL_CALLS_KEY]
         judges = {k: v for k, v in judges.items() if k != TOOL_CALLS_KEY} or None
+    sampled = None
+    if isinstance(judges, Mapping) and SAMPLES_KEY in judges:
+        sampled = judges[SAMPLES_KEY]
+        judges = {k: v for k, v in judges.items() if k != SAMPLES_KEY} or None
     if isinstance(judges, Mapping) and TRAJECTORY_KEY in judges:
         trajectory = judges[TRAJECTORY_KEY]
         judges = {k: v for k, v in judges.items() if k != TRAJECTORY_KEY} or None
@@ -115,6 +121,9 @@ def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
     if trajectory is not None:
         # An agent row's turns, calls and results (stored in `judges`, shown apart).
         out["trajectory"] = trajectory
+    if sampled is not None:
+        # A sampled row's K samples and its vote (stored in `judges`, shown apart).
+        out["self_consistency"] = sampled
     if "scores" in out:
         out["scores"] = _scores_only(out["scores"])
     if isinstance(out.get("steps"), Mapping):

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from promptctl.metrics.registry import builtin, builtin_metrics, higher_is_better
 from promptctl.render import fmt, inert
-from promptctl.runs import Answered, MetricResult, RowResult, RunResult, RunSummary
+from promptctl.runs import Answered, MetricResult, RowResult, RunResult, RunSummary, SelfConsistency
 from promptctl.toolcalls import call_text
 
 
@@ -178,6 +178,8 @@ def run_summary(con: Console, run: RunResult) -> None:
     scorer_usage(con, summary.scorers, run.metrics, summary.scoring_errors)
     if summary.consistency:
         repeat_summary(con, dict(summary.consistency))
+    if summary.samples is not None:
+        samples_summary(con, summary.samples)
     if run.kind == "pipeline":
         pipeline_summary(con, summary)
     if run.kind == "agent" and summary.agent is not None:
@@ -282,6 +284,41 @@ def repeat_summary(con: Console, c: dict[str, Any]) -> None:
         con.print(f"[yellow]flaky rows ({len(flaky)}):[/] {shown}{more}", soft_wrap=True)
     else:
         con.print("flaky rows: none (every sample of every row gave the same answer)")
+
+
+def _multiple(value: float | None) -> str:
+    return "-" if value is None else f"{fmt.num(value, 2)}x"
+
+
+def samples_summary(con: Console, s: SelfConsistency) -> None:
+    """`eval --samples K`: the vote against the first sample on the same rows (the paired
+    delta, its interval and p-value, as `diff` tests two runs), and what the K samples cost
+    against one."""
+    how = "one request with n per row" if s.requests.get("n") else "one request per sample"
+    if s.requests.get("n") and s.requests.get("separate"):
+        how = (f"n on {_count(s.requests['n'])} rows, one request per sample on "
+               f"{_count(s.requests['separate'])}")
+    temperature = "" if s.temperature is None else f" at temperature {fmt.num(s.temperature, 2)}"
+    con.print(f"samples {_count(s.k)} per row{temperature}, vote {cell(s.vote)}, over "
+              f"{_count(s.rows)} rows ({how})")
+    if s.note:
+        con.print(f"[yellow]{cell(s.note, 400)}:[/] each sample was sent as its own request",
+                  soft_wrap=True)
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("metric", "first sample", f"vote of {s.k}", "delta", "95% CI", "p"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for m in s.metrics:
+        label = cell(m.metric) + ("" if m.higher_is_better else " (lower is better)")
+        table.add_row(label, fmt.num(m.single), fmt.num(m.voted), fmt.signed(m.delta),
+                      fmt.interval(list(m.ci95) if m.ci95 is not None else None),
+                      fmt.p_value(m.p_value))
+    con.print(table)
+    latency = _multiple(s.latency_multiple) if s.latency_multiple is not None \
+        else "- (one request gave every sample: no single-sample latency)" \
+        if s.requests.get("n") else "-"
+    con.print(f"cost {_multiple(s.cost_multiple)}  "
+              f"tokens {_multiple(s.tokens_multiple)}  latency {latency}  "
+              "(the vote against its first sample)")
 
 
 def runs_table(con: Console, runs: Sequence[RunResult]) -> None:
@@ -408,7 +445,33 @@ def show_rows(con: Console, run: RunResult, rows: Iterable[RowResult]) -> None:
                       fmt.num(row.latency_ms, 0))
         _step_rows(table, row)
         _turn_rows(table, row)
+        _sample_rows(table, row)
     con.print(table)
+
+
+def _sample_text(sample: Mapping[str, Any]) -> str:
+    if sample.get("error") is not None:
+        return f"[red]error[/] {cell(sample.get('error'), 200)}"
+    if not sample.get("valid"):
+        return f"[red]{cell(no_answer(sample.get('extract_error')), 200)}[/]"
+    return cell(sample.get("answer"), 200)
+
+
+def _sample_rows(table: Table, row: RowResult) -> None:
+    """Under a sampled row, its samples' answers and which one the vote picked."""
+    detail = row.samples
+    if detail is None:
+        return
+    samples = [s for s in detail.get("samples") or [] if isinstance(s, Mapping)]
+    chosen = detail.get("chosen")
+    shown = ", ".join(f"{i + 1}: {_sample_text(s)}" + (" [bold]<- vote[/]" if i == chosen else "")
+                      for i, s in enumerate(samples))
+    judge = detail.get("judge")
+    if isinstance(judge, Mapping) and judge.get("error"):
+        shown += f"\n[yellow]judge: {cell(judge['error'], 300)}[/]"
+    table.add_row("", "", f"[dim]samples ({cell(detail.get('vote'))}, "
+                  f"{_count(detail.get('votes'))} of {_count(len(samples))} agree)[/]\n{shown}",
+                  "", "", "", "", "")
 
 
 def _turn_rows(table: Table, row: RowResult) -> None:
@@ -473,12 +536,32 @@ def show_row_texts(con: Console, run: RunResult, rows: Iterable[RowResult]) -> N
                 _full_texts(con, st, "  ")
         if row.trajectory is not None:
             _full_turns(con, row.trajectory)
+        if row.samples is not None:
+            _full_samples(con, row.samples)
         facts = [f"tokens {_count(row.prompt_tokens)}/{_count(row.completion_tokens)}"]
         if row.latency_ms is not None:
             facts.append(f"{fmt.num(row.latency_ms, 0)} ms")
         if row.cached:
             facts.append("cached")
         con.print("[dim]" + "  ".join(facts) + "[/]")
+
+
+def _full_samples(con: Console, detail: Mapping[str, Any]) -> None:
+    """A sampled row's samples in full, the one the vote picked marked."""
+    chosen = detail.get("chosen")
+    for i, sample in enumerate(detail.get("samples") or []):
+        if not isinstance(sample, Mapping):
+            continue
+        mark = "  [bold]<- vote[/]" if i == chosen else ""
+        con.print(f"[bold]sample {i + 1}[/] answer {_sample_text(sample)}{mark}")
+        if sample.get("completion") is not None:
+            con.print(block(sample.get("completion")))
+    judge = detail.get("judge")
+    if isinstance(judge, Mapping):
+        pick = f"picked {judge['pick']}" if judge.get("pick") else cell(judge.get("error"), 300)
+        con.print(f"[bold]judge[/] {cell(judge.get('model'))}: {pick}")
+        if judge.get("completion"):
+            con.print(block(judge.get("completion")))
 
 
 def _call_line(call: Mapping[str, Any], limit: int | None = 300) -> str:

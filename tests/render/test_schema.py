@@ -1,7 +1,7 @@
 """Every `--json` document validates against its published JSON Schema in docs/schema/.
 
 The documents are real: the CLI runs against the fake server on prompt runs, pipeline runs,
-judged runs, runs with configured scorers, --repeat and --batch runs, runs with failed
+judged runs, runs with configured scorers, --repeat, --samples and --batch runs, runs with failed
 requests, and a `check` in a git repository. Each schema is itself checked against the
 draft 2020-12 meta-schema, and a command that prints `--json` without a schema file fails.
 """
@@ -284,6 +284,20 @@ def test_repeat_runs_and_their_diff(api: FakeOpenAI, echo_project: Path) -> None
     assert [f["row_id"] for f in flipped["pass_to_fail"]] == ["r2"]
     assert flipped["pass_to_fail"][0]["pass_b"] == pytest.approx(1 / 3)
     run_json("show", a["id"])
+
+
+def test_sampled_runs(api: FakeOpenAI, echo_project: Path) -> None:
+    (voted,) = run_json("eval", "prompts/echo.yaml", "--samples", "3")["runs"]
+    assert voted["self_consistency"]["requests"]["n"] == voted["n"]
+    api.responder = Flaky()
+    api.reject_param("n", when=lambda n: n != 1)
+    (separate,) = run_json("eval", "prompts/echo.yaml", "--samples", "3",
+                           "--temperature", "1")["runs"]
+    assert "rejected n=3" in separate["self_consistency"]["note"]
+    for run in (voted, separate):
+        rows = run_json("show", run["id"])["rows"]
+        assert all(len(r["self_consistency"]["samples"]) == 3 for r in rows)
+    run_json("runs")
 
 
 def test_batch_runs(api: FakeOpenAI, echo_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
