@@ -141,7 +141,8 @@ def _json_items(text: str) -> tuple[list[Any], str | None]:
         items.append(item)
 
 
-_SCALARS = (str, int, float, bool)
+# A line of a numbered or bulleted list: "1. text", "2) text", "- text", "* text".
+_LISTED = re.compile(r"^[ \t]*(?:\d{1,3}[.)]|[-*•])[ \t]+(\S.*?)[ \t]*$", re.MULTILINE)
 
 
 def _as_input(item: Any, variables: Sequence[str]) -> dict[str, Any] | str:
@@ -169,11 +170,22 @@ def _as_input(item: Any, variables: Sequence[str]) -> dict[str, Any] | str:
     return out
 
 
+def _unquoted(item: str) -> str:
+    item = item.strip()
+    return item[1:-1].strip() if len(item) > 1 and item[0] == item[-1] and item[0] in "\"'" else item
+
+
 def parse_inputs(text: str, variables: Sequence[str], n: int) -> tuple[list[dict[str, Any]], list[str]]:
     """The first `n` distinct inputs in a generator's answer, and what was wrong with the
     rest: a JSON list of objects keyed by the input variables or, for one variable, of
     strings; code fences and prose around the list are tolerated."""
     items, trouble = _json_items(text)
+    if not items and len(variables) == 1:
+        # Small models often write a numbered or bulleted list instead of JSON.
+        listed = [_unquoted(m.group(1)) for m in _LISTED.finditer(text)]
+        if listed:
+            items, trouble = listed, (f"no JSON list: {len(listed)} item(s) read from a "
+                                      "numbered or bulleted list")
     problems = [trouble] if trouble else []
     inputs: list[dict[str, Any]] = []
     seen: dict[str, int] = {}

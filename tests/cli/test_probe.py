@@ -309,3 +309,13 @@ def test_a_generator_prompt_of_ones_own(project: Path, fake_openai: FakeOpenAI) 
                         "--generator-prompt", "prompts/gen.yaml")
     assert result["generator"] == "gpt-4o"
     assert result["labels"][0]["agreement"]["value"] == 1.0
+
+
+def test_a_numbered_list_stands_in_for_json(project: Path, fake_openai: FakeOpenAI) -> None:
+    fake_openai.responder = Sentiments(
+        {"negative": lambda k: "Sentiment: negative"},
+        generated={"negative": 'Here you go:\n1. negative case 1\n2) "negative case 2"\n- negative case 3'})
+    result = probe_json("prompts/sentiment.yaml", "--label", "negative", "-n", "3")
+    assert result["labels"][0]["hits"] == 3
+    assert [p["message"] for p in result["problems"]] == [
+        "no JSON list: 3 item(s) read from a numbered or bulleted list"]
