@@ -105,7 +105,7 @@ def prompt_text(prompt: Prompt, variables: Sequence[str]) -> str:
         messages = prompt.render({v: "{" + v + "}" for v in variables})
     except InputError:  # a template that needs a variable to be more than text
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
 # --- reading the generator's answer -------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from promptctl.cli.common import fail, handle_errors, is_terminal, open_project_store, project
-from promptctl.cli.eval_cmd import MAX_CONCURRENCY
+from promptctl.cli.eval_cmd import MAX_CONCURRENCY, MAX_TIMEOUT
 from promptctl.errors import EXIT_INTERRUPTED, EXIT_PROVIDER, InputError
 
 
@@ -38,6 +38,9 @@ def probe(
     concurrency: Annotated[int | None, typer.Option(
         min=1, max=MAX_CONCURRENCY, help="Requests in flight (default 8; 1 for local GGUF "
         "endpoints).")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0.1, max=MAX_TIMEOUT, help="Seconds one attempt of a request may take (default 60; "
+        "or the endpoint's timeout:); a slow local model writing many inputs may need more.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:
@@ -66,7 +69,7 @@ def probe(
     request = ProbeRequest(path=prompt, labels=tuple(label), n=n, model=model,
                            generator=generator, generator_prompt=generator_prompt,
                            tolerance=tolerance, save=save)
-    options = EvalOptions(concurrency=concurrency, use_cache=not no_cache)
+    options = EvalOptions(concurrency=concurrency, use_cache=not no_cache, timeout=timeout)
     current: list[str] = []
     show_bar = not json_out and is_terminal(__import__("sys").stderr)
 

@@ -319,3 +319,28 @@ def test_a_numbered_list_stands_in_for_json(project: Path, fake_openai: FakeOpen
     assert result["labels"][0]["hits"] == 3
     assert [p["message"] for p in result["problems"]] == [
         "no JSON list: 3 item(s) read from a numbered or bulleted list"]
+
+
+def test_a_prompt_of_several_variables_gets_objects(project: Path, fake_openai: FakeOpenAI) -> None:
+    (project / "prompts" / "pair.yaml").write_text(
+        "model: gpt-4o-mini\nmessages:\n  - role: user\n    content: 'Is {{ city }} in "
+        "{{ country }}? Say Answer: true or false'\noutput:\n  pattern: 'Answer: (?P<answer>\\w+)'\n"
+        "  type: label\n  labels: [inside, outside]\n", encoding="utf-8")
+    asked: list[str] = []
+
+    def reply(body: Body) -> str:
+        text = last_user_message(body)
+        if "correct answer is exactly" in text:
+            asked.append(text)
+            return json.dumps([{"city": "Lyon", "country": "France"},
+                               {"city": "Lyon", "country": "Peru", "why": "ignored"},
+                               {"city": "Oslo"}])
+        return "Answer: inside"
+
+    fake_openai.responder = reply
+    result = probe_json("prompts/pair.yaml", "--label", "inside", "-n", "2")
+    (shown,) = asked
+    assert "each with the keys city, country" in shown
+    assert "user: Is {city} in {country}?" in shown  # the prompt, its variables as {name}
+    assert result["labels"][0]["generated"] == 2 and result["labels"][0]["hits"] == 2
+    assert [p["message"] for p in result["problems"]] == ["item 3 lacks country"]
