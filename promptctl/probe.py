@@ -188,7 +188,8 @@ def parse_inputs(text: str, variables: Sequence[str], n: int) -> tuple[list[dict
                                       "numbered or bulleted list")
     problems = [trouble] if trouble else []
     inputs: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
+    repeats = 0
     for number, item in enumerate(items, start=1):
         made = _as_input(item, variables)
         if isinstance(made, str):
@@ -196,11 +197,13 @@ def parse_inputs(text: str, variables: Sequence[str], n: int) -> tuple[list[dict
             continue
         key = json.dumps(made, sort_keys=True, ensure_ascii=False)
         if key in seen:
-            problems.append(f"item {number} repeats item {seen[key]}")
+            repeats += 1  # counted, not listed: a looping model repeats one input many times
             continue
-        seen[key] = number
+        seen.add(key)
         if len(inputs) < n:
             inputs.append(made)
+    if repeats:
+        problems.append(f"{repeats} item(s) repeat an earlier one")
     return inputs, problems
 
 
