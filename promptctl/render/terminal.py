@@ -297,7 +297,8 @@ def runs_table(con: Console, runs: Sequence[RunResult]) -> None:
                       cell(run.prompt_name), _short(run.git_commit, 8),
                       "yes" if run.git_dirty else ("-" if run.git_dirty is None else "no"),
                       _short(run.prompt_version, 8), cell(run.model),
-                      cell(run.status) + ("" if run.covers_evalset else " (partial)"),
+                      cell(run.status) + ("" if run.covers_evalset else " (partial)")
+                      + (" (probe)" if run.is_probe else ""),
                       _count(run.summary.n), _count(run.summary.errors), shown)
     con.print(table)
 

@@ -275,6 +275,8 @@ def test_probe_runs_are_no_baseline_nor_history(project: Path, fake_openai: Fake
     stored = store.get_run(probed["run"])
     assert stored["options"]["probe"]["labels"] == ["positive"]
     assert store.get_run(probed["generator_run"])["options"]["probe"] == {"generator_for": "sentiment"}
+    listed = invoke("runs").stdout
+    assert sum("(probe)" in line for line in listed.splitlines()) == 2  # the generator's too
     resumed = invoke("eval", "--resume", probed["run"], code=2)
     assert "is a probe's run, which cannot be resumed" in resumed.stderr
 
