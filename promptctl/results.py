@@ -1,12 +1,12 @@
-"""What `diff`, `history` and `check` return: frozen dataclasses, one per JSON object.
+"""What `diff`, `history`, `check` and `probe` return: frozen dataclasses, one per JSON object.
 
 Each field is named as the key `--json` prints, and each class's `to_json()` gives
 that document exactly (keys in the same order; a key the document leaves out when
 it has no value is left out again). Values absent here are `None`, or an empty
 tuple for a list. Renderers read the attributes, so a misspelt field is a type error.
 
-Only the standard library is imported: this module sits below everything that
-builds or renders these results.
+Only the standard library (and the typed runs of `promptctl.runs`) is imported: this
+module sits below everything that builds or renders these results.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from promptctl.runs import ProbeSummary, RunResult
 
 Interval = tuple[float, ...]
 # The significance level of `diff` (and `check`'s default): a change is called significant
@@ -550,3 +552,50 @@ class CheckResult:
                 "unchanged": [u.to_json() for u in self.unchanged],
                 "deleted": [d.to_json() for d in self.deleted],
                 "summary": self.summary.to_json(), "exit_code": self.exit_code}
+
+
+# --- probe ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeProblem:
+    """Something wrong with what the generator wrote for a label: an unreadable answer, an
+    item without the prompt's input variables, a repeated input, a failed request."""
+
+    label: Any
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class SavedRows:
+    """What `probe --save` appended to an eval set: new rows, and rows already there."""
+
+    path: str
+    added: int
+    present: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "added": self.added, "present": self.present}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeResult:
+    """`promptctl probe`: the stored probe run with each label's round-trip agreement, what
+    went wrong in the generation, and what was saved."""
+
+    run: RunResult
+    probe: ProbeSummary
+    problems: tuple[ProbeProblem, ...]
+    saved: SavedRows | None
+
+    def to_json(self) -> dict[str, Any]:
+        run = self.run
+        return {"run": run.id, "prompt": run.prompt_name, "prompt_path": run.prompt_path,
+                "prompt_version": run.prompt_version, "model": run.model,
+                "evalset": run.evalset_path, **self.probe.to_json(),
+                "errors": run.summary.errors, "cached": run.summary.cached,
+                "problems": [p.to_json() for p in self.problems],
+                "saved": self.saved.to_json() if self.saved is not None else None}

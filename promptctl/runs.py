@@ -304,6 +304,74 @@ class Tokens:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """One answer a probe's inputs got other than the label, and how often (`answer` None:
+    no answer could be read from the completion)."""
+
+    answer: Any
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeLabel:
+    """One label of a probe: how many inputs were asked for and generated, the share of them
+    the prompt answered with the label (its round-trip agreement, with `n` and interval), and
+    what the others got."""
+
+    label: Any
+    requested: int
+    generated: int
+    agreement: MetricResult
+    hits: int
+    errors: int
+    others: tuple[ProbeAnswer, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "requested": self.requested, "generated": self.generated,
+                "agreement": self.agreement.to_json(), "hits": self.hits, "errors": self.errors,
+                "others": [{"answer": o.answer, "count": o.count} for o in self.others]}
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSummary:
+    """What a probe run adds to its summary: the generator and each label's agreement."""
+
+    generator: str
+    generator_run: str | None
+    tolerance: float | None
+    labels: tuple[ProbeLabel, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"generator": self.generator, "generator_run": self.generator_run,
+                "tolerance": self.tolerance, "labels": [x.to_json() for x in self.labels]}
+
+
+def _probe(read: _Reader, raw: Any) -> ProbeSummary | None:
+    if raw is None:
+        return None
+    data = read.mapping(raw, "summary.probe")
+    labels = []
+    for i, item in enumerate(read.items(data.get("labels"), "summary.probe.labels")):
+        where = f"summary.probe.labels[{i}]"
+        entry = read.mapping(item, where)
+        others = tuple(ProbeAnswer(read.mapping(o, f"{where}.others").get("answer"),
+                                   read.count(read.mapping(o, f"{where}.others").get("count"),
+                                              f"{where}.others.count"))
+                       for o in read.items(entry.get("others"), f"{where}.others"))
+        labels.append(ProbeLabel(
+            label=entry.get("label"), requested=read.count(entry.get("requested"), f"{where}.requested"),
+            generated=read.count(entry.get("generated"), f"{where}.generated"),
+            agreement=_metric(read, entry.get("agreement"), f"{where}.agreement"),
+            hits=read.count(entry.get("hits"), f"{where}.hits"),
+            errors=read.count(entry.get("errors"), f"{where}.errors"), others=others))
+    return ProbeSummary(generator=read.text(data.get("generator"), "summary.probe.generator") or "",
+                        generator_run=read.text(data.get("generator_run"),
+                                                "summary.probe.generator_run"),
+                        tolerance=read.number(data.get("tolerance"), "summary.probe.tolerance"),
+                        labels=tuple(labels))
+
+
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     """A run's accounting and what its kind adds (a pipeline's steps).
 
@@ -339,6 +407,8 @@ class RunSummary:
     agent: Mapping[str, Any] | None
     # `eval --samples K`: the vote against the first sample, and what it cost.
     samples: SelfConsistency | None = None
+    # A probe run's per-label round-trip agreement (`promptctl probe`).
+    probe: ProbeSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +460,10 @@ class RunResult:
     @property
     def failed_requests(self) -> int:
         return self.summary.errors + self.summary.fewshot_errors
+
+    @property
+    def is_probe(self) -> bool:
+        return is_probe(self.options)
 
 
 def _consistency(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -483,6 +557,7 @@ def _summary(read: _Reader, raw: Any) -> RunSummary:
         agent=read.mapping(summary.get("agent"), "summary.agent") if summary.get("agent")
         else None,
         samples=_self_consistency(read, summary.get("samples")),
+        probe=_probe(read, summary.get("probe")),
     )
 
 
@@ -695,13 +770,21 @@ def row_errors(run: Mapping[str, Any]) -> int:
     return int(summary.get("errors") or 0) + int(summary.get("fewshot_errors") or 0)
 
 
+def is_probe(options: Mapping[str, Any] | None) -> bool:
+    """Whether a run with these options is a probe's (`promptctl probe`): a run of the prompt
+    on inputs a model generated, not on its eval set."""
+    return bool((options or {}).get("probe"))
+
+
 def stands_for_version(run: Mapping[str, Any]) -> bool:
     """Whether a run may stand for its prompt version: complete, whole eval set covered, and
     one answer per row as the prompt asks (a vote over samples at a temperature answers
-    another question: `eval --samples`)."""
+    another question: `eval --samples`), on its eval set (a probe's run scores generated
+    inputs: it stands for no version)."""
     options = run.get("options")
     sampled = isinstance(options, Mapping) and options.get("samples") is not None
-    return run.get("status") == "complete" and covers_evalset(run) and not sampled
+    return run.get("status") == "complete" and covers_evalset(run) and not sampled \
+        and not is_probe(options if isinstance(options, Mapping) else None)
 
 
 def best(runs: Iterable[R]) -> R | None:

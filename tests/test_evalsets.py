@@ -617,3 +617,47 @@ def test_duplicate_csv_column_names_are_cut_short(tmp_path: Path) -> None:
     name = "c" * 300
     exc = error(write(tmp_path, "q.csv", f"{name},{name}\n1,2\n"))
     assert len(exc.message) < 120
+
+
+# --- generated rows awaiting review (probe --save) ------------------------------------------
+
+def test_unreviewed_rows_are_not_among_the_rows(tmp_path: Path) -> None:
+    path = write(tmp_path, "set.jsonl", jsonl(
+        {"id": "a", "input": {"t": "x"}, "expected": 1},
+        {"id": "b", "input": {"t": "y"}, "expected": 2, "source": "probe", "reviewed": False},
+        {"id": "c", "input": {"t": "z"}, "expected": 3, "source": "probe", "reviewed": True}))
+    evalset = load_evalset(path)
+    assert [r.id for r in evalset] == ["a", "c"]
+    assert len(evalset) == 2 and evalset.unreviewed == 1
+    (_, reviewed) = evalset.rows
+    assert (reviewed.source, reviewed.reviewed) == ("probe", True)
+    assert reviewed.to_dict()["reviewed"] is True
+
+
+def test_unreviewed_rows_are_left_out_of_a_large_set_too(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evalsets, "KEEP_ROWS", 0)  # parse again on every pass
+    path = write(tmp_path, "set.jsonl", jsonl(
+        *({"id": f"r{i}", "input": {"t": "x"}, "reviewed": i % 3 != 0} for i in range(9))))
+    evalset = load_evalset(path)
+    assert len(evalset) == 6 and evalset.unreviewed == 3
+    assert [r.id for r in evalset] == ["r1", "r2", "r4", "r5", "r7", "r8"]
+
+
+def test_an_unreviewed_row_still_takes_its_id(tmp_path: Path) -> None:
+    path = write(tmp_path, "set.jsonl", jsonl({"id": "a", "input": {"t": "x"}, "reviewed": False},
+                                              {"id": "a", "input": {"t": "y"}}))
+    assert "duplicate row id 'a'" in error(path).message
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    ({"reviewed": "yes"}, "reviewed of row 2 must be true or false"),
+    ({"reviewed": 0}, "reviewed of row 2 must be true or false"),
+    ({"source": 7}, "source of row 2 must be text"),
+])
+def test_review_fields_of_the_wrong_kind_name_the_line(tmp_path: Path, extra: dict[str, object],
+                                                       said: str) -> None:
+    path = write(tmp_path, "set.jsonl", jsonl({"input": {"t": "x"}},
+                                              {"input": {"t": "y"}, **extra}))
+    exc = error(path)
+    assert said in exc.message and exc.line == 2

@@ -13,6 +13,7 @@ from promptctl.cli import (
     check_cmd,
     compare_cmd,
     eval_cmd,
+    probe_cmd,
     report_cmd,
     rescore_cmd,
     runs_cmd,
@@ -67,6 +68,7 @@ app.command("history")(compare_cmd.history)
 app.command("check")(check_cmd.check)
 app.command("report")(report_cmd.report)
 app.command("rescore")(rescore_cmd.rescore)
+app.command("probe")(probe_cmd.probe)
 app.command("init")(validate_cmd.init)
 app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(store_cmd.app, name="store")

@@ -216,6 +216,14 @@ def eval_(
                           use_cache=not no_cache, cache_only=cache_only, rpm=rpm, tpm=tpm,
                           timeout=timeout, max_response_mb=max_response_mb, batch=batch)
     store = open_project_store(config)
+    from promptctl.errors import display_path
+
+    # Generated rows nobody has checked yet (probe --save) are left out of every metric.
+    for path, count in {j.evalset.path: j.evalset.unreviewed for j in jobs
+                        if j.evalset.unreviewed}.items():
+        typer.echo(f"note: skipped {count} unreviewed row(s) of {display_path(path)} (reviewed: "
+                   "false); set reviewed: true on those a person has checked to score them",
+                   err=True)
     if dry_run:
         from promptctl.engine.estimate import estimate
         from promptctl.prompts import Prompt

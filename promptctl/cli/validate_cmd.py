@@ -55,8 +55,13 @@ def _kind(path: Path) -> str:
     return "evalset" if is_evalset_file(path) else "prompt"
 
 
-def check_file(path: Path) -> str:
-    """Validate one prompt (with its eval set, every row rendered) or eval set; nothing is sent."""
+def _unreviewed(count: int) -> str:
+    return f", {count} unreviewed (reviewed: false, not scored until checked)" if count else ""
+
+
+def check_file(path: Path) -> tuple[str, int]:
+    """Validate one prompt (with its eval set, every row rendered) or eval set; nothing is
+    sent. Returns what it is, and how many of its eval set's rows are unreviewed."""
     from promptctl.agents import Agent
     from promptctl.engine.plan import plan_requests
     from promptctl.errors import InputError
@@ -73,7 +78,7 @@ def check_file(path: Path) -> str:
                          ".yaml/.yml or .csv files")
     if _kind(path) == "evalset":
         evalset = load_evalset(path)
-        return f"eval set, {len(evalset)} rows"
+        return f"eval set, {len(evalset)} rows{_unreviewed(evalset.unreviewed)}", evalset.unreviewed
     target = load_target(path)
     if target.kind == "pipeline":
         assert isinstance(target, Pipeline)
@@ -86,11 +91,12 @@ def check_file(path: Path) -> str:
     if target.evalset is None:
         # Still checks its metrics (a scorer that does not load, a judge that does not exist).
         plan_requests(target, EvalSet(path=path, version="", rows=()))
-        return f"{what}, no eval set named"
+        return f"{what}, no eval set named", 0
     evalset = evalset_of(target)
     plan_requests(target, evalset)
     done = "renders" if target.kind == "prompt" else "checked"
-    return f"{what}, every row of {target.evalset.name} ({len(evalset)}) {done}"
+    return (f"{what}, every row of {target.evalset.name} ({len(evalset)}) {done}"
+            f"{_unreviewed(evalset.unreviewed)}", evalset.unreviewed)
 
 
 def _report_once(results: list[dict[str, Any]]) -> None:
@@ -129,7 +135,9 @@ def validate(
     results: list[dict[str, Any]] = []
     for path in files:
         try:
-            results.append({"file": display_path(path), "ok": True, "detail": check_file(path)})
+            detail, unreviewed = check_file(path)
+            results.append({"file": display_path(path), "ok": True, "detail": detail,
+                            "unreviewed": unreviewed})
         except PromptctlError as exc:
             # `file` is the file named on the command line; the error's own file
             # may differ (the eval set a prompt names).

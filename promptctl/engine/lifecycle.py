@@ -40,6 +40,7 @@ from promptctl.gitinfo import GitState, find_repo, git_state
 from promptctl.project import relative
 from promptctl.providers import Provider, ResolvedModel, open_provider, preflight, resolve_model
 from promptctl.ratelimit import RateLimiter
+from promptctl.runs import is_probe
 from promptctl.store import RUN_ID_ALPHABET, RunRecord, Store, utcnow
 from promptctl.target import Target, evalset_of, metric_identities, target_from_run
 from promptctl.work import WorkItem
@@ -184,6 +185,10 @@ def run_eval(target: Target, resolved: ResolvedModel, *, store: Store, config: C
                          "on the answers before it)", file=target.path,
                          fix=f"drop --batch for {target.kind}s")
     evalset = evalset if evalset is not None else evalset_of(target)
+    if not len(evalset) and evalset.unreviewed:
+        raise InputError(f"every row of the eval set is unreviewed ({evalset.unreviewed} with "
+                         "reviewed: false): there is nothing to score", file=evalset.path,
+                         fix='check the rows and set "reviewed": true on those that are right')
     plan = plan_requests(target, evalset, limit=options.limit, repeat=options.repeat)
     _preflight(store, plan, resolved, options, config)
     git = git or git_state(target.path, [*target.files, evalset.path])
@@ -200,6 +205,7 @@ def run_eval(target: Target, resolved: ResolvedModel, *, store: Store, config: C
         "options": {"limit": options.limit, "repeat": options.repeat,
                     "concurrency": concurrency, "use_cache": options.use_cache,
                     "cache_only": options.cache_only, "evalset_rows": len(evalset),
+                    **({"unreviewed_skipped": evalset.unreviewed} if evalset.unreviewed else {}),
                     **({"batch": True} if options.batch else {}),
                     **target.run_options(), **metric_identities(target)},
     })
@@ -346,6 +352,12 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
     run = store.get_run(run_ref)
     refuse_running(run)
     stored = run.get("options") or {}
+    if is_probe(stored):
+        # Its eval set was generated in memory: running the probe again rebuilds it, and
+        # the answers it already has come from the cache.
+        raise InputError(f"run {run['id']} is a probe's run, which cannot be resumed",
+                         fix=f"run the same promptctl probe {run.get('prompt_path') or ''} "
+                         "command again: what was answered comes from the cache")
     # Before any option is read: a damaged batch state must not send its requests twice.
     check_resumable(run["id"], stored, str(run.get("kind") or "prompt"))
     target = target_from_run(run, config.root)

@@ -73,6 +73,8 @@ def run_json(run: RunResult) -> dict[str, Any]:
         # An agent run's turns, tool errors, turn limit, tool selection, gap and time.
         **({"agent": {**s.agent, "cost_usd_per_row": _per_row(s.cost_usd, s.rows)}}
            if run.kind == "agent" and s.agent is not None else {}),
+        # A probe run's per-label round-trip agreement.
+        **({"probe": s.probe.to_json()} if s.probe is not None else {}),
         # Rows a configured metric could not score, with their messages.
         **({"scoring_errors": {k: {"count": v.count, "samples": v.samples,
                                    "fewshot": v.fewshot, "rows": list(v.rows)}

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from promptctl.metrics.registry import builtin, builtin_metrics, higher_is_better
 from promptctl.render import fmt, inert
+from promptctl.results import ProbeResult
 from promptctl.runs import Answered, MetricResult, RowResult, RunResult, RunSummary, SelfConsistency
 from promptctl.toolcalls import call_text
 
@@ -333,7 +334,8 @@ def runs_table(con: Console, runs: Sequence[RunResult]) -> None:
                       cell(run.prompt_name), _short(run.git_commit, 8),
                       "yes" if run.git_dirty else ("-" if run.git_dirty is None else "no"),
                       _short(run.prompt_version, 8), cell(run.model),
-                      cell(run.status) + ("" if run.covers_evalset else " (partial)"),
+                      cell(run.status) + ("" if run.covers_evalset else " (partial)")
+                      + (" (probe)" if run.is_probe else ""),
                       _count(run.summary.n), _count(run.summary.errors), shown)
     con.print(table)
 
@@ -739,3 +741,42 @@ def batch_note(con: Console, run: RunResult) -> None:
             con.print(f"[yellow]batch {cell(str(b.get('id')))}: {_count(ignored)} line(s) of its "
                       "result files left out[/] (unreadable, for requests it was not given, or "
                       "repeated)")
+
+
+def _answer(value: Any) -> str:
+    return "(unreadable)" if value is None else cell(value, 60)
+
+
+def probe_summary(con: Console, result: ProbeResult) -> None:
+    """`promptctl probe`: per label the round-trip agreement with its interval, and the other
+    answers; then what went wrong in the generation, and what was saved."""
+    run, probe = result.run, result.probe
+    tolerance = f"  tolerance {fmt.short(probe.tolerance)}" if probe.tolerance is not None else ""
+    con.print(f"[bold]{cell(run.prompt_name)}[/] with [bold]{cell(run.model)}[/]  probe run "
+              f"{cell(run.id)}  inputs by {cell(probe.generator)} (run "
+              f"{cell(probe.generator_run)}){tolerance}")
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("label")
+    table.add_column("agreement (95% CI)", justify="right")
+    table.add_column("n", justify="right")
+    table.add_column("generated", justify="right")
+    table.add_column("errors", justify="right")
+    table.add_column("other answers")
+    for entry in probe.labels:
+        others = ", ".join(f"{_answer(o.answer)} ×{o.count}" for o in entry.others) or "-"
+        table.add_row(cell(entry.label, 60), fmt.metric(entry.agreement.to_json()),
+                      _count(entry.agreement.n), f"{entry.generated} of {entry.requested}",
+                      _count(entry.errors), others)
+    con.print(table)
+    summary = run.summary
+    con.print(f"cached {_count(summary.cached)}  retries {_count(summary.retries)}  "
+              f"{cost_text(summary.cost_usd, summary.spent_usd, summary.saved_usd)} (the "
+              "prompt's requests; the generator's are in its run)")
+    for problem in result.problems:
+        con.print(f"[yellow]generator, label {cell(problem.label, 60)}:[/] "
+                  f"{cell(problem.message, 300)}", soft_wrap=True)
+    if result.saved is not None:
+        saved = result.saved
+        present = f" ({saved.present} already there)" if saved.present else ""
+        con.print(f"saved {saved.added} row(s) to {cell(saved.path)}{present} with reviewed: "
+                  "false: they count in its metrics once a person sets reviewed: true")

@@ -708,3 +708,25 @@ def test_a_pipeline_step_expecting_what_its_prompt_cannot_answer_is_refused(
     assert_one_clear_error(result, "evalsets/flow.jsonl", 1)
     assert "so exact_match can never score it as meant (answers are read by output_type: of " \
            "pipelines/flow.yaml)" in result.output
+
+
+def test_unreviewed_rows_are_counted_and_a_bad_flag_named(project: Path) -> None:
+    rows = project / "evalsets" / "greet.jsonl"
+    rows.write_text(EVALSET + '{"id": "p1", "input": {"name": "Di"}, "expected": "Hello Di", '
+                    '"source": "probe", "reviewed": false}\n', encoding="utf-8")
+    result = run_cli("validate")
+    assert result.exit_code == 0, result.output
+    assert "evalsets/greet.jsonl: eval set, 2 rows, 1 unreviewed" in result.stdout
+    assert "every row of greet.jsonl (2) renders, 1 unreviewed" in result.stdout
+    rows.write_text(EVALSET + '{"input": {"name": "Di"}, "reviewed": "no"}\n', encoding="utf-8")
+    assert_one_clear_error(run_cli("validate", "evalsets/greet.jsonl"), "evalsets/greet.jsonl", 3)
+
+
+def test_an_eval_set_with_only_unreviewed_rows_cannot_be_evaluated(project: Path,
+                                                                   api: FakeOpenAI) -> None:
+    (project / "evalsets" / "greet.jsonl").write_text(
+        '{"input": {"name": "Di"}, "reviewed": false}\n', encoding="utf-8")
+    result = run_cli("eval", "prompts/greet.yaml", "--model", "gpt-4o-mini")
+    assert result.exit_code == 2, result.output
+    assert "every row of the eval set is unreviewed" in result.output
+    assert not api.chat_requests

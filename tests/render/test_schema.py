@@ -25,7 +25,7 @@ from referencing import Registry, Resource
 from promptctl.cli.app import app
 from tests import agentkit, helpers, pipelinekit, toolkit
 from tests.checkrepo import Repo, prompt_text, repo
-from tests.fakeserver import Body, FakeOpenAI, letter_vector
+from tests.fakeserver import Body, FakeOpenAI, last_user_message, letter_vector
 from tests.helpers import ECHO_PROMPT, commit_all, git_identity, git_init, invoke, write_echo_project
 from tests.judgekit import judge_reply, write_judged_project
 
@@ -48,6 +48,7 @@ SCHEMAS = {
     "cache clear": "cache-clear.schema.json",
     "store import": "store-import.schema.json",
     "store check": "store-check.schema.json",
+    "probe": "probe.schema.json",
 }
 # Schemas the others refer to rather than documents of their own.
 SHARED = {"run.schema.json"}
@@ -307,6 +308,26 @@ def test_batch_runs(api: FakeOpenAI, echo_project: Path, monkeypatch: pytest.Mon
     (plan,) = run_json("eval", "prompts/echo.yaml", "--dry-run", "--batch", "--no-cache")["dry_run"]
     assert plan["to_send"] == 5
     run_json("show", run["id"])
+
+
+def test_probe_documents_and_the_probe_run(api: FakeOpenAI, echo_project: Path) -> None:
+    def reply(body: Body) -> str:
+        text = last_user_message(body)
+        if "correct answer is exactly" in text:  # the generator: one usable input, one not
+            return '```json\n["one", 42, "two"]\n```'
+        return "echo: " + text  # the echo prompt answers each input's first word
+
+    api.responder = reply
+    document = run_json("probe", "prompts/echo.yaml", "--label", "one", "-n", "3",
+                        "--save", "evalsets/probed.jsonl")["probe"]
+    (label,) = document["labels"]
+    assert (label["hits"], label["generated"]) == (1, 2)
+    assert label["others"] == [{"answer": "two", "count": 1}]
+    assert document["problems"] and document["saved"]["added"] == 2
+    shown = run_json("show", document["run"])
+    assert shown["run"]["probe"]["labels"][0]["hits"] == 1
+    run_json("runs")
+    run_json("validate", "evalsets/probed.jsonl")
 
 
 @pytest.fixture
