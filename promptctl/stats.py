@@ -740,6 +740,20 @@ def f1_macro_table(tables: FloatArray) -> FloatArray:
 # --- row-wise statistics for paired_continuous ------------------------------------------
 
 
+def mean_rows(m: FloatArray) -> FloatArray:
+    """The mean of each row of a (k, n) matrix: a per-row figure's statistic (tokens, cost)."""
+    return np.asarray(m.mean(axis=-1), dtype=np.float64)
+
+
+def percentile_rows(q: float) -> Callable[[FloatArray], FloatArray]:
+    """The `q`th percentile of each row of a (k, n) matrix (numpy's linear interpolation, as
+    a run's latency percentiles are computed): p50 and p90 of a resample."""
+    def statistic(m: FloatArray) -> FloatArray:
+        return np.asarray(np.percentile(m, q, axis=-1), dtype=np.float64)
+
+    return statistic
+
+
 def rank_rows(m: FloatArray) -> FloatArray:
     """Average ranks along the last axis without a Python loop per row.
 

@@ -59,3 +59,33 @@ def short(value: Any) -> str:
         return f"{value:.1g}"
     text = f"{value:.3f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+# A row's cost is a few millionths of a dollar: reports show it per 1,000 rows.
+COST_ROWS = 1000
+_UNIT_DIGITS = {"tokens": 1, "usd": 4, "ms": 0}
+
+
+def usage(value: Any, unit: str, *, sign: bool = False) -> str:
+    """A tokens, cost or latency figure of a diff: tokens with one decimal (a mean per row),
+    a cost per row as USD per 1,000 rows, milliseconds whole; `-` for none."""
+    if not _finite(value):
+        return "-"
+    scaled = value * COST_ROWS if unit == "usd" else value
+    text = (signed if sign else num)(scaled, _UNIT_DIGITS.get(unit, 3))
+    if unit == "usd" and text != "-":
+        return text[0] + "$" + text[1:] if text[0] in "+-" else "$" + text
+    return text
+
+
+def usage_interval(ci: Any, unit: str) -> str:
+    """A figure's 95% interval, as `usage` shows the figure: `[+$0.0100, +$0.0200]`."""
+    if not ci or len(ci) != 2:
+        return "-"
+    return f"[{usage(ci[0], unit, sign=True)}, {usage(ci[1], unit, sign=True)}]"
+
+
+def usage_label(name: str, unit: str) -> str:
+    """A figure's name with its unit: `cost (USD / 1k rows)`, `latency p50 (ms)`."""
+    return {"tokens": f"{name} / row", "usd": f"{name} (USD / {COST_ROWS // 1000}k rows)",
+            "ms": f"{name} (ms)"}.get(unit, name)

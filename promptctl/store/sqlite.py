@@ -31,6 +31,7 @@ from promptctl.store.base import (
     StoreError,
     StoreUnavailable,
     Undecodable,
+    UsageColumns,
     cached_response,
     check_run_fields,
     checked_columns,
@@ -328,6 +329,23 @@ class SQLiteStore(Store):
                     self._skip(problem)
                 out.append(cols)
             return out
+
+    def usage_columns(self, run_id: str, kind: str = "eval") -> UsageColumns:
+        """`Store.usage_columns` from these columns alone: no row's messages or texts."""
+        cols = UsageColumns(row_id=[], ok=[], prompt_tokens=[], completion_tokens=[],
+                            latency_ms=[], cached=[])
+        for r in self.conn.execute(
+                "SELECT row_id, error IS NULL, prompt_tokens, completion_tokens, latency_ms, "
+                "cached FROM rows WHERE run_id = ? AND kind = ?", (run_id, kind)):
+            if type(r[0]) is not str:  # a malformed row: left out, as score_columns leaves it
+                continue
+            cols["row_id"].append(r[0])
+            cols["ok"].append(bool(r[1]))
+            cols["prompt_tokens"].append(r[2])
+            cols["completion_tokens"].append(r[3])
+            cols["latency_ms"].append(r[4])
+            cols["cached"].append(bool(r[5]))
+        return cols
 
     def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",
                    columns: Sequence[str] | None = None) -> list[RowRecord]:
