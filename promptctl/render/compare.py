@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from promptctl.render import fmt
-from promptctl.render.markdown import code, plain
+from promptctl.render.markdown import code, plain, usage_markdown
 from promptctl.render.terminal import cell
 from promptctl.results import (
     DiffResult,
@@ -81,60 +81,17 @@ def _metric_label(name: str, e: MetricDelta) -> str:
     return name + (" (lower is better)" if not e.higher_is_better else "")
 
 
-USAGE_COLUMNS = ("per paired row", "A", "B", "delta (B-A)", "95% CI", "p", "n")
-
-
-def usage_cells(usage: UsageDiff) -> list[list[str]]:
-    """Per figure of tokens, cost and latency: its label, A, B, delta, interval, p, n; an
-    unknown figure says `unknown` (an unknown cost is never 0)."""
-    out = []
-    for name, unit, f in usage.figures():
-        if f.unknown is not None:
-            out.append([fmt.usage_label(name, unit), "unknown", "unknown", "-", "-", "-", "-"])
-            continue
-        out.append([fmt.usage_label(name, unit), fmt.usage(f.a, unit), fmt.usage(f.b, unit),
-                    fmt.usage(f.delta, unit, sign=True), fmt.usage_interval(f.ci95, unit),
-                    fmt.p_value(f.p_value), str(f.n)])
-    return out
-
-
-def usage_notes(usage: UsageDiff) -> list[str]:
-    """Why a figure is unknown, and the rows latency leaves out (answered from the cache)."""
-    why: dict[str, list[str]] = {}
-    for name, _, f in usage.figures():
-        if f.unknown is not None:
-            why.setdefault(f.unknown, []).append(name)
-    notes = [f"{', '.join(names)} unknown: {reason}" for reason, names in why.items()]
-    if usage.latency_cached_excluded:
-        notes.append(f"latency leaves out {usage.latency_cached_excluded} paired row(s) "
-                     "answered from the cache on either side (a cache hit replays an earlier "
-                     "request's latency)")
-    return notes
-
-
 def usage_terminal(con: Console, usage: UsageDiff | None) -> None:
     if usage is None:
         return
     table = Table(show_edge=False, header_style="bold")
-    for col in USAGE_COLUMNS:
-        table.add_column(col, justify="left" if col == USAGE_COLUMNS[0] else "right")
-    for cells in usage_cells(usage):
+    for col in fmt.USAGE_COLUMNS:
+        table.add_column(col, justify="left" if col == fmt.USAGE_COLUMNS[0] else "right")
+    for cells in fmt.usage_cells(usage):
         table.add_row(*(cell(c) for c in cells))
     con.print(table)
-    for note in usage_notes(usage):
+    for note in fmt.usage_notes(usage):
         con.print(cell(note, 1000), soft_wrap=True)
-
-
-def usage_markdown(usage: UsageDiff | None) -> list[str]:
-    if usage is None:
-        return []
-    lines = ["", "| " + " | ".join(USAGE_COLUMNS) + " |", "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += ["| " + " | ".join(plain(c) for c in cells) + " |" for cells in usage_cells(usage)]
-    notes = usage_notes(usage)
-    if notes:
-        lines.append("")
-    lines += [f"- {plain(n, 1000)}" for n in notes]
-    return lines
 
 
 def diff_terminal(con: Console, result: DiffResult) -> None:

@@ -56,8 +56,8 @@ from promptctl.errors import EXIT_GATE, EXIT_INPUT, EXIT_OK, EXIT_PROVIDER, Inpu
 from promptctl.metrics.registry import builtin, pass_fail_keys
 from promptctl.redact import redact
 from promptctl.render import TEXT_LIMIT
-from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
 from promptctl.render import fmt as numbers
+from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
 from promptctl.results import CheckResult, Gate, pareto_front
 
 INSTALL_HINT = install_command("report")
@@ -641,20 +641,23 @@ def _pareto_charts(charts: Charts, versions: Sequence[Mapping[str, Any]],
                    (v.get("metrics") or {}).get(name)) for v in versions]
         points = [(c, m if _is_number(m) else None) for c, m in points]
         front = pareto_front(points, higher_is_better=higher)
-        values = [{"version": labels[i], "cost": c * numbers.COST_ROWS, "value": m,
+        values = [{"version": labels[i], "number": str(len(versions) - i),
+                   "cost": round(c * numbers.COST_ROWS, 9), "value": m,
                    "front": "on the Pareto front" if front[i] else "dominated"}
                   for i, (c, m) in enumerate(points) if c is not None and m is not None]
         if not values:
             continue
         step = sorted((v for v in values if v["front"] != "dominated"),
                       key=lambda v: (v["cost"], -v["value"] if higher else v["value"]))
-        x = {"field": "cost", "type": "quantitative", "scale": {"zero": False, "nice": True},
+        # Padding keeps the labels of the outermost points inside the plot.
+        x = {"field": "cost", "type": "quantitative",
+             "scale": {"zero": False, "nice": True, "padding": 16},
              "title": f"cost, USD per {numbers.COST_ROWS:,} rows"}
         y = {"field": "value", "type": "quantitative", "scale": _y_scale(name),
              "title": f"{label(name)} ({'higher' if higher else 'lower'} is better)"}
+        kinds = ["on the Pareto front", "dominated"]
         shape = {"field": "front", "type": "nominal", "title": None,
-                 "scale": {"domain": ["on the Pareto front", "dominated"],
-                           "range": ["#0969da", "#8c959f"]}}
+                 "scale": {"domain": kinds, "range": ["#0969da", "#8c959f"]}}
         spec = {"width": 360, "height": 200, "layer": [
             {"data": {"values": step},
              "mark": {"type": "line", "interpolate": "step-after",
@@ -663,14 +666,16 @@ def _pareto_charts(charts: Charts, versions: Sequence[Mapping[str, Any]],
             {"data": {"values": values},
              "mark": {"type": "point", "size": 80, "strokeWidth": 2},
              "encoding": {"x": x, "y": y, "color": shape,
-                          "fill": {"condition": {"test": "datum.front !== 'dominated'",
-                                                 "value": "#0969da"}, "value": "transparent"},
+                          "fill": {**shape, "scale": {"domain": kinds,
+                                                      "range": ["#0969da", "#ffffff"]}},
                           "tooltip": [{"field": "version"}, {"field": "cost"},
                                       {"field": "value"}]}},
             {"data": {"values": values},
-             "mark": {"type": "text", "align": "left", "dx": 7, "dy": -6, "fontSize": 10,
+             # The version's number (the versions table's first column): whole labels of
+             # points close together would overlap.
+             "mark": {"type": "text", "align": "left", "dx": 6, "dy": -7, "fontSize": 11,
                       "color": "#3d444d"},
-             "encoding": {"x": x, "y": y, "text": {"field": "version"}}},
+             "encoding": {"x": x, "y": y, "text": {"field": "number"}}},
         ]}
         out.append(charts.svg(spec, f"{label(name)} against cost per row, Pareto front marked"))
     return out
@@ -1023,13 +1028,15 @@ def _history_section(index: int, hist: Mapping[str, Any], charts: Charts) -> dic
                 names.append(name)
     labels = _version_labels(versions)
     directions = hist.get("higher_is_better")
+    numbers_of = [len(versions) - i for i in range(len(versions))]
     return {"index": index, "hist": _part(hist), "versions": fields(versions), "names": names,
             "trend_chart": _trend_chart(charts, versions) if versions else None,
             "pareto_charts": _pareto_charts(charts, versions, directions
                                             if isinstance(directions, Mapping) else {}),
             "unpriced": [labels[i] for i, v in enumerate(versions)
                          if not _is_number(v.get("cost_per_row"))],
-            "costs": [numbers.usage(v.get("cost_per_row"), "usd") for v in versions]}
+            "costs": [numbers.usage(v.get("cost_per_row"), "usd") for v in versions],
+            "numbers": numbers_of}
 
 
 # --- the page ---------------------------------------------------------------------------------

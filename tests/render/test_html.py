@@ -394,6 +394,9 @@ def test_the_report_has_runs_diff_history_with_their_numbers(project: Project, b
     lines = browser.js("return [...document.querySelectorAll('#history-1 table.versions tbody tr')]"
                        ".map(tr => [...tr.cells].map(td => td.textContent))")
     versions = project.history["versions"]
+    # Each line's number counts from the oldest, as the charts number the points.
+    assert [line[0] for line in lines] == [str(len(versions) - i) for i in range(len(versions))]
+    lines = [line[1:] for line in lines]
     assert [line[0] for line in lines] == [v["date"] for v in versions]
     assert [line[1] for line in lines] == [v["git_commit"][:12] for v in versions]
     assert lines[1][2] == versions[1]["subject"]
