@@ -43,6 +43,7 @@ from promptctl.stats import (
     f1_macro_table,
     mean_rows,
     paired_binary,
+    paired_bounded,
     paired_continuous,
     paired_resampling,
     pearson_rows,
@@ -568,7 +569,7 @@ def _figure(a: FloatArray, b: FloatArray, statistic: Any, empty: str) -> UsageDe
     import numpy as np
 
     keep = np.isfinite(a) & np.isfinite(b)
-    t = paired_continuous(a[keep], b[keep], statistic)
+    t = paired_bounded(a[keep], b[keep], statistic)
     return UsageDelta(a=t["a"], b=t["b"], delta=t["delta"], ci95=interval(t["ci95"]),
                       p_value=t["p_value"], n=t["n"], unknown=None if t["n"] else empty)
 

@@ -242,7 +242,8 @@ class SampleCounts:
 class UsageDelta:
     """One figure of what a row costs (its tokens, its cost, a percentile of its latency):
     A and B over the paired rows, B - A with its 95% paired bootstrap interval (rows
-    resampled) and a paired permutation p-value, and the rows it rests on.
+    resampled) and a paired permutation p-value (None beyond 5,000 paired rows, where the
+    draws are bounded: see `stats.paired_bounded`), and the rows it rests on.
 
     `unknown` says why there is no value (no price for a run's model, no tokens reported):
     an unknown cost is never 0.

@@ -203,3 +203,20 @@ def test_history_gives_each_version_its_cost_per_row(store: SQLiteStore) -> None
     assert costs["b"] is None
     assert found.higher_is_better == {"exact_match": True, "format_validity": True}
     assert found.to_json()["versions"][0]["cost_per_row"] is None
+
+
+def test_large_runs_keep_a_paired_interval_within_a_budget_of_draws() -> None:
+    from promptctl.stats import BOOTSTRAP_SEED, bootstrap, paired_bounded, percentile_rows
+
+    rng = np.random.default_rng(2)
+    a, b = rng.gamma(2.0, 100.0, 300), rng.gamma(2.0, 130.0, 300)
+    p50 = percentile_rows(50)
+    small = paired_bounded(a, b, p50)  # within the budget: with its permutation test
+    assert small["p_value"] is not None
+    # Over a budget of 30,000 draws: no permutation test, 100 resamples of the rows.
+    big = paired_bounded(a, b, p50, cells=30_000)
+    assert big["p_value"] is None and big["n"] == 300
+    assert big["delta"] == pytest.approx(np.percentile(b, 50) - np.percentile(a, 50))
+    assert big["ci95"] == pytest.approx(list(bootstrap([a, b], lambda x, y: p50(y) - p50(x),
+                                                       resamples=100, seed=BOOTSTRAP_SEED)))
+    assert big == paired_bounded(a, b, p50, cells=30_000)
