@@ -630,8 +630,9 @@ def compare_runs(store: Store, a_ref: str, b_ref: str, *,
     Per metric: A and B on the paired rows, the delta, a 95% paired bootstrap
     interval of the delta and a p-value (exact McNemar for 0/1 scores, paired
     permutation otherwise), and the verdict at `significance` (`results.verdict`);
-    the run-level values as `a_run` and `b_run`. Then the rows that flipped and the
-    warnings that make a comparison suspect.
+    the run-level values as `a_run` and `b_run`. Then the tokens, cost and latency per
+    paired row (`usage`, see `UsageDiff`), the rows that flipped and the warnings that
+    make a comparison suspect.
     """
     run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
     cols_a, cols_b = store.score_columns_of([run_a["id"], run_b["id"]], kind="eval")
@@ -734,13 +735,22 @@ def cost_per_row(store: Store, run: Mapping[str, Any]) -> float | None:
     if not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0:
         return None
     price = run_price(run)
-    totals = store.run_totals(run["id"])
+    tokens = summary.get("tokens") or {}
+    # The summary's tokens are the eval rows' when no few-shot example was scored; else the
+    # store sums the eval rows' (a query per run, which history of many runs avoids).
+    if summary.get("fewshot_n") == 0 and all(
+            type(tokens.get(k)) is int for k in ("prompt", "completion")):
+        eval_tokens: tuple[int, int] = (tokens["prompt"], tokens["completion"])
+        few_shot = 0
+    else:
+        totals = store.run_totals(run["id"])
+        eval_tokens = (totals["eval"]["prompt_tokens"], totals["eval"]["completion_tokens"])
+        few_shot = totals["fewshot"]["n"]
     if price is not None:
-        ev = totals["eval"]
-        return (ev["prompt_tokens"] * price[0] + ev["completion_tokens"] * price[1]) / 1e6 / rows
+        return (eval_tokens[0] * price[0] + eval_tokens[1] * price[1]) / 1e6 / rows
     cost = summary.get("cost_usd")
-    if totals["fewshot"]["n"] == 0 and isinstance(cost, int | float) \
-            and not isinstance(cost, bool) and math.isfinite(cost):
+    if few_shot == 0 and isinstance(cost, int | float) and not isinstance(cost, bool) \
+            and math.isfinite(cost):
         return float(cost) / rows
     return None
 
