@@ -652,7 +652,7 @@ def _pareto_charts(charts: Charts, versions: Sequence[Mapping[str, Any]],
         # Padding keeps the labels of the outermost points inside the plot.
         x = {"field": "cost", "type": "quantitative",
              "scale": {"zero": False, "nice": True, "padding": 16},
-             "title": f"cost, USD per {numbers.COST_ROWS:,} rows"}
+             "axis": {"tickCount": 6}, "title": f"cost, USD per {numbers.COST_ROWS:,} rows"}
         y = {"field": "value", "type": "quantitative", "scale": _y_scale(name),
              "title": f"{label(name)} ({'higher' if higher else 'lower'} is better)"}
         kinds = ["on the Pareto front", "dominated"]
