@@ -511,11 +511,13 @@ def run_price(run: Mapping[str, Any]) -> tuple[float, float] | None:
     price = (run.get("summary") or {}).get("price_per_mtok")
     if not isinstance(price, Mapping):
         return None
-    pair = (price.get("input"), price.get("output"))
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-               and v >= 0 for v in pair):
-        return None
-    return float(pair[0]), float(pair[1])  # type: ignore[arg-type]
+    pair: list[float] = []
+    for value in (price.get("input"), price.get("output")):
+        if not isinstance(value, int | float) or isinstance(value, bool) \
+                or not math.isfinite(value) or value < 0:
+            return None
+        pair.append(float(value))
+    return pair[0], pair[1]
 
 
 @dataclass
@@ -589,17 +591,16 @@ def _usage(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> UsageDiff:
     completion = _figure(ua.completion[ia], ub.completion[ib], mean_rows, no_tokens)
     total = _figure(ua.prompt[ia] + ua.completion[ia], ub.prompt[ib] + ub.completion[ib],
                     mean_rows, no_tokens)
-    prices = {"A": run_price(sa.run), "B": run_price(sb.run)}
-    missing = [f"{side} ({run['model']})" for side, run in (("A", sa.run), ("B", sb.run))
-               if prices[side] is None]
-    if missing:
+    price_a, price_b = run_price(sa.run), run_price(sb.run)
+    if price_a is None or price_b is None:
+        missing = [f"{side} ({run['model']})" for side, run, price in
+                   (("A", sa.run, price_a), ("B", sb.run, price_b)) if price is None]
         cost = _unknown(f"no price for {' and '.join(missing)}: add the model to pricing: in "
                         "promptctl.yaml and run it again (runs stored before promptctl kept "
                         "prices have none)")
     else:
-        (pa_in, pa_out), (pb_in, pb_out) = prices["A"], prices["B"]  # type: ignore[misc]
-        cost = _figure((ua.prompt[ia] * pa_in + ua.completion[ia] * pa_out) / 1e6,
-                       (ub.prompt[ib] * pb_in + ub.completion[ib] * pb_out) / 1e6,
+        cost = _figure((ua.prompt[ia] * price_a[0] + ua.completion[ia] * price_a[1]) / 1e6,
+                       (ub.prompt[ib] * price_b[0] + ub.completion[ib] * price_b[1]) / 1e6,
                        mean_rows, no_tokens)
     la, lb = ua.latency[ia], ub.latency[ib]
     cached = (ua.cached[ia] | ub.cached[ib]) & ~(np.isfinite(la) & np.isfinite(lb))
