@@ -533,9 +533,10 @@ class _Usage:
 
 
 def _floats(values: Sequence[Any]) -> FloatArray:
+    """Numbers or None (`UsageColumns`) as floats, None as NaN."""
     import numpy as np
 
-    return np.fromiter(map(_score, values), dtype=np.float64, count=len(values))
+    return np.array(values, dtype=np.float64).reshape(len(values))
 
 
 def _usage_side(store: Store, side: _Side) -> _Usage:

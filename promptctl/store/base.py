@@ -121,8 +121,9 @@ class ScoreColumns(TypedDict):
 
 class UsageColumns(TypedDict):
     """A run's rows of one kind as the columns of what each answer cost: its tokens, its
-    latency and whether it came from the cache (`ok` False for a failed request). Values are
-    as stored: a reader coerces what another writer may have left that is not a number."""
+    latency and whether it came from the cache (`ok` False for a failed request). Tokens and
+    latency are numbers, None where a row has none (or another writer left something that
+    is not a number)."""
 
     row_id: list[str]
     ok: list[bool]
@@ -536,12 +537,18 @@ class Store(ABC):
         whole rows here; a back-end may read just these columns."""
         cols = UsageColumns(row_id=[], ok=[], prompt_tokens=[], completion_tokens=[],
                             latency_ms=[], cached=[])
+        def number(value: Any) -> Any:
+            # An integer as large as no count or duration is would not fit a float.
+            if type(value) is float or (type(value) is int and abs(value) < 1 << 63):
+                return value
+            return None
+
         for row in self.iter_rows(run_id, kind):
             cols["row_id"].append(row["row_id"])
             cols["ok"].append(row.get("error") is None)
-            cols["prompt_tokens"].append(row.get("prompt_tokens"))
-            cols["completion_tokens"].append(row.get("completion_tokens"))
-            cols["latency_ms"].append(row.get("latency_ms"))
+            cols["prompt_tokens"].append(number(row.get("prompt_tokens")))
+            cols["completion_tokens"].append(number(row.get("completion_tokens")))
+            cols["latency_ms"].append(number(row.get("latency_ms")))
             cols["cached"].append(bool(row.get("cached")))
         return cols
 
