@@ -29,6 +29,8 @@ from promptctl.results import (
     MetricDelta,
     RunBrief,
     SampleCounts,
+    UsageDelta,
+    UsageDiff,
     interval,
     verdict,
 )
@@ -39,11 +41,14 @@ from promptctl.stats import (
     Sums,
     Table,
     f1_macro_table,
+    mean_rows,
     paired_binary,
+    paired_bounded,
     paired_continuous,
     paired_resampling,
     pearson_rows,
     pearson_table,
+    percentile_rows,
     rank_rows,
     ratio,
     ratio_sqrt,
@@ -497,6 +502,118 @@ def _warnings(sa: _Side, sb: _Side, pairs: _Pairs) -> list[str]:
     return out
 
 
+# --- tokens, cost and latency ---------------------------------------------------------------
+
+
+def run_price(run: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The (input, output) USD per million tokens a run's cost was computed at, as its summary
+    keeps it; None when its price was unknown or the run was stored before prices were kept."""
+    price = (run.get("summary") or {}).get("price_per_mtok")
+    if not isinstance(price, Mapping):
+        return None
+    pair: list[float] = []
+    for value in (price.get("input"), price.get("output")):
+        if not isinstance(value, int | float) or isinstance(value, bool) \
+                or not math.isfinite(value) or value < 0:
+            return None
+        pair.append(float(value))
+    return pair[0], pair[1]
+
+
+@dataclass
+class _Usage:
+    """Per row of one side (an index into its `ids`): its answered samples' prompt and
+    completion tokens summed (NaN when one of them has none recorded), the mean latency of
+    those not answered from the cache (NaN when there are none), and whether one was."""
+
+    prompt: FloatArray
+    completion: FloatArray
+    latency: FloatArray
+    cached: Any
+
+
+def _floats(values: Sequence[Any]) -> FloatArray:
+    """Numbers or None (`UsageColumns`) as floats, None as NaN."""
+    import numpy as np
+
+    return np.array(values, dtype=np.float64).reshape(len(values))
+
+
+def _usage_side(store: Store, side: _Side) -> _Usage:
+    import numpy as np
+
+    cols = store.usage_columns(side.run["id"], kind="eval")
+    size = len(side.ids)
+    where = np.fromiter((side.index.get(r, -1) for r in cols["row_id"]), dtype=np.int64,
+                        count=len(cols["row_id"]))
+    ok = np.array(cols["ok"], dtype=bool) & (where >= 0)
+    cached = np.array(cols["cached"], dtype=bool)
+
+    def summed(values: Sequence[Any]) -> FloatArray:
+        v = _floats(values)
+        known = ok & np.isfinite(v)
+        total = np.bincount(where[known], weights=v[known], minlength=size).astype(np.float64)
+        total[np.bincount(where[ok & ~known], minlength=size) > 0] = np.nan
+        return total
+
+    latency = _floats(cols["latency_ms"])
+    fresh = ok & ~cached & np.isfinite(latency)
+    total = np.bincount(where[fresh], weights=latency[fresh], minlength=size).astype(np.float64)
+    count = np.bincount(where[fresh], minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    return _Usage(summed(cols["prompt_tokens"]), summed(cols["completion_tokens"]), mean,
+                  np.bincount(where[ok & cached], minlength=size) > 0)
+
+
+def _figure(a: FloatArray, b: FloatArray, statistic: Any, empty: str) -> UsageDelta:
+    """A paired figure over the rows where both sides have a value; `empty` says why there is
+    none when no row has."""
+    import numpy as np
+
+    keep = np.isfinite(a) & np.isfinite(b)
+    t = paired_bounded(a[keep], b[keep], statistic)
+    return UsageDelta(a=t["a"], b=t["b"], delta=t["delta"], ci95=interval(t["ci95"]),
+                      p_value=t["p_value"], n=t["n"], unknown=None if t["n"] else empty)
+
+
+def _unknown(why: str) -> UsageDelta:
+    return UsageDelta(a=None, b=None, delta=None, ci95=None, p_value=None, n=0, unknown=why)
+
+
+def _usage(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> UsageDiff:
+    """Tokens, cost and latency per row of B against A over the rows both answered."""
+    import numpy as np
+
+    ua, ub = _usage_side(store, sa), _usage_side(store, sb)
+    ia, ib = pairs.a[pairs.answered], pairs.b[pairs.answered]
+    no_tokens = "no paired row has its tokens recorded on both sides"
+    prompt = _figure(ua.prompt[ia], ub.prompt[ib], mean_rows, no_tokens)
+    completion = _figure(ua.completion[ia], ub.completion[ib], mean_rows, no_tokens)
+    total = _figure(ua.prompt[ia] + ua.completion[ia], ub.prompt[ib] + ub.completion[ib],
+                    mean_rows, no_tokens)
+    price_a, price_b = run_price(sa.run), run_price(sb.run)
+    if price_a is None or price_b is None:
+        missing = [f"{side} ({run['model']})" for side, run, price in
+                   (("A", sa.run, price_a), ("B", sb.run, price_b)) if price is None]
+        cost = _unknown(f"no price for {' and '.join(missing)}: add the model to pricing: in "
+                        "promptctl.yaml and run it again (runs stored before promptctl kept "
+                        "prices have none)")
+    else:
+        cost = _figure((ua.prompt[ia] * price_a[0] + ua.completion[ia] * price_a[1]) / 1e6,
+                       (ub.prompt[ib] * price_b[0] + ub.completion[ib] * price_b[1]) / 1e6,
+                       mean_rows, no_tokens)
+    la, lb = ua.latency[ia], ub.latency[ib]
+    cached = (ua.cached[ia] | ub.cached[ib]) & ~(np.isfinite(la) & np.isfinite(lb))
+    no_latency = ("every paired row was answered from the cache on one side or the other"
+                  if cached.any() else "no paired row has its latency recorded on both sides")
+    return UsageDiff(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total,
+                     cost_usd=cost,
+                     latency_p50_ms=_figure(la, lb, percentile_rows(50), no_latency),
+                     latency_p90_ms=_figure(la, lb, percentile_rows(90), no_latency),
+                     latency_cached_excluded=int(cached.sum()))
+
+
 def _run_brief(run: RunRecord) -> RunBrief:
     return RunBrief(id=run["id"], created_at=run["created_at"], status=run["status"],
                     prompt_name=run["prompt_name"], prompt_path=run["prompt_path"],
@@ -515,8 +632,9 @@ def compare_runs(store: Store, a_ref: str, b_ref: str, *,
     Per metric: A and B on the paired rows, the delta, a 95% paired bootstrap
     interval of the delta and a p-value (exact McNemar for 0/1 scores, paired
     permutation otherwise), and the verdict at `significance` (`results.verdict`);
-    the run-level values as `a_run` and `b_run`. Then the rows that flipped and the
-    warnings that make a comparison suspect.
+    the run-level values as `a_run` and `b_run`. Then the tokens, cost and latency per
+    paired row (`usage`, see `UsageDiff`), the rows that flipped and the warnings that
+    make a comparison suspect.
     """
     run_a, run_b = store.get_run(a_ref), store.get_run(b_ref)
     cols_a, cols_b = store.score_columns_of([run_a["id"], run_b["id"]], kind="eval")
@@ -551,6 +669,7 @@ def compare_runs(store: Store, a_ref: str, b_ref: str, *,
         samples=SampleCounts(a=sa.max_samples, b=sb.max_samples),
         flipped=_flipped(store, sa, sb, pairs, list(described.values())),
         warnings=tuple(_warnings(sa, sb, pairs)),
+        usage=_usage(store, sa, sb, pairs),
     )
 
 
@@ -578,6 +697,7 @@ def history(store: Store, prompt: str, *, model: str | None = None,
         if repo is not None else {}
     depths = _depths(facts)
     entries: list[HistoryPoint] = []
+    directions: dict[str, bool] = {}
     order: dict[str, tuple[float, int, str]] = {}
     for run in chosen:
         fact = facts.get(run.get("git_commit") or "", {})
@@ -589,8 +709,12 @@ def history(store: Store, prompt: str, *, model: str | None = None,
             date=fact.get("date"), author=fact.get("author"), subject=fact.get("subject"),
             evalset_version=run["evalset_version"],
             metrics={k: (v or {}).get("value") for k, v in (run["metrics"] or {}).items()},
-            n=summary.get("n"), errors=row_errors(run),
+            n=summary.get("n"), errors=row_errors(run), cost_per_row=cost_per_row(store, run),
         ))
+        for name, result in (run["metrics"] or {}).items():
+            how = stored(name, result if isinstance(result, dict) else None)
+            if how is not None:
+                directions.setdefault(name, how.higher_is_better)
         order[run["id"]] = _order_key(run, fact, depths)
     entries.sort(key=lambda e: order[e.run], reverse=True)
     warnings = []
@@ -600,7 +724,37 @@ def history(store: Store, prompt: str, *, model: str | None = None,
             warnings.append(f"{m}: the versions were evaluated on {len(sets)} different eval set "
                             "versions, so their metrics are not strictly comparable")
     return HistoryResult(prompt=prompt, model=model, versions=tuple(entries),
-                         warnings=tuple(warnings))
+                         warnings=tuple(warnings), higher_is_better=directions)
+
+
+def cost_per_row(store: Store, run: Mapping[str, Any]) -> float | None:
+    """What one eval row of a run cost in USD (its samples summed, cached answers priced as
+    if sent): the eval rows' tokens at the run's price over its rows. A run stored before
+    prices were kept falls back on its cost when it scored no few-shot examples (the cost
+    is then the eval rows' alone); None when the price is unknown."""
+    summary = run.get("summary") or {}
+    rows = summary.get("rows", summary.get("n"))
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0:
+        return None
+    price = run_price(run)
+    tokens = summary.get("tokens") or {}
+    # The summary's tokens are the eval rows' when no few-shot example was scored; else the
+    # store sums the eval rows' (a query per run, which history of many runs avoids).
+    if summary.get("fewshot_n") == 0 and all(
+            type(tokens.get(k)) is int for k in ("prompt", "completion")):
+        eval_tokens: tuple[int, int] = (tokens["prompt"], tokens["completion"])
+        few_shot = 0
+    else:
+        totals = store.run_totals(run["id"])
+        eval_tokens = (totals["eval"]["prompt_tokens"], totals["eval"]["completion_tokens"])
+        few_shot = totals["fewshot"]["n"]
+    if price is not None:
+        return (eval_tokens[0] * price[0] + eval_tokens[1] * price[1]) / 1e6 / rows
+    cost = summary.get("cost_usd")
+    if few_shot == 0 and isinstance(cost, int | float) and not isinstance(cost, bool) \
+            and math.isfinite(cost):
+        return float(cost) / rows
+    return None
 
 
 def _epoch(iso: str) -> float:

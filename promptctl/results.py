@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from promptctl.runs import ProbeSummary, RunResult
@@ -240,6 +240,69 @@ class SampleCounts:
         return {"a": self.a, "b": self.b}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageDelta:
+    """One figure of what a row costs (its tokens, its cost, a percentile of its latency):
+    A and B over the paired rows, B - A with its 95% paired bootstrap interval (rows
+    resampled) and a paired permutation p-value (None beyond 5,000 paired rows, where the
+    draws are bounded: see `stats.paired_bounded`), and the rows it rests on.
+
+    `unknown` says why there is no value (no price for a run's model, no tokens reported):
+    an unknown cost is never 0.
+    """
+
+    a: float | None
+    b: float | None
+    delta: float | None
+    ci95: Interval | None
+    p_value: float | None
+    n: int
+    unknown: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "delta": self.delta, "ci95": _listed(self.ci95),
+                "p_value": self.p_value, "n": self.n, "unknown": self.unknown}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageDiff:
+    """What B's rows cost against A's, per paired row: tokens (prompt, completion, total),
+    cost in USD at each run's own price, and latency p50 and p90 (the statistic is the
+    difference of the percentiles over the resampled rows).
+
+    With `eval --repeat` a row's tokens and cost are its samples' sum and its latency their
+    mean. Latency leaves out the rows answered from the cache on either side
+    (`latency_cached_excluded` counts them): a cache hit replays the latency of a request
+    made earlier, maybe on another day or server, so it measures nothing about this run.
+    """
+
+    prompt_tokens: UsageDelta
+    completion_tokens: UsageDelta
+    total_tokens: UsageDelta
+    cost_usd: UsageDelta
+    latency_p50_ms: UsageDelta
+    latency_p90_ms: UsageDelta
+    latency_cached_excluded: int
+
+    def figures(self) -> list[tuple[str, str, UsageDelta]]:
+        """(name, unit, figure) in the order reports list them."""
+        return [("prompt tokens", "tokens", self.prompt_tokens),
+                ("completion tokens", "tokens", self.completion_tokens),
+                ("total tokens", "tokens", self.total_tokens),
+                ("cost", "usd", self.cost_usd),
+                ("latency p50", "ms", self.latency_p50_ms),
+                ("latency p90", "ms", self.latency_p90_ms)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tokens": {"prompt": self.prompt_tokens.to_json(),
+                           "completion": self.completion_tokens.to_json(),
+                           "total": self.total_tokens.to_json()},
+                "cost_usd": self.cost_usd.to_json(),
+                "latency_ms": {"p50": self.latency_p50_ms.to_json(),
+                               "p90": self.latency_p90_ms.to_json(),
+                               "cached_excluded": self.latency_cached_excluded}}
+
+
 def _metrics_json(metrics: Mapping[str, MetricDelta]) -> dict[str, Any]:
     return {name: m.to_json() for name, m in metrics.items()}
 
@@ -256,12 +319,14 @@ class Comparison:
     errors_excluded: int
     flipped: Flipped
     warnings: tuple[str, ...]
+    usage: UsageDiff | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"metrics": _metrics_json(self.metrics), "paired_rows": self.paired_rows,
                 "only_in_a": self.only_in_a, "only_in_b": self.only_in_b,
-                "errors_excluded": self.errors_excluded, "flipped": self.flipped.to_json(),
-                "warnings": list(self.warnings)}
+                "errors_excluded": self.errors_excluded,
+                "usage": None if self.usage is None else self.usage.to_json(),
+                "flipped": self.flipped.to_json(), "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -280,18 +345,21 @@ class DiffResult:
     samples: SampleCounts
     flipped: Flipped
     warnings: tuple[str, ...]
+    # Tokens, cost and latency beside the metrics (None: not computed).
+    usage: UsageDiff | None = None
 
     def comparison(self) -> Comparison:
         return Comparison(metrics=self.metrics, paired_rows=self.paired_rows,
                           only_in_a=self.only_in_a, only_in_b=self.only_in_b,
                           errors_excluded=self.errors_excluded, flipped=self.flipped,
-                          warnings=self.warnings)
+                          warnings=self.warnings, usage=self.usage)
 
     def to_json(self) -> dict[str, Any]:
         return {"a": self.a.to_json(), "b": self.b.to_json(), "significance": self.significance,
                 "metrics": _metrics_json(self.metrics), "paired_rows": self.paired_rows,
                 "only_in_a": self.only_in_a, "only_in_b": self.only_in_b,
                 "errors_excluded": self.errors_excluded, "samples": self.samples.to_json(),
+                "usage": None if self.usage is None else self.usage.to_json(),
                 "flipped": self.flipped.to_json(), "warnings": list(self.warnings)}
 
 
@@ -316,6 +384,8 @@ class HistoryPoint:
     metrics: Mapping[str, float | None]
     n: int | None
     errors: int
+    # What one eval row cost in USD (its samples summed), None when the price is unknown.
+    cost_per_row: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run, "created_at": self.created_at,
@@ -323,7 +393,7 @@ class HistoryPoint:
                 "git_commit": self.git_commit, "git_dirty": self.git_dirty, "date": self.date,
                 "author": self.author, "subject": self.subject,
                 "evalset_version": self.evalset_version, "metrics": dict(self.metrics),
-                "n": self.n, "errors": self.errors}
+                "n": self.n, "errors": self.errors, "cost_per_row": self.cost_per_row}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -334,11 +404,42 @@ class HistoryResult:
     model: str | None
     versions: tuple[HistoryPoint, ...]
     warnings: tuple[str, ...]
+    # Per metric, whether a higher value is better (as the runs' metrics declare it).
+    higher_is_better: Mapping[str, bool] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "model": self.model,
                 "versions": [v.to_json() for v in self.versions],
+                "higher_is_better": dict(self.higher_is_better),
                 "warnings": list(self.warnings)}
+
+
+def pareto_front(points: Sequence[tuple[float | None, float | None]], *,
+                 higher_is_better: bool) -> list[bool]:
+    """Per (cost, value) point, whether it is on the Pareto front of cost against quality.
+
+    A point is on the front when no other point dominates it: at most as expensive and at
+    least as good (in the metric's direction), and strictly better in one of the two. Points
+    of equal cost and value do not dominate each other, so both are on the front. A point
+    whose cost or value is unknown (None, NaN) is never on the front and dominates nothing.
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    scored: list[tuple[float, float, int]] = []
+    for i, (cost, value) in enumerate(points):
+        if isinstance(cost, int | float) and isinstance(value, int | float) \
+                and math.isfinite(cost) and math.isfinite(value):
+            scored.append((float(cost), sign * float(value), i))
+    # Cost ascending, then value best first: a point can only be dominated by one before it.
+    scored.sort(key=lambda t: (t[0], -t[1]))
+    out = [False] * len(points)
+    best = -math.inf  # the best value among the points before this one
+    for i, (cost, value, index) in enumerate(scored):
+        prev = scored[i - 1] if i else None
+        # The same cost and value as a point on the front: neither dominates the other.
+        same = prev is not None and prev[:2] == (cost, value) and out[prev[2]]
+        out[index] = value > best or same
+        best = max(best, value)
+    return out
 
 
 # --- check ------------------------------------------------------------------------------------

@@ -740,6 +740,48 @@ def f1_macro_table(tables: FloatArray) -> FloatArray:
 # --- row-wise statistics for paired_continuous ------------------------------------------
 
 
+# Draws of one row a figure of `paired_bounded` may spend (bootstrap and permutations).
+_BOUNDED_CELLS = 10_000_000
+_BOUNDED_MIN_RESAMPLES = 100
+
+
+def paired_bounded(a: FloatArray, b: FloatArray, statistic: Callable[[FloatArray], FloatArray],
+                   cells: int = _BOUNDED_CELLS, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """`paired_continuous` within a budget of `cells` row draws, for per-row figures that
+    have no totals to resample by kind (a percentile of latencies): as many rows as there
+    are distinct values, so a run of 100,000 rows would cost 300 million draws.
+
+    Up to `cells` / PERMUTATIONS rows it is `paired_continuous`. Beyond, the permutation
+    test is left out (`p_value` None) and the bootstrap draws `cells` / n resamples (at
+    least 100): the interval stays a paired percentile bootstrap, computed from fewer
+    resamples, so its ends move a little more from one seed to another.
+    """
+    n = int(a.shape[0])
+    if n * PERMUTATIONS <= cells:
+        return paired_continuous(a, b, statistic, seed=seed)
+    values = (float(statistic(a[None, ...])[0]), float(statistic(b[None, ...])[0]))
+    resamples = min(BOOTSTRAP_RESAMPLES, max(_BOUNDED_MIN_RESAMPLES, cells // n))
+    lo, hi = bootstrap([a, b], lambda x, y: statistic(y) - statistic(x), resamples, seed)
+    out = _result(values, [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None, 0,
+                  PERMUTATIONS, n)
+    out["p_value"] = None
+    return out
+
+
+def mean_rows(m: FloatArray) -> FloatArray:
+    """The mean of each row of a (k, n) matrix: a per-row figure's statistic (tokens, cost)."""
+    return np.asarray(m.mean(axis=-1), dtype=np.float64)
+
+
+def percentile_rows(q: float) -> Callable[[FloatArray], FloatArray]:
+    """The `q`th percentile of each row of a (k, n) matrix (numpy's linear interpolation, as
+    a run's latency percentiles are computed): p50 and p90 of a resample."""
+    def statistic(m: FloatArray) -> FloatArray:
+        return np.asarray(np.percentile(m, q, axis=-1), dtype=np.float64)
+
+    return statistic
+
+
 def rank_rows(m: FloatArray) -> FloatArray:
     """Average ranks along the last axis without a Python loop per row.
 

@@ -408,4 +408,4 @@ def test_eval_set_changes_are_flagged(store: SQLiteStore) -> None:
 
 def test_history_of_an_unknown_prompt_is_empty(store: SQLiteStore) -> None:
     assert history(store, "nothing").to_json() == {"prompt": "nothing", "model": None, "versions": [],
-                                         "warnings": []}
+                                         "higher_is_better": {}, "warnings": []}

@@ -31,7 +31,9 @@ def diff(
 
     Per metric: A, B, delta, a 95% paired bootstrap interval of the delta and a
     p-value (exact McNemar for 0/1 scores, paired permutation for continuous
-    ones); then the rows that flipped. A git ref with no stored run is an error
+    ones); the same for tokens, cost (at each run's price; unknown without
+    one) and latency p50/p90 per row (cache hits left out of latency); then
+    the rows that flipped. A git ref with no stored run is an error
     that names the `eval --ref` command to run, or is evaluated with
     --run-missing.
     """

@@ -82,7 +82,8 @@ def report(
         show_default=False)] = None,
     history: Annotated[str | None, typer.Option(
         "--history", metavar="PROMPT", help="Also the prompt's metrics across its versions "
-        "(prompt file or name).", show_default=False)] = None,
+        "and models, and each metric against cost with the Pareto front (prompt file or "
+        "name).", show_default=False)] = None,
     text_limit: Annotated[int, typer.Option(
         "--text-limit", metavar="N", min=1, help="Characters of each text a cell shows (input, "
         "completion, answer, expected, judge and step texts); a cut cell says how many more "
@@ -93,8 +94,10 @@ def report(
     Per run: metrics with their 95% intervals as charts, failed requests,
     tokens, cost and latency percentiles, and every row (input, completion,
     answer, expected, scores) with a search box and a failures-only filter.
-    --diff adds deltas with intervals and p-values and the rows that flipped;
-    --history a trend per metric across commits. The file loads nothing from
+    --diff adds deltas with intervals and p-values, tokens, cost and latency
+    per row, and the rows that flipped; --history a trend per metric across
+    commits and each metric against the cost of 1,000 rows, the Pareto front
+    marked. The file loads nothing from
     the network and runs none of the text it shows. Each text is cut to
     --text-limit characters, so the file grows by a few kilobytes a row
     however long the texts are. Needs the `report` extra (vl-convert-python);

@@ -83,6 +83,10 @@ def summarize(store: Store, run_id: str, target: Target, price: Price | None,
         "cost_usd": None if cost is None else round(cost, 8),
         "spent_usd": None if spent_cost is None else round(spent_cost, 8),
         "saved_usd": None if saved is None else round(saved, 8),
+        # The price the costs were computed at, so that `diff` can price each row alike
+        # (a run's cost alone cannot be split into its rows' input and output tokens).
+        "price_per_mtok": None if price is None else {"input": price.input,
+                                                      "output": price.output},
         "consistency": consistency,
         "latency_ms": percentiles(latencies),
         "system_fingerprints": sorted(fingerprints),

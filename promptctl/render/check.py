@@ -64,6 +64,9 @@ def check_terminal(con: Console, result: CheckResult) -> None:
         elif not entry.error:
             con.print("  no thresholds in this prompt file: nothing to gate")
         comparison = entry.comparison
+        if comparison is not None and comparison.usage is not None:
+            con.print(f"  per row: {cell(fmt.usage_line(comparison.usage), 1000)}",
+                      soft_wrap=True)
         if comparison is not None:
             worse = len(comparison.flipped.pass_to_fail)
             better = len(comparison.flipped.fail_to_pass)

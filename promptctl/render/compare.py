@@ -9,9 +9,16 @@ from rich.console import Console
 from rich.table import Table
 
 from promptctl.render import fmt
-from promptctl.render.markdown import code, plain
+from promptctl.render.markdown import code, plain, usage_markdown
 from promptctl.render.terminal import cell
-from promptctl.results import DiffResult, FlippedRow, HistoryResult, MetricDelta, RunBrief
+from promptctl.results import (
+    DiffResult,
+    FlippedRow,
+    HistoryResult,
+    MetricDelta,
+    RunBrief,
+    UsageDiff,
+)
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -74,6 +81,19 @@ def _metric_label(name: str, e: MetricDelta) -> str:
     return name + (" (lower is better)" if not e.higher_is_better else "")
 
 
+def usage_terminal(con: Console, usage: UsageDiff | None) -> None:
+    if usage is None:
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for col in fmt.USAGE_COLUMNS:
+        table.add_column(col, justify="left" if col == fmt.USAGE_COLUMNS[0] else "right")
+    for cells in fmt.usage_cells(usage):
+        table.add_row(*(cell(c) for c in cells))
+    con.print(table)
+    for note in fmt.usage_notes(usage):
+        con.print(cell(note, 1000), soft_wrap=True)
+
+
 def diff_terminal(con: Console, result: DiffResult) -> None:
     """Per-metric deltas with intervals and p-values, then flipped rows and warnings."""
     con.print(f"A: {_side_terminal(result.a)}")
@@ -88,6 +108,7 @@ def diff_terminal(con: Console, result: DiffResult) -> None:
     con.print(table)
     for name, note in verdict_notes(result.metrics):
         con.print(f"{cell(name)}: {cell(note, 400)}", soft_wrap=True)
+    usage_terminal(con, result.usage)
     samples = result.samples
     repeat = ""
     if max(samples.a, samples.b) > 1:
@@ -137,6 +158,7 @@ def diff_markdown(result: DiffResult) -> str:
     if notes:
         lines.append("")
     lines += [f"- {plain(name)}: {plain(note)}" for name, note in notes]
+    lines += usage_markdown(result.usage)
     lines += ["", f"{plain(result.paired_rows)} paired rows, {plain(result.errors_excluded)} "
               f"excluded for errors, {plain(result.only_in_a)} only in A, "
               f"{plain(result.only_in_b)} only in B."]

@@ -56,8 +56,9 @@ from promptctl.errors import EXIT_GATE, EXIT_INPUT, EXIT_OK, EXIT_PROVIDER, Inpu
 from promptctl.metrics.registry import builtin, pass_fail_keys
 from promptctl.redact import redact
 from promptctl.render import TEXT_LIMIT
+from promptctl.render import fmt as numbers
 from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
-from promptctl.results import CheckResult, Gate
+from promptctl.results import CheckResult, Gate, pareto_front
 
 INSTALL_HINT = install_command("report")
 ID_LIMIT = 200  # characters of a row id, a variable's or a score's name
@@ -601,6 +602,85 @@ def _trend_chart(charts: Charts, versions: Sequence[Mapping[str, Any]]) -> Marku
                       "trend of each metric across versions")
 
 
+def _version_labels(versions: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each version's short name in a chart, newest first as history lists them: its number
+    counted from the oldest, its commit (`*` a dirty work tree) and, with several models,
+    its model."""
+    many_models = len({v.get("model") for v in versions}) > 1
+    out = []
+    for i, v in enumerate(versions):
+        commit = v.get("git_commit")
+        name = f"{len(versions) - i}"
+        if isinstance(commit, str) and commit:
+            name += f": {commit[:7]}"
+        if v.get("git_dirty"):
+            name += "*"
+        if many_models:
+            name += f" {_plain(v.get('model'))}"
+        out.append(label(name, 40))
+    return out
+
+
+def _pareto_charts(charts: Charts, versions: Sequence[Mapping[str, Any]],
+                   directions: Mapping[str, Any]) -> list[Markup]:
+    """Per metric, its value against the cost of a row, a point per (version, model): the
+    points on the Pareto front (`results.pareto_front`) drawn filled and joined by a step
+    line (the best value to be had for at most that cost). Points of unknown cost are not
+    drawn (the section lists them)."""
+    names: list[str] = []
+    for v in versions:
+        names += [n for n in (v.get("metrics") or {}) if n not in names]
+    labels = _version_labels(versions)
+    out = []
+    for name in names:
+        higher = directions.get(name)
+        if not isinstance(higher, bool):
+            found = builtin(name)
+            higher = found.higher_is_better if found is not None else True
+        points = [(v.get("cost_per_row") if _is_number(v.get("cost_per_row")) else None,
+                   (v.get("metrics") or {}).get(name)) for v in versions]
+        points = [(c, m if _is_number(m) else None) for c, m in points]
+        front = pareto_front(points, higher_is_better=higher)
+        values = [{"version": labels[i], "number": str(len(versions) - i),
+                   "cost": round(c * numbers.COST_ROWS, 9), "value": m,
+                   "front": "on the Pareto front" if front[i] else "dominated"}
+                  for i, (c, m) in enumerate(points) if c is not None and m is not None]
+        if not values:
+            continue
+        step = sorted((v for v in values if v["front"] != "dominated"),
+                      key=lambda v: (v["cost"], -v["value"] if higher else v["value"]))
+        # Padding keeps the labels of the outermost points inside the plot.
+        x = {"field": "cost", "type": "quantitative",
+             "scale": {"zero": False, "nice": True, "padding": 16},
+             "axis": {"tickCount": 6}, "title": f"cost, USD per {numbers.COST_ROWS:,} rows"}
+        y = {"field": "value", "type": "quantitative", "scale": _y_scale(name),
+             "title": f"{label(name)} ({'higher' if higher else 'lower'} is better)"}
+        kinds = ["on the Pareto front", "dominated"]
+        shape = {"field": "front", "type": "nominal", "title": None,
+                 "scale": {"domain": kinds, "range": ["#0969da", "#8c959f"]}}
+        spec = {"width": 360, "height": 200, "layer": [
+            {"data": {"values": step},
+             "mark": {"type": "line", "interpolate": "step-after",
+                      "color": "#0969da", "strokeWidth": 1.5},
+             "encoding": {"x": x, "y": y, "order": {"field": "cost"}}},
+            {"data": {"values": values},
+             "mark": {"type": "point", "size": 80, "strokeWidth": 2},
+             "encoding": {"x": x, "y": y, "color": shape,
+                          "fill": {**shape, "scale": {"domain": kinds,
+                                                      "range": ["#0969da", "#ffffff"]}},
+                          "tooltip": [{"field": "version"}, {"field": "cost"},
+                                      {"field": "value"}]}},
+            {"data": {"values": values},
+             # The version's number (the versions table's first column): whole labels of
+             # points close together would overlap.
+             "mark": {"type": "text", "align": "left", "dx": 6, "dy": -7, "fontSize": 11,
+                      "color": "#3d444d"},
+             "encoding": {"x": x, "y": y, "text": {"field": "number"}}},
+        ]}
+        out.append(charts.svg(spec, f"{label(name)} against cost per row, Pareto front marked"))
+    return out
+
+
 def row_failed(row: Mapping[str, Any]) -> bool:
     """A failed request, no readable answer, a 0/1 score of 0, or a judge or step that failed."""
     if row.get("error") is not None or row.get("valid") is False:
@@ -899,6 +979,33 @@ def _run_section(index: int, document: Mapping[str, Any], charts: Charts,
             "fewshot_rows": blocks["fewshot"].context() if blocks["fewshot"].n else None}
 
 
+def _usage_rows(usage: Any) -> list[list[str]]:
+    """A diff's tokens, cost and latency figures (its JSON `usage`) as table cells: label,
+    A, B, delta, interval, p, n, and why it is unknown (else "")."""
+    if not isinstance(usage, Mapping):
+        return []
+    tokens, latency = _mapping(usage.get("tokens")), _mapping(usage.get("latency_ms"))
+    out = []
+    for name, unit, f in (("prompt tokens", "tokens", tokens.get("prompt")),
+                          ("completion tokens", "tokens", tokens.get("completion")),
+                          ("total tokens", "tokens", tokens.get("total")),
+                          ("cost", "usd", usage.get("cost_usd")),
+                          ("latency p50", "ms", latency.get("p50")),
+                          ("latency p90", "ms", latency.get("p90"))):
+        f = _mapping(f)
+        why = f.get("unknown")
+        if why is not None:
+            out.append([numbers.usage_label(name, unit), "unknown", "unknown", "–", "–", "–",
+                        "–", _plain(why)])
+            continue
+        out.append([numbers.usage_label(name, unit), numbers.usage(f.get("a"), unit),
+                    numbers.usage(f.get("b"), unit),
+                    numbers.usage(f.get("delta"), unit, sign=True),
+                    numbers.usage_interval(f.get("ci95"), unit),
+                    numbers.p_value(f.get("p_value")), numbers.num(f.get("n"), 0), ""])
+    return out
+
+
 def _diff_section(index: int, diff: Mapping[str, Any], charts: Charts,
                   limit: int) -> dict[str, Any]:
     flipped = _mapping(diff.get("flipped"))
@@ -906,6 +1013,9 @@ def _diff_section(index: int, diff: Mapping[str, Any], charts: Charts,
              for key, title in FLIP_GROUPS if (entries := flipped.get(key))]
     return {"index": index, "diff": _part(diff), "a": _part(diff.get("a")),
             "b": _part(diff.get("b")), "flips": flips, "limit": limit,
+            "usage": _usage_rows(diff.get("usage")),
+            "cached_excluded": _mapping(_mapping(diff.get("usage")).get("latency_ms"))
+            .get("cached_excluded"),
             "delta_chart": _delta_chart(charts, _mapping(diff.get("metrics")))}
 
 
@@ -916,8 +1026,17 @@ def _history_section(index: int, hist: Mapping[str, Any], charts: Charts) -> dic
         for name in (v.get("metrics") or {}):
             if name not in names:
                 names.append(name)
+    labels = _version_labels(versions)
+    directions = hist.get("higher_is_better")
+    numbers_of = [len(versions) - i for i in range(len(versions))]
     return {"index": index, "hist": _part(hist), "versions": fields(versions), "names": names,
-            "trend_chart": _trend_chart(charts, versions) if versions else None}
+            "trend_chart": _trend_chart(charts, versions) if versions else None,
+            "pareto_charts": _pareto_charts(charts, versions, directions
+                                            if isinstance(directions, Mapping) else {}),
+            "unpriced": [labels[i] for i, v in enumerate(versions)
+                         if not _is_number(v.get("cost_per_row"))],
+            "costs": [numbers.usage(v.get("cost_per_row"), "usd") for v in versions],
+            "numbers": numbers_of}
 
 
 # --- the page ---------------------------------------------------------------------------------

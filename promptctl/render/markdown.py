@@ -13,7 +13,7 @@ from typing import Any
 
 from promptctl.errors import EXIT_GATE, EXIT_INPUT, EXIT_OK, EXIT_PROVIDER
 from promptctl.render import fmt, inert
-from promptctl.results import CheckResult, Flipped, Gate, PromptCheck
+from promptctl.results import CheckResult, Flipped, Gate, PromptCheck, UsageDiff
 
 MARKER = "<!-- promptctl-check -->"
 FLIPPED_SHOWN = 10
@@ -136,7 +136,9 @@ def _prompt_section(entry: PromptCheck) -> list[str]:
         lines += ["", f"Paired rows {plain(comparison.paired_rows)}, errors excluded "
                   f"{plain(comparison.errors_excluded)}, only in baseline "
                   f"{plain(comparison.only_in_a)}, only in current "
-                  f"{plain(comparison.only_in_b)}.", "", "</details>", ""]
+                  f"{plain(comparison.only_in_b)}."]
+        lines += usage_markdown(comparison.usage)
+        lines += ["", "</details>", ""]
         lines += _flipped(comparison.flipped, entry)
     warnings = entry.warnings + (comparison.warnings if comparison is not None else ())
     for w in warnings:
@@ -214,3 +216,19 @@ def check_markdown(result: CheckResult) -> str:
         lines += [f"- {plain(d.prompt)} ({code(d.path)})" for d in result.deleted]
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def usage_markdown(usage: UsageDiff | None) -> list[str]:
+    """The tokens, cost and latency table of a diff (or of check's comparison), with its
+    notes: why a figure is unknown, which rows latency leaves out."""
+    if usage is None:
+        return []
+    lines = ["", "| " + " | ".join(fmt.USAGE_COLUMNS) + " |", "|---|---:|---:|---:|---:|---:|---:|"]
+    # Our own figures, not untrusted text; a `$` escaped, or two in a cell would be math.
+    lines += ["| " + " | ".join(c.replace("$", "\\$") for c in cells) + " |"
+              for cells in fmt.usage_cells(usage)]
+    notes = fmt.usage_notes(usage)
+    if notes:
+        lines.append("")
+    lines += [f"- {plain(n, 1000)}" for n in notes]
+    return lines

@@ -20,6 +20,7 @@ from promptctl.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    UsageColumns,
     is_run_id,
     utcnow,
 )
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     from promptctl.store.postgres import PostgresStore
 
 __all__ = ["RUN_ID_ALPHABET", "CacheStats", "KindTotals", "PostgresStore", "RowRecord", "RunRecord",
-           "SQLiteStore", "ScoreColumns", "Store", "StoreError", "StoreUnavailable", "is_run_id",
+           "SQLiteStore", "ScoreColumns", "Store", "StoreError", "StoreUnavailable", "UsageColumns",
+           "is_run_id",
            "open_store", "public_url", "utcnow"]
 
 _SCHEMES = ("postgresql://", "postgres://")

@@ -119,6 +119,20 @@ class ScoreColumns(TypedDict):
     scores: list[dict[str, Any] | None]
 
 
+class UsageColumns(TypedDict):
+    """A run's rows of one kind as the columns of what each answer cost: its tokens, its
+    latency and whether it came from the cache (`ok` False for a failed request). Tokens and
+    latency are numbers, None where a row has none (or another writer left something that
+    is not a number)."""
+
+    row_id: list[str]
+    ok: list[bool]
+    prompt_tokens: list[Any]
+    completion_tokens: list[Any]
+    latency_ms: list[Any]
+    cached: list[bool]
+
+
 class CacheStats(TypedDict):
     """Entries, bytes of stored responses, oldest and newest entry, where the store is."""
 
@@ -517,6 +531,26 @@ class Store(ABC):
     def score_columns_of(self, run_ids: Sequence[str], kind: str = "eval") -> list[ScoreColumns]:
         """`score_columns` of several runs."""
         return [self.score_columns(r, kind) for r in run_ids]
+
+    def usage_columns(self, run_id: str, kind: str = "eval") -> UsageColumns:
+        """A run's rows as the columns of what each answer cost (`UsageColumns`). Read from
+        whole rows here; a back-end may read just these columns."""
+        cols = UsageColumns(row_id=[], ok=[], prompt_tokens=[], completion_tokens=[],
+                            latency_ms=[], cached=[])
+        def number(value: Any) -> Any:
+            # An integer as large as no count or duration is would not fit a float.
+            if type(value) is float or (type(value) is int and abs(value) < 1 << 63):
+                return value
+            return None
+
+        for row in self.iter_rows(run_id, kind):
+            cols["row_id"].append(row["row_id"])
+            cols["ok"].append(row.get("error") is None)
+            cols["prompt_tokens"].append(number(row.get("prompt_tokens")))
+            cols["completion_tokens"].append(number(row.get("completion_tokens")))
+            cols["latency_ms"].append(number(row.get("latency_ms")))
+            cols["cached"].append(bool(row.get("cached")))
+        return cols
 
     @abstractmethod
     def rows_by_id(self, run_id: str, row_ids: Collection[str], kind: str = "eval",

@@ -394,6 +394,9 @@ def test_the_report_has_runs_diff_history_with_their_numbers(project: Project, b
     lines = browser.js("return [...document.querySelectorAll('#history-1 table.versions tbody tr')]"
                        ".map(tr => [...tr.cells].map(td => td.textContent))")
     versions = project.history["versions"]
+    # Each line's number counts from the oldest, as the charts number the points.
+    assert [line[0] for line in lines] == [str(len(versions) - i) for i in range(len(versions))]
+    lines = [line[1:] for line in lines]
     assert [line[0] for line in lines] == [v["date"] for v in versions]
     assert [line[1] for line in lines] == [v["git_commit"][:12] for v in versions]
     assert lines[1][2] == versions[1]["subject"]
@@ -822,6 +825,46 @@ def test_history_charts_show_bounded_metrics_on_their_whole_range() -> None:
     assert axes[2] == "−1.0 to 1.0" or axes[2] == "-1.0 to 1.0"
     assert not axes[3].startswith("0")  # a judge's scale is its own
     assert "1: 01aaaaa 2026-11-11" in document and "…" not in document.split("<svg", 1)[1]
+
+
+def test_history_draws_each_metric_against_cost_with_the_pareto_front(
+        browser: Browser, tmp_path: Path) -> None:
+    """In Chromium: a scatter per metric, the front's points drawn, a dominated point apart,
+    and the version of unknown cost listed under the charts, not drawn."""
+    def version(i: int, cost: float | None, em: float, rmse: float) -> dict[str, Any]:
+        return {"run": f"r{i}", "created_at": f"2026-11-{10 + i}T00:00:00Z",
+                "prompt_version": f"{i:064d}", "model": f"model-{i}",
+                "git_commit": f"{i:02d}" + "b" * 38, "git_dirty": False, "date": None,
+                "author": None, "subject": None, "evalset_version": "0" * 64, "n": 10,
+                "errors": 0, "metrics": {"exact_match": em, "rmse": rmse},
+                "cost_per_row": cost}
+    # Newest first, as history lists them: 4 (unknown cost), 3, 2, 1.
+    versions = [version(4, None, 1.0, 0.0), version(3, 3e-5, 0.7, 0.5),
+                version(2, 2e-5, 0.9, 1.0), version(1, 1e-5, 0.6, 2.0)]
+    page = tmp_path / "pareto.html"
+    page.write_text(render_report(histories=[{
+        "prompt": "score", "model": None, "warnings": [], "versions": versions,
+        "higher_is_better": {"exact_match": True, "rmse": False}}]), encoding="utf-8")
+    assert browser.open(page) == [page.as_uri()]
+    charts = browser.js("""return [...document.querySelectorAll('.pareto figure')].map(f => [
+        f.getAttribute('aria-label'),
+        [...f.querySelectorAll('path[aria-roledescription="point"]')].map(p => {
+            const box = p.getBoundingClientRect();
+            return [p.getAttribute('aria-label').match(/front: ([^;]+); version: (\\d+)/)
+                    .slice(1).join(' '), box.width > 0 && box.height > 0];
+        })])""")
+    assert [c[0] for c in charts] == ["exact_match against cost per row, Pareto front marked",
+                                      "rmse against cost per row, Pareto front marked"]
+    # exact_match: 1 ($0.01, 0.6) and 2 ($0.02, 0.9) on the front; 3 ($0.03, 0.7) dominated.
+    assert sorted(charts[0][1]) == [["dominated 3", True], ["on the Pareto front 1", True],
+                                    ["on the Pareto front 2", True]]
+    # rmse, lower is better: each dearer version has a smaller error, so all three are on it.
+    assert sorted(charts[1][1]) == [["on the Pareto front 1", True],
+                                    ["on the Pareto front 2", True],
+                                    ["on the Pareto front 3", True]]
+    unpriced = browser.js("const p = document.querySelector('#history-1 p.unpriced');"
+                          "return [p.innerText, p.offsetHeight > 0]")
+    assert unpriced[1] and "4: 04bbbbb model-4" in unpriced[0]
 
 
 def test_the_workflow_uploads_the_html_report() -> None:

@@ -251,6 +251,27 @@ def test_prompt_runs_and_every_command_that_reads_them(git_echo: Path, tmp_path:
                                                      (second["id"], None)]
 
 
+def test_tokens_cost_and_latency_of_a_diff_and_a_history(git_echo: Path) -> None:
+    # gpt-4o-mini has a price; a model without one has an unknown cost (null, never 0).
+    (first,) = run_json("eval", "prompts/echo.yaml")["runs"]
+    (cached,) = run_json("eval", "prompts/echo.yaml")["runs"]
+    (unpriced,) = run_json("eval", "prompts/echo.yaml", "--model", "no-price-model")["runs"]
+    usage = run_json("diff", first["id"], cached["id"])["usage"]
+    assert usage["cost_usd"]["delta"] == 0 and usage["cost_usd"]["unknown"] is None
+    assert usage["latency_ms"]["cached_excluded"] == 5 and usage["latency_ms"]["p50"]["a"] is None
+    usage = run_json("diff", first["id"], unpriced["id"])["usage"]
+    assert usage["cost_usd"]["b"] is None and usage["cost_usd"]["unknown"]
+    assert usage["latency_ms"]["p90"]["n"] == 5
+    costs = {v["model"]: v["cost_per_row"] for v in run_json("history", "echo")["versions"]}
+    assert costs["no-price-model"] is None and costs["gpt-4o-mini"] > 0
+    # A figure without its `unknown`, or a bare number for the cost, is refused.
+    broken = copy.deepcopy(usage)
+    del broken["tokens"]["total"]["unknown"]
+    document = run_json("diff", first["id"], unpriced["id"])
+    assert problems("diff", {**document, "usage": broken})
+    assert problems("diff", {**document, "usage": {**usage, "cost_usd": 0}})
+
+
 # Per word, the calls (counted across both runs of the test) answered with a wrong word: in
 # the first run `one` is wrong once in three samples; in the second `two` is wrong twice.
 WRONG_CALLS = {"one": {0}, "two": {3, 4}}
