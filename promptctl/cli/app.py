@@ -17,6 +17,7 @@ from promptctl.cli import (
     rescore_cmd,
     runs_cmd,
     store_cmd,
+    tune_cmd,
     validate_cmd,
 )
 from promptctl.cli.common import root_options
@@ -68,6 +69,7 @@ app.command("check")(check_cmd.check)
 app.command("report")(report_cmd.report)
 app.command("rescore")(rescore_cmd.rescore)
 app.command("init")(validate_cmd.init)
+app.command("tune")(tune_cmd.tune)
 app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(store_cmd.app, name="store")
 
