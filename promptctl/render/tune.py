@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from importlib import resources
 
+from markupsafe import Markup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from promptctl import __version__
+from promptctl.render.html import environment
 from promptctl.results import TuneResult
 
 
@@ -67,10 +69,6 @@ def tune_terminal(out: Console, r: TuneResult) -> None:
 
 def tune_html(r: TuneResult) -> str:
     """A self-contained page: the splits, spending, every candidate and the test."""
-    from markupsafe import Markup
-
-    from promptctl.render.html import environment
-
     # The package's own stylesheet: trusted, and inside <style> escaping would break it.
     style = Markup(resources.files("promptctl.render").joinpath("templates/report.css")
                    .read_text("utf-8"))
