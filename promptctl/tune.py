@@ -507,17 +507,17 @@ class Tuner:
                 instruction=plan.instruction, run=None, value=None, n=None, requests=0,
                 cost_usd=None, skipped=f"does not load: {exc.message}"))
             return None
-        if self.stopped is not None:
-            self._skip(cid, plan, prompt, self.stopped)
-            return None
         done = self.state.done.get(prompt.version)
         if done is None:
             need = self._need(prompt, self.splits.validation, "tune:validation")
             reserve = self._reserve([*tested, prompt])
             if not self._fits(need, reserve):
-                self.stopped = self._short(f"evaluate candidate {cid}", need, reserve)
-                self.say(f"stopping the search: {self.stopped}")
-                self._skip(cid, plan, prompt, self.stopped)
+                # Skipped, not the end: a later candidate with fewer examples, or whose
+                # requests are cached, may still fit.
+                why = self._short(f"evaluate candidate {cid}", need, reserve)
+                self.stopped = self.stopped or why
+                self.say(f"skipping {cid}: {why}")
+                self._skip(cid, plan, prompt, f"over budget: {need[0]} requests needed")
                 return None
             self.say(f"candidate {cid} ({plan.origin}) on {len(self.splits.validation)} validation "
                      f"rows ({need[0]} requests to send)")
@@ -607,9 +607,10 @@ class Tuner:
                              store=self.store, options=EvalOptions())
             need = (int(found["to_send"]), float(found["estimated_cost_usd_max"] or 0.0))
             if not self._fits(need, self._reserve([*tested, base])):
-                self.stopped = self._short("ask for instruction proposals", need,
-                                           self._reserve([*tested, base]))
-                self.say(f"no proposals: {self.stopped}")
+                why = self._short("ask for instruction proposals", need,
+                                  self._reserve([*tested, base]))
+                self.stopped = self.stopped or why
+                self.say(f"no proposals: {why}")
                 return []
             self.say(f"asking for {len(rows)} instruction proposals ({need[0]} requests to send)")
             run = run_eval(proposer, self.resolved, store=self.store, config=self.config,
@@ -644,7 +645,7 @@ class Tuner:
             chosen = self._best()
             if chosen is not None and chosen.id in self.runs:
                 base_plan = self.runs[chosen.id]["plan"]
-        if self.options.strategy in ("instructions", "both") and self.stopped is None:
+        if self.options.strategy in ("instructions", "both"):
             _, base = build(self.prompt, base_plan)
             for i, text in enumerate(self._proposals(boot, base, tested)):
                 self._try(cid(), Plan(f"proposal {i + 1}" + (

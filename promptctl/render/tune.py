@@ -27,13 +27,13 @@ def tune_terminal(out: Console, r: TuneResult) -> None:
               f"{len(s.test)} (held out until the end); few-shot pool {s.pool}")
     if r.estimate is not None:
         e = r.estimate
-        cost = "" if e.cost_usd is None else f", about ${e.cost_usd:.4f} at most"
+        cost = "" if e.cost_usd is None else f", about ${e.cost_usd:.4f}"
         out.print(f"estimate (requests the cache cannot answer, at most): pool run {e.bootstrap}, "
                   f"{e.candidates} candidates x {e.per_candidate} on validation, proposer "
                   f"{e.proposer}, final test {e.final}: {e.total} in all{cost}")
         budget = r.spend.budget_requests
         if budget is not None and e.total > budget:
-            out.print(f"the budget of {budget} requests stops the search early (candidates "
+            out.print(f"the budget of {budget} requests leaves some candidates out (those "
                       "whose requests are cached cost nothing)")
     if r.candidates:
         table = Table(title="candidates on validation")
@@ -61,7 +61,8 @@ def tune_terminal(out: Console, r: TuneResult) -> None:
     if r.estimate is None:
         out.print(f"spent: {sp.requests} requests{spent_of}{cost}")
     if r.stopped:
-        out.print(f"search stopped early: {escape(r.stopped)}", soft_wrap=True)
+        out.print(f"budget: {escape(r.stopped)} (and so for every candidate marked over "
+                  "budget)", soft_wrap=True)
     out.print(escape(r.reason), soft_wrap=True)
     if r.html:
         out.print(f"report: {escape(r.html)}", soft_wrap=True)
