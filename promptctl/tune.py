@@ -40,7 +40,7 @@ from promptctl.engine import EvalOptions, run_eval
 from promptctl.engine.estimate import estimate
 from promptctl.errors import InputError, did_you_mean
 from promptctl.evalsets import EvalSet, Row, load_evalset
-from promptctl.gitinfo import find_repo
+from promptctl.gitinfo import find_repo, git_state
 from promptctl.metrics.registry import Metric
 from promptctl.prompts import Prompt, load_prompt, parse_prompt
 from promptctl.providers import ResolvedModel
@@ -402,6 +402,9 @@ class Tuner:
             # Requests the interrupted run sent are spent, though now cached.
             self._count_run(self.state.running)
             self.state.running = None
+        self._test_needs: dict[str, tuple[int, float]] = {}
+        # Every run of the search starts from the same work tree: read its state once.
+        self.git = git_state(prompt.path, [prompt.path, evalset.path])
         self.candidates: list[TuneCandidate] = []
         self.runs: dict[str, dict[str, Any]] = {}
         self.stopped: str | None = None
@@ -450,7 +453,8 @@ class Tuner:
 
         run = run_eval(prompt, self.resolved, store=self.store, config=self.config,
                        evalset=subset, options=EvalOptions(concurrency=self.options.concurrency,
-                                                           subset=label), on_start=started)
+                                                           subset=label), on_start=started,
+                       git=self.git)
         self.state.running = None
         return run
 
@@ -459,13 +463,22 @@ class Tuner:
 
     # --- phases -----------------------------------------------------------------------------
 
+    def _test_need(self, prompt: Prompt) -> tuple[int, float]:
+        # Nothing the search sends is a test request, so what the test needs is known once
+        # per candidate.
+        found = self._test_needs.get(prompt.version)
+        if found is None:
+            found = self._test_needs[prompt.version] = self._need(prompt, self.splits.test,
+                                                                  "tune:test")
+        return found
+
     def _reserve(self, tested: Iterable[Prompt]) -> tuple[int, float]:
         """What the final test may cost: the original and the costliest of `tested` on the
         test rows (the winner is one of them)."""
-        base = self._need(self.prompt, self.splits.test, "tune:test")
+        base = self._test_need(self.prompt)
         most = (0, 0.0)
         for p in tested:
-            n = self._need(p, self.splits.test, "tune:test")
+            n = self._test_need(p)
             most = (max(most[0], n[0]), max(most[1], n[1]))
         return base[0] + most[0], base[1] + most[1]
 
@@ -615,7 +628,7 @@ class Tuner:
             self.say(f"asking for {len(rows)} instruction proposals ({need[0]} requests to send)")
             run = run_eval(proposer, self.resolved, store=self.store, config=self.config,
                            evalset=subset, options=EvalOptions(
-                               concurrency=self.options.concurrency, subset=label))
+                               concurrency=self.options.concurrency, subset=label), git=self.git)
             self._count_run(run["id"])
             run_id = run["id"]
             self.state.done[label] = {"run": run_id}
