@@ -274,3 +274,19 @@ def test_resume_continues_with_what_was_spent(project: Project) -> None:
     assert {c["id"]: c["run"] for c in again["candidates"] if c["id"] in done} == done
     assert again["spend"]["requests"] == len(project.server.chat_requests) <= 200
     assert again["written"] is True
+
+
+def test_the_search_runs_are_stored_but_never_stand_for_a_version(project: Project) -> None:
+    out = tune_json("--pool", "pool.jsonl")
+    listed = json.loads(invoke("runs", "double", "--json").stdout)["runs"]
+    runs = {c["run"] for c in out["candidates"] if c["run"]} | \
+        {out["test"]["original_run"], out["test"]["best_run"]}
+    assert runs <= {r["id"] for r in listed}
+    # Runs of a split: not a version's standing run, so no history point, no diff side and
+    # no baseline of check at this commit.
+    assert json.loads(invoke("history", "double", "--json").stdout)["versions"] == []
+    result = invoke("diff", "HEAD", "HEAD", "--prompt", "prompts/double.yaml", code=2)
+    assert "no stored run" in result.stderr
+    # A full evaluation of the same version does stand for it.
+    invoke("eval", "prompts/double.yaml", "--json")
+    assert len(json.loads(invoke("history", "double", "--json").stdout)["versions"]) == 1
