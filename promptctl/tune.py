@@ -54,7 +54,7 @@ from promptctl.results import (
 )
 from promptctl.store import Store
 from promptctl.store.base import RunRecord
-from promptctl.target import rel_in
+from promptctl.target import load_target, rel_in
 
 STRATEGIES = ("fewshot", "instructions", "both")
 DEFAULT_SEED = 0
@@ -748,12 +748,25 @@ def tune(prompt_path: Path, resolved: ResolvedModel, evalset: EvalSet, *, store:
          config: Config, options: TuneOptions, say: Say = lambda _: None,
          today: datetime | None = None) -> TuneResult:
     """Tune the prompt at `prompt_path`; see the module's docstring."""
-    prompt = load_prompt(prompt_path, config.root)
+    target = load_target(prompt_path, config.root)
+    if not isinstance(target, Prompt):
+        raise InputError(f"tune takes a prompt file, not a {target.kind}", file=prompt_path,
+                         fix=f"tune one of the prompts the {target.kind} uses")
+    prompt = target
     repo = find_repo(config.root)
     if repo is None and not options.dry_run:
         raise InputError("tune writes its result on a git branch, and this project is not in "
                          "a git repository", fix="run git init and commit the prompt first, or "
                          "use --dry-run")
+    if repo is not None and not options.dry_run:
+        # The tuned file is committed on HEAD: made from an edited file, it would carry edits
+        # nobody committed.
+        head = repo.head()
+        rel = rel_in(prompt.path, repo.root)
+        if head is None or repo.read(head, rel) != prompt.path.read_bytes():
+            raise InputError("the prompt file has changes that are not committed (the tuned "
+                             "version is committed on top of HEAD)", file=prompt.path,
+                             fix=f"commit it first: git add {rel} && git commit, or use --dry-run")
     tuner = Tuner(prompt, evalset, resolved, store=store, config=config, options=options, say=say)
     facts = TuneResult(prompt=prompt.name, path=str(prompt_path), model=resolved.spec,
                        metric=tuner.objective.name,

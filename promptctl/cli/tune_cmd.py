@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from promptctl.cli.common import handle_errors, open_project_store, project
-from promptctl.errors import InputError
+from promptctl.cli.common import fail, handle_errors, open_project_store, project
+from promptctl.errors import EXIT_INTERRUPTED, InputError
 
 
 @handle_errors
@@ -90,8 +90,12 @@ def tune(
 
             err.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
-    result = run_tune(prompt, job.resolved, job.evalset, store=store, config=config,
-                      options=options, say=say)
+    try:
+        result = run_tune(prompt, job.resolved, job.evalset, store=store, config=config,
+                          options=options, say=say)
+    except KeyboardInterrupt:
+        raise fail("interrupted: what was evaluated is stored; continue with the same options "
+                   "and --resume", EXIT_INTERRUPTED) from None
     target = html
     if target is None and result.written:
         day = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -290,3 +290,12 @@ def test_the_search_runs_are_stored_but_never_stand_for_a_version(project: Proje
     # A full evaluation of the same version does stand for it.
     invoke("eval", "prompts/double.yaml", "--json")
     assert len(json.loads(invoke("history", "double", "--json").stdout)["versions"]) == 1
+
+
+def test_an_uncommitted_prompt_is_refused_before_sending(project: Project) -> None:
+    project.write("prompts/double.yaml", PROMPT.replace("Twice the number.", "Twice it."))
+    result = invoke("tune", "prompts/double.yaml", code=2)
+    assert "changes that are not committed" in result.stderr and "git add" in result.stderr
+    assert project.server.chat_requests == []
+    # A dry run sends nothing, so it may look at an edited file.
+    assert tune_json("--dry-run")["written"] is False
