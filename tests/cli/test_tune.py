@@ -299,3 +299,16 @@ def test_an_uncommitted_prompt_is_refused_before_sending(project: Project) -> No
     assert project.server.chat_requests == []
     # A dry run sends nothing, so it may look at an edited file.
     assert tune_json("--dry-run")["written"] is False
+
+
+def test_a_dollar_budget_is_never_exceeded(project: Project) -> None:
+    out = tune_json("--pool", "pool.jsonl", "--budget", "$0.0015")
+    assert out["stopped"] and "$0.0015" in out["stopped"]
+    runs = [c["run"] for c in out["candidates"] if c["run"]]
+    if out["test"]:
+        runs += [out["test"]["original_run"], out["test"]["best_run"]]
+    # What the stored runs cost (their own accounting, not tune's) is within the budget.
+    cost = sum(json.loads(invoke("show", r, "--json").stdout)["run"]["cost_usd"] or 0
+               for r in runs)
+    assert 0 < out["spend"]["cost_usd"] <= 0.0015
+    assert cost <= 0.0015
