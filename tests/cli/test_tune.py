@@ -312,3 +312,9 @@ def test_a_dollar_budget_is_never_exceeded(project: Project) -> None:
                for r in runs)
     assert 0 < out["spend"]["cost_usd"] <= 0.0015
     assert cost <= 0.0015
+
+
+def test_an_unknown_metric_names_the_prompts_metrics(project: Project) -> None:
+    result = invoke("tune", "prompts/double.yaml", "--metric", "exact_mach", code=2)
+    assert "exact_match, format_validity" in result.stderr and "double.yaml" in result.stderr
+    assert project.server.chat_requests == []
