@@ -280,6 +280,43 @@ class Repo:
             return None
         return str(found[0].hexsha) if found else None
 
+    def branch_exists(self, name: str) -> bool:
+        return self._rev_parse(f"refs/heads/{name}") is not None
+
+    def free_branch(self, name: str) -> str:
+        """`name`, or `name-2`, `name-3`... : the first that is not a branch yet."""
+        check_ref_syntax(name, "branch name")
+        candidate, n = name, 1
+        while self.branch_exists(candidate):
+            n += 1
+            candidate = f"{name}-{n}"
+        return candidate
+
+    def commit_to_new_branch(self, branch: str, base: str, files: dict[str, bytes],
+                             message: str) -> str:
+        """Create branch `branch` at a new commit on `base` whose tree is base's with `files`
+        (paths from the root) replaced; returns its sha. The work tree, the index and HEAD
+        are left as they are: the tree is built in a temporary index (GitPython's
+        `IndexFile.from_tree`), written as objects, and only the branch ref is created."""
+        git = _gitpython()
+        from io import BytesIO
+
+        repo = self._repo
+        parent = self._commit(self.resolve(base))
+        if self.branch_exists(branch):
+            raise InputError(f"branch {branch} already exists", fix="choose another name")
+        index = git.IndexFile.from_tree(repo, parent.tree)
+        entries = []
+        for rel, data in files.items():
+            stream = repo.odb.store(git.db.IStream("blob", len(data), BytesIO(data)))
+            entries.append(git.BaseIndexEntry((0o100644, stream.binsha, 0, rel)))
+        index.add(entries, write=False)
+        tree = index.write_tree()
+        commit = git.Commit.create_from_tree(repo, tree, message, parent_commits=[parent],
+                                             head=False)
+        repo.create_head(branch, commit)
+        return str(commit.hexsha)
+
     def state(self, files: Sequence[Path] = ()) -> GitState:
         """Commit, dirty flag and branch of the work tree.
 

@@ -700,3 +700,142 @@ class ProbeResult:
                 "errors": run.summary.errors, "cached": run.summary.cached,
                 "problems": [p.to_json() for p in self.problems],
                 "saved": self.saved.to_json() if self.saved is not None else None}
+
+
+# --- tune -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneSplits:
+    """How `tune` split the eval set (once, by `seed`): row ids of each part, and how many
+    rows the few-shot pool holds (train, `--pool` rows and the prompt's own examples)."""
+
+    seed: int
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+    test: tuple[str, ...]
+    pool: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "train": len(self.train), "validation": len(self.validation),
+                "test": len(self.test), "pool": self.pool, "test_ids": list(self.test)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneSpend:
+    """Requests sent (cached answers are free) and dollars spent, against the budget."""
+
+    requests: int
+    cost_usd: float | None
+    budget_requests: int | None
+    budget_usd: float | None
+    reserved_requests: int | None = None
+    reserved_usd: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requests": self.requests, "cost_usd": self.cost_usd,
+                "budget_requests": self.budget_requests, "budget_usd": self.budget_usd,
+                "reserved_requests": self.reserved_requests, "reserved_usd": self.reserved_usd}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneCandidate:
+    """One prompt `tune` considered: what it changed, and its score on validation (None
+    when it was not evaluated: `skipped` says why)."""
+
+    id: str
+    origin: str
+    version: str | None
+    examples: tuple[str, ...] | None
+    instruction: str | None
+    run: str | None
+    value: float | None
+    n: int | None
+    requests: int
+    cost_usd: float | None
+    skipped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "origin": self.origin, "version": self.version,
+                "examples": None if self.examples is None else list(self.examples),
+                "instruction": self.instruction, "run": self.run, "value": self.value,
+                "n": self.n, "requests": self.requests, "cost_usd": self.cost_usd,
+                "skipped": self.skipped}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneTest:
+    """The chosen candidate against the original on the test rows, paired by row."""
+
+    original_run: str
+    best_run: str
+    a: float | None
+    b: float | None
+    delta: float | None
+    ci95: Interval | None
+    p_value: float | None
+    test: str | None
+    n: int
+    verdict: Verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {"original_run": self.original_run, "best_run": self.best_run, "a": self.a,
+                "b": self.b, "delta": self.delta, "ci95": _listed(self.ci95),
+                "p_value": self.p_value, "test": self.test, "n": self.n,
+                "verdict": self.verdict.to_json()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneEstimate:
+    """`tune --dry-run`: the most requests (and dollars) each phase may send; cached
+    answers are counted where they are already known."""
+
+    bootstrap: int
+    per_candidate: int
+    candidates: int
+    proposer: int
+    final: int
+    total: int
+    cost_usd: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bootstrap": self.bootstrap, "per_candidate": self.per_candidate,
+                "candidates": self.candidates, "proposer": self.proposer, "final": self.final,
+                "total": self.total, "cost_usd": self.cost_usd}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneResult:
+    """What `tune` did: the splits, every candidate, the test of the chosen one, what it
+    wrote (a branch and commit, a report) or why it wrote nothing."""
+
+    prompt: str
+    path: str
+    model: str
+    metric: str
+    higher_is_better: bool
+    strategy: str
+    splits: TuneSplits
+    spend: TuneSpend
+    candidates: tuple[TuneCandidate, ...]
+    best: str | None
+    test: TuneTest | None
+    written: bool
+    reason: str
+    branch: str | None = None
+    commit: str | None = None
+    html: str | None = None
+    estimate: TuneEstimate | None = None
+    stopped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "path": self.path, "model": self.model,
+                "metric": self.metric, "higher_is_better": self.higher_is_better,
+                "strategy": self.strategy, "splits": self.splits.to_json(),
+                "spend": self.spend.to_json(),
+                "candidates": [c.to_json() for c in self.candidates], "best": self.best,
+                "test": None if self.test is None else self.test.to_json(),
+                "written": self.written, "reason": self.reason, "branch": self.branch,
+                "commit": self.commit, "html": self.html,
+                "estimate": None if self.estimate is None else self.estimate.to_json(),
+                "stopped": self.stopped}

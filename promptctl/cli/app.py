@@ -18,6 +18,7 @@ from promptctl.cli import (
     rescore_cmd,
     runs_cmd,
     store_cmd,
+    tune_cmd,
     validate_cmd,
 )
 from promptctl.cli.common import root_options
@@ -70,6 +71,7 @@ app.command("report")(report_cmd.report)
 app.command("rescore")(rescore_cmd.rescore)
 app.command("probe")(probe_cmd.probe)
 app.command("init")(validate_cmd.init)
+app.command("tune")(tune_cmd.tune)
 app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(store_cmd.app, name="store")
 

@@ -69,6 +69,11 @@ class EvalOptions:
     max_response_mb: float | None = None
     # Send through the endpoint's batch API (see engine/batch.py).
     batch: bool = False
+    # The part of an eval set the run evaluates, when it is a split of it (`tune`'s train,
+    # validation and test): recorded with the run, whose coverage is then partial, so such
+    # a run never stands for its prompt version (as a baseline of `check`, a side of `diff`
+    # or a point of `history`).
+    subset: str | None = None
 
 
 def _owner_token() -> str:
@@ -207,6 +212,7 @@ def run_eval(target: Target, resolved: ResolvedModel, *, store: Store, config: C
                     "cache_only": options.cache_only, "evalset_rows": len(evalset),
                     **({"unreviewed_skipped": evalset.unreviewed} if evalset.unreviewed else {}),
                     **({"batch": True} if options.batch else {}),
+                    **({"subset": options.subset} if options.subset else {}),
                     **target.run_options(), **metric_identities(target)},
     })
     if on_start is not None:
@@ -266,7 +272,7 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
             await close_channels(channel, services)
 
     def covered(n: int) -> bool:
-        return full.covers_evalset and n >= full.eval_rows * full.repeat
+        return full.covers_evalset and n >= full.eval_rows * full.repeat and not options.subset
 
     return drive(run_id, send, store=store, target=target, price=price, repeat=options.repeat,
                  services=services, covered=covered, extra=extra,

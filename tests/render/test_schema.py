@@ -49,6 +49,8 @@ SCHEMAS = {
     "store import": "store-import.schema.json",
     "store check": "store-check.schema.json",
     "probe": "probe.schema.json",
+    "tune": "tune.schema.json",
+    "tune --dry-run": "tune.schema.json",
 }
 # Schemas the others refer to rather than documents of their own.
 SHARED = {"run.schema.json"}
@@ -83,8 +85,8 @@ def command_of(args: tuple[str, ...]) -> str:
     """The key of SCHEMAS for the command line `args`."""
     if args[0] in ("cache", "store"):
         return f"{args[0]} {args[1]}"
-    if args[0] == "eval" and "--dry-run" in args:
-        return "eval --dry-run"
+    if args[0] in ("eval", "tune") and "--dry-run" in args:
+        return f"{args[0]} --dry-run"
     return args[0]
 
 
@@ -510,3 +512,26 @@ def test_check_documents(repo: Repo) -> None:
     assert by_name["score"]["status"] == "fail" and by_name["score"]["comparison"] is not None
     assert by_name["fresh"]["new"] is True and by_name["fresh"]["comparison"] is None
     assert {g["status"] for p in result["prompts"] for g in p["gates"]} >= {"pass", "fail", "skip"}
+
+
+def test_tune_documents(fake_openai: FakeOpenAI, tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.cli.test_tune import PROMPT, magic_reply, rows
+
+    git_identity(monkeypatch)
+    root = git_init(tmp_path / "tune")
+    (root / "prompts").mkdir()
+    (root / "evalsets").mkdir()
+    (root / "prompts" / "double.yaml").write_text(PROMPT)
+    (root / "evalsets" / "double.jsonl").write_text(rows())
+    (root / "pool.jsonl").write_text(rows(2, start=200, note="MAGIC").replace('"r2', '"m2'))
+    commit_all(root, "double")
+    fake_openai.responder = magic_reply
+    helpers.use_fake_openai(monkeypatch, fake_openai, "sk-test-schema")
+    monkeypatch.chdir(root)
+    assert run_json("tune", "prompts/double.yaml", "--dry-run")["estimate"] is not None
+    done = run_json("tune", "prompts/double.yaml", "--pool", "pool.jsonl", "--strategy", "both",
+                    "--proposals", "1")
+    assert done["written"] is True and done["test"] is not None
+    # Stopped by the budget: skipped candidates, no test.
+    run_json("tune", "prompts/double.yaml", "--budget", "60", "--seed", "3")
