@@ -12,6 +12,7 @@ from promptctl.cli import (
     cache_cmd,
     check_cmd,
     compare_cmd,
+    compat_cmd,
     eval_cmd,
     report_cmd,
     rescore_cmd,
@@ -65,6 +66,7 @@ app.command("show")(runs_cmd.show)
 app.command("diff")(compare_cmd.diff)
 app.command("history")(compare_cmd.history)
 app.command("check")(check_cmd.check)
+app.command("compat")(compat_cmd.compat)
 app.command("report")(report_cmd.report)
 app.command("rescore")(rescore_cmd.rescore)
 app.command("init")(validate_cmd.init)
