@@ -158,6 +158,17 @@ def test_a_second_run_sends_nothing(models: Models, fake_openai: FakeOpenAI) -> 
     assert files(again)["prompts/score.yaml"]["gates"][0]["status"] == "fail"
 
 
+@pytest.mark.usefixtures("quick_polls")
+def test_batch_sends_the_prompts_through_the_batch_api(models: Models,
+                                                       fake_openai: FakeOpenAI) -> None:
+    models.worse, models.broken = B, 15
+    document = compat_json("--batch", "prompts/score.yaml", "pipelines", code=1)
+    # One batch per model for the prompt; the pipeline's requests are sent one by one.
+    assert len(fake_openai.batch_creations) == 2
+    assert files(document)["pipelines/support.yaml"]["status"] == "pass"
+    assert files(document)["prompts/score.yaml"]["status"] == "fail"
+
+
 def test_paths_narrow_what_is_compared(models: Models) -> None:
     only = compat_json("prompts/score.yaml", "agents")
     assert sorted(files(only)) == ["agents/calc.yaml", "agents/calc_react.yaml",
@@ -238,3 +249,17 @@ def test_html_report_opens_with_the_verdict(models: Models, tmp_path: Path) -> N
     score = files(document)["prompts/score.yaml"]
     diff = main[main.index('id="diff-1"'):]
     assert diff.index(score["baseline_run"]) < diff.index("Deltas")
+
+
+@pytest.mark.sqlite_only
+def test_the_readme_ci_job_runs_one_compat_command() -> None:
+    import yaml
+
+    readme = (helpers.REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```yaml\nname: promptctl compat\n", 1)[1].split("```", 1)[0]
+    workflow = yaml.safe_load("name: promptctl compat\n" + block)
+    [job] = workflow["jobs"].values()
+    [step] = [s for s in job["steps"] if s.get("name") == "promptctl compat"]
+    assert step["run"].startswith('promptctl compat --from "$FROM" --to "$TO"')
+    # The inputs reach the command through the environment, never pasted into the script.
+    assert "${{" not in step["run"] and step["env"]["TO"] == "${{ inputs.to }}"
