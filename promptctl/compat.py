@@ -121,7 +121,7 @@ def _compare_one(path: Path, *, config: Config, store: Store, options: CompatOpt
                 run = run_job(job, store=store, config=config, options=eval_options)
                 runs[side] = run["id"]
                 errors[side] = row_errors(run)
-                metrics = run.get("metrics") or {}
+            metrics = run.get("metrics") or {}  # B's, as check reports the current run's
             diff = compare_runs(store, str(runs["a"]), str(runs["b"]),
                                 significance=options.significance)
             # compare_runs warns that the models differ: here that is the question, not news.

@@ -111,6 +111,7 @@ def test_the_runs_are_stored_and_compared_as_diff_compares_them(models: Models) 
     score = files(document)["prompts/score.yaml"]
     assert (score["baseline_model"], score["model"]) == (A, B)
     assert score["status"] == "fail" and document["exit_code"] == 1
+    assert score["metrics"]["exact_match"]["value"] == pytest.approx(0.25)  # B's run
     (gate,) = score["gates"]
     assert gate["metric"] == "exact_match" and gate["status"] == "fail"
     diff = json.loads(helpers.invoke("diff", score["baseline_run"], score["current_run"],
