@@ -174,6 +174,8 @@ def test_paths_narrow_what_is_compared(models: Models) -> None:
     only = compat_json("prompts/score.yaml", "agents")
     assert sorted(files(only)) == ["agents/calc.yaml", "agents/calc_react.yaml",
                                    "prompts/score.yaml"]
+    assert len(compat_json(".")["files"]) == 8  # the project's root: every target folder
+    assert "no prompt, pipeline or agent file in this folder" in invoke("evalsets", code=2).stderr
 
 
 def test_markdown_junit_and_json_reports(models: Models, tmp_path: Path,
