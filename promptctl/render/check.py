@@ -98,9 +98,11 @@ def compat_terminal(con: Console, result: CompatResult) -> None:
               f"significance {result.significance:g}" + ("  strict" if result.strict else ""))
     if result.files:
         table = Table(show_edge=False, header_style="bold", padding=(0, 1))
+        # A path and a gate are read whole on one line; a verdict or an interval may wrap.
         for col in ("file", "metric", "A", "B", "change", "95% CI", "p", "verdict", "gate"):
             table.add_column(col, justify="right" if col in ("A", "B", "change", "95% CI", "p")
-                             else "left", overflow="fold" if col == "file" else "ellipsis")
+                             else "left", no_wrap=col in ("file", "gate"),
+                             overflow="fold" if col in ("file", "verdict") else "ellipsis")
         lines = compat_lines(result)
         for i, line in enumerate(lines):
             e, d = line.entry, line.delta
