@@ -477,14 +477,31 @@ class _Entry:
 
 
 def _verdict(entry: _Entry) -> str:
-    if entry.error is not None:
+    return status_of(entry.error, entry.gates)
+
+
+def status_of(error: CheckError | None, gates: Sequence[Gate]) -> str:
+    """A prompt's verdict from its error and gates: error, else fail, warn or pass."""
+    if error is not None:
         return "error"
-    statuses = {g.status for g in entry.gates}
+    statuses = {g.status for g in gates}
     if "fail" in statuses:
         return "fail"
     if "warn" in statuses:
         return "warn"
     return "pass"
+
+
+def failed_rows_error(current: int, baseline: int) -> ProviderError | None:
+    """The error for rows whose request failed after every retry, on either side: a verdict
+    resting on missing rows is no verdict (exit 3, as a provider failure)."""
+    failed_rows = current + baseline
+    if not failed_rows:
+        return None
+    return ProviderError(f"{failed_rows} request(s) failed after every retry (current "
+                         f"{current}, baseline {baseline}): the verdict would rest on "
+                         "missing rows",
+                         fix="re-run when the provider is back (answers so far are cached)")
 
 
 def exit_code(prompts: Sequence[PromptCheck]) -> int:
@@ -590,13 +607,9 @@ def _check_one(cand: Candidate, *, root: Path, base: Base, config: Config, store
         entry.gates = absolute_gates(prompt, current) + regression_gates(
             prompt, comparison, significance=options.significance, strict=options.strict,
             why_none=why_none)
-        failed_rows = entry.current_errors + entry.baseline_errors
-        if failed_rows:
-            raise ProviderError(f"{failed_rows} request(s) failed after every retry (current "
-                                f"{entry.current_errors}, baseline "
-                                f"{entry.baseline_errors}): the verdict would rest on "
-                                "missing rows",
-                                fix="re-run when the provider is back (answers so far are cached)")
+        failed = failed_rows_error(entry.current_errors, entry.baseline_errors)
+        if failed is not None:
+            raise failed
     except PromptctlError as exc:
         entry.error = CheckError(message=str(exc), exit_code=exc.exit_code,
                                  kind="provider" if exc.exit_code == EXIT_PROVIDER else "input")

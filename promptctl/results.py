@@ -839,3 +839,56 @@ class TuneResult:
                 "commit": self.commit, "html": self.html,
                 "estimate": None if self.estimate is None else self.estimate.to_json(),
                 "stopped": self.stopped}
+
+
+# --- compat -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompatSummary:
+    """How many files `compat` looked at, by verdict; `skip` counts those it could not run on
+    either model for a reason that is not an error (no eval set). `pass_` is the JSON key
+    `pass`."""
+
+    files: int
+    pass_: int
+    warn: int
+    fail: int
+    error: int
+    skip: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": self.files, "pass": self.pass_, "warn": self.warn, "fail": self.fail,
+                "error": self.error, "skip": self.skip}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompatResult:
+    """`promptctl compat`: every prompt, pipeline and agent file evaluated on model A
+    (`from_model`) and model B (`to_model`), each file's comparison B - A and its
+    `max_regression` gates.
+
+    Each file is a `PromptCheck`, as `check` reports a prompt: the run on A is its
+    baseline (`baseline_run`, `baseline_model`), the run on B its current run (`current_run`,
+    `model`), so the check renderers read it as they read a check; `reasons` says why a file
+    was skipped, and is empty otherwise.
+    """
+
+    from_model: str
+    to_model: str
+    significance: float
+    strict: bool
+    files: tuple[PromptCheck, ...]
+    summary: CompatSummary
+    exit_code: int
+
+    @property
+    def prompts(self) -> tuple[PromptCheck, ...]:
+        """The files, under the name the check renderers read them by."""
+        return self.files
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from_model": self.from_model, "to_model": self.to_model,
+                "significance": self.significance, "strict": self.strict,
+                "files": [f.to_json() for f in self.files],
+                "summary": self.summary.to_json(), "exit_code": self.exit_code}

@@ -12,6 +12,7 @@ from promptctl.cli import (
     cache_cmd,
     check_cmd,
     compare_cmd,
+    compat_cmd,
     eval_cmd,
     probe_cmd,
     report_cmd,
@@ -67,6 +68,7 @@ app.command("show")(runs_cmd.show)
 app.command("diff")(compare_cmd.diff)
 app.command("history")(compare_cmd.history)
 app.command("check")(check_cmd.check)
+app.command("compat")(compat_cmd.compat)
 app.command("report")(report_cmd.report)
 app.command("rescore")(rescore_cmd.rescore)
 app.command("probe")(probe_cmd.probe)

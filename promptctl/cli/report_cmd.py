@@ -13,7 +13,7 @@ from promptctl.errors import InputError
 from promptctl.render import TEXT_LIMIT
 
 if TYPE_CHECKING:
-    from promptctl.results import CheckResult
+    from promptctl.results import CheckResult, CompatResult
     from promptctl.store import Store
 
 
@@ -49,11 +49,13 @@ def html_option(value: Path | None) -> Path | None:
     return value
 
 
-def write_check_report(store: Store, result: CheckResult, path: Path) -> None:
+def write_check_report(store: Store, result: CheckResult | CompatResult, path: Path) -> None:
     """The report of `promptctl check`: each checked prompt's current run, and its diff
-    against the baseline where there is one."""
+    against the baseline where there is one; of `promptctl compat`: each file's run on
+    model B, and its diff against the run on model A."""
     from promptctl.compare import compare_runs
     from promptctl.render.html import iter_report
+    from promptctl.results import CompatResult
 
     runs, diffs = [], []
     for entry in result.prompts:
@@ -63,9 +65,12 @@ def write_check_report(store: Store, result: CheckResult, path: Path) -> None:
             if baseline:
                 # html.py still takes the JSON form
                 diffs.append(compare_runs(store, baseline, current).to_json())
-    head = result.head.commit or ""
-    base = result.base.commit or ""
-    title = "promptctl check" + (f": {head[:12]} against {base[:12]}" if head and base else "")
+    if isinstance(result, CompatResult):
+        title = f"promptctl compat: {result.from_model} to {result.to_model}"
+    else:
+        head = result.head.commit or ""
+        base = result.base.commit or ""
+        title = "promptctl check" + (f": {head[:12]} against {base[:12]}" if head and base else "")
     write_html(path, iter_report(runs, diffs, title=title, check=result))
 
 

@@ -58,7 +58,7 @@ from promptctl.redact import redact
 from promptctl.render import TEXT_LIMIT
 from promptctl.render import fmt as numbers
 from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
-from promptctl.results import CheckResult, Gate, pareto_front
+from promptctl.results import CheckResult, CompatResult, Gate, PromptCheck, pareto_front
 
 INSTALL_HINT = install_command("report")
 ID_LIMIT = 200  # characters of a row id, a variable's or a score's name
@@ -1110,28 +1110,59 @@ def check_context(result: CheckResult) -> dict[str, Any]:
     parts = [f"{n} {what}" for n, what in ((s.fail, "failed"), (s.error, "could not be checked"),
                                            (s.warn, "warned"), (s.pass_, "passed")) if n]
     return {
-        "overall": overall, "status": status,
+        "command": "check", "intro": None, "current_label": "current",
+        "baseline_label": "baseline", "overall": overall, "status": status,
         "headline": ", ".join(parts) if result.prompts else "no prompt changed",
         "base_ref": result.base.ref, "base_how": result.base.how,
         "base_commit": result.base.commit[:12], "head_commit": (result.head.commit or "-")[:12],
         "dirty": bool(result.head.dirty), "significance": result.significance,
         "strict": result.strict,
         "config_note": result.config.note() if result.config else None,
-        "prompts": [{
-            "prompt": p.prompt, "status": p.status, "reasons": list(p.reasons),
-            "error": p.error.message if p.error else None, "warnings": list(p.warnings),
-            "gates": [{"label": _gate_label(g), "value": g.value, "baseline": g.baseline,
-                       "delta": g.delta, "ci95": g.ci95, "p_value": g.p_value,
-                       "regression": g.kind == "max_regression", "status": g.status,
-                       "message": g.message} for g in p.gates]} for p in result.prompts],
+        "prompts": _gated(result.prompts),
         "deleted": [d.prompt for d in result.deleted],
+    }
+
+
+def _gated(prompts: Sequence[PromptCheck]) -> list[dict[str, Any]]:
+    return [{
+        "prompt": p.prompt, "status": p.status, "reasons": list(p.reasons),
+        "error": p.error.message if p.error else None, "warnings": list(p.warnings),
+        "gates": [{"label": _gate_label(g), "value": g.value, "baseline": g.baseline,
+                   "delta": g.delta, "ci95": g.ci95, "p_value": g.p_value,
+                   "regression": g.kind == "max_regression", "status": g.status,
+                   "message": g.message} for g in p.gates]} for p in prompts]
+
+
+_COMPAT_OVERALL = {EXIT_OK: ("compatible", "pass"), EXIT_GATE: ("regression", "fail"),
+                   EXIT_INPUT: ("could not run: input error", "error"),
+                   EXIT_PROVIDER: ("could not run: provider failure", "error")}
+
+
+def compat_context(result: CompatResult) -> dict[str, Any]:
+    """What the verdict at the top of a `compat --html` report shows, in the shape of
+    `check_context`: model A is each file's baseline, model B its current side."""
+    overall, status = _COMPAT_OVERALL.get(result.exit_code, (f"exit {result.exit_code}", "error"))
+    s = result.summary
+    parts = [f"{n} {what}" for n, what in ((s.fail, "regressed"), (s.error, "could not be compared"),
+                                           (s.warn, "warned"), (s.pass_, "passed"),
+                                           (s.skip, "skipped")) if n]
+    strict = " (strict: any drop beyond the limit fails)" if result.strict else ""
+    return {
+        "command": "compat", "current_label": f"B ({result.to_model})",
+        "baseline_label": f"A ({result.from_model})", "overall": overall, "status": status,
+        "headline": ", ".join(parts) if result.files else "no file compared",
+        "intro": f"From {result.from_model} (A) to {result.to_model} (B); a drop beyond a "
+                 "file's max_regression fails when the paired test finds it significant at "
+                 f"p < {result.significance:g}{strict}.",
+        "config_note": None, "prompts": _gated(result.files), "deleted": [],
     }
 
 
 def iter_report(runs: Sequence[Mapping[str, Any]] = (), diffs: Sequence[Mapping[str, Any]] = (),
                 histories: Sequence[Mapping[str, Any]] = (), *, title: str | None = None,
                 generated_at: str | None = None, version: str | None = None,
-                text_limit: int = TEXT_LIMIT, check: CheckResult | None = None) -> Iterator[str]:
+                text_limit: int = TEXT_LIMIT,
+                check: CheckResult | CompatResult | None = None) -> Iterator[str]:
     """The report as one HTML document, in pieces to write one after the other.
 
     `runs`: documents as `promptctl show RUN --json` prints them ({"run", "rows"}), where
@@ -1160,7 +1191,8 @@ def iter_report(runs: Sequence[Mapping[str, Any]] = (), diffs: Sequence[Mapping[
     page = assets()
     return environment().get_template("report.html.j2").generate(
         runs=run_sections, diffs=diff_sections, histories=history_sections, title=title,
-        check=fields(check_context(check)) if check is not None else None,
+        check=None if check is None else fields(
+            compat_context(check) if isinstance(check, CompatResult) else check_context(check)),
         generated_at=generated_at or datetime.now(UTC).isoformat(timespec="seconds")
         .replace("+00:00", "Z"), version=version, text_limit=text_limit,
         # Our own constants: the policy holds quotes that must stay as they are.

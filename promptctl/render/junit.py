@@ -1,4 +1,5 @@
-"""`promptctl check` as JUnit XML: one test suite per prompt, one test case per prompt and gate.
+"""`promptctl check` (and `compat`) as JUnit XML: one test suite per prompt, one test case per
+prompt and gate.
 
 Each prompt has an `evaluate` case (an error when it could not be evaluated)
 and one case per gate: a failed gate is a <failure>, a warning passes with the
@@ -14,11 +15,12 @@ test case's children come in the order skipped, error, failure, system-out.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from typing import Any
 
 from promptctl.render import fmt, inert
 from promptctl.render.markdown import gate_label
-from promptctl.results import CheckResult, Gate
+from promptctl.results import CheckResult, CompatResult, Gate, PromptCheck
 
 
 def _clean(value: Any) -> str:
@@ -52,13 +54,13 @@ def _counts(suite: ET.Element, counts: dict[str, int]) -> None:
         suite.set(k, str(counts[k]))
 
 
-def check_junit(result: CheckResult) -> str:
-    """The report as a JUnit XML document (UTF-8, with an XML declaration)."""
-    root = ET.Element("testsuites", name="promptctl check")
+def _suites(root: ET.Element, prompts: Sequence[PromptCheck], command: str) -> dict[str, int]:
+    """A suite per prompt (or file) under `root`; the totals. The `evaluate` case names the
+    two runs: `check`'s current and baseline, `compat`'s A and B."""
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for entry in result.prompts:
+    for entry in prompts:
         classname = f"promptctl.{entry.prompt}"
-        suite = ET.SubElement(root, "testsuite", name=_clean(f"promptctl check {entry.prompt}"))
+        suite = ET.SubElement(root, "testsuite", name=_clean(f"promptctl {command} {entry.prompt}"))
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         ET.SubElement(ET.SubElement(suite, "properties"), "property", name="path",
                       value=_clean(entry.path))
@@ -70,12 +72,19 @@ def check_junit(result: CheckResult) -> str:
                                 message=_clean(message.split("\n")[0]))
             err.text = _clean(entry.error.message)
             counts["errors"] += 1
+        elif entry.status == "skip":
+            ET.SubElement(case, "skipped").text = _clean("; ".join(entry.reasons))
+            counts["skipped"] += 1
         else:
             out = ET.SubElement(case, "system-out")
             baseline = (f"{entry.baseline_run} ({entry.baseline_source})"
                         if entry.baseline_run else "none")
-            out.text = _clean(f"{'; '.join(entry.reasons)}\nmodel: {entry.model}\n"
-                              f"current run: {entry.current_run}\nbaseline run: {baseline}")
+            if command == "compat":
+                out.text = _clean(f"A: {entry.baseline_model} run {entry.baseline_run}\n"
+                                  f"B: {entry.model} run {entry.current_run}")
+            else:
+                out.text = _clean(f"{'; '.join(entry.reasons)}\nmodel: {entry.model}\n"
+                                  f"current run: {entry.current_run}\nbaseline run: {baseline}")
         for gate in entry.gates:
             case = _case(suite, classname, f"{gate.id} ({gate_label(gate)})")
             counts["tests"] += 1
@@ -92,6 +101,31 @@ def check_junit(result: CheckResult) -> str:
         _counts(suite, counts)
         for k, v in counts.items():
             totals[k] += v
+    return totals
+
+
+def _document(root: ET.Element, totals: dict[str, int]) -> str:
+    # <testsuites> has no `skipped` in the schema: the suites carry it.
+    for k in ("tests", "failures", "errors"):
+        root.set(k, str(totals[k]))
+    ET.indent(root)
+    body = ET.tostring(root, encoding="unicode")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
+
+
+def compat_junit(result: CompatResult) -> str:
+    """`promptctl compat` as a JUnit XML document: a suite per file, an `evaluate` case (an
+    error when it could not be compared, skipped when it has no eval set) and a case per
+    `max_regression` gate."""
+    root = ET.Element("testsuites", name=_clean(
+        f"promptctl compat {result.from_model} -> {result.to_model}"))
+    return _document(root, _suites(root, result.files, "compat"))
+
+
+def check_junit(result: CheckResult) -> str:
+    """The report as a JUnit XML document (UTF-8, with an XML declaration)."""
+    root = ET.Element("testsuites", name="promptctl check")
+    totals = _suites(root, result.prompts, "check")
     if result.deleted:
         suite = ET.SubElement(root, "testsuite", name="promptctl check deleted prompts")
         for d in result.deleted:
@@ -101,9 +135,4 @@ def check_junit(result: CheckResult) -> str:
         _counts(suite, {"tests": n, "failures": 0, "errors": 0, "skipped": n})
         totals["tests"] += n
         totals["skipped"] += n
-    # <testsuites> has no `skipped` in the schema: the suites carry it.
-    for k in ("tests", "failures", "errors"):
-        root.set(k, str(totals[k]))
-    ET.indent(root)
-    body = ET.tostring(root, encoding="unicode")
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
+    return _document(root, totals)

@@ -1,4 +1,5 @@
-"""`promptctl check` as GitHub-flavoured Markdown, for the job summary and a PR comment.
+"""`promptctl check` and `promptctl compat` as GitHub-flavoured Markdown, for the job summary
+and a PR comment.
 
 A pull request controls much of what this report shows: prompt, metric and model
 names, eval-set rows, and through the model the answers. Every such value goes
@@ -9,13 +10,23 @@ no control character, and a table cell stays one cell.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from promptctl.errors import EXIT_GATE, EXIT_INPUT, EXIT_OK, EXIT_PROVIDER
 from promptctl.render import fmt, inert
-from promptctl.results import CheckResult, Flipped, Gate, PromptCheck, UsageDiff
+from promptctl.results import (
+    CheckResult,
+    CompatResult,
+    Flipped,
+    Gate,
+    MetricDelta,
+    PromptCheck,
+    UsageDiff,
+)
 
 MARKER = "<!-- promptctl-check -->"
+COMPAT_MARKER = "<!-- promptctl-compat -->"
 FLIPPED_SHOWN = 10
 CELL_LIMIT = 80
 
@@ -146,7 +157,8 @@ def _prompt_section(entry: PromptCheck) -> list[str]:
     return lines
 
 
-def _flipped(flipped: Flipped, entry: PromptCheck) -> list[str]:
+def _flipped(flipped: Flipped, entry: PromptCheck,
+             sides: tuple[str, str] = ("baseline", "current")) -> list[str]:
     worse, better = flipped.pass_to_fail, flipped.fail_to_pass
     errors_up = flipped.biggest_error_increases
     if not (worse or better or errors_up):
@@ -154,7 +166,7 @@ def _flipped(flipped: Flipped, entry: PromptCheck) -> list[str]:
     lines = [f"<details><summary>Flipped rows: {len(worse)} pass → fail, {len(better)} fail → pass"
              "</summary>", ""]
     if worse or better:
-        lines += ["| row | change | input | expected | baseline answer | current answer |",
+        lines += [f"| row | change | input | expected | {sides[0]} answer | {sides[1]} answer |",
                   "|---|---|---|---|---|---|"]
         for change, group in (("pass → fail", worse), ("fail → pass", better)):
             for r in group[:FLIPPED_SHOWN]:
@@ -168,7 +180,7 @@ def _flipped(flipped: Flipped, entry: PromptCheck) -> list[str]:
         lines.append("")
     if errors_up:
         lines += ["Biggest error increases:", "",
-                  "| row | input | expected | baseline answer | current answer |",
+                  f"| row | input | expected | {sides[0]} answer | {sides[1]} answer |",
                   "|---|---|---|---|---|"]
         for r in errors_up[:FLIPPED_SHOWN]:
             lines.append(f"| {code(r.row_id)} | {code(r.input)} | {code(r.expected)} | "
@@ -232,3 +244,112 @@ def usage_markdown(usage: UsageDiff | None) -> list[str]:
         lines.append("")
     lines += [f"- {plain(n, 1000)}" for n in notes]
     return lines
+
+
+# --- compat -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CompatLine:
+    """One line of the `compat` table: a metric of a file (or the file alone, when it could
+    not be compared), B - A, and the status of its `max_regression` gate (None: no limit)."""
+
+    entry: PromptCheck
+    first: bool
+    metric: str | None
+    delta: MetricDelta | None
+    gate: Gate | None
+
+
+def compat_lines(result: CompatResult) -> list[CompatLine]:
+    """The table every `compat` output shows: per file, each metric compared, then a gate
+    whose metric could not be compared; one line for a file with neither."""
+    out: list[CompatLine] = []
+    for entry in result.files:
+        gates = {g.metric: g for g in entry.gates if g.regression}
+        metrics = entry.comparison.metrics if entry.comparison is not None else {}
+        names = list(metrics) + [m for m in gates if m not in metrics]
+        if not names:
+            out.append(CompatLine(entry, True, None, None, None))
+        for i, name in enumerate(names):
+            out.append(CompatLine(entry, i == 0, name, metrics.get(name), gates.get(name)))
+    return out
+
+
+def compat_status(line: CompatLine) -> str:
+    """What the verdict column says: the gate's status where there is a limit, else the file's
+    (error, skip) or `-`."""
+    if line.gate is not None:
+        return line.gate.status
+    if line.metric is None:
+        return line.entry.status
+    return "-"
+
+
+def compat_verdict(line: CompatLine) -> str:
+    """The metric's verdict (`results.verdict`), or why there is none."""
+    return line.delta.verdict.text if line.delta is not None else "not compared"
+
+
+def compat_headline(result: CompatResult) -> str:
+    s = result.summary
+    if not result.files:
+        return "no file compared"
+    parts = [f"{n} {label}" for n, label in ((s.fail, "regressed"), (s.error, "could not be compared"),
+                                              (s.warn, "warned"), (s.pass_, "passed"),
+                                              (s.skip, "skipped")) if n]
+    return ", ".join(parts)
+
+
+def compat_overall(result: CompatResult) -> str:
+    return {EXIT_OK: "✅ compatible", EXIT_GATE: "❌ regression",
+            EXIT_INPUT: "💥 input error", EXIT_PROVIDER: "💥 provider failure"
+            }.get(result.exit_code, f"exit {plain(result.exit_code)}")
+
+
+def compat_markdown(result: CompatResult) -> str:
+    """The `compat` report: headline, the one table (per file, each metric's B - A with its
+    interval, p-value, verdict and gate), then what failed, errors and flipped rows."""
+    lines = [COMPAT_MARKER, f"## promptctl compat: {compat_overall(result)}", "",
+             f"{compat_headline(result)}. From {code(result.from_model)} (A) to "
+             f"{code(result.to_model)} (B); a drop beyond a file's max_regression fails when "
+             f"the paired test finds it significant at p < "
+             f"{plain(format(result.significance, 'g'))}"
+             + (" (strict: any drop beyond the limit fails)" if result.strict else "") + ".", ""]
+    if result.files:
+        lines += ["| file | metric | A | B | change | 95% CI | p | verdict | gate |",
+                  "|---|---|---:|---:|---:|---:|---:|---|---|"]
+        for line in compat_lines(result):
+            e, d = line.entry, line.delta
+            file = f"{plain(e.prompt)} ({code(e.path)})" if line.first else ""
+            status = compat_status(line)
+            lines.append(f"| {file} | {plain(line.metric or '-')} | {num(d.a if d else None)} | "
+                         f"{num(d.b if d else None)} | {signed(d.delta if d else None)} | "
+                         f"{interval(d.ci95 if d else None)} | "
+                         f"{p_text(d.p_value if d else None)} | "
+                         f"{plain(compat_verdict(line))} | "
+                         f"{ICONS.get(status, plain(status))} |")
+        lines.append("")
+    for e in result.files:
+        notes = [g for g in e.gates if g.status in ("fail", "warn", "skip")]
+        section = [f"### {plain(e.prompt)}: {ICONS.get(e.status, plain(e.status))}", ""]
+        if e.baseline_run and e.current_run:
+            section += [f"A run {code(e.baseline_run)}, B run {code(e.current_run)}: "
+                        f"{code(f'promptctl diff {e.baseline_run} {e.current_run}', 200)}", ""]
+        section += [f"- **{plain(gate_label(g))}**: {plain(g.message)}" for g in notes]
+        if notes:
+            section.append("")
+        if e.error:
+            section += quoted("provider failure" if e.error.kind == "provider" else "error",
+                              e.error.message)
+        section += [f"> {plain(r)}" for r in e.reasons]
+        if e.reasons:
+            section.append("")
+        if e.comparison is not None:
+            section += [f"> ⚠️ {plain(w)}" for w in e.comparison.warnings]
+            if e.comparison.warnings:
+                section.append("")
+            section += _flipped(e.comparison.flipped, e, sides=("A", "B"))
+        if len(section) > 2:
+            lines += section
+    return "\n".join(lines).rstrip("\n") + "\n"

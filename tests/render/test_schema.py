@@ -24,7 +24,7 @@ from referencing import Registry, Resource
 
 from promptctl.cli.app import app
 from tests import agentkit, helpers, pipelinekit, toolkit
-from tests.checkrepo import Repo, prompt_text, repo
+from tests.checkrepo import Repo, prompt_text, reply, repo
 from tests.fakeserver import Body, FakeOpenAI, last_user_message, letter_vector
 from tests.helpers import ECHO_PROMPT, commit_all, git_identity, git_init, invoke, write_echo_project
 from tests.judgekit import judge_reply, write_judged_project
@@ -43,6 +43,7 @@ SCHEMAS = {
     "diff": "diff.schema.json",
     "history": "history.schema.json",
     "check": "check.schema.json",
+    "compat": "compat.schema.json",
     "validate": "validate.schema.json",
     "cache stats": "cache-stats.schema.json",
     "cache clear": "cache-clear.schema.json",
@@ -535,3 +536,21 @@ def test_tune_documents(fake_openai: FakeOpenAI, tmp_path: Path,
     assert done["written"] is True and done["test"] is not None
     # Stopped by the budget: skipped candidates, no test.
     run_json("tune", "prompts/double.yaml", "--budget", "60", "--seed", "3")
+
+
+def test_compat_documents(repo: Repo, fake_openai: FakeOpenAI) -> None:
+    def by_model(body: Body) -> str:
+        # model-b answers the first 15 items wrongly: a regression past max_regression.
+        item = int(str(body["messages"][-1]["content"]).split()[-1])
+        return f"Answer: {item + 100}" if body["model"] == "model-b" and item <= 15 else reply(body)
+
+    fake_openai.responder = by_model
+    repo.write("prompts/loose.yaml", prompt_text().replace("name: score", "name: loose")
+               .replace("evalset: ../evalsets/score.jsonl\n", ""))
+    result = run_json("compat", "--from", "model-a", "--to", "model-b", code=1)
+    assert {f["status"] for f in result["files"]} == {"fail", "skip"}
+    assert result["files"][1]["comparison"]["flipped"]["pass_to_fail"]
+    repo.write("prompts/broken.yaml", prompt_text().replace("metrics:", "metricz:"))
+    result = run_json("compat", "--from", "model-a", "--to", "model-b", code=2)
+    assert [f["status"] for f in result["files"]] == ["error", "skip", "fail"]
+
