@@ -15,9 +15,10 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from promptctl.allowance import Allowance
 from promptctl.config import Config, Price
 from promptctl.engine.batch import batch_price, check_resumable, require_batch, send_batched
 from promptctl.engine.gateway import (
@@ -74,6 +75,9 @@ class EvalOptions:
     # a run never stands for its prompt version (as a baseline of `check`, a side of `diff`
     # or a point of `history`).
     subset: str | None = None
+    # A hard cap on the HTTP attempts (and their worst-case cost) the run may make, retries
+    # included; shared with other runs given the same object (see promptctl.allowance).
+    allowance: Allowance | None = field(default=None, compare=False)
 
 
 def _owner_token() -> str:
@@ -157,6 +161,11 @@ def preflight_scorers(target: Target, config: Config) -> None:
 
 def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, options: EvalOptions,
                config: Config) -> None:
+    if options.batch and options.allowance is not None:
+        # A batch is one upload whose requests the server runs on its own: no attempt of
+        # theirs passes through the client that counts them.
+        raise InputError("a run under a budget cannot use --batch: its requests could not "
+                         "be counted as they are sent", fix="drop --batch")
     if options.batch:
         require_batch(resolved)
         refuse_batched_tools(plan.target)
@@ -253,7 +262,7 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
     channel = Channel(resolved, lazy, price, limiter if limiter.active else None,
                       max_tokens=target.max_tokens)
     gateway = Gateway(store, use_cache=options.use_cache, cache_only=options.cache_only,
-                      progress=Progress(total=len(todo)))
+                      progress=Progress(total=len(todo)), allowance=options.allowance)
     services = scorer_services(gateway, config, concurrency, options.timeout,
                                options.max_response_mb)
     extra: dict[str, Any] = {}
@@ -374,7 +383,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                           use_cache=given.use_cache and stored.get("use_cache", True),
                           cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm,
                           timeout=given.timeout, max_response_mb=given.max_response_mb,
-                          batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only
+                          allowance=given.allowance, batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only
                           and target.kind == "prompt")
     full = plan_requests(target, evalset, limit=options.limit, repeat=options.repeat)
     # After planning: a metric's checks complete its identity (the server an embeddings
