@@ -490,7 +490,8 @@ class Tuner:
                f"{left} it was allowed ({allowance.refused} request(s) not sent); the search "
                "stopped there")
         self.cut = self.cut or why
-        self.stopped = self.stopped or why
+        # The reason the search ended, whatever was skipped before.
+        self.stopped = why
         self.say(why)
         return why
 
@@ -581,7 +582,7 @@ class Tuner:
                 # Scored on the rows it got, it would be compared on other rows than the rest.
                 self.state.save()
                 self._skip(cid, plan, prompt, f"cut by the budget after {sent} requests: not "
-                           "scored on part of the rows")
+                           "scored on part of the rows", requests=sent, cost=cost)
                 return None
             metric = (run.get("metrics") or {}).get(self.objective.name) or {}
             done = {"run": run["id"], "value": metric.get("value"), "n": metric.get("n"),
@@ -596,12 +597,13 @@ class Tuner:
         tested.append(prompt)
         return prompt
 
-    def _skip(self, cid: str, plan: Plan, prompt: Prompt, why: str) -> None:
+    def _skip(self, cid: str, plan: Plan, prompt: Prompt, why: str, *, requests: int = 0,
+              cost: float | None = None) -> None:
         self.candidates.append(TuneCandidate(
             id=cid, origin=plan.origin, version=prompt.version,
             examples=None if plan.examples is None else tuple(r.id for r in plan.examples),
-            instruction=plan.instruction, run=None, value=None, n=None, requests=0,
-            cost_usd=None, skipped=why))
+            instruction=plan.instruction, run=None, value=None, n=None, requests=requests,
+            cost_usd=cost, skipped=why))
 
     def fewshot_plans(self, boot: Sequence[dict[str, Any]]) -> list[Plan]:
         """Zero-shot, the bootstrapped set, then random sets by seed (DSPy's order)."""

@@ -383,7 +383,8 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                           use_cache=given.use_cache and stored.get("use_cache", True),
                           cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm,
                           timeout=given.timeout, max_response_mb=given.max_response_mb,
-                          allowance=given.allowance, batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only
+                          allowance=given.allowance,
+                          batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only
                           and target.kind == "prompt")
     full = plan_requests(target, evalset, limit=options.limit, repeat=options.repeat)
     # After planning: a metric's checks complete its identity (the server an embeddings
