@@ -91,6 +91,18 @@ async def _on_request(request: Any) -> None:
         state.started = time.monotonic()
 
 
+def _on_transport_error(exc: Exception) -> None:
+    """A timeout or dropped connection whose retry the run's allowance could not cover:
+    failed at once, rather than after the backoff before a retry that would be refused."""
+    state = _attempt.get()
+    if state is None or state.count >= state.max_attempts:
+        return
+    why = allowance.no_retry()
+    if why is not None:
+        state.not_retried = why
+        raise allowance.AllowanceSpent(f"the attempt failed: {exc}") from exc
+
+
 def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
@@ -231,6 +243,7 @@ class OpenAIProvider(Provider):
         state = _Attempt(self.max_retries + 1)
         token = _attempt.set(state)
         deadline = self._http.attempt_seconds.set(self.timeout)
+        failing = self._http.on_transport_error.set(_on_transport_error)
         try:
             data = await self._post(path, body, state)
         except self._http.ResponseTooLarge:
@@ -270,6 +283,7 @@ class OpenAIProvider(Provider):
             raise RequestFailed(self._failure(f"the server sent a malformed response: {exc}", state),
                                 attempts=max(1, state.count)) from None
         finally:
+            self._http.on_transport_error.reset(failing)
             self._http.attempt_seconds.reset(deadline)
             _attempt.reset(token)
         return data, state

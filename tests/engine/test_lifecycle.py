@@ -332,3 +332,17 @@ def test_a_run_under_an_allowance_refuses_batch(files: Path, api: FakeOpenAI,
     with pytest.raises(InputError, match="cannot use --batch"):
         evaluate(files, store, options=EvalOptions(batch=True, allowance=Allowance(requests=10)))
     assert api.count == 0
+
+
+def test_a_dropped_connection_on_the_last_allowed_attempt_is_not_retried(
+        files: Path, api: FakeOpenAI, store: SQLiteStore) -> None:
+    from promptctl.allowance import Allowance
+
+    api.drop_next(1)
+    allowance = Allowance(requests=1)
+    run = evaluate(files, store, options=EvalOptions(concurrency=1, limit=1, allowance=allowance))
+    assert api.count == 1 and allowance.sent == 1 and allowance.refused == 2
+    rows = list(store.iter_rows(run["id"]))
+    dropped = next(r for r in rows if r["attempts"] == 1)
+    assert "the attempt failed" in dropped["error"]
+    assert "not retried: budget reached" in dropped["error"]
