@@ -408,9 +408,10 @@ def test_a_dollar_budget_holds_with_retries(project: Project) -> None:
 
 
 def test_without_a_budget_failed_requests_are_retried_as_before(project: Project) -> None:
-    project.server.fail_matching("Item 3", status=429, times=2)
-    out = json.loads(invoke("eval", "prompts/double.yaml", "--json").stdout)
-    shown = json.loads(invoke("show", out["id"], "--json").stdout)
-    row = next(r for r in shown["rows"] if r["row_id"] == "r03")
+    project.server.fail_matching("Item 15", status=429, times=2)
+    from tests.helpers import eval_run, show_rows
+
+    run = eval_run("prompts/double.yaml")
+    row = next(r for r in show_rows(run["id"]) if r["row_id"] == "r15")
     assert row["attempts"] == 3 and not row.get("error")
     assert len(project.server.chat_requests) == ROWS + 1 + 2
