@@ -1036,7 +1036,25 @@ def _history_section(index: int, hist: Mapping[str, Any], charts: Charts) -> dic
             "unpriced": [labels[i] for i, v in enumerate(versions)
                          if not _is_number(v.get("cost_per_row"))],
             "costs": [numbers.usage(v.get("cost_per_row"), "usd") for v in versions],
-            "numbers": numbers_of}
+            "numbers": numbers_of, "searches": _searches(hist.get("searches"))}
+
+
+def _searches(value: Any) -> list[dict[str, Any]]:
+    """A history's searches for its template: each with the metrics its runs have, in order,
+    and how many runs it made on each part."""
+    out = []
+    for search in value if isinstance(value, list) else []:
+        if not isinstance(search, Mapping):
+            continue
+        runs = [r for r in search.get("runs") or [] if isinstance(r, Mapping)]
+        names: list[str] = []
+        for r in runs:
+            names += [m for m in _mapping(r.get("metrics")) if m not in names]
+        parts = [str(r.get("part")) for r in runs]
+        made = ", ".join(f"{parts.count(p)} {p}" for p in dict.fromkeys(parts))
+        out.append({"search": fields(search), "runs": fields(runs), "names": names,
+                    "made": made})
+    return out
 
 
 # --- the page ---------------------------------------------------------------------------------

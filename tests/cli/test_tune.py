@@ -351,3 +351,15 @@ def test_history_shows_the_search_apart_from_the_versions(project: Project) -> N
     best = next(c for c in out["candidates"] if c["id"] == out["best"])
     line = next(x for x in text.splitlines() if best["run"] in x)
     assert "validation" in line and f"{best['value']:.3f} (n={best['n']})" in line
+    # The report draws the same runs as a table per search, apart from the versions.
+    invoke("report", "--history", "double", "-o", "history.html")
+    page = (project.root / "history.html").read_text()
+    searches = page.split("Runs on a part of the eval set", 1)[1]
+    assert searches.count("<table class=\"searches\">") == 2
+    for c in evaluated:
+        row = re.search(rf'<tr data-run="{c["run"]}" data-part="validation">(.*?)</tr>',
+                        searches)
+        assert row is not None and f"<td>{c['id']}</td>" in row.group(1)
+        assert f'data-value="{c["value"]!r}"' in row.group(1)
+        assert f'data-value="{c["n"]}"' in row.group(1)
+        assert c["run"] not in page.split("Runs on a part of the eval set", 1)[0]
