@@ -321,8 +321,13 @@ def test_an_unknown_metric_names_the_prompts_metrics(project: Project) -> None:
 
 
 def test_history_shows_the_search_apart_from_the_versions(project: Project) -> None:
-    invoke("eval", "prompts/double.yaml", "--json")
     out = tune_json("--pool", "pool.jsonl", "--strategy", "fewshot")
+    # Before any run stands for a version the report still shows the search.
+    invoke("report", "--history", "double", "-o", "searched.html")
+    alone = (project.root / "searched.html").read_text()
+    assert "no complete run" in alone and alone.count('data-part="validation"') == len(
+        [c for c in out["candidates"] if c["run"]])
+    invoke("eval", "prompts/double.yaml", "--json")
     hist = json.loads(invoke("history", "double", "--json").stdout)
     assert len(hist["versions"]) == 1  # the eval's run, not one of the search's
     [search] = hist["searches"]
