@@ -26,6 +26,7 @@ import json
 import math
 import random
 import re
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -314,11 +315,18 @@ class _State:
     done: dict[str, dict[str, Any]] = field(default_factory=dict)
     spent: _Spent = field(default_factory=_Spent)
     running: str | None = None
+    # Names this search (and its resumptions) in its runs' options: a fresh start is a new
+    # search even with the same key, a state saved before searches were named gets the key's.
+    search: str = ""
+
+    def __post_init__(self) -> None:
+        self.search = self.search or f"{self.key[:8]}-{secrets.token_hex(3)}"
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": self.key, "done": self.done, "running": self.running,
+        tmp.write_text(json.dumps({"key": self.key, "search": self.search, "done": self.done,
+                                   "running": self.running,
                                    "spent": {"requests": self.spent.requests,
                                              "usd": self.spent.usd}}, indent=1))
         tmp.replace(self.path)
@@ -338,7 +346,7 @@ class _State:
         spent = raw.get("spent") or {}
         return cls(path, key, dict(raw.get("done") or {}),
                    _Spent(int(spent.get("requests") or 0), float(spent.get("usd") or 0.0)),
-                   raw.get("running"))
+                   raw.get("running"), str(raw.get("search") or key[:8]))
 
 
 Say = Callable[[str], None]
@@ -444,7 +452,8 @@ class Tuner:
         self.state.spent.usd += cost
         return sent, cost
 
-    def _evaluate(self, prompt: Prompt, rows: Sequence[Row], label: str) -> RunRecord:
+    def _evaluate(self, prompt: Prompt, rows: Sequence[Row], label: str, candidate: str,
+                  origin: str) -> RunRecord:
         subset = _subset(self.evalset, rows, label)
 
         def started(run_id: str) -> None:
@@ -452,9 +461,11 @@ class Tuner:
             self.state.save()
 
         run = run_eval(prompt, self.resolved, store=self.store, config=self.config,
-                       evalset=subset, options=EvalOptions(concurrency=self.options.concurrency,
-                                                           subset=label), on_start=started,
-                       git=self.git)
+                       evalset=subset, options=EvalOptions(
+                           concurrency=self.options.concurrency, subset=label,
+                           search={"id": self.state.search, "candidate": candidate,
+                                   "origin": origin}),
+                       on_start=started, git=self.git)
         self.state.running = None
         return run
 
@@ -494,7 +505,7 @@ class Tuner:
             raise InputError(self._short("run the original prompt on the few-shot pool", need,
                                          reserve), fix="raise --budget")
         self.say(f"original prompt on the {len(self.pool)} pool rows ({need[0]} requests to send)")
-        run = self._evaluate(self.prompt, self.pool, label)
+        run = self._evaluate(self.prompt, self.pool, label, "c0", "original on the few-shot pool")
         self._count_run(run["id"])
         self.state.done[label] = {"run": run["id"]}
         self.state.save()
@@ -534,7 +545,8 @@ class Tuner:
                 return None
             self.say(f"candidate {cid} ({plan.origin}) on {len(self.splits.validation)} validation "
                      f"rows ({need[0]} requests to send)")
-            run = self._evaluate(prompt, self.splits.validation, "tune:validation")
+            run = self._evaluate(prompt, self.splits.validation, "tune:validation", cid,
+                                 plan.origin)
             sent, cost = self._count_run(run["id"])
             metric = (run.get("metrics") or {}).get(self.objective.name) or {}
             done = {"run": run["id"], "value": metric.get("value"), "n": metric.get("n"),
@@ -628,7 +640,9 @@ class Tuner:
             self.say(f"asking for {len(rows)} instruction proposals ({need[0]} requests to send)")
             run = run_eval(proposer, self.resolved, store=self.store, config=self.config,
                            evalset=subset, options=EvalOptions(
-                               concurrency=self.options.concurrency, subset=label), git=self.git)
+                               concurrency=self.options.concurrency, subset=label,
+                               search={"id": self.state.search, "candidate": "proposer",
+                                       "origin": "instruction proposals"}), git=self.git)
             self._count_run(run["id"])
             run_id = run["id"]
             self.state.done[label] = {"run": run_id}
@@ -679,9 +693,10 @@ class Tuner:
     def final(self, best: TuneCandidate, prompt: Prompt) -> TuneTest:
         """The original and the chosen candidate on the test rows, compared row by row."""
         self.say(f"final test: the original and {best.id} on {len(self.splits.test)} test rows")
-        a = self._evaluate(self.prompt, self.splits.test, "tune:test")
+        a = self._evaluate(self.prompt, self.splits.test, "tune:test", "c0", "original")
         self._count_run(a["id"])
-        b = self._evaluate(prompt, self.splits.test, "tune:test")
+        b = self._evaluate(prompt, self.splits.test, "tune:test", best.id,
+                           f"chosen: {best.origin}")
         self._count_run(b["id"])
         self.state.save()
         diff = compare_runs(self.store, a["id"], b["id"])
