@@ -8,7 +8,7 @@ counted as K independent observations.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -27,6 +27,8 @@ from promptctl.results import (
     HistoryPoint,
     HistoryResult,
     MetricDelta,
+    PartRun,
+    PartSearch,
     RunBrief,
     SampleCounts,
     UsageDelta,
@@ -686,11 +688,16 @@ def history(store: Store, prompt: str, *, model: str | None = None,
     outside git. With `root`, each entry gets the commit's date, author and subject from git.
     """
     groups: dict[tuple[str, str], list[RunRecord]] = {}
+    parts: list[RunRecord] = []
     wanted = ("id", "created_at", "status", "prompt_version", "model", "git_commit", "git_dirty",
               "evalset_version", "metrics", "summary", "options", "n_planned", "coverage", "errors")
     for run in store.list_runs(prompt, columns=wanted):
-        if stands_for_version(run) and (model is None or run["model"] == model):
+        if model is not None and run["model"] != model:
+            continue
+        if stands_for_version(run):
             groups.setdefault((run["prompt_version"], run["model"]), []).append(run)
+        elif (run.get("options") or {}).get("subset"):
+            parts.append(run)
     chosen = [r for r in (best(g) for g in groups.values()) if r is not None]
     repo = find_repo(root) if root is not None else None
     facts = repo.commit_facts({r["git_commit"] for r in chosen if r["git_commit"]}) \
@@ -724,7 +731,33 @@ def history(store: Store, prompt: str, *, model: str | None = None,
             warnings.append(f"{m}: the versions were evaluated on {len(sets)} different eval set "
                             "versions, so their metrics are not strictly comparable")
     return HistoryResult(prompt=prompt, model=model, versions=tuple(entries),
-                         warnings=tuple(warnings), higher_is_better=directions)
+                         warnings=tuple(warnings), higher_is_better=directions,
+                         searches=part_searches(parts))
+
+
+def part_searches(runs: Iterable[RunRecord]) -> tuple[PartSearch, ...]:
+    """Runs on parts of the eval set, grouped by the search that made them (newest search
+    first, its runs in the order they were made). Runs stored before a search was recorded
+    with them are grouped by model, as one search whose id is unknown."""
+    grouped: dict[tuple[str | None, str], list[PartRun]] = {}
+    for run in sorted(runs, key=lambda r: r["id"]):  # ids sort by time
+        options: Mapping[str, Any] = run.get("options") or {}
+        found = options.get("search")
+        search: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        metrics = {k: {"value": (v or {}).get("value"), "n": (v or {}).get("n")}
+                   for k, v in (run.get("metrics") or {}).items()}
+        part = str(options["subset"]).removeprefix("tune:")
+        key = (str(search["id"]) if search.get("id") else None, run["model"])
+        grouped.setdefault(key, []).append(PartRun(
+            run=run["id"], created_at=run["created_at"], status=run["status"], part=part,
+            candidate=search.get("candidate"), origin=search.get("origin"),
+            prompt_version=run["prompt_version"], model=run["model"],
+            git_commit=run.get("git_commit"), git_dirty=run.get("git_dirty"), metrics=metrics,
+            n=(run.get("summary") or {}).get("n"), errors=row_errors(run)))
+    searches = [PartSearch(search=k[0], model=k[1], started_at=v[0].created_at, runs=tuple(v))
+                for k, v in grouped.items()]
+    searches.sort(key=lambda s: s.runs[0].run, reverse=True)
+    return tuple(searches)
 
 
 def cost_per_row(store: Store, run: Mapping[str, Any]) -> float | None:

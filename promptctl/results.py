@@ -397,8 +397,55 @@ class HistoryPoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PartRun:
+    """A run on a part of the eval set (`tune`'s train, validation or test rows): it never
+    stands for its prompt version, since it saw only some rows."""
+
+    run: str
+    created_at: str
+    status: str
+    part: str
+    # The candidate of the search (c0 is the original) and where it came from; None for a
+    # run stored before searches were recorded.
+    candidate: str | None
+    origin: str | None
+    prompt_version: str
+    model: str
+    git_commit: str | None
+    git_dirty: bool | None
+    # Per metric, its value and the rows it was computed on.
+    metrics: Mapping[str, Mapping[str, float | int | None]]
+    n: int | None
+    errors: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "created_at": self.created_at, "status": self.status,
+                "part": self.part, "candidate": self.candidate, "origin": self.origin,
+                "prompt_version": self.prompt_version, "model": self.model,
+                "git_commit": self.git_commit, "git_dirty": self.git_dirty,
+                "metrics": {k: dict(v) for k, v in self.metrics.items()}, "n": self.n,
+                "errors": self.errors}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartSearch:
+    """The runs of one search (one `tune` and its resumptions) in the order they were made;
+    `search` is None for the runs stored before a search was recorded with them."""
+
+    search: str | None
+    model: str
+    started_at: str
+    runs: tuple[PartRun, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"search": self.search, "model": self.model, "started_at": self.started_at,
+                "runs": [r.to_json() for r in self.runs]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryResult:
-    """`promptctl history`: the versions of a prompt, newest first."""
+    """`promptctl history`: the versions of a prompt, newest first, then the searches made
+    on parts of its eval set (newest first), which stand for no version."""
 
     prompt: str
     model: str | None
@@ -406,11 +453,13 @@ class HistoryResult:
     warnings: tuple[str, ...]
     # Per metric, whether a higher value is better (as the runs' metrics declare it).
     higher_is_better: Mapping[str, bool] = field(default_factory=dict)
+    searches: tuple[PartSearch, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "model": self.model,
                 "versions": [v.to_json() for v in self.versions],
                 "higher_is_better": dict(self.higher_is_better),
+                "searches": [s.to_json() for s in self.searches],
                 "warnings": list(self.warnings)}
 
 

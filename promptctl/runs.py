@@ -465,6 +465,13 @@ class RunResult:
     def is_probe(self) -> bool:
         return is_probe(self.options)
 
+    @property
+    def samples_per_row(self) -> int | None:
+        """K of a run made with `eval --samples K` (None: one answer per row)."""
+        sampled = self.options.get("samples")
+        k = sampled.get("k") if isinstance(sampled, Mapping) else None
+        return k if isinstance(k, int) and not isinstance(k, bool) else None
+
 
 def _consistency(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """A run's `--repeat` figures; a run stored before the vote's metric was named scored

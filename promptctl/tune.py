@@ -28,6 +28,7 @@ import json
 import math
 import random
 import re
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -317,11 +318,18 @@ class _State:
     done: dict[str, dict[str, Any]] = field(default_factory=dict)
     spent: _Spent = field(default_factory=_Spent)
     running: str | None = None
+    # Names this search (and its resumptions) in its runs' options: a fresh start is a new
+    # search even with the same key, a state saved before searches were named gets the key's.
+    search: str = ""
+
+    def __post_init__(self) -> None:
+        self.search = self.search or f"{self.key[:8]}-{secrets.token_hex(3)}"
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": self.key, "done": self.done, "running": self.running,
+        tmp.write_text(json.dumps({"key": self.key, "search": self.search, "done": self.done,
+                                   "running": self.running,
                                    "spent": {"requests": self.spent.requests,
                                              "usd": self.spent.usd}}, indent=1))
         tmp.replace(self.path)
@@ -341,7 +349,7 @@ class _State:
         spent = raw.get("spent") or {}
         return cls(path, key, dict(raw.get("done") or {}),
                    _Spent(int(spent.get("requests") or 0), float(spent.get("usd") or 0.0)),
-                   raw.get("running"))
+                   raw.get("running"), str(raw.get("search") or key[:8]))
 
 
 Say = Callable[[str], None]
@@ -463,8 +471,8 @@ class Tuner:
         return Allowance(requests=None if b.requests is None else b.requests - s.requests - reserve[0],
                          usd=None if b.usd is None else b.usd - s.usd - reserve[1])
 
-    def _evaluate(self, prompt: Prompt, rows: Sequence[Row], label: str,
-                  allowance: Allowance | None = None) -> RunRecord:
+    def _evaluate(self, prompt: Prompt, rows: Sequence[Row], label: str, candidate: str,
+                  origin: str, allowance: Allowance | None = None) -> RunRecord:
         subset = _subset(self.evalset, rows, label)
 
         def started(run_id: str) -> None:
@@ -472,8 +480,10 @@ class Tuner:
             self.state.save()
 
         run = run_eval(prompt, self.resolved, store=self.store, config=self.config,
-                       evalset=subset, options=EvalOptions(concurrency=self.options.concurrency,
-                                                           subset=label, allowance=allowance),
+                       evalset=subset, options=EvalOptions(
+                           concurrency=self.options.concurrency, subset=label,
+                           search={"id": self.state.search, "candidate": candidate,
+                                   "origin": origin}, allowance=allowance),
                        on_start=started, git=self.git)
         self.state.running = None
         return run
@@ -532,7 +542,8 @@ class Tuner:
                                          reserve), fix="raise --budget")
         self.say(f"original prompt on the {len(self.pool)} pool rows ({need[0]} requests to send)")
         allowance = self._allowance(reserve)
-        run = self._evaluate(self.prompt, self.pool, label, allowance)
+        run = self._evaluate(self.prompt, self.pool, label, "c0", "original on the few-shot pool",
+                             allowance)
         self._count_run(run["id"], allowance)
         if self._cut_by(allowance, "the run of the original prompt on the few-shot pool") is None:
             self.state.done[label] = {"run": run["id"]}
@@ -576,7 +587,8 @@ class Tuner:
             self.say(f"candidate {cid} ({plan.origin}) on {len(self.splits.validation)} validation "
                      f"rows ({need[0]} requests to send)")
             allowance = self._allowance(reserve)
-            run = self._evaluate(prompt, self.splits.validation, "tune:validation", allowance)
+            run = self._evaluate(prompt, self.splits.validation, "tune:validation", cid,
+                                 plan.origin, allowance)
             sent, cost = self._count_run(run["id"], allowance)
             if self._cut_by(allowance, f"candidate {cid}") is not None:
                 # Scored on the rows it got, it would be compared on other rows than the rest.
@@ -681,6 +693,8 @@ class Tuner:
             run = run_eval(proposer, self.resolved, store=self.store, config=self.config,
                            evalset=subset, options=EvalOptions(
                                concurrency=self.options.concurrency, subset=label,
+                               search={"id": self.state.search, "candidate": "proposer",
+                                       "origin": "instruction proposals"},
                                allowance=allowance), git=self.git)
             self._count_run(run["id"], allowance)
             if self._cut_by(allowance, "the request for instruction proposals") is not None:
@@ -740,12 +754,14 @@ class Tuner:
         # did not use.
         allowance = self._allowance((0, 0.0))
         before = self.spend()
-        a = self._evaluate(self.prompt, self.splits.test, "tune:test", allowance)
+        a = self._evaluate(self.prompt, self.splits.test, "tune:test", "c0", "original",
+                           allowance)
         self._count_run(a["id"], allowance)
         cut = allowance is not None and allowance.cut
         if not cut:
             sent = allowance.sent if allowance is not None else 0
-            b = self._evaluate(prompt, self.splits.test, "tune:test", allowance)
+            b = self._evaluate(prompt, self.splits.test, "tune:test", best.id,
+                               f"chosen: {best.origin}", allowance)
             self._count_run(b["id"], allowance)
             # One allowance for both runs: the second counts only what it added.
             self.state.spent.requests -= sent

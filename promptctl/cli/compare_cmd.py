@@ -75,7 +75,9 @@ def history(
     """Metrics of a prompt across its versions (commits) and models, newest first.
 
     One line per prompt version with the commit, date, author and subject it
-    ran at, and a trend line per metric.
+    ran at, and a trend line per metric. Then the runs made on parts of the
+    eval set (tune's train, validation and test), a table per search: they
+    never stand for a version.
     """
     from promptctl.compare import history as build
     from promptctl.render.jsonout import dumps

@@ -134,7 +134,7 @@ def report(
 
         name = find_prompt(store, config, history).name
         found = build_history(store, name, root=config.root)
-        if not found.versions:
+        if not found.versions and not found.searches:
             raise InputError(f"no complete run of {name!r} in the store",
                              fix=f"evaluate it first: promptctl eval prompts/{name}.yaml")
         # html.py still takes the JSON form

@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,10 @@ class EvalOptions:
     # a run never stands for its prompt version (as a baseline of `check`, a side of `diff`
     # or a point of `history`).
     subset: str | None = None
+    # Which search a subset run belongs to and what it tried there (`tune`: the search's id,
+    # the candidate and where it came from), recorded with the run so `history` can show
+    # the search.
+    search: Mapping[str, str] | None = None
     # A hard cap on the HTTP attempts (and their worst-case cost) the run may make, retries
     # included; shared with other runs given the same object (see promptctl.allowance).
     allowance: Allowance | None = field(default=None, compare=False)
@@ -222,6 +226,7 @@ def run_eval(target: Target, resolved: ResolvedModel, *, store: Store, config: C
                     **({"unreviewed_skipped": evalset.unreviewed} if evalset.unreviewed else {}),
                     **({"batch": True} if options.batch else {}),
                     **({"subset": options.subset} if options.subset else {}),
+                    **({"search": dict(options.search)} if options.search else {}),
                     **target.run_options(), **metric_identities(target)},
     })
     if on_start is not None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +18,7 @@ from promptctl.results import (
     FlippedRow,
     HistoryResult,
     MetricDelta,
+    PartSearch,
     RunBrief,
     UsageDiff,
 )
@@ -219,6 +222,7 @@ def history_terminal(con: Console, result: HistoryResult) -> None:
     if not versions:
         scope = f" with model {result.model}" if result.model else ""
         con.print(f"no complete runs of {cell(result.prompt)}{cell(scope)} stored yet")
+        part_searches(con, result.searches)
         return
     metric_names: list[str] = []
     for v in versions:
@@ -256,3 +260,44 @@ def history_terminal(con: Console, result: HistoryResult) -> None:
                 con.print(f"{cell(m, 40):>{width}}  {line}  (oldest → newest{more}){scope}")
     for w in result.warnings:
         con.print(f"[yellow]warning:[/] {cell(w, 2000)}", soft_wrap=True)
+    part_searches(con, result.searches)
+
+
+def _value_n(value: Mapping[str, Any] | None) -> str:
+    if not value or value.get("value") is None:
+        return "-"
+    n = value.get("n")
+    return fmt.num(value["value"]) + (f" (n={n})" if n is not None else "")
+
+
+def part_searches(con: Console, searches: Sequence[PartSearch]) -> None:
+    """The runs on parts of the eval set, a table per search: they scored only some rows, so
+    none of them is a point of the history above."""
+    if not searches:
+        return
+    con.print()
+    con.print(f"[bold]Runs on a part of the eval set[/] ({len(searches)} search"
+              f"{'es' if len(searches) > 1 else ''}: tune's train, validation and test rows). "
+              "They never stand for a version.", soft_wrap=True)
+    for s in searches:
+        counts = Counter(r.part for r in s.runs)
+        made = ", ".join(f"{counts[p]} {p}" for p in dict.fromkeys(r.part for r in s.runs))
+        name = s.search or "not recorded (runs stored before searches were)"
+        con.print(f"search {cell(name)}  {cell(s.model, 60)}  started "
+                  f"{cell(s.started_at[:16].replace('T', ' '))}  runs: {made}", soft_wrap=True)
+        names: list[str] = []
+        for r in s.runs:
+            names += [m for m in r.metrics if m not in names]
+        table = Table(show_edge=False, header_style="bold")
+        for col in ("part", "candidate", "version", "date", "run"):
+            table.add_column(col, no_wrap=col != "candidate")
+        for m in names:
+            table.add_column(cell(m, 40), no_wrap=True, justify="right")
+        for r in s.runs:
+            who = " ".join(x for x in (r.candidate, f"({r.origin})" if r.origin else None) if x)
+            status = "" if r.status == "complete" else f" [{r.status}]"
+            table.add_row(cell(r.part), cell(who or "-", 60),
+                          cell(str(r.prompt_version)[:8]),
+                          cell(r.created_at[:16].replace("T", " ")), cell(r.run + status),
+                          *[_value_n(r.metrics.get(m)) for m in names])
+        con.print(table)

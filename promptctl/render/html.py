@@ -58,7 +58,14 @@ from promptctl.redact import redact
 from promptctl.render import TEXT_LIMIT
 from promptctl.render import fmt as numbers
 from promptctl.render.inert import MARKED, MARKED_CLASS, mark_name, marks_js_class
-from promptctl.results import CheckResult, CompatResult, Gate, PromptCheck, pareto_front
+from promptctl.results import (
+    CheckResult,
+    CompatResult,
+    Gate,
+    PromptCheck,
+    pareto_front,
+    verdict,
+)
 
 INSTALL_HINT = install_command("report")
 ID_LIMIT = 200  # characters of a row id, a variable's or a score's name
@@ -823,6 +830,9 @@ def _row_data(row: Mapping[str, Any], keys: dict[str, int], limit: int,
                       cell(st.get("error") if st.get("error") is not None else st.get("answer")),
                       None if st.get("completion") is None else cell(st.get("completion"))]
                      for step_id, st in steps.items() if isinstance(st, Mapping)]
+    votes = _votes(cell, row.get("self_consistency"))
+    if votes:
+        out["v"] = votes
     trajectory = row.get("trajectory")
     turns = trajectory.get("turns") if isinstance(trajectory, Mapping) else None
     if isinstance(turns, list):
@@ -841,6 +851,60 @@ def _row_data(row: Mapping[str, Any], keys: dict[str, int], limit: int,
     if cell.cut:
         out["x"] = show_row_command(run_id, row.get("row_id"))
     return out
+
+
+def _votes(cell: _Cells, detail: Any) -> list[list[Any]]:
+    """A sampled row's K answers, counted: [answer, count, 1 for the voted one], most
+    common first; unreadable answers and failed requests counted apart (answer None, with
+    "unreadable" or "failed" as a fourth item)."""
+    if not isinstance(detail, Mapping) or not isinstance(detail.get("samples"), list):
+        return []
+    samples = [s for s in detail["samples"] if isinstance(s, Mapping)]
+    chosen = detail.get("chosen")
+    counts: dict[str, list[Any]] = {}
+    for i, s in enumerate(samples):
+        entry: list[Any]
+        if s.get("error") is not None:
+            key, entry = "\0failed", [None, 0, 0, "failed"]
+        elif s.get("valid") is False:
+            key, entry = "\0unreadable", [None, 0, 0, "unreadable"]
+        else:
+            shown = cell(s.get("answer"), ID_LIMIT)
+            key, entry = json.dumps(shown), [shown, 0, 0]
+        found = counts.setdefault(key, entry)
+        found[1] += 1
+        if i == chosen and found[0] is not None:
+            found[2] = 1
+    return sorted(counts.values(), key=lambda e: (e[0] is None, -e[1]))
+
+
+def _samples_section(figures: Any) -> dict[str, Any] | None:
+    """`eval --samples K`'s figures as the terminal shows them: per metric the first sample
+    against the vote on the same rows, with the paired test's verdict; then the multiples."""
+    if not isinstance(figures, Mapping):
+        return None
+    metrics = []
+    for name, m in _mapping(figures.get("metrics")).items():
+        if not isinstance(m, Mapping):
+            continue
+        delta, ci, p = m.get("delta"), m.get("ci95"), m.get("p_value")
+        found = verdict(delta if _is_number(delta) else None,
+                        ci if isinstance(ci, list) and len(ci) == 2 and all(map(_is_number, ci))
+                        else None, p if _is_number(p) else None,
+                        higher_is_better=m.get("higher_is_better") is not False)
+        metrics.append({"name": name, "m": fields(m), "verdict": found.text, "note": found.note,
+                        "higher_is_better": m.get("higher_is_better") is not False})
+    requests = _mapping(figures.get("requests"))
+    n, separate = requests.get("n") or 0, requests.get("separate") or 0
+    how = ("one request with n per row" if n and not separate else
+           f"n on {n} rows, one request per sample on {separate}"
+           if n else "one request per sample")
+    # As the terminal prints them: 2 decimals, so that both read the same.
+    multiples = {k: f"{numbers.num(figures.get(f'{k}_multiple'), 2)}×"
+                 if _is_number(figures.get(f"{k}_multiple")) else None
+                 for k in ("tokens", "cost", "latency")}
+    return {"figures": fields(figures), "metrics": metrics, "how": how, "multiples": multiples,
+            "latency_unknown": bool(n) and not _is_number(figures.get("latency_multiple"))}
 
 
 def _escape_json_char(m: re.Match[str]) -> str:
@@ -976,6 +1040,7 @@ def _run_section(index: int, document: Mapping[str, Any], charts: Charts,
     return {"index": index, "run": _part(run), "metric_chart": metric_chart,
             "latency_chart": _latency_chart(charts, tally.latencies),
             "failed_requests": tally.failed_requests(), "eval_rows": blocks["eval"].context(),
+            "samples": _samples_section(run.get("self_consistency")),
             "fewshot_rows": blocks["fewshot"].context() if blocks["fewshot"].n else None}
 
 
@@ -1036,7 +1101,25 @@ def _history_section(index: int, hist: Mapping[str, Any], charts: Charts) -> dic
             "unpriced": [labels[i] for i, v in enumerate(versions)
                          if not _is_number(v.get("cost_per_row"))],
             "costs": [numbers.usage(v.get("cost_per_row"), "usd") for v in versions],
-            "numbers": numbers_of}
+            "numbers": numbers_of, "searches": _searches(hist.get("searches"))}
+
+
+def _searches(value: Any) -> list[dict[str, Any]]:
+    """A history's searches for its template: each with the metrics its runs have, in order,
+    and how many runs it made on each part."""
+    out = []
+    for search in value if isinstance(value, list) else []:
+        if not isinstance(search, Mapping):
+            continue
+        runs = [r for r in search.get("runs") or [] if isinstance(r, Mapping)]
+        names: list[str] = []
+        for r in runs:
+            names += [m for m in _mapping(r.get("metrics")) if m not in names]
+        parts = [str(r.get("part")) for r in runs]
+        made = ", ".join(f"{parts.count(p)} {p}" for p in dict.fromkeys(parts))
+        out.append({"search": fields(search), "runs": fields(runs), "names": names,
+                    "made": made})
+    return out
 
 
 # --- the page ---------------------------------------------------------------------------------

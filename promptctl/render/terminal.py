@@ -335,7 +335,8 @@ def runs_table(con: Console, runs: Sequence[RunResult]) -> None:
                       "yes" if run.git_dirty else ("-" if run.git_dirty is None else "no"),
                       _short(run.prompt_version, 8), cell(run.model),
                       cell(run.status) + ("" if run.covers_evalset else " (partial)")
-                      + (" (probe)" if run.is_probe else ""),
+                      + (" (probe)" if run.is_probe else "")
+                      + (f" (samples {run.samples_per_row})" if run.samples_per_row else ""),
                       _count(run.summary.n), _count(run.summary.errors), shown)
     con.print(table)
 

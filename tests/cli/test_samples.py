@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -413,3 +414,57 @@ def test_a_judge_whose_key_is_not_set_is_refused_before_anything_is_sent(
     assert result.exit_code == 2
     assert "$PICK_JUDGE_KEY is not set" in result.stderr
     assert fake_openai.count == 0
+
+
+def _islands(page: str) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in re.findall(
+        r'<script type="application/json" class="rowdata">(.*?)</script>', page, re.S)]
+
+
+def test_the_report_draws_the_vote_and_each_rows_samples(project: Path,
+                                                          fake_openai: FakeOpenAI) -> None:
+    per_choice(fake_openai)
+    run = eval_run("prompts/pick.yaml", "--samples", "5")
+    invoke("report", run["id"], "-o", str(project / "report.html"))
+    page = (project / "report.html").read_text(encoding="utf-8")
+    section = page.split("<h3>Self-consistency</h3>", 1)[1].split("<h3>", 1)[0]
+    hand = hand_figures()
+    accuracy = run["self_consistency"]["metrics"]["accuracy"]
+    row = re.search(r'<tr data-metric="accuracy">(.*?)</tr>', section, re.S)
+    assert row is not None
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+    assert re.findall(r'data-value="([^"]+)"', row.group(1)) == [
+        repr(hand["single"]), repr(hand["voted"])]
+    assert cells[2] == f"{accuracy['delta']:+.3g}"
+    assert cells[5] == "mcnemar_exact"
+    # The verdict is the paired test's, by the rule diff follows.
+    assert cells[6].startswith("better (not significant)" if accuracy["p_value"] >= 0.05
+                               else "better")
+    unanimous = sum(1 for a in ANSWERS.values() if len(set(a)) == 1)
+    assert f"5 samples per row at temperature 0.7, vote majority, over {len(EXPECTED)} rows " \
+           f"(one request with n per row); {unanimous} of them unanimous" in section
+    assert f"{run['self_consistency']['tokens_multiple']:.2f}×" in section
+    assert "no single-sample latency" in section
+    # Per row its five answers counted, the voted one marked; "??" cannot be read.
+    [rows, *_] = _islands(page)
+    votes = {r["id"]: r["v"] for r in rows["rows"]}
+    assert votes["a"] == [["red", 3, 1], ["green", 1, 0], ["blue", 1, 0]]
+    assert votes["b"] == [["red", 2, 1], ["green", 2, 0], ["blue", 1, 0]]
+    assert votes["c"] == [["blue", 2, 1], [None, 3, 0, "unreadable"]]
+    assert votes["e"] == [["red", 5, 1]]
+    # A run without samples has neither.
+    plain = eval_run("prompts/pick.yaml")
+    invoke("report", plain["id"], "-o", str(project / "plain.html"))
+    other = (project / "plain.html").read_text(encoding="utf-8")
+    assert "Self-consistency" not in other
+    assert all("v" not in r for r in _islands(other)[0]["rows"])
+
+
+def test_runs_marks_sampled_runs(project: Path, fake_openai: FakeOpenAI) -> None:
+    per_choice(fake_openai)
+    sampled = eval_run("prompts/pick.yaml", "--samples", "5")
+    plain = eval_run("prompts/pick.yaml")
+    lines = invoke("runs").stdout.splitlines()
+    line_of = {run["id"]: next(x for x in lines if run["id"] in x) for run in (sampled, plain)}
+    assert "(samples 5)" in line_of[sampled["id"]]
+    assert "(samples" not in line_of[plain["id"]]

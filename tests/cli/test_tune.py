@@ -415,3 +415,53 @@ def test_without_a_budget_failed_requests_are_retried_as_before(project: Project
     row = next(r for r in show_rows(run["id"]) if r["row_id"] == "r15")
     assert row["attempts"] == 3 and not row.get("error")
     assert len(project.server.chat_requests) == ROWS + 1 + 2
+
+
+def test_history_shows_the_search_apart_from_the_versions(project: Project) -> None:
+    out = tune_json("--pool", "pool.jsonl", "--strategy", "fewshot")
+    # Before any run stands for a version the report still shows the search.
+    invoke("report", "--history", "double", "-o", "searched.html")
+    alone = (project.root / "searched.html").read_text()
+    assert "no complete run" in alone and alone.count('data-part="validation"') == len(
+        [c for c in out["candidates"] if c["run"]])
+    invoke("eval", "prompts/double.yaml", "--json")
+    hist = json.loads(invoke("history", "double", "--json").stdout)
+    assert len(hist["versions"]) == 1  # the eval's run, not one of the search's
+    [search] = hist["searches"]
+    assert search["model"] == out["model"]
+    runs = search["runs"]
+    version_runs = {v["run"] for v in hist["versions"]}
+    assert not version_runs & {r["run"] for r in runs}
+    validation = {r["run"]: r for r in runs if r["part"] == "validation"}
+    evaluated = [c for c in out["candidates"] if c["run"]]
+    assert set(validation) == {c["run"] for c in evaluated}
+    for c in evaluated:
+        shown = validation[c["run"]]
+        assert (shown["candidate"], shown["origin"]) == (c["id"], c["origin"])
+        assert shown["prompt_version"] == c["version"]
+        assert shown["metrics"][out["metric"]] == {"value": c["value"], "n": c["n"]}
+    assert [r["part"] for r in runs] == ["train"] + ["validation"] * len(evaluated) + ["test"] * 2
+    assert [r["run"] for r in runs if r["part"] == "test"] == [out["test"]["original_run"],
+                                                               out["test"]["best_run"]]
+    # A second search is listed apart, newest first.
+    tune_json("--pool", "pool.jsonl", "--strategy", "fewshot")
+    again = json.loads(invoke("history", "double", "--json").stdout)
+    assert len(again["searches"]) == 2 and again["searches"][1] == search
+    assert again["searches"][0]["search"] != search["search"]
+    text = invoke("history", "double").stdout
+    assert "Runs on a part of the eval set" in text and "never stand for a version" in text
+    best = next(c for c in out["candidates"] if c["id"] == out["best"])
+    line = next(x for x in text.splitlines() if best["run"] in x)
+    assert "validation" in line and f"{best['value']:.3f} (n={best['n']})" in line
+    # The report draws the same runs as a table per search, apart from the versions.
+    invoke("report", "--history", "double", "-o", "history.html")
+    page = (project.root / "history.html").read_text()
+    searches = page.split("Runs on a part of the eval set", 1)[1]
+    assert searches.count("<table class=\"searches\">") == 2
+    for c in evaluated:
+        row = re.search(rf'<tr data-run="{c["run"]}" data-part="validation">(.*?)</tr>',
+                        searches)
+        assert row is not None and f"<td>{c['id']}</td>" in row.group(1)
+        assert f'data-value="{c["value"]!r}"' in row.group(1)
+        assert f'data-value="{c["n"]}"' in row.group(1)
+        assert c["run"] not in page.split("Runs on a part of the eval set", 1)[0]

@@ -536,6 +536,10 @@ def test_tune_documents(fake_openai: FakeOpenAI, tmp_path: Path,
     assert done["written"] is True and done["test"] is not None
     # Stopped by the budget: skipped candidates, no test.
     run_json("tune", "prompts/double.yaml", "--budget", "60", "--seed", "3")
+    # The searches' runs, listed by history apart from the versions.
+    searches = run_json("history", "double")["searches"]
+    assert len(searches) == 2 and {r["part"] for r in searches[1]["runs"]} == {
+        "train", "validation", "test"}
 
 
 def test_compat_documents(repo: Repo, fake_openai: FakeOpenAI) -> None:
