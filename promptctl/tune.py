@@ -14,8 +14,10 @@ idea for instructions (the model proposes rewrites grounded on cases it got wron
 proposal with a different tip). It differs where DSPy leaves the user exposed: DSPy scores
 candidates on the set it chose them on (its valset defaults to the trainset) and has no
 spending limit. Here a budget is checked before every evaluation, counting only requests
-the cache cannot answer, and it keeps back what the final test needs; and the winner is
-compared with the original on held-out rows by a paired test.
+the cache cannot answer, and it keeps back what the final test needs; each evaluation is
+then held to what is left by an allowance that counts every HTTP attempt, retries included
+(promptctl.allowance), so retries cannot pass the budget either. And the winner is compared
+with the original on held-out rows by a paired test.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from promptctl.allowance import Allowance
 from promptctl.compare import compare_runs
 from promptctl.config import Config
 from promptctl.engine import EvalOptions, run_eval
@@ -416,6 +419,8 @@ class Tuner:
         self.candidates: list[TuneCandidate] = []
         self.runs: dict[str, dict[str, Any]] = {}
         self.stopped: str | None = None
+        # Set when an evaluation of the search was cut by its allowance: the search ends.
+        self.cut: str | None = None
 
     def _key(self, pool_rows: Sequence[Row]) -> str:
         o = self.options
@@ -440,10 +445,15 @@ class Tuner:
             return False
         return not (b.usd is not None and s.usd + need[1] + reserve[1] > b.usd + 1e-12)
 
-    def _count_run(self, run_id: str) -> tuple[int, float]:
-        """What a run sent: its answers that did not come from the cache, attempts counted."""
-        sent = sum(int(r.get("attempts") or 1) for r in self.store.iter_rows(run_id)
-                   if not r.get("cached"))
+    def _count_run(self, run_id: str, allowance: Allowance | None = None) -> tuple[int, float]:
+        """What a run sent: the attempts its allowance counted (judges and failed attempts
+        included), else its answers that did not come from the cache, attempts counted."""
+        if allowance is not None:
+            sent = allowance.sent
+        else:
+            # A request refused by an allowance has 0 attempts: it sent nothing.
+            sent = sum(r["attempts"] if isinstance(r.get("attempts"), int) else 1
+                       for r in self.store.iter_rows(run_id) if not r.get("cached"))
         try:
             cost = float((self.store.get_run(run_id).get("summary") or {}).get("cost_usd") or 0)
         except InputError:
@@ -452,8 +462,17 @@ class Tuner:
         self.state.spent.usd += cost
         return sent, cost
 
+    def _allowance(self, reserve: tuple[int, float]) -> Allowance | None:
+        """What an evaluation may send, every attempt counted: the budget less what was
+        spent and what is kept back (`reserve`); None without a budget."""
+        b, s = self.options.budget, self.state.spent
+        if not b.limited:
+            return None
+        return Allowance(requests=None if b.requests is None else b.requests - s.requests - reserve[0],
+                         usd=None if b.usd is None else b.usd - s.usd - reserve[1])
+
     def _evaluate(self, prompt: Prompt, rows: Sequence[Row], label: str, candidate: str,
-                  origin: str) -> RunRecord:
+                  origin: str, allowance: Allowance | None = None) -> RunRecord:
         subset = _subset(self.evalset, rows, label)
 
         def started(run_id: str) -> None:
@@ -464,10 +483,27 @@ class Tuner:
                        evalset=subset, options=EvalOptions(
                            concurrency=self.options.concurrency, subset=label,
                            search={"id": self.state.search, "candidate": candidate,
-                                   "origin": origin}),
+                                   "origin": origin}, allowance=allowance),
                        on_start=started, git=self.git)
         self.state.running = None
         return run
+
+    def _cut_by(self, allowance: Allowance | None, what: str) -> str | None:
+        """Why the evaluation of `what` was cut by its allowance (None: it was not); the
+        search ends there."""
+        if allowance is None or not allowance.cut:
+            return None
+        b = self.options.budget
+        left = (f"{allowance.requests} requests" if b.requests is not None
+                else f"${allowance.usd or 0.0:.4f} at worst-case cost")
+        why = (f"the budget ran out during {what}: retries of failed requests used up the "
+               f"{left} it was allowed ({allowance.refused} request(s) not sent); the search "
+               "stopped there")
+        self.cut = self.cut or why
+        # The reason the search ended, whatever was skipped before.
+        self.stopped = why
+        self.say(why)
+        return why
 
     def _rows(self, run_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.store.iter_rows(run_id)]
@@ -505,9 +541,12 @@ class Tuner:
             raise InputError(self._short("run the original prompt on the few-shot pool", need,
                                          reserve), fix="raise --budget")
         self.say(f"original prompt on the {len(self.pool)} pool rows ({need[0]} requests to send)")
-        run = self._evaluate(self.prompt, self.pool, label, "c0", "original on the few-shot pool")
-        self._count_run(run["id"])
-        self.state.done[label] = {"run": run["id"]}
+        allowance = self._allowance(reserve)
+        run = self._evaluate(self.prompt, self.pool, label, "c0", "original on the few-shot pool",
+                             allowance)
+        self._count_run(run["id"], allowance)
+        if self._cut_by(allowance, "the run of the original prompt on the few-shot pool") is None:
+            self.state.done[label] = {"run": run["id"]}
         self.state.save()
         return self._rows(run["id"])
 
@@ -522,6 +561,8 @@ class Tuner:
     def _try(self, cid: str, plan: Plan, tested: list[Prompt]) -> Prompt | None:
         """Evaluate one candidate on validation if the budget allows; record it either way."""
         examples = None if plan.examples is None else tuple(r.id for r in plan.examples)
+        if self.cut is not None:
+            return None
         try:
             _, prompt = build(self.prompt, plan)
             prompt.messages_for(self.splits.validation[0])
@@ -545,9 +586,16 @@ class Tuner:
                 return None
             self.say(f"candidate {cid} ({plan.origin}) on {len(self.splits.validation)} validation "
                      f"rows ({need[0]} requests to send)")
+            allowance = self._allowance(reserve)
             run = self._evaluate(prompt, self.splits.validation, "tune:validation", cid,
-                                 plan.origin)
-            sent, cost = self._count_run(run["id"])
+                                 plan.origin, allowance)
+            sent, cost = self._count_run(run["id"], allowance)
+            if self._cut_by(allowance, f"candidate {cid}") is not None:
+                # Scored on the rows it got, it would be compared on other rows than the rest.
+                self.state.save()
+                self._skip(cid, plan, prompt, f"cut by the budget after {sent} requests: not "
+                           "scored on part of the rows", requests=sent, cost=cost)
+                return None
             metric = (run.get("metrics") or {}).get(self.objective.name) or {}
             done = {"run": run["id"], "value": metric.get("value"), "n": metric.get("n"),
                     "requests": sent, "cost_usd": cost}
@@ -561,12 +609,13 @@ class Tuner:
         tested.append(prompt)
         return prompt
 
-    def _skip(self, cid: str, plan: Plan, prompt: Prompt, why: str) -> None:
+    def _skip(self, cid: str, plan: Plan, prompt: Prompt, why: str, *, requests: int = 0,
+              cost: float | None = None) -> None:
         self.candidates.append(TuneCandidate(
             id=cid, origin=plan.origin, version=prompt.version,
             examples=None if plan.examples is None else tuple(r.id for r in plan.examples),
-            instruction=plan.instruction, run=None, value=None, n=None, requests=0,
-            cost_usd=None, skipped=why))
+            instruction=plan.instruction, run=None, value=None, n=None, requests=requests,
+            cost_usd=cost, skipped=why))
 
     def fewshot_plans(self, boot: Sequence[dict[str, Any]]) -> list[Plan]:
         """Zero-shot, the bootstrapped set, then random sets by seed (DSPy's order)."""
@@ -626,6 +675,8 @@ class Tuner:
             "tip": TIPS[i % len(TIPS)]}) for i in range(self.options.proposals))
         label = "tune:proposer"
         run_id = (self.state.done.get(label) or {}).get("run")
+        if self.cut is not None:
+            return []
         if run_id is None:
             subset = _subset(self.evalset, rows, label)
             found = estimate(proposer, subset, self.resolved, config=self.config,
@@ -638,12 +689,17 @@ class Tuner:
                 self.say(f"no proposals: {why}")
                 return []
             self.say(f"asking for {len(rows)} instruction proposals ({need[0]} requests to send)")
+            allowance = self._allowance(self._reserve([*tested, base]))
             run = run_eval(proposer, self.resolved, store=self.store, config=self.config,
                            evalset=subset, options=EvalOptions(
                                concurrency=self.options.concurrency, subset=label,
                                search={"id": self.state.search, "candidate": "proposer",
-                                       "origin": "instruction proposals"}), git=self.git)
-            self._count_run(run["id"])
+                                       "origin": "instruction proposals"},
+                               allowance=allowance), git=self.git)
+            self._count_run(run["id"], allowance)
+            if self._cut_by(allowance, "the request for instruction proposals") is not None:
+                self.state.save()
+                return []
             run_id = run["id"]
             self.state.done[label] = {"run": run_id}
             self.state.save()
@@ -690,15 +746,39 @@ class Tuner:
         sign = 1 if self.objective.higher_is_better else -1
         return max(scored, key=lambda c: (sign * float(c.value or 0), -int(c.id[1:])))
 
-    def final(self, best: TuneCandidate, prompt: Prompt) -> TuneTest:
-        """The original and the chosen candidate on the test rows, compared row by row."""
+    def final(self, best: TuneCandidate, prompt: Prompt) -> TuneTest | str:
+        """The original and the chosen candidate on the test rows, compared row by row; or,
+        when the rest of the budget could not cover them (retries included), why not."""
         self.say(f"final test: the original and {best.id} on {len(self.splits.test)} test rows")
-        a = self._evaluate(self.prompt, self.splits.test, "tune:test", "c0", "original")
-        self._count_run(a["id"])
-        b = self._evaluate(prompt, self.splits.test, "tune:test", best.id,
-                           f"chosen: {best.origin}")
-        self._count_run(b["id"])
+        # The final test gets all that is left: what the search kept back, and what it
+        # did not use.
+        allowance = self._allowance((0, 0.0))
+        before = self.spend()
+        a = self._evaluate(self.prompt, self.splits.test, "tune:test", "c0", "original",
+                           allowance)
+        self._count_run(a["id"], allowance)
+        cut = allowance is not None and allowance.cut
+        if not cut:
+            sent = allowance.sent if allowance is not None else 0
+            b = self._evaluate(prompt, self.splits.test, "tune:test", best.id,
+                               f"chosen: {best.origin}", allowance)
+            self._count_run(b["id"], allowance)
+            # One allowance for both runs: the second counts only what it added.
+            self.state.spent.requests -= sent
+            cut = allowance is not None and allowance.cut
         self.state.save()
+        if cut:
+            assert allowance is not None
+            if before.budget_requests is not None:
+                figures = (f"{allowance.requests} requests were left of the budget of "
+                           f"{before.budget_requests} ({before.requests} spent before it)")
+            else:
+                figures = (f"${allowance.usd or 0.0:.4f} was left of the budget of "
+                           f"${before.budget_usd or 0.0:g} (${before.cost_usd:.4f} spent before "
+                           "it), each attempt counted at its worst-case cost")
+            return (f"the final test was cut by the budget: {figures}; it sent "
+                    f"{allowance.sent} and retries of failed requests needed more "
+                    f"({allowance.refused} request(s) not sent); nothing written")
         diff = compare_runs(self.store, a["id"], b["id"])
         m = diff.metrics.get(self.objective.name)
         if m is None:
@@ -804,6 +884,9 @@ def tune(prompt_path: Path, resolved: ResolvedModel, evalset: EvalSet, *, store:
                           reason=why + "; nothing written", stopped=tuner.stopped)
     test = tuner.final(best, best_prompt)
     spend = tuner.spend()
+    if isinstance(test, str):
+        return dataclasses.replace(facts, spend=spend, candidates=tuple(chosen), best=best.id,
+                                   test=None, written=False, stopped=tuner.stopped, reason=test)
     if test.verdict.change != "better":
         return dataclasses.replace(facts, spend=spend, candidates=tuple(chosen), best=best.id, test=test,
                           written=False, stopped=tuner.stopped,

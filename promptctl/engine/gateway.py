@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptctl.allowance import Allowance, charging
 from promptctl.config import Config, Price
 from promptctl.errors import ParamRejected, ProviderError
 from promptctl.providers import ChatRequest, Provider, RequestFailed, ResolvedModel, resolve_model
+from promptctl.providers.tokens import message_tokens
 from promptctl.ratelimit import RateLimiter
 from promptctl.store import Store
 from promptctl.store.keys import cache_key, embedding_key
@@ -148,6 +150,13 @@ class Channel:
     # Why this run sends one request per sample rather than one with `n` (the endpoint
     # rejected or ignored `n`), once it found out: the rest of the run does not ask again.
     n_refused: str | None = None
+    # The model's token counter, loaded the first time a dollar allowance needs it.
+    counter: Callable[[str], int] | None = None
+
+    def count(self, text: str) -> int:
+        if self.counter is None:
+            self.counter = self.resolved.backend.token_counter(self.model)[0]
+        return self.counter(text)
 
     @property
     def model(self) -> str:
@@ -174,11 +183,14 @@ class Gateway:
     """The cache and the providers of one run, shared by every request it makes."""
 
     def __init__(self, store: Store, *, use_cache: bool, cache_only: bool,
-                 progress: Progress) -> None:
+                 progress: Progress, allowance: Allowance | None = None) -> None:
         self.store = store
         self.use_cache = use_cache
         self.cache_only = cache_only
         self.progress = progress
+        # Every HTTP attempt of every request sent (retries, judges and embeddings included)
+        # is taken from it; an attempt it cannot cover is not sent (see promptctl.allowance).
+        self.allowance = allowance
         # Answers to put in the cache, written in the same transaction as their rows.
         self.new_cache: list[tuple[str, dict[str, Any]]] = []
         self._unreachable = 0
@@ -200,6 +212,10 @@ class Gateway:
             return Answer(hit, cached=True)
         if self.cache_only or channel.provider is None:
             return Answer(None, error="not in the cache (--cache-only sends nothing)")
+        worst = self._chat_worst(channel, messages, params)
+        refused = self._refused(channel, worst)
+        if refused is not None:
+            return Answer(None, error=refused)
         client = await channel.provider.get()
         if channel.limiter is not None:
             # chars/4 is the usual estimate; the limit only needs to be conservative. Declared
@@ -210,7 +226,8 @@ class Gateway:
                  + (len(json.dumps(tools, ensure_ascii=False)) if tools else 0)) // 4
                 + channel.max_tokens)
         try:
-            res = await client.complete(ChatRequest(channel.model, messages, params))
+            with charging(self.allowance, worst or 0.0):
+                res = await client.complete(ChatRequest(channel.model, messages, params))
         except RequestFailed as exc:
             self._failed(channel, client, exc)
             return Answer(None, error=str(exc), attempts=exc.attempts)
@@ -280,6 +297,45 @@ class Gateway:
         return Samples(tuple(answers), "separate", channel.n_refused if k > 1 and
                        channel.resolved.supports_n else None)
 
+    def _chat_worst(self, channel: Channel, messages: list[dict[str, str]],
+                    params: dict[str, Any]) -> float | None:
+        """The most one attempt of this request may cost, as the estimates count it (prompt
+        tokens by the model's counter, every choice as long as max_tokens allows); 0.0 when
+        no dollar allowance applies, None when it cannot be bounded."""
+        if self.allowance is None or self.allowance.usd is None:
+            return 0.0
+        max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+        if channel.price is None or not max_tokens:
+            return None
+        tools = params.get("tools")
+        prompt_tokens = message_tokens(messages, channel.count) + (
+            channel.count(json.dumps(tools, ensure_ascii=False)) if tools else 0)
+        choices = int(params.get("n") or 1)
+        return cost_of(channel.price, prompt_tokens, choices * int(max_tokens)) or 0.0
+
+    def _embed_worst(self, channel: Channel, texts: list[str]) -> float | None:
+        if self.allowance is None or self.allowance.usd is None:
+            return 0.0
+        if channel.price is None:
+            return None
+        return cost_of(channel.price, sum(channel.count(t) for t in texts), 0) or 0.0
+
+    def _refused(self, channel: Channel, worst: float | None) -> str | None:
+        """Why a request is not sent at all under the allowance (None: it may be)."""
+        if self.allowance is None:
+            return None
+        if worst is None:
+            channel.usage.errors += 1
+            self.allowance.refuse()
+            return (f"budget reached: the cost of a request to {channel.resolved.spec} has no "
+                    "bound (its price or params.max_tokens is not known), so it cannot be kept "
+                    "within a budget in dollars; not sent")
+        if not self.allowance.covers(worst):
+            # The HTTP hook would refuse its first attempt: nothing need be opened or waited for.
+            channel.usage.errors += 1
+            return self.allowance.refuse()
+        return None
+
     def _failed(self, channel: Channel, client: Provider, exc: RequestFailed) -> None:
         """Count a request that failed after every retry; stop the run once the endpoint
         looks down (UNREACHABLE_STREAK such failures in a row)."""
@@ -316,12 +372,17 @@ class Gateway:
             return Embedded(vectors)
         if self.cache_only or channel.provider is None:
             return Embedded(vectors, error="not in the cache (--cache-only sends nothing)")
-        client = await channel.provider.get()
         sent = [texts[i] for i in missing]
+        worst = self._embed_worst(channel, sent)
+        refused = self._refused(channel, worst)
+        if refused is not None:
+            return Embedded(vectors, error=refused)
+        client = await channel.provider.get()
         if channel.limiter is not None:
             await channel.limiter.acquire(sum(len(t) for t in sent) // 4 + 1)
         try:
-            res = await client.embed(channel.model, sent)
+            with charging(self.allowance, worst or 0.0):
+                res = await client.embed(channel.model, sent)
         except RequestFailed as exc:
             self._failed(channel, client, exc)
             return Embedded(vectors, error=str(exc))

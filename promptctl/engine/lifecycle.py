@@ -15,9 +15,10 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from promptctl.allowance import Allowance
 from promptctl.config import Config, Price
 from promptctl.engine.batch import batch_price, check_resumable, require_batch, send_batched
 from promptctl.engine.gateway import (
@@ -78,6 +79,9 @@ class EvalOptions:
     # the candidate and where it came from), recorded with the run so `history` can show
     # the search.
     search: Mapping[str, str] | None = None
+    # A hard cap on the HTTP attempts (and their worst-case cost) the run may make, retries
+    # included; shared with other runs given the same object (see promptctl.allowance).
+    allowance: Allowance | None = field(default=None, compare=False)
 
 
 def _owner_token() -> str:
@@ -161,6 +165,11 @@ def preflight_scorers(target: Target, config: Config) -> None:
 
 def _preflight(store: Store, plan: RequestPlan, resolved: ResolvedModel, options: EvalOptions,
                config: Config) -> None:
+    if options.batch and options.allowance is not None:
+        # A batch is one upload whose requests the server runs on its own: no attempt of
+        # theirs passes through the client that counts them.
+        raise InputError("a run under a budget cannot use --batch: its requests could not "
+                         "be counted as they are sent", fix="drop --batch")
     if options.batch:
         require_batch(resolved)
         refuse_batched_tools(plan.target)
@@ -258,7 +267,7 @@ def _send_and_finish(run_id: str, todo: RequestPlan, resolved: ResolvedModel, *,
     channel = Channel(resolved, lazy, price, limiter if limiter.active else None,
                       max_tokens=target.max_tokens)
     gateway = Gateway(store, use_cache=options.use_cache, cache_only=options.cache_only,
-                      progress=Progress(total=len(todo)))
+                      progress=Progress(total=len(todo)), allowance=options.allowance)
     services = scorer_services(gateway, config, concurrency, options.timeout,
                                options.max_response_mb)
     extra: dict[str, Any] = {}
@@ -379,6 +388,7 @@ def resume_eval(run_ref: str, *, store: Store, config: Config, options: EvalOpti
                           use_cache=given.use_cache and stored.get("use_cache", True),
                           cache_only=given.cache_only, rpm=given.rpm, tpm=given.tpm,
                           timeout=given.timeout, max_response_mb=given.max_response_mb,
+                          allowance=given.allowance,
                           batch=(given.batch or bool(stored.get("batch"))) and not given.cache_only
                           and target.kind == "prompt")
     full = plan_requests(target, evalset, limit=options.limit, repeat=options.repeat)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx2
@@ -42,6 +42,12 @@ class AttemptDeadline(httpx2.TimeoutException):
 # upload of up to 200 MB keeps httpx2's per-read timeouts rather than one attempt's deadline.
 attempt_seconds: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "promptctl_attempt_seconds", default=None)
+
+# Called with an attempt's transport error (a timeout, a dropped connection) before the SDK
+# sees it; it may raise another error in its place, which the SDK passes on without
+# retrying (`OpenAIProvider` does so when the run's allowance cannot cover a retry).
+on_transport_error: contextvars.ContextVar[Callable[[Exception], None] | None] = \
+    contextvars.ContextVar("promptctl_on_transport_error", default=None)
 
 
 class _Decoded(httpx2.AsyncByteStream):
@@ -89,6 +95,15 @@ class _Limited(httpx2.AsyncClient):
             # The caller reads the body piece by piece and keeps none of it whole (Batch API
             # result files, which may be hundreds of megabytes): neither limit fits it.
             return await super().send(request, stream=True, **kwargs)
+        try:
+            return await self._send_whole(request, **kwargs)
+        except httpx2.TransportError as exc:
+            hook = on_transport_error.get()
+            if hook is not None:
+                hook(exc)
+            raise
+
+    async def _send_whole(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         seconds = attempt_seconds.get()
         deadline = asyncio.timeout(seconds)
         try:

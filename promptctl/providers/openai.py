@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from promptctl import redact
+from promptctl import allowance, redact
 from promptctl.errors import InputError, ParamRejected, ProviderError
 from promptctl.providers._openai_wire import (
     chat_response,
@@ -65,12 +65,15 @@ AIOHTTP_FROM = 16
 class _Attempt:
     """One request's attempts, seen by the HTTP client's hooks."""
 
-    __slots__ = ("count", "started", "asked_wait")
+    __slots__ = ("count", "started", "asked_wait", "max_attempts", "not_retried")
 
-    def __init__(self) -> None:
+    def __init__(self, max_attempts: int = DEFAULT_MAX_RETRIES + 1) -> None:
         self.count = 0
         self.started = time.monotonic()
         self.asked_wait: float | None = None
+        self.max_attempts = max_attempts
+        # Why a failure the SDK would have retried was not (the allowance is spent).
+        self.not_retried: str | None = None
 
 
 # A context variable reaches the HTTP client's hooks from the task that made the call.
@@ -79,10 +82,25 @@ _attempt: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
 
 
 async def _on_request(request: Any) -> None:
+    # Before anything is sent: an attempt the run's allowance cannot cover raises here, and
+    # the SDK passes that error on without retrying.
+    allowance.admit()
     state = _attempt.get()
     if state is not None:
         state.count += 1
         state.started = time.monotonic()
+
+
+def _on_transport_error(exc: Exception) -> None:
+    """A timeout or dropped connection whose retry the run's allowance could not cover:
+    failed at once, rather than after the backoff before a retry that would be refused."""
+    state = _attempt.get()
+    if state is None or state.count >= state.max_attempts:
+        return
+    why = allowance.no_retry()
+    if why is not None:
+        state.not_retried = why
+        raise allowance.AllowanceSpent(f"the attempt failed: {exc}") from exc
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -103,9 +121,24 @@ def _retry_after(value: str | None) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
+# The statuses the SDK retries (besides a server's own x-should-retry: true).
+_RETRIED = (408, 409, 429)
+
+
 async def _on_response(response: Any) -> None:
-    """Cap a server's Retry-After at MAX_RETRY_AFTER so the request is still retried."""
+    """Cap a server's Retry-After at MAX_RETRY_AFTER so the request is still retried; stop
+    a retry the run's allowance could not cover."""
     headers = response.headers
+    state = _attempt.get()
+    if state is not None and state.count < state.max_attempts and (
+            response.status_code in _RETRIED or response.status_code >= 500):
+        # The allowance never grows back: the retry would be refused after its backoff, so
+        # the SDK is told not to wait for it.
+        why = allowance.no_retry()
+        if why is not None:
+            state.not_retried = why
+            headers["x-should-retry"] = "false"
+            return
     asked = _retry_after(headers.get("retry-after"))
     asked_ms = headers.get("retry-after-ms")
     if asked_ms is not None:
@@ -114,7 +147,6 @@ async def _on_response(response: Any) -> None:
         except ValueError:
             pass
     if asked is not None and asked > MAX_RETRY_AFTER:
-        state = _attempt.get()
         if state is not None:
             state.asked_wait = asked
         headers["retry-after"] = str(int(MAX_RETRY_AFTER))
@@ -153,6 +185,7 @@ class OpenAIProvider(Provider):
         import promptctl.providers._http as _http
 
         self.name = name
+        self.max_retries = max_retries
         self._openai = openai
         self._http = _http
         self.timeout = timeout or DEFAULT_TIMEOUT
@@ -207,9 +240,10 @@ class OpenAIProvider(Provider):
                     params: dict[str, Any]) -> tuple[Any, _Attempt]:
         """One request with the SDK's retries; every failure a RequestFailed or a fatal error."""
         openai = self._openai
-        state = _Attempt()
+        state = _Attempt(self.max_retries + 1)
         token = _attempt.set(state)
         deadline = self._http.attempt_seconds.set(self.timeout)
+        failing = self._http.on_transport_error.set(_on_transport_error)
         try:
             data = await self._post(path, body, state)
         except self._http.ResponseTooLarge:
@@ -219,6 +253,8 @@ class OpenAIProvider(Provider):
                 "if such answers are expected, pass --max-response-mb MB or raise "
                 "max_response_mb: of the endpoint in promptctl.yaml", state),
                 attempts=max(1, state.count)) from None
+        except allowance.AllowanceSpent as exc:
+            raise RequestFailed(self._failure(str(exc), state), attempts=state.count) from None
         except openai.APIStatusError as exc:
             self._raise_fatal(exc, model, params)
             raise RequestFailed(self._failure(f"HTTP {exc.status_code}: {error_message(exc)}", state),
@@ -247,6 +283,7 @@ class OpenAIProvider(Provider):
             raise RequestFailed(self._failure(f"the server sent a malformed response: {exc}", state),
                                 attempts=max(1, state.count)) from None
         finally:
+            self._http.on_transport_error.reset(failing)
             self._http.attempt_seconds.reset(deadline)
             _attempt.reset(token)
         return data, state
@@ -287,6 +324,8 @@ class OpenAIProvider(Provider):
 
     def _failure(self, message: str, state: _Attempt) -> str:
         text = clean_text(message)
+        if state.not_retried is not None:
+            text += f" (not retried: {state.not_retried})"
         if state.asked_wait is not None:
             text += (f" (the server asked to wait {state.asked_wait:.0f} s before retrying; "
                      f"promptctl waits at most {MAX_RETRY_AFTER:.0f} s between attempts)")

@@ -61,8 +61,11 @@ def tune_terminal(out: Console, r: TuneResult) -> None:
     if r.estimate is None:
         out.print(f"spent: {sp.requests} requests{spent_of}{cost}")
     if r.stopped:
-        out.print(f"budget: {escape(r.stopped)} (and so for every candidate marked over "
-                  "budget)", soft_wrap=True)
+        # The suffix only when there are such candidates: a search cut by retries may
+        # have skipped none before the cut.
+        over = any((c.skipped or "").startswith("over budget") for c in r.candidates)
+        out.print(f"budget: {escape(r.stopped)}" + (" (and so for every candidate marked "
+                  "over budget)" if over else ""), soft_wrap=True)
     out.print(escape(r.reason), soft_wrap=True)
     if r.html:
         out.print(f"report: {escape(r.html)}", soft_wrap=True)

@@ -320,6 +320,103 @@ def test_an_unknown_metric_names_the_prompts_metrics(project: Project) -> None:
     assert project.server.chat_requests == []
 
 
+def split_of(project: Project) -> dict[str, list[str]]:
+    """The validation and test ids of seed 0."""
+    from promptctl.evalsets import load_evalset
+    from promptctl.tune import split_rows
+
+    path = project.root / "evalsets" / "double.jsonl"
+    splits = split_rows(list(load_evalset(path)), 0, evalset=path, has_pool=True)
+    return {"validation_ids": [r.id for r in splits.validation],
+            "test_ids": [r.id for r in splits.test]}
+
+
+@pytest.mark.parametrize(("budget", "seed"), [(60, 1), (75, 2), (110, 3), (160, 4)])
+def test_retries_of_failed_requests_never_pass_the_budget(project: Project, budget: int,
+                                                          seed: int) -> None:
+    # About a third of the requests fail (429 asking for a short wait, or 500); the SDK
+    # retries each, and every attempt reaches the server.
+    project.server.fault_rates(rate_429=0.25, retry_after=0.01, rate_500=0.05, seed=seed)
+    out = tune_json("--pool", "pool.jsonl", "--budget", str(budget))
+    recorded = project.server.requests
+    assert len(recorded) <= budget
+    assert out["spend"]["requests"] == len(recorded)
+    assert any(r.status in (429, 500) for r in recorded)
+    cut = [c for c in out["candidates"] if (c["skipped"] or "").startswith("cut by the budget")]
+    if cut:
+        # The search ended at the cut candidate, which was not scored on part of its rows.
+        assert cut[-1] is out["candidates"][-1] and cut[-1]["value"] is None
+        assert "the budget ran out during candidate" in out["stopped"]
+    if out["written"]:
+        assert out["test"]["verdict"]["change"] == "better"
+
+
+def test_a_candidate_cut_by_retries_ends_the_search_and_the_test_still_runs(
+        project: Project) -> None:
+    splits = split_of(project)
+    row = splits["validation_ids"][0]
+    # One validation row fails every attempt: each evaluation on validation sends its
+    # request 5 times (4 retries), which the per-candidate check before it cannot foresee.
+    project.server.fail_matching(f"Item {int(row[1:])}", status=429)
+    # Right with three examples or more: the bootstrapped set (c2) beats the original.
+    project.server.responder = lambda body: "Answer: " + str(
+        item_of(body) * (2 if system_of(body).count("Example:") >= 3 else 1))
+    # 105: c3 passes the check before it (11 requests to send, 33 kept for the test) with
+    # less to spare than its failing row's 4 retries.
+    budget = 105
+    out = tune_json("--pool", "pool.jsonl", "--budget", str(budget))
+    recorded = project.server.requests
+    assert len(recorded) <= budget and out["spend"]["requests"] == len(recorded)
+    cut = out["candidates"][-1]
+    assert cut["id"] == "c3" and cut["value"] is None and cut["run"] is None
+    assert cut["skipped"].startswith(f"cut by the budget after {cut['requests']} requests")
+    assert out["best"] == "c2"
+    assert "retries of failed requests used up" in out["stopped"]
+    assert all(not (c["skipped"] or "").startswith("cut") for c in out["candidates"][:-1])
+    # The test kept back was not touched by the search: it ran, on every test row.
+    assert out["test"] is not None and out["test"]["n"] == len(splits["test_ids"])
+    assert out["written"] is True
+
+
+def test_a_final_test_cut_by_retries_writes_nothing_and_says_why(project: Project) -> None:
+    splits = split_of(project)
+    branches = git(project.root, "branch", "--list")
+    # Three test rows fail every attempt: the final test needs 24 more requests (4 retries
+    # each, in both runs) than the first tries kept back for it, more than the search can
+    # leave unspent (less than a candidate's evaluation). Items whose text no other
+    # item's contains ("Item 2" is in "Item 21").
+    items = [n for n in (int(i[1:]) for i in splits["test_ids"]) if 10 <= n <= 30 and n != 20]
+    for n in items[:3]:
+        project.server.fail_matching(f"Item {n}", status=500)
+    project.server.responder = lambda body: "Answer: " + str(
+        item_of(body) * (2 if system_of(body).count("Example:") >= 3 else 1))
+    out = tune_json("--pool", "pool.jsonl", "--budget", "120")
+    recorded = project.server.requests
+    assert len(recorded) <= 120 and out["spend"]["requests"] == len(recorded)
+    assert out["written"] is False and out["test"] is None
+    assert out["reason"].startswith("the final test was cut by the budget")
+    assert "requests were left of the budget of 120" in out["reason"]
+    assert "nothing written" in out["reason"]
+    assert git(project.root, "branch", "--list") == branches
+
+
+def test_a_dollar_budget_holds_with_retries(project: Project) -> None:
+    project.server.fault_rates(rate_429=0.3, retry_after=0.01, seed=5)
+    out = tune_json("--pool", "pool.jsonl", "--budget", "$0.0015")
+    assert 0 < out["spend"]["cost_usd"] <= 0.0015
+    assert any(r.status == 429 for r in project.server.requests)
+
+
+def test_without_a_budget_failed_requests_are_retried_as_before(project: Project) -> None:
+    project.server.fail_matching("Item 15", status=429, times=2)
+    from tests.helpers import eval_run, show_rows
+
+    run = eval_run("prompts/double.yaml")
+    row = next(r for r in show_rows(run["id"]) if r["row_id"] == "r15")
+    assert row["attempts"] == 3 and not row.get("error")
+    assert len(project.server.chat_requests) == ROWS + 1 + 2
+
+
 def test_history_shows_the_search_apart_from_the_versions(project: Project) -> None:
     out = tune_json("--pool", "pool.jsonl", "--strategy", "fewshot")
     # Before any run stands for a version the report still shows the search.

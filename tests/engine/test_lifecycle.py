@@ -261,3 +261,88 @@ def test_cached_rows_do_not_count_cost(files: Path, api: FakeOpenAI, store: SQLi
     assert first["summary"]["spent_usd"] == first["summary"]["cost_usd"]
     # What the answers cost stays a property of the prompt, cached or not.
     assert again["summary"]["cost_usd"] == first["summary"]["cost_usd"]
+
+
+# -- an allowance: every HTTP attempt counted, retries included ----------------------------
+
+
+def test_an_allowance_sends_no_attempt_past_it(files: Path, api: FakeOpenAI,
+                                               store: SQLiteStore) -> None:
+    from promptctl.allowance import Allowance
+
+    allowance = Allowance(requests=5)
+    run = evaluate(files, store, options=EvalOptions(concurrency=2, allowance=allowance))
+    assert api.count == 5 and allowance.sent == 5 and allowance.refused == 2
+    errors = [r["error"] for r in store.iter_rows(run["id"]) if r.get("error")]
+    assert len(errors) == 2 and all(e.startswith("budget reached") for e in errors)
+    assert all(r["attempts"] == 0 for r in store.iter_rows(run["id"]) if r.get("error"))
+
+
+def test_retries_are_taken_from_the_allowance(files: Path, api: FakeOpenAI,
+                                              store: SQLiteStore) -> None:
+    from promptctl.allowance import Allowance
+
+    api.fail_next(4, status=429, retry_after=0.01)
+    allowance = Allowance(requests=9)
+    run = evaluate(files, store, options=EvalOptions(concurrency=1, allowance=allowance))
+    # 7 requests and 4 retries wanted, 9 allowed.
+    assert api.count == 9 == allowance.sent
+    rows = list(store.iter_rows(run["id"]))
+    assert sum(r["attempts"] for r in rows) == 9
+    assert sum(1 for r in rows if r.get("error")) == 2 and allowance.cut
+
+
+def test_a_failure_on_the_last_allowed_attempt_is_not_retried(files: Path, api: FakeOpenAI,
+                                                              store: SQLiteStore) -> None:
+    from promptctl.allowance import Allowance
+
+    api.fail_next(1, status=500)
+    allowance = Allowance(requests=1)
+    run = evaluate(files, store, options=EvalOptions(concurrency=1, limit=1, allowance=allowance))
+    assert api.count == 1
+    row = next(r for r in store.iter_rows(run["id"]) if r.get("error"))
+    assert row["error"].startswith("HTTP 500") and "not retried: budget reached" in row["error"]
+    assert row["attempts"] == 1
+
+
+def test_a_dollar_allowance_counts_each_attempt_at_its_worst_case(
+        files: Path, api: FakeOpenAI, store: SQLiteStore) -> None:
+    from promptctl.allowance import Allowance
+    from promptctl.engine.estimate import estimate
+
+    config = Config(root=files)
+    prompt = load_prompt(files / "echo.yaml")
+    resolved = resolve_model("gpt-4o-mini", config)
+    worst = estimate(prompt, load_evalset(files / "echo.jsonl"), resolved, config=config,
+                     store=store, options=EvalOptions())["estimated_cost_usd_max"]
+    # Room for about three of the seven requests at their worst case; a retry is charged
+    # like a first try.
+    allowance = Allowance(usd=worst * 3 / 7)
+    api.fail_next(1, status=429, retry_after=0.01)
+    run_eval(prompt, resolved, store=store, config=config,
+             options=EvalOptions(concurrency=1, allowance=allowance))
+    assert 0 < api.count == allowance.sent <= 3
+    assert allowance.charged_usd <= worst * 3 / 7 + 1e-12 and allowance.cut
+
+
+def test_a_run_under_an_allowance_refuses_batch(files: Path, api: FakeOpenAI,
+                                                store: SQLiteStore) -> None:
+    from promptctl.allowance import Allowance
+
+    with pytest.raises(InputError, match="cannot use --batch"):
+        evaluate(files, store, options=EvalOptions(batch=True, allowance=Allowance(requests=10)))
+    assert api.count == 0
+
+
+def test_a_dropped_connection_on_the_last_allowed_attempt_is_not_retried(
+        files: Path, api: FakeOpenAI, store: SQLiteStore) -> None:
+    from promptctl.allowance import Allowance
+
+    api.drop_next(1)
+    allowance = Allowance(requests=1)
+    run = evaluate(files, store, options=EvalOptions(concurrency=1, limit=1, allowance=allowance))
+    assert api.count == 1 and allowance.sent == 1 and allowance.refused == 2
+    rows = list(store.iter_rows(run["id"]))
+    dropped = next(r for r in rows if r["attempts"] == 1)
+    assert "the attempt failed" in dropped["error"]
+    assert "not retried: budget reached" in dropped["error"]

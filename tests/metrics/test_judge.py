@@ -288,3 +288,26 @@ def test_cache_only_replays_the_judge_and_no_cache_asks_it_again(
     fresh = eval_run("prompts/echo.yaml", "--no-cache")
     assert len(judge_requests(judged_api)) == 10
     assert fresh["scorers"]["gpt-4o"]["requests"] == 5
+
+
+def test_judge_requests_are_taken_from_the_runs_allowance(project: Path,
+                                                          judged_api: FakeOpenAI) -> None:
+    from promptctl.allowance import Allowance
+    from promptctl.config import Config
+    from promptctl.engine import EvalOptions, run_eval
+    from promptctl.prompts import load_prompt
+    from promptctl.providers import resolve_model
+    from promptctl.store import SQLiteStore
+
+    config = Config(root=project)
+    prompt = load_prompt(project / "prompts" / "echo.yaml", project)
+    store = SQLiteStore(project / "allowance.db")
+    # Five rows, each answered and then judged: ten requests wanted, seven allowed.
+    allowance = Allowance(requests=7)
+    try:
+        run_eval(prompt, resolve_model("gpt-4o-mini", config), store=store, config=config,
+                 options=EvalOptions(concurrency=1, allowance=allowance))
+    finally:
+        store.close()
+    assert judged_api.count == 7 == allowance.sent
+    assert judge_requests(judged_api) and allowance.cut
