@@ -43,9 +43,9 @@ from promptctl.stats import (
     Sums,
     Table,
     f1_macro_table,
-    mean_rows,
     paired_binary,
     paired_bounded,
+    paired_mean_bounded,
     paired_continuous,
     paired_resampling,
     pearson_rows,
@@ -546,8 +546,15 @@ def _usage_side(store: Store, side: _Side) -> _Usage:
 
     cols = store.usage_columns(side.run["id"], kind="eval")
     size = len(side.ids)
-    where = np.fromiter((side.index.get(r, -1) for r in cols["row_id"]), dtype=np.int64,
-                        count=len(cols["row_id"]))
+    ids = side.ids
+    if len(cols["row_id"]) == side.row.size and \
+            cols["row_id"] == [ids[i] for i in side.row.tolist()]:
+        # The usual case: both queries read the run's rows in the same order, so the row
+        # of each sample is known without a dictionary lookup per sample.
+        where = np.asarray(side.row, dtype=np.int64)
+    else:
+        where = np.fromiter((side.index.get(r, -1) for r in cols["row_id"]), dtype=np.int64,
+                            count=len(cols["row_id"]))
     ok = np.array(cols["ok"], dtype=bool) & (where >= 0)
     cached = np.array(cols["cached"], dtype=bool)
 
@@ -569,12 +576,13 @@ def _usage_side(store: Store, side: _Side) -> _Usage:
 
 
 def _figure(a: FloatArray, b: FloatArray, statistic: Any, empty: str) -> UsageDelta:
-    """A paired figure over the rows where both sides have a value; `empty` says why there is
-    none when no row has."""
+    """A paired figure over the rows where both sides have a value (`statistic` None: the
+    mean per row); `empty` says why there is none when no row has."""
     import numpy as np
 
     keep = np.isfinite(a) & np.isfinite(b)
-    t = paired_bounded(a[keep], b[keep], statistic)
+    t = paired_mean_bounded(a[keep], b[keep]) if statistic is None else \
+        paired_bounded(a[keep], b[keep], statistic)
     return UsageDelta(a=t["a"], b=t["b"], delta=t["delta"], ci95=interval(t["ci95"]),
                       p_value=t["p_value"], n=t["n"], unknown=None if t["n"] else empty)
 
@@ -590,10 +598,10 @@ def _usage(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> UsageDiff:
     ua, ub = _usage_side(store, sa), _usage_side(store, sb)
     ia, ib = pairs.a[pairs.answered], pairs.b[pairs.answered]
     no_tokens = "no paired row has its tokens recorded on both sides"
-    prompt = _figure(ua.prompt[ia], ub.prompt[ib], mean_rows, no_tokens)
-    completion = _figure(ua.completion[ia], ub.completion[ib], mean_rows, no_tokens)
+    prompt = _figure(ua.prompt[ia], ub.prompt[ib], None, no_tokens)
+    completion = _figure(ua.completion[ia], ub.completion[ib], None, no_tokens)
     total = _figure(ua.prompt[ia] + ua.completion[ia], ub.prompt[ib] + ub.completion[ib],
-                    mean_rows, no_tokens)
+                    None, no_tokens)
     price_a, price_b = run_price(sa.run), run_price(sb.run)
     if price_a is None or price_b is None:
         missing = [f"{side} ({run['model']})" for side, run, price in
@@ -604,7 +612,7 @@ def _usage(store: Store, sa: _Side, sb: _Side, pairs: _Pairs) -> UsageDiff:
     else:
         cost = _figure((ua.prompt[ia] * price_a[0] + ua.completion[ia] * price_a[1]) / 1e6,
                        (ub.prompt[ib] * price_b[0] + ub.completion[ib] * price_b[1]) / 1e6,
-                       mean_rows, no_tokens)
+                       None, no_tokens)
     la, lb = ua.latency[ia], ub.latency[ib]
     cached = (ua.cached[ia] | ub.cached[ib]) & ~(np.isfinite(la) & np.isfinite(lb))
     no_latency = ("every paired row was answered from the cache on one side or the other"

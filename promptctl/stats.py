@@ -768,6 +768,26 @@ def paired_bounded(a: FloatArray, b: FloatArray, statistic: Callable[[FloatArray
     return out
 
 
+def paired_mean_bounded(a: FloatArray, b: FloatArray, cells: int = _BOUNDED_CELLS,
+                        seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """`paired_bounded` for the mean per row (tokens, cost), where resampling is not needed
+    beyond the bound: the bootstrap distribution of a mean of thousands of paired
+    differences is the normal one (central limit theorem), so the interval is the mean
+    difference +- 1.96 standard errors, at the cost of one pass instead of millions of
+    draws. Up to the bound it is `paired_continuous`, as every other figure."""
+    n = int(a.shape[0])
+    if n * PERMUTATIONS <= cells:
+        return paired_continuous(a, b, mean_rows, seed=seed)
+    d = b - a
+    delta = float(d.mean())
+    half = 1.959963984540054 * float(d.std(ddof=1)) / math.sqrt(n)
+    out = _result((float(a.mean()), float(b.mean())),
+                  [delta - half, delta + half] if math.isfinite(half) else None, 0,
+                  PERMUTATIONS, n)
+    out["p_value"] = None
+    return out
+
+
 def mean_rows(m: FloatArray) -> FloatArray:
     """The mean of each row of a (k, n) matrix: a per-row figure's statistic (tokens, cost)."""
     return np.asarray(m.mean(axis=-1), dtype=np.float64)

@@ -407,5 +407,6 @@ def test_eval_set_changes_are_flagged(store: SQLiteStore) -> None:
 
 
 def test_history_of_an_unknown_prompt_is_empty(store: SQLiteStore) -> None:
-    assert history(store, "nothing").to_json() == {"prompt": "nothing", "model": None, "versions": [],
-                                         "higher_is_better": {}, "warnings": []}
+    assert history(store, "nothing").to_json() == {
+        "prompt": "nothing", "model": None, "versions": [], "higher_is_better": {},
+        "warnings": [], "searches": []}

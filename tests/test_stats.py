@@ -506,3 +506,23 @@ def test_tables_of_rows_with_several_samples_match_pooled_resampling(
     p = (extreme + 1) / 2001
     assert abs(got["p_value"] - p) < 4 * math.sqrt(2 * p * (1 - p) / 2000) + 2 / 2001
     assert 0.01 < p < 0.99
+
+
+def test_mean_figures_beyond_the_bound_use_the_normal_interval_the_bootstrap_converges_to() -> None:
+    from promptctl.stats import mean_rows, paired_bounded, paired_mean_bounded
+
+    rng = np.random.default_rng(7)
+    a = rng.gamma(2.0, 50.0, size=20_000)  # skewed, as token counts are
+    b = a + rng.normal(3.0, 40.0, size=a.size)
+    normal = paired_mean_bounded(a, b)
+    boot = paired_bounded(a, b, mean_rows)
+    assert normal["delta"] == pytest.approx(float((b - a).mean()))
+    assert normal["p_value"] is None and normal["n"] == a.size
+    lo, hi = normal["ci95"]
+    blo, bhi = boot["ci95"]
+    # The bootstrap's ends move by a few percent of the width from seed to seed.
+    width = hi - lo
+    assert abs(lo - blo) < 0.1 * width and abs(hi - bhi) < 0.1 * width
+    # Below the bound it is the ordinary paired figure, permutation p-value included.
+    small = paired_mean_bounded(a[:100], b[:100])
+    assert small["p_value"] is not None
