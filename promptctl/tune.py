@@ -890,9 +890,13 @@ def tune(prompt_path: Path, resolved: ResolvedModel, evalset: EvalSet, *, store:
     if test.verdict.change != "better":
         return dataclasses.replace(facts, spend=spend, candidates=tuple(chosen), best=best.id, test=test,
                           written=False, stopped=tuner.stopped,
-                          reason=f"on the test rows the change is {test.verdict.sentence()} "
-                          f"(delta {test.delta if test.delta is not None else float('nan'):+.3f}, "
-                          f"p={test.p_value}); nothing written")
+                          # The test line above already gives the verdict's reasoning.
+                          reason=f"the test rows do not show the chosen prompt better "
+                          f"({test.verdict.text}: delta "
+                          f"{test.delta if test.delta is not None else float('nan'):+.3f}, "
+                          f"p={test.p_value:.3g}); nothing written" if test.p_value is not None
+                          else f"the test rows do not show the chosen prompt better "
+                          f"({test.verdict.text}); nothing written")
     assert repo is not None
     data, _ = build(prompt, tuner.runs[best.id]["plan"])
     day = (today or datetime.now(UTC)).strftime("%Y%m%d")
