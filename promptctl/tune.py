@@ -127,6 +127,8 @@ class TuneOptions:
     resume: bool = False
     dry_run: bool = False
     concurrency: int | None = None
+    # Seconds one attempt may take (a slow local model may need more than the default).
+    timeout: float | None = None
     random_sets: int = RANDOM_SETS
     proposals: int = PROPOSALS
 
@@ -481,7 +483,8 @@ class Tuner:
 
         run = run_eval(prompt, self.resolved, store=self.store, config=self.config,
                        evalset=subset, options=EvalOptions(
-                           concurrency=self.options.concurrency, subset=label,
+                           concurrency=self.options.concurrency, timeout=self.options.timeout,
+                           subset=label,
                            search={"id": self.state.search, "candidate": candidate,
                                    "origin": origin}, allowance=allowance),
                        on_start=started, git=self.git)
@@ -692,7 +695,8 @@ class Tuner:
             allowance = self._allowance(self._reserve([*tested, base]))
             run = run_eval(proposer, self.resolved, store=self.store, config=self.config,
                            evalset=subset, options=EvalOptions(
-                               concurrency=self.options.concurrency, subset=label,
+                               concurrency=self.options.concurrency, timeout=self.options.timeout,
+                           subset=label,
                                search={"id": self.state.search, "candidate": "proposer",
                                        "origin": "instruction proposals"},
                                allowance=allowance), git=self.git)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from promptctl.cli.common import fail, handle_errors, open_project_store, project
+from promptctl.cli.eval_cmd import MAX_TIMEOUT
 from promptctl.errors import EXIT_INTERRUPTED, InputError
 
 
@@ -43,6 +44,9 @@ def tune(
         min=1, max=100, help="Instructions to ask the proposer for.")] = 4,
     concurrency: Annotated[int | None, typer.Option(
         min=1, max=1000, help="Requests in flight.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0.1, max=MAX_TIMEOUT, metavar="SECONDS",
+        help="Seconds one attempt of a request may take, answer included (default 60).")] = None,
     html: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Write the HTML report of the search here (default: "
         ".promptctl/tune/NAME-DATE.html when a better prompt is written).")] = None,
@@ -76,7 +80,7 @@ def tune(
 
     options = TuneOptions(strategy=strategy, seed=seed, metric=metric,
                           budget=parse_budget(budget), pool=pool, proposer=proposer,
-                          resume=resume, dry_run=dry_run, concurrency=concurrency,
+                          resume=resume, dry_run=dry_run, concurrency=concurrency, timeout=timeout,
                           random_sets=candidates, proposals=proposals)
     config = project()
     (job,) = build_jobs([prompt], models=[model] if model else [], evalset=evalset, ref=None,

@@ -465,3 +465,16 @@ def test_history_shows_the_search_apart_from_the_versions(project: Project) -> N
         assert f'data-value="{c["value"]!r}"' in row.group(1)
         assert f'data-value="{c["n"]}"' in row.group(1)
         assert c["run"] not in page.split("Runs on a part of the eval set", 1)[0]
+
+
+def test_a_pipeline_is_refused_naming_its_prompts(project: Project) -> None:
+    project.write("pipelines/twice.yaml", "name: twice\nkind: pipeline\n"
+                  "evalset: ../evalsets/double.jsonl\nsteps:\n"
+                  "  - id: double\n    prompt: ../prompts/double.yaml\n"
+                  "    input: {item: '{{ input.item }}', note: '{{ input.note }}'}\n"
+                  "output: '{{ steps.double.answer }}'\n")
+    project.commit("a pipeline")
+    result = invoke("tune", "pipelines/twice.yaml", code=2)
+    assert "tune takes a prompt file, not a pipeline" in result.stderr
+    assert "tune one of the prompts the pipeline uses" in result.stderr
+    assert project.server.chat_requests == []
