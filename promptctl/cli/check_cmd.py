@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +13,10 @@ from promptctl.cli.common import handle_errors, open_project_store, project
 from promptctl.cli.eval_cmd import MAX_RESPONSE_MB
 from promptctl.cli.report_cmd import html_option, write_check_report
 from promptctl.errors import InputError
+
+if TYPE_CHECKING:
+    from promptctl.results import CheckResult, CompatResult
+    from promptctl.store import Store
 
 GITHUB_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
@@ -24,6 +29,31 @@ def _write(path: Path, text: str, *, append: bool = False) -> None:
     except OSError as exc:
         raise InputError(f"cannot write the report: {exc.strerror or exc}", file=path,
                          fix="choose a writable path") from None
+
+
+def publish(store: Store, result: CheckResult | CompatResult, *, markdown_text: str,
+            junit_text: Callable[[], str], terminal: Callable[[], None],
+            markdown: Path | None, junit: Path | None, html: Path | None,
+            json_out: bool) -> None:
+    """What `check` and `compat` do with their result: the Markdown in the CI job's summary
+    and where asked, JUnit, HTML, then JSON or the terminal table; a gate's exit code."""
+    from promptctl.render.jsonout import dumps
+
+    summary_file = os.environ.get(GITHUB_SUMMARY_ENV)
+    if summary_file:
+        _write(Path(summary_file), markdown_text + "\n", append=True)
+    if markdown is not None:
+        _write(markdown, markdown_text)
+    if junit is not None:
+        _write(junit, junit_text())
+    if html is not None:
+        write_check_report(store, result, html)
+    if json_out:
+        typer.echo(dumps(result.to_json()))
+    else:
+        terminal()
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @handle_errors
@@ -79,7 +109,6 @@ def check(
     provider failed (then the verdict is unknown: 3 wins over 1).
     """
     from promptctl.gate import CheckOptions, run_check, trusted_config
-    from promptctl.render.jsonout import dumps
     from promptctl.render.markdown import check_markdown
     from promptctl.render.terminal import console
     from promptctl.selection import find_prompt
@@ -101,23 +130,10 @@ def check(
         err.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
     result = run_check(config, store, options, on_event=say, config_source=config_source)
-    text = check_markdown(result)
-    summary_file = os.environ.get(GITHUB_SUMMARY_ENV)
-    if summary_file:
-        _write(Path(summary_file), text + "\n", append=True)
-    if markdown is not None:
-        _write(markdown, text)
-    if junit is not None:
-        from promptctl.render.junit import check_junit
+    from promptctl.render.check import check_terminal
+    from promptctl.render.junit import check_junit
 
-        _write(junit, check_junit(result))
-    if html is not None:
-        write_check_report(store, result, html)
-    if json_out:
-        typer.echo(dumps(result.to_json()))
-    else:
-        from promptctl.render.check import check_terminal
-
-        check_terminal(console(), result)
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    publish(store, result, markdown_text=check_markdown(result),
+            junit_text=lambda: check_junit(result),
+            terminal=lambda: check_terminal(console(), result), markdown=markdown, junit=junit,
+            html=html, json_out=json_out)

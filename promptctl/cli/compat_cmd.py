@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from promptctl.cli.check_cmd import GITHUB_SUMMARY_ENV, _write
+from promptctl.cli.check_cmd import publish
 from promptctl.cli.common import handle_errors, open_project_store, project
 from promptctl.cli.eval_cmd import MAX_CONCURRENCY, MAX_RESPONSE_MB, MAX_TIMEOUT
-from promptctl.cli.report_cmd import html_option, write_check_report
+from promptctl.cli.report_cmd import html_option
 from promptctl.errors import InputError
 
 
@@ -67,7 +66,6 @@ def compat(
     """
     from promptctl.compat import CompatOptions, run_compat
     from promptctl.engine import EvalOptions
-    from promptctl.render.jsonout import dumps
     from promptctl.render.markdown import compat_markdown
     from promptctl.render.terminal import console
 
@@ -91,23 +89,10 @@ def compat(
             err.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
     result = run_compat(config, store, options, on_event=say)
-    text = compat_markdown(result)
-    summary_file = os.environ.get(GITHUB_SUMMARY_ENV)
-    if summary_file:
-        _write(Path(summary_file), text + "\n", append=True)
-    if markdown is not None:
-        _write(markdown, text)
-    if junit is not None:
-        from promptctl.render.junit import compat_junit
+    from promptctl.render.check import compat_terminal
+    from promptctl.render.junit import compat_junit
 
-        _write(junit, compat_junit(result))
-    if html is not None:
-        write_check_report(store, result, html)
-    if json_out:
-        typer.echo(dumps(result.to_json()))
-    else:
-        from promptctl.render.check import compat_terminal
-
-        compat_terminal(console(), result)
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    publish(store, result, markdown_text=compat_markdown(result),
+            junit_text=lambda: compat_junit(result),
+            terminal=lambda: compat_terminal(console(), result), markdown=markdown, junit=junit,
+            html=html, json_out=json_out)
