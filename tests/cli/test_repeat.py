@@ -50,27 +50,28 @@ def _metrics(run: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
     return {name: (m["value"], m["n"], tuple(m["ci95"])) for name, m in run["metrics"].items()}
 
 
-def test_twenty_identical_samples_give_the_interval_and_n_of_one(project: Path,
-                                                                 fake_openai: FakeOpenAI) -> None:
+@pytest.mark.parametrize("k", [5, 20])
+def test_identical_samples_give_the_interval_and_n_of_one(project: Path, fake_openai: FakeOpenAI,
+                                                          k: int) -> None:
     once = eval_run("prompts/vote.yaml")
     assert once["metrics"]["accuracy"]["value"] == pytest.approx(0.6)
     assert once["metrics"]["accuracy"]["n"] == 10
     low, high = once["metrics"]["accuracy"]["ci95"]
     assert high - low > 0.3  # ten rows say little: about [0.3, 0.9]
 
-    twenty = eval_run("prompts/vote.yaml", "--repeat", "20")
-    assert fake_openai.count == 10 * 20  # every sample was asked: the answers are all the same
-    # The same ten answers twenty times over are still ten rows: same values, n and intervals
+    repeated = eval_run("prompts/vote.yaml", "--repeat", str(k))
+    assert fake_openai.count == 10 * k  # every sample was asked: the answers are all the same
+    # The same ten answers k times over are still ten rows: same values, n and intervals
     # for every metric (the share, macro F1 and format validity).
-    assert _metrics(twenty) == _metrics(once)
-    assert (twenty["n"], twenty["samples"]) == (10, 200)
+    assert _metrics(repeated) == _metrics(once)
+    assert (repeated["n"], repeated["samples"]) == (10, 10 * k)
     assert (once["n"], once["samples"]) == (10, 10)
 
     # What show --json gives (and the HTML report reads) is the stored summary.
-    stored = show(twenty["id"])["run"]
+    stored = show(repeated["id"])["run"]
     assert _metrics(stored) == _metrics(once) and stored["n"] == 10
-    human = invoke("show", twenty["id"]).stdout
-    assert "rows 10 (200 samples)" in human
+    human = invoke("show", repeated["id"]).stdout
+    assert f"rows 10 ({10 * k} samples)" in human
 
 
 def test_samples_of_a_row_are_averaged_before_rows_are_resampled(
