@@ -146,6 +146,10 @@ def test_fewshot_finds_the_examples_and_commits_them_on_a_new_branch(project: Pr
     assert committed.startswith("# Doubles a number")
     page = Path(out["html"]).read_text()
     assert all(c["id"] in page for c in out["candidates"]) and best["examples"][0] in page
+    # The zero-shot candidate's examples cell says so rather than standing empty.
+    (zero,) = [c for c in out["candidates"] if c["examples"] == []]
+    row = page[page.index(f"<td>{zero['id']}</td>"):]
+    assert '<span class="dim">none</span>' in row[:row.index("</tr>")]
 
 
 def test_test_rows_reach_the_server_only_in_the_final_phase(project: Project) -> None:
