@@ -38,7 +38,12 @@ from promptctl.agent_tools import (
 )
 from promptctl.errors import InputError
 from promptctl.evalsets import EvalSet, Row, load_evalset
-from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
+from promptctl.files import (
+    Reference,
+    project_root,
+    quote,
+    read_target_file,
+)
 from promptctl.metrics.aggregates import share
 from promptctl.metrics.builtin import selected
 from promptctl.metrics.registry import Metric, score_answer
@@ -662,9 +667,6 @@ def load_agent(path: str | Path, root: Path | None = None) -> Agent:
     """Load and validate an agent file (its eval set and tools inside the project)."""
     p = Path(path)
     root = Path(root) if root is not None else project_root(p)
-    inside = Path(os.path.abspath(p)).is_relative_to(os.path.abspath(root)) or \
-        is_inside(p.parent, root)
-    data = read_file(p, what="agent file", max_bytes=MAX_PROMPT_BYTES,
-                     root=root if inside else None, missing_fix="check the path")
+    data = read_target_file(p, root, what="agent file")
     return parse_agent(data, p, root)
 

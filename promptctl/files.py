@@ -112,6 +112,18 @@ class _Failure:
         return InputError(f"{self.what} {problem}", file=self.path, fix=fix)
 
 
+def read_target_file(path: Path, root: Path, *, what: str,
+                     ref: Reference | None = None) -> bytes:
+    """The bytes of a prompt, pipeline or agent file. Named from outside the project (on the
+    command line) it may be anywhere; a path inside the project may not lead out of it by a
+    symbolic link; with `ref` (a file another project file names) it must lie inside."""
+    inside_as_named = Path(os.path.abspath(path)).is_relative_to(os.path.abspath(root)) or \
+        is_inside(path.parent, root)
+    return read_file(path, what=what, max_bytes=MAX_PROMPT_BYTES,
+                     root=root if ref is not None or inside_as_named else None, ref=ref,
+                     missing_fix="check the path")
+
+
 def read_file(path: Path, *, what: str, max_bytes: int, root: Path | None = None,
               ref: Reference | None = None, missing_fix: str | None = None) -> bytes:
     """The bytes of `path`, a regular file of at most `max_bytes`.

@@ -25,12 +25,10 @@ from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError, did_you_mean, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset
 from promptctl.files import (
-    MAX_PROMPT_BYTES,
     Reference,
-    is_inside,
     project_root,
     quote,
-    read_file,
+    read_target_file,
 )
 from promptctl.metrics.registry import Metric, builtin
 from promptctl.prompts import (
@@ -828,8 +826,5 @@ def load_pipeline(path: str | Path, root: Path | None = None) -> Pipeline:
     """Load and validate a pipeline file and every prompt it names (inside the project)."""
     p = Path(path)
     root = Path(root) if root is not None else project_root(p)
-    inside = Path(os.path.abspath(p)).is_relative_to(os.path.abspath(root)) or \
-        is_inside(p.parent, root)
-    data = read_file(p, what="pipeline file", max_bytes=MAX_PROMPT_BYTES,
-                     root=root if inside else None, missing_fix="check the path")
+    data = read_target_file(p, root, what="pipeline file")
     return parse_pipeline(data, p, root)

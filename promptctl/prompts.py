@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from promptctl._yaml import LineMap, decode_utf8, load_yaml_text
 from promptctl.errors import InputError, did_you_mean, display_path
 from promptctl.evalsets import EvalSet, Row, load_evalset, make_row
-from promptctl.files import MAX_PROMPT_BYTES, Reference, is_inside, project_root, quote, read_file
+from promptctl.files import (
+    MAX_PROMPT_BYTES,
+    Reference,
+    project_root,
+    quote,
+    read_file,
+    read_target_file,
+)
 from promptctl.metrics.registry import (
     AnswerLike,
     Metric,
@@ -864,11 +871,7 @@ def load_prompt(path: str | Path, root: Path | None = None, *, ref: Reference | 
     """
     p = Path(path)
     root = Path(root) if root is not None else project_root(p)
-    inside_as_named = Path(os.path.abspath(p)).is_relative_to(os.path.abspath(root)) or \
-        is_inside(p.parent, root)
-    data = read_file(p, what="prompt file", max_bytes=MAX_PROMPT_BYTES,
-                     root=root if ref is not None or inside_as_named else None, ref=ref,
-                     missing_fix="check the path")
+    data = read_target_file(p, root, what="prompt file", ref=ref)
     return parse_prompt(data, p, root)
 
 
