@@ -182,6 +182,13 @@ def test_run_ids_sort_by_time_and_are_unique() -> None:
     assert [i[:10] for i in ids] == sorted(i[:10] for i in ids)
 
 
+def test_ids_made_in_one_millisecond_never_collide_and_keep_their_order() -> None:
+    # Thousands of ids land in a few milliseconds: random tails alone would collide.
+    ids = [new_run_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+
+
 # -- running ---------------------------------------------------------------------
 
 
